@@ -1,0 +1,435 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::ConfigError;
+use crate::schema::{
+    AwsRef, Binding, Config, Delivery, FileRef, OnRotate, SecretKeyRef, SourceSpec, VaultRef,
+};
+
+/// A source after validation: exactly one kind.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Source {
+    Value(String),
+    Env(String),
+    File(FileRef),
+    KubernetesSecret(SecretKeyRef),
+    Vault(VaultRef),
+    Aws(AwsRef),
+}
+
+impl Source {
+    /// The source's kind as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Value(_) => "value",
+            Source::Env(_) => "envRef",
+            Source::File(_) => "fileRef",
+            Source::KubernetesSecret(_) => "secretKeyRef",
+            Source::Vault(_) => "vaultRef",
+            Source::Aws(_) => "awsRef",
+        }
+    }
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Value(_) => f.write_str("Value(<redacted>)"),
+            Source::Env(v) => f.debug_tuple("Env").field(v).finish(),
+            Source::File(v) => f.debug_tuple("File").field(v).finish(),
+            Source::KubernetesSecret(v) => f.debug_tuple("KubernetesSecret").field(v).finish(),
+            Source::Vault(v) => f.debug_tuple("Vault").field(v).finish(),
+            Source::Aws(v) => f.debug_tuple("Aws").field(v).finish(),
+        }
+    }
+}
+
+impl SourceSpec {
+    fn set_fields(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        if self.value.is_some() {
+            set.push("value");
+        }
+        if self.env_ref.is_some() {
+            set.push("envRef");
+        }
+        if self.file_ref.is_some() {
+            set.push("fileRef");
+        }
+        if self.secret_key_ref.is_some() {
+            set.push("secretKeyRef");
+        }
+        if self.vault_ref.is_some() {
+            set.push("vaultRef");
+        }
+        if self.aws_ref.is_some() {
+            set.push("awsRef");
+        }
+        set
+    }
+
+    /// The one source this spec names, or `None` when zero or several are set
+    /// (validation refuses both).
+    pub fn source(&self) -> Option<Source> {
+        if self.set_fields().len() != 1 {
+            return None;
+        }
+        let s = self.clone();
+        s.value
+            .map(Source::Value)
+            .or(s.env_ref.map(Source::Env))
+            .or(s.file_ref.map(Source::File))
+            .or(s.secret_key_ref.map(Source::KubernetesSecret))
+            .or(s.vault_ref.map(Source::Vault))
+            .or(s.aws_ref.map(Source::Aws))
+    }
+}
+
+/// Something legal but probably not what the author meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub field: String,
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}: {}", self.field, self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+const PROVIDER_TYPES: [&str; 3] = ["vault", "aws", "kubernetes"];
+const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+const SIGNALS: [&str; 9] = [
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT",
+    "SIGKILL",
+];
+
+struct Checker<'a> {
+    origin: &'a str,
+    warnings: Vec<Warning>,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, line: Option<u64>, field: String, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_string(),
+            line,
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn warn(&mut self, line: Option<u64>, field: String, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            field,
+            line,
+            message: message.into(),
+        });
+    }
+}
+
+fn line_of(loc: &serde_saphyr::Location) -> Option<u64> {
+    Some(loc.line()).filter(|l| *l > 0)
+}
+
+pub(crate) fn validate(config: &Config, origin: &str) -> Result<Vec<Warning>, ConfigError> {
+    let mut c = Checker {
+        origin,
+        warnings: Vec::new(),
+    };
+    if config.version != "v1" {
+        return Err(c.invalid(
+            None,
+            "version".into(),
+            format!(
+                "unsupported version {:?}; the only version is \"v1\"",
+                config.version
+            ),
+        ));
+    }
+    let level = config.monitoring.log_level.to_ascii_lowercase();
+    if !LOG_LEVELS.contains(&level.as_str()) {
+        return Err(c.invalid(
+            None,
+            "monitoring.logLevel".into(),
+            format!(
+                "unknown level {:?}; use one of {}",
+                config.monitoring.log_level,
+                LOG_LEVELS.join(", ")
+            ),
+        ));
+    }
+    for (name, spec) in &config.providers {
+        let line = line_of(&spec.defined);
+        if !PROVIDER_TYPES.contains(&spec.value.kind.as_str()) {
+            return Err(c.invalid(
+                line,
+                format!("providers.{name}.type"),
+                format!(
+                    "unknown provider type {:?}; use one of {}",
+                    spec.value.kind,
+                    PROVIDER_TYPES.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut binding_names = BTreeSet::new();
+    let mut first_env_owner: BTreeMap<&str, &str> = BTreeMap::new();
+    for (i, spanned) in config.secrets.iter().enumerate() {
+        let binding = &spanned.value;
+        let line = line_of(&spanned.defined);
+        let field = format!("secrets[{i}]");
+        check_binding(&mut c, config, binding, &field, line)?;
+        if !binding_names.insert(binding.name.as_str()) {
+            return Err(c.invalid(
+                line,
+                format!("{field}.name"),
+                format!("duplicate binding name {:?}", binding.name),
+            ));
+        }
+        if binding.selector.binary.is_some()
+            && binding.selector.path.is_none()
+            && binding.selector.namespace.is_none()
+            && binding.selector.labels.is_empty()
+            && binding.selector.service_account.is_none()
+            && binding.selector.uid.is_none()
+            && binding.selector.cgroup_path.is_none()
+        {
+            c.warn(
+                line,
+                format!("{field}.selector"),
+                "selects by binary name alone: any process that can run a file with that name \
+                 matches; narrow it with path, uid, cgroupPath or a pod selector",
+            );
+        }
+        for r in &binding.secret_refs {
+            if let Some(other) = first_env_owner.insert(r.value.name.as_str(), &binding.name) {
+                if other != binding.name {
+                    c.warn(
+                        line_of(&r.defined),
+                        format!("{field}.secretRefs"),
+                        format!(
+                            "{:?} is also delivered by binding {other:?}; a process matching both \
+                             is refused",
+                            r.value.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    Ok(c.warnings)
+}
+
+fn check_binding(
+    c: &mut Checker<'_>,
+    config: &Config,
+    binding: &Binding,
+    field: &str,
+    line: Option<u64>,
+) -> Result<(), ConfigError> {
+    if binding.name.trim().is_empty() {
+        return Err(c.invalid(line, format!("{field}.name"), "must not be empty"));
+    }
+    let sel = &binding.selector;
+    if *sel == crate::Selector::default() {
+        return Err(c.invalid(
+            line,
+            format!("{field}.selector"),
+            "empty selector would match every process; set at least one of binary, path, \
+             namespace, labels, serviceAccount, container, uid, cgroupPath",
+        ));
+    }
+    if let Some(b) = &sel.binary {
+        if b.is_empty() || b.contains('/') {
+            return Err(c.invalid(
+                line,
+                format!("{field}.selector.binary"),
+                format!(
+                    "{b:?} is not a file name; binary is the basename (use path for a full path)"
+                ),
+            ));
+        }
+    }
+    if let Some(p) = &sel.path {
+        if !p.starts_with('/') {
+            return Err(c.invalid(
+                line,
+                format!("{field}.selector.path"),
+                format!("{p:?} is not an absolute path"),
+            ));
+        }
+    }
+    if let Some(OnRotate::Signal(s)) = &binding.on_rotate {
+        if !SIGNALS.contains(&s.as_str()) {
+            return Err(c.invalid(
+                line,
+                format!("{field}.onRotate.signal"),
+                format!("unknown signal {s:?}; use one of {}", SIGNALS.join(", ")),
+            ));
+        }
+    }
+    if binding.secret_refs.is_empty() {
+        c.warn(
+            line,
+            format!("{field}.secretRefs"),
+            "binding delivers no secrets",
+        );
+    }
+    let mut names = BTreeSet::new();
+    for (j, spanned) in binding.secret_refs.iter().enumerate() {
+        let r = &spanned.value;
+        let rline = line_of(&spanned.defined);
+        let rfield = format!("{field}.secretRefs[{j}]");
+        check_delivery_name(c, &r.name, binding.delivery, &rfield, rline)?;
+        if !names.insert(r.name.as_str()) {
+            return Err(c.invalid(
+                rline,
+                format!("{rfield}.name"),
+                format!(
+                    "duplicate secret name {:?} in binding {:?}",
+                    r.name, binding.name
+                ),
+            ));
+        }
+        let sline = line_of(&r.source.defined).or(rline);
+        let set = r.source.value.set_fields();
+        let Some(source) = r.source.value.source() else {
+            let found = if set.is_empty() {
+                "none".to_string()
+            } else {
+                set.join(", ")
+            };
+            return Err(c.invalid(
+                sline,
+                format!("{rfield}.source"),
+                format!(
+                    "exactly one of value, envRef, fileRef, secretKeyRef, vaultRef, awsRef must \
+                     be set (found {found})"
+                ),
+            ));
+        };
+        check_source(c, config, &source, &format!("{rfield}.source"), sline)?;
+    }
+    Ok(())
+}
+
+fn check_delivery_name(
+    c: &Checker<'_>,
+    name: &str,
+    delivery: Delivery,
+    field: &str,
+    line: Option<u64>,
+) -> Result<(), ConfigError> {
+    let ok = match delivery {
+        Delivery::Env => {
+            let mut chars = name.chars();
+            matches!(chars.next(), Some(ch) if ch == '_' || ch.is_ascii_alphabetic())
+                && chars.all(|ch| ch == '_' || ch.is_ascii_alphanumeric())
+        }
+        Delivery::File => {
+            !name.is_empty()
+                && name != "."
+                && name != ".."
+                && !name.contains('/')
+                && !name.contains('\0')
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        let what = match delivery {
+            Delivery::Env => "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+            Delivery::File => "a file name (no '/', not '.' or '..')",
+        };
+        Err(c.invalid(
+            line,
+            format!("{field}.name"),
+            format!("{name:?} is not {what}"),
+        ))
+    }
+}
+
+fn check_source(
+    c: &Checker<'_>,
+    config: &Config,
+    source: &Source,
+    field: &str,
+    line: Option<u64>,
+) -> Result<(), ConfigError> {
+    let (provider, want, sub) = match source {
+        Source::Value(_) => return Ok(()),
+        Source::Env(name) => {
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                return Err(c.invalid(
+                    line,
+                    format!("{field}.envRef"),
+                    format!("{name:?} is not an environment variable name"),
+                ));
+            }
+            return Ok(());
+        }
+        Source::File(f) => {
+            if !f.path().starts_with('/') {
+                return Err(c.invalid(
+                    line,
+                    format!("{field}.fileRef"),
+                    format!("{:?} is not an absolute path", f.path()),
+                ));
+            }
+            return Ok(());
+        }
+        Source::KubernetesSecret(k) => {
+            if k.name.is_empty() || k.key.is_empty() {
+                return Err(c.invalid(
+                    line,
+                    format!("{field}.secretKeyRef"),
+                    "name and key must not be empty",
+                ));
+            }
+            return Ok(());
+        }
+        Source::Vault(v) => (v.provider.as_deref(), "vault", "vaultRef"),
+        Source::Aws(a) => (a.provider.as_deref(), "aws", "awsRef"),
+    };
+    if let Some(name) = provider {
+        match config.providers.get(name) {
+            None => {
+                return Err(c.invalid(
+                    line,
+                    format!("{field}.{sub}.provider"),
+                    format!("no provider named {name:?} in providers"),
+                ));
+            }
+            Some(p) if p.value.kind != want => {
+                return Err(c.invalid(
+                    line,
+                    format!("{field}.{sub}.provider"),
+                    format!(
+                        "provider {name:?} is of type {:?}, not {want:?}",
+                        p.value.kind
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    } else {
+        let count = config
+            .providers
+            .values()
+            .filter(|p| p.value.kind == want)
+            .count();
+        if count > 1 {
+            return Err(c.invalid(
+                line,
+                format!("{field}.{sub}.provider"),
+                format!("{count} providers of type {want:?} are configured; name one"),
+            ));
+        }
+    }
+    Ok(())
+}

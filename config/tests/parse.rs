@@ -1,0 +1,213 @@
+use kernelseal_config::{Mode, Source, parse_str};
+
+const ORIGINAL_QUICK_START: &str = r#"version: v1
+policy:
+  mode: enforce
+  blockEnviron: true
+  blockMem: true
+  blockPtrace: true
+  allowSelfRead: true
+  kernelBinaryFilter: false
+
+secrets:
+  - name: test-secrets
+    selector:
+      binary: "sleep"
+    secretRefs:
+      - name: MY_SECRET
+        source:
+          envRef: "KernelSeal_MY_SECRET"
+"#;
+
+const DESIGN_EXAMPLE: &str = r#"version: v1
+policy:
+  mode: enforce
+  blockEnviron: true
+  blockMem: true
+  blockMaps: false
+  blockPtrace: true
+  allowSelfRead: true
+  auditAll: false
+  kernelBinaryFilter: true
+  inheritProtection: true
+providers:
+  vault-prod: { type: vault, address: "https://vault:8200", auth: { kubernetes: { role: app } } }
+  aws:        { type: aws, region: eu-west-1 }
+secrets:
+  - name: database-creds
+    selector: { binary: postgres, path: /usr/lib/postgresql/16/bin/postgres, namespace: db, labels: { app: pg }, container: pg, uid: 999, cgroupPath: /system.slice/pg.service }
+    secretRefs:
+      - name: PGPASSWORD
+        source: { secretKeyRef: { name: db-credentials, key: password } }
+      - name: API_KEY
+        source: { vaultRef: { provider: vault-prod, path: app, key: api_key } }
+      - name: TOKEN
+        source: { awsRef: { secretId: prod/app, jsonKey: token } }
+      - name: LOCAL
+        source: { envRef: SOURCE_TOKEN }
+monitoring: { enabled: true, metricsPort: 9090, logLevel: info, logFormat: json }
+"#;
+
+#[test]
+fn original_quick_start_config_loads() {
+    let loaded = parse_str(ORIGINAL_QUICK_START, "quick.yaml").expect("loads");
+    let c = loaded.config;
+    assert_eq!(c.policy.mode, Mode::Enforce);
+    assert!(c.policy.block_environ && c.policy.block_mem && c.policy.block_ptrace);
+    assert!(!c.policy.block_maps, "blockMaps defaults to false");
+    assert!(!c.policy.kernel_binary_filter);
+    assert!(
+        c.policy.inherit_protection,
+        "inheritProtection defaults to true"
+    );
+    assert_eq!(c.secrets.len(), 1);
+    let b = &c.secrets[0].value;
+    assert_eq!(b.selector.binary.as_deref(), Some("sleep"));
+    let src = b.secret_refs[0].value.source.value.source().unwrap();
+    assert_eq!(src, Source::Env("KernelSeal_MY_SECRET".into()));
+    // Binary-only selection is legal but worth a warning.
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert_eq!(loaded.warnings[0].field, "secrets[0].selector");
+    assert_eq!(loaded.warnings[0].line, Some(11));
+}
+
+#[test]
+fn design_example_loads_with_every_source_kind() {
+    let loaded = parse_str(DESIGN_EXAMPLE, "design.yaml").expect("loads");
+    let kinds: Vec<_> = loaded.config.secrets[0]
+        .value
+        .secret_refs
+        .iter()
+        .map(|r| r.value.source.value.source().unwrap().kind())
+        .collect();
+    assert_eq!(kinds, ["secretKeyRef", "vaultRef", "awsRef", "envRef"]);
+    assert_eq!(loaded.config.providers["vault-prod"].value.kind, "vault");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn empty_document_gets_secure_defaults() {
+    let c = parse_str("version: v1\n", "x").unwrap().config;
+    assert_eq!(c.policy.mode, Mode::Enforce);
+    assert!(c.secrets.is_empty());
+    assert_eq!(c.monitoring.metrics_port, 9090);
+}
+
+fn err(text: &str) -> String {
+    parse_str(text, "cfg.yaml").unwrap_err().to_string()
+}
+
+#[test]
+fn unknown_policy_field_names_field_and_line() {
+    let e = err("version: v1\npolicy:\n  mode: enforce\n  blockEnv: true\n");
+    assert!(e.starts_with("cfg.yaml:4:"), "{e}");
+    assert!(e.contains("blockEnv"), "{e}");
+}
+
+#[test]
+fn bad_mode_is_refused_with_line() {
+    let e = err("version: v1\npolicy:\n  mode: enforcing\n");
+    assert!(e.starts_with("cfg.yaml:3:"), "{e}");
+    assert!(e.contains("enforcing"), "{e}");
+}
+
+#[test]
+fn wrong_version_is_refused() {
+    let e = err("version: v2\n");
+    assert!(e.contains("version") && e.contains("v2"), "{e}");
+}
+
+#[test]
+fn source_with_two_kinds_is_refused_naming_both() {
+    let e = err(
+        "secrets:\n  - name: b\n    selector: { binary: app }\n    secretRefs:\n      - name: A\n        source: { envRef: X, fileRef: /x }\n",
+    );
+    assert!(e.contains("secrets[0].secretRefs[0].source"), "{e}");
+    assert!(e.contains("envRef, fileRef"), "{e}");
+    assert!(e.starts_with("cfg.yaml:6"), "{e}");
+}
+
+#[test]
+fn source_with_no_kind_is_refused() {
+    let e = err(
+        "secrets:\n  - name: b\n    selector: { binary: app }\n    secretRefs:\n      - name: A\n        source: {}\n",
+    );
+    assert!(e.contains("found none"), "{e}");
+}
+
+#[test]
+fn empty_selector_is_refused() {
+    let e = err("secrets:\n  - name: b\n    secretRefs: []\n");
+    assert!(
+        e.contains("secrets[0].selector") && e.contains("every process"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_env_name_and_duplicates_are_refused() {
+    let e = err(
+        "secrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - name: 9A\n        source: { envRef: X }\n",
+    );
+    assert!(e.contains("secrets[0].secretRefs[0].name"), "{e}");
+    let e = err(
+        "secrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - { name: A, source: { envRef: X } }\n      - { name: A, source: { envRef: Y } }\n",
+    );
+    assert!(e.contains("duplicate secret name"), "{e}");
+    let e = err(
+        "secrets:\n  - { name: b, selector: { uid: 1 } }\n  - { name: b, selector: { uid: 2 } }\n",
+    );
+    assert!(e.contains("duplicate binding name"), "{e}");
+}
+
+#[test]
+fn unknown_or_mistyped_provider_is_refused() {
+    let e = err(
+        "secrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - { name: A, source: { vaultRef: { provider: nope, path: p, key: k } } }\n",
+    );
+    assert!(e.contains("vaultRef.provider") && e.contains("nope"), "{e}");
+    let e = err(
+        "providers:\n  a: { type: aws }\nsecrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - { name: A, source: { vaultRef: { provider: a, path: p, key: k } } }\n",
+    );
+    assert!(e.contains("of type \"aws\""), "{e}");
+    let e = err("providers:\n  a: { type: gcp }\n");
+    assert!(e.contains("providers.a.type") && e.contains("gcp"), "{e}");
+}
+
+#[test]
+fn literal_value_never_appears_in_errors_or_debug() {
+    let secret = "hunter2-SUPER-SECRET";
+    // A parse error on the same line as the literal value.
+    let text = format!(
+        "secrets:\n  - name: b\n    selector: {{ uid: 1 }}\n    secretRefs:\n      - {{ name: A, source: {{ value: {secret}, bogus: 1 }} }}\n"
+    );
+    let e = parse_str(&text, "cfg.yaml").unwrap_err();
+    assert!(!e.to_string().contains(secret), "{e}");
+    assert!(!format!("{e:?}").contains(secret));
+    // A validation error about the source holding it.
+    let text = format!(
+        "secrets:\n  - name: b\n    selector: {{ uid: 1 }}\n    secretRefs:\n      - {{ name: A, source: {{ value: {secret}, envRef: X }} }}\n"
+    );
+    let e = parse_str(&text, "cfg.yaml").unwrap_err();
+    assert!(!e.to_string().contains(secret), "{e}");
+    // Debug of a loaded config.
+    let text = format!(
+        "secrets:\n  - name: b\n    selector: {{ uid: 1 }}\n    secretRefs:\n      - {{ name: A, source: {{ value: {secret} }} }}\n"
+    );
+    let loaded = parse_str(&text, "cfg.yaml").unwrap();
+    assert!(!format!("{loaded:?}").contains(secret));
+    let src = loaded.config.secrets[0].value.secret_refs[0]
+        .value
+        .source
+        .value
+        .source()
+        .unwrap();
+    assert!(!format!("{src:?}").contains(secret));
+}
+
+#[test]
+fn syntax_errors_give_the_location_once() {
+    let e = err("secrets: 3\n");
+    assert!(e.starts_with("cfg.yaml:1:10: "), "{e}");
+    assert_eq!(e.matches("line").count(), 0, "{e}");
+}
