@@ -1,1 +1,94 @@
-fn main() {}
+//! `kernelseal`: the node agent and its command-line tools.
+
+mod agent;
+mod caps;
+mod exit;
+mod logging;
+mod marks_cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::Failure;
+
+/// Where the agent pins the maps other commands reach it through.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/kernelseal";
+
+#[derive(Parser)]
+#[command(
+    name = "kernelseal",
+    version,
+    about = "Kernel-level secret protection: deliver secrets to exactly the processes bound to \
+             them, and stop everyone else on the node, root included, from reading them back.",
+    after_help = "Exit codes: 0 success; 1 runtime error; 2 bad usage or config; \
+                  3 protection requested but the kernel cannot enforce it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the BPF-LSM programs, apply the policy and protect marked processes.
+    ///
+    /// With `policy.mode` audit or enforce the agent refuses to start when the
+    /// kernel cannot run the LSM programs (exit 3), and says why.
+    Agent(agent::AgentArgs),
+    /// Mark running processes protected (asks the running agent's pinned maps).
+    ///
+    /// A process is protected from the moment it is marked. Marking cannot
+    /// revoke a file descriptor or a ptrace attachment taken before: protect
+    /// a process before it holds secrets (the `exec` wrapper does).
+    Protect(marks_cli::MarkArgs),
+    /// Remove the protection mark of running processes.
+    Unprotect(marks_cli::MarkArgs),
+    /// Show whether processes are marked protected.
+    Status(marks_cli::MarkArgs),
+    /// Configuration file tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Parse and validate a config file; print warnings; exit 2 on errors.
+    Validate {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Agent(args) => agent::run(args),
+        Command::Protect(args) => marks_cli::protect(&args),
+        Command::Unprotect(args) => marks_cli::unprotect(&args),
+        Command::Status(args) => marks_cli::status(&args),
+        Command::Config(ConfigCommand::Validate { file }) => validate(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("kernelseal: {}", failure.message());
+            ExitCode::from(failure.code())
+        }
+    }
+}
+
+fn validate(file: &std::path::Path) -> Result<(), Failure> {
+    let loaded = kernelseal_config::load_file(file).map_err(Failure::config)?;
+    for w in &loaded.warnings {
+        println!("warning: {}: {w}", file.display());
+    }
+    println!(
+        "{}: OK ({} binding(s), mode {})",
+        file.display(),
+        loaded.config.secrets.len(),
+        loaded.config.policy.mode
+    );
+    Ok(())
+}

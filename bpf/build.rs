@@ -1,0 +1,35 @@
+//! Compiles the BPF C programs with clang into OUT_DIR; lib.rs embeds them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
+    let include = manifest.join("include");
+    let src = manifest.join("src/bpf/kernelseal.bpf.c");
+    for p in [&src, &include.join("kernelseal.h"), &include.join("ks_core.h")] {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    println!("cargo:rerun-if-env-changed=CLANG");
+
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
+    let obj = out.join("kernelseal.bpf.o");
+    let result = Command::new(&clang)
+        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-D__TARGET_ARCH_x86"])
+        .arg("-I")
+        .arg(&include)
+        .arg("-c")
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status();
+    match result {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!("{clang} failed ({status}) compiling {}", src.display()),
+        Err(e) => panic!(
+            "cannot run {clang} ({e}): the BPF programs need clang and libbpf-dev; \
+             run scripts/setup (or apt-get install -y clang libbpf-dev)"
+        ),
+    }
+}

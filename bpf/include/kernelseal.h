@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The single source of every struct and constant that crosses the
+ * kernel/user boundary. The Rust mirror lives in bpf/src/abi.rs and a unit
+ * test checks its layout against the BTF of the compiled object.
+ */
+#ifndef KERNELSEAL_H
+#define KERNELSEAL_H
+
+/* Bumped whenever a map or struct layout changes (pins carry it). */
+#define KS_LAYOUT_VERSION 1
+
+/* policy.mode */
+#define KS_MODE_DISABLED 0
+#define KS_MODE_AUDIT 1
+#define KS_MODE_ENFORCE 2
+
+/* policy.flags */
+#define KS_POLICY_BLOCK_ENVIRON (1u << 0)
+#define KS_POLICY_BLOCK_MEM (1u << 1)
+#define KS_POLICY_BLOCK_MAPS (1u << 2)
+#define KS_POLICY_BLOCK_PTRACE (1u << 3)
+#define KS_POLICY_ALLOW_SELF_READ (1u << 4)
+#define KS_POLICY_AUDIT_ALL (1u << 5)
+#define KS_POLICY_INHERIT (1u << 6)
+
+/* task_mark.flags */
+#define KS_MARK_PROTECTED (1u << 0)
+/* The agent itself: protected, and allowed to access protected tasks. */
+#define KS_MARK_AGENT (1u << 1)
+
+/* Access kinds, in events and in the opener's pending classification. */
+#define KS_KIND_NONE 0
+#define KS_KIND_ENVIRON 1
+#define KS_KIND_MEM 2
+#define KS_KIND_MAPS 3
+#define KS_KIND_PTRACE 4
+#define KS_KIND_SELF_READ 5
+
+/* event.decision */
+#define KS_DECISION_ALLOWED 0
+#define KS_DECISION_DENIED 1
+#define KS_DECISION_AUDIT 2
+
+/* event.type */
+#define KS_EVENT_ACCESS 1
+
+/* stats indexes (per-CPU array) */
+#define KS_STAT_EVENTS_DROPPED 0
+#define KS_STAT_DENIED 1
+#define KS_STAT_AUDITED 2
+#define KS_STAT_INHERITED 3
+#define KS_STAT_MAX 4
+
+#define KS_COMM_LEN 16
+
+struct ks_policy {
+	__u32 mode;
+	__u32 flags;
+};
+
+/* Task-local storage value. One struct serves both roles a task can have:
+ * a protected target (flags, binding_id) and an opener of procfs files
+ * (pending_kind, pending_pid), so a task costs at most one storage slot. */
+struct ks_task_mark {
+	__u32 flags;
+	__u32 binding_id;
+	/* Kind recorded by file_open for the ptrace_access_check that follows. */
+	__u32 pending_kind;
+	__u32 _pad;
+	/* struct pid * of a target refused by an FSCREDS check; file_post_open
+	 * refuses the open of that target's procfs file (kernels >= 6.15 let
+	 * perfmon-capable callers past a refused READ check). */
+	__u64 pending_pid;
+};
+
+struct ks_event {
+	__u32 type;
+	__u32 kind;
+	__u32 decision;
+	__u32 ptrace_mode;
+	__u32 accessor_pid;
+	__u32 accessor_tid;
+	__u32 accessor_uid;
+	__u32 target_pid;
+	__u32 target_tid;
+	__u32 binding_id;
+	__u64 timestamp_ns;
+	char accessor_comm[KS_COMM_LEN];
+	char target_comm[KS_COMM_LEN];
+};
+
+#endif /* KERNELSEAL_H */

@@ -1,0 +1,84 @@
+//! Rust mirrors of `bpf/include/kernelseal.h`. The layout test in
+//! `tests/abi_layout.rs` checks each struct against the object's BTF.
+
+pub const LAYOUT_VERSION: u32 = 1;
+
+pub const MODE_DISABLED: u32 = 0;
+pub const MODE_AUDIT: u32 = 1;
+pub const MODE_ENFORCE: u32 = 2;
+
+pub const POLICY_BLOCK_ENVIRON: u32 = 1 << 0;
+pub const POLICY_BLOCK_MEM: u32 = 1 << 1;
+pub const POLICY_BLOCK_MAPS: u32 = 1 << 2;
+pub const POLICY_BLOCK_PTRACE: u32 = 1 << 3;
+pub const POLICY_ALLOW_SELF_READ: u32 = 1 << 4;
+pub const POLICY_AUDIT_ALL: u32 = 1 << 5;
+pub const POLICY_INHERIT: u32 = 1 << 6;
+
+pub const MARK_PROTECTED: u32 = 1 << 0;
+pub const MARK_AGENT: u32 = 1 << 1;
+
+pub const KIND_NONE: u32 = 0;
+pub const KIND_ENVIRON: u32 = 1;
+pub const KIND_MEM: u32 = 2;
+pub const KIND_MAPS: u32 = 3;
+pub const KIND_PTRACE: u32 = 4;
+pub const KIND_SELF_READ: u32 = 5;
+
+pub const DECISION_ALLOWED: u32 = 0;
+pub const DECISION_DENIED: u32 = 1;
+pub const DECISION_AUDIT: u32 = 2;
+
+pub const EVENT_ACCESS: u32 = 1;
+
+pub const STAT_EVENTS_DROPPED: u32 = 0;
+pub const STAT_DENIED: u32 = 1;
+pub const STAT_AUDITED: u32 = 2;
+pub const STAT_INHERITED: u32 = 3;
+pub const STAT_MAX: u32 = 4;
+
+pub const COMM_LEN: usize = 16;
+
+/// `struct ks_policy`
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawPolicy {
+    pub mode: u32,
+    pub flags: u32,
+}
+
+/// `struct ks_task_mark`
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawTaskMark {
+    pub flags: u32,
+    pub binding_id: u32,
+    pub pending_kind: u32,
+    pub _pad: u32,
+    pub pending_pid: u64,
+}
+
+/// `struct ks_event`
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawEvent {
+    pub event_type: u32,
+    pub kind: u32,
+    pub decision: u32,
+    pub ptrace_mode: u32,
+    pub accessor_pid: u32,
+    pub accessor_tid: u32,
+    pub accessor_uid: u32,
+    pub target_pid: u32,
+    pub target_tid: u32,
+    pub binding_id: u32,
+    pub timestamp_ns: u64,
+    pub accessor_comm: [u8; COMM_LEN],
+    pub target_comm: [u8; COMM_LEN],
+}
+
+// SAFETY: plain-old-data, every bit pattern is valid; aya copies these in and
+// out of maps as raw bytes.
+unsafe impl aya::Pod for RawPolicy {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawTaskMark {}

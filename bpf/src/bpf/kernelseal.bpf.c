@@ -1,0 +1,332 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * KernelSeal's kernel side: protection marks in task-local storage, set from
+ * user space through a pidfd, and the LSM hooks that refuse every way of
+ * reading a protected process from outside (design.md section 3).
+ */
+#include "ks_core.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+#include "kernelseal.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ks_task_mark);
+} ks_marks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ks_policy);
+} ks_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} ks_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KS_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ks_stats SEC(".maps");
+
+/* Keeps struct ks_event in the object's BTF (the maps already carry the
+ * others), where the Rust layout test reads it. */
+const volatile struct ks_event _ks_event_btf = {};
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&ks_stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct ks_policy *policy(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&ks_policy, &zero);
+}
+
+static __always_inline struct ks_task_mark *mark_of(struct task_struct *t)
+{
+	return bpf_task_storage_get(&ks_marks, t, 0, 0);
+}
+
+/* A task is protected when it or its thread-group leader carries the mark:
+ * threads created before the mark are covered through the leader. */
+static __always_inline struct ks_task_mark *protection_of(struct task_struct *t)
+{
+	struct ks_task_mark *m = mark_of(t);
+
+	if (m && (m->flags & KS_MARK_PROTECTED))
+		return m;
+	m = mark_of(t->group_leader);
+	if (m && (m->flags & KS_MARK_PROTECTED))
+		return m;
+	return 0;
+}
+
+static __always_inline bool is_agent(struct task_struct *t)
+{
+	struct ks_task_mark *m = mark_of(t);
+
+	if (m && (m->flags & KS_MARK_AGENT))
+		return true;
+	m = mark_of(t->group_leader);
+	return m && (m->flags & KS_MARK_AGENT);
+}
+
+static __always_inline void emit(__u32 kind, __u32 decision, __u32 mode,
+				 struct task_struct *target, __u32 binding_id)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct ks_event *e = bpf_ringbuf_reserve(&ks_events, sizeof(*e), 0);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!e) {
+		stat_inc(KS_STAT_EVENTS_DROPPED);
+		return;
+	}
+	e->type = KS_EVENT_ACCESS;
+	e->kind = kind;
+	e->decision = decision;
+	e->ptrace_mode = mode;
+	e->accessor_pid = pid_tgid >> 32;
+	e->accessor_tid = (__u32)pid_tgid;
+	e->accessor_uid = (__u32)bpf_get_current_uid_gid();
+	e->target_pid = BPF_CORE_READ(target, tgid);
+	e->target_tid = BPF_CORE_READ(target, pid);
+	e->binding_id = binding_id;
+	e->timestamp_ns = bpf_ktime_get_ns();
+	bpf_get_current_comm(e->accessor_comm, sizeof(e->accessor_comm));
+	BPF_CORE_READ_STR_INTO(&e->target_comm, target, comm);
+	(void)cur;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline bool kind_blocked(const struct ks_policy *p, __u32 kind)
+{
+	switch (kind) {
+	case KS_KIND_ENVIRON:
+		return p->flags & KS_POLICY_BLOCK_ENVIRON;
+	case KS_KIND_MEM:
+		return p->flags & KS_POLICY_BLOCK_MEM;
+	case KS_KIND_MAPS:
+		return p->flags & KS_POLICY_BLOCK_MAPS;
+	case KS_KIND_PTRACE:
+		return p->flags & KS_POLICY_BLOCK_PTRACE;
+	}
+	return false;
+}
+
+/* The procfs file kinds that expose a process's memory or environment.
+ * Only files under /proc/<pid>/ and /proc/<pid>/task/<tid>/ carry these
+ * names, so the name on a procfs superblock is enough. */
+static __always_inline __u32 classify_proc_name(const unsigned char *name, __u32 len)
+{
+	char buf[16] = {};
+
+	if (len < 3 || len > 12)
+		return KS_KIND_NONE;
+	if (bpf_probe_read_kernel(buf, len & 15, name))
+		return KS_KIND_NONE;
+	if (len == 7 && buf[0] == 'e' && buf[1] == 'n' && buf[2] == 'v' && buf[3] == 'i' &&
+	    buf[4] == 'r' && buf[5] == 'o' && buf[6] == 'n')
+		return KS_KIND_ENVIRON;
+	if (len == 3 && buf[0] == 'm' && buf[1] == 'e' && buf[2] == 'm')
+		return KS_KIND_MEM;
+	/* maps family: maps, smaps, smaps_rollup, numa_maps, pagemap */
+	if (len == 4 && buf[0] == 'm' && buf[1] == 'a' && buf[2] == 'p' && buf[3] == 's')
+		return KS_KIND_MAPS;
+	if (len == 5 && buf[0] == 's' && buf[1] == 'm' && buf[2] == 'a' && buf[3] == 'p' &&
+	    buf[4] == 's')
+		return KS_KIND_MAPS;
+	if (len == 12 && buf[0] == 's' && buf[1] == 'm' && buf[2] == 'a' && buf[3] == 'p' &&
+	    buf[4] == 's' && buf[5] == '_' && buf[6] == 'r')
+		return KS_KIND_MAPS;
+	if (len == 9 && buf[0] == 'n' && buf[1] == 'u' && buf[2] == 'm' && buf[3] == 'a' &&
+	    buf[4] == '_')
+		return KS_KIND_MAPS;
+	if (len == 7 && buf[0] == 'p' && buf[1] == 'a' && buf[2] == 'g' && buf[3] == 'e' &&
+	    buf[4] == 'm' && buf[5] == 'a' && buf[6] == 'p')
+		return KS_KIND_MAPS;
+	return KS_KIND_NONE;
+}
+
+static __always_inline bool is_procfs(struct file *file)
+{
+	return BPF_CORE_READ(file, f_inode, i_sb, s_magic) == PROC_SUPER_MAGIC;
+}
+
+static __always_inline struct pid *proc_pid_of(struct file *file)
+{
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct proc_inode *pi;
+
+	/* container_of(inode, struct proc_inode, vfs_inode), relocated. */
+	pi = (void *)inode - bpf_core_field_offset(struct proc_inode, vfs_inode);
+	return BPF_CORE_READ(pi, pid);
+}
+
+/*
+ * Classifies procfs opens for the ptrace_access_check that do_dentry_open
+ * triggers next, and resets the opener's pending state so a refused open
+ * cannot leave a stale record behind.
+ */
+SEC("lsm/file_open")
+int BPF_PROG(file_open, struct file *file, int ret)
+{
+	struct task_struct *cur;
+	struct ks_task_mark *m;
+	struct ks_policy *p;
+	__u32 kind, len;
+
+	if (ret)
+		return ret;
+	if (!is_procfs(file))
+		return 0;
+	p = policy();
+	if (!p || p->mode == KS_MODE_DISABLED)
+		return 0;
+
+	len = BPF_CORE_READ(file, f_path.dentry, d_name.len);
+	kind = classify_proc_name(BPF_CORE_READ(file, f_path.dentry, d_name.name), len);
+	cur = bpf_get_current_task_btf();
+	m = bpf_task_storage_get(&ks_marks, cur, 0,
+				 kind ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	if (!m)
+		return 0;
+	m->pending_kind = kind;
+	m->pending_pid = 0;
+
+	/* Self-access never reaches ptrace_access_check, so allowSelfRead can
+	 * only be enforced here. */
+	if (kind && !(p->flags & KS_POLICY_ALLOW_SELF_READ) &&
+	    (m->flags & KS_MARK_PROTECTED || protection_of(cur))) {
+		struct pid *target = proc_pid_of(file);
+
+		if (target == cur->thread_pid || target == cur->group_leader->thread_pid) {
+			bool deny = p->mode == KS_MODE_ENFORCE;
+
+			emit(KS_KIND_SELF_READ, deny ? KS_DECISION_DENIED : KS_DECISION_AUDIT,
+			     0, cur, m->binding_id);
+			stat_inc(deny ? KS_STAT_DENIED : KS_STAT_AUDITED);
+			if (deny)
+				return -EACCES;
+		}
+	}
+	return 0;
+}
+
+/* The gate: every path that reads another process's memory or environment
+ * asks here (procfs opens, ptrace attach/seize, process_vm_readv,
+ * pidfd_getfd). */
+SEC("lsm/ptrace_access_check")
+int BPF_PROG(ptrace_access_check, struct task_struct *child, unsigned int mode, int ret)
+{
+	struct task_struct *cur;
+	struct ks_task_mark *target, *opener;
+	struct ks_policy *p;
+	__u32 kind, decision;
+	bool quiet = mode & PTRACE_MODE_NOAUDIT;
+
+	if (ret)
+		return ret;
+	p = policy();
+	if (!p || p->mode == KS_MODE_DISABLED)
+		return 0;
+	target = protection_of(child);
+	if (!target)
+		return 0;
+
+	cur = bpf_get_current_task_btf();
+	opener = mark_of(cur);
+	if (mode & PTRACE_MODE_FSCREDS) {
+		kind = opener ? opener->pending_kind : KS_KIND_NONE;
+		/* /proc/P/{ns,fd,cwd,exe,stat,...}: ps, top, lsof, the kubelet and
+		 * runc need these; they expose no memory. */
+		if (kind == KS_KIND_NONE)
+			return 0;
+	} else {
+		kind = KS_KIND_PTRACE;
+	}
+
+	if (is_agent(cur) || !kind_blocked(p, kind)) {
+		if ((p->flags & KS_POLICY_AUDIT_ALL) && !quiet)
+			emit(kind, KS_DECISION_ALLOWED, mode, child, target->binding_id);
+		return 0;
+	}
+
+	decision = p->mode == KS_MODE_ENFORCE ? KS_DECISION_DENIED : KS_DECISION_AUDIT;
+	if (!quiet) {
+		emit(kind, decision, mode, child, target->binding_id);
+		stat_inc(decision == KS_DECISION_DENIED ? KS_STAT_DENIED : KS_STAT_AUDITED);
+	}
+	if (decision != KS_DECISION_DENIED)
+		return 0;
+	if ((mode & PTRACE_MODE_FSCREDS) && opener)
+		opener->pending_pid = (__u64)child->thread_pid;
+	return -EPERM;
+}
+
+/* Kernels >= 6.15 grant READ-mode mm access to perfmon-capable callers after
+ * ptrace_access_check refused; refuse the open here too. Loaded only where
+ * the hook exists (6.9+). */
+SEC("lsm/file_post_open")
+int BPF_PROG(file_post_open, struct file *file, int mask, int ret)
+{
+	struct ks_task_mark *m;
+	__u64 pending;
+
+	if (ret)
+		return ret;
+	if (!is_procfs(file))
+		return 0;
+	m = mark_of(bpf_get_current_task_btf());
+	if (!m)
+		return 0;
+	pending = m->pending_pid;
+	m->pending_pid = 0;
+	m->pending_kind = KS_KIND_NONE;
+	if (pending && pending == (__u64)proc_pid_of(file))
+		return -EACCES;
+	return 0;
+}
+
+/* Children and threads inherit the mark: they inherit the environment and
+ * share (or copy) the memory that holds the secrets. */
+SEC("lsm/task_alloc")
+int BPF_PROG(task_alloc, struct task_struct *task, unsigned long clone_flags, int ret)
+{
+	struct ks_task_mark *parent, *child;
+	struct ks_policy *p;
+
+	if (ret)
+		return ret;
+	p = policy();
+	if (!p || !(p->flags & KS_POLICY_INHERIT))
+		return 0;
+	parent = protection_of(bpf_get_current_task_btf());
+	if (!parent)
+		return 0;
+	child = bpf_task_storage_get(&ks_marks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!child)
+		return 0;
+	/* The agent flag is not inherited: a child of the agent is an
+	 * ordinary protected process. */
+	child->flags = KS_MARK_PROTECTED;
+	child->binding_id = parent->binding_id;
+	stat_inc(KS_STAT_INHERITED);
+	return 0;
+}

@@ -1,0 +1,36 @@
+use std::io;
+
+/// Everything that can go wrong between KernelSeal and the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("kernel BTF is not available at /sys/kernel/btf/vmlinux: {reason}")]
+    NoBtf { reason: String },
+    #[error("loading the BPF object failed: {reason}")]
+    Object { reason: String },
+    #[error("the kernel refused LSM program {program}: {reason}")]
+    LsmRefused { program: &'static str, reason: String },
+    #[error("map {map} is missing from the BPF object or has the wrong type")]
+    MissingMap { map: &'static str },
+    #[error("{op} on map {map} failed: {source}")]
+    Map {
+        op: &'static str,
+        map: &'static str,
+        source: io::Error,
+    },
+    #[error("no process with PID {pid}")]
+    NoSuchProcess { pid: u32 },
+    #[error("PID {pid} is a kernel thread; only user processes can be protected")]
+    KernelThread { pid: u32 },
+    #[error("cannot open a pidfd for PID {pid}: {source}")]
+    Pidfd { pid: u32, source: io::Error },
+    #[error("no running agent: its pinned maps are not under {dir} ({reason}); start `kernelseal agent`")]
+    NotPinned { dir: String, reason: String },
+    #[error("pinning {what} at {path} failed: {reason}")]
+    Pin {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("reading BPF events failed: {source}")]
+    Events { source: io::Error },
+}

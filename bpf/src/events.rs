@@ -1,0 +1,187 @@
+//! Decoding the ring-buffer events the LSM programs emit.
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use crate::abi::{self, RawEvent};
+use crate::error::BpfError;
+
+/// What was accessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessKind {
+    Environ,
+    Mem,
+    Maps,
+    Ptrace,
+    SelfRead,
+    Unknown(u32),
+}
+
+impl AccessKind {
+    fn from_raw(v: u32) -> Self {
+        match v {
+            abi::KIND_ENVIRON => AccessKind::Environ,
+            abi::KIND_MEM => AccessKind::Mem,
+            abi::KIND_MAPS => AccessKind::Maps,
+            abi::KIND_PTRACE => AccessKind::Ptrace,
+            abi::KIND_SELF_READ => AccessKind::SelfRead,
+            other => AccessKind::Unknown(other),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessKind::Environ => "environ",
+            AccessKind::Mem => "mem",
+            AccessKind::Maps => "maps",
+            AccessKind::Ptrace => "ptrace",
+            AccessKind::SelfRead => "self-read",
+            AccessKind::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// What the kernel did about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    Allowed,
+    Denied,
+    Audit,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+            Decision::Audit => "audit",
+        }
+    }
+}
+
+/// One access to a protected process, as reported by the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessEvent {
+    pub kind: AccessKind,
+    pub decision: Decision,
+    pub ptrace_mode: u32,
+    pub accessor_pid: u32,
+    pub accessor_tid: u32,
+    pub accessor_uid: u32,
+    pub accessor_comm: String,
+    pub target_pid: u32,
+    pub target_tid: u32,
+    pub target_comm: String,
+    pub binding_id: u32,
+    pub timestamp_ns: u64,
+}
+
+impl AccessEvent {
+    /// Decodes one ring-buffer record; `None` for a record of another type
+    /// or size (a newer object than this decoder).
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < std::mem::size_of::<RawEvent>() {
+            return None;
+        }
+        // SAFETY: the length is checked and RawEvent is plain old data;
+        // read_unaligned copes with the ring buffer's 8-byte alignment.
+        let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        if raw.event_type != abi::EVENT_ACCESS {
+            return None;
+        }
+        Some(AccessEvent {
+            kind: AccessKind::from_raw(raw.kind),
+            decision: match raw.decision {
+                abi::DECISION_DENIED => Decision::Denied,
+                abi::DECISION_AUDIT => Decision::Audit,
+                _ => Decision::Allowed,
+            },
+            ptrace_mode: raw.ptrace_mode,
+            accessor_pid: raw.accessor_pid,
+            accessor_tid: raw.accessor_tid,
+            accessor_uid: raw.accessor_uid,
+            accessor_comm: comm(&raw.accessor_comm),
+            target_pid: raw.target_pid,
+            target_tid: raw.target_tid,
+            target_comm: comm(&raw.target_comm),
+            binding_id: raw.binding_id,
+            timestamp_ns: raw.timestamp_ns,
+        })
+    }
+}
+
+fn comm(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// The asynchronous stream of access events.
+pub struct EventStream {
+    fd: AsyncFd<RingBuf<MapData>>,
+}
+
+impl EventStream {
+    pub(crate) fn new(ring: RingBuf<MapData>) -> Result<Self, BpfError> {
+        // SAFETY: the RingBuf owns its map fd and returns the same fd from
+        // every as_raw_fd() call; the AsyncFd owns the RingBuf, so the fd
+        // stays open for the AsyncFd's whole life.
+        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
+        let fd = fd.map_err(|e| BpfError::Events { source: e.into() })?;
+        Ok(EventStream { fd })
+    }
+
+    /// Waits for the next batch of events.
+    pub async fn next_batch(&mut self) -> Result<Vec<AccessEvent>, BpfError> {
+        loop {
+            let mut guard = self
+                .fd
+                .readable_mut()
+                .await
+                .map_err(|source| BpfError::Events { source })?;
+            let ring = guard.get_inner_mut();
+            let mut out = Vec::new();
+            while let Some(item) = ring.next() {
+                if let Some(ev) = AccessEvent::decode(&item) {
+                    out.push(ev);
+                }
+            }
+            guard.clear_ready();
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_raw_event() {
+        let mut raw = RawEvent {
+            event_type: abi::EVENT_ACCESS,
+            kind: abi::KIND_ENVIRON,
+            decision: abi::DECISION_DENIED,
+            accessor_pid: 9999,
+            target_pid: 5678,
+            ..Default::default()
+        };
+        raw.accessor_comm[..3].copy_from_slice(b"cat");
+        raw.target_comm[..5].copy_from_slice(b"sleep");
+        // SAFETY: RawEvent is plain old data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const RawEvent).cast::<u8>(),
+                std::mem::size_of::<RawEvent>(),
+            )
+        };
+        let ev = AccessEvent::decode(bytes).unwrap();
+        assert_eq!(ev.kind, AccessKind::Environ);
+        assert_eq!(ev.decision, Decision::Denied);
+        assert_eq!(ev.accessor_comm, "cat");
+        assert_eq!(ev.target_comm, "sleep");
+        assert_eq!((ev.accessor_pid, ev.target_pid), (9999, 5678));
+        assert!(AccessEvent::decode(&bytes[..10]).is_none(), "short record");
+    }
+}

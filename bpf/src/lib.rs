@@ -1,0 +1,25 @@
+//! KernelSeal's kernel side: BPF-LSM programs written in C
+//! (`src/bpf/kernelseal.bpf.c`, built by `build.rs` with clang) and the
+//! typed Rust API that loads them, sets the policy, marks processes through
+//! pidfds and streams access events.
+
+pub mod abi;
+mod error;
+mod events;
+mod gate;
+pub mod kernel;
+mod marks;
+mod policy;
+mod process;
+mod sys;
+
+pub use error::BpfError;
+pub use events::{AccessEvent, AccessKind, Decision, EventStream};
+pub use gate::{Gate, Stats};
+pub use marks::{MarkState, Marks};
+pub use policy::{KernelMode, KernelPolicy};
+pub use process::ProcessFacts;
+pub use sys::pidfd_open;
+
+/// The compiled BPF object.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernelseal.bpf.o"));

@@ -1,0 +1,163 @@
+//! Protection marks: task-local storage keyed by pidfd.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use std::path::Path;
+
+use aya::maps::MapData;
+
+use crate::abi::{self, RawTaskMark};
+use crate::error::BpfError;
+use crate::process::ProcessFacts;
+use crate::sys;
+
+pub(crate) const MARKS_MAP: &str = "ks_marks";
+
+/// The state of one process's mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkState {
+    pub protected: bool,
+    pub agent: bool,
+    pub binding_id: u32,
+}
+
+/// A handle on the marks map: either the one a [`crate::Gate`] loaded, or the
+/// agent's pinned copy (for `kernelseal protect` from another process).
+pub struct Marks {
+    map: MapData,
+}
+
+impl Marks {
+    pub(crate) fn from_map(map: MapData) -> Self {
+        Marks { map }
+    }
+
+    pub(crate) fn pin(&self, path: &Path) -> Result<(), BpfError> {
+        self.map.pin(path).map_err(|e| BpfError::Pin {
+            what: "marks map",
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Opens the marks map the agent pinned under `dir`.
+    pub fn from_pin(dir: &Path) -> Result<Self, BpfError> {
+        let path = dir.join(MARKS_MAP);
+        let map = MapData::from_pin(&path).map_err(|e| BpfError::NotPinned {
+            dir: dir.display().to_string(),
+            reason: crate::gate::error_chain(&e),
+        })?;
+        Ok(Marks { map })
+    }
+
+    /// The kernel id of the map, to check that a loaded program still uses it.
+    pub fn map_id(&self) -> Result<u32, BpfError> {
+        self.map.info().map(|i| i.id()).map_err(|e| BpfError::Map {
+            op: "info",
+            map: MARKS_MAP,
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+
+    /// Whether a loaded BPF program still uses this map. A pin can outlive
+    /// the agent that made it (killed with SIGKILL); marking such an orphan
+    /// map would protect nothing, so callers check this first.
+    pub fn in_use(&self) -> Result<bool, BpfError> {
+        let id = self.map_id()?;
+        let failed = |e: aya::programs::ProgramError| BpfError::Map {
+            op: "list programs",
+            map: MARKS_MAP,
+            source: std::io::Error::other(e.to_string()),
+        };
+        for prog in aya::programs::loaded_programs() {
+            let prog = prog.map_err(failed)?;
+            if prog.map_ids().map_err(failed)?.unwrap_or_default().contains(&id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.map.fd().as_fd()
+    }
+
+    /// Marks a process (and, through its group leader, all its threads)
+    /// protected, then reads the mark back: a mark that did not stick is an
+    /// error, never a silent success. Returns the process that was marked
+    /// (a TID is resolved to its process).
+    pub fn protect(&self, pid: u32, binding_id: u32) -> Result<ProcessFacts, BpfError> {
+        self.set(pid, abi::MARK_PROTECTED, binding_id)
+    }
+
+    /// Marks the agent itself: protected, and allowed to access protected tasks.
+    pub fn protect_agent(&self, pid: u32) -> Result<ProcessFacts, BpfError> {
+        self.set(pid, abi::MARK_PROTECTED | abi::MARK_AGENT, 0)
+    }
+
+    fn set(&self, pid: u32, flags: u32, binding_id: u32) -> Result<ProcessFacts, BpfError> {
+        let facts = ProcessFacts::read(pid)?;
+        if facts.kernel_thread {
+            return Err(BpfError::KernelThread { pid });
+        }
+        let pidfd = sys::pidfd_open(facts.tgid)?;
+        let mark = RawTaskMark {
+            flags,
+            binding_id,
+            ..Default::default()
+        };
+        let key = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
+        sys::update(self.fd(), &key, &mark).map_err(|source| map_err("update", source, facts.tgid))?;
+        match self.state_of_pidfd(&pidfd, facts.tgid)? {
+            Some(s) if s.protected && s.binding_id == binding_id => Ok(facts),
+            _ => Err(BpfError::Map {
+                op: "verify",
+                map: MARKS_MAP,
+                source: std::io::Error::other(format!(
+                    "mark for PID {} did not read back",
+                    facts.tgid
+                )),
+            }),
+        }
+    }
+
+    /// Removes a process's mark. Its children keep their own marks.
+    pub fn unprotect(&self, pid: u32) -> Result<ProcessFacts, BpfError> {
+        let facts = ProcessFacts::read(pid)?;
+        let pidfd = sys::pidfd_open(facts.tgid)?;
+        let key = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
+        sys::delete(self.fd(), &key).map_err(|source| map_err("delete", source, facts.tgid))?;
+        Ok(facts)
+    }
+
+    /// The mark of a process, `None` when it has none.
+    pub fn state(&self, pid: u32) -> Result<Option<MarkState>, BpfError> {
+        let facts = ProcessFacts::read(pid)?;
+        let pidfd = sys::pidfd_open(facts.tgid)?;
+        self.state_of_pidfd(&pidfd, facts.tgid)
+    }
+
+    fn state_of_pidfd(&self, pidfd: &OwnedFd, pid: u32) -> Result<Option<MarkState>, BpfError> {
+        let key = std::os::fd::AsRawFd::as_raw_fd(pidfd);
+        let raw: Option<RawTaskMark> =
+            sys::lookup(self.fd(), &key).map_err(|source| map_err("lookup", source, pid))?;
+        Ok(raw
+            .filter(|m| m.flags & (abi::MARK_PROTECTED | abi::MARK_AGENT) != 0)
+            .map(|m| MarkState {
+                protected: m.flags & abi::MARK_PROTECTED != 0,
+                agent: m.flags & abi::MARK_AGENT != 0,
+                binding_id: m.binding_id,
+            }))
+    }
+}
+
+fn map_err(op: &'static str, source: std::io::Error, pid: u32) -> BpfError {
+    if source.raw_os_error() == Some(libc::ESRCH) || source.raw_os_error() == Some(libc::EBADF) {
+        return BpfError::NoSuchProcess { pid };
+    }
+    BpfError::Map {
+        op,
+        map: MARKS_MAP,
+        source,
+    }
+}

@@ -1,0 +1,77 @@
+//! The policy as the kernel programs see it.
+
+use crate::abi::{self, RawPolicy};
+
+/// `policy.mode` of the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelMode {
+    Disabled,
+    Audit,
+    Enforce,
+}
+
+/// The switches of `policy:`, as one value the agent writes into the
+/// policy map. Changing it takes effect on the next access, no reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelPolicy {
+    pub mode: KernelMode,
+    pub block_environ: bool,
+    pub block_mem: bool,
+    pub block_maps: bool,
+    pub block_ptrace: bool,
+    pub allow_self_read: bool,
+    pub audit_all: bool,
+    pub inherit_protection: bool,
+}
+
+impl KernelPolicy {
+    pub fn to_raw(self) -> RawPolicy {
+        let mode = match self.mode {
+            KernelMode::Disabled => abi::MODE_DISABLED,
+            KernelMode::Audit => abi::MODE_AUDIT,
+            KernelMode::Enforce => abi::MODE_ENFORCE,
+        };
+        let mut flags = 0;
+        for (on, bit) in [
+            (self.block_environ, abi::POLICY_BLOCK_ENVIRON),
+            (self.block_mem, abi::POLICY_BLOCK_MEM),
+            (self.block_maps, abi::POLICY_BLOCK_MAPS),
+            (self.block_ptrace, abi::POLICY_BLOCK_PTRACE),
+            (self.allow_self_read, abi::POLICY_ALLOW_SELF_READ),
+            (self.audit_all, abi::POLICY_AUDIT_ALL),
+            (self.inherit_protection, abi::POLICY_INHERIT),
+        ] {
+            if on {
+                flags |= bit;
+            }
+        }
+        RawPolicy { mode, flags }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_map_one_to_one() {
+        let all_off = KernelPolicy {
+            mode: KernelMode::Audit,
+            block_environ: false,
+            block_mem: false,
+            block_maps: false,
+            block_ptrace: false,
+            allow_self_read: false,
+            audit_all: false,
+            inherit_protection: false,
+        };
+        assert_eq!(all_off.to_raw(), RawPolicy { mode: abi::MODE_AUDIT, flags: 0 });
+        let env_only = KernelPolicy { block_environ: true, mode: KernelMode::Enforce, ..all_off };
+        assert_eq!(
+            env_only.to_raw(),
+            RawPolicy { mode: abi::MODE_ENFORCE, flags: abi::POLICY_BLOCK_ENVIRON }
+        );
+        let inherit = KernelPolicy { inherit_protection: true, ..all_off };
+        assert_eq!(inherit.to_raw().flags, abi::POLICY_INHERIT);
+    }
+}

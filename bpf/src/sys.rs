@@ -1,0 +1,102 @@
+//! The two syscalls aya does not wrap for us: `pidfd_open`, and element
+//! operations on a task-storage map, which aya only exposes as
+//! `Map::Unsupported` and whose key is a pidfd.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use crate::error::BpfError;
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_ANY: u64 = 0;
+
+/// The `map_elem` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+fn map_elem(cmd: libc::c_long, map: BorrowedFd<'_>, key: *const u8, value: *mut u8) -> io::Result<()> {
+    let attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key as u64,
+        value: value as u64,
+        flags: BPF_ANY,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for map element commands; key
+    // and value point to live buffers of the map's key and value sizes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            &attr as *const MapElemAttr,
+            std::mem::size_of::<MapElemAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Looks up the value for `key`; `Ok(None)` when absent.
+pub(crate) fn lookup<K, V: Default>(map: BorrowedFd<'_>, key: &K) -> io::Result<Option<V>> {
+    let mut value = V::default();
+    match map_elem(
+        BPF_MAP_LOOKUP_ELEM,
+        map,
+        key as *const K as *const u8,
+        &mut value as *mut V as *mut u8,
+    ) {
+        Ok(()) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn update<K, V>(map: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
+    map_elem(
+        BPF_MAP_UPDATE_ELEM,
+        map,
+        key as *const K as *const u8,
+        value as *const V as *mut u8,
+    )
+}
+
+/// Deletes `key`; deleting an absent key is not an error.
+pub(crate) fn delete<K>(map: BorrowedFd<'_>, key: &K) -> io::Result<()> {
+    match map_elem(
+        BPF_MAP_DELETE_ELEM,
+        map,
+        key as *const K as *const u8,
+        std::ptr::null_mut(),
+    ) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// Opens a pidfd for a process (thread-group leader). A pidfd names one
+/// process for its whole life, so PID reuse cannot redirect a mark.
+pub fn pidfd_open(pid: u32) -> Result<OwnedFd, BpfError> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::ESRCH) => BpfError::NoSuchProcess { pid },
+            _ => BpfError::Pidfd { pid, source: err },
+        });
+    }
+    // SAFETY: the syscall returned a fresh fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}

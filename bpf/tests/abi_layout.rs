@@ -1,0 +1,190 @@
+//! The Rust mirrors in `abi.rs` must match the C structs byte for byte: this
+//! reads the struct layouts out of the compiled object's BTF (the same
+//! information the kernel uses) and compares sizes and field offsets.
+
+use std::collections::HashMap;
+use std::mem::{offset_of, size_of};
+
+use kernelseal_bpf::abi::{RawEvent, RawPolicy, RawTaskMark};
+use object::{Object, ObjectSection};
+
+/// name → (size, [(field, byte offset)])
+type Layouts = HashMap<String, (u32, Vec<(String, u32)>)>;
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+
+/// A minimal reader of BTF type records (kernel `Documentation/bpf/btf.rst`):
+/// only struct layouts are kept, every other kind is skipped by its size.
+fn struct_layouts(btf: &[u8]) -> Layouts {
+    assert_eq!(u16::from_le_bytes([btf[0], btf[1]]), 0xeB9F, "BTF magic");
+    let hdr_len = u32_at(btf, 4) as usize;
+    let type_off = u32_at(btf, 8) as usize;
+    let type_len = u32_at(btf, 12) as usize;
+    let str_off = u32_at(btf, 16) as usize;
+    let types = &btf[hdr_len + type_off..hdr_len + type_off + type_len];
+    let strings = &btf[hdr_len + str_off..];
+    let name = |off: u32| {
+        let s = &strings[off as usize..];
+        String::from_utf8_lossy(&s[..s.iter().position(|c| *c == 0).unwrap()]).into_owned()
+    };
+    let mut out = Layouts::new();
+    let mut pos = 0;
+    while pos < types.len() {
+        let name_off = u32_at(types, pos);
+        let info = u32_at(types, pos + 4);
+        let size = u32_at(types, pos + 8);
+        let vlen = (info & 0xffff) as usize;
+        let kind = (info >> 24) & 0x1f;
+        let bitfield_offsets = info >> 31 == 1;
+        pos += 12;
+        let extra = match kind {
+            1 | 14 | 17 => 4,         // INT, VAR, DECL_TAG
+            3 => 12,                  // ARRAY
+            4 | 5 => vlen * 12,       // STRUCT, UNION
+            6 | 13 => vlen * 8,       // ENUM, FUNC_PROTO
+            15 | 19 => vlen * 12,     // DATASEC, ENUM64
+            _ => 0,                   // PTR, FWD, TYPEDEF, qualifiers, FUNC, FLOAT, TYPE_TAG
+        };
+        if kind == 4 {
+            let fields = (0..vlen)
+                .map(|i| {
+                    let m = pos + i * 12;
+                    let bits = u32_at(types, m + 8);
+                    let bits = if bitfield_offsets { bits & 0xff_ffff } else { bits };
+                    (name(u32_at(types, m)), bits / 8)
+                })
+                .collect();
+            out.insert(name(name_off), (size, fields));
+        }
+        pos += extra;
+    }
+    out
+}
+
+fn layouts() -> Layouts {
+    let file = object::File::parse(kernelseal_bpf::OBJECT).expect("BPF object parses");
+    let btf = file.section_by_name(".BTF").expect(".BTF section");
+    struct_layouts(btf.data().unwrap())
+}
+
+fn check(layouts: &Layouts, c_name: &str, rust_size: usize, rust: &[(&str, usize)]) {
+    let (size, fields) = layouts
+        .get(c_name)
+        .unwrap_or_else(|| panic!("struct {c_name} missing from BTF"));
+    assert_eq!(*size as usize, rust_size, "size of struct {c_name}");
+    assert_eq!(fields.len(), rust.len(), "field count of struct {c_name}: {fields:?}");
+    for ((c_field, c_off), (r_field, r_off)) in fields.iter().zip(rust) {
+        assert_eq!(c_field, r_field, "field order of struct {c_name}");
+        assert_eq!(*c_off as usize, *r_off, "offset of {c_name}.{c_field}");
+    }
+}
+
+#[test]
+fn policy_matches_c() {
+    check(
+        &layouts(),
+        "ks_policy",
+        size_of::<RawPolicy>(),
+        &[("mode", offset_of!(RawPolicy, mode)), ("flags", offset_of!(RawPolicy, flags))],
+    );
+}
+
+#[test]
+fn task_mark_matches_c() {
+    check(
+        &layouts(),
+        "ks_task_mark",
+        size_of::<RawTaskMark>(),
+        &[
+            ("flags", offset_of!(RawTaskMark, flags)),
+            ("binding_id", offset_of!(RawTaskMark, binding_id)),
+            ("pending_kind", offset_of!(RawTaskMark, pending_kind)),
+            ("_pad", offset_of!(RawTaskMark, _pad)),
+            ("pending_pid", offset_of!(RawTaskMark, pending_pid)),
+        ],
+    );
+}
+
+#[test]
+fn event_matches_c() {
+    check(
+        &layouts(),
+        "ks_event",
+        size_of::<RawEvent>(),
+        &[
+            ("type", offset_of!(RawEvent, event_type)),
+            ("kind", offset_of!(RawEvent, kind)),
+            ("decision", offset_of!(RawEvent, decision)),
+            ("ptrace_mode", offset_of!(RawEvent, ptrace_mode)),
+            ("accessor_pid", offset_of!(RawEvent, accessor_pid)),
+            ("accessor_tid", offset_of!(RawEvent, accessor_tid)),
+            ("accessor_uid", offset_of!(RawEvent, accessor_uid)),
+            ("target_pid", offset_of!(RawEvent, target_pid)),
+            ("target_tid", offset_of!(RawEvent, target_tid)),
+            ("binding_id", offset_of!(RawEvent, binding_id)),
+            ("timestamp_ns", offset_of!(RawEvent, timestamp_ns)),
+            ("accessor_comm", offset_of!(RawEvent, accessor_comm)),
+            ("target_comm", offset_of!(RawEvent, target_comm)),
+        ],
+    );
+}
+
+#[test]
+fn constants_match_c_header() {
+    // The header is the single source; parse its #defines and compare.
+    let header = include_str!("../include/kernelseal.h");
+    let mut defines = HashMap::new();
+    for line in header.lines() {
+        if let Some(rest) = line.strip_prefix("#define ") {
+            if let Some((k, v)) = rest.trim().split_once(char::is_whitespace) {
+                let v = v.trim().trim_start_matches('(').trim_end_matches(')');
+                let value = if let Some(shift) = v.strip_prefix("1u << ") {
+                    1u32 << shift.parse::<u32>().unwrap()
+                } else if let Ok(n) = v.parse::<u32>() {
+                    n
+                } else {
+                    continue;
+                };
+                defines.insert(k.to_string(), value);
+            }
+        }
+    }
+    use kernelseal_bpf::abi::*;
+    let expect = [
+        ("KS_LAYOUT_VERSION", LAYOUT_VERSION),
+        ("KS_MODE_DISABLED", MODE_DISABLED),
+        ("KS_MODE_AUDIT", MODE_AUDIT),
+        ("KS_MODE_ENFORCE", MODE_ENFORCE),
+        ("KS_POLICY_BLOCK_ENVIRON", POLICY_BLOCK_ENVIRON),
+        ("KS_POLICY_BLOCK_MEM", POLICY_BLOCK_MEM),
+        ("KS_POLICY_BLOCK_MAPS", POLICY_BLOCK_MAPS),
+        ("KS_POLICY_BLOCK_PTRACE", POLICY_BLOCK_PTRACE),
+        ("KS_POLICY_ALLOW_SELF_READ", POLICY_ALLOW_SELF_READ),
+        ("KS_POLICY_AUDIT_ALL", POLICY_AUDIT_ALL),
+        ("KS_POLICY_INHERIT", POLICY_INHERIT),
+        ("KS_MARK_PROTECTED", MARK_PROTECTED),
+        ("KS_MARK_AGENT", MARK_AGENT),
+        ("KS_KIND_NONE", KIND_NONE),
+        ("KS_KIND_ENVIRON", KIND_ENVIRON),
+        ("KS_KIND_MEM", KIND_MEM),
+        ("KS_KIND_MAPS", KIND_MAPS),
+        ("KS_KIND_PTRACE", KIND_PTRACE),
+        ("KS_KIND_SELF_READ", KIND_SELF_READ),
+        ("KS_DECISION_ALLOWED", DECISION_ALLOWED),
+        ("KS_DECISION_DENIED", DECISION_DENIED),
+        ("KS_DECISION_AUDIT", DECISION_AUDIT),
+        ("KS_EVENT_ACCESS", EVENT_ACCESS),
+        ("KS_STAT_EVENTS_DROPPED", STAT_EVENTS_DROPPED),
+        ("KS_STAT_DENIED", STAT_DENIED),
+        ("KS_STAT_AUDITED", STAT_AUDITED),
+        ("KS_STAT_INHERITED", STAT_INHERITED),
+        ("KS_STAT_MAX", STAT_MAX),
+        ("KS_COMM_LEN", COMM_LEN as u32),
+    ];
+    for (name, value) in expect {
+        assert_eq!(defines.get(name), Some(&value), "{name}");
+    }
+    assert_eq!(defines.len(), expect.len(), "every #define is mirrored: {defines:?}");
+}
