@@ -8,7 +8,11 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
     let include = manifest.join("include");
     let src = manifest.join("src/bpf/kernelseal.bpf.c");
-    for p in [&src, &include.join("kernelseal.h"), &include.join("ks_core.h")] {
+    for p in [
+        &src,
+        &include.join("kernelseal.h"),
+        &include.join("ks_core.h"),
+    ] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     println!("cargo:rerun-if-env-changed=CLANG");
@@ -16,7 +20,15 @@ fn main() {
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     let obj = out.join("kernelseal.bpf.o");
     let result = Command::new(&clang)
-        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-D__TARGET_ARCH_x86"])
+        .args([
+            "-target",
+            "bpf",
+            "-O2",
+            "-g",
+            "-Wall",
+            "-Werror",
+            "-D__TARGET_ARCH_x86",
+        ])
         .arg("-I")
         .arg(&include)
         .arg("-c")

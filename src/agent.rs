@@ -74,7 +74,10 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
     info!("[START] Starting KernelSeal agent - Secret Protection System");
     info!("   Version: {}", env!("CARGO_PKG_VERSION"));
     info!("   Config: {}", args.config.display());
-    info!("[CONFIG] Loaded KernelSeal configuration from {}", args.config.display());
+    info!(
+        "[CONFIG] Loaded KernelSeal configuration from {}",
+        args.config.display()
+    );
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -84,6 +87,11 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
 }
 
 async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
+    // Before anything else: a SIGHUP sent while the programs load must
+    // reload, not kill the agent with the default action.
+    let mut term = signal(SignalKind::terminate()).map_err(signal_failure)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(signal_failure)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(signal_failure)?;
     let policy = kernel_policy(&config);
     info!("[CONFIG] Policy applied: mode={}", config.policy.mode);
     harden_self();
@@ -104,9 +112,6 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
     log_policy(&config);
     info!("[OK] KernelSeal agent running - protecting marked processes");
 
-    let mut term = signal(SignalKind::terminate()).map_err(signal_failure)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(signal_failure)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(signal_failure)?;
     loop {
         tokio::select! {
             _ = term.recv() => { info!("[STOP] SIGTERM received, detaching programs"); break; }
@@ -121,16 +126,16 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
             },
         }
     }
-    if let Some(gate) = &gate {
-        if let Ok(stats) = gate.stats() {
-            info!(
-                denied = stats.denied,
-                audited = stats.audited,
-                inherited = stats.inherited,
-                events_dropped = stats.events_dropped,
-                "[STOP] final counters"
-            );
-        }
+    if let Some(gate) = &gate
+        && let Ok(stats) = gate.stats()
+    {
+        info!(
+            denied = stats.denied,
+            audited = stats.audited,
+            inherited = stats.inherited,
+            events_dropped = stats.events_dropped,
+            "[STOP] final counters"
+        );
     }
     drop(gate);
     info!("[STOP] KernelSeal agent stopped");
@@ -175,14 +180,20 @@ fn load_gate(policy: KernelPolicy, pin_dir: &Path) -> Result<Gate, Failure> {
         "[OK] LSM BPF programs loaded and attached: {}",
         gate.attached().join(", ")
     );
-    if !gate.attached().contains(&kernelseal_bpf::kernel::POST_OPEN_HOOK) {
+    if !gate
+        .attached()
+        .contains(&kernelseal_bpf::kernel::POST_OPEN_HOOK)
+    {
         info!(
             "[OK] kernel has no file_post_open hook (older than 6.9): ptrace_access_check alone \
              guards /proc opens there"
         );
     }
-    gate.pin_marks(pin_dir)
-        .map_err(|e| unenforceable(format!("{e}; is bpffs mounted at /sys/fs/bpf? (mount -t bpf bpf /sys/fs/bpf)")))?;
+    gate.pin_marks(pin_dir).map_err(|e| {
+        unenforceable(format!(
+            "{e}; is bpffs mounted at /sys/fs/bpf? (mount -t bpf bpf /sys/fs/bpf)"
+        ))
+    })?;
     let me = std::process::id();
     gate.marks()
         .protect_agent(me)
@@ -211,9 +222,13 @@ fn explain_load_failure(e: &BpfError) -> String {
              container with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN"
                 .to_string()
         }
-        Some(_) => "see the kernel's reason above; `kernelseal check` lists every requirement".to_string(),
+        Some(_) => {
+            "see the kernel's reason above; `kernelseal check` lists every requirement".to_string()
+        }
     };
-    format!("protection requested but the kernel gate cannot load: {e}. Fix: {fix}. Refusing to run without enforcement (set policy.mode: disabled for local testing without protection)")
+    format!(
+        "protection requested but the kernel gate cannot load: {e}. Fix: {fix}. Refusing to run without enforcement (set policy.mode: disabled for local testing without protection)"
+    )
 }
 
 fn reload(path: &Path, gate: Option<&mut Gate>) {
@@ -229,9 +244,13 @@ fn reload(path: &Path, gate: Option<&mut Gate>) {
     match gate {
         Some(gate) if policy.mode != KernelMode::Disabled => match gate.set_policy(policy) {
             Ok(()) => log_policy(&config),
-            Err(e) => error!("[CONFIG] applying the new policy failed, keeping the current one: {e}"),
+            Err(e) => {
+                error!("[CONFIG] applying the new policy failed, keeping the current one: {e}")
+            }
         },
-        Some(_) => warn!("[CONFIG] switching an enforcing agent to mode=disabled needs a restart; policy kept"),
+        Some(_) => warn!(
+            "[CONFIG] switching an enforcing agent to mode=disabled needs a restart; policy kept"
+        ),
         None => warn!("[CONFIG] the agent started in mode=disabled; restart it to enforce"),
     }
 }
@@ -240,7 +259,14 @@ fn log_policy(config: &Config) {
     let p = &config.policy;
     info!(
         "[CONFIG] Policy configured: mode={}, environ={}, mem={}, maps={}, ptrace={}, selfRead={}, auditAll={}, inherit={}",
-        p.mode, p.block_environ, p.block_mem, p.block_maps, p.block_ptrace, p.allow_self_read, p.audit_all, p.inherit_protection
+        p.mode,
+        p.block_environ,
+        p.block_mem,
+        p.block_maps,
+        p.block_ptrace,
+        p.allow_self_read,
+        p.audit_all,
+        p.inherit_protection
     );
 }
 
@@ -269,17 +295,23 @@ fn log_event(ev: &AccessEvent) {
         Decision::Denied => event!(
             warn,
             "[LSM BLOCKED] PID={} attempted {kind} access to PID={} ({})",
-            ev.accessor_pid, ev.target_pid, ev.accessor_comm
+            ev.accessor_pid,
+            ev.target_pid,
+            ev.accessor_comm
         ),
         Decision::Audit => event!(
             warn,
             "[LSM AUDIT] PID={} {kind} access to PID={} ({}) would be blocked",
-            ev.accessor_pid, ev.target_pid, ev.accessor_comm
+            ev.accessor_pid,
+            ev.target_pid,
+            ev.accessor_comm
         ),
         Decision::Allowed => event!(
             info,
             "[LSM ALLOW] PID={} {kind} access to PID={} ({}) allowed",
-            ev.accessor_pid, ev.target_pid, ev.accessor_comm
+            ev.accessor_pid,
+            ev.target_pid,
+            ev.accessor_comm
         ),
     }
 }

@@ -38,7 +38,10 @@ fn open_marks(args: &MarkArgs) -> Result<Marks, Failure> {
 }
 
 /// Runs `op` on every PID, reporting each; fails if any failed.
-fn each(args: &MarkArgs, op: impl Fn(&Marks, u32) -> Result<String, kernelseal_bpf::BpfError>) -> Result<(), Failure> {
+fn each(
+    args: &MarkArgs,
+    op: impl Fn(&Marks, u32) -> Result<String, kernelseal_bpf::BpfError>,
+) -> Result<(), Failure> {
     let marks = open_marks(args)?;
     let mut failed = 0;
     for &pid in &args.pids {
@@ -53,21 +56,30 @@ fn each(args: &MarkArgs, op: impl Fn(&Marks, u32) -> Result<String, kernelseal_b
     if failed == 0 {
         Ok(())
     } else {
-        Err(Failure::runtime(anyhow!("{failed} of {} PID(s) failed", args.pids.len())))
+        Err(Failure::runtime(anyhow!(
+            "{failed} of {} PID(s) failed",
+            args.pids.len()
+        )))
     }
 }
 
 pub fn protect(args: &MarkArgs) -> Result<(), Failure> {
     each(args, |marks, pid| {
         let p = marks.protect(pid, 0)?;
-        Ok(format!("[PROTECT] PID {} marked as protected ({})", p.tgid, p.comm))
+        Ok(format!(
+            "[PROTECT] PID {} marked as protected ({})",
+            p.tgid, p.comm
+        ))
     })
 }
 
 pub fn unprotect(args: &MarkArgs) -> Result<(), Failure> {
     each(args, |marks, pid| {
         let p = marks.unprotect(pid)?;
-        Ok(format!("[UNPROTECT] PID {} no longer protected ({})", p.tgid, p.comm))
+        Ok(format!(
+            "[UNPROTECT] PID {} no longer protected ({})",
+            p.tgid, p.comm
+        ))
     })
 }
 

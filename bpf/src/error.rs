@@ -8,7 +8,10 @@ pub enum BpfError {
     #[error("loading the BPF object failed: {reason}")]
     Object { reason: String },
     #[error("the kernel refused LSM program {program}: {reason}")]
-    LsmRefused { program: &'static str, reason: String },
+    LsmRefused {
+        program: &'static str,
+        reason: String,
+    },
     #[error("map {map} is missing from the BPF object or has the wrong type")]
     MissingMap { map: &'static str },
     #[error("{op} on map {map} failed: {source}")]
@@ -23,7 +26,9 @@ pub enum BpfError {
     KernelThread { pid: u32 },
     #[error("cannot open a pidfd for PID {pid}: {source}")]
     Pidfd { pid: u32, source: io::Error },
-    #[error("no running agent: its pinned maps are not under {dir} ({reason}); start `kernelseal agent`")]
+    #[error(
+        "no running agent: its pinned maps are not under {dir} ({reason}); start `kernelseal agent`"
+    )]
     NotPinned { dir: String, reason: String },
     #[error("pinning {what} at {path} failed: {reason}")]
     Pin {

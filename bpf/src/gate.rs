@@ -90,7 +90,8 @@ impl Gate {
             .ok_or(BpfError::MissingMap { map: POLICY_MAP })?;
         let arr: Array<&MapData, RawPolicy> =
             Array::try_from(map).map_err(|_| BpfError::MissingMap { map: POLICY_MAP })?;
-        arr.get(&0, 0).map_err(|e| map_error("lookup", POLICY_MAP, e))
+        arr.get(&0, 0)
+            .map_err(|e| map_error("lookup", POLICY_MAP, e))
     }
 
     /// Takes the event stream; `None` after the first call.
@@ -111,7 +112,9 @@ impl Gate {
         let arr: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map).map_err(|_| BpfError::MissingMap { map: STATS_MAP })?;
         let sum = |idx: u32| -> Result<u64, BpfError> {
-            let values = arr.get(&idx, 0).map_err(|e| map_error("lookup", STATS_MAP, e))?;
+            let values = arr
+                .get(&idx, 0)
+                .map_err(|e| map_error("lookup", STATS_MAP, e))?;
             Ok(values.iter().sum())
         };
         Ok(Stats {

@@ -22,4 +22,5 @@ pub use process::ProcessFacts;
 pub use sys::pidfd_open;
 
 /// The compiled BPF object.
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernelseal.bpf.o"));
+pub static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernelseal.bpf.o"));

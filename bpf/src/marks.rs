@@ -71,7 +71,12 @@ impl Marks {
         };
         for prog in aya::programs::loaded_programs() {
             let prog = prog.map_err(failed)?;
-            if prog.map_ids().map_err(failed)?.unwrap_or_default().contains(&id) {
+            if prog
+                .map_ids()
+                .map_err(failed)?
+                .unwrap_or_default()
+                .contains(&id)
+            {
                 return Ok(true);
             }
         }
@@ -107,7 +112,8 @@ impl Marks {
             ..Default::default()
         };
         let key = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
-        sys::update(self.fd(), &key, &mark).map_err(|source| map_err("update", source, facts.tgid))?;
+        sys::update(self.fd(), &key, &mark)
+            .map_err(|source| map_err("update", source, facts.tgid))?;
         match self.state_of_pidfd(&pidfd, facts.tgid)? {
             Some(s) if s.protected && s.binding_id == binding_id => Ok(facts),
             _ => Err(BpfError::Map {

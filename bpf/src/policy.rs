@@ -65,13 +65,29 @@ mod tests {
             audit_all: false,
             inherit_protection: false,
         };
-        assert_eq!(all_off.to_raw(), RawPolicy { mode: abi::MODE_AUDIT, flags: 0 });
-        let env_only = KernelPolicy { block_environ: true, mode: KernelMode::Enforce, ..all_off };
+        assert_eq!(
+            all_off.to_raw(),
+            RawPolicy {
+                mode: abi::MODE_AUDIT,
+                flags: 0
+            }
+        );
+        let env_only = KernelPolicy {
+            block_environ: true,
+            mode: KernelMode::Enforce,
+            ..all_off
+        };
         assert_eq!(
             env_only.to_raw(),
-            RawPolicy { mode: abi::MODE_ENFORCE, flags: abi::POLICY_BLOCK_ENVIRON }
+            RawPolicy {
+                mode: abi::MODE_ENFORCE,
+                flags: abi::POLICY_BLOCK_ENVIRON
+            }
         );
-        let inherit = KernelPolicy { inherit_protection: true, ..all_off };
+        let inherit = KernelPolicy {
+            inherit_protection: true,
+            ..all_off
+        };
         assert_eq!(inherit.to_raw().flags, abi::POLICY_INHERIT);
     }
 }

@@ -23,7 +23,12 @@ struct MapElemAttr {
     flags: u64,
 }
 
-fn map_elem(cmd: libc::c_long, map: BorrowedFd<'_>, key: *const u8, value: *mut u8) -> io::Result<()> {
+fn map_elem(
+    cmd: libc::c_long,
+    map: BorrowedFd<'_>,
+    key: *const u8,
+    value: *mut u8,
+) -> io::Result<()> {
     let attr = MapElemAttr {
         map_fd: map.as_raw_fd() as u32,
         key: key as u64,

@@ -40,19 +40,23 @@ fn struct_layouts(btf: &[u8]) -> Layouts {
         let bitfield_offsets = info >> 31 == 1;
         pos += 12;
         let extra = match kind {
-            1 | 14 | 17 => 4,         // INT, VAR, DECL_TAG
-            3 => 12,                  // ARRAY
-            4 | 5 => vlen * 12,       // STRUCT, UNION
-            6 | 13 => vlen * 8,       // ENUM, FUNC_PROTO
-            15 | 19 => vlen * 12,     // DATASEC, ENUM64
-            _ => 0,                   // PTR, FWD, TYPEDEF, qualifiers, FUNC, FLOAT, TYPE_TAG
+            1 | 14 | 17 => 4,     // INT, VAR, DECL_TAG
+            3 => 12,              // ARRAY
+            4 | 5 => vlen * 12,   // STRUCT, UNION
+            6 | 13 => vlen * 8,   // ENUM, FUNC_PROTO
+            15 | 19 => vlen * 12, // DATASEC, ENUM64
+            _ => 0,               // PTR, FWD, TYPEDEF, qualifiers, FUNC, FLOAT, TYPE_TAG
         };
         if kind == 4 {
             let fields = (0..vlen)
                 .map(|i| {
                     let m = pos + i * 12;
                     let bits = u32_at(types, m + 8);
-                    let bits = if bitfield_offsets { bits & 0xff_ffff } else { bits };
+                    let bits = if bitfield_offsets {
+                        bits & 0xff_ffff
+                    } else {
+                        bits
+                    };
                     (name(u32_at(types, m)), bits / 8)
                 })
                 .collect();
@@ -74,7 +78,11 @@ fn check(layouts: &Layouts, c_name: &str, rust_size: usize, rust: &[(&str, usize
         .get(c_name)
         .unwrap_or_else(|| panic!("struct {c_name} missing from BTF"));
     assert_eq!(*size as usize, rust_size, "size of struct {c_name}");
-    assert_eq!(fields.len(), rust.len(), "field count of struct {c_name}: {fields:?}");
+    assert_eq!(
+        fields.len(),
+        rust.len(),
+        "field count of struct {c_name}: {fields:?}"
+    );
     for ((c_field, c_off), (r_field, r_off)) in fields.iter().zip(rust) {
         assert_eq!(c_field, r_field, "field order of struct {c_name}");
         assert_eq!(*c_off as usize, *r_off, "offset of {c_name}.{c_field}");
@@ -87,7 +95,10 @@ fn policy_matches_c() {
         &layouts(),
         "ks_policy",
         size_of::<RawPolicy>(),
-        &[("mode", offset_of!(RawPolicy, mode)), ("flags", offset_of!(RawPolicy, flags))],
+        &[
+            ("mode", offset_of!(RawPolicy, mode)),
+            ("flags", offset_of!(RawPolicy, flags)),
+        ],
     );
 }
 
@@ -186,5 +197,9 @@ fn constants_match_c_header() {
     for (name, value) in expect {
         assert_eq!(defines.get(name), Some(&value), "{name}");
     }
-    assert_eq!(defines.len(), expect.len(), "every #define is mirrored: {defines:?}");
+    assert_eq!(
+        defines.len(),
+        expect.len(),
+        "every #define is mirrored: {defines:?}"
+    );
 }

@@ -1,0 +1,197 @@
+//! Starts, reconfigures and stops the real `kernelseal agent` for the suite.
+
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+pub const KERNELSEAL: &str = "/usr/bin/kernelseal";
+const CONFIG: &str = "/tmp/vmtests-agent.yaml";
+const LOG: &str = "/tmp/vmtests-agent.log";
+
+/// The policy switches a test wants; rendered into the agent's config.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub mode: &'static str,
+    pub environ: bool,
+    pub mem: bool,
+    pub maps: bool,
+    pub ptrace: bool,
+    pub self_read: bool,
+}
+
+impl Policy {
+    pub const ENFORCE_ALL: Policy = Policy {
+        mode: "enforce",
+        environ: true,
+        mem: true,
+        maps: true,
+        ptrace: true,
+        self_read: true,
+    };
+
+    fn yaml(&self) -> String {
+        format!(
+            "version: v1\npolicy:\n  mode: {}\n  blockEnviron: {}\n  blockMem: {}\n  blockMaps: {}\n  blockPtrace: {}\n  allowSelfRead: {}\n  auditAll: false\n  inheritProtection: true\nmonitoring:\n  logLevel: info\n",
+            self.mode, self.environ, self.mem, self.maps, self.ptrace, self.self_read
+        )
+    }
+}
+
+pub struct Agent {
+    child: Option<Child>,
+    pub pid: u32,
+    policy_lines: usize,
+}
+
+impl Agent {
+    pub fn start(policy: Policy) -> Result<Self, String> {
+        std::fs::write(CONFIG, policy.yaml()).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(LOG).map_err(|e| e.to_string())?;
+        let child = Command::new(KERNELSEAL)
+            .args(["agent", "--config", CONFIG])
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting {KERNELSEAL}: {e}"))?;
+        let pid = child.id();
+        let mut agent = Agent {
+            child: Some(child),
+            pid,
+            policy_lines: 0,
+        };
+        agent.wait_for(
+            |log| log.contains("[OK] KernelSeal agent running"),
+            "agent ready",
+        )?;
+        agent.policy_lines = count(&log_text(), "[CONFIG] Policy configured");
+        Ok(agent)
+    }
+
+    /// Rewrites the config and reloads it with SIGHUP; returns once the
+    /// agent logged the new policy.
+    pub fn set_policy(&mut self, policy: Policy) -> Result<(), String> {
+        self.set_policy_yaml(&policy.yaml())
+    }
+
+    pub fn set_policy_yaml(&mut self, yaml: &str) -> Result<(), String> {
+        std::fs::write(CONFIG, yaml).map_err(|e| e.to_string())?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGHUP) };
+        let want = self.policy_lines + 1;
+        self.wait_for(
+            |log| count(log, "[CONFIG] Policy configured") >= want,
+            "policy reload",
+        )?;
+        self.policy_lines = want;
+        Ok(())
+    }
+
+    fn wait_for(&mut self, done: impl Fn(&str) -> bool, what: &str) -> Result<(), String> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if done(&log_text()) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "agent exited ({status}) before {what}: {}",
+                        tail(&log_text())
+                    ));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "timed out waiting for {what}: {}",
+            tail(&log_text())
+        ))
+    }
+
+    /// SIGTERM and wait; the agent must exit 0.
+    pub fn stop(mut self) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        let status = child.wait().map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("agent exited with {status}: {}", tail(&log_text())))
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn log_text() -> String {
+    std::fs::read_to_string(LOG).unwrap_or_default()
+}
+
+fn count(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join(" | ")
+}
+
+/// Waits (up to 10 s) until the agent's log has a line containing every
+/// one of `needles`.
+pub fn wait_log_line(needles: &[&str]) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if log_text()
+            .lines()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "no agent log line with {needles:?}; log tail: {}",
+        tail(&log_text())
+    ))
+}
+
+/// Runs `kernelseal ARGS…` and returns its output.
+pub fn kernelseal(args: &[&str]) -> Result<Output, String> {
+    Command::new(KERNELSEAL)
+        .args(args)
+        .output()
+        .map_err(|e| format!("running kernelseal {args:?}: {e}"))
+}
+
+pub fn protect(pid: u32) -> Result<(), String> {
+    let out = kernelseal(&["protect", &pid.to_string()])?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "kernelseal protect {pid} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+pub fn unprotect(pid: u32) -> Result<(), String> {
+    let out = kernelseal(&["unprotect", &pid.to_string()])?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "kernelseal unprotect {pid} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}

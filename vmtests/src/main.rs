@@ -1,0 +1,139 @@
+//! `kernelseal-vmtests`: the privileged suite `cargo xtask vm-test` runs as
+//! root inside a VM whose kernel has BPF-LSM enabled. It drives the real
+//! `/usr/bin/kernelseal` and attacks real processes, so it refuses to run
+//! outside the VM (KERNELSEAL_VM=1).
+
+mod agent;
+mod attacks;
+mod suite;
+mod victim;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use suite::{Ctx, TestResult};
+
+type Test = (&'static str, fn(&mut Ctx) -> TestResult);
+
+const TESTS: &[Test] = &[
+    (
+        "enforce_refuses_all_vectors_on_process",
+        suite::enforce_refuses_all_vectors_on_process,
+    ),
+    (
+        "enforce_covers_thread_created_after_mark",
+        suite::enforce_covers_thread_created_after_mark,
+    ),
+    (
+        "enforce_covers_child_forked_after_mark",
+        suite::enforce_covers_child_forked_after_mark,
+    ),
+    (
+        "children_not_protected_without_inheritance",
+        suite::children_not_protected_without_inheritance,
+    ),
+    ("mark_survives_execve", suite::mark_survives_execve),
+    (
+        "process_reads_its_own_files",
+        suite::process_reads_its_own_files,
+    ),
+    (
+        "allow_self_read_false_refuses_own_files",
+        suite::allow_self_read_false_refuses_own_files,
+    ),
+    ("tools_still_work", suite::tools_still_work),
+    (
+        "unrelated_process_unaffected",
+        suite::unrelated_process_unaffected,
+    ),
+    ("audit_allows_and_logs", suite::audit_allows_and_logs),
+    (
+        "each_switch_off_allows_its_kind",
+        suite::each_switch_off_allows_its_kind,
+    ),
+    (
+        "refusal_leaves_no_stale_state",
+        suite::refusal_leaves_no_stale_state,
+    ),
+    ("unprotect_round_trip", suite::unprotect_round_trip),
+    ("agent_is_protected", suite::agent_is_protected),
+    (
+        "protect_bad_input_fails_clearly",
+        suite::protect_bad_input_fails_clearly,
+    ),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("victim") {
+        victim::run();
+    }
+    if std::env::var_os("KERNELSEAL_VM").is_none() {
+        eprintln!(
+            "kernelseal-vmtests attacks processes as root and loads BPF-LSM programs: it runs \
+             inside the test VM only (cargo xtask vm-test)"
+        );
+        return ExitCode::from(2);
+    }
+    let filter = args.first().cloned();
+    let kernel = std::env::var("KERNELSEAL_VM_KERNEL").unwrap_or_else(|_| "unknown".into());
+    println!("kernelseal-vmtests on kernel {kernel}");
+
+    let (mut passed, mut failed) = (0usize, 0usize);
+    let agent = match agent::Agent::start(agent::Policy::ENFORCE_ALL) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("test agent_starts ... FAILED: {e}");
+            println!("0 passed, {} failed", TESTS.len() + 1);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("test agent_starts ... ok");
+    passed += 1;
+    let mut ctx = Ctx { agent };
+    for (name, test) in TESTS {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let start = Instant::now();
+        match test(&mut ctx) {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.1}s)", start.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED: {e}");
+            }
+        }
+    }
+    // Last: the agent stops cleanly, and protect without it is refused.
+    let stop = ctx.agent.stop().and_then(|()| {
+        let v = victim::Victim::spawn()?;
+        let out = agent::kernelseal(&["protect", &v.pid.to_string()])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !err.contains("no running agent") {
+            return Err(format!(
+                "protect with no agent: status {}, stderr {err:?}",
+                out.status
+            ));
+        }
+        Ok(())
+    });
+    match stop {
+        Ok(()) => {
+            passed += 1;
+            println!("test agent_stops_and_protect_needs_it ... ok");
+        }
+        Err(e) => {
+            failed += 1;
+            println!("test agent_stops_and_protect_needs_it ... FAILED: {e}");
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

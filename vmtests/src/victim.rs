@@ -1,0 +1,175 @@
+//! The protected process of the tests: this binary in `victim` mode, driven
+//! by one-line commands on stdin so the suite can make it spawn a thread, fork
+//! a child, exec, or read its own /proc files at chosen moments.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use crate::attacks::Outcome;
+
+/// Something mapped in the victim (and its forked children) for
+/// process_vm_readv to aim at.
+static TARGET_BYTES: [u8; 64] = [0x5a; 64];
+
+pub const SECRET_ENV: &str = "KERNELSEAL_TEST_SECRET";
+pub const SECRET_VALUE: &str = "vm-test-secret-value";
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// The victim's main loop (runs in the child process).
+pub fn run() -> ! {
+    let mut out = std::io::stdout();
+    let addr = TARGET_BYTES.as_ptr() as usize;
+    writeln!(out, "ready {} {addr}", std::process::id()).ok();
+    out.flush().ok();
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let reply = match line.trim() {
+            "thread" => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    tx.send(gettid()).ok();
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(3600));
+                    }
+                });
+                format!("tid {}", rx.recv().unwrap_or(0))
+            }
+            "fork" => {
+                // SAFETY: the child only calls pause(), async-signal-safe.
+                let child = unsafe { libc::fork() };
+                if child == 0 {
+                    loop {
+                        // SAFETY: pause has no preconditions.
+                        unsafe { libc::pause() };
+                    }
+                }
+                format!("child {child}")
+            }
+            "exec" => {
+                let err = exec_sleep();
+                format!("exec failed {err}")
+            }
+            "selfread" => {
+                let environ =
+                    crate::attacks::Vector::Environ.attempt(std::process::id(), gettid(), 0);
+                let own = std::fs::read("/proc/self/environ")
+                    .map(|_| ())
+                    .map_err(|e| e.raw_os_error().unwrap_or(0));
+                match (environ, own) {
+                    (Outcome::Allowed, Ok(())) => "self allowed".to_string(),
+                    (Outcome::Refused(e), _) | (_, Err(e)) => format!("self refused {e}"),
+                }
+            }
+            other => format!("unknown command {other:?}"),
+        };
+        writeln!(out, "{reply}").ok();
+        out.flush().ok();
+    }
+    std::process::exit(0)
+}
+
+fn exec_sleep() -> String {
+    use std::os::unix::process::CommandExt;
+    // Replaces this process image (same PID), environment preserved.
+    let err = Command::new("/bin/sleep").arg("1000").exec();
+    err.to_string()
+}
+
+/// The suite's handle on a victim.
+pub struct Victim {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    pub pid: u32,
+    pub addr: usize,
+}
+
+impl Victim {
+    pub fn spawn() -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .arg("victim")
+            .env(SECRET_ENV, SECRET_VALUE)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawning the victim: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut v = Victim {
+            child,
+            stdin,
+            stdout,
+            pid: 0,
+            addr: 0,
+        };
+        let ready = v.read_line()?;
+        let mut it = ready.split_whitespace().skip(1);
+        v.pid = it
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or(format!("bad ready line {ready:?}"))?;
+        v.addr = it
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or(format!("bad ready line {ready:?}"))?;
+        Ok(v)
+    }
+
+    fn read_line(&mut self) -> Result<String, String> {
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(0) => Err("victim closed its stdout".into()),
+            Ok(_) => Ok(line.trim().to_string()),
+            Err(e) => Err(format!("reading from victim: {e}")),
+        }
+    }
+
+    pub fn ask(&mut self, command: &str) -> Result<String, String> {
+        writeln!(self.stdin, "{command}").map_err(|e| format!("writing to victim: {e}"))?;
+        self.stdin.flush().map_err(|e| e.to_string())?;
+        self.read_line()
+    }
+
+    /// Number after `prefix` in the reply to `command`.
+    pub fn ask_number(&mut self, command: &str, prefix: &str) -> Result<u32, String> {
+        let reply = self.ask(command)?;
+        reply
+            .strip_prefix(prefix)
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or(format!("{command}: unexpected reply {reply:?}"))
+    }
+
+    /// Makes the victim exec /bin/sleep and waits until the new image runs.
+    pub fn exec_sleep(&mut self) -> Result<(), String> {
+        writeln!(self.stdin, "exec").map_err(|e| e.to_string())?;
+        self.stdin.flush().map_err(|e| e.to_string())?;
+        for _ in 0..200 {
+            let comm =
+                std::fs::read_to_string(format!("/proc/{}/comm", self.pid)).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        Err("victim did not exec /bin/sleep within 5 s".into())
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kills a forked grandchild (not a Child of ours).
+pub fn kill_pid(pid: u32) {
+    // SAFETY: signalling a pid we created.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
