@@ -4,11 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
-use kernelseal_bpf::{AccessEvent, BpfError, Decision, Gate, KernelMode, KernelPolicy};
+use kernelseal_bpf::{
+    BpfError, Event, ExecFilter, Gate, GateOptions, KernelMode, KernelPolicy, Origin,
+};
 use kernelseal_config::{Config, LogFormat, Mode};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+use crate::event_log::{BindingNames, EventLog};
 use crate::exit::Failure;
 
 #[derive(clap::Args)]
@@ -25,9 +28,15 @@ pub struct AgentArgs {
     /// Log format; overrides monitoring.logFormat.
     #[arg(long, value_enum, value_name = "FORMAT")]
     log_format: Option<LogFormatArg>,
-    /// Directory under a bpffs mount where the agent pins its maps.
+    /// Directory under a bpffs mount where the agent pins its programs and
+    /// maps. Pinned programs keep enforcing when the agent exits or dies; a
+    /// restarted agent re-adopts them.
     #[arg(long, default_value = crate::DEFAULT_PIN_DIR, value_name = "DIR")]
     pin_dir: PathBuf,
+    /// On SIGTERM/SIGINT remove every pin, so the programs detach (tests,
+    /// uninstall). Without it enforcement outlives the agent.
+    #[arg(long)]
+    unpin_on_exit: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -51,7 +60,25 @@ pub fn kernel_policy(config: &Config) -> KernelPolicy {
         allow_self_read: p.allow_self_read,
         audit_all: p.audit_all,
         inherit_protection: p.inherit_protection,
+        exec_filter: p.kernel_binary_filter,
     }
+}
+
+/// The exec filter and binding names of a config: binding ids are the
+/// 1-based positions in `secrets`.
+pub fn exec_filter(config: &Config) -> Result<(ExecFilter, BindingNames), BpfError> {
+    let mut filter = ExecFilter::default();
+    let mut names = Vec::new();
+    for (i, binding) in config.secrets.iter().enumerate() {
+        let b = &binding.value;
+        filter.add(
+            i as u32 + 1,
+            b.selector.binary.as_deref(),
+            b.selector.path.as_deref(),
+        )?;
+        names.push(b.name.clone());
+    }
+    Ok((filter, names))
 }
 
 fn load_config(path: &Path) -> Result<Config, Failure> {
@@ -96,6 +123,8 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
     info!("[CONFIG] Policy applied: mode={}", config.policy.mode);
     harden_self();
 
+    let (filter, names) = exec_filter(&config).map_err(Failure::config)?;
+    let mut log = EventLog::new(names);
     let mut gate = if policy.mode == KernelMode::Disabled {
         warn!(
             "[WARN] policy.mode=disabled: the LSM programs are not loaded and NOTHING is \
@@ -103,22 +132,45 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
         );
         None
     } else {
-        Some(load_gate(policy, &args.pin_dir)?)
+        Some(open_gate(policy, filter, &args.pin_dir)?)
     };
+    if gate.is_some() {
+        log_filter(&config);
+    }
     let mut events = match gate.as_mut().and_then(Gate::take_events) {
         Some(stream) => Some(stream.map_err(Failure::runtime)?),
         None => None,
     };
     log_policy(&config);
-    info!("[OK] KernelSeal agent running - protecting marked processes");
+    info!("[OK] KernelSeal agent running - monitoring for process execution");
 
+    let mut flush = tokio::time::interval(crate::audit::WINDOW);
+    let mut dropped_seen = 0u64;
     loop {
         tokio::select! {
-            _ = term.recv() => { info!("[STOP] SIGTERM received, detaching programs"); break; }
-            _ = int.recv() => { info!("[STOP] SIGINT received, detaching programs"); break; }
-            _ = hup.recv() => reload(&args.config, gate.as_mut()),
+            _ = term.recv() => { info!("[STOP] SIGTERM received"); break; }
+            _ = int.recv() => { info!("[STOP] SIGINT received"); break; }
+            _ = hup.recv() => reload(&args.config, gate.as_mut(), &mut log),
+            _ = flush.tick() => {
+                log.flush();
+                if let Some(stats) = gate.as_ref().and_then(|g| g.stats().ok())
+                    && stats.events_dropped > dropped_seen
+                {
+                    warn!(
+                        events_dropped = stats.events_dropped,
+                        "[WARN] ring buffer full: {} kernel event(s) lost since start (refusals were still enforced)",
+                        stats.events_dropped
+                    );
+                    dropped_seen = stats.events_dropped;
+                }
+            }
             batch = next_events(&mut events) => match batch {
-                Ok(batch) => batch.iter().for_each(log_event),
+                Ok(batch) => for ev in &batch {
+                    match ev {
+                        Event::Access(a) => log.access(a),
+                        Event::Exec(e) => log.exec(e),
+                    }
+                },
                 Err(e) => {
                     error!("[ERROR] event stream failed: {e}; refusals are still enforced but no longer logged");
                     events = None;
@@ -133,18 +185,35 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
             denied = stats.denied,
             audited = stats.audited,
             inherited = stats.inherited,
+            exec_marked = stats.exec_marked,
+            exec_events = stats.exec_events,
             events_dropped = stats.events_dropped,
             "[STOP] final counters"
         );
     }
-    drop(gate);
+    if let Some(mut g) = gate.take() {
+        if args.unpin_on_exit {
+            match g.unpin_all() {
+                Ok(()) => info!(
+                    "[STOP] pins removed from {}: programs detach now",
+                    args.pin_dir.display()
+                ),
+                Err(e) => error!("[STOP] removing pins failed: {e}"),
+            }
+        } else {
+            info!(
+                "[STOP] programs stay attached through {} (enforcement continues; a restarted agent re-adopts them)",
+                args.pin_dir.display()
+            );
+        }
+    }
     info!("[STOP] KernelSeal agent stopped");
     Ok(())
 }
 
 async fn next_events(
     events: &mut Option<kernelseal_bpf::EventStream>,
-) -> Result<Vec<AccessEvent>, BpfError> {
+) -> Result<Vec<Event>, BpfError> {
     match events {
         Some(stream) => stream.next_batch().await,
         None => std::future::pending().await,
@@ -170,30 +239,45 @@ fn harden_self() {
     }
 }
 
-fn load_gate(policy: KernelPolicy, pin_dir: &Path) -> Result<Gate, Failure> {
+fn open_gate(policy: KernelPolicy, filter: ExecFilter, pin_dir: &Path) -> Result<Gate, Failure> {
     let unenforceable = |msg: String| Failure::new(Failure::UNENFORCEABLE, anyhow!(msg));
     if let Err(why) = crate::caps::check_bpf_privileges() {
         return Err(unenforceable(format!("protection requested but {why}")));
     }
-    let mut gate = Gate::load(policy).map_err(|e| unenforceable(explain_load_failure(&e)))?;
-    info!(
-        "[OK] LSM BPF programs loaded and attached: {}",
-        gate.attached().join(", ")
-    );
-    if !gate
-        .attached()
-        .contains(&kernelseal_bpf::kernel::POST_OPEN_HOOK)
-    {
+    let gate = Gate::open(GateOptions {
+        policy,
+        filter,
+        pin_dir: Some(pin_dir.to_path_buf()),
+        lsm: true,
+    })
+    .map_err(|e| unenforceable(explain_load_failure(&e)))?;
+    let ids: Vec<String> = gate
+        .programs()
+        .iter()
+        .map(|p| format!("{}#{}", p.name, p.id))
+        .collect();
+    match gate.origin() {
+        Origin::Loaded => info!(
+            "[OK] LSM BPF programs loaded and attached: {}",
+            ids.join(", ")
+        ),
+        Origin::Adopted => info!(
+            "[OK] adopted the programs pinned under {}: {}",
+            pin_dir.display(),
+            ids.join(", ")
+        ),
+        Origin::Upgraded { from } => info!(
+            "[OK] LSM BPF programs loaded and attached: {}; replaced layout v{from} pins after attaching",
+            ids.join(", ")
+        ),
+    }
+    info!("[OK] Exec monitor BPF programs loaded and attached");
+    if !gate.has_program(kernelseal_bpf::kernel::POST_OPEN_HOOK) {
         info!(
             "[OK] kernel has no file_post_open hook (older than 6.9): ptrace_access_check alone \
              guards /proc opens there"
         );
     }
-    gate.pin_marks(pin_dir).map_err(|e| {
-        unenforceable(format!(
-            "{e}; is bpffs mounted at /sys/fs/bpf? (mount -t bpf bpf /sys/fs/bpf)"
-        ))
-    })?;
     let me = std::process::id();
     gate.marks()
         .protect_agent(me)
@@ -201,6 +285,28 @@ fn load_gate(policy: KernelPolicy, pin_dir: &Path) -> Result<Gate, Failure> {
         .map_err(Failure::runtime)?;
     info!("[ALLOW] PID {me} added to allowed list");
     Ok(gate)
+}
+
+fn log_filter(config: &Config) {
+    for b in &config.secrets {
+        let b = &b.value;
+        let count = b.secret_refs.len();
+        if let Some(bin) = &b.selector.binary {
+            info!("[REGISTER] Registered {count} secrets for binary: {bin}");
+        }
+        if let Some(path) = &b.selector.path {
+            info!("[REGISTER] Registered {count} secrets for path: {path}");
+        }
+    }
+    if config.policy.kernel_binary_filter {
+        info!(
+            "[FILTER] Kernel-side binary filtering ENABLED - exec events only for configured binaries"
+        );
+    } else {
+        info!(
+            "[FILTER] Kernel-side binary filtering DISABLED by config - monitoring all processes"
+        );
+    }
 }
 
 /// Turns a load failure into the reason and the fix.
@@ -231,7 +337,7 @@ fn explain_load_failure(e: &BpfError) -> String {
     )
 }
 
-fn reload(path: &Path, gate: Option<&mut Gate>) {
+fn reload(path: &Path, gate: Option<&mut Gate>, log: &mut EventLog) {
     info!("[CONFIG] SIGHUP received, reloading {}", path.display());
     let config = match kernelseal_config::load_file(path) {
         Ok(l) => l.config,
@@ -241,18 +347,33 @@ fn reload(path: &Path, gate: Option<&mut Gate>) {
         }
     };
     let policy = kernel_policy(&config);
-    match gate {
-        Some(gate) if policy.mode != KernelMode::Disabled => match gate.set_policy(policy) {
-            Ok(()) => log_policy(&config),
-            Err(e) => {
-                error!("[CONFIG] applying the new policy failed, keeping the current one: {e}")
-            }
-        },
-        Some(_) => warn!(
-            "[CONFIG] switching an enforcing agent to mode=disabled needs a restart; policy kept"
-        ),
-        None => warn!("[CONFIG] the agent started in mode=disabled; restart it to enforce"),
+    let Some(gate) = gate else {
+        warn!("[CONFIG] the agent started in mode=disabled; restart it to enforce");
+        return;
+    };
+    if policy.mode == KernelMode::Disabled {
+        warn!("[CONFIG] switching a running gate to mode=disabled needs a restart; policy kept");
+        return;
     }
+    let (filter, names) = match exec_filter(&config) {
+        Ok(f) => f,
+        Err(e) => {
+            error!("[CONFIG] reload failed, keeping the current policy: {e}");
+            return;
+        }
+    };
+    // Marks live in the kernel and are untouched: running processes stay
+    // protected across a reload.
+    if let Err(e) = gate
+        .set_filter(filter)
+        .and_then(|()| gate.set_policy(policy))
+    {
+        error!("[CONFIG] applying the new policy failed: {e}");
+        return;
+    }
+    log.names = names;
+    log_filter(&config);
+    log_policy(&config);
 }
 
 fn log_policy(config: &Config) {
@@ -268,50 +389,4 @@ fn log_policy(config: &Config) {
         p.audit_all,
         p.inherit_protection
     );
-}
-
-fn log_event(ev: &AccessEvent) {
-    let kind = ev.kind.as_str();
-    let fields = (
-        ev.accessor_pid,
-        ev.accessor_uid,
-        ev.accessor_comm.as_str(),
-        ev.target_pid,
-        ev.target_tid,
-        ev.target_comm.as_str(),
-        ev.decision.as_str(),
-    );
-    macro_rules! event {
-        ($lvl:ident, $($msg:tt)+) => {
-            $lvl!(
-                accessor_pid = fields.0, accessor_uid = fields.1, accessor_comm = fields.2,
-                target_pid = fields.3, target_tid = fields.4, target_comm = fields.5,
-                kind, decision = fields.6, binding_id = ev.binding_id,
-                $($msg)+
-            )
-        };
-    }
-    match ev.decision {
-        Decision::Denied => event!(
-            warn,
-            "[LSM BLOCKED] PID={} attempted {kind} access to PID={} ({})",
-            ev.accessor_pid,
-            ev.target_pid,
-            ev.accessor_comm
-        ),
-        Decision::Audit => event!(
-            warn,
-            "[LSM AUDIT] PID={} {kind} access to PID={} ({}) would be blocked",
-            ev.accessor_pid,
-            ev.target_pid,
-            ev.accessor_comm
-        ),
-        Decision::Allowed => event!(
-            info,
-            "[LSM ALLOW] PID={} {kind} access to PID={} ({}) allowed",
-            ev.accessor_pid,
-            ev.target_pid,
-            ev.accessor_comm
-        ),
-    }
 }

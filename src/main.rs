@@ -1,7 +1,9 @@
 //! `kernelseal`: the node agent and its command-line tools.
 
 mod agent;
+mod audit;
 mod caps;
+mod event_log;
 mod exit;
 mod logging;
 mod marks_cli;

@@ -23,6 +23,8 @@
 #define KS_POLICY_ALLOW_SELF_READ (1u << 4)
 #define KS_POLICY_AUDIT_ALL (1u << 5)
 #define KS_POLICY_INHERIT (1u << 6)
+/* kernelBinaryFilter: exec events only for configured binaries/paths. */
+#define KS_POLICY_EXEC_FILTER (1u << 7)
 
 /* task_mark.flags */
 #define KS_MARK_PROTECTED (1u << 0)
@@ -36,6 +38,8 @@
 #define KS_KIND_MAPS 3
 #define KS_KIND_PTRACE 4
 #define KS_KIND_SELF_READ 5
+/* A traced process exec'ing a protected binary: its tracer would keep access. */
+#define KS_KIND_TRACED_EXEC 6
 
 /* event.decision */
 #define KS_DECISION_ALLOWED 0
@@ -44,15 +48,25 @@
 
 /* event.type */
 #define KS_EVENT_ACCESS 1
+#define KS_EVENT_EXEC 2
 
 /* stats indexes (per-CPU array) */
 #define KS_STAT_EVENTS_DROPPED 0
 #define KS_STAT_DENIED 1
 #define KS_STAT_AUDITED 2
 #define KS_STAT_INHERITED 3
-#define KS_STAT_MAX 4
+#define KS_STAT_EXEC_MARKED 4
+#define KS_STAT_EXEC_EVENTS 5
+#define KS_STAT_MAX 6
 
 #define KS_COMM_LEN 16
+/* Exec filter keys: a binary's basename, and an exact path. */
+#define KS_BINARY_LEN 64
+#define KS_PATH_LEN 256
+
+/* exec_event.flags */
+#define KS_EXEC_MATCHED (1u << 0)
+#define KS_EXEC_PROTECTED (1u << 1)
 
 struct ks_policy {
 	__u32 mode;
@@ -88,6 +102,34 @@ struct ks_event {
 	__u64 timestamp_ns;
 	char accessor_comm[KS_COMM_LEN];
 	char target_comm[KS_COMM_LEN];
+};
+
+struct ks_exec_event {
+	__u32 type;
+	__u32 flags;
+	__u32 pid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 binding_id;
+	__u32 _pad;
+	__u64 cgroup_id;
+	__u64 timestamp_ns;
+	char comm[KS_COMM_LEN];
+	char filename[KS_PATH_LEN];
+};
+
+/* Exec filter: value of both the binary and the path maps. */
+struct ks_binding {
+	__u32 binding_id;
+};
+
+struct ks_binary_key {
+	char name[KS_BINARY_LEN];
+};
+
+struct ks_path_key {
+	char path[KS_PATH_LEN];
 };
 
 #endif /* KERNELSEAL_H */

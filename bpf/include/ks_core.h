@@ -25,6 +25,7 @@ typedef _Bool bool;
 #define false 0
 
 enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_RINGBUF = 27,
@@ -57,6 +58,7 @@ struct cred {
 
 struct task_struct {
 	unsigned int flags;
+	unsigned int ptrace;
 	pid_t pid;
 	pid_t tgid;
 	struct task_struct *group_leader;
@@ -90,6 +92,10 @@ struct inode {
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
+};
+
+struct linux_binprm {
+	const char *filename;
 };
 
 struct proc_inode {

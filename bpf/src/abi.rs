@@ -14,6 +14,7 @@ pub const POLICY_BLOCK_PTRACE: u32 = 1 << 3;
 pub const POLICY_ALLOW_SELF_READ: u32 = 1 << 4;
 pub const POLICY_AUDIT_ALL: u32 = 1 << 5;
 pub const POLICY_INHERIT: u32 = 1 << 6;
+pub const POLICY_EXEC_FILTER: u32 = 1 << 7;
 
 pub const MARK_PROTECTED: u32 = 1 << 0;
 pub const MARK_AGENT: u32 = 1 << 1;
@@ -24,20 +25,29 @@ pub const KIND_MEM: u32 = 2;
 pub const KIND_MAPS: u32 = 3;
 pub const KIND_PTRACE: u32 = 4;
 pub const KIND_SELF_READ: u32 = 5;
+pub const KIND_TRACED_EXEC: u32 = 6;
 
 pub const DECISION_ALLOWED: u32 = 0;
 pub const DECISION_DENIED: u32 = 1;
 pub const DECISION_AUDIT: u32 = 2;
 
 pub const EVENT_ACCESS: u32 = 1;
+pub const EVENT_EXEC: u32 = 2;
 
 pub const STAT_EVENTS_DROPPED: u32 = 0;
 pub const STAT_DENIED: u32 = 1;
 pub const STAT_AUDITED: u32 = 2;
 pub const STAT_INHERITED: u32 = 3;
-pub const STAT_MAX: u32 = 4;
+pub const STAT_EXEC_MARKED: u32 = 4;
+pub const STAT_EXEC_EVENTS: u32 = 5;
+pub const STAT_MAX: u32 = 6;
 
 pub const COMM_LEN: usize = 16;
+pub const BINARY_LEN: usize = 64;
+pub const PATH_LEN: usize = 256;
+
+pub const EXEC_MATCHED: u32 = 1 << 0;
+pub const EXEC_PROTECTED: u32 = 1 << 1;
 
 /// `struct ks_policy`
 #[repr(C)]
@@ -77,8 +87,53 @@ pub struct RawEvent {
     pub target_comm: [u8; COMM_LEN],
 }
 
+/// `struct ks_exec_event`
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawExecEvent {
+    pub event_type: u32,
+    pub flags: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub binding_id: u32,
+    pub _pad: u32,
+    pub cgroup_id: u64,
+    pub timestamp_ns: u64,
+    pub comm: [u8; COMM_LEN],
+    pub filename: [u8; PATH_LEN],
+}
+
+/// `struct ks_binding`
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawBinding {
+    pub binding_id: u32,
+}
+
+/// `struct ks_binary_key`
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawBinaryKey {
+    pub name: [u8; BINARY_LEN],
+}
+
+/// `struct ks_path_key`
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawPathKey {
+    pub path: [u8; PATH_LEN],
+}
+
 // SAFETY: plain-old-data, every bit pattern is valid; aya copies these in and
 // out of maps as raw bytes.
 unsafe impl aya::Pod for RawPolicy {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawTaskMark {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawBinding {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawBinaryKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawPathKey {}

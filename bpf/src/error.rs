@@ -36,6 +36,14 @@ pub enum BpfError {
         path: String,
         reason: String,
     },
+    #[error("exec filter {what} {value:?}: {reason}")]
+    FilterEntry {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("pinned programs under {dir} are incomplete or unreadable: {reason}")]
+    Adopt { dir: String, reason: String },
     #[error("reading BPF events failed: {source}")]
     Events { source: io::Error },
 }

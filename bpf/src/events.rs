@@ -3,7 +3,7 @@
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-use crate::abi::{self, RawEvent};
+use crate::abi::{self, RawEvent, RawExecEvent};
 use crate::error::BpfError;
 
 /// What was accessed.
@@ -14,6 +14,8 @@ pub enum AccessKind {
     Maps,
     Ptrace,
     SelfRead,
+    /// A traced process exec'ing a protected binary.
+    TracedExec,
     Unknown(u32),
 }
 
@@ -25,6 +27,7 @@ impl AccessKind {
             abi::KIND_MAPS => AccessKind::Maps,
             abi::KIND_PTRACE => AccessKind::Ptrace,
             abi::KIND_SELF_READ => AccessKind::SelfRead,
+            abi::KIND_TRACED_EXEC => AccessKind::TracedExec,
             other => AccessKind::Unknown(other),
         }
     }
@@ -36,6 +39,7 @@ impl AccessKind {
             AccessKind::Maps => "maps",
             AccessKind::Ptrace => "ptrace",
             AccessKind::SelfRead => "self-read",
+            AccessKind::TracedExec => "traced-exec",
             AccessKind::Unknown(_) => "unknown",
         }
     }
@@ -110,6 +114,73 @@ impl AccessEvent {
     }
 }
 
+/// An exec seen by the `sched_process_exec` tracepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub cgroup_id: u64,
+    pub comm: String,
+    pub filename: String,
+    /// The binding the exec matched (0: none).
+    pub binding_id: u32,
+    /// The process was marked at this exec (or already was).
+    pub protected: bool,
+    pub timestamp_ns: u64,
+}
+
+impl ExecEvent {
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < std::mem::size_of::<RawExecEvent>() {
+            return None;
+        }
+        // SAFETY: length checked; plain old data; unaligned read.
+        let raw: RawExecEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        if raw.event_type != abi::EVENT_EXEC {
+            return None;
+        }
+        Some(ExecEvent {
+            pid: raw.pid,
+            tid: raw.tid,
+            ppid: raw.ppid,
+            uid: raw.uid,
+            cgroup_id: raw.cgroup_id,
+            comm: comm(&raw.comm),
+            filename: comm(&raw.filename),
+            binding_id: raw.binding_id,
+            protected: raw.flags & abi::EXEC_PROTECTED != 0,
+            timestamp_ns: raw.timestamp_ns,
+        })
+    }
+
+    /// The basename of the exec'd file name: what `selector.binary` matches.
+    pub fn binary(&self) -> &str {
+        self.filename.rsplit('/').next().unwrap_or(&self.filename)
+    }
+}
+
+/// One record of the ring buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Access(AccessEvent),
+    Exec(ExecEvent),
+}
+
+impl Event {
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < 4 {
+            return None;
+        }
+        match u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) {
+            abi::EVENT_ACCESS => AccessEvent::decode(bytes).map(Event::Access),
+            abi::EVENT_EXEC => ExecEvent::decode(bytes).map(Event::Exec),
+            _ => None,
+        }
+    }
+}
+
 fn comm(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
@@ -131,7 +202,7 @@ impl EventStream {
     }
 
     /// Waits for the next batch of events.
-    pub async fn next_batch(&mut self) -> Result<Vec<AccessEvent>, BpfError> {
+    pub async fn next_batch(&mut self) -> Result<Vec<Event>, BpfError> {
         loop {
             let mut guard = self
                 .fd
@@ -141,7 +212,7 @@ impl EventStream {
             let ring = guard.get_inner_mut();
             let mut out = Vec::new();
             while let Some(item) = ring.next() {
-                if let Some(ev) = AccessEvent::decode(&item) {
+                if let Some(ev) = Event::decode(&item) {
                     out.push(ev);
                 }
             }
@@ -183,5 +254,42 @@ mod tests {
         assert_eq!(ev.target_comm, "sleep");
         assert_eq!((ev.accessor_pid, ev.target_pid), (9999, 5678));
         assert!(AccessEvent::decode(&bytes[..10]).is_none(), "short record");
+        assert_eq!(Event::decode(bytes), Some(Event::Access(ev)));
+    }
+
+    #[test]
+    fn decodes_an_exec_event() {
+        let mut raw = RawExecEvent {
+            event_type: abi::EVENT_EXEC,
+            flags: abi::EXEC_MATCHED | abi::EXEC_PROTECTED,
+            pid: 5678,
+            tid: 5678,
+            ppid: 1234,
+            uid: 0,
+            binding_id: 3,
+            _pad: 0,
+            cgroup_id: 7194,
+            timestamp_ns: 1,
+            comm: [0; abi::COMM_LEN],
+            filename: [0; abi::PATH_LEN],
+        };
+        raw.comm[..5].copy_from_slice(b"sleep");
+        raw.filename[..14].copy_from_slice(b"/usr/bin/sleep");
+        // SAFETY: RawExecEvent is plain old data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const RawExecEvent).cast::<u8>(),
+                std::mem::size_of::<RawExecEvent>(),
+            )
+        };
+        let Some(Event::Exec(ev)) = Event::decode(bytes) else {
+            panic!("exec event")
+        };
+        assert_eq!(ev.binary(), "sleep");
+        assert_eq!(
+            (ev.pid, ev.ppid, ev.cgroup_id, ev.binding_id),
+            (5678, 1234, 7194, 3)
+        );
+        assert!(ev.protected);
     }
 }

@@ -1,21 +1,31 @@
-//! Loading and attaching the LSM programs: the kernel gate.
+//! Loading, attaching, pinning and re-adopting the programs: the kernel gate.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
-use aya::programs::Lsm;
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{BtfTracePoint, Lsm};
 use aya::{Btf, Ebpf, EbpfLoader};
 
-use crate::abi::{self, RawPolicy};
+use crate::abi::{self, LAYOUT_VERSION, RawPolicy};
 use crate::error::BpfError;
 use crate::events::EventStream;
+use crate::filter::{self, ExecFilter};
 use crate::kernel;
 use crate::marks::{MARKS_MAP, Marks};
+use crate::pins::PinLayout;
 use crate::policy::KernelPolicy;
 
 const POLICY_MAP: &str = "ks_policy";
 const EVENTS_MAP: &str = "ks_events";
 const STATS_MAP: &str = "ks_stats";
+const BINARIES_MAP: &str = "ks_exec_binaries";
+const PATHS_MAP: &str = "ks_exec_paths";
+/// Maps pinned per layout version (the marks map is pinned apart).
+const VERSIONED_MAPS: [&str; 5] = [POLICY_MAP, EVENTS_MAP, STATS_MAP, BINARIES_MAP, PATHS_MAP];
+
+/// The exec tracepoint program (C function name).
+pub const EXEC_TRACEPOINT: &str = "sched_process_exec";
 
 /// Counters the programs keep (summed over CPUs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,55 +34,244 @@ pub struct Stats {
     pub denied: u64,
     pub audited: u64,
     pub inherited: u64,
+    pub exec_marked: u64,
+    pub exec_events: u64,
 }
 
-/// The loaded and attached LSM programs and their maps. Dropping it
-/// detaches everything.
+/// How the programs this gate runs came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Loaded and attached now.
+    Loaded,
+    /// Already attached through pins of this layout version; nothing loaded.
+    Adopted,
+    /// Loaded now; the pins of an older layout were replaced after the new
+    /// links were attached.
+    Upgraded { from: u32 },
+}
+
+/// An attached program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramRef {
+    pub name: String,
+    pub id: u32,
+}
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct GateOptions {
+    pub policy: KernelPolicy,
+    pub filter: ExecFilter,
+    /// Pin programs and maps here (under a bpffs mount); `None` keeps them
+    /// only as long as the `Gate` lives.
+    pub pin_dir: Option<PathBuf>,
+    /// `false` loads only the exec tracepoint (for hosts that refuse LSM
+    /// programs: exec events still work there).
+    pub lsm: bool,
+}
+
+enum LinkHold {
+    Owned(#[allow(dead_code)] FdLink),
+    Pinned(PinnedLink),
+}
+
+/// The loaded (or adopted) programs and their maps. Dropping it detaches
+/// programs that are not pinned; pinned ones stay attached.
 pub struct Gate {
-    ebpf: Ebpf,
+    _ebpf: Option<Ebpf>,
     marks: Marks,
-    attached: Vec<&'static str>,
-    pinned: Option<PathBuf>,
+    maps: std::collections::HashMap<&'static str, Map>,
+    links: Vec<LinkHold>,
+    layout: Option<PinLayout>,
+    origin: Origin,
+    programs: Vec<ProgramRef>,
+}
+
+/// The programs this kernel gets, in attach order.
+fn expected_programs(btf: &Btf, lsm: bool) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    if lsm {
+        names.extend(
+            kernel::LSM_PROGRAMS
+                .iter()
+                .filter(|n| **n != kernel::POST_OPEN_HOOK || kernel::has_lsm_hook(btf, n)),
+        );
+    }
+    names.push(EXEC_TRACEPOINT);
+    names
 }
 
 impl Gate {
-    /// Loads the object and attaches every LSM program the kernel has a hook
-    /// for. `file_post_open` is skipped only where the kernel predates it;
-    /// any other refusal is an error, never a partial gate.
-    pub fn load(policy: KernelPolicy) -> Result<Self, BpfError> {
+    /// Adopts the pinned programs of this layout version when they are all
+    /// there; otherwise loads and attaches (replacing pins of another layout
+    /// only after the new links are in place). Any refusal by the kernel is
+    /// an error, never a partial gate.
+    pub fn open(opts: GateOptions) -> Result<Self, BpfError> {
         let btf = kernel::btf()?;
-        let mut ebpf = EbpfLoader::new()
-            .allow_unsupported_maps()
-            .btf(Some(&btf))
-            .load(crate::OBJECT)
-            .map_err(|e| BpfError::Object {
-                reason: error_chain(&e),
-            })?;
-        // Policy first, so the programs never run with an empty policy.
-        set_policy(&mut ebpf, policy)?;
+        let expected = expected_programs(&btf, opts.lsm);
+        let layout = opts.pin_dir.as_ref().map(PinLayout::new);
+        let mut gate = match &layout {
+            Some(l) if sorted(&l.pinned_links(LAYOUT_VERSION)) == sorted(&expected) => {
+                Self::adopt(l.clone(), &expected)?
+            }
+            _ => Self::load(&btf, layout.clone(), &expected)?,
+        };
+        gate.set_policy(opts.policy)?;
+        gate.set_filter(opts.filter)?;
+        Ok(gate)
+    }
+
+    fn adopt(layout: PinLayout, expected: &[&'static str]) -> Result<Self, BpfError> {
+        let adopt_err = |reason: String| BpfError::Adopt {
+            dir: layout.root().display().to_string(),
+            reason,
+        };
+        let mut maps = std::collections::HashMap::new();
+        for name in VERSIONED_MAPS {
+            let data = MapData::from_pin(layout.map(name))
+                .map_err(|e| adopt_err(format!("map {name}: {}", error_chain(&e))))?;
+            maps.insert(name, wrap_map(name, data)?);
+        }
+        let marks = Marks::from_pin(layout.root())?;
+        let mut programs = Vec::new();
+        for name in expected {
+            let pinned = PinnedLink::from_pin(layout.link(LAYOUT_VERSION, name))
+                .map_err(|e| adopt_err(format!("link {name}: {}", error_chain(&e))))?;
+            let link = FdLink::from(pinned);
+            let info = link
+                .info()
+                .map_err(|e| adopt_err(format!("link {name}: {}", error_chain(&e))))?;
+            programs.push(ProgramRef {
+                name: name.to_string(),
+                id: info.program_id(),
+            });
+        }
+        Ok(Gate {
+            _ebpf: None,
+            marks,
+            maps,
+            links: Vec::new(),
+            layout: Some(layout),
+            origin: Origin::Adopted,
+            programs,
+        })
+    }
+
+    fn load(
+        btf: &Btf,
+        layout: Option<PinLayout>,
+        expected: &[&'static str],
+    ) -> Result<Self, BpfError> {
+        let mut origin = Origin::Loaded;
+        let mut pin_paths: Vec<(&'static str, PathBuf)> = Vec::new();
+        if let Some(l) = &layout {
+            // A partial set of this version's links (an agent that died while
+            // attaching) is removed first: attaching again next to it would
+            // run two copies.
+            for name in l.pinned_links(LAYOUT_VERSION) {
+                let _ = std::fs::remove_file(l.link(LAYOUT_VERSION, &name));
+            }
+            let maps_dir = l
+                .map(POLICY_MAP)
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            for dir in [maps_dir, l.links_dir(LAYOUT_VERSION)] {
+                std::fs::create_dir_all(&dir).map_err(|e| BpfError::Pin {
+                    what: "directory",
+                    path: dir.display().to_string(),
+                    reason: format!(
+                        "{e}; is bpffs mounted at /sys/fs/bpf? (mount -t bpf bpf /sys/fs/bpf)"
+                    ),
+                })?;
+            }
+            pin_paths.push((MARKS_MAP, l.marks()));
+            for name in VERSIONED_MAPS {
+                pin_paths.push((name, l.map(name)));
+            }
+        }
+        let mut loader = EbpfLoader::new();
+        loader.allow_unsupported_maps().btf(Some(btf));
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(crate::OBJECT).map_err(|e| BpfError::Object {
+            reason: error_chain(&e),
+        })?;
+
+        let mut maps = std::collections::HashMap::new();
+        for name in VERSIONED_MAPS {
+            let map = ebpf
+                .take_map(name)
+                .ok_or(BpfError::MissingMap { map: name })?;
+            maps.insert(name, map);
+        }
         let marks = match ebpf.take_map(MARKS_MAP) {
             Some(Map::Unsupported(data)) => Marks::from_map(data),
             _ => return Err(BpfError::MissingMap { map: MARKS_MAP }),
         };
-        let mut attached = Vec::new();
-        for name in kernel::LSM_PROGRAMS {
-            if name == kernel::POST_OPEN_HOOK && !kernel::has_lsm_hook(&btf, name) {
-                continue;
-            }
-            attach_lsm(&mut ebpf, &btf, name)?;
-            attached.push(name);
-        }
-        Ok(Gate {
-            ebpf,
+        let mut gate = Gate {
+            _ebpf: None,
             marks,
-            attached,
-            pinned: None,
-        })
+            maps,
+            links: Vec::new(),
+            layout: layout.clone(),
+            origin,
+            programs: Vec::new(),
+        };
+        // The programs read the policy map: write a safe one (nothing
+        // blocked, no filter) before they attach; the caller's follows.
+        gate.write_policy(RawPolicy::default())?;
+        for name in expected {
+            let (link, id) = attach(&mut ebpf, btf, name)?;
+            gate.programs.push(ProgramRef {
+                name: name.to_string(),
+                id,
+            });
+            let hold = match &layout {
+                Some(l) => {
+                    LinkHold::Pinned(link.pin(l.link(LAYOUT_VERSION, name)).map_err(|e| {
+                        BpfError::Pin {
+                            what: "link",
+                            path: l.link(LAYOUT_VERSION, name).display().to_string(),
+                            reason: error_chain(&e),
+                        }
+                    })?)
+                }
+                None => LinkHold::Owned(link),
+            };
+            gate.links.push(hold);
+        }
+        // Only now, with the new links attached, drop other layouts' links:
+        // there is no moment without a gate.
+        if let Some(l) = &layout {
+            for version in l.versions().into_iter().filter(|v| *v != LAYOUT_VERSION) {
+                for name in l.pinned_links(version) {
+                    if let Ok(old) = PinnedLink::from_pin(l.link(version, &name)) {
+                        let _ = old.unpin();
+                    }
+                }
+                let _ = l.remove_version(version);
+                origin = Origin::Upgraded { from: version };
+            }
+        }
+        gate.origin = origin;
+        gate._ebpf = Some(ebpf);
+        Ok(gate)
     }
 
-    /// The LSM hooks attached, by name.
-    pub fn attached(&self) -> &[&'static str] {
-        &self.attached
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// The attached programs and their kernel ids.
+    pub fn programs(&self) -> &[ProgramRef] {
+        &self.programs
+    }
+
+    /// Whether an LSM hook is among the attached programs.
+    pub fn has_program(&self, name: &str) -> bool {
+        self.programs.iter().any(|p| p.name == name)
     }
 
     pub fn marks(&self) -> &Marks {
@@ -80,13 +279,24 @@ impl Gate {
     }
 
     pub fn set_policy(&mut self, policy: KernelPolicy) -> Result<(), BpfError> {
-        set_policy(&mut self.ebpf, policy)
+        self.write_policy(policy.to_raw())
+    }
+
+    fn write_policy(&mut self, raw: RawPolicy) -> Result<(), BpfError> {
+        let map = self
+            .maps
+            .get_mut(POLICY_MAP)
+            .ok_or(BpfError::MissingMap { map: POLICY_MAP })?;
+        let mut arr: Array<&mut MapData, RawPolicy> =
+            Array::try_from(map).map_err(|_| BpfError::MissingMap { map: POLICY_MAP })?;
+        arr.set(0, raw, 0)
+            .map_err(|e| map_error("update", POLICY_MAP, e))
     }
 
     pub fn policy(&self) -> Result<RawPolicy, BpfError> {
         let map = self
-            .ebpf
-            .map(POLICY_MAP)
+            .maps
+            .get(POLICY_MAP)
             .ok_or(BpfError::MissingMap { map: POLICY_MAP })?;
         let arr: Array<&MapData, RawPolicy> =
             Array::try_from(map).map_err(|_| BpfError::MissingMap { map: POLICY_MAP })?;
@@ -94,9 +304,25 @@ impl Gate {
             .map_err(|e| map_error("lookup", POLICY_MAP, e))
     }
 
+    /// Replaces the exec filter (bindings marked at exec by binary or path).
+    pub fn set_filter(&mut self, filter: ExecFilter) -> Result<(), BpfError> {
+        let mut binaries = self
+            .maps
+            .remove(BINARIES_MAP)
+            .ok_or(BpfError::MissingMap { map: BINARIES_MAP })?;
+        let mut paths = self
+            .maps
+            .remove(PATHS_MAP)
+            .ok_or(BpfError::MissingMap { map: PATHS_MAP })?;
+        let result = filter::apply(&mut binaries, &mut paths, &filter);
+        self.maps.insert(BINARIES_MAP, binaries);
+        self.maps.insert(PATHS_MAP, paths);
+        result
+    }
+
     /// Takes the event stream; `None` after the first call.
     pub fn take_events(&mut self) -> Option<Result<EventStream, BpfError>> {
-        let map = self.ebpf.take_map(EVENTS_MAP)?;
+        let map = self.maps.remove(EVENTS_MAP)?;
         Some(
             RingBuf::try_from(map)
                 .map_err(|_| BpfError::MissingMap { map: EVENTS_MAP })
@@ -106,8 +332,8 @@ impl Gate {
 
     pub fn stats(&self) -> Result<Stats, BpfError> {
         let map = self
-            .ebpf
-            .map(STATS_MAP)
+            .maps
+            .get(STATS_MAP)
             .ok_or(BpfError::MissingMap { map: STATS_MAP })?;
         let arr: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map).map_err(|_| BpfError::MissingMap { map: STATS_MAP })?;
@@ -122,56 +348,72 @@ impl Gate {
             denied: sum(abi::STAT_DENIED)?,
             audited: sum(abi::STAT_AUDITED)?,
             inherited: sum(abi::STAT_INHERITED)?,
+            exec_marked: sum(abi::STAT_EXEC_MARKED)?,
+            exec_events: sum(abi::STAT_EXEC_EVENTS)?,
         })
     }
 
-    /// Pins the marks map under `dir` so `kernelseal protect` can reach it.
-    /// A pin left by an agent that died is replaced.
-    pub fn pin_marks(&mut self, dir: &Path) -> Result<(), BpfError> {
-        std::fs::create_dir_all(dir).map_err(|e| BpfError::Pin {
-            what: "directory",
-            path: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let path = dir.join(MARKS_MAP);
-        let _ = std::fs::remove_file(&path);
-        self.marks.pin(&path)?;
-        self.pinned = Some(path);
-        Ok(())
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        if let Some(path) = self.pinned.take() {
-            let _ = std::fs::remove_file(path);
+    /// Removes every pin (programs detach once this gate is dropped). For
+    /// `--unpin-on-exit` and uninstall.
+    pub fn unpin_all(&mut self) -> Result<(), BpfError> {
+        let Some(layout) = self.layout.take() else {
+            return Ok(());
+        };
+        for hold in self.links.drain(..) {
+            if let LinkHold::Pinned(p) = hold {
+                let _ = p.unpin();
+            }
         }
+        layout.remove_all().map_err(|e| BpfError::Pin {
+            what: "pin directory (removal)",
+            path: layout.root().display().to_string(),
+            reason: e.to_string(),
+        })
     }
 }
 
-fn set_policy(ebpf: &mut Ebpf, policy: KernelPolicy) -> Result<(), BpfError> {
-    let map = ebpf
-        .map_mut(POLICY_MAP)
-        .ok_or(BpfError::MissingMap { map: POLICY_MAP })?;
-    let mut arr: Array<&mut MapData, RawPolicy> =
-        Array::try_from(map).map_err(|_| BpfError::MissingMap { map: POLICY_MAP })?;
-    arr.set(0, policy.to_raw(), 0)
-        .map_err(|e| map_error("update", POLICY_MAP, e))
+fn sorted(names: &[impl AsRef<str>]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|n| n.as_ref().to_string()).collect();
+    v.sort();
+    v
 }
 
-fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf, name: &'static str) -> Result<(), BpfError> {
+fn wrap_map(name: &'static str, data: MapData) -> Result<Map, BpfError> {
+    Map::from_map_data(data).map_err(|_| BpfError::MissingMap { map: name })
+}
+
+fn attach(ebpf: &mut Ebpf, btf: &Btf, name: &'static str) -> Result<(FdLink, u32), BpfError> {
     let refused = |reason: String| BpfError::LsmRefused {
         program: name,
         reason,
     };
-    let prog: &mut Lsm = ebpf
+    let program = ebpf
         .program_mut(name)
-        .ok_or_else(|| refused("missing from the object".into()))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| refused(error_chain(&e)))?;
-    prog.load(name, btf).map_err(|e| refused(error_chain(&e)))?;
-    prog.attach().map_err(|e| refused(error_chain(&e)))?;
-    Ok(())
+        .ok_or_else(|| refused("missing from the object".into()))?;
+    let link: FdLink = if name == EXEC_TRACEPOINT {
+        let tp: &mut BtfTracePoint = program
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| refused(error_chain(&e)))?;
+        tp.load(name, btf).map_err(|e| refused(error_chain(&e)))?;
+        let id = tp.attach().map_err(|e| refused(error_chain(&e)))?;
+        tp.take_link(id)
+            .map_err(|e| refused(error_chain(&e)))?
+            .into()
+    } else {
+        let lsm: &mut Lsm = program
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| refused(error_chain(&e)))?;
+        lsm.load(name, btf).map_err(|e| refused(error_chain(&e)))?;
+        let id = lsm.attach().map_err(|e| refused(error_chain(&e)))?;
+        lsm.take_link(id)
+            .map_err(|e| refused(error_chain(&e)))?
+            .into()
+    };
+    let id = link
+        .info()
+        .map(|i| i.program_id())
+        .map_err(|e| refused(error_chain(&e)))?;
+    Ok((link, id))
 }
 
 fn map_error(op: &'static str, map: &'static str, e: aya::maps::MapError) -> BpfError {

@@ -4,10 +4,12 @@ use aya::Btf;
 use aya_obj::btf::BtfKind;
 
 /// The LSM hooks KernelSeal attaches, by program (C function) name.
-pub const LSM_PROGRAMS: [&str; 4] = [
+pub const LSM_PROGRAMS: [&str; 6] = [
     "file_open",
     "ptrace_access_check",
     "task_alloc",
+    "bprm_check_security",
+    "bprm_committing_creds",
     "file_post_open",
 ];
 

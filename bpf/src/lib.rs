@@ -6,17 +6,21 @@
 pub mod abi;
 mod error;
 mod events;
+mod filter;
 mod gate;
 pub mod kernel;
 mod marks;
+mod pins;
 mod policy;
 mod process;
 mod sys;
 
 pub use error::BpfError;
-pub use events::{AccessEvent, AccessKind, Decision, EventStream};
-pub use gate::{Gate, Stats};
+pub use events::{AccessEvent, AccessKind, Decision, Event, EventStream, ExecEvent};
+pub use filter::ExecFilter;
+pub use gate::{EXEC_TRACEPOINT, Gate, GateOptions, Origin, ProgramRef, Stats};
 pub use marks::{MarkState, Marks};
+pub use pins::PinLayout;
 pub use policy::{KernelMode, KernelPolicy};
 pub use process::ProcessFacts;
 pub use sys::pidfd_open;

@@ -32,14 +32,6 @@ impl Marks {
         Marks { map }
     }
 
-    pub(crate) fn pin(&self, path: &Path) -> Result<(), BpfError> {
-        self.map.pin(path).map_err(|e| BpfError::Pin {
-            what: "marks map",
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })
-    }
-
     /// Opens the marks map the agent pinned under `dir`.
     pub fn from_pin(dir: &Path) -> Result<Self, BpfError> {
         let path = dir.join(MARKS_MAP);

@@ -22,6 +22,8 @@ pub struct KernelPolicy {
     pub allow_self_read: bool,
     pub audit_all: bool,
     pub inherit_protection: bool,
+    /// kernelBinaryFilter: exec events only for configured binaries.
+    pub exec_filter: bool,
 }
 
 impl KernelPolicy {
@@ -40,6 +42,7 @@ impl KernelPolicy {
             (self.allow_self_read, abi::POLICY_ALLOW_SELF_READ),
             (self.audit_all, abi::POLICY_AUDIT_ALL),
             (self.inherit_protection, abi::POLICY_INHERIT),
+            (self.exec_filter, abi::POLICY_EXEC_FILTER),
         ] {
             if on {
                 flags |= bit;
@@ -64,6 +67,7 @@ mod tests {
             allow_self_read: false,
             audit_all: false,
             inherit_protection: false,
+            exec_filter: false,
         };
         assert_eq!(
             all_off.to_raw(),

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
 
-use kernelseal_bpf::abi::{RawEvent, RawPolicy, RawTaskMark};
+use kernelseal_bpf::abi::{
+    RawBinaryKey, RawBinding, RawEvent, RawExecEvent, RawPathKey, RawPolicy, RawTaskMark,
+};
 use object::{Object, ObjectSection};
 
 /// name → (size, [(field, byte offset)])
@@ -18,7 +20,7 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 /// A minimal reader of BTF type records (kernel `Documentation/bpf/btf.rst`):
 /// only struct layouts are kept, every other kind is skipped by its size.
 fn struct_layouts(btf: &[u8]) -> Layouts {
-    assert_eq!(u16::from_le_bytes([btf[0], btf[1]]), 0xeB9F, "BTF magic");
+    assert_eq!(u16::from_le_bytes([btf[0], btf[1]]), 0xEB9F, "BTF magic");
     let hdr_len = u32_at(btf, 4) as usize;
     let type_off = u32_at(btf, 8) as usize;
     let type_len = u32_at(btf, 12) as usize;
@@ -143,23 +145,64 @@ fn event_matches_c() {
 }
 
 #[test]
+fn exec_event_matches_c() {
+    check(
+        &layouts(),
+        "ks_exec_event",
+        size_of::<RawExecEvent>(),
+        &[
+            ("type", offset_of!(RawExecEvent, event_type)),
+            ("flags", offset_of!(RawExecEvent, flags)),
+            ("pid", offset_of!(RawExecEvent, pid)),
+            ("tid", offset_of!(RawExecEvent, tid)),
+            ("ppid", offset_of!(RawExecEvent, ppid)),
+            ("uid", offset_of!(RawExecEvent, uid)),
+            ("binding_id", offset_of!(RawExecEvent, binding_id)),
+            ("_pad", offset_of!(RawExecEvent, _pad)),
+            ("cgroup_id", offset_of!(RawExecEvent, cgroup_id)),
+            ("timestamp_ns", offset_of!(RawExecEvent, timestamp_ns)),
+            ("comm", offset_of!(RawExecEvent, comm)),
+            ("filename", offset_of!(RawExecEvent, filename)),
+        ],
+    );
+}
+
+#[test]
+fn filter_keys_match_c() {
+    let l = layouts();
+    check(
+        &l,
+        "ks_binding",
+        size_of::<RawBinding>(),
+        &[("binding_id", 0)],
+    );
+    check(
+        &l,
+        "ks_binary_key",
+        size_of::<RawBinaryKey>(),
+        &[("name", 0)],
+    );
+    check(&l, "ks_path_key", size_of::<RawPathKey>(), &[("path", 0)]);
+}
+
+#[test]
 fn constants_match_c_header() {
     // The header is the single source; parse its #defines and compare.
     let header = include_str!("../include/kernelseal.h");
     let mut defines = HashMap::new();
     for line in header.lines() {
-        if let Some(rest) = line.strip_prefix("#define ") {
-            if let Some((k, v)) = rest.trim().split_once(char::is_whitespace) {
-                let v = v.trim().trim_start_matches('(').trim_end_matches(')');
-                let value = if let Some(shift) = v.strip_prefix("1u << ") {
-                    1u32 << shift.parse::<u32>().unwrap()
-                } else if let Ok(n) = v.parse::<u32>() {
-                    n
-                } else {
-                    continue;
-                };
-                defines.insert(k.to_string(), value);
-            }
+        if let Some(rest) = line.strip_prefix("#define ")
+            && let Some((k, v)) = rest.trim().split_once(char::is_whitespace)
+        {
+            let v = v.trim().trim_start_matches('(').trim_end_matches(')');
+            let value = if let Some(shift) = v.strip_prefix("1u << ") {
+                1u32 << shift.parse::<u32>().unwrap()
+            } else if let Ok(n) = v.parse::<u32>() {
+                n
+            } else {
+                continue;
+            };
+            defines.insert(k.to_string(), value);
         }
     }
     use kernelseal_bpf::abi::*;
@@ -175,6 +218,7 @@ fn constants_match_c_header() {
         ("KS_POLICY_ALLOW_SELF_READ", POLICY_ALLOW_SELF_READ),
         ("KS_POLICY_AUDIT_ALL", POLICY_AUDIT_ALL),
         ("KS_POLICY_INHERIT", POLICY_INHERIT),
+        ("KS_POLICY_EXEC_FILTER", POLICY_EXEC_FILTER),
         ("KS_MARK_PROTECTED", MARK_PROTECTED),
         ("KS_MARK_AGENT", MARK_AGENT),
         ("KS_KIND_NONE", KIND_NONE),
@@ -183,16 +227,24 @@ fn constants_match_c_header() {
         ("KS_KIND_MAPS", KIND_MAPS),
         ("KS_KIND_PTRACE", KIND_PTRACE),
         ("KS_KIND_SELF_READ", KIND_SELF_READ),
+        ("KS_KIND_TRACED_EXEC", KIND_TRACED_EXEC),
         ("KS_DECISION_ALLOWED", DECISION_ALLOWED),
         ("KS_DECISION_DENIED", DECISION_DENIED),
         ("KS_DECISION_AUDIT", DECISION_AUDIT),
         ("KS_EVENT_ACCESS", EVENT_ACCESS),
+        ("KS_EVENT_EXEC", EVENT_EXEC),
         ("KS_STAT_EVENTS_DROPPED", STAT_EVENTS_DROPPED),
         ("KS_STAT_DENIED", STAT_DENIED),
         ("KS_STAT_AUDITED", STAT_AUDITED),
         ("KS_STAT_INHERITED", STAT_INHERITED),
+        ("KS_STAT_EXEC_MARKED", STAT_EXEC_MARKED),
+        ("KS_STAT_EXEC_EVENTS", STAT_EXEC_EVENTS),
         ("KS_STAT_MAX", STAT_MAX),
         ("KS_COMM_LEN", COMM_LEN as u32),
+        ("KS_BINARY_LEN", BINARY_LEN as u32),
+        ("KS_PATH_LEN", PATH_LEN as u32),
+        ("KS_EXEC_MATCHED", EXEC_MATCHED),
+        ("KS_EXEC_PROTECTED", EXEC_PROTECTED),
     ];
     for (name, value) in expect {
         assert_eq!(defines.get(name), Some(&value), "{name}");

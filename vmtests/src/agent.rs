@@ -28,13 +28,18 @@ impl Policy {
         self_read: true,
     };
 
-    fn yaml(&self) -> String {
+    pub fn yaml(&self) -> String {
         format!(
-            "version: v1\npolicy:\n  mode: {}\n  blockEnviron: {}\n  blockMem: {}\n  blockMaps: {}\n  blockPtrace: {}\n  allowSelfRead: {}\n  auditAll: false\n  inheritProtection: true\nmonitoring:\n  logLevel: info\n",
-            self.mode, self.environ, self.mem, self.maps, self.ptrace, self.self_read
+            "version: v1\npolicy:\n  mode: {}\n  blockEnviron: {}\n  blockMem: {}\n  blockMaps: {}\n  blockPtrace: {}\n  allowSelfRead: {}\n  auditAll: false\n  inheritProtection: true\n  kernelBinaryFilter: true\n{}monitoring:\n  logLevel: info\n",
+            self.mode, self.environ, self.mem, self.maps, self.ptrace, self.self_read, EXEC_BINDING
         )
     }
 }
+
+/// Every config of the suite binds the victim's exec name, so a victim
+/// started as `/tmp/ks-victim` is marked by the kernel at exec.
+pub const EXEC_BINARY: &str = "ks-victim";
+const EXEC_BINDING: &str = "secrets:\n  - name: victims\n    selector:\n      binary: ks-victim\n    secretRefs:\n      - name: VICTIM_SECRET\n        source:\n          value: not-delivered-yet\n";
 
 pub struct Agent {
     child: Option<Child>,
@@ -43,11 +48,23 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Starts the agent with `--unpin-on-exit` (the suite's default, so a
+    /// failed run leaves nothing attached).
     pub fn start(policy: Policy) -> Result<Self, String> {
-        std::fs::write(CONFIG, policy.yaml()).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(LOG).map_err(|e| e.to_string())?;
+        Self::start_with(&policy.yaml(), &["--unpin-on-exit"])
+    }
+
+    pub fn start_with(yaml: &str, extra: &[&str]) -> Result<Self, String> {
+        std::fs::write(CONFIG, yaml).map_err(|e| e.to_string())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(LOG)
+            .map_err(|e| e.to_string())?;
+        let ready_before = count(&log_text(), "[OK] KernelSeal agent running");
         let child = Command::new(KERNELSEAL)
             .args(["agent", "--config", CONFIG])
+            .args(extra)
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
@@ -59,7 +76,7 @@ impl Agent {
             policy_lines: 0,
         };
         agent.wait_for(
-            |log| log.contains("[OK] KernelSeal agent running"),
+            |log| count(log, "[OK] KernelSeal agent running") > ready_before,
             "agent ready",
         )?;
         agent.policy_lines = count(&log_text(), "[CONFIG] Policy configured");
@@ -105,6 +122,23 @@ impl Agent {
             "timed out waiting for {what}: {}",
             tail(&log_text())
         ))
+    }
+
+    /// A handle with no process (after `stop` consumed the real one).
+    pub fn detached() -> Self {
+        Agent {
+            child: None,
+            pid: 0,
+            policy_lines: 0,
+        }
+    }
+
+    /// SIGKILL: the agent dies without cleaning up (pins stay).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// SIGTERM and wait; the agent must exit 0.

@@ -5,6 +5,7 @@
 
 mod agent;
 mod attacks;
+mod exec_suite;
 mod suite;
 mod victim;
 
@@ -60,6 +61,20 @@ const TESTS: &[Test] = &[
     (
         "protect_bad_input_fails_clearly",
         suite::protect_bad_input_fails_clearly,
+    ),
+    (
+        "quick_start_sleep_is_protected_at_exec",
+        exec_suite::quick_start_sleep_is_protected_at_exec,
+    ),
+    (
+        "exec_matched_binary_full_matrix",
+        exec_suite::exec_matched_binary_full_matrix,
+    ),
+    ("traced_exec_is_refused", exec_suite::traced_exec_is_refused),
+    ("reload_keeps_marks", exec_suite::reload_keeps_marks),
+    (
+        "enforcement_outlives_the_agent",
+        exec_suite::enforcement_outlives_the_agent,
     ),
 ];
 

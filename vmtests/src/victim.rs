@@ -91,7 +91,16 @@ pub struct Victim {
 
 impl Victim {
     pub fn spawn() -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        Self::spawn_exe(std::env::current_exe().map_err(|e| e.to_string())?)
+    }
+
+    /// Starts the victim through a symlink named after the exec binding, so
+    /// the kernel marks it at exec (no `kernelseal protect`).
+    pub fn spawn_bound() -> Result<Self, String> {
+        Self::spawn_exe(bound_exe()?)
+    }
+
+    fn spawn_exe(exe: std::path::PathBuf) -> Result<Self, String> {
         let mut child = Command::new(exe)
             .arg("victim")
             .env(SECRET_ENV, SECRET_VALUE)
@@ -166,6 +175,18 @@ impl Drop for Victim {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `/tmp/ks-victim`, a symlink to this binary (the exec'd file name is what
+/// `selector.binary` matches).
+pub fn bound_exe() -> Result<std::path::PathBuf, String> {
+    let link = std::path::PathBuf::from(format!("/tmp/{}", crate::agent::EXEC_BINARY));
+    if !link.exists() {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink(exe, &link)
+            .map_err(|e| format!("symlink {}: {e}", link.display()))?;
+    }
+    Ok(link)
 }
 
 /// Kills a forked grandchild (not a Child of ours).

@@ -1,0 +1,189 @@
+//! Exec-time protection (the original quick start), traced execs, and
+//! enforcement that outlives the agent: kill -9, re-adoption, audit, unpin.
+
+use std::ffi::CString;
+use std::process::Command;
+
+use crate::agent::{Agent, Policy, log_text, wait_log_line};
+use crate::attacks::{ALL, Outcome, Vector};
+use crate::suite::{Ctx, TestResult};
+use crate::victim::{Victim, bound_exe, kill_pid};
+
+fn all(label: &str, pid: u32, tid: u32, addr: usize, refused: bool) -> TestResult {
+    let wrong: Vec<String> = ALL
+        .iter()
+        .filter_map(|v| {
+            let got = v.attempt(pid, tid, addr);
+            let want = if refused {
+                Outcome::Refused(v.refusal_errno())
+            } else {
+                Outcome::Allowed
+            };
+            (got != want).then(|| format!("{}: got {got}", v.name()))
+        })
+        .collect();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{label} (pid {pid}): {}", wrong.join("; ")))
+    }
+}
+
+/// The original README's quick start, verbatim in spirit.
+pub fn quick_start_sleep_is_protected_at_exec(ctx: &mut Ctx) -> TestResult {
+    let yaml = "version: v1\npolicy:\n  mode: enforce\n  blockEnviron: true\n  blockMem: true\n  blockPtrace: true\n  allowSelfRead: true\n  kernelBinaryFilter: false\n\nsecrets:\n  - name: test-secrets\n    selector:\n      binary: \"sleep\"\n    secretRefs:\n      - name: MY_SECRET\n        source:\n          envRef: \"KernelSeal_MY_SECRET\"\n";
+    ctx.agent.set_policy_yaml(yaml)?;
+    let mut sleep = Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let pid = sleep.id();
+    let out = Command::new("cat")
+        .arg(format!("/proc/{pid}/environ"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !err.contains("Permission denied") {
+        return Err(format!(
+            "cat /proc/{pid}/environ of sleep: status {}, stderr {err:?}",
+            out.status
+        ));
+    }
+    wait_log_line(&[&format!("[EXEC] PID={pid} "), "Binary=sleep"])?;
+    wait_log_line(&[&format!("[PROTECT] PID {pid} marked as protected")])?;
+    wait_log_line(&[
+        "[LSM BLOCKED]",
+        &format!("attempted environ access to PID={pid} (cat)"),
+    ])
+}
+
+pub fn exec_matched_binary_full_matrix(ctx: &mut Ctx) -> TestResult {
+    ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
+    let mut v = Victim::spawn_bound()?;
+    all("matched at exec", v.pid, v.pid, v.addr, true)?;
+    let tid = v.ask_number("thread", "tid")?;
+    all("its thread", tid, tid, v.addr, true)?;
+    let child = v.ask_number("fork", "child")?;
+    let result = all("its child", child, child, v.addr, true);
+    kill_pid(child);
+    result
+}
+
+/// A process traced before it execs a protected binary would keep its
+/// tracer: the exec is refused.
+pub fn traced_exec_is_refused(ctx: &mut Ctx) -> TestResult {
+    ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
+    let exe = CString::new(bound_exe()?.to_str().ok_or("path")?.to_string())
+        .map_err(|e| e.to_string())?;
+    let arg0 = CString::new("ks-victim").unwrap();
+    let arg1 = CString::new("victim").unwrap();
+    // SAFETY: the child only makes raw syscalls and _exits.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let argv = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+        // SAFETY: TRACEME then execv with NUL-terminated argv.
+        unsafe {
+            libc::ptrace(
+                libc::PTRACE_TRACEME,
+                0,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+            );
+            libc::execv(exe.as_ptr(), argv.as_ptr());
+            libc::_exit(*libc::__errno_location());
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    if libc::WIFSTOPPED(status) {
+        kill_pid(child as u32);
+        // SAFETY: reap it.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        return Err("a traced process exec'd a protected binary (stopped at exec)".into());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != libc::EPERM {
+        return Err(format!(
+            "traced exec: want exit EPERM, got status {status:#x}"
+        ));
+    }
+    wait_log_line(&["[LSM BLOCKED]", "traced-exec", &format!("PID={child}")])
+}
+
+fn program_ids(line_marker: &str) -> Option<String> {
+    let log = log_text();
+    let line = log.lines().filter(|l| l.contains(line_marker)).last()?;
+    let ids = line.split(": ").last()?;
+    let mut v: Vec<&str> = ids.split(", ").map(str::trim).collect();
+    v.sort();
+    Some(v.join(","))
+}
+
+/// kill -9 → still refused; restart → same programs re-adopted; audit →
+/// allowed and logged; --unpin-on-exit → allowed.
+pub fn enforcement_outlives_the_agent(ctx: &mut Ctx) -> TestResult {
+    ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
+    let loaded = program_ids("[OK] LSM BPF programs loaded and attached")
+        .ok_or("no loaded-programs line")?;
+    let v = Victim::spawn_bound()?;
+    all("before kill -9", v.pid, v.pid, v.addr, true)?;
+    ctx.agent.kill9();
+    all("agent killed with SIGKILL", v.pid, v.pid, v.addr, true)?;
+    let other = Victim::spawn_bound()?;
+    all(
+        "exec after the agent died",
+        other.pid,
+        other.pid,
+        other.addr,
+        true,
+    )?;
+
+    ctx.agent = Agent::start(Policy::ENFORCE_ALL)?;
+    let adopted = program_ids("[OK] adopted the programs pinned")
+        .ok_or("restarted agent did not adopt the pins")?;
+    if adopted != loaded {
+        return Err(format!(
+            "re-adopted programs differ: loaded {loaded}, adopted {adopted}"
+        ));
+    }
+    all("after restart", v.pid, v.pid, v.addr, true)?;
+
+    ctx.agent.set_policy(Policy {
+        mode: "audit",
+        ..Policy::ENFORCE_ALL
+    })?;
+    all("audit after restart", v.pid, v.pid, v.addr, false)?;
+    wait_log_line(&["[LSM AUDIT]", &format!("environ access to PID={}", v.pid)])?;
+
+    let stopping = std::mem::replace(&mut ctx.agent, Agent::detached());
+    stopping.stop()?;
+    all("after --unpin-on-exit", v.pid, v.pid, v.addr, false)?;
+    if std::path::Path::new("/sys/fs/bpf/kernelseal").exists() {
+        return Err("pins left after --unpin-on-exit".into());
+    }
+    // Fresh agent for what follows: a new load, not an adoption.
+    ctx.agent = Agent::start(Policy::ENFORCE_ALL)?;
+    let reloaded =
+        program_ids("[OK] LSM BPF programs loaded and attached").ok_or("no fresh load")?;
+    if reloaded == loaded {
+        return Err("a fresh load after unpin reused the old program ids".into());
+    }
+    Ok(())
+}
+
+/// A reload keeps marks: processes protected before SIGHUP stay protected.
+pub fn reload_keeps_marks(ctx: &mut Ctx) -> TestResult {
+    ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
+    let v = Victim::spawn_bound()?;
+    ctx.agent.set_policy(Policy {
+        maps: false,
+        ..Policy::ENFORCE_ALL
+    })?;
+    let env = Vector::Environ.attempt(v.pid, v.pid, 0);
+    if env != Outcome::Refused(libc::EACCES) {
+        return Err(format!("environ after reload: {env}"));
+    }
+    Ok(())
+}
