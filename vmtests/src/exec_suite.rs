@@ -114,7 +114,7 @@ pub fn traced_exec_is_refused(ctx: &mut Ctx) -> TestResult {
 
 fn program_ids(line_marker: &str) -> Option<String> {
     let log = log_text();
-    let line = log.lines().filter(|l| l.contains(line_marker)).last()?;
+    let line = log.lines().rev().find(|l| l.contains(line_marker))?;
     let ids = line.split(": ").last()?;
     let mut v: Vec<&str> = ids.split(", ").map(str::trim).collect();
     v.sort();
