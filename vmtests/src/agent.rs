@@ -108,13 +108,13 @@ impl Agent {
             if done(&log_text()) {
                 return Ok(());
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!(
-                        "agent exited ({status}) before {what}: {}",
-                        tail(&log_text())
-                    ));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!(
+                    "agent exited ({status}) before {what}: {}",
+                    tail(&log_text())
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
