@@ -37,6 +37,10 @@ pub struct AgentArgs {
     /// uninstall). Without it enforcement outlives the agent.
     #[arg(long)]
     unpin_on_exit: bool,
+    /// Pin layout version to write (upgrade tests stage an older agent's
+    /// pins with it).
+    #[arg(long, hide = true, default_value_t = kernelseal_bpf::abi::LAYOUT_VERSION)]
+    pin_layout_version: u32,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -132,7 +136,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
         );
         None
     } else {
-        Some(open_gate(policy, filter, &args.pin_dir)?)
+        Some(open_gate(policy, filter, &args)?)
     };
     if gate.is_some() {
         log_filter(&config);
@@ -239,16 +243,30 @@ fn harden_self() {
     }
 }
 
-fn open_gate(policy: KernelPolicy, filter: ExecFilter, pin_dir: &Path) -> Result<Gate, Failure> {
+fn open_gate(policy: KernelPolicy, filter: ExecFilter, args: &AgentArgs) -> Result<Gate, Failure> {
+    let pin_dir = args.pin_dir.as_path();
     let unenforceable = |msg: String| Failure::new(Failure::UNENFORCEABLE, anyhow!(msg));
     if let Err(why) = crate::caps::check_bpf_privileges() {
         return Err(unenforceable(format!("protection requested but {why}")));
     }
+    match kernelseal_bpf::kernel::active_lsms() {
+        Some(list) if !list.iter().any(|l| l == "bpf") => {
+            return Err(unenforceable(format!(
+                "protection requested but the active LSM list is {:?}: without \"bpf\" BPF-LSM \
+                 programs attach and never run. Fix: boot with lsm={},bpf",
+                list.join(","),
+                list.join(",")
+            )));
+        }
+        Some(_) => {}
+        None => warn!(
+            "[WARN] /sys/kernel/security/lsm is unreadable (securityfs not mounted?); relying on \
+             the start-up self-test"
+        ),
+    }
     let gate = Gate::open(GateOptions {
-        policy,
-        filter,
-        pin_dir: Some(pin_dir.to_path_buf()),
-        lsm: true,
+        layout_version: args.pin_layout_version,
+        ..GateOptions::new(policy, filter, Some(pin_dir.to_path_buf()))
     })
     .map_err(|e| unenforceable(explain_load_failure(&e)))?;
     let ids: Vec<String> = gate
@@ -277,6 +295,15 @@ fn open_gate(policy: KernelPolicy, filter: ExecFilter, pin_dir: &Path) -> Result
             "[OK] kernel has no file_post_open hook (older than 6.9): ptrace_access_check alone \
              guards /proc opens there"
         );
+    }
+    // Before the agent marks itself allowed: it is an ordinary accessor now.
+    match crate::selftest::run(&gate, &policy) {
+        Ok(what) => info!("[OK] self-test: {what}"),
+        Err(why) => {
+            return Err(unenforceable(format!(
+                "enforcement self-test failed: {why}"
+            )));
+        }
     }
     let me = std::process::id();
     gate.marks()

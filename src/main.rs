@@ -3,10 +3,12 @@
 mod agent;
 mod audit;
 mod caps;
+mod check;
 mod event_log;
 mod exit;
 mod logging;
 mod marks_cli;
+mod selftest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +51,9 @@ enum Command {
     Unprotect(marks_cli::MarkArgs),
     /// Show whether processes are marked protected.
     Status(marks_cli::MarkArgs),
+    /// Check every requirement for enforcement on this host, one line each,
+    /// with the fix for each failure; exit 0 only when enforcement is possible.
+    Check(check::CheckArgs),
     /// Configuration file tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::Protect(args) => marks_cli::protect(&args),
         Command::Unprotect(args) => marks_cli::unprotect(&args),
         Command::Status(args) => marks_cli::status(&args),
+        Command::Check(args) => check::run(&args),
         Command::Config(ConfigCommand::Validate { file }) => validate(&file),
     };
     match result {

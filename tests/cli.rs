@@ -206,3 +206,24 @@ fn disabled_agent_warns_reloads_on_sighup_and_stops_on_sigterm() {
         );
     }
 }
+
+/// `check` says exactly why enforcement is unavailable (exit 3), or that it
+/// is possible (exit 0); never a silent pass.
+#[test]
+fn check_reports_each_requirement() {
+    let (code, out, err) = run(&["check"]);
+    for req in ["kernel", "privileges", "BTF", "LSM list"] {
+        assert!(
+            out.contains(&format!("] {req}: ")),
+            "{req} line missing: {out}"
+        );
+    }
+    match code {
+        0 => assert!(out.contains("enforcement is possible"), "{out}"),
+        3 => {
+            assert!(out.contains("[FAIL]") && out.contains("— fix: "), "{out}");
+            assert!(err.contains("enforcement is NOT possible"), "{err}");
+        }
+        other => panic!("check exited {other}: {out}{err}"),
+    }
+}

@@ -8,6 +8,7 @@ use aya::programs::{BtfTracePoint, Lsm};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::abi::{self, LAYOUT_VERSION, RawPolicy};
+
 use crate::error::BpfError;
 use crate::events::EventStream;
 use crate::filter::{self, ExecFilter};
@@ -68,6 +69,21 @@ pub struct GateOptions {
     /// `false` loads only the exec tracepoint (for hosts that refuse LSM
     /// programs: exec events still work there).
     pub lsm: bool,
+    /// The pin layout version to write; [`LAYOUT_VERSION`] except in upgrade
+    /// tests.
+    pub layout_version: u32,
+}
+
+impl GateOptions {
+    pub fn new(policy: KernelPolicy, filter: ExecFilter, pin_dir: Option<PathBuf>) -> Self {
+        GateOptions {
+            policy,
+            filter,
+            pin_dir,
+            lsm: true,
+            layout_version: LAYOUT_VERSION,
+        }
+    }
 }
 
 enum LinkHold {
@@ -109,9 +125,12 @@ impl Gate {
     pub fn open(opts: GateOptions) -> Result<Self, BpfError> {
         let btf = kernel::btf()?;
         let expected = expected_programs(&btf, opts.lsm);
-        let layout = opts.pin_dir.as_ref().map(PinLayout::new);
+        let layout = opts
+            .pin_dir
+            .as_ref()
+            .map(|d| PinLayout::with_version(d, opts.layout_version));
         let mut gate = match &layout {
-            Some(l) if sorted(&l.pinned_links(LAYOUT_VERSION)) == sorted(&expected) => {
+            Some(l) if sorted(&l.pinned_links(l.version())) == sorted(&expected) => {
                 Self::adopt(l.clone(), &expected)?
             }
             _ => Self::load(&btf, layout.clone(), &expected)?,
@@ -135,7 +154,7 @@ impl Gate {
         let marks = Marks::from_pin(layout.root())?;
         let mut programs = Vec::new();
         for name in expected {
-            let pinned = PinnedLink::from_pin(layout.link(LAYOUT_VERSION, name))
+            let pinned = PinnedLink::from_pin(layout.link(layout.version(), name))
                 .map_err(|e| adopt_err(format!("link {name}: {}", error_chain(&e))))?;
             let link = FdLink::from(pinned);
             let info = link
@@ -168,15 +187,15 @@ impl Gate {
             // A partial set of this version's links (an agent that died while
             // attaching) is removed first: attaching again next to it would
             // run two copies.
-            for name in l.pinned_links(LAYOUT_VERSION) {
-                let _ = std::fs::remove_file(l.link(LAYOUT_VERSION, &name));
+            for name in l.pinned_links(l.version()) {
+                let _ = std::fs::remove_file(l.link(l.version(), &name));
             }
             let maps_dir = l
                 .map(POLICY_MAP)
                 .parent()
                 .map(PathBuf::from)
                 .unwrap_or_default();
-            for dir in [maps_dir, l.links_dir(LAYOUT_VERSION)] {
+            for dir in [maps_dir, l.links_dir(l.version())] {
                 std::fs::create_dir_all(&dir).map_err(|e| BpfError::Pin {
                     what: "directory",
                     path: dir.display().to_string(),
@@ -229,15 +248,13 @@ impl Gate {
                 id,
             });
             let hold = match &layout {
-                Some(l) => {
-                    LinkHold::Pinned(link.pin(l.link(LAYOUT_VERSION, name)).map_err(|e| {
-                        BpfError::Pin {
-                            what: "link",
-                            path: l.link(LAYOUT_VERSION, name).display().to_string(),
-                            reason: error_chain(&e),
-                        }
-                    })?)
-                }
+                Some(l) => LinkHold::Pinned(link.pin(l.link(l.version(), name)).map_err(|e| {
+                    BpfError::Pin {
+                        what: "link",
+                        path: l.link(l.version(), name).display().to_string(),
+                        reason: error_chain(&e),
+                    }
+                })?),
                 None => LinkHold::Owned(link),
             };
             gate.links.push(hold);
@@ -245,7 +262,7 @@ impl Gate {
         // Only now, with the new links attached, drop other layouts' links:
         // there is no moment without a gate.
         if let Some(l) = &layout {
-            for version in l.versions().into_iter().filter(|v| *v != LAYOUT_VERSION) {
+            for version in l.versions().into_iter().filter(|v| *v != l.version()) {
                 for name in l.pinned_links(version) {
                     if let Ok(old) = PinnedLink::from_pin(l.link(version, &name)) {
                         let _ = old.unpin();

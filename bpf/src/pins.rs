@@ -16,11 +16,26 @@ use crate::marks::MARKS_MAP;
 #[derive(Debug, Clone)]
 pub struct PinLayout {
     root: PathBuf,
+    /// The layout version this process writes (normally [`LAYOUT_VERSION`]).
+    version: u32,
 }
 
 impl PinLayout {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        PinLayout { root: root.into() }
+        Self::with_version(root, LAYOUT_VERSION)
+    }
+
+    /// A layout writing another version: upgrade tests stage an "old"
+    /// agent's pins with it.
+    pub fn with_version(root: impl Into<PathBuf>, version: u32) -> Self {
+        PinLayout {
+            root: root.into(),
+            version,
+        }
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     pub fn root(&self) -> &Path {
@@ -36,7 +51,7 @@ impl PinLayout {
     }
 
     pub fn map(&self, name: &str) -> PathBuf {
-        self.version_dir(LAYOUT_VERSION).join("maps").join(name)
+        self.version_dir(self.version).join("maps").join(name)
     }
 
     pub fn links_dir(&self, version: u32) -> PathBuf {

@@ -25,10 +25,8 @@ fn policy(exec_filter: bool) -> KernelPolicy {
 
 fn open(exec_filter: bool, filter: ExecFilter) -> Option<Gate> {
     match Gate::open(GateOptions {
-        policy: policy(exec_filter),
-        filter,
-        pin_dir: None,
         lsm: false,
+        ..GateOptions::new(policy(exec_filter), filter, None)
     }) {
         Ok(g) => Some(g),
         Err(e) if std::env::var_os("CI").is_none() => {

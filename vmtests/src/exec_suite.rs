@@ -187,3 +187,51 @@ pub fn reload_keeps_marks(ctx: &mut Ctx) -> TestResult {
     }
     Ok(())
 }
+
+/// `kernelseal check` in a VM with BPF-LSM: every requirement OK, exit 0.
+pub fn check_passes_with_bpf_lsm(_ctx: &mut Ctx) -> TestResult {
+    let out = crate::agent::kernelseal(&["check"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success()
+        || !text.contains("[ OK ] LSM programs load and attach")
+        || !text.contains("[ OK ] LSM list")
+        || !text.contains("enforcement is possible")
+    {
+        return Err(format!("kernelseal check: {}: {text}", out.status));
+    }
+    wait_log_line(&["[OK] self-test: opening /proc/<marked>/environ was refused"])
+}
+
+/// An agent of an older pin layout is replaced: the new links attach before
+/// the old ones go, marks survive (shared marks map), the old pins vanish.
+pub fn upgrade_replaces_old_layout_keeping_marks(ctx: &mut Ctx) -> TestResult {
+    let stopping = std::mem::replace(&mut ctx.agent, Agent::detached());
+    stopping.stop()?;
+    let mut old = Agent::start_with(&Policy::ENFORCE_ALL.yaml(), &["--pin-layout-version", "0"])?;
+    let v = Victim::spawn_bound()?;
+    all(
+        "marked by the old layout's programs",
+        v.pid,
+        v.pid,
+        v.addr,
+        true,
+    )?;
+    old.kill9();
+    ctx.agent = Agent::start(Policy::ENFORCE_ALL)?;
+    wait_log_line(&[
+        "[OK] LSM BPF programs loaded and attached",
+        "replaced layout v0 pins",
+    ])?;
+    all("after the upgrade", v.pid, v.pid, v.addr, true)?;
+    if std::path::Path::new("/sys/fs/bpf/kernelseal/v0").exists() {
+        return Err("old layout pins left behind".into());
+    }
+    let fresh = Victim::spawn_bound()?;
+    all(
+        "marked by the new programs",
+        fresh.pid,
+        fresh.pid,
+        fresh.addr,
+        true,
+    )
+}

@@ -76,6 +76,14 @@ const TESTS: &[Test] = &[
         "enforcement_outlives_the_agent",
         exec_suite::enforcement_outlives_the_agent,
     ),
+    (
+        "check_passes_with_bpf_lsm",
+        exec_suite::check_passes_with_bpf_lsm,
+    ),
+    (
+        "upgrade_replaces_old_layout_keeping_marks",
+        exec_suite::upgrade_replaces_old_layout_keeping_marks,
+    ),
 ];
 
 fn main() -> ExitCode {

@@ -1,0 +1,195 @@
+//! `kernelseal check`: one line per requirement for enforcement, each
+//! failure with its fix; exit 0 only when enforcement is possible.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use kernelseal_bpf::{
+    ExecFilter, Gate, GateOptions, KernelMode, KernelPolicy, PinLayout, abi, kernel,
+};
+
+use crate::exit::Failure;
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// Where the agent pins its programs (to report on them).
+    #[arg(long, default_value = crate::DEFAULT_PIN_DIR, value_name = "DIR")]
+    pin_dir: PathBuf,
+}
+
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn ok(&self, what: &str, detail: impl AsRef<str>) {
+        println!("[ OK ] {what}: {}", detail.as_ref());
+    }
+    fn info(&self, what: &str, detail: impl AsRef<str>) {
+        println!("[INFO] {what}: {}", detail.as_ref());
+    }
+    fn fail(&mut self, what: &str, detail: impl AsRef<str>, fix: impl AsRef<str>) {
+        self.failed += 1;
+        println!("[FAIL] {what}: {} — fix: {}", detail.as_ref(), fix.as_ref());
+    }
+}
+
+/// (major, minor) of the running kernel.
+pub fn kernel_version() -> Option<(u32, u32)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// A policy under which the probe programs do nothing.
+fn inert_policy() -> KernelPolicy {
+    KernelPolicy {
+        mode: KernelMode::Disabled,
+        block_environ: false,
+        block_mem: false,
+        block_maps: false,
+        block_ptrace: false,
+        allow_self_read: true,
+        audit_all: false,
+        inherit_protection: false,
+        exec_filter: true,
+    }
+}
+
+pub fn run(args: &CheckArgs) -> Result<(), Failure> {
+    let mut r = Report { failed: 0 };
+    let version = kernel_version();
+    match version {
+        Some((maj, min)) => r.ok("kernel", format!("{maj}.{min}")),
+        None => r.info(
+            "kernel",
+            "version unreadable from /proc/sys/kernel/osrelease",
+        ),
+    }
+
+    let privileged = crate::caps::check_bpf_privileges();
+    match &privileged {
+        Ok(()) => r.ok("privileges", "root or CAP_BPF + CAP_PERFMON"),
+        Err(why) => r.fail(
+            "privileges",
+            why,
+            "run as root or add CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN",
+        ),
+    }
+
+    let btf = kernel::btf();
+    match &btf {
+        Ok(_) => r.ok("BTF", "/sys/kernel/btf/vmlinux"),
+        Err(e) => r.fail(
+            "BTF",
+            e.to_string(),
+            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+        ),
+    }
+
+    match kernel::active_lsms() {
+        Some(list) if list.iter().any(|l| l == "bpf") => r.ok("LSM list", list.join(",")),
+        Some(list) => r.fail(
+            "LSM list",
+            format!(
+                "{} (no \"bpf\": BPF-LSM programs would attach but never run)",
+                list.join(",")
+            ),
+            format!("boot with lsm={},bpf", list.join(",")),
+        ),
+        None => r.fail(
+            "LSM list",
+            "/sys/kernel/security/lsm unreadable",
+            "mount securityfs: mount -t securityfs none /sys/kernel/security",
+        ),
+    }
+
+    if let Ok(btf) = &btf {
+        let post_open = kernel::has_lsm_hook(btf, kernel::POST_OPEN_HOOK);
+        let fallback = version.is_some_and(|v| v >= (6, 15));
+        match (post_open, fallback) {
+            (true, true) => r.ok(
+                "file_post_open",
+                "present; needed: this kernel (>= 6.15) lets perfmon-capable callers read environ/maps after an LSM refusal",
+            ),
+            (true, false) => r.ok("file_post_open", "present (kernel < 6.15 has no perfmon fallback; used anyway)"),
+            (false, false) => r.ok("file_post_open", "absent (kernel < 6.9); not needed: no perfmon fallback before 6.15"),
+            (false, true) => r.fail(
+                "file_post_open",
+                "absent on a kernel >= 6.15: root could read environ/maps of protected processes",
+                "use a kernel with CONFIG_BPF_LSM and the file_post_open hook",
+            ),
+        }
+    }
+
+    if privileged.is_ok() && btf.is_ok() {
+        probe(
+            &mut r,
+            true,
+            "LSM programs load and attach",
+            "see the kernel's reason; a sandbox or container runtime may forbid BPF trampolines (run on the host or privileged)",
+        );
+        probe(
+            &mut r,
+            false,
+            "tp_btf exec monitor",
+            "the kernel or sandbox refuses tp_btf programs; exec events are unavailable",
+        );
+    }
+
+    let layout = PinLayout::new(&args.pin_dir);
+    let versions = layout.versions();
+    if versions.is_empty() {
+        r.info(
+            "pins",
+            format!(
+                "none under {} (no agent has run, or it unpinned)",
+                args.pin_dir.display()
+            ),
+        );
+    }
+    for v in versions {
+        let links = layout.pinned_links(v);
+        let current = if v == abi::LAYOUT_VERSION {
+            "current layout"
+        } else {
+            "OTHER layout: the next agent start replaces it"
+        };
+        r.info(
+            "pins",
+            format!(
+                "v{v} ({current}) under {}: {}",
+                args.pin_dir.display(),
+                links.join(", ")
+            ),
+        );
+    }
+
+    if r.failed == 0 {
+        println!("enforcement is possible on this host");
+        Ok(())
+    } else {
+        Err(Failure::new(
+            Failure::UNENFORCEABLE,
+            anyhow!(
+                "{} requirement(s) failed: enforcement is NOT possible on this host",
+                r.failed
+            ),
+        ))
+    }
+}
+
+/// Loads and attaches the programs with an inert policy, then detaches.
+fn probe(r: &mut Report, lsm: bool, what: &str, fix: &str) {
+    let opened = Gate::open(GateOptions {
+        lsm,
+        ..GateOptions::new(inert_policy(), ExecFilter::default(), None)
+    });
+    match opened {
+        Ok(gate) => {
+            let names: Vec<&str> = gate.programs().iter().map(|p| p.name.as_str()).collect();
+            r.ok(what, names.join(", "));
+        }
+        Err(e) => r.fail(what, e.to_string(), fix),
+    }
+}
