@@ -5,6 +5,7 @@
 
 mod agent;
 mod attacks;
+mod bench;
 mod exec_suite;
 mod suite;
 mod victim;
@@ -97,6 +98,15 @@ fn main() -> ExitCode {
              inside the test VM only (cargo xtask vm-test)"
         );
         return ExitCode::from(2);
+    }
+    if args.first().map(String::as_str) == Some("bench") {
+        return match bench::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("bench failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let filter = args.first().cloned();
     let kernel = std::env::var("KERNELSEAL_VM_KERNEL").unwrap_or_else(|_| "unknown".into());

@@ -193,18 +193,20 @@ static __always_inline __u32 classify_proc_name(const unsigned char *name, __u32
 	return KS_KIND_NONE;
 }
 
+/* Every open on the system passes here: plain BTF pointer loads (the
+ * verifier turns them into fault-safe loads, CO-RE relocates the offsets)
+ * instead of bpf_probe_read_kernel helper calls. */
 static __always_inline bool is_procfs(struct file *file)
 {
-	return BPF_CORE_READ(file, f_inode, i_sb, s_magic) == PROC_SUPER_MAGIC;
+	return file->f_inode->i_sb->s_magic == PROC_SUPER_MAGIC;
 }
 
 static __always_inline struct pid *proc_pid_of(struct file *file)
 {
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	struct proc_inode *pi;
 
 	/* container_of(inode, struct proc_inode, vfs_inode), relocated. */
-	pi = (void *)inode - bpf_core_field_offset(struct proc_inode, vfs_inode);
+	pi = (void *)file->f_inode - bpf_core_field_offset(struct proc_inode, vfs_inode);
 	return BPF_CORE_READ(pi, pid);
 }
 
@@ -229,8 +231,8 @@ int BPF_PROG(file_open, struct file *file, int ret)
 	if (!p || p->mode == KS_MODE_DISABLED)
 		return 0;
 
-	len = BPF_CORE_READ(file, f_path.dentry, d_name.len);
-	kind = classify_proc_name(BPF_CORE_READ(file, f_path.dentry, d_name.name), len);
+	len = file->f_path.dentry->d_name.len;
+	kind = classify_proc_name(file->f_path.dentry->d_name.name, len);
 	cur = bpf_get_current_task_btf();
 	m = bpf_task_storage_get(&ks_marks, cur, 0,
 				 kind ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
