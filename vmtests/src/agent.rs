@@ -182,8 +182,12 @@ fn tail(text: &str) -> String {
 /// Waits (up to 10 s) until the agent's log has a line containing every
 /// one of `needles`.
 pub fn wait_log_line(needles: &[&str]) -> Result<(), String> {
+    wait_log_line_for(needles, 10)
+}
+
+pub fn wait_log_line_for(needles: &[&str], secs: u64) -> Result<(), String> {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
+    while start.elapsed() < Duration::from_secs(secs) {
         if log_text()
             .lines()
             .any(|l| needles.iter().all(|n| l.contains(n)))

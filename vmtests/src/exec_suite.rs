@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::process::Command;
 
-use crate::agent::{Agent, Policy, log_text, wait_log_line};
+use crate::agent::{Agent, Policy, log_text, wait_log_line, wait_log_line_for};
 use crate::attacks::{ALL, Outcome, Vector};
 use crate::suite::{Ctx, TestResult};
 use crate::victim::{Victim, bound_exe, kill_pid};
@@ -234,4 +234,41 @@ pub fn upgrade_replaces_old_layout_keeping_marks(ctx: &mut Ctx) -> TestResult {
         fresh.addr,
         true,
     )
+}
+
+/// A scanner hammering one protected process gets BURST log lines and one
+/// suppressed-count line per window, not one line per attempt.
+pub fn audit_trail_is_rate_limited(ctx: &mut Ctx) -> TestResult {
+    ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
+    let v = Victim::spawn_bound()?;
+    let me = std::process::id();
+    for _ in 0..40 {
+        let got = Vector::Environ.attempt(v.pid, v.pid, 0);
+        if got != Outcome::Refused(libc::EACCES) {
+            return Err(format!("environ read: {got}"));
+        }
+    }
+    // The window ends on the agent's 10 s flush tick.
+    wait_log_line_for(
+        &[&format!(
+            "[LSM SUPPRESSED] 35 more environ event(s) from PID={me} on PID={}",
+            v.pid
+        )],
+        30,
+    )?;
+    let blocked = log_text()
+        .lines()
+        .filter(|l| {
+            l.contains(&format!(
+                "[LSM BLOCKED] PID={me} attempted environ access to PID={}",
+                v.pid
+            ))
+        })
+        .count();
+    if blocked != 5 {
+        return Err(format!(
+            "{blocked} BLOCKED lines for 40 reads by one accessor, want 5"
+        ));
+    }
+    Ok(())
 }

@@ -85,6 +85,10 @@ const TESTS: &[Test] = &[
         "upgrade_replaces_old_layout_keeping_marks",
         exec_suite::upgrade_replaces_old_layout_keeping_marks,
     ),
+    (
+        "audit_trail_is_rate_limited",
+        exec_suite::audit_trail_is_rate_limited,
+    ),
 ];
 
 fn main() -> ExitCode {
