@@ -21,8 +21,12 @@ use crate::initramfs::Initramfs;
 use crate::kernel::Kernel;
 use crate::util::install_hint;
 
+/// `loglevel=4` rather than 0: kernel messages never reach ttyS1, so they
+/// cannot split the payload's lines, and a normal boot prints nothing at that
+/// level, while a panic or oops then lands in the console log for diagnosis
+/// (at 0 even a panic is silent).
 pub const KERNEL_CMDLINE: &str =
-    "console=ttyS0 quiet loglevel=0 lsm=lockdown,capability,landlock,yama,bpf panic=-1";
+    "console=ttyS0 quiet loglevel=4 lsm=lockdown,capability,landlock,yama,bpf panic=-1";
 
 /// What to boot and run.
 pub struct VmSpec<'a> {
@@ -74,6 +78,7 @@ pub fn run(vm_dir: &Path, spec: &VmSpec, out: &mut dyn Write) -> Result<VmOutcom
         let mut buf = [0u8; 8192];
         loop {
             match stdout.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if tx.send(buf[..n].to_vec()).is_err() {
@@ -109,10 +114,14 @@ pub fn run(vm_dir: &Path, spec: &VmSpec, out: &mut dyn Write) -> Result<VmOutcom
 
     // After the marker the guest only syncs and powers off; give it a little
     // time, then stop it ourselves: the result is already known.
+    // Without a marker: on end of output QEMU is exiting by itself (panic,
+    // crash), so wait briefly for its real status; on timeout kill at once.
     let grace = if filter.exit_status.is_some() {
         Duration::from_secs(30)
-    } else {
+    } else if timed_out {
         Duration::ZERO
+    } else {
+        Duration::from_secs(5)
     };
     let qemu_status = wait_or_kill(&mut child, grace)?;
     let total_time = started.elapsed();
