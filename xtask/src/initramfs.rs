@@ -48,6 +48,19 @@ impl Initramfs {
             fs.add_dir(d);
         }
         fs.insert("dev/console", Entry::CharDev { major: 5, minor: 1 });
+        // Names for root and nobody, so tools print names and tests can drop
+        // privileges to a known unprivileged user.
+        fs.add_bytes(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+                .to_vec(),
+            0o644,
+        );
+        fs.add_bytes(
+            "etc/group",
+            b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+            0o644,
+        );
         fs
     }
 

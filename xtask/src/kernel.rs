@@ -124,7 +124,8 @@ fn fetch_6_12(work: &Path) -> Result<PathBuf> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     };
-    download(work, &pkg, &[])
+    // A stale package list names a version that has left the archive.
+    download(work, &pkg, &[]).context("if the package list is stale, run `apt-get update`")
 }
 
 /// Picks the first `Depends:` target starting with `prefix` from

@@ -222,7 +222,8 @@ fn vm_test(
             timeout: Duration::from_secs(timeout),
             label: label.clone(),
         };
-        eprintln!("xtask: === vm-test on {} ===", kernel.release);
+        // On stdout, so the runner's output of each kernel is headed there.
+        println!("=== vm-test on {} ===", kernel.release);
         let mut captured = Vec::new();
         let outcome = {
             let stdout = io::stdout();
@@ -233,7 +234,7 @@ fn vm_test(
         fs::write(&log, &captured).with_context(|| format!("writing {}", log.display()))?;
         let exit = match &outcome {
             Ok(o) => {
-                eprintln!("xtask: {}", timing(kernel, o));
+                println!("=== {}", timing(kernel, o));
                 Ok(o.exit_status)
             }
             Err(e) => {

@@ -272,6 +272,10 @@ m bpf /sys/fs/bpf
 m tmpfs /run
 m tmpfs /tmp
 m cgroup2 /sys/fs/cgroup
+m tracefs /sys/kernel/tracing
+mkdir -p /dev/pts /dev/shm
+m devpts /dev/pts
+m tmpfs /dev/shm
 OUT=/dev/ttyS1
 # Raw mode: no \n -> \r\n translation, no echo.
 stty -F $OUT raw -echo || echo "init: stty on $OUT failed" >&2
