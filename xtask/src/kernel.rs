@@ -125,7 +125,12 @@ fn fetch_6_12(work: &Path) -> Result<PathBuf> {
         );
     };
     // A stale package list names a version that has left the archive.
-    download(work, &pkg, &[]).context("if the package list is stale, run `apt-get update`")
+    download(
+        work,
+        &pkg,
+        &[],
+        " (if the package list is stale, run `apt-get update`)",
+    )
 }
 
 /// Picks the first `Depends:` target starting with `prefix` from
@@ -165,7 +170,8 @@ fn fetch_6_19(vm_dir: &Path, work: &Path) -> Result<PathBuf> {
     run_checked(
         Command::new("apt-get").args(&o_args).arg("update"),
         "apt-get update of the private trixie-backports source",
-    )?;
+    )
+    .context("cannot fetch kernel package linux-binary-6.19.*-cloud-amd64")?;
     let out = Command::new("apt-cache")
         .args(&o_args)
         .args(["search", "linux-binary-6.19"])
@@ -179,7 +185,7 @@ fn fetch_6_19(vm_dir: &Path, work: &Path) -> Result<PathBuf> {
             text.trim()
         );
     };
-    download(work, &pkg, &o_args)
+    download(work, &pkg, &o_args, "")
 }
 
 /// From `apt-cache search` output, the `linux-binary-<series>.N…-cloud-amd64`
@@ -213,7 +219,7 @@ fn version_key(version: &str) -> (Vec<u64>, String) {
     (nums, suffix.to_owned())
 }
 
-fn download(work: &Path, pkg: &str, o_args: &[String]) -> Result<PathBuf> {
+fn download(work: &Path, pkg: &str, o_args: &[String], hint: &str) -> Result<PathBuf> {
     run_checked(
         Command::new("apt-get")
             .args(o_args)
@@ -221,7 +227,7 @@ fn download(work: &Path, pkg: &str, o_args: &[String]) -> Result<PathBuf> {
             .current_dir(work),
         &format!("apt-get download {pkg}"),
     )
-    .with_context(|| format!("cannot fetch kernel package {pkg}"))?;
+    .with_context(|| format!("cannot fetch kernel package {pkg}{hint}"))?;
     for entry in fs::read_dir(work)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "deb") {
