@@ -7,6 +7,7 @@
 //! BPF-LSM programs cannot be attached on the development machines, so
 //! everything that needs them runs here, in a VM under TCG.
 
+mod guest;
 mod initramfs;
 mod kernel;
 mod util;
