@@ -1,0 +1,332 @@
+//! `cargo xtask`: developer tasks for KernelSeal.
+//!
+//! - `vm-run`: boot a QEMU VM with the release `kernelseal` and run one file
+//!   in it as root, for trying a scenario by hand.
+//! - `vm-test`: run the in-VM test runner on every supported kernel.
+//!
+//! BPF-LSM programs cannot be attached on the development machines, so
+//! everything that needs them runs here, in a VM under TCG.
+
+mod guest;
+mod initramfs;
+mod kernel;
+mod util;
+mod vm;
+mod vmtest;
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use kernel::{Kernel, Series};
+use util::Workspace;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "KernelSeal developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot a VM with /usr/bin/kernelseal and busybox, run FILE in it as root,
+    /// print its output and exit with its status.
+    VmRun {
+        /// Kernel series to boot.
+        #[arg(long, value_enum, default_value = "6.19")]
+        kernel: Series,
+        /// Seconds before the VM is killed.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Extra executable to copy to /usr/bin in the guest (repeatable).
+        #[arg(long = "with", value_name = "PATH")]
+        with: Vec<PathBuf>,
+        /// ELF binary or #! script to run; copied to /usr/bin/<basename>.
+        file: PathBuf,
+        /// Arguments for FILE.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the in-VM test runner as root on each kernel; closes with
+    /// `vmtest: N passed, M failed`.
+    VmTest {
+        /// Kernel series to test.
+        #[arg(long, value_enum, default_value = "all")]
+        kernel: KernelChoice,
+        /// Test runner to use instead of target/release/kernelseal-vmtests.
+        #[arg(long, value_name = "PATH")]
+        runner: Option<PathBuf>,
+        /// Seconds before each VM is killed.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+        /// Extra executable to copy to /usr/bin in the guest (repeatable).
+        #[arg(long = "with", value_name = "PATH")]
+        with: Vec<PathBuf>,
+        /// Arguments for the runner.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KernelChoice {
+    #[value(name = "6.12")]
+    V6_12,
+    #[value(name = "6.19")]
+    V6_19,
+    All,
+}
+
+impl KernelChoice {
+    fn series(self) -> Vec<Series> {
+        match self {
+            KernelChoice::V6_12 => vec![Series::V6_12],
+            KernelChoice::V6_19 => vec![Series::V6_19],
+            KernelChoice::All => Series::ALL.to_vec(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let ws = Workspace::locate()?;
+    match cli.cmd {
+        Cmd::VmRun {
+            kernel,
+            timeout,
+            with,
+            file,
+            args,
+        } => vm_run(&ws, kernel, timeout, &with, &file, args),
+        Cmd::VmTest {
+            kernel,
+            runner,
+            timeout,
+            with,
+            args,
+        } => vm_test(&ws, kernel, runner, timeout, &with, args),
+    }
+}
+
+fn vm_run(
+    ws: &Workspace,
+    series: Series,
+    timeout: u64,
+    with: &[PathBuf],
+    file: &Path,
+    args: Vec<String>,
+) -> Result<ExitCode> {
+    let file = absolute_file(file)?;
+    ws.cargo_build_release(&["-p", "kernelseal", "--bin", "kernelseal"])?;
+    let kernel = kernel::ensure(&ws.vm_dir(), series)?;
+    let busybox = ensure_busybox(&ws.vm_dir())?;
+    let mut executables = base_executables(ws, with)?;
+    let payload = guest_bin_path(&file)?;
+    executables.push((payload.clone(), file));
+    let spec = vm::VmSpec {
+        kernel: &kernel,
+        busybox: &busybox,
+        executables,
+        payload,
+        args,
+        timeout: Duration::from_secs(timeout),
+        label: format!("vm-run-{}", series.as_str()),
+    };
+    eprintln!(
+        "xtask: booting {} (TCG, timeout {timeout} s)",
+        kernel.release
+    );
+    let stdout = io::stdout();
+    let outcome = vm::run(&ws.vm_dir(), &spec, &mut stdout.lock())?;
+    eprintln!("xtask: {}", timing(&kernel, &outcome));
+    Ok(ExitCode::from(
+        u8::try_from(outcome.exit_status).unwrap_or(u8::MAX),
+    ))
+}
+
+fn vm_test(
+    ws: &Workspace,
+    choice: KernelChoice,
+    runner: Option<PathBuf>,
+    timeout: u64,
+    with: &[PathBuf],
+    args: Vec<String>,
+) -> Result<ExitCode> {
+    const RUNNER_PKG: &str = "kernelseal-vmtests";
+    let runner = match runner {
+        Some(path) => {
+            ws.cargo_build_release(&["-p", "kernelseal", "--bin", "kernelseal"])?;
+            absolute_file(&path)?
+        }
+        None => {
+            let default = ws.release_bin(RUNNER_PKG);
+            if ws.has_package(RUNNER_PKG)? {
+                // Always rebuild so a stale runner is never tested.
+                ws.cargo_build_release(&[
+                    "-p",
+                    "kernelseal",
+                    "--bin",
+                    "kernelseal",
+                    "-p",
+                    RUNNER_PKG,
+                ])?;
+            } else if default.is_file() {
+                ws.cargo_build_release(&["-p", "kernelseal", "--bin", "kernelseal"])?;
+                eprintln!(
+                    "xtask: warning: no package {RUNNER_PKG}; using the existing {}",
+                    default.display()
+                );
+            } else {
+                bail!(
+                    "no test runner: {} does not exist and the workspace has no package \
+                     {RUNNER_PKG} to build it from (pass --runner PATH)",
+                    default.display()
+                );
+            }
+            absolute_file(&default)?
+        }
+    };
+    let busybox = ensure_busybox(&ws.vm_dir())?;
+    let series = choice.series();
+    // Fetch every kernel first, so a missing one fails before any long boot.
+    let kernels = series
+        .iter()
+        .map(|&s| kernel::ensure(&ws.vm_dir(), s))
+        .collect::<Result<Vec<Kernel>>>()?;
+    let payload = guest_bin_path(&runner)?;
+    let mut results = Vec::new();
+    for kernel in &kernels {
+        let mut executables = base_executables(ws, with)?;
+        executables.push((payload.clone(), runner.clone()));
+        let label = format!("vm-test-{}", kernel.series.as_str());
+        let spec = vm::VmSpec {
+            kernel,
+            busybox: &busybox,
+            executables,
+            payload: payload.clone(),
+            args: args.clone(),
+            timeout: Duration::from_secs(timeout),
+            label: label.clone(),
+        };
+        // On stdout, so the runner's output of each kernel is headed there.
+        println!("=== vm-test on {} ===", kernel.release);
+        let mut captured = Vec::new();
+        let outcome = {
+            let stdout = io::stdout();
+            let mut tee = Tee(stdout.lock(), &mut captured);
+            vm::run(&ws.vm_dir(), &spec, &mut tee)
+        };
+        let log = ws.vm_dir().join("logs").join(format!("{label}.output.log"));
+        fs::write(&log, &captured).with_context(|| format!("writing {}", log.display()))?;
+        let exit = match &outcome {
+            Ok(o) => {
+                println!("=== {}", timing(kernel, o));
+                Ok(o.exit_status)
+            }
+            Err(e) => {
+                eprintln!("xtask: error: {e:#}");
+                Err(format!("{e}"))
+            }
+        };
+        let output = String::from_utf8_lossy(&captured);
+        results.push(vmtest::judge(kernel.series.as_str(), &output, exit));
+    }
+    let all_ok = vmtest::report(&results, &mut io::stdout().lock())?;
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `kernelseal` at /usr/bin/kernelseal plus any `--with` files.
+fn base_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
+    let mut list = vec![(
+        "usr/bin/kernelseal".to_owned(),
+        ws.release_bin("kernelseal"),
+    )];
+    for path in with {
+        let path = absolute_file(path)?;
+        list.push((guest_bin_path(&path)?, path));
+    }
+    Ok(list)
+}
+
+fn guest_bin_path(host: &Path) -> Result<String> {
+    let name = host
+        .file_name()
+        .with_context(|| format!("{} has no file name", host.display()))?;
+    Ok(format!("/usr/bin/{}", name.to_string_lossy()))
+}
+
+fn absolute_file(path: &Path) -> Result<PathBuf> {
+    if !path.is_file() {
+        bail!("{}: no such file", path.display());
+    }
+    fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// The static busybox, copied once under `target/vm/` so runs do not depend
+/// on the host's copy staying put.
+fn ensure_busybox(vm_dir: &Path) -> Result<PathBuf> {
+    let cached = vm_dir.join("busybox");
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    let host = Path::new("/bin/busybox");
+    if !host.is_file() {
+        bail!(
+            "/bin/busybox not found: install the Debian package busybox-static (scripts/setup does)"
+        );
+    }
+    let data = fs::read(host).context("reading /bin/busybox")?;
+    if initramfs::elf_interpreter(&data) {
+        bail!("/bin/busybox is dynamically linked: install the Debian package busybox-static");
+    }
+    fs::create_dir_all(vm_dir)?;
+    fs::copy(host, &cached)
+        .with_context(|| format!("copying /bin/busybox to {}", cached.display()))?;
+    Ok(cached)
+}
+
+fn timing(kernel: &Kernel, o: &vm::VmOutcome) -> String {
+    let boot = o
+        .boot_time
+        .map_or_else(|| "?".to_owned(), |b| format!("{:.1} s", b.as_secs_f64()));
+    format!(
+        "{}: booted in {boot}, exit status {}, VM total {:.1} s",
+        kernel.release,
+        o.exit_status,
+        o.total_time.as_secs_f64()
+    )
+}
+
+/// Passes output on to the terminal and keeps a copy for parsing.
+struct Tee<'a, W: Write>(W, &'a mut Vec<u8>);
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}

@@ -1,0 +1,94 @@
+//! Small helpers: locating the workspace, running commands with clear errors,
+//! building the workspace's binaries.
+
+use std::env;
+use std::io::{self, ErrorKind};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Where the workspace and its `target/` directory are.
+pub struct Workspace {
+    pub root: PathBuf,
+    pub target: PathBuf,
+}
+
+impl Workspace {
+    pub fn locate() -> Result<Self> {
+        // xtask lives one level below the workspace root; CARGO_MANIFEST_DIR is
+        // set at compile time so this works from any current directory.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("xtask has no parent directory")?
+            .to_path_buf();
+        let target = match env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => root.join(dir),
+            None => root.join("target"),
+        };
+        Ok(Self { root, target })
+    }
+
+    pub fn vm_dir(&self) -> PathBuf {
+        self.target.join("vm")
+    }
+
+    pub fn release_bin(&self, name: &str) -> PathBuf {
+        self.target.join("release").join(name)
+    }
+
+    /// `cargo build --release` with the given extra arguments.
+    pub fn cargo_build_release(&self, args: &[&str]) -> Result<()> {
+        let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        eprintln!("xtask: cargo build --release {}", args.join(" "));
+        run_checked(
+            Command::new(cargo)
+                .args(["build", "--release"])
+                .args(args)
+                .current_dir(&self.root),
+            &format!("cargo build --release {}", args.join(" ")),
+        )
+    }
+
+    /// Whether the workspace has a package of this name (`cargo pkgid` fails
+    /// when it does not).
+    pub fn has_package(&self, name: &str) -> Result<bool> {
+        let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let out = Command::new(cargo)
+            .args(["pkgid", "--quiet", name])
+            .current_dir(&self.root)
+            .output()
+            .context("running cargo pkgid")?;
+        Ok(out.status.success())
+    }
+}
+
+/// Runs `cmd` with inherited output; a failure names `what`. A missing program
+/// is reported with the Debian package that provides it.
+pub fn run_checked(cmd: &mut Command, what: &str) -> Result<()> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    // Tools' chatter goes to stderr: stdout carries only the payload's output.
+    let status = match cmd.stdout(io::stderr()).status() {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            bail!("{what}: `{program}` not found{}", install_hint(&program))
+        }
+        Err(e) => return Err(e).with_context(|| format!("{what}: cannot run `{program}`")),
+    };
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Which Debian package to install for a missing tool.
+pub fn install_hint(program: &str) -> &'static str {
+    match program {
+        "qemu-system-x86_64" => ": install the Debian package qemu-system-x86 (scripts/setup does)",
+        "apt-get" | "apt-cache" => ": the VM harness needs Debian's apt to fetch kernels",
+        "dpkg-deb" => ": install the Debian package dpkg",
+        "ldd" => ": install the Debian package libc-bin",
+        "busybox" => ": install the Debian package busybox-static (scripts/setup does)",
+        _ => "",
+    }
+}
