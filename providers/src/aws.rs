@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::SecretProvider;
 use crate::env::wrong_kind;
-use crate::error::{Error, chain, looks_like_tls};
+use crate::error::{Error, chain, is_tls};
 use crate::json::select_key;
 use crate::reference::{AwsRef, SecretRef};
 use crate::settings::AwsSettings;
@@ -228,7 +228,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         },
         _ => {
             let text = chain(e);
-            if looks_like_tls(&text) {
+            if is_tls(e) {
                 Error::Tls {
                     reference: rs.to_string(),
                     message: text,

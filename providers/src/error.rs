@@ -148,9 +148,36 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-/// Whether an error chain looks like a TLS failure rather than a plain
-/// network one, so that the user is pointed at `caCert`/`tlsSkipVerify`.
-pub(crate) fn looks_like_tls(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    t.contains("certificate") || t.contains("tls") || t.contains("handshake")
+/// Whether an error is a TLS failure rather than a plain network one, so
+/// that the user is pointed at `caCert`/`tlsSkipVerify`. rustls errors hide
+/// inside `io::Error`s, whose `source()` skips them, so look inside those too.
+pub(crate) fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    let t = chain(err).to_ascii_lowercase();
+    // Wrappers that erase the type leave rustls's Display texts.
+    [
+        "certificate",
+        "tls",
+        "handshake",
+        "corrupt message",
+        "fatal alert",
+        "peer is incompatible",
+        "peer misbehaved",
+    ]
+    .iter()
+    .any(|needle| t.contains(needle))
 }

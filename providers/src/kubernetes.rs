@@ -11,7 +11,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::SecretProvider;
 use crate::env::wrong_kind;
-use crate::error::{Error, chain, looks_like_tls};
+use crate::error::{Error, chain, is_tls};
 use crate::reference::SecretRef;
 use crate::settings::KubernetesSettings;
 use crate::value::{Metadata, SecretValue};
@@ -136,7 +136,7 @@ impl SecretProvider for KubernetesProvider {
             }
             Err(e) => {
                 let text = chain(&e);
-                return Err(if looks_like_tls(&text) {
+                return Err(if is_tls(&e) {
                     Error::Tls {
                         reference: rs,
                         message: text,

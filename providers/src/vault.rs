@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::SecretProvider;
 use crate::env::wrong_kind;
-use crate::error::{Error, chain, looks_like_tls};
+use crate::error::{Error, chain, is_tls};
 use crate::json::{take_value, wipe};
 use crate::reference::{KvEngine, SecretRef, VaultRef};
 use crate::settings::{SecretIdSource, VaultAuth, VaultSettings};
@@ -198,7 +198,7 @@ impl VaultProvider {
                 reference: reference.to_string(),
                 after: self.settings.timeout,
             }
-        } else if looks_like_tls(&text) {
+        } else if is_tls(e) {
             Error::Tls {
                 reference: reference.to_string(),
                 message: format!("{text} (set caCert to the CA that signed Vault's certificate)"),
