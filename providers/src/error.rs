@@ -34,8 +34,8 @@ pub enum Error {
     /// `envRef` names a variable the agent does not have.
     #[error("{reference}: environment variable {var} is not set in the agent's environment")]
     EnvNotSet { reference: String, var: String },
-    /// `fileRef` could not be read.
-    #[error("{reference}: {}: {problem}", path.display())]
+    /// `fileRef` could not be read. (The ref text already names the path.)
+    #[error("{reference}: {problem}")]
     File {
         reference: String,
         path: PathBuf,
