@@ -207,18 +207,18 @@ pub(crate) fn validate(config: &Config, origin: &str) -> Result<Vec<Warning>, Co
             );
         }
         for r in &binding.secret_refs {
-            if let Some(other) = first_env_owner.insert(r.value.name.as_str(), &binding.name) {
-                if other != binding.name {
-                    c.warn(
-                        line_of(&r.defined),
-                        format!("{field}.secretRefs"),
-                        format!(
-                            "{:?} is also delivered by binding {other:?}; a process matching both \
-                             is refused",
-                            r.value.name
-                        ),
-                    );
-                }
+            if let Some(other) = first_env_owner.insert(r.value.name.as_str(), &binding.name)
+                && other != binding.name
+            {
+                c.warn(
+                    line_of(&r.defined),
+                    format!("{field}.secretRefs"),
+                    format!(
+                        "{:?} is also delivered by binding {other:?}; a process matching both \
+                         is refused",
+                        r.value.name
+                    ),
+                );
             }
         }
     }
@@ -244,34 +244,32 @@ fn check_binding(
              namespace, labels, serviceAccount, container, uid, cgroupPath",
         ));
     }
-    if let Some(b) = &sel.binary {
-        if b.is_empty() || b.contains('/') {
-            return Err(c.invalid(
-                line,
-                format!("{field}.selector.binary"),
-                format!(
-                    "{b:?} is not a file name; binary is the basename (use path for a full path)"
-                ),
-            ));
-        }
+    if let Some(b) = &sel.binary
+        && (b.is_empty() || b.contains('/'))
+    {
+        return Err(c.invalid(
+            line,
+            format!("{field}.selector.binary"),
+            format!("{b:?} is not a file name; binary is the basename (use path for a full path)"),
+        ));
     }
-    if let Some(p) = &sel.path {
-        if !p.starts_with('/') {
-            return Err(c.invalid(
-                line,
-                format!("{field}.selector.path"),
-                format!("{p:?} is not an absolute path"),
-            ));
-        }
+    if let Some(p) = &sel.path
+        && !p.starts_with('/')
+    {
+        return Err(c.invalid(
+            line,
+            format!("{field}.selector.path"),
+            format!("{p:?} is not an absolute path"),
+        ));
     }
-    if let Some(OnRotate::Signal(s)) = &binding.on_rotate {
-        if !SIGNALS.contains(&s.as_str()) {
-            return Err(c.invalid(
-                line,
-                format!("{field}.onRotate.signal"),
-                format!("unknown signal {s:?}; use one of {}", SIGNALS.join(", ")),
-            ));
-        }
+    if let Some(OnRotate::Signal(s)) = &binding.on_rotate
+        && !SIGNALS.contains(&s.as_str())
+    {
+        return Err(c.invalid(
+            line,
+            format!("{field}.onRotate.signal"),
+            format!("unknown signal {s:?}; use one of {}", SIGNALS.join(", ")),
+        ));
     }
     if binding.secret_refs.is_empty() {
         c.warn(
