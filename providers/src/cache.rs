@@ -130,10 +130,10 @@ impl Cache {
         };
         let rx = {
             let mut st = self.inner.lock();
-            if let Some(e) = st.entries.get(&key) {
-                if Instant::now() < e.expires {
-                    return Ok(e.value.clone());
-                }
+            if let Some(e) = st.entries.get(&key)
+                && Instant::now() < e.expires
+            {
+                return Ok(e.value.clone());
             }
             Inner::start(&self.inner, &mut st, key, r)
         };
@@ -309,10 +309,10 @@ impl Inner {
             .ttl()
             .or(v.metadata().ttl)
             .unwrap_or(self.opts.default_ttl);
-        if let Some(lease) = &v.metadata().lease {
-            if !lease.duration.is_zero() {
-                ttl = ttl.min(lease.duration);
-            }
+        if let Some(lease) = &v.metadata().lease
+            && !lease.duration.is_zero()
+        {
+            ttl = ttl.min(lease.duration);
         }
         ttl
     }

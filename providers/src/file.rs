@@ -59,7 +59,7 @@ impl SecretProvider for FileProvider {
             .unwrap_or_else(|_| {
                 Err(Error::File {
                     reference: reference.to_string(),
-                    path: PathBuf::from(reference_path(reference)),
+                    path: reference_path(reference),
                     problem: FileProblem::Io("reader task failed".into()),
                 })
             })

@@ -201,7 +201,7 @@ impl std::fmt::Display for SecretRef {
                     write!(f, "{p}:")?;
                 }
                 if let Some(m) = &v.mount {
-                    write!(f, "{m}:")?;
+                    write!(f, "{}/", m.trim_matches('/'))?;
                 }
                 write!(f, "{}#{}", v.path, v.key)?;
                 if let Some(ver) = v.version {

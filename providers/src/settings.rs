@@ -252,10 +252,10 @@ fn parse_vault_auth(mut a: Obj<'_>) -> Result<VaultAuth, Error> {
             }
         );
         // Report an unknown key first: `auth: { kubernets: … }` is a typo, not "none".
-        if set.is_empty() {
-            if let Some(k) = a.map.keys().next() {
-                return Err(a.err(k, "unknown auth method; use token, kubernetes or approle"));
-            }
+        if set.is_empty()
+            && let Some(k) = a.map.keys().next()
+        {
+            return Err(a.err(k, "unknown auth method; use token, kubernetes or approle"));
         }
         return Err(Error::Settings {
             provider: a.provider.to_string(),

@@ -158,17 +158,17 @@ impl VaultProvider {
 
     fn headers(&self, token: Option<&Token>) -> HeaderMap {
         let mut h = HeaderMap::new();
-        if let Some(t) = token {
-            if let Ok(mut v) = HeaderValue::from_str(t.expose_secret()) {
-                // Keeps the token out of reqwest/hyper debug output.
-                v.set_sensitive(true);
-                h.insert("X-Vault-Token", v);
-            }
+        if let Some(t) = token
+            && let Ok(mut v) = HeaderValue::from_str(t.expose_secret())
+        {
+            // Keeps the token out of reqwest/hyper debug output.
+            v.set_sensitive(true);
+            h.insert("X-Vault-Token", v);
         }
-        if let Some(ns) = &self.settings.namespace {
-            if let Ok(v) = HeaderValue::from_str(ns) {
-                h.insert("X-Vault-Namespace", v);
-            }
+        if let Some(ns) = &self.settings.namespace
+            && let Ok(v) = HeaderValue::from_str(ns)
+        {
+            h.insert("X-Vault-Namespace", v);
         }
         h
     }
@@ -436,10 +436,11 @@ impl VaultProvider {
         let mut path = v.path.trim_matches('/').to_string();
         // Accept the full API path the original KernelSeal used
         // (`secret/data/app`) when no mount is given.
-        if v.mount.is_none() && engine == KvEngine::V2 {
-            if let Some(rest) = path.strip_prefix(&format!("{mount}/data/")) {
-                path = rest.to_string();
-            }
+        if v.mount.is_none()
+            && engine == KvEngine::V2
+            && let Some(rest) = path.strip_prefix(&format!("{mount}/data/"))
+        {
+            path = rest.to_string();
         }
         let bad = |field: &str, message: String| Error::InvalidRef {
             reference: r.to_string(),

@@ -307,7 +307,7 @@ async fn provider_settings_errors_name_the_field() {
     ];
     for (yaml, want) in cases {
         let cfg = kernelseal_config::parse_str(yaml, "t.yaml").unwrap().config;
-        let e = Registry::from_config(&cfg).err().expect(yaml);
+        let e = Registry::from_config(&cfg).expect_err(yaml);
         assert!(matches!(e, Error::Settings { .. }));
         assert!(e.to_string().starts_with(want), "{e} (wanted {want})");
         // check_config reports it instead of failing as a whole.
