@@ -60,6 +60,15 @@ struct Standin {
 
 impl Standin {
     async fn start(token_ttl: u64, token_renewable: bool) -> Standin {
+        Standin::start_with(token_ttl, token_renewable, None).await
+    }
+
+    /// With `tls`, serves HTTPS with that acceptor.
+    async fn start_with(
+        token_ttl: u64,
+        token_renewable: bool,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Standin {
         let mut st = VState {
             token_ttl,
             token_renewable,
@@ -78,8 +87,21 @@ impl Standin {
         let s = Arc::new(Mutex::new(st));
         let app = Router::new().fallback(handle).with_state(s.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let local = listener.local_addr().unwrap();
+        let addr = match tls {
+            None => {
+                tokio::spawn(async move { axum::serve(listener, app).await });
+                format!("http://{local}")
+            }
+            Some(acceptor) => {
+                let tls = TlsListener {
+                    tcp: listener,
+                    acceptor,
+                };
+                tokio::spawn(async move { axum::serve(tls, app).await });
+                format!("https://{local}")
+            }
+        };
         Standin { s, addr }
     }
 
@@ -642,4 +664,103 @@ async fn tls_to_a_plain_http_server_is_a_tls_error() {
 
 fn assert_no_token_in_logs() {
     support::assert_no_leak("", NEVER_PRINTED);
+}
+
+/// A TLS listener for axum: TCP accept, then the rustls handshake.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that refuses our certificate aborts the handshake.
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A test CA and a server certificate for 127.0.0.1 signed by it.
+fn test_pki() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kernelseal test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![
+                CertificateDer::from(leaf.der().to_vec()),
+                CertificateDer::from(ca_cert.der().to_vec()),
+            ],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .unwrap();
+    (
+        ca_cert.pem(),
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    )
+}
+
+#[tokio::test]
+async fn https_with_ca_cert_unknown_ca_and_skip_verify() {
+    support::init();
+    let (ca_pem, acceptor) = test_pki();
+    let v = Standin::start_with(3600, true, Some(acceptor)).await;
+    assert!(v.addr.starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write_file(&dir, "ca.pem", &ca_pem);
+    let token = VaultAuth::TokenFile(write_file(&dir, "tok", STATIC_TOKEN));
+    let r = SecretRef::Vault(vref("app", "api_key"));
+
+    // caCert: verified against the test CA.
+    let mut s = v.settings(token.clone());
+    s.ca_cert = Some(ca);
+    let got = VaultProvider::new("v", s).unwrap().fetch(&r).await.unwrap();
+    assert_eq!(got.expose_str(), Some("kv2-api-key-v1"));
+
+    // No caCert: the system roots do not know the CA.
+    let e = VaultProvider::new("v", v.settings(token.clone()))
+        .unwrap()
+        .fetch(&r)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Tls { .. }), "{e:?}");
+    assert!(e.to_string().contains("caCert"), "{e}");
+    assert_err_clean(&e, NEVER_PRINTED);
+
+    // tlsSkipVerify: accepted, with a warning.
+    let mut s = v.settings(token);
+    s.tls_skip_verify = true;
+    let got = VaultProvider::new("v-insecure", s)
+        .unwrap()
+        .fetch(&r)
+        .await
+        .unwrap();
+    assert_eq!(got.expose_str(), Some("kv2-api-key-v1"));
+    assert!(support::logs().contains("tlsSkipVerify is set"));
 }
