@@ -246,3 +246,67 @@ async fn aws_secrets_manager_against_moto() {
     );
     drop(moto);
 }
+
+/// The default AWS provider (no `providers:` entry) with the SDK's standard
+/// chains: region from `AWS_REGION`, credentials from the environment and
+/// the endpoint from `AWS_ENDPOINT_URL`. The environment is set for a child
+/// process (this test binary, running only the ignored test below), because
+/// changing the environment of a running multi-threaded test is unsound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_chain_and_aws_endpoint_url() {
+    support::init();
+    let Some(moto) = Moto::start() else { return };
+    admin(&moto.endpoint, "us-west-2")
+        .await
+        .create_secret()
+        .name("chain/app")
+        .secret_string(r#"{"token":"chain-token-value"}"#)
+        .send()
+        .await
+        .unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "standard_chain_child", "--ignored", "--nocapture"])
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_REGION", "us-west-2")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_CONFIG_FILE", "/nonexistent/aws/config")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws/credentials")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env("KERNELSEAL_AWS_CHAIN_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("OK   app/TOKEN  awsRef chain/app#token via aws"), "{stderr}");
+    assert!(!stdout.contains("chain-token-value") && !stderr.contains("chain-token-value"));
+    drop(moto);
+}
+
+#[tokio::test]
+#[ignore = "run by standard_chain_and_aws_endpoint_url in a child process with AWS_* set"]
+async fn standard_chain_child() {
+    if std::env::var_os("KERNELSEAL_AWS_CHAIN_CHILD").is_none() {
+        return;
+    }
+    support::init();
+    let yaml = "secrets:\n  - name: app\n    selector: { binary: app, uid: 1000 }\n    secretRefs:\n      - name: TOKEN\n        source: { awsRef: { secretId: chain/app, jsonKey: token } }\n";
+    let cfg = kernelseal_config::parse_str(yaml, "chain.yaml").unwrap().config;
+    let checks = kernelseal_providers::check_config(&cfg).await;
+    for c in &checks {
+        eprintln!("{c}");
+    }
+    assert!(checks.iter().all(|c| c.is_ok()));
+    let r = SecretRef::from_source(
+        &cfg.secrets[0].value.secret_refs[0].value.source.value.source().unwrap(),
+    )
+    .unwrap();
+    let reg = kernelseal_providers::Registry::from_config(&cfg).unwrap();
+    let v = reg.fetch(&r).await.unwrap();
+    assert_eq!(v.expose_str(), Some("chain-token-value"));
+}
