@@ -69,6 +69,9 @@ pub struct VersionChange {
 
 type Outcome = Option<Result<SecretValue, Error>>;
 
+/// Upper bound on any TTL (about ten years).
+const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 86400);
+
 struct Entry {
     reference: SecretRef,
     value: SecretValue,
@@ -323,6 +326,14 @@ impl Inner {
     }
 
     fn put(&self, key: &str, r: &SecretRef, v: SecretValue, ttl: Duration) {
+        // A TTL from a server or a config (`ttl: 99999999d`) must not
+        // overflow the clock.
+        let ttl = ttl.min(MAX_TTL);
+        let fraction = if (0.0..=1.0).contains(&self.opts.refresh_at) {
+            self.opts.refresh_at
+        } else {
+            0.8
+        };
         let now = Instant::now();
         let new_version = v.metadata().version.clone();
         let mut st = self.lock();
@@ -333,7 +344,7 @@ impl Inner {
                 value: v.clone(),
                 ttl,
                 expires: now + ttl,
-                refresh_at: now + ttl.mul_f64(self.opts.refresh_at.clamp(0.0, 1.0)),
+                refresh_at: now + ttl.mul_f64(fraction),
             },
         );
         let changed = match &old {

@@ -53,7 +53,7 @@ impl TokenState {
     /// Renew once two thirds of the lease have passed, like Vault Agent.
     fn due(&self) -> bool {
         self.ttl
-            .is_some_and(|ttl| !ttl.is_zero() && self.obtained.elapsed() >= ttl * 2 / 3)
+            .is_some_and(|ttl| !ttl.is_zero() && self.obtained.elapsed() >= ttl - ttl / 3)
     }
 }
 
@@ -391,7 +391,7 @@ impl VaultProvider {
             if s.renewable {
                 match self.renew_self(&s.token).await {
                     Ok((ttl, renewable)) => {
-                        let near_max = s.login_ttl.is_some_and(|l| ttl * 10 < l);
+                        let near_max = s.login_ttl.is_some_and(|l| ttl < l / 10);
                         if !(near_max && self.can_login()) {
                             tracing::debug!(provider = %self.name, ?ttl, "vault token renewed");
                             s.obtained = Instant::now();

@@ -265,13 +265,21 @@ async fn standard_chain_and_aws_endpoint_url() {
         .await
         .unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "standard_chain_child", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "standard_chain_child",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("AWS_ENDPOINT_URL", &moto.endpoint)
         .env("AWS_REGION", "us-west-2")
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_CONFIG_FILE", "/nonexistent/aws/config")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws/credentials")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws/credentials",
+        )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .env("KERNELSEAL_AWS_CHAIN_CHILD", "1")
@@ -283,7 +291,10 @@ async fn standard_chain_and_aws_endpoint_url() {
         out.status.success() && stdout.contains("1 passed"),
         "child failed:\n{stdout}\n{stderr}"
     );
-    assert!(stderr.contains("OK   app/TOKEN  awsRef chain/app#token via aws"), "{stderr}");
+    assert!(
+        stderr.contains("OK   app/TOKEN  awsRef chain/app#token via aws"),
+        "{stderr}"
+    );
     assert!(!stdout.contains("chain-token-value") && !stderr.contains("chain-token-value"));
     drop(moto);
 }
@@ -296,14 +307,21 @@ async fn standard_chain_child() {
     }
     support::init();
     let yaml = "secrets:\n  - name: app\n    selector: { binary: app, uid: 1000 }\n    secretRefs:\n      - name: TOKEN\n        source: { awsRef: { secretId: chain/app, jsonKey: token } }\n";
-    let cfg = kernelseal_config::parse_str(yaml, "chain.yaml").unwrap().config;
+    let cfg = kernelseal_config::parse_str(yaml, "chain.yaml")
+        .unwrap()
+        .config;
     let checks = kernelseal_providers::check_config(&cfg).await;
     for c in &checks {
         eprintln!("{c}");
     }
     assert!(checks.iter().all(|c| c.is_ok()));
     let r = SecretRef::from_source(
-        &cfg.secrets[0].value.secret_refs[0].value.source.value.source().unwrap(),
+        &cfg.secrets[0].value.secret_refs[0]
+            .value
+            .source
+            .value
+            .source()
+            .unwrap(),
     )
     .unwrap();
     let reg = kernelseal_providers::Registry::from_config(&cfg).unwrap();

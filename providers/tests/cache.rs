@@ -149,6 +149,13 @@ async fn ttl_default_provider_advice_and_per_ref_override() {
     cache.get(&r3).await.unwrap();
     assert_eq!(p.calls.load(Ordering::SeqCst), 5);
 
+    // An absurd TTL is clamped, not a clock overflow.
+    let huge = aref("huge", Some(Duration::from_secs(u64::MAX)));
+    cache.get(&huge).await.unwrap();
+    cache.get(&huge).await.unwrap();
+    assert_eq!(p.calls.load(Ordering::SeqCst), 6);
+    let calls_before_literals = p.calls.load(Ordering::SeqCst);
+
     // Literals are never cached.
     let lit = SecretRef::literal("lit-value");
     let v = cache.get(&lit).await.unwrap();
@@ -158,7 +165,7 @@ async fn ttl_default_provider_advice_and_per_ref_override() {
         "counting provider answers"
     );
     cache.get(&lit).await.unwrap();
-    assert_eq!(p.calls.load(Ordering::SeqCst), 7);
+    assert_eq!(p.calls.load(Ordering::SeqCst), calls_before_literals + 2);
 }
 
 #[tokio::test(start_paused = true)]
