@@ -9,6 +9,9 @@ use crate::error::Error;
 use crate::reference::SecretRef;
 use crate::registry::Registry;
 
+/// Bound on one ref's check, so that a silent endpoint cannot hang the command.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The outcome of checking one `secretRefs` entry.
 #[derive(Debug, Clone)]
 pub struct RefCheck {
@@ -136,14 +139,22 @@ pub async fn check_with(registry: &Registry, config: &Config) -> Vec<RefCheck> {
                 Ok(r) => match registry.resolve(&r) {
                     Err(e) => (None, Err(e)),
                     Ok((name, p)) => {
-                        let res = p.fetch(&r).await.map(|v| {
-                            let m = v.metadata();
-                            CheckedValue {
-                                version: m.version.clone(),
-                                lease: m.lease.as_ref().map(|l| l.duration),
-                                ttl: m.ttl,
-                            }
-                        });
+                        let res = tokio::time::timeout(CHECK_TIMEOUT, p.fetch(&r))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(Error::Timeout {
+                                    reference: r.to_string(),
+                                    after: CHECK_TIMEOUT,
+                                })
+                            })
+                            .map(|v| {
+                                let m = v.metadata();
+                                CheckedValue {
+                                    version: m.version.clone(),
+                                    lease: m.lease.as_ref().map(|l| l.duration),
+                                    ttl: m.ttl,
+                                }
+                            });
                         (Some(name), res)
                     }
                 },

@@ -3,6 +3,8 @@
 //! in-cluster service account, `KUBECONFIG`, or a kubeconfig named in the
 //! provider settings.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -60,7 +62,7 @@ impl KubernetesProvider {
                     context: self.settings.context.clone(),
                     ..Default::default()
                 };
-                let config = if let Some(path) = &self.settings.kubeconfig {
+                let mut config = if let Some(path) = &self.settings.kubeconfig {
                     let kc = Kubeconfig::read_from(path).map_err(|e| Error::Settings {
                         provider: self.name.clone(),
                         field: "kubeconfig".into(),
@@ -79,6 +81,10 @@ impl KubernetesProvider {
                         .await
                         .map_err(|e| no_config(chain(&e)))?
                 };
+                // kube's defaults suit watches (read 295 s); a GET of a
+                // Secret that takes longer than this will not come.
+                config.connect_timeout = Some(Duration::from_secs(10));
+                config.read_timeout = Some(Duration::from_secs(30));
                 let ns = self
                     .settings
                     .namespace
