@@ -256,9 +256,13 @@ impl Inner {
                 Ok(v)
             }
             Err(e) => {
-                let st = self.lock();
-                if let Some(ent) = st.entries.get(key) {
-                    let late = Instant::now().saturating_duration_since(ent.expires);
+                let mut st = self.lock();
+                let now = Instant::now();
+                if let Some(ent) = st.entries.get_mut(key) {
+                    // The refresh task tries again after a pause, not on
+                    // every tick while the backend is down.
+                    ent.refresh_at = now + self.opts.backoff_max.max(Duration::from_secs(5));
+                    let late = now.saturating_duration_since(ent.expires);
                     if late <= self.opts.max_stale && !self.opts.max_stale.is_zero() {
                         tracing::warn!(reference = %r, error = %e, stale_for = ?late, "fetch failed; serving the previous value");
                         return Ok(ent.value.clone());

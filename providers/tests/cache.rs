@@ -214,6 +214,10 @@ async fn serves_stale_on_error_within_bound() {
     let v = cache.get(&r).await.unwrap();
     assert_eq!(v.expose_str(), Some("cached-secret-0"));
     assert!(support::logs().contains("serving the previous value"));
+    // The refresh task backs off instead of hammering a down backend.
+    let calls = p.calls.load(Ordering::SeqCst);
+    assert_eq!(cache.refresh_due().await, 0);
+    assert_eq!(p.calls.load(Ordering::SeqCst), calls);
     // Past expiry + max_stale: the error comes through.
     tokio::time::advance(Duration::from_secs(61)).await;
     let e = cache.get(&r).await.unwrap_err();
