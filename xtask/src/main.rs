@@ -3,6 +3,9 @@
 //! - `vm-run`: boot a QEMU VM with the release `kernelseal` and run one file
 //!   in it as root, for trying a scenario by hand.
 //! - `vm-test`: run the in-VM test runner on every supported kernel.
+//! - `vm-bench`: the hook-cost benchmark (`kernelseal-vmtests bench`) on
+//!   every supported kernel.
+//! - `vm-fetch`: download and cache the kernels and busybox (setup does it).
 //!
 //! BPF-LSM programs cannot be attached on the development machines, so
 //! everything that needs them runs here, in a VM under TCG.
@@ -72,6 +75,18 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Measure what the LSM hooks cost (open, /proc read, exec) with the
+    /// programs attached vs detached, in one run per kernel; prints ratios.
+    VmBench {
+        /// Kernel series to measure.
+        #[arg(long, value_enum, default_value = "all")]
+        kernel: KernelChoice,
+        /// Seconds before each VM is killed.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+    },
+    /// Download and cache the test kernels and busybox under target/vm/.
+    VmFetch,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,7 +135,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
             with,
             args,
         } => vm_test(&ws, kernel, runner, timeout, &with, args),
+        Cmd::VmBench { kernel, timeout } => vm_bench(&ws, kernel, timeout),
+        Cmd::VmFetch => {
+            ensure_busybox(&ws.vm_dir())?;
+            for series in Series::ALL {
+                let k = kernel::ensure(&ws.vm_dir(), series)?;
+                eprintln!("xtask: kernel {} cached at {}", k.release, ws.vm_dir().display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Runs `kernelseal-vmtests bench` on each kernel, its output on stdout.
+fn vm_bench(ws: &Workspace, choice: KernelChoice, timeout: u64) -> Result<ExitCode> {
+    const RUNNER: &str = "kernelseal-vmtests";
+    ws.cargo_build_release(&["-p", "kernelseal", "-p", RUNNER, "--bin", "kernelseal", "--bin", RUNNER])?;
+    let runner = absolute_file(&ws.release_bin(RUNNER))?;
+    let busybox = ensure_busybox(&ws.vm_dir())?;
+    let payload = guest_bin_path(&runner)?;
+    let mut failed = 0;
+    for series in choice.series() {
+        let kernel = kernel::ensure(&ws.vm_dir(), series)?;
+        let mut executables = base_executables(ws, &[])?;
+        executables.push((payload.clone(), runner.clone()));
+        let spec = vm::VmSpec {
+            kernel: &kernel,
+            busybox: &busybox,
+            executables,
+            payload: payload.clone(),
+            args: vec!["bench".to_owned()],
+            timeout: Duration::from_secs(timeout),
+            label: format!("vm-bench-{}", series.as_str()),
+        };
+        println!("=== vm-bench on {} ===", kernel.release);
+        let stdout = io::stdout();
+        match vm::run(&ws.vm_dir(), &spec, &mut stdout.lock()) {
+            Ok(o) if o.exit_status == 0 => println!("=== {}", timing(&kernel, &o)),
+            Ok(o) => {
+                failed += 1;
+                println!("=== bench failed on {}: exit {}", kernel.release, o.exit_status);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("xtask: error: {e:#}");
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn vm_run(
@@ -176,13 +238,16 @@ fn vm_test(
         None => {
             let default = ws.release_bin(RUNNER_PKG);
             if ws.has_package(RUNNER_PKG)? {
-                // Always rebuild so a stale runner is never tested.
+                // Always rebuild so a stale runner is never tested. `--bin`
+                // filters every `-p` named, so name both binaries.
                 ws.cargo_build_release(&[
                     "-p",
                     "kernelseal",
+                    "-p",
+                    RUNNER_PKG,
                     "--bin",
                     "kernelseal",
-                    "-p",
+                    "--bin",
                     RUNNER_PKG,
                 ])?;
             } else if default.is_file() {

@@ -1,0 +1,83 @@
+//! KernelSeal secret providers.
+//!
+//! A [`SecretRef`] (built from a config `source:`) is resolved by a
+//! [`SecretProvider`] into a [`SecretValue`] held in zeroizing memory. The
+//! [`Registry`] builds the named provider instances of the config's
+//! `providers:` map and dispatches each ref to its provider; [`Cache`] adds
+//! TTL, single-flight, retries, serve-stale and a refresh task with
+//! version-change notifications over any provider.
+//!
+//! Residual copies: HTTP and SDK libraries keep their own buffers (response
+//! bodies, parsed JSON). This crate takes the value out of them at once,
+//! wipes the JSON trees it parsed itself and drops the rest promptly; the
+//! libraries' socket buffers are outside its reach.
+
+mod aws;
+mod cache;
+mod check;
+mod env;
+mod error;
+mod file;
+mod json;
+mod kubernetes;
+mod reference;
+mod registry;
+mod settings;
+mod value;
+mod vault;
+
+pub use aws::AwsProvider;
+pub use cache::{Cache, CacheOptions, VersionChange};
+pub use check::{CheckedValue, RefCheck, check_config, check_with};
+pub use env::EnvProvider;
+pub use error::{Error, FileProblem};
+pub use file::FileProvider;
+pub use kubernetes::KubernetesProvider;
+pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef, parse_duration};
+pub use registry::Registry;
+pub use settings::{
+    AwsSettings, DEFAULT_SA_TOKEN, KubernetesSettings, SecretIdSource, VaultAuth, VaultSettings,
+};
+pub use value::{Lease, Metadata, SecretValue, content_tag};
+pub use vault::VaultProvider;
+
+use std::time::Duration;
+
+/// Something that resolves refs into values.
+#[async_trait::async_trait]
+pub trait SecretProvider: Send + Sync {
+    /// The provider type (`env`, `file`, `kubernetes`, `vault`, `aws`, or a
+    /// registry's `registry`).
+    fn kind(&self) -> &'static str;
+
+    /// Fetches one secret.
+    async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, Error>;
+
+    /// Fetches several; the default asks one at a time, in order.
+    async fn fetch_many(&self, refs: &[SecretRef]) -> Vec<Result<SecretValue, Error>> {
+        let mut out = Vec::with_capacity(refs.len());
+        for r in refs {
+            out.push(self.fetch(r).await);
+        }
+        out
+    }
+
+    /// Renews the lease of a value fetched earlier, returning the new lease
+    /// duration, or `None` when the value has no renewable lease (then the
+    /// caller re-fetches instead).
+    async fn renew(&self, _value: &SecretValue) -> Result<Option<Duration>, Error> {
+        Ok(None)
+    }
+}
+
+/// Installs aws-lc-rs as the process's rustls crypto provider. rustls panics
+/// on first use when more than one provider is compiled in and none is
+/// installed; the AWS SDK forces aws-lc-rs, so it is the one. Idempotent:
+/// call it at the start of the binary and of every test binary; the
+/// providers that open TLS connections call it too.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another installer is fine: either way one is set.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}

@@ -1,0 +1,318 @@
+//! `SecretRef`: a typed, validated reference to one secret, built from the
+//! config's `source:`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kernelseal_config::Source;
+use kernelseal_config::VaultEngine;
+use secrecy::{ExposeSecret, SecretBox};
+
+use crate::error::Error;
+
+/// One secret to fetch.
+#[derive(Clone)]
+pub enum SecretRef {
+    /// A literal from the config. Kept in a zeroizing box; never printed.
+    Value(Arc<SecretBox<str>>),
+    Env {
+        var: String,
+    },
+    File {
+        path: PathBuf,
+        json_key: Option<String>,
+    },
+    Kubernetes(KubernetesRef),
+    Vault(VaultRef),
+    Aws(AwsRef),
+}
+
+/// A key of a Kubernetes Secret. Without a namespace, the provider's
+/// (settings, in-cluster namespace file, kubeconfig context) applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesRef {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub key: String,
+}
+
+/// KV engine version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvEngine {
+    /// KV v1, and any generic read (dynamic secrets: `database/creds/app`).
+    V1,
+    V2,
+}
+
+/// A key of a Vault secret. `mount` and `engine` fall back to the provider's
+/// settings (`mount`, default `secret`; `kvVersion`, default 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultRef {
+    pub provider: Option<String>,
+    pub mount: Option<String>,
+    /// Relative to the mount; the provider adds KV v2's `data/`.
+    pub path: String,
+    pub key: String,
+    pub version: Option<u64>,
+    pub engine: Option<KvEngine>,
+    pub ttl: Option<Duration>,
+}
+
+/// A secret in AWS Secrets Manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsRef {
+    pub provider: Option<String>,
+    pub secret_id: String,
+    pub json_key: Option<String>,
+    pub version_id: Option<String>,
+    pub version_stage: Option<String>,
+    pub ttl: Option<Duration>,
+}
+
+impl SecretRef {
+    /// Builds a ref from a validated config source.
+    pub fn from_source(source: &Source) -> Result<Self, Error> {
+        Ok(match source {
+            Source::Value(v) => SecretRef::Value(Arc::new(SecretBox::new(v.as_str().into()))),
+            Source::Env(var) => SecretRef::Env { var: var.clone() },
+            Source::File(f) => SecretRef::File {
+                path: PathBuf::from(f.path()),
+                json_key: f.json_key().map(str::to_string),
+            },
+            Source::KubernetesSecret(k) => SecretRef::Kubernetes(KubernetesRef {
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                key: k.key.clone(),
+            }),
+            Source::Vault(v) => {
+                let mut r = VaultRef {
+                    provider: v.provider.clone(),
+                    mount: v.mount.clone(),
+                    path: v.path.clone(),
+                    key: v.key.clone(),
+                    version: v.version,
+                    engine: v.engine.map(|e| match e {
+                        VaultEngine::Kv1 => KvEngine::V1,
+                        VaultEngine::Kv2 => KvEngine::V2,
+                    }),
+                    ttl: None,
+                };
+                r.ttl = parse_ttl_field(v.ttl.as_deref(), &SecretRef::Vault(r.clone()))?;
+                SecretRef::Vault(r)
+            }
+            Source::Aws(a) => {
+                let mut r = AwsRef {
+                    provider: a.provider.clone(),
+                    secret_id: a.secret_id.clone(),
+                    json_key: a.json_key.clone(),
+                    version_id: a.version_id.clone(),
+                    version_stage: a.version_stage.clone(),
+                    ttl: None,
+                };
+                if r.version_id.is_some() && r.version_stage.is_some() {
+                    return Err(Error::InvalidRef {
+                        reference: SecretRef::Aws(r).to_string(),
+                        field: "awsRef.versionStage".into(),
+                        message: "set versionId or versionStage, not both".into(),
+                    });
+                }
+                r.ttl = parse_ttl_field(a.ttl.as_deref(), &SecretRef::Aws(r.clone()))?;
+                SecretRef::Aws(r)
+            }
+        })
+    }
+
+    /// A literal value ref (tests, tools).
+    pub fn literal(value: &str) -> Self {
+        SecretRef::Value(Arc::new(SecretBox::new(value.into())))
+    }
+
+    /// The config's name for this kind of source.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SecretRef::Value(_) => "value",
+            SecretRef::Env { .. } => "envRef",
+            SecretRef::File { .. } => "fileRef",
+            SecretRef::Kubernetes(_) => "secretKeyRef",
+            SecretRef::Vault(_) => "vaultRef",
+            SecretRef::Aws(_) => "awsRef",
+        }
+    }
+
+    /// The provider instance named by the ref, if any.
+    pub fn provider_name(&self) -> Option<&str> {
+        match self {
+            SecretRef::Vault(v) => v.provider.as_deref(),
+            SecretRef::Aws(a) => a.provider.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Per-ref TTL override.
+    pub fn ttl(&self) -> Option<Duration> {
+        match self {
+            SecretRef::Vault(v) => v.ttl,
+            SecretRef::Aws(a) => a.ttl,
+            _ => None,
+        }
+    }
+
+    /// Cache key: the ref's text. Literal values are not cached (there is
+    /// nothing to fetch), so their key never needs to name the content.
+    pub fn cache_key(&self) -> Option<String> {
+        match self {
+            SecretRef::Value(_) => None,
+            _ => Some(self.to_string()),
+        }
+    }
+
+    pub(crate) fn literal_bytes(&self) -> Option<&[u8]> {
+        match self {
+            SecretRef::Value(v) => Some(v.expose_secret().as_bytes()),
+            _ => None,
+        }
+    }
+}
+
+// Display names the ref without its content: used in errors, logs, metadata.
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::Value(_) => f.write_str("value <literal>"),
+            SecretRef::Env { var } => write!(f, "envRef {var}"),
+            SecretRef::File { path, json_key } => {
+                write!(f, "fileRef {}", path.display())?;
+                if let Some(k) = json_key {
+                    write!(f, "#{k}")?;
+                }
+                Ok(())
+            }
+            SecretRef::Kubernetes(k) => {
+                f.write_str("secretKeyRef ")?;
+                if let Some(ns) = &k.namespace {
+                    write!(f, "{ns}/")?;
+                }
+                write!(f, "{}#{}", k.name, k.key)
+            }
+            SecretRef::Vault(v) => {
+                f.write_str("vaultRef ")?;
+                if let Some(p) = &v.provider {
+                    write!(f, "{p}:")?;
+                }
+                if let Some(m) = &v.mount {
+                    write!(f, "{}/", m.trim_matches('/'))?;
+                }
+                write!(f, "{}#{}", v.path, v.key)?;
+                if let Some(ver) = v.version {
+                    write!(f, "@v{ver}")?;
+                }
+                if let Some(e) = v.engine {
+                    write!(f, " ({})", if e == KvEngine::V1 { "kv1" } else { "kv2" })?;
+                }
+                Ok(())
+            }
+            SecretRef::Aws(a) => {
+                f.write_str("awsRef ")?;
+                if let Some(p) = &a.provider {
+                    write!(f, "{p}:")?;
+                }
+                f.write_str(&a.secret_id)?;
+                if let Some(k) = &a.json_key {
+                    write!(f, "#{k}")?;
+                }
+                if let Some(v) = &a.version_id {
+                    write!(f, "@{v}")?;
+                }
+                if let Some(s) = &a.version_stage {
+                    write!(f, "@{s}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretRef({self})")
+    }
+}
+
+fn parse_ttl_field(text: Option<&str>, r: &SecretRef) -> Result<Option<Duration>, Error> {
+    text.map(|t| {
+        parse_duration(t).map_err(|message| Error::InvalidRef {
+            reference: r.to_string(),
+            field: format!("{}.ttl", r.kind()),
+            message,
+        })
+    })
+    .transpose()
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `1h30m`, `2d`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("{text:?} is not a duration like 30s, 5m, 1h30m"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86400)),
+            _ => {
+                return Err(format!(
+                    "{text:?}: unknown unit {unit:?}; use ms, s, m, h or d"
+                ));
+            }
+        };
+        total = total.saturating_add(d);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn literal_never_displayed() {
+        let r = SecretRef::literal("hunter2");
+        assert!(!format!("{r} {r:?}").contains("hunter2"));
+        assert_eq!(r.cache_key(), None);
+    }
+}

@@ -1,0 +1,211 @@
+//! The registry: named provider instances built from `providers:`, and
+//! dispatch of each ref to its provider.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kernelseal_config::Config;
+
+use crate::aws::AwsProvider;
+use crate::env::EnvProvider;
+use crate::error::Error;
+use crate::file::FileProvider;
+use crate::kubernetes::KubernetesProvider;
+use crate::reference::SecretRef;
+use crate::settings::{AwsSettings, KubernetesSettings, VaultAuth, VaultSettings};
+use crate::vault::VaultProvider;
+use crate::{SecretProvider, SecretValue};
+
+/// All providers of one configuration. It is itself a [`SecretProvider`]
+/// that dispatches by ref kind and provider name.
+///
+/// A ref that names no provider uses the only instance of its type; with
+/// none configured, a default instance: Kubernetes in-cluster/kubeconfig,
+/// AWS with the SDK's standard region and credential chains, and Vault from
+/// `VAULT_ADDR` + `VAULT_TOKEN` when `VAULT_ADDR` is set.
+pub struct Registry {
+    env: Arc<EnvProvider>,
+    file: Arc<FileProvider>,
+    named: BTreeMap<String, Arc<dyn SecretProvider>>,
+    defaults: BTreeMap<&'static str, Arc<dyn SecretProvider>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let named: BTreeMap<&str, &str> = self
+            .named
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.kind()))
+            .collect();
+        f.debug_struct("Registry").field("named", &named).finish()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    /// Only the built-in providers (env, value, file) and the defaults.
+    pub fn new() -> Self {
+        let mut defaults: BTreeMap<&'static str, Arc<dyn SecretProvider>> = BTreeMap::new();
+        defaults.insert(
+            "kubernetes",
+            Arc::new(KubernetesProvider::new(
+                "kubernetes",
+                KubernetesSettings::default(),
+            )),
+        );
+        defaults.insert(
+            "aws",
+            Arc::new(AwsProvider::new(
+                "aws",
+                AwsSettings {
+                    timeout: std::time::Duration::from_secs(10),
+                    ..AwsSettings::default()
+                },
+            )),
+        );
+        if let Ok(addr) = std::env::var("VAULT_ADDR") {
+            let mut m = BTreeMap::new();
+            m.insert("address".to_string(), serde_json::Value::String(addr));
+            // A bad VAULT_ADDR surfaces when a vaultRef is resolved.
+            if let Ok(mut s) = VaultSettings::parse("vault", &m) {
+                s.auth = VaultAuth::TokenEnv("VAULT_TOKEN".into());
+                if let Ok(p) = VaultProvider::new("vault", s) {
+                    defaults.insert("vault", Arc::new(p));
+                }
+            }
+        }
+        Registry {
+            env: Arc::new(EnvProvider),
+            file: Arc::new(FileProvider::default()),
+            named: BTreeMap::new(),
+            defaults,
+        }
+    }
+
+    /// Builds every provider of `config.providers`, validating its settings.
+    /// Nothing is contacted: clients connect on first fetch.
+    pub fn from_config(config: &Config) -> Result<Self, Error> {
+        let mut reg = Registry::new();
+        for (name, spec) in &config.providers {
+            let spec = &spec.value;
+            let p: Arc<dyn SecretProvider> = match spec.kind.as_str() {
+                "vault" => Arc::new(VaultProvider::new(
+                    name,
+                    VaultSettings::parse(name, &spec.settings)?,
+                )?),
+                "aws" => Arc::new(AwsProvider::new(
+                    name,
+                    AwsSettings::parse(name, &spec.settings)?,
+                )),
+                "kubernetes" => Arc::new(KubernetesProvider::new(
+                    name,
+                    KubernetesSettings::parse(name, &spec.settings)?,
+                )),
+                other => {
+                    return Err(Error::Settings {
+                        provider: name.clone(),
+                        field: "type".into(),
+                        message: format!(
+                            "unknown provider type {other:?}; use vault, aws or kubernetes"
+                        ),
+                    });
+                }
+            };
+            reg.named.insert(name.clone(), p);
+        }
+        Ok(reg)
+    }
+
+    /// Adds or replaces a named provider (embedding, tests).
+    pub fn insert(&mut self, name: &str, provider: Arc<dyn SecretProvider>) {
+        self.named.insert(name.to_string(), provider);
+    }
+
+    /// Replaces the file provider (e.g. with another size limit).
+    pub fn set_file_provider(&mut self, p: FileProvider) {
+        self.file = Arc::new(p);
+    }
+
+    /// The provider that serves `r`, and its instance name.
+    pub fn resolve(&self, r: &SecretRef) -> Result<(String, Arc<dyn SecretProvider>), Error> {
+        let want = match r {
+            SecretRef::Value(_) => return Ok(("value".into(), self.env.clone())),
+            SecretRef::Env { .. } => return Ok(("env".into(), self.env.clone())),
+            SecretRef::File { .. } => return Ok(("file".into(), self.file.clone())),
+            SecretRef::Kubernetes(_) => "kubernetes",
+            SecretRef::Vault(_) => "vault",
+            SecretRef::Aws(_) => "aws",
+        };
+        let field = || format!("{}.provider", r.kind());
+        if let Some(name) = r.provider_name() {
+            return match self.named.get(name) {
+                Some(p) if p.kind() == want => Ok((name.to_string(), p.clone())),
+                Some(p) => Err(Error::InvalidRef {
+                    reference: r.to_string(),
+                    field: field(),
+                    message: format!("provider {name:?} is of type {}, not {want}", p.kind()),
+                }),
+                None => Err(Error::InvalidRef {
+                    reference: r.to_string(),
+                    field: field(),
+                    message: format!("no provider named {name:?} in providers"),
+                }),
+            };
+        }
+        let of_kind: Vec<(&String, &Arc<dyn SecretProvider>)> = self
+            .named
+            .iter()
+            .filter(|(_, p)| p.kind() == want)
+            .collect();
+        match of_kind.as_slice() {
+            [(name, p)] => Ok(((*name).clone(), (*p).clone())),
+            [] => self
+                .defaults
+                .get(want)
+                .map(|p| (want.to_string(), p.clone()))
+                .ok_or_else(|| Error::Provider {
+                    reference: r.to_string(),
+                    message: format!(
+                        "no {want} provider configured (add one under providers:, or set VAULT_ADDR)"
+                    ),
+                }),
+            many => Err(Error::InvalidRef {
+                reference: r.to_string(),
+                field: field(),
+                message: format!(
+                    "{} providers of type {want} are configured ({}); name one",
+                    many.len(),
+                    many.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretProvider for Registry {
+    fn kind(&self) -> &'static str {
+        "registry"
+    }
+
+    async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, Error> {
+        let (_, p) = self.resolve(reference)?;
+        p.fetch(reference).await
+    }
+
+    async fn renew(&self, value: &SecretValue) -> Result<Option<std::time::Duration>, Error> {
+        let name = &value.metadata().provider;
+        match self.named.get(name) {
+            Some(p) => p.renew(value).await,
+            None => match self.defaults.get(name.as_str()) {
+                Some(p) => p.renew(value).await,
+                None => Ok(None),
+            },
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! Typed settings of each provider type, parsed from the `providers:` map.
+//!
+//! The config crate keeps a provider's settings as free-form JSON; this
+//! module owns their schema. Parsing is strict (unknown keys are refused, so
+//! a typo such as `tlsSkipVerfy` cannot silently change behaviour) and every
+//! error names the full field path: `providers.vault-prod.auth.kubernetes.role: missing`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::reference::{KvEngine, parse_duration};
+
+/// Default projected service-account token, used for Vault kubernetes auth.
+pub const DEFAULT_SA_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// `type: vault`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultSettings {
+    /// `https://vault:8200`; no trailing slash.
+    pub address: String,
+    /// Enterprise namespace, sent as `X-Vault-Namespace`.
+    pub namespace: Option<String>,
+    /// PEM file with the CA(s) that sign Vault's certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// Accept any certificate. For development only; logged as a warning.
+    pub tls_skip_verify: bool,
+    /// Default mount when a ref sets none (`secret`).
+    pub mount: String,
+    /// Default KV engine when a ref sets none (2).
+    pub kv_version: KvEngine,
+    pub auth: VaultAuth,
+    /// Per-request timeout of the HTTP client.
+    pub timeout: Duration,
+    pub cache_ttl: Option<Duration>,
+}
+
+/// How the Vault provider gets its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultAuth {
+    /// A token read from an environment variable (default `VAULT_TOKEN`).
+    TokenEnv(String),
+    /// A token read from a file (e.g. written by Vault Agent).
+    TokenFile(PathBuf),
+    /// `POST /v1/auth/{mount}/login` with `{role, jwt}`.
+    Kubernetes {
+        role: String,
+        jwt_file: PathBuf,
+        mount: String,
+    },
+    /// `POST /v1/auth/{mount}/login` with `{role_id, secret_id}`.
+    AppRole {
+        role_id: String,
+        secret_id: SecretIdSource,
+        mount: String,
+    },
+}
+
+/// Where an AppRole secret_id comes from. Never inline in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretIdSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// `type: aws`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AwsSettings {
+    /// Primary region; without it the SDK's chain (`AWS_REGION`, profile) decides.
+    pub region: Option<String>,
+    /// Tried when the primary fails with a 5xx or a network error.
+    pub failover_region: Option<String>,
+    /// Endpoint per region (local stacks, VPC endpoints). `AWS_ENDPOINT_URL`
+    /// applies to every region where this map has no entry.
+    pub endpoints: BTreeMap<String, String>,
+    /// Named profile of the shared config files.
+    pub profile: Option<String>,
+    pub timeout: Duration,
+    pub cache_ttl: Option<Duration>,
+}
+
+/// `type: kubernetes`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KubernetesSettings {
+    /// A kubeconfig file; without it: in-cluster service account, then `KUBECONFIG`/`~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// Namespace for refs that name none.
+    pub namespace: Option<String>,
+    pub cache_ttl: Option<Duration>,
+}
+
+/// A JSON object being read, with its field path, refusing unknown keys.
+struct Obj<'a> {
+    provider: &'a str,
+    path: String,
+    map: BTreeMap<&'a str, &'a Value>,
+}
+
+impl<'a> Obj<'a> {
+    fn root(provider: &'a str, settings: &'a BTreeMap<String, Value>) -> Self {
+        Obj {
+            provider,
+            path: String::new(),
+            map: settings.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+        }
+    }
+
+    fn field(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn err(&self, key: &str, message: impl Into<String>) -> Error {
+        Error::Settings {
+            provider: self.provider.to_string(),
+            field: self.field(key),
+            message: message.into(),
+        }
+    }
+
+    fn string(&mut self, key: &str) -> Result<Option<String>, Error> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                Err(self.err(key, "must not be empty"))
+            }
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err(self.err(key, "must be a string")),
+        }
+    }
+
+    fn required(&mut self, key: &str) -> Result<String, Error> {
+        self.string(key)?.ok_or_else(|| self.err(key, "missing"))
+    }
+
+    fn boolean(&mut self, key: &str) -> Result<Option<bool>, Error> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.err(key, "must be true or false")),
+        }
+    }
+
+    fn duration(&mut self, key: &str) -> Result<Option<Duration>, Error> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(|s| Some(Duration::from_secs(s)))
+                .ok_or_else(|| self.err(key, "must be a whole number of seconds or like 30s")),
+            Some(Value::String(s)) => parse_duration(s).map(Some).map_err(|m| self.err(key, m)),
+            Some(_) => Err(self.err(key, "must be a duration like 30s, 5m")),
+        }
+    }
+
+    fn object(&mut self, key: &str) -> Result<Option<Obj<'a>>, Error> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(Obj {
+                provider: self.provider,
+                path: self.field(key),
+                map: m.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            })),
+            Some(_) => Err(self.err(key, "must be a mapping")),
+        }
+    }
+
+    /// Refuses keys nobody read.
+    fn finish(self) -> Result<(), Error> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(self.err(k, "unknown setting")),
+        }
+    }
+}
+
+fn url(o: &Obj<'_>, key: &str, text: String) -> Result<String, Error> {
+    if !(text.starts_with("http://") || text.starts_with("https://")) {
+        return Err(o.err(key, format!("{text:?} is not an http:// or https:// URL")));
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
+fn segment(o: &Obj<'_>, key: &str, text: String) -> Result<String, Error> {
+    let t = text.trim_matches('/').to_string();
+    if t.is_empty() || t.split('/').any(|s| s == ".." || s == "." || s.is_empty()) {
+        return Err(o.err(key, format!("{text:?} is not a mount path")));
+    }
+    Ok(t)
+}
+
+impl VaultSettings {
+    pub fn parse(provider: &str, settings: &BTreeMap<String, Value>) -> Result<Self, Error> {
+        let mut o = Obj::root(provider, settings);
+        let address = o.required("address")?;
+        let address = url(&o, "address", address)?;
+        let namespace = o.string("namespace")?;
+        let ca_cert = o.string("caCert")?.map(PathBuf::from);
+        let tls_skip_verify = o.boolean("tlsSkipVerify")?.unwrap_or(false);
+        let mount = match o.string("mount")? {
+            Some(m) => segment(&o, "mount", m)?,
+            None => "secret".to_string(),
+        };
+        let kv_version = match o.string("kvVersion")?.as_deref() {
+            None | Some("2") => KvEngine::V2,
+            Some("1") => KvEngine::V1,
+            Some(other) => return Err(o.err("kvVersion", format!("{other:?}: use 1 or 2"))),
+        };
+        let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(10));
+        let cache_ttl = o.duration("cacheTtl")?;
+        let auth = match o.object("auth")? {
+            None => VaultAuth::TokenEnv("VAULT_TOKEN".into()),
+            Some(a) => parse_vault_auth(a)?,
+        };
+        o.finish()?;
+        Ok(VaultSettings {
+            address,
+            namespace,
+            ca_cert,
+            tls_skip_verify,
+            mount,
+            kv_version,
+            auth,
+            timeout,
+            cache_ttl,
+        })
+    }
+}
+
+fn parse_vault_auth(mut a: Obj<'_>) -> Result<VaultAuth, Error> {
+    let methods = ["token", "kubernetes", "approle"];
+    let set: Vec<&str> = methods
+        .iter()
+        .copied()
+        .filter(|m| a.map.contains_key(m))
+        .collect();
+    if set.len() != 1 {
+        let msg = format!(
+            "exactly one of token, kubernetes, approle must be set (found {})",
+            if set.is_empty() {
+                "none".to_string()
+            } else {
+                set.join(", ")
+            }
+        );
+        // Report an unknown key first: `auth: { kubernets: … }` is a typo, not "none".
+        if set.is_empty()
+            && let Some(k) = a.map.keys().next()
+        {
+            return Err(a.err(k, "unknown auth method; use token, kubernetes or approle"));
+        }
+        return Err(Error::Settings {
+            provider: a.provider.to_string(),
+            field: a.path.clone(),
+            message: msg,
+        });
+    }
+    let auth = match set[0] {
+        "token" => {
+            let mut t = a
+                .object("token")?
+                .ok_or_else(|| a.err("token", "must be a mapping with env or file"))?;
+            let env = t.string("env")?;
+            let file = t.string("file")?;
+            let r = match (env, file) {
+                (Some(e), None) => VaultAuth::TokenEnv(e),
+                (None, Some(f)) => VaultAuth::TokenFile(PathBuf::from(f)),
+                _ => {
+                    return Err(Error::Settings {
+                        provider: t.provider.to_string(),
+                        field: t.path.clone(),
+                        message: "set exactly one of env, file (a token is never written inline)"
+                            .into(),
+                    });
+                }
+            };
+            t.finish()?;
+            r
+        }
+        "kubernetes" => {
+            let mut k = a
+                .object("kubernetes")?
+                .ok_or_else(|| a.err("kubernetes", "must be a mapping"))?;
+            let role = k.required("role")?;
+            let jwt_file = k
+                .string("jwtFile")?
+                .unwrap_or_else(|| DEFAULT_SA_TOKEN.to_string())
+                .into();
+            let mount = match k.string("mount")? {
+                Some(m) => segment(&k, "mount", m)?,
+                None => "kubernetes".into(),
+            };
+            k.finish()?;
+            VaultAuth::Kubernetes {
+                role,
+                jwt_file,
+                mount,
+            }
+        }
+        _ => {
+            let mut r = a
+                .object("approle")?
+                .ok_or_else(|| a.err("approle", "must be a mapping"))?;
+            let role_id = r.required("roleId")?;
+            let env = r.string("secretIdEnv")?;
+            let file = r.string("secretIdFile")?;
+            if r.map.contains_key("secretId") {
+                return Err(r.err(
+                    "secretId",
+                    "a secret_id is a credential: give secretIdFile or secretIdEnv instead",
+                ));
+            }
+            let secret_id = match (env, file) {
+                (Some(e), None) => SecretIdSource::Env(e),
+                (None, Some(f)) => SecretIdSource::File(f.into()),
+                (None, None) => return Err(r.err("secretIdFile", "missing (or set secretIdEnv)")),
+                _ => return Err(r.err("secretIdFile", "set secretIdFile or secretIdEnv, not both")),
+            };
+            let mount = match r.string("mount")? {
+                Some(m) => segment(&r, "mount", m)?,
+                None => "approle".into(),
+            };
+            r.finish()?;
+            VaultAuth::AppRole {
+                role_id,
+                secret_id,
+                mount,
+            }
+        }
+    };
+    a.finish()?;
+    Ok(auth)
+}
+
+impl AwsSettings {
+    pub fn parse(provider: &str, settings: &BTreeMap<String, Value>) -> Result<Self, Error> {
+        let mut o = Obj::root(provider, settings);
+        let region = o.string("region")?;
+        let failover_region = o.string("failoverRegion")?;
+        if failover_region.is_some() && failover_region == region {
+            return Err(o.err("failoverRegion", "is the same as region"));
+        }
+        let mut endpoints = BTreeMap::new();
+        if let Some(mut e) = o.object("endpoints")? {
+            let keys: Vec<String> = e.map.keys().map(|k| k.to_string()).collect();
+            for k in keys {
+                let v = e.required(&k)?;
+                let v = url(&e, &k, v)?;
+                endpoints.insert(k, v);
+            }
+            e.finish()?;
+        }
+        let profile = o.string("profile")?;
+        let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(10));
+        let cache_ttl = o.duration("cacheTtl")?;
+        o.finish()?;
+        Ok(AwsSettings {
+            region,
+            failover_region,
+            endpoints,
+            profile,
+            timeout,
+            cache_ttl,
+        })
+    }
+}
+
+impl KubernetesSettings {
+    pub fn parse(provider: &str, settings: &BTreeMap<String, Value>) -> Result<Self, Error> {
+        let mut o = Obj::root(provider, settings);
+        let kubeconfig = o.string("kubeconfig")?.map(PathBuf::from);
+        let context = o.string("context")?;
+        let namespace = o.string("namespace")?;
+        let cache_ttl = o.duration("cacheTtl")?;
+        o.finish()?;
+        Ok(KubernetesSettings {
+            kubeconfig,
+            context,
+            namespace,
+            cache_ttl,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> BTreeMap<String, Value> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn vault_kubernetes_defaults() {
+        let s = VaultSettings::parse(
+            "vp",
+            &map(
+                json!({"address": "https://vault:8200/", "auth": {"kubernetes": {"role": "app"}}}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(s.address, "https://vault:8200");
+        assert_eq!(s.mount, "secret");
+        assert_eq!(s.kv_version, KvEngine::V2);
+        assert_eq!(
+            s.auth,
+            VaultAuth::Kubernetes {
+                role: "app".into(),
+                jwt_file: DEFAULT_SA_TOKEN.into(),
+                mount: "kubernetes".into()
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = VaultSettings::parse(
+            "vault-prod",
+            &map(json!({"address": "https://v", "auth": {"kubernetes": {}}})),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "providers.vault-prod.auth.kubernetes.role: missing"
+        );
+        let e = VaultSettings::parse("v", &map(json!({"auth": {}}))).unwrap_err();
+        assert_eq!(e.to_string(), "providers.v.address: missing");
+        let e = VaultSettings::parse("v", &map(json!({"address": "vault:8200"}))).unwrap_err();
+        assert!(e.to_string().starts_with("providers.v.address: "), "{e}");
+        let e = VaultSettings::parse(
+            "v",
+            &map(json!({"address": "http://v", "tlsSkipVerfy": true})),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "providers.v.tlsSkipVerfy: unknown setting");
+        let e = VaultSettings::parse(
+            "v",
+            &map(json!({"address": "http://v", "auth": {"approle": {"roleId": "r", "secretId": "s3cr3t"}}})),
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"));
+        assert!(
+            e.to_string()
+                .starts_with("providers.v.auth.approle.secretId"),
+            "{e}"
+        );
+        let e = VaultSettings::parse(
+            "v",
+            &map(json!({"address": "http://v", "auth": {"token": {"env": "A"}, "approle": {}}})),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("providers.v.auth: exactly one"),
+            "{e}"
+        );
+        let e = AwsSettings::parse("a", &map(json!({"endpoints": {"us-east-1": 5}}))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "providers.a.endpoints.us-east-1: \"5\" is not an http:// or https:// URL"
+        );
+        let e = KubernetesSettings::parse("k", &map(json!({"cacheTtl": "5y"}))).unwrap_err();
+        assert!(e.to_string().starts_with("providers.k.cacheTtl: "), "{e}");
+    }
+}

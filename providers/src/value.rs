@@ -1,0 +1,138 @@
+//! `SecretValue`: secret bytes in zeroizing memory plus metadata.
+//!
+//! The bytes live in a `secrecy::SecretBox<[u8]>` behind an `Arc`, so cache
+//! hits and clones share one buffer and it is zeroized when the last holder
+//! drops it. There is no `Display`, and `Debug` shows metadata only; the
+//! content is reached only through the `expose_*` methods, which are easy to
+//! grep for in review.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use secrecy::{ExposeSecret, SecretBox};
+use zeroize::Zeroizing;
+
+/// A fetched secret.
+#[derive(Clone)]
+pub struct SecretValue {
+    bytes: Arc<SecretBox<[u8]>>,
+    meta: Metadata,
+}
+
+/// What is known about a value besides its content. Nothing here is secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// The ref it was fetched for, as text (`vaultRef vault-prod:secret/app#api_key`).
+    pub source: String,
+    /// The provider instance name (`vault-prod`, `env`, `file`…).
+    pub provider: String,
+    /// Version as the source knows it: Vault metadata version, AWS VersionId,
+    /// Kubernetes resourceVersion, file mtime + content tag. Where the source
+    /// has no version, a keyed content tag (see [`content_tag`]).
+    pub version: Option<String>,
+    pub fetched_at: SystemTime,
+    /// A lease the source attached (Vault dynamic secrets).
+    pub lease: Option<Lease>,
+    /// How long the provider advises caching this value (provider `cacheTtl`,
+    /// Vault `lease_duration`); the cache takes the smallest applicable TTL.
+    pub ttl: Option<Duration>,
+}
+
+/// A Vault lease. The id is not a credential on its own (it needs a token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub id: String,
+    pub duration: Duration,
+    pub renewable: bool,
+}
+
+impl SecretValue {
+    /// Wraps bytes that are already in a zeroizing buffer.
+    pub fn new(bytes: Zeroizing<Vec<u8>>, meta: Metadata) -> Self {
+        // Moving the Vec into a boxed slice may reallocate (shrink); copy
+        // explicitly into an exact-size box instead so the only other copy is
+        // the Zeroizing source, which is wiped on drop.
+        let boxed: Box<[u8]> = bytes.as_slice().into();
+        SecretValue {
+            bytes: Arc::new(SecretBox::new(boxed)),
+            meta,
+        }
+    }
+
+    /// The secret bytes. Every call site is a place the secret leaves this type.
+    pub fn expose_bytes(&self) -> &[u8] {
+        self.bytes.expose_secret()
+    }
+
+    /// The secret as UTF-8 text, or `None` when it is binary.
+    pub fn expose_str(&self) -> Option<&str> {
+        std::str::from_utf8(self.bytes.expose_secret()).ok()
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+
+    pub fn version(&self) -> Option<&str> {
+        self.meta.version.as_deref()
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.expose_secret().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether two values hold the same bytes (constant time in the length).
+    pub fn same_content(&self, other: &SecretValue) -> bool {
+        let (a, b) = (self.expose_bytes(), other.expose_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretValue")
+            .field("bytes", &"<redacted>")
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+impl Metadata {
+    pub fn new(source: impl Into<String>, provider: impl Into<String>) -> Self {
+        Metadata {
+            source: source.into(),
+            provider: provider.into(),
+            version: None,
+            fetched_at: SystemTime::now(),
+            lease: None,
+            ttl: None,
+        }
+    }
+}
+
+/// A version tag for content that has no version of its own (env, literal,
+/// file, Vault KV v1): HMAC-SHA256 under a key drawn at process start,
+/// truncated. A plain hash would let anyone who sees the version test
+/// guesses of a low-entropy secret; the keyed tag changes only when the
+/// content does, within one process.
+pub fn content_tag(bytes: &[u8]) -> String {
+    use aws_lc_rs::hmac;
+    static KEY: OnceLock<hmac::Key> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let mut k = Zeroizing::new([0u8; 32]);
+        // A failing system RNG leaves the key zero; tags stay stable, only
+        // weaker. Not worth refusing to serve secrets over.
+        let _ = aws_lc_rs::rand::fill(&mut k[..]);
+        hmac::Key::new(hmac::HMAC_SHA256, &k[..])
+    });
+    let tag = hmac::sign(key, bytes);
+    let hex: String = tag.as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("h:{hex}")
+}

@@ -1,0 +1,438 @@
+//! HashiCorp Vault: KV v1/v2 reads, token / kubernetes / approle auth,
+//! token renewal and lease renewal, over plain HTTP(S) with reqwest.
+//!
+//! The API (design §6): `GET /v1/{mount}/data/{path}` (KV v2, optional
+//! `?version=N`) → `data.data.{key}` and `data.metadata.version`; `GET
+//! /v1/{mount}/{path}` (KV v1 and generic reads such as dynamic secrets) →
+//! `data.{key}` with `lease_id`/`lease_duration`/`renewable`; `X-Vault-Token`
+//! and `X-Vault-Namespace` headers; `POST /v1/auth/{mount}/login`; `POST
+//! /v1/auth/token/renew-self`; `PUT /v1/sys/leases/renew`; errors as
+//! `{"errors": [...]}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretBox};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+use crate::SecretProvider;
+use crate::env::wrong_kind;
+use crate::error::{Error, chain, is_tls};
+use crate::json::{take_value, wipe};
+use crate::reference::{KvEngine, SecretRef, VaultRef};
+use crate::settings::VaultSettings;
+use crate::value::{Lease, Metadata, SecretValue, content_tag};
+
+mod auth;
+
+use auth::TokenState;
+
+type Token = Arc<SecretBox<str>>;
+
+/// One Vault server (one `providers:` entry of `type: vault`).
+pub struct VaultProvider {
+    name: String,
+    settings: VaultSettings,
+    http: reqwest::Client,
+    state: Mutex<Option<TokenState>>,
+}
+
+impl std::fmt::Debug for VaultProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultProvider")
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct Response {
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    lease_id: String,
+    #[serde(default)]
+    lease_duration: u64,
+    #[serde(default)]
+    renewable: bool,
+    #[serde(default)]
+    auth: Option<auth::AuthBlock>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+impl VaultProvider {
+    /// Builds the HTTP client; nothing is contacted until the first fetch.
+    pub fn new(name: &str, settings: VaultSettings) -> Result<Self, Error> {
+        crate::install_crypto_provider();
+        let settings_err = |field: &str, message: String| Error::Settings {
+            provider: name.to_string(),
+            field: field.to_string(),
+            message,
+        };
+        let mut b = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &settings.ca_cert {
+            let pem = std::fs::read(ca)
+                .map_err(|e| settings_err("caCert", format!("{}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| settings_err("caCert", format!("{}: {}", ca.display(), chain(&e))))?;
+            if certs.is_empty() {
+                return Err(settings_err(
+                    "caCert",
+                    format!("{}: no PEM certificate found", ca.display()),
+                ));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if settings.tls_skip_verify {
+            tracing::warn!(
+                provider = name,
+                "tlsSkipVerify is set: Vault's certificate is not checked"
+            );
+            b = b.danger_accept_invalid_certs(true);
+        }
+        let http = b.build().map_err(|e| {
+            settings_err(
+                "address",
+                format!("cannot build HTTP client: {}", chain(&e)),
+            )
+        })?;
+        Ok(VaultProvider {
+            name: name.to_string(),
+            settings,
+            http,
+            state: Mutex::new(None),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn login_ref(&self) -> String {
+        format!("providers.{} login", self.name)
+    }
+
+    fn what(&self) -> String {
+        format!("Vault at {}", self.settings.address)
+    }
+
+    fn headers(&self, token: Option<&Token>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(t) = token
+            && let Ok(mut v) = HeaderValue::from_str(t.expose_secret())
+        {
+            // Keeps the token out of reqwest/hyper debug output.
+            v.set_sensitive(true);
+            h.insert("X-Vault-Token", v);
+        }
+        if let Some(ns) = &self.settings.namespace
+            && let Ok(v) = HeaderValue::from_str(ns)
+        {
+            h.insert("X-Vault-Namespace", v);
+        }
+        h
+    }
+
+    /// Sends a request and returns the status and the body in a zeroizing buffer.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        reference: &str,
+    ) -> Result<(u16, Zeroizing<Vec<u8>>), Error> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport(&e, reference))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.transport(&e, reference))?;
+        Ok((status, Zeroizing::new(Vec::from(body))))
+    }
+
+    fn transport(&self, e: &reqwest::Error, reference: &str) -> Error {
+        let text = chain(e);
+        if e.is_timeout() {
+            Error::Timeout {
+                reference: reference.to_string(),
+                after: self.settings.timeout,
+            }
+        } else if is_tls(e) {
+            Error::Tls {
+                reference: reference.to_string(),
+                message: format!("{text} (set caCert to the CA that signed Vault's certificate)"),
+            }
+        } else {
+            Error::Unavailable {
+                reference: reference.to_string(),
+                what: self.what(),
+                message: text,
+            }
+        }
+    }
+
+    /// Vault's `errors` text, with every credential we hold scrubbed out and
+    /// the length bounded.
+    fn error_text(&self, status: u16, body: &[u8], scrub: &[&str]) -> String {
+        let mut text = serde_json::from_slice::<ErrorBody>(body)
+            .map(|b| b.errors.join("; "))
+            .unwrap_or_default();
+        if text.is_empty() {
+            text = format!("HTTP {status}");
+        } else {
+            text = format!("HTTP {status}: {text}");
+        }
+        for s in scrub {
+            if s.len() >= 4 {
+                text = text.replace(s, "<redacted>");
+            }
+        }
+        if text.len() > 400 {
+            let mut cut = 400;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        text
+    }
+
+    fn location(&self, v: &VaultRef, r: &str) -> Result<(KvEngine, String, String), Error> {
+        let engine = v.engine.unwrap_or(self.settings.kv_version);
+        let mount = v
+            .mount
+            .as_deref()
+            .map(|m| m.trim_matches('/').to_string())
+            .unwrap_or_else(|| self.settings.mount.clone());
+        let mut path = v.path.trim_matches('/').to_string();
+        // Accept the full API path the original KernelSeal used
+        // (`secret/data/app`) when no mount is given.
+        if v.mount.is_none()
+            && engine == KvEngine::V2
+            && let Some(rest) = path.strip_prefix(&format!("{mount}/data/"))
+        {
+            path = rest.to_string();
+        }
+        let bad = |field: &str, message: String| Error::InvalidRef {
+            reference: r.to_string(),
+            field: format!("vaultRef.{field}"),
+            message,
+        };
+        if path.is_empty()
+            || path
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(bad("path", format!("{:?} is not a secret path", v.path)));
+        }
+        if mount.is_empty()
+            || mount
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(bad("mount", format!("{mount:?} is not a mount path")));
+        }
+        if v.version.is_some() && engine == KvEngine::V1 {
+            return Err(bad("version", "version pinning needs KV v2".into()));
+        }
+        Ok((engine, mount, path))
+    }
+
+    async fn read(&self, r: &SecretRef, v: &VaultRef) -> Result<SecretValue, Error> {
+        let rs = r.to_string();
+        let (engine, mount, path) = self.location(v, &rs)?;
+        let url = match engine {
+            KvEngine::V2 => format!("{}/v1/{mount}/data/{path}", self.settings.address),
+            KvEngine::V1 => format!("{}/v1/{mount}/{path}", self.settings.address),
+        };
+        let what = format!("Vault secret {mount}/{path}");
+        let mut relogged = false;
+        loop {
+            let token = self.token().await?;
+            let mut req = self.http.get(&url).headers(self.headers(Some(&token)));
+            if let Some(ver) = v.version {
+                req = req.query(&[("version", ver)]);
+            }
+            tracing::debug!(provider = %self.name, reference = %rs, "vault read");
+            let (status, body) = self.send(req, &rs).await?;
+            let scrub = [token.expose_secret()];
+            match status {
+                200..=299 => return self.parse(r, v, engine, &what, &body),
+                403 if !relogged => {
+                    tracing::warn!(provider = %self.name, reference = %rs, "vault permission denied; getting a new token and trying once more");
+                    self.forget(&token).await;
+                    relogged = true;
+                }
+                403 => {
+                    return Err(Error::Forbidden {
+                        reference: rs,
+                        what,
+                        message: self.error_text(status, &body, &scrub),
+                    });
+                }
+                404 => {
+                    return Err(Error::NotFound {
+                        reference: rs,
+                        what,
+                        message: self
+                            .error_text(status, &body, &scrub)
+                            .trim_start_matches("HTTP 404")
+                            .trim_start_matches(": ")
+                            .to_string(),
+                    });
+                }
+                s if s >= 500 || s == 429 => {
+                    return Err(Error::Unavailable {
+                        reference: rs,
+                        what: self.what(),
+                        message: self.error_text(status, &body, &scrub),
+                    });
+                }
+                _ => {
+                    return Err(Error::Upstream {
+                        reference: rs,
+                        status: Some(status),
+                        message: self
+                            .error_text(status, &body, &scrub)
+                            .split_once(": ")
+                            .map(|(_, m)| m.to_string())
+                            .unwrap_or_else(|| "request refused".into()),
+                    });
+                }
+            }
+        }
+    }
+
+    fn parse(
+        &self,
+        r: &SecretRef,
+        v: &VaultRef,
+        engine: KvEngine,
+        what: &str,
+        body: &[u8],
+    ) -> Result<SecretValue, Error> {
+        let rs = r.to_string();
+        let mut resp: Response = serde_json::from_slice(body).map_err(|e| Error::Format {
+            reference: rs.clone(),
+            field: "vaultRef".into(),
+            message: format!("answer is not Vault JSON ({:?} error)", e.classify()),
+        })?;
+        let mut data = resp.data.take().unwrap_or(Value::Null);
+        let result = (|| {
+            let (secret, version) = match engine {
+                KvEngine::V2 => {
+                    let version = data
+                        .pointer("/metadata/version")
+                        .and_then(Value::as_u64)
+                        .map(|n| n.to_string());
+                    (data.get_mut("data"), version)
+                }
+                KvEngine::V1 => (Some(&mut data), None),
+            };
+            let Some(Value::Object(map)) = secret else {
+                return Err(Error::NotFound {
+                    reference: rs.clone(),
+                    what: what.to_string(),
+                    message: "no data (version deleted or destroyed?)".into(),
+                });
+            };
+            let Some(field) = map.get_mut(&v.key) else {
+                return Err(Error::KeyNotFound {
+                    reference: rs.clone(),
+                    field: "vaultRef.key".into(),
+                    key: v.key.clone(),
+                    what: what.to_string(),
+                });
+            };
+            let bytes = take_value(field);
+            let mut meta = Metadata::new(rs.clone(), self.name.clone());
+            meta.version = version.or_else(|| Some(content_tag(&bytes)));
+            let lease_ttl =
+                (resp.lease_duration > 0).then(|| Duration::from_secs(resp.lease_duration));
+            meta.ttl = match (self.settings.cache_ttl, lease_ttl) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if !resp.lease_id.is_empty() {
+                meta.lease = Some(Lease {
+                    id: resp.lease_id.clone(),
+                    duration: lease_ttl.unwrap_or_default(),
+                    renewable: resp.renewable,
+                });
+            }
+            Ok(SecretValue::new(bytes, meta))
+        })();
+        wipe(&mut data);
+        result
+    }
+
+    /// `PUT /v1/sys/leases/renew` for a dynamic secret's lease.
+    async fn renew_lease(&self, value: &SecretValue, lease: &Lease) -> Result<Duration, Error> {
+        let rs = value.metadata().source.clone();
+        let token = self.token().await?;
+        let url = format!("{}/v1/sys/leases/renew", self.settings.address);
+        let body = serde_json::json!({"lease_id": lease.id, "increment": lease.duration.as_secs()});
+        let req = self
+            .http
+            .put(&url)
+            .headers(self.headers(Some(&token)))
+            .json(&body);
+        let (status, resp) = self.send(req, &rs).await?;
+        if !(200..300).contains(&status) {
+            let message = self.error_text(status, &resp, &[token.expose_secret()]);
+            return Err(if status >= 500 {
+                Error::Unavailable {
+                    reference: rs,
+                    what: self.what(),
+                    message,
+                }
+            } else {
+                Error::Upstream {
+                    reference: rs,
+                    status: Some(status),
+                    message: format!("lease renewal refused: {message}"),
+                }
+            });
+        }
+        let parsed: Response = serde_json::from_slice(&resp).unwrap_or_default();
+        Ok(Duration::from_secs(parsed.lease_duration))
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretProvider for VaultProvider {
+    fn kind(&self) -> &'static str {
+        "vault"
+    }
+
+    async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, Error> {
+        match reference {
+            SecretRef::Vault(v) => self.read(reference, v).await,
+            other => Err(wrong_kind(other, "vault")),
+        }
+    }
+
+    async fn renew(&self, value: &SecretValue) -> Result<Option<Duration>, Error> {
+        match &value.metadata().lease {
+            Some(lease) if lease.renewable => self.renew_lease(value, lease).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+}
