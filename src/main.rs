@@ -8,6 +8,7 @@ mod event_log;
 mod exit;
 mod logging;
 mod marks_cli;
+mod providers_cli;
 mod selftest;
 
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ enum Command {
     /// Check every requirement for enforcement on this host, one line each,
     /// with the fix for each failure; exit 0 only when enforcement is possible.
     Check(check::CheckArgs),
+    /// Secret provider tools.
+    #[command(subcommand)]
+    Providers(providers_cli::ProvidersCommand),
     /// Configuration file tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -69,6 +73,9 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    // One rustls crypto provider (aws-lc-rs) for every TLS client, before any
+    // is built: with two compiled in, rustls panics on first use.
+    kernelseal_providers::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
@@ -76,6 +83,7 @@ fn main() -> ExitCode {
         Command::Unprotect(args) => marks_cli::unprotect(&args),
         Command::Status(args) => marks_cli::status(&args),
         Command::Check(args) => check::run(&args),
+        Command::Providers(cmd) => providers_cli::run(cmd),
         Command::Config(ConfigCommand::Validate { file }) => validate(&file),
     };
     match result {

@@ -227,3 +227,29 @@ fn check_reports_each_requirement() {
         other => panic!("check exited {other}: {out}{err}"),
     }
 }
+
+#[test]
+fn providers_check_reports_each_ref_and_never_a_value() {
+    let secret = "literal-Secret-Value-42";
+    let path = tmp_config(
+        "providers.yaml",
+        &format!(
+            "secrets:\n  - name: app\n    selector: {{ uid: 1000 }}\n    secretRefs:\n      - {{ name: A, source: {{ fileRef: /nonexistent/kernelseal-file }} }}\n      - {{ name: B, source: {{ value: {secret} }} }}\n"
+        ),
+    );
+    let (code, out, err) = run(&["providers", "check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("FAIL app/A  fileRef /nonexistent/kernelseal-file"),
+        "{out}"
+    );
+    assert!(out.contains("OK   app/B  value"), "{out}");
+    assert!(
+        out.contains("2 ref(s) checked") && out.contains("1 ok, 1 failed"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(secret) && !err.contains(secret),
+        "value leaked: {out}{err}"
+    );
+}

@@ -36,6 +36,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// The variant names are the subcommands users type (`vm-run`, `vm-test`…).
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Boot a VM with /usr/bin/kernelseal and busybox, run FILE in it as root,
@@ -140,7 +142,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ensure_busybox(&ws.vm_dir())?;
             for series in Series::ALL {
                 let k = kernel::ensure(&ws.vm_dir(), series)?;
-                eprintln!("xtask: kernel {} cached at {}", k.release, ws.vm_dir().display());
+                eprintln!(
+                    "xtask: kernel {} cached at {}",
+                    k.release,
+                    ws.vm_dir().display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -150,7 +156,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// Runs `kernelseal-vmtests bench` on each kernel, its output on stdout.
 fn vm_bench(ws: &Workspace, choice: KernelChoice, timeout: u64) -> Result<ExitCode> {
     const RUNNER: &str = "kernelseal-vmtests";
-    ws.cargo_build_release(&["-p", "kernelseal", "-p", RUNNER, "--bin", "kernelseal", "--bin", RUNNER])?;
+    ws.cargo_build_release(&[
+        "-p",
+        "kernelseal",
+        "-p",
+        RUNNER,
+        "--bin",
+        "kernelseal",
+        "--bin",
+        RUNNER,
+    ])?;
     let runner = absolute_file(&ws.release_bin(RUNNER))?;
     let busybox = ensure_busybox(&ws.vm_dir())?;
     let payload = guest_bin_path(&runner)?;
@@ -174,7 +189,10 @@ fn vm_bench(ws: &Workspace, choice: KernelChoice, timeout: u64) -> Result<ExitCo
             Ok(o) if o.exit_status == 0 => println!("=== {}", timing(&kernel, &o)),
             Ok(o) => {
                 failed += 1;
-                println!("=== bench failed on {}: exit {}", kernel.release, o.exit_status);
+                println!(
+                    "=== bench failed on {}: exit {}",
+                    kernel.release, o.exit_status
+                );
             }
             Err(e) => {
                 failed += 1;
@@ -182,7 +200,11 @@ fn vm_bench(ws: &Workspace, choice: KernelChoice, timeout: u64) -> Result<ExitCo
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn vm_run(
