@@ -98,8 +98,13 @@ impl Marks {
             return Err(BpfError::KernelThread { pid });
         }
         let pidfd = sys::pidfd_open(facts.tgid)?;
+        // `protect` of the agent itself must not drop its allowed flag.
+        let keep = match self.state_of_pidfd(&pidfd, facts.tgid)? {
+            Some(s) if s.agent => abi::MARK_AGENT,
+            _ => 0,
+        };
         let mark = RawTaskMark {
-            flags,
+            flags: flags | keep,
             binding_id,
             ..Default::default()
         };

@@ -283,6 +283,8 @@ pub fn agent_is_protected(ctx: &mut Ctx) -> TestResult {
     if env != Outcome::Refused(libc::EACCES) {
         return Err(format!("agent's own environ: {env}"));
     }
+    // Protecting the agent by hand must not drop its allowed flag.
+    protect(pid)?;
     let out = agent::kernelseal(&["status", &pid.to_string()])?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !text.contains("protected (agent)") {
