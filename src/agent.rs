@@ -37,6 +37,12 @@ pub struct AgentArgs {
     /// uninstall). Without it enforcement outlives the agent.
     #[arg(long)]
     unpin_on_exit: bool,
+    /// The agent socket the `kernelseal exec` wrapper asks for secrets.
+    #[arg(long, default_value = kernelseal_protocol::DEFAULT_SOCKET, value_name = "PATH")]
+    socket: PathBuf,
+    /// Group (name or GID) given access to the socket (mode 0660).
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
     /// Pin layout version to write (upgrade tests stage an older agent's
     /// pins with it).
     #[arg(long, hide = true, default_value_t = kernelseal_bpf::abi::LAYOUT_VERSION)]
@@ -145,6 +151,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
         Some(stream) => Some(stream.map_err(Failure::runtime)?),
         None => None,
     };
+    let shared = start_delivery(&config, gate.as_ref(), &args)?;
     log_policy(&config);
     info!("[OK] KernelSeal agent running - monitoring for process execution");
 
@@ -154,7 +161,10 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
         tokio::select! {
             _ = term.recv() => { info!("[STOP] SIGTERM received"); break; }
             _ = int.recv() => { info!("[STOP] SIGINT received"); break; }
-            _ = hup.recv() => reload(&args.config, gate.as_mut(), &mut log),
+            _ = hup.recv() => {
+                reload(&args.config, gate.as_mut(), &mut log);
+                reload_delivery(&args, gate.as_ref(), &shared).await;
+            }
             _ = flush.tick() => {
                 log.flush();
                 if let Some(stats) = gate.as_ref().and_then(|g| g.stats().ok())
@@ -211,6 +221,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
             );
         }
     }
+    kernelseal_injector::unbind(&args.socket);
     info!("[STOP] KernelSeal agent stopped");
     Ok(())
 }
@@ -416,4 +427,82 @@ fn log_policy(config: &Config) {
         p.audit_all,
         p.inherit_protection
     );
+}
+
+fn socket_gid(group: &str) -> Result<u32, Failure> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)
+        .map_err(|_| Failure::config(anyhow!("--socket-group {group:?}: bad name")))?;
+    // SAFETY: getgrnam with a valid C string; the result is read at once.
+    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
+    if gr.is_null() {
+        return Err(Failure::config(anyhow!(
+            "--socket-group {group:?}: no such group"
+        )));
+    }
+    // SAFETY: non-null result of getgrnam.
+    Ok(unsafe { (*gr).gr_gid })
+}
+
+fn delivery(
+    config: &Config,
+    gate: Option<&Gate>,
+    args: &AgentArgs,
+) -> Result<kernelseal_injector::Delivery, Failure> {
+    let registry = kernelseal_providers::Registry::from_config(config).map_err(Failure::config)?;
+    let cache = kernelseal_providers::Cache::new(std::sync::Arc::new(registry), Default::default());
+    let bindings = kernelseal_injector::prepare(config).map_err(Failure::config)?;
+    for b in bindings.iter().filter(|b| b.needs_pod_identity()) {
+        warn!(
+            "[CONFIG] binding {:?} selects by pod (namespace/labels/serviceAccount/container): pod \
+             identity is not resolved by this version, so it matches no caller",
+            b.name
+        );
+    }
+    let marks = match gate {
+        Some(_) => Some(std::sync::Arc::new(
+            kernelseal_bpf::Marks::from_pin(&args.pin_dir).map_err(Failure::runtime)?,
+        )),
+        None => None,
+    };
+    Ok(kernelseal_injector::Delivery {
+        bindings,
+        cache,
+        marks,
+    })
+}
+
+fn start_delivery(
+    config: &Config,
+    gate: Option<&Gate>,
+    args: &AgentArgs,
+) -> Result<kernelseal_injector::Shared, Failure> {
+    let d = delivery(config, gate, args)?;
+    let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
+    let listener = kernelseal_injector::bind(&args.socket, gid).map_err(Failure::runtime)?;
+    let shared: kernelseal_injector::Shared =
+        std::sync::Arc::new(tokio::sync::RwLock::new(std::sync::Arc::new(d)));
+    tokio::spawn(kernelseal_injector::serve(listener, shared.clone()));
+    info!("[OK] serving secrets on {}", args.socket.display());
+    Ok(shared)
+}
+
+async fn reload_delivery(
+    args: &AgentArgs,
+    gate: Option<&Gate>,
+    shared: &kernelseal_injector::Shared,
+) {
+    let config = match kernelseal_config::load_file(&args.config) {
+        Ok(l) => l.config,
+        Err(_) => return, // reported by reload()
+    };
+    match delivery(&config, gate, args) {
+        Ok(d) => *shared.write().await = std::sync::Arc::new(d),
+        Err(e) => error!(
+            "[CONFIG] bindings not reloaded, keeping the current ones: {}",
+            e.message()
+        ),
+    }
 }

@@ -1,0 +1,13 @@
+//! KernelSeal's delivery side: who is calling (identity), which bindings
+//! apply (select), and the agent socket that protects, then releases
+//! (server).
+
+mod error;
+pub mod identity;
+pub mod select;
+pub mod server;
+
+pub use error::InjectError;
+pub use identity::Caller;
+pub use select::{PreparedBinding, prepare};
+pub use server::{Delivery, Shared, bind, serve, unbind};
