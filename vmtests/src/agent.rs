@@ -39,7 +39,9 @@ impl Policy {
 /// Every config of the suite binds the victim's exec name, so a victim
 /// started as `/tmp/ks-victim` is marked by the kernel at exec.
 pub const EXEC_BINARY: &str = "ks-victim";
-const EXEC_BINDING: &str = "secrets:\n  - name: victims\n    selector:\n      binary: ks-victim\n    secretRefs:\n      - name: VICTIM_SECRET\n        source:\n          value: not-delivered-yet\n";
+/// The second binding selects socket callers by uid only (not by exec
+/// name), so only the wrapper's request marks its process.
+const EXEC_BINDING: &str = "secrets:\n  - name: victims\n    selector:\n      binary: ks-victim\n    secretRefs:\n      - name: VICTIM_SECRET\n        source:\n          value: not-delivered-yet\n  - name: wrapped\n    selector:\n      uid: 0\n    secretRefs:\n      - name: WRAPPED_SECRET\n        source:\n          value: wrapped-secret-value\n";
 
 pub struct Agent {
     child: Option<Child>,

@@ -272,3 +272,27 @@ pub fn audit_trail_is_rate_limited(ctx: &mut Ctx) -> TestResult {
     }
     Ok(())
 }
+
+/// `kernelseal exec -- app`: the app gets its secret in its environment and
+/// is protected from its first instruction (same PID as the wrapper).
+pub fn exec_wrapper_delivers_and_protects(ctx: &mut Ctx) -> TestResult {
+    ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
+    let mut v = Victim::spawn_wrapped()?;
+    let len = v.ask_number("getenv WRAPPED_SECRET", "env")?;
+    if len as usize != "wrapped-secret-value".len() {
+        return Err(format!("WRAPPED_SECRET has length {len}"));
+    }
+    all("wrapped app", v.pid, v.pid, v.addr, true)?;
+    let child = v.ask_number("fork", "child")?;
+    let result = all("wrapped app's child", child, child, v.addr, true);
+    kill_pid(child);
+    result?;
+    wait_log_line(&[&format!(
+        "[INJECT] Secrets injected into PID {}: [WRAPPED_SECRET]",
+        v.pid
+    )])?;
+    if log_text().contains("wrapped-secret-value") {
+        return Err("the secret value appeared in the agent's log".into());
+    }
+    Ok(())
+}

@@ -89,6 +89,10 @@ const TESTS: &[Test] = &[
         "audit_trail_is_rate_limited",
         exec_suite::audit_trail_is_rate_limited,
     ),
+    (
+        "exec_wrapper_delivers_and_protects",
+        exec_suite::exec_wrapper_delivers_and_protects,
+    ),
 ];
 
 fn main() -> ExitCode {

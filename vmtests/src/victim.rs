@@ -54,6 +54,13 @@ pub fn run() -> ! {
                 let err = exec_sleep();
                 format!("exec failed {err}")
             }
+            cmd if cmd.starts_with("getenv ") => {
+                let name = &cmd["getenv ".len()..];
+                match std::env::var(name) {
+                    Ok(v) => format!("env {}", v.len()),
+                    Err(_) => "env none".to_string(),
+                }
+            }
             "selfread" => {
                 let environ =
                     crate::attacks::Vector::Environ.attempt(std::process::id(), gettid(), 0);
@@ -100,8 +107,21 @@ impl Victim {
         Self::spawn_exe(bound_exe()?)
     }
 
+    /// Starts the victim through `kernelseal exec`: the wrapper asks the
+    /// agent, which marks it, then execs the victim in place (same PID).
+    pub fn spawn_wrapped() -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(crate::agent::KERNELSEAL);
+        cmd.args(["exec", "--timeout", "10s", "--"]).arg(exe);
+        Self::spawn_cmd(cmd)
+    }
+
     fn spawn_exe(exe: std::path::PathBuf) -> Result<Self, String> {
-        let mut child = Command::new(exe)
+        Self::spawn_cmd(Command::new(exe))
+    }
+
+    fn spawn_cmd(mut cmd: Command) -> Result<Self, String> {
+        let mut child = cmd
             .arg("victim")
             .env(SECRET_ENV, SECRET_VALUE)
             .stdin(Stdio::piped())

@@ -1,0 +1,251 @@
+//! Host tests of delivery: the real agent (mode disabled: no BPF-LSM on
+//! this host, and the agent says loudly that nothing is protected) and the
+//! real wrapper over a real unix socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "delivery-s3cret-VALUE";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kernelseal")
+}
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+    socket: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ks-delivery-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn start_agent(d: &Path) -> Agent {
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: shell\n    selector: {{ binary: sh }}\n    secretRefs:\n      - {{ name: MY_SECRET, source: {{ value: {SECRET} }} }}\n  - name: broken\n    selector: {{ binary: cat }}\n    secretRefs:\n      - {{ name: GONE, source: {{ fileRef: /nonexistent/kernelseal }} }}\n"
+        ),
+    )
+    .unwrap();
+    let socket = d.join("agent.sock");
+    let log = d.join("agent.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(bin())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("agent running")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Agent { child, log, socket }
+}
+
+fn wrap(socket: &Path, extra: &[&str], cmd: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(socket)
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn wrapper_gets_env_and_execs_with_the_same_pid() {
+    let d = dir("env");
+    let agent = start_agent(&d);
+    let child = Command::new(bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(&agent.socket)
+        .args(["--", "sh", "-c", "echo \"$$ $MY_SECRET\""])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("{pid} {SECRET}"),
+        "same PID, secret in env"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("NOT protected"),
+        "disabled mode is said: {err}"
+    );
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(
+        log.contains(&format!(
+            "[INJECT] Secrets injected into PID {pid}: [MY_SECRET]"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("UNPROTECTED"), "{log}");
+    assert!(!log.contains(SECRET), "value in the agent log: {log}");
+}
+
+#[test]
+fn no_binding_execs_without_secrets_and_says_so_with_verbose() {
+    let d = dir("nobinding");
+    let agent = start_agent(&d);
+    let out = wrap(&agent.socket, &["--verbose"], &["/bin/echo", "plain"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "plain");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no binding"));
+}
+
+#[test]
+fn unresolvable_binding_is_refused_not_started_empty() {
+    let d = dir("refused");
+    let agent = start_agent(&d);
+    let out = wrap(
+        &agent.socket,
+        &["--timeout", "300ms"],
+        &["cat", "/dev/null"],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GONE") && err.contains("no secret of binding \"broken\""),
+        "{err}"
+    );
+    let out = wrap(
+        &agent.socket,
+        &["--timeout", "300ms", "--on-error", "continue"],
+        &["cat", "/dev/null"],
+    );
+    assert!(out.status.success(), "continue execs without secrets");
+}
+
+#[test]
+fn agent_down_fails_within_the_timeout_or_continues() {
+    let d = dir("down");
+    let socket = d.join("none.sock");
+    let start = Instant::now();
+    let out = wrap(&socket, &["--timeout", "500ms"], &["/bin/echo", "x"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unavailable") && err.contains("gave up after 0.5s"),
+        "{err}"
+    );
+    let out = wrap(
+        &socket,
+        &["--timeout", "200ms", "--on-error", "continue"],
+        &["/bin/echo", "x"],
+    );
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "x");
+}
+
+#[test]
+fn malformed_and_oversize_requests_are_refused_and_the_agent_keeps_serving() {
+    let d = dir("bad");
+    let agent = start_agent(&d);
+    for frame in [
+        {
+            let mut f = 9u32.to_be_bytes().to_vec();
+            f.extend_from_slice(b"not json!");
+            f
+        },
+        (10u32 * 1024 * 1024).to_be_bytes().to_vec(),
+    ] {
+        let mut s = UnixStream::connect(&agent.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&frame).unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let text = String::from_utf8_lossy(&reply);
+        assert!(
+            text.contains("\"refused\"") && text.contains("bad request"),
+            "{text}"
+        );
+    }
+    let out = wrap(&agent.socket, &[], &["sh", "-c", "echo ${#MY_SECRET}"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        SECRET.len().to_string(),
+        "still serving"
+    );
+}
+
+#[test]
+fn socket_of_a_dead_agent_is_replaced_and_other_files_are_not() {
+    let d = dir("stale");
+    let socket = d.join("agent.sock");
+    // A socket nobody listens on: what a SIGKILLed agent leaves.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let agent = start_agent(&d);
+    assert!(
+        std::fs::read_to_string(&agent.log)
+            .unwrap()
+            .contains("replaced a stale socket")
+    );
+    // A second agent on the live socket is refused.
+    let config = d.join("config.yaml");
+    let out = Command::new(bin())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another agent is serving"));
+    drop(agent);
+    // A regular file is never removed.
+    let d2 = dir("regular");
+    let file = d2.join("agent.sock");
+    std::fs::write(&file, b"keep me").unwrap();
+    let out = Command::new(bin())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .arg("--socket")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
