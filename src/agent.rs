@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::event_log::{BindingNames, EventLog};
 use crate::exit::Failure;
+use kernelseal_injector::Metrics;
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
@@ -43,6 +44,10 @@ pub struct AgentArgs {
     /// Group (name or GID) given access to the socket (mode 0660).
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
+    /// Address for /metrics, /healthz and /ready; overrides
+    /// monitoring.metricsPort (e.g. 127.0.0.1:9090).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
     /// Pin layout version to write (upgrade tests stage an older agent's
     /// pins with it).
     #[arg(long, hide = true, default_value_t = kernelseal_bpf::abi::LAYOUT_VERSION)]
@@ -151,7 +156,22 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
         Some(stream) => Some(stream.map_err(Failure::runtime)?),
         None => None,
     };
-    let shared = start_delivery(&config, gate.as_ref(), &args)?;
+    let metrics = std::sync::Arc::new(Metrics::default());
+    metrics.lsm_loaded.set(i64::from(gate.is_some()));
+    // /ready: enforcement requested and in place, or not requested at all.
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    log.metrics = Some(metrics.clone());
+    log.mode = config.policy.mode.as_str();
+    start_metrics(
+        &config,
+        &args,
+        &metrics,
+        gate.as_ref().map(|_| args.pin_dir.clone()),
+    )
+    .await?;
+    let shared = start_delivery(&config, gate.as_ref(), &args, &metrics)?;
     log_policy(&config);
     info!("[OK] KernelSeal agent running - monitoring for process execution");
 
@@ -163,7 +183,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
             _ = int.recv() => { info!("[STOP] SIGINT received"); break; }
             _ = hup.recv() => {
                 reload(&args.config, gate.as_mut(), &mut log);
-                reload_delivery(&args, gate.as_ref(), &shared).await;
+                reload_delivery(&args, gate.as_ref(), &shared, &metrics).await;
             }
             _ = flush.tick() => {
                 log.flush();
@@ -450,6 +470,7 @@ fn delivery(
     config: &Config,
     gate: Option<&Gate>,
     args: &AgentArgs,
+    metrics: &std::sync::Arc<Metrics>,
 ) -> Result<kernelseal_injector::Delivery, Failure> {
     let registry = kernelseal_providers::Registry::from_config(config).map_err(Failure::config)?;
     let cache = kernelseal_providers::Cache::new(std::sync::Arc::new(registry), Default::default());
@@ -471,6 +492,7 @@ fn delivery(
         bindings,
         cache,
         marks,
+        metrics: metrics.clone(),
     })
 }
 
@@ -478,8 +500,9 @@ fn start_delivery(
     config: &Config,
     gate: Option<&Gate>,
     args: &AgentArgs,
+    metrics: &std::sync::Arc<Metrics>,
 ) -> Result<kernelseal_injector::Shared, Failure> {
-    let d = delivery(config, gate, args)?;
+    let d = delivery(config, gate, args, metrics)?;
     let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
     let listener = kernelseal_injector::bind(&args.socket, gid).map_err(Failure::runtime)?;
     let shared: kernelseal_injector::Shared =
@@ -493,16 +516,52 @@ async fn reload_delivery(
     args: &AgentArgs,
     gate: Option<&Gate>,
     shared: &kernelseal_injector::Shared,
+    metrics: &std::sync::Arc<Metrics>,
 ) {
     let config = match kernelseal_config::load_file(&args.config) {
         Ok(l) => l.config,
         Err(_) => return, // reported by reload()
     };
-    match delivery(&config, gate, args) {
+    match delivery(&config, gate, args, metrics) {
         Ok(d) => *shared.write().await = std::sync::Arc::new(d),
         Err(e) => error!(
             "[CONFIG] bindings not reloaded, keeping the current ones: {}",
             e.message()
         ),
     }
+}
+
+/// Metrics on `monitoring.metricsPort` (all interfaces, like the original)
+/// unless `monitoring.enabled: false`.
+async fn start_metrics(
+    config: &Config,
+    args: &AgentArgs,
+    metrics: &std::sync::Arc<Metrics>,
+    pin_dir: Option<PathBuf>,
+) -> Result<(), Failure> {
+    if !config.monitoring.enabled {
+        return Ok(());
+    }
+    let addr = args
+        .metrics_addr
+        .clone()
+        .unwrap_or_else(|| format!("0.0.0.0:{}", config.monitoring.metrics_port));
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| Failure::runtime(anyhow!("metrics endpoint {addr}: {e}")))?;
+    let refresh: std::sync::Arc<dyn Fn(&Metrics) + Send + Sync> =
+        std::sync::Arc::new(move |m: &Metrics| {
+            if let Some(dir) = &pin_dir {
+                m.protected_processes
+                    .set(crate::protected_count::count(dir) as i64);
+            }
+        });
+    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    tokio::spawn(kernelseal_injector::serve_http(
+        listener,
+        metrics.clone(),
+        refresh,
+    ));
+    info!("[OK] metrics on http://{bound}/metrics, /healthz, /ready");
+    Ok(())
 }

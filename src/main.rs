@@ -8,6 +8,7 @@ mod event_log;
 mod exit;
 mod logging;
 mod marks_cli;
+mod protected_count;
 mod providers_cli;
 mod selftest;
 

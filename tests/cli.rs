@@ -107,6 +107,8 @@ fn enforce_agent_fails_closed_or_runs() {
             path.to_str().unwrap(),
             "--pin-dir",
             pins.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -162,6 +164,7 @@ fn wait_for_line(buf: &std::sync::Arc<std::sync::Mutex<String>>, needle: &str) {
 #[test]
 fn disabled_agent_warns_reloads_on_sighup_and_stops_on_sigterm() {
     let path = tmp_config("disabled.yaml", "version: v1\npolicy:\n  mode: disabled\n");
+    let socket = path.with_file_name("disabled.sock").display().to_string();
     let mut child = bin()
         .args([
             "agent",
@@ -169,6 +172,10 @@ fn disabled_agent_warns_reloads_on_sighup_and_stops_on_sigterm() {
             path.to_str().unwrap(),
             "--log-format",
             "json",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--socket",
+            &socket,
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -51,6 +51,7 @@ fn start_agent(d: &Path) -> Agent {
         .arg(&config)
         .arg("--socket")
         .arg(&socket)
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
@@ -229,6 +230,7 @@ fn socket_of_a_dead_agent_is_replaced_and_other_files_are_not() {
         .arg(&config)
         .arg("--socket")
         .arg(&socket)
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -243,9 +245,59 @@ fn socket_of_a_dead_agent_is_replaced_and_other_files_are_not() {
         .arg(&config)
         .arg("--socket")
         .arg(&file)
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+#[test]
+fn metrics_endpoint_is_scraped_and_parsed() {
+    let d = dir("metrics");
+    let agent = start_agent(&d);
+    let out = wrap(&agent.socket, &[], &["sh", "-c", "true"]);
+    assert!(out.status.success());
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    let addr = log
+        .lines()
+        .find_map(|l| l.split("[OK] metrics on http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .expect("metrics address logged")
+        .to_string();
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let metrics = get("/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert_eq!(value("kernelseal_secrets_injected_total "), 1.0);
+    assert_eq!(value("kernelseal_secrets_denied_total "), 0.0);
+    assert_eq!(
+        value("kernelseal_lsm_loaded "),
+        0.0,
+        "mode disabled loads nothing"
+    );
+    assert!(
+        metrics.contains("kernelseal_provider_fetch_seconds_count{provider=\"value\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+    assert!(!metrics.contains(SECRET));
+    assert!(get("/healthz").starts_with("HTTP/1.1 200 OK"));
+    assert!(get("/ready").starts_with("HTTP/1.1 200 OK"));
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }

@@ -4,10 +4,12 @@
 
 mod error;
 pub mod identity;
+pub mod metrics;
 pub mod select;
 pub mod server;
 
 pub use error::InjectError;
 pub use identity::Caller;
+pub use metrics::{AccessLabels, Metrics, serve_http};
 pub use select::{PreparedBinding, prepare};
 pub use server::{Delivery, Shared, bind, serve, unbind};

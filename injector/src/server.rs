@@ -31,6 +31,7 @@ pub struct Delivery {
     pub cache: Cache,
     /// `None` in `mode: disabled`: secrets are delivered unprotected.
     pub marks: Option<Arc<Marks>>,
+    pub metrics: Arc<crate::Metrics>,
 }
 
 pub type Shared = Arc<RwLock<Arc<Delivery>>>;
@@ -163,6 +164,15 @@ async fn handle(mut stream: UnixStream, d: &Delivery) -> Result<(), InjectError>
         }
     };
     let res = respond(&caller, &req, d).await;
+    match &res {
+        ExecResponse::Ok { env, .. } => {
+            d.metrics.secrets_injected.inc_by(env.len() as u64);
+        }
+        ExecResponse::Refused { .. } => {
+            d.metrics.secrets_denied.inc();
+        }
+        ExecResponse::NoBinding { .. } => {}
+    }
     reply(&mut stream, &res)
         .await
         .map_err(|e| InjectError::Socket {
@@ -206,7 +216,12 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
     for b in &selected {
         let mut got = 0;
         for (name, sref) in &b.refs {
-            match d.cache.get(sref).await {
+            let started = std::time::Instant::now();
+            let fetched = d.cache.get(sref).await;
+            let provider = sref.provider_name().unwrap_or(sref.kind());
+            d.metrics
+                .observe_fetch(provider, started.elapsed(), fetched.is_ok());
+            match fetched {
                 Ok(v) => match v.expose_str().filter(|s| !s.contains('\0')) {
                     Some(s) => {
                         env.push(EnvVar {
