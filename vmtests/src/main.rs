@@ -107,6 +107,17 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if args.first().map(String::as_str) == Some("attack") {
+        // For the demo: every vector against one PID, one line each.
+        let Some(pid) = args.get(1).and_then(|p| p.parse::<u32>().ok()) else {
+            eprintln!("usage: kernelseal-vmtests attack PID");
+            return ExitCode::from(2);
+        };
+        for v in attacks::ALL {
+            println!("  {:<18} {}", v.name(), v.attempt(pid, pid, 0x1000));
+        }
+        return ExitCode::SUCCESS;
+    }
     if args.first().map(String::as_str) == Some("bench") {
         return match bench::run() {
             Ok(()) => ExitCode::SUCCESS,

@@ -89,6 +89,9 @@ enum Cmd {
     },
     /// Download and cache the test kernels and busybox under target/vm/.
     VmFetch,
+    /// The demo: boot the newest kernel, start the agent, run an app through
+    /// `kernelseal exec`, and show root being refused next to the log.
+    Demo,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -138,6 +141,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             args,
         } => vm_test(&ws, kernel, runner, timeout, &with, args),
         Cmd::VmBench { kernel, timeout } => vm_bench(&ws, kernel, timeout),
+        Cmd::Demo => {
+            const RUNNER: &str = "kernelseal-vmtests";
+            ws.cargo_build_release(&["-p", RUNNER, "--bin", RUNNER])?;
+            let script = ws.root.join("examples/vm-demo.sh");
+            vm_run(
+                &ws,
+                Series::V6_19,
+                300,
+                &[ws.release_bin(RUNNER)],
+                &script,
+                Vec::new(),
+            )
+        }
         Cmd::VmFetch => {
             ensure_busybox(&ws.vm_dir())?;
             for series in Series::ALL {
