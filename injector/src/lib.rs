@@ -2,6 +2,7 @@
 //! apply (select), and the agent socket that protects, then releases
 //! (server).
 
+pub mod cgroup;
 mod error;
 pub mod identity;
 pub mod metrics;
