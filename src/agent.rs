@@ -177,8 +177,22 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
 
     let mut flush = tokio::time::interval(crate::audit::WINDOW);
     let mut dropped_seen = 0u64;
+    // File changes reload like SIGHUP. Polled, not inotify: a Kubernetes
+    // ConfigMap update swaps a symlink above the file, which a watch on the
+    // file itself would miss.
+    let mut config_poll = tokio::time::interval(CONFIG_POLL);
+    let mut config_stamp = file_stamp(&args.config);
     loop {
         tokio::select! {
+            _ = config_poll.tick() => {
+                let stamp = file_stamp(&args.config);
+                if stamp != config_stamp {
+                    config_stamp = stamp;
+                    info!("[CONFIG] {} changed on disk", args.config.display());
+                    reload(&args.config, gate.as_mut(), &mut log);
+                    reload_delivery(&args, gate.as_ref(), &shared, &metrics).await;
+                }
+            }
             _ = term.recv() => { info!("[STOP] SIGTERM received"); break; }
             _ = int.recv() => { info!("[STOP] SIGINT received"); break; }
             _ = hup.recv() => {
@@ -564,4 +578,13 @@ async fn start_metrics(
     ));
     info!("[OK] metrics on http://{bound}/metrics, /healthz, /ready");
     Ok(())
+}
+
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What identifies a config file's content cheaply: modification time and
+/// size of the file the path resolves to now.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }

@@ -260,3 +260,48 @@ fn providers_check_reports_each_ref_and_never_a_value() {
         "value leaked: {out}{err}"
     );
 }
+
+#[test]
+fn a_changed_config_file_is_reloaded_without_a_signal() {
+    let path = tmp_config("watched.yaml", "version: v1\npolicy:\n  mode: disabled\n");
+    let socket = path.with_file_name("watched.sock").display().to_string();
+    let mut child = bin()
+        .args([
+            "agent",
+            "--config",
+            path.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--socket",
+            &socket,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = buf.clone();
+    let reader = std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    wait_for_line(&buf, "KernelSeal agent running");
+    // A different size guarantees a different stamp even within one mtime tick.
+    std::fs::write(
+        &path,
+        "version: v1\npolicy:\n  mode: disabled\n  auditAll: true\n",
+    )
+    .unwrap();
+    wait_for_line(&buf, "changed on disk");
+    unsafe_kill(child.id(), libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+}
