@@ -171,7 +171,8 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
         gate.as_ref().map(|_| args.pin_dir.clone()),
     )
     .await?;
-    let shared = start_delivery(&config, gate.as_ref(), &args, &metrics)?;
+    let live = std::sync::Arc::new(kernelseal_injector::LiveSet::default());
+    let shared = start_delivery(&config, gate.as_ref(), &args, &metrics, &live)?;
     log_policy(&config);
     info!("[OK] KernelSeal agent running - monitoring for process execution");
 
@@ -190,14 +191,14 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
                     config_stamp = stamp;
                     info!("[CONFIG] {} changed on disk", args.config.display());
                     reload(&args.config, gate.as_mut(), &mut log);
-                    reload_delivery(&args, gate.as_ref(), &shared, &metrics).await;
+                    reload_delivery(&args, gate.as_ref(), &shared, &metrics, &live).await;
                 }
             }
             _ = term.recv() => { info!("[STOP] SIGTERM received"); break; }
             _ = int.recv() => { info!("[STOP] SIGINT received"); break; }
             _ = hup.recv() => {
                 reload(&args.config, gate.as_mut(), &mut log);
-                reload_delivery(&args, gate.as_ref(), &shared, &metrics).await;
+                reload_delivery(&args, gate.as_ref(), &shared, &metrics, &live).await;
             }
             _ = flush.tick() => {
                 log.flush();
@@ -485,9 +486,14 @@ fn delivery(
     gate: Option<&Gate>,
     args: &AgentArgs,
     metrics: &std::sync::Arc<Metrics>,
+    live: &std::sync::Arc<kernelseal_injector::LiveSet>,
 ) -> Result<kernelseal_injector::Delivery, Failure> {
     let registry = kernelseal_providers::Registry::from_config(config).map_err(Failure::config)?;
     let cache = kernelseal_providers::Cache::new(std::sync::Arc::new(registry), Default::default());
+    // The refresher holds the cache weakly and the watcher only a receiver:
+    // both end when a reload drops this cache.
+    cache.spawn_refresher();
+    tokio::spawn(kernelseal_injector::watch(cache.subscribe(), live.clone()));
     let bindings = kernelseal_injector::prepare(config).map_err(Failure::config)?;
     for b in bindings.iter().filter(|b| b.needs_pod_identity()) {
         warn!(
@@ -507,6 +513,7 @@ fn delivery(
         cache,
         marks,
         metrics: metrics.clone(),
+        live: live.clone(),
     })
 }
 
@@ -515,8 +522,9 @@ fn start_delivery(
     gate: Option<&Gate>,
     args: &AgentArgs,
     metrics: &std::sync::Arc<Metrics>,
+    live: &std::sync::Arc<kernelseal_injector::LiveSet>,
 ) -> Result<kernelseal_injector::Shared, Failure> {
-    let d = delivery(config, gate, args, metrics)?;
+    let d = delivery(config, gate, args, metrics, live)?;
     let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
     let listener = kernelseal_injector::bind(&args.socket, gid).map_err(Failure::runtime)?;
     let shared: kernelseal_injector::Shared =
@@ -531,12 +539,13 @@ async fn reload_delivery(
     gate: Option<&Gate>,
     shared: &kernelseal_injector::Shared,
     metrics: &std::sync::Arc<Metrics>,
+    live: &std::sync::Arc<kernelseal_injector::LiveSet>,
 ) {
     let config = match kernelseal_config::load_file(&args.config) {
         Ok(l) => l.config,
         Err(_) => return, // reported by reload()
     };
-    match delivery(&config, gate, args, metrics) {
+    match delivery(&config, gate, args, metrics, live) {
         Ok(d) => *shared.write().await = std::sync::Arc::new(d),
         Err(e) => error!(
             "[CONFIG] bindings not reloaded, keeping the current ones: {}",

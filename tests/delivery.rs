@@ -301,3 +301,94 @@ fn metrics_endpoint_is_scraped_and_parsed() {
     assert!(get("/ready").starts_with("HTTP/1.1 200 OK"));
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }
+
+#[test]
+fn a_rotated_secret_signals_the_process_it_was_delivered_to() {
+    let d = dir("rotate");
+    let secret_file = d.join("secret");
+    std::fs::write(&secret_file, "first-value").unwrap();
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: rotating\n    selector: {{ binary: sh }}\n    onRotate: {{ signal: SIGUSR1 }}\n    secretRefs:\n      - {{ name: ROT, source: {{ fileRef: {{ path: {}, ttl: 1s }} }} }}\n",
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let socket = d.join("agent.sock");
+    let log = d.join("agent.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let _agent = Agent {
+        child: Command::new(bin())
+            .args(["agent", "--config"])
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+        log: log.clone(),
+        socket: socket.clone(),
+    };
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("agent running")
+    {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let marker = d.join("rotated");
+    let ready = d.join("ready");
+    let script = format!(
+        "trap 'echo \"$ROT\" >> {m}' USR1; echo up > {r}; while true; do sleep 0.1; done",
+        m = marker.display(),
+        r = ready.display()
+    );
+    let mut app = Command::new(bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--", "sh", "-c", &script])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !ready.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "app did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&secret_file, "second-value-longer").unwrap();
+    let start = Instant::now();
+    while !marker.exists() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = app.kill();
+            panic!(
+                "no SIGUSR1 after rotation: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = app.kill();
+    let _ = app.wait();
+    // The process still holds the value it was started with: env cannot change in place.
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().lines().next(),
+        Some("first-value")
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!("sent SIGUSR1 to PID {}", app.id())),
+        "{text}"
+    );
+    assert!(
+        !text.contains("first-value") && !text.contains("second-value"),
+        "values in the log: {text}"
+    );
+}

@@ -6,11 +6,13 @@ pub mod cgroup;
 mod error;
 pub mod identity;
 pub mod metrics;
+pub mod rotate;
 pub mod select;
 pub mod server;
 
 pub use error::InjectError;
 pub use identity::Caller;
 pub use metrics::{AccessLabels, Metrics, serve_http};
+pub use rotate::{LiveSet, watch};
 pub use select::{PreparedBinding, prepare};
 pub use server::{Delivery, Shared, bind, serve, unbind};

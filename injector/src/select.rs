@@ -2,7 +2,7 @@
 //! The pod is what authorizes in Kubernetes; `binary` and `path` are the
 //! caller's claim about what it will exec, so they only narrow.
 
-use kernelseal_config::{Binding, Config, Selector};
+use kernelseal_config::{Binding, Config, OnRotate, Selector};
 use kernelseal_providers::SecretRef;
 
 use crate::error::InjectError;
@@ -15,6 +15,7 @@ pub struct PreparedBinding {
     pub name: String,
     pub selector: Selector,
     pub refs: Vec<(String, SecretRef)>,
+    pub on_rotate: Option<OnRotate>,
 }
 
 impl PreparedBinding {
@@ -64,6 +65,7 @@ fn prepare_one(id: u32, b: &Binding) -> Result<PreparedBinding, InjectError> {
         name: b.name.clone(),
         selector: b.selector.clone(),
         refs,
+        on_rotate: b.on_rotate.clone(),
     })
 }
 

@@ -32,6 +32,8 @@ pub struct Delivery {
     /// `None` in `mode: disabled`: secrets are delivered unprotected.
     pub marks: Option<Arc<Marks>>,
     pub metrics: Arc<crate::Metrics>,
+    /// Processes delivered to, for rotation (outlives a reload).
+    pub live: Arc<crate::LiveSet>,
 }
 
 pub type Shared = Arc<RwLock<Arc<Delivery>>>;
@@ -277,6 +279,21 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
             false
         }
     };
+    for b in &selected {
+        match caller.pidfd.try_clone() {
+            Ok(pidfd) => d.live.add(crate::rotate::Live {
+                pid: caller.pid,
+                pidfd,
+                binding: b.name.clone(),
+                on_rotate: b.on_rotate.clone(),
+                keys: b.refs.iter().filter_map(|(_, r)| r.cache_key()).collect(),
+            }),
+            Err(e) => warn!(
+                pid = caller.pid,
+                "[ROTATE] PID {} will not hear of rotations: {e}", caller.pid
+            ),
+        }
+    }
     let names: Vec<&str> = env.iter().map(|v| v.name.as_str()).collect();
     let bindings: Vec<String> = selected.iter().map(|b| b.name.clone()).collect();
     info!(pid = caller.pid, uid = caller.uid, bindings = ?bindings, "[INJECT] Secrets injected into PID {}: [{}]", caller.pid, names.join(", "));
