@@ -82,7 +82,7 @@ impl LiveSet {
         let mut affected = 0;
         for l in set
             .iter()
-            .filter(|l| l.keys.iter().any(|k| *k == change.key))
+            .filter(|l| l.keys.contains(&change.key))
         {
             affected += 1;
             let what = change.reference.to_string();
