@@ -68,14 +68,6 @@ impl LiveSet {
         set.push(live);
     }
 
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Acts on one version change; returns how many processes were affected.
     pub fn on_change(&self, change: &VersionChange) -> usize {
         let set = self.0.lock().unwrap_or_else(|p| p.into_inner());
