@@ -2,7 +2,7 @@
 //! The pod is what authorizes in Kubernetes; `binary` and `path` are the
 //! caller's claim about what it will exec, so they only narrow.
 
-use kernelseal_config::{Binding, Config, OnRotate, Selector};
+use kernelseal_config::{Binding, Config, Delivery, OnRotate, Selector};
 use kernelseal_providers::SecretRef;
 
 use crate::error::InjectError;
@@ -40,6 +40,14 @@ pub fn prepare(config: &Config) -> Result<Vec<PreparedBinding>, InjectError> {
 }
 
 fn prepare_one(id: u32, b: &Binding) -> Result<PreparedBinding, InjectError> {
+    // Delivering a file binding's secrets as environment variables instead
+    // would put them where the author chose not to: refuse.
+    if b.delivery == Delivery::File {
+        return Err(InjectError::Binding {
+            binding: b.name.clone(),
+            reason: "delivery: file is not supported by this version yet; use delivery: env".into(),
+        });
+    }
     let refs = b
         .secret_refs
         .iter()
