@@ -72,10 +72,7 @@ impl LiveSet {
     pub fn on_change(&self, change: &VersionChange) -> usize {
         let set = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let mut affected = 0;
-        for l in set
-            .iter()
-            .filter(|l| l.keys.contains(&change.key))
-        {
+        for l in set.iter().filter(|l| l.keys.contains(&change.key)) {
             affected += 1;
             let what = change.reference.to_string();
             match &l.on_rotate {

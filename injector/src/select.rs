@@ -156,4 +156,16 @@ mod tests {
             "pod selectors need pod identity"
         );
     }
+
+    #[test]
+    fn file_delivery_is_refused_not_downgraded_to_env() {
+        let cfg = kernelseal_config::parse_str(
+            "secrets:\n  - name: files\n    selector: { uid: 1 }\n    delivery: file\n    secretRefs:\n      - { name: a.txt, source: { value: x } }\n",
+            "t",
+        )
+        .unwrap()
+        .config;
+        let e = prepare(&cfg).unwrap_err().to_string();
+        assert!(e.contains("files") && e.contains("delivery: file"), "{e}");
+    }
 }
