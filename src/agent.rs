@@ -197,6 +197,8 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
             _ = term.recv() => { info!("[STOP] SIGTERM received"); break; }
             _ = int.recv() => { info!("[STOP] SIGINT received"); break; }
             _ = hup.recv() => {
+                // What SIGHUP loads, the file poll must not load again.
+                config_stamp = file_stamp(&args.config);
                 reload(&args.config, gate.as_mut(), &mut log);
                 reload_delivery(&args, gate.as_ref(), &shared, &metrics, &live).await;
             }

@@ -46,7 +46,6 @@ const EXEC_BINDING: &str = "secrets:\n  - name: victims\n    selector:\n      bi
 pub struct Agent {
     child: Option<Child>,
     pub pid: u32,
-    policy_lines: usize,
 }
 
 impl Agent {
@@ -57,7 +56,7 @@ impl Agent {
     }
 
     pub fn start_with(yaml: &str, extra: &[&str]) -> Result<Self, String> {
-        std::fs::write(CONFIG, yaml).map_err(|e| e.to_string())?;
+        write_config(yaml)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -75,13 +74,11 @@ impl Agent {
         let mut agent = Agent {
             child: Some(child),
             pid,
-            policy_lines: 0,
         };
         agent.wait_for(
             |log| count(log, "[OK] KernelSeal agent running") > ready_before,
             "agent ready",
         )?;
-        agent.policy_lines = count(&log_text(), "[CONFIG] Policy configured");
         Ok(agent)
     }
 
@@ -92,16 +89,16 @@ impl Agent {
     }
 
     pub fn set_policy_yaml(&mut self, yaml: &str) -> Result<(), String> {
-        std::fs::write(CONFIG, yaml).map_err(|e| e.to_string())?;
+        // The agent also reloads when it sees the file change (polled), so
+        // one or two reloads follow; either applies this content.
+        let before = count(&log_text(), "[CONFIG] Policy configured");
+        write_config(yaml)?;
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGHUP) };
-        let want = self.policy_lines + 1;
         self.wait_for(
-            |log| count(log, "[CONFIG] Policy configured") >= want,
+            |log| count(log, "[CONFIG] Policy configured") > before,
             "policy reload",
-        )?;
-        self.policy_lines = want;
-        Ok(())
+        )
     }
 
     fn wait_for(&mut self, done: impl Fn(&str) -> bool, what: &str) -> Result<(), String> {
@@ -131,7 +128,6 @@ impl Agent {
         Agent {
             child: None,
             pid: 0,
-            policy_lines: 0,
         }
     }
 
@@ -234,4 +230,12 @@ pub fn unprotect(pid: u32) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// Atomically (write + rename): the agent polls the file and must never see
+/// half of it.
+fn write_config(yaml: &str) -> Result<(), String> {
+    let tmp = format!("{CONFIG}.tmp");
+    std::fs::write(&tmp, yaml).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, CONFIG).map_err(|e| e.to_string())
 }
