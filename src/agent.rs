@@ -41,6 +41,10 @@ pub struct AgentArgs {
     /// The agent socket the `kernelseal exec` wrapper asks for secrets.
     #[arg(long, default_value = kernelseal_protocol::DEFAULT_SOCKET, value_name = "PATH")]
     socket: PathBuf,
+    /// Where `delivery: file` bindings write (must be on tmpfs: the kernel
+    /// guard covers tmpfs files).
+    #[arg(long, default_value = "/run/kernelseal/secrets", value_name = "DIR")]
+    secrets_dir: PathBuf,
     /// Group (name or GID) given access to the socket (mode 0660).
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
@@ -510,12 +514,30 @@ fn delivery(
         )),
         None => None,
     };
+    if bindings
+        .iter()
+        .any(|b| b.delivery == kernelseal_config::Delivery::File)
+    {
+        kernelseal_injector::files::check_tmpfs(&args.secrets_dir).map_err(Failure::config)?;
+    }
+    let guard = match gate {
+        Some(_) => Some(std::sync::Arc::new(std::sync::Mutex::new(
+            kernelseal_bpf::GuardedFiles::from_pin(&args.pin_dir, args.pin_layout_version)
+                .map_err(Failure::runtime)?,
+        ))),
+        None => None,
+    };
+    let files = std::sync::Arc::new(kernelseal_injector::FileStore {
+        root: args.secrets_dir.clone(),
+        guard,
+    });
     Ok(kernelseal_injector::Delivery {
         bindings,
         cache,
         marks,
         metrics: metrics.clone(),
         live: live.clone(),
+        files,
     })
 }
 

@@ -70,6 +70,14 @@ impl EventLog {
             };
         }
         match ev.decision {
+            // A file refusal has no target process: the owner is a delivery.
+            Decision::Denied if ev.kind == kernelseal_bpf::AccessKind::SecretFile => line!(
+                warn,
+                "[LSM BLOCKED] PID={} attempted to open a secret file of delivery {} ({})",
+                ev.accessor_pid,
+                ev.binding_id,
+                ev.accessor_comm
+            ),
             Decision::Denied => line!(
                 warn,
                 "[LSM BLOCKED] PID={} attempted {kind} access to PID={} ({})",

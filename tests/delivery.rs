@@ -392,3 +392,83 @@ fn a_rotated_secret_signals_the_process_it_was_delivered_to() {
         "values in the log: {text}"
     );
 }
+
+#[test]
+fn file_delivery_writes_0400_files_and_removes_them_when_the_process_exits() {
+    let d = dir("files");
+    // The guard covers tmpfs only, so the agent insists on one.
+    let shm = PathBuf::from(format!("/dev/shm/ks-delivery-{}", std::process::id()));
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: files\n    selector: {{ binary: sh }}\n    delivery: file\n    secretRefs:\n      - {{ name: token.txt, source: {{ value: {SECRET} }} }}\n"),
+    )
+    .unwrap();
+    let socket = d.join("agent.sock");
+    let log = d.join("agent.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let _agent = Agent {
+        child: Command::new(bin())
+            .args(["agent", "--config"])
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--secrets-dir")
+            .arg(&shm)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+        log: log.clone(),
+        socket: socket.clone(),
+    };
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("agent running")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = wrap(
+        &socket,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "stat -c '%a %n' \"$KERNELSEAL_SECRETS_DIR/token.txt\"; cat \"$KERNELSEAL_SECRETS_DIR/token.txt\"; echo; echo \"$KERNELSEAL_SECRETS_DIR\"",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("400 "), "mode 0400: {stdout}");
+    assert_eq!(lines[1], SECRET);
+    let dir_of_app = PathBuf::from(lines[2]);
+    assert!(dir_of_app.starts_with(&shm));
+    let start = Instant::now();
+    while dir_of_app.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} not removed after exit",
+            dir_of_app.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("[FILE] Secrets written to") && text.contains("(its process exited)"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET));
+    let _ = std::fs::remove_dir_all(&shm);
+}

@@ -125,16 +125,19 @@ impl Marks {
     }
 
     /// Marks the process a pidfd names (a caller of the agent socket, taken
-    /// from SO_PEERPIDFD) and reads the mark back.
+    /// from SO_PEERPIDFD) and reads the mark back. A non-zero `file_owner`
+    /// lets its process tree open the secret files guarded under that id.
     pub fn protect_pidfd(
         &self,
         pidfd: &OwnedFd,
         pid: u32,
         binding_id: u32,
+        file_owner: u32,
     ) -> Result<(), BpfError> {
         let mark = RawTaskMark {
             flags: abi::MARK_PROTECTED,
             binding_id,
+            file_owner,
             ..Default::default()
         };
         let key = std::os::fd::AsRawFd::as_raw_fd(pidfd);

@@ -5,6 +5,8 @@ pub enum InjectError {
     Identity(String),
     #[error("socket {path}: {reason}")]
     Socket { path: String, reason: String },
+    #[error("secret files at {path}: {reason}")]
+    Files { path: String, reason: String },
     #[error("binding {binding:?}: {reason}")]
     Binding { binding: String, reason: String },
     #[error("protecting PID {pid} failed: {reason}")]

@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 mod error;
+pub mod files;
 pub mod identity;
 pub mod metrics;
 pub mod rotate;
@@ -11,6 +12,7 @@ pub mod select;
 pub mod server;
 
 pub use error::InjectError;
+pub use files::FileStore;
 pub use identity::Caller;
 pub use metrics::{AccessLabels, Metrics, serve_http};
 pub use rotate::{LiveSet, watch};

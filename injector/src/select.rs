@@ -16,6 +16,7 @@ pub struct PreparedBinding {
     pub selector: Selector,
     pub refs: Vec<(String, SecretRef)>,
     pub on_rotate: Option<OnRotate>,
+    pub delivery: Delivery,
 }
 
 impl PreparedBinding {
@@ -40,14 +41,6 @@ pub fn prepare(config: &Config) -> Result<Vec<PreparedBinding>, InjectError> {
 }
 
 fn prepare_one(id: u32, b: &Binding) -> Result<PreparedBinding, InjectError> {
-    // Delivering a file binding's secrets as environment variables instead
-    // would put them where the author chose not to: refuse.
-    if b.delivery == Delivery::File {
-        return Err(InjectError::Binding {
-            binding: b.name.clone(),
-            reason: "delivery: file is not supported by this version yet; use delivery: env".into(),
-        });
-    }
     let refs = b
         .secret_refs
         .iter()
@@ -74,6 +67,7 @@ fn prepare_one(id: u32, b: &Binding) -> Result<PreparedBinding, InjectError> {
         selector: b.selector.clone(),
         refs,
         on_rotate: b.on_rotate.clone(),
+        delivery: b.delivery,
     })
 }
 
@@ -155,17 +149,5 @@ mod tests {
             !matches(&binding("{ namespace: db }"), &c, "/x"),
             "pod selectors need pod identity"
         );
-    }
-
-    #[test]
-    fn file_delivery_is_refused_not_downgraded_to_env() {
-        let cfg = kernelseal_config::parse_str(
-            "secrets:\n  - name: files\n    selector: { uid: 1 }\n    delivery: file\n    secretRefs:\n      - { name: a.txt, source: { value: x } }\n",
-            "t",
-        )
-        .unwrap()
-        .config;
-        let e = prepare(&cfg).unwrap_err().to_string();
-        assert!(e.contains("files") && e.contains("delivery: file"), "{e}");
     }
 }

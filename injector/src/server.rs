@@ -22,6 +22,9 @@ use crate::error::InjectError;
 use crate::identity::Caller;
 use crate::select::{PreparedBinding, matches};
 
+/// Tells a file-delivery app where its files are.
+pub const SECRETS_DIR_VAR: &str = "KERNELSEAL_SECRETS_DIR";
+
 /// A request must arrive this fast; a stalled client cannot hold a task.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -34,6 +37,8 @@ pub struct Delivery {
     pub metrics: Arc<crate::Metrics>,
     /// Processes delivered to, for rotation (outlives a reload).
     pub live: Arc<crate::LiveSet>,
+    /// Where `delivery: file` bindings write.
+    pub files: Arc<crate::FileStore>,
 }
 
 pub type Shared = Arc<RwLock<Arc<Delivery>>>;
@@ -167,9 +172,7 @@ async fn handle(mut stream: UnixStream, d: &Delivery) -> Result<(), InjectError>
     };
     let res = respond(&caller, &req, d).await;
     match &res {
-        ExecResponse::Ok { env, .. } => {
-            d.metrics.secrets_injected.inc_by(env.len() as u64);
-        }
+        ExecResponse::Ok { .. } => {}
         ExecResponse::Refused { .. } => {
             d.metrics.secrets_denied.inc();
         }
@@ -213,6 +216,7 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
         }
     }
     let mut env = Vec::new();
+    let mut files: Vec<(String, zeroize::Zeroizing<Vec<u8>>)> = Vec::new();
     let mut missing = Vec::new();
     let mut warnings = Vec::new();
     for b in &selected {
@@ -224,6 +228,13 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
             d.metrics
                 .observe_fetch(provider, started.elapsed(), fetched.is_ok());
             match fetched {
+                Ok(v) if b.delivery == kernelseal_config::Delivery::File => {
+                    files.push((
+                        name.clone(),
+                        zeroize::Zeroizing::new(v.expose_bytes().to_vec()),
+                    ));
+                    got += 1;
+                }
                 Ok(v) => match v.expose_str().filter(|s| !s.contains('\0')) {
                     Some(s) => {
                         env.push(EnvVar {
@@ -255,10 +266,18 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
             );
         }
     }
-    // Protect, verify, and only then release.
+    // Protect, verify, and only then release. A file delivery's id goes in
+    // the mark first, so the files are guarded for this tree alone.
+    let file_owner = if files.is_empty() {
+        0
+    } else {
+        crate::files::next_delivery_id()
+    };
     let protected = match &d.marks {
         Some(marks) => {
-            if let Err(e) = marks.protect_pidfd(&caller.pidfd, caller.pid, selected[0].id) {
+            if let Err(e) =
+                marks.protect_pidfd(&caller.pidfd, caller.pid, selected[0].id, file_owner)
+            {
                 warn!(
                     pid = caller.pid,
                     "[INJECT] refusing PID {}: cannot protect it: {e}", caller.pid
@@ -279,6 +298,39 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
             false
         }
     };
+    if !files.is_empty() {
+        let plain: Vec<(String, Vec<u8>)> =
+            files.iter().map(|(n, v)| (n.clone(), v.to_vec())).collect();
+        let result = caller
+            .pidfd
+            .try_clone()
+            .map_err(|e| InjectError::Identity(e.to_string()))
+            .and_then(|fd| {
+                d.files
+                    .deliver(caller.pid, caller.uid, caller.gid, file_owner, &plain, fd)
+            });
+        drop(
+            plain
+                .into_iter()
+                .map(|(_, v)| zeroize::Zeroizing::new(v))
+                .collect::<Vec<_>>(),
+        );
+        match result {
+            Ok(dir) => {
+                info!(
+                    pid = caller.pid,
+                    "[FILE] Secrets written to {} for PID {}",
+                    dir.display(),
+                    caller.pid
+                );
+                env.push(EnvVar {
+                    name: SECRETS_DIR_VAR.into(),
+                    value: dir.display().to_string(),
+                });
+            }
+            Err(e) => return refused(format!("writing the secret files failed: {e}"), true),
+        }
+    }
     for b in &selected {
         match caller.pidfd.try_clone() {
             Ok(pidfd) => d.live.add(crate::rotate::Live {
@@ -294,7 +346,15 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
             ),
         }
     }
-    let names: Vec<&str> = env.iter().map(|v| v.name.as_str()).collect();
+    // Secrets delivered: env variables and file names (the directory
+    // variable is a location, not a secret).
+    let names: Vec<&str> = env
+        .iter()
+        .map(|v| v.name.as_str())
+        .filter(|n| *n != SECRETS_DIR_VAR)
+        .chain(files.iter().map(|(n, _)| n.as_str()))
+        .collect();
+    d.metrics.secrets_injected.inc_by(names.len() as u64);
     let bindings: Vec<String> = selected.iter().map(|b| b.name.clone()).collect();
     info!(pid = caller.pid, uid = caller.uid, bindings = ?bindings, "[INJECT] Secrets injected into PID {}: [{}]", caller.pid, names.join(", "));
     ExecResponse::Ok {

@@ -41,7 +41,7 @@ impl Policy {
 pub const EXEC_BINARY: &str = "ks-victim";
 /// The second binding selects socket callers by uid only (not by exec
 /// name), so only the wrapper's request marks its process.
-const EXEC_BINDING: &str = "secrets:\n  - name: victims\n    selector:\n      binary: ks-victim\n    secretRefs:\n      - name: VICTIM_SECRET\n        source:\n          value: not-delivered-yet\n  - name: wrapped\n    selector:\n      uid: 0\n    secretRefs:\n      - name: WRAPPED_SECRET\n        source:\n          value: wrapped-secret-value\n";
+const EXEC_BINDING: &str = "secrets:\n  - name: victims\n    selector:\n      binary: ks-victim\n    secretRefs:\n      - name: VICTIM_SECRET\n        source:\n          value: not-delivered-yet\n  - name: wrapped\n    selector:\n      uid: 0\n    secretRefs:\n      - name: WRAPPED_SECRET\n        source:\n          value: wrapped-secret-value\n  - name: wrapped-files\n    selector:\n      uid: 0\n    delivery: file\n    secretRefs:\n      - name: wrapped.txt\n        source:\n          value: wrapped-file-value\n";
 
 pub struct Agent {
     child: Option<Child>,
@@ -89,6 +89,11 @@ impl Agent {
     }
 
     pub fn set_policy_yaml(&mut self, yaml: &str) -> Result<(), String> {
+        // A detached handle has pid 0, and kill(0, …) would signal this
+        // whole process group.
+        if self.child.is_none() {
+            return Err("no agent running (an earlier step stopped it)".into());
+        }
         // The agent also reloads when it sees the file change (polled), so
         // one or two reloads follow; either applies this content.
         let before = count(&log_text(), "[CONFIG] Policy configured");

@@ -93,6 +93,10 @@ const TESTS: &[Test] = &[
         "exec_wrapper_delivers_and_protects",
         exec_suite::exec_wrapper_delivers_and_protects,
     ),
+    (
+        "file_delivery_is_guarded",
+        exec_suite::file_delivery_is_guarded,
+    ),
 ];
 
 fn main() -> ExitCode {

@@ -61,6 +61,30 @@ pub fn run() -> ! {
                     Err(_) => "env none".to_string(),
                 }
             }
+            cmd if cmd.starts_with("readpath ") => read_reply(&cmd["readpath ".len()..]),
+            "secretsdir" => {
+                std::env::var("KERNELSEAL_SECRETS_DIR").unwrap_or_else(|_| "none".into())
+            }
+            cmd if cmd.starts_with("forkread ") => {
+                let path = cmd["forkread ".len()..].to_string();
+                // SAFETY: the child only opens, reads and _exits.
+                let child = unsafe { libc::fork() };
+                if child == 0 {
+                    let code = match std::fs::read(&path) {
+                        Ok(_) => 0,
+                        Err(e) => e.raw_os_error().unwrap_or(255),
+                    };
+                    // SAFETY: leave the forked child without destructors.
+                    unsafe { libc::_exit(code) };
+                }
+                let mut status = 0;
+                // SAFETY: waiting for our child.
+                unsafe { libc::waitpid(child, &mut status, 0) };
+                match libc::WEXITSTATUS(status) {
+                    0 => "child read ok".to_string(),
+                    e => format!("child read err {e}"),
+                }
+            }
             "selfread" => {
                 let environ =
                     crate::attacks::Vector::Environ.attempt(std::process::id(), gettid(), 0);
@@ -78,6 +102,14 @@ pub fn run() -> ! {
         out.flush().ok();
     }
     std::process::exit(0)
+}
+
+/// "read <len>" or "read err <errno>".
+pub fn read_reply(path: &str) -> String {
+    match std::fs::read(path) {
+        Ok(b) => format!("read {}", b.len()),
+        Err(e) => format!("read err {}", e.raw_os_error().unwrap_or(0)),
+    }
 }
 
 fn exec_sleep() -> String {
