@@ -499,7 +499,12 @@ fn delivery(
     // The refresher holds the cache weakly and the watcher only a receiver:
     // both end when a reload drops this cache.
     cache.spawn_refresher();
-    tokio::spawn(kernelseal_injector::watch(cache.subscribe(), live.clone()));
+    let (stop_watch, stop) = tokio::sync::oneshot::channel();
+    tokio::spawn(kernelseal_injector::watch(
+        cache.clone(),
+        live.clone(),
+        stop,
+    ));
     let bindings = kernelseal_injector::prepare(config).map_err(Failure::config)?;
     for b in bindings.iter().filter(|b| b.needs_pod_identity()) {
         warn!(
@@ -538,6 +543,7 @@ fn delivery(
         metrics: metrics.clone(),
         live: live.clone(),
         files,
+        stop_watch: Some(stop_watch),
     })
 }
 

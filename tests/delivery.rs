@@ -472,3 +472,97 @@ fn file_delivery_writes_0400_files_and_removes_them_when_the_process_exits() {
     assert!(!text.contains(SECRET));
     let _ = std::fs::remove_dir_all(&shm);
 }
+
+#[test]
+fn a_rotated_file_secret_is_rewritten_in_place() {
+    let d = dir("filerotate");
+    let shm = PathBuf::from(format!("/dev/shm/ks-filerotate-{}", std::process::id()));
+    let source = d.join("source");
+    std::fs::write(&source, "version-one").unwrap();
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: files\n    selector: {{ binary: sh }}\n    delivery: file\n    secretRefs:\n      - {{ name: token, source: {{ fileRef: {{ path: {}, ttl: 1s }} }} }}\n",
+            source.display()
+        ),
+    )
+    .unwrap();
+    let socket = d.join("agent.sock");
+    let log = d.join("agent.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let _agent = Agent {
+        child: Command::new(bin())
+            .args(["agent", "--config"])
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--secrets-dir")
+            .arg(&shm)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+        log: log.clone(),
+        socket: socket.clone(),
+    };
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("agent running")
+    {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = d.join("seen");
+    // The app polls its file and records each content it sees.
+    let script = format!(
+        "while true; do cat \"$KERNELSEAL_SECRETS_DIR/token\" >> {s}; echo >> {s}; sleep 0.2; done",
+        s = seen.display()
+    );
+    let mut app = Command::new(bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--", "sh", "-c", &script])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&source, "version-two").unwrap();
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&seen).unwrap_or_default();
+        if text.contains("version-two") {
+            assert!(
+                text.contains("version-one"),
+                "first content seen first: {text}"
+            );
+            assert!(
+                !text
+                    .lines()
+                    .any(|l| !l.is_empty() && l != "version-one" && l != "version-two"),
+                "never a partial file: {text}"
+            );
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = app.kill();
+            panic!(
+                "file not rewritten: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = app.kill();
+    let _ = app.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("rewrote token for PID"), "{text}");
+    assert!(
+        !text.contains("version-one") && !text.contains("version-two"),
+        "values in the log: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&shm);
+}

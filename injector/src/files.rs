@@ -129,17 +129,43 @@ impl FileStore {
         Ok((path, meta.dev(), meta.ino()))
     }
 
+    fn unguard(&self, dev: u64, ino: u64) {
+        if let Some(g) = &self.guard {
+            let _ = g
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .unguard(dev, ino);
+        }
+    }
+
     fn cleanup(&self, w: &Written) {
         for (path, dev, ino) in &w.files {
-            let _ = std::fs::remove_file(path);
-            if let Some(g) = &self.guard {
-                let _ = g
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .unguard(*dev, *ino);
+            // A rotation replaced the inode: unguard what is there now too.
+            if let Ok(meta) = std::fs::metadata(path) {
+                self.unguard(meta.dev(), meta.ino());
             }
+            let _ = std::fs::remove_file(path);
+            self.unguard(*dev, *ino);
         }
         let _ = std::fs::remove_dir_all(&w.dir);
+    }
+
+    /// Replaces one delivered file atomically: a new guarded inode is
+    /// renamed over the old one, then the old inode's guard goes.
+    pub fn rewrite(
+        &self,
+        dir: &Path,
+        name: &str,
+        bytes: &[u8],
+        uid: u32,
+        gid: u32,
+        delivery: u32,
+    ) -> Result<(), InjectError> {
+        let path = dir.join(name);
+        let old = std::fs::metadata(&path).map_err(|e| err(&path, e))?;
+        self.write_one(dir, name, bytes, uid, gid, delivery)?;
+        self.unguard(old.dev(), old.ino());
+        Ok(())
     }
 
     /// A pidfd becomes readable when its process exits.

@@ -19,6 +19,18 @@ pub struct Live {
     pub on_rotate: Option<OnRotate>,
     /// Cache keys of the secrets it received.
     pub keys: Vec<String>,
+    /// For `delivery: file`: where its files are, to rewrite them.
+    pub files: Option<LiveFiles>,
+}
+
+pub struct LiveFiles {
+    pub store: std::sync::Arc<crate::FileStore>,
+    pub dir: std::path::PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub delivery: u32,
+    /// (cache key, file name)
+    pub names: Vec<(String, String)>,
 }
 
 /// The processes to tell about rotations; shared across config reloads.
@@ -69,12 +81,39 @@ impl LiveSet {
     }
 
     /// Acts on one version change; returns how many processes were affected.
-    pub fn on_change(&self, change: &VersionChange) -> usize {
+    /// `value` is the new content, for file deliveries.
+    pub fn on_change(&self, change: &VersionChange, value: Option<&[u8]>) -> usize {
         let set = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let mut affected = 0;
         for l in set.iter().filter(|l| l.keys.contains(&change.key)) {
             affected += 1;
             let what = change.reference.to_string();
+            if let Some(f) = &l.files {
+                for (_, name) in f.names.iter().filter(|(k, _)| *k == change.key) {
+                    match value.map(|v| f.store.rewrite(&f.dir, name, v, f.uid, f.gid, f.delivery))
+                    {
+                        Some(Ok(())) => info!(
+                            pid = l.pid,
+                            "[ROTATE] {what} changed; rewrote {name} for PID {}", l.pid
+                        ),
+                        Some(Err(e)) => warn!(
+                            pid = l.pid,
+                            "[ROTATE] {what} changed; rewriting {name} for PID {} failed: {e}",
+                            l.pid
+                        ),
+                        None => warn!(
+                            pid = l.pid,
+                            "[ROTATE] {what} changed but its new value could not be read; {name} of PID {} is stale",
+                            l.pid
+                        ),
+                    }
+                }
+                // A file binding is rewritten in place; onRotate only adds a
+                // nudge (e.g. a signal to re-read) when set.
+                if matches!(l.on_rotate, None | Some(OnRotate::None)) {
+                    continue;
+                }
+            }
             match &l.on_rotate {
                 None | Some(OnRotate::None) => info!(
                     pid = l.pid, binding = %l.binding,
@@ -109,12 +148,23 @@ impl LiveSet {
     }
 }
 
-/// Follows one cache's version changes until that cache is dropped.
-pub async fn watch(mut changes: broadcast::Receiver<VersionChange>, live: std::sync::Arc<LiveSet>) {
+/// Follows one cache's version changes until `stop` is dropped (the
+/// delivery it belongs to was replaced by a reload).
+pub async fn watch(
+    cache: kernelseal_providers::Cache,
+    live: std::sync::Arc<LiveSet>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut changes = cache.subscribe();
     loop {
-        match changes.recv().await {
+        let next = tokio::select! {
+            _ = &mut stop => return,
+            c = changes.recv() => c,
+        };
+        match next {
             Ok(change) => {
-                live.on_change(&change);
+                let value = cache.get(&change.reference).await.ok();
+                live.on_change(&change, value.as_ref().map(|v| v.expose_bytes()));
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 warn!("[ROTATE] {n} version change(s) missed (too many at once)");

@@ -39,6 +39,8 @@ pub struct Delivery {
     pub live: Arc<crate::LiveSet>,
     /// Where `delivery: file` bindings write.
     pub files: Arc<crate::FileStore>,
+    /// Dropped with this delivery: stops its rotation watcher.
+    pub stop_watch: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 pub type Shared = Arc<RwLock<Arc<Delivery>>>;
@@ -298,6 +300,7 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
             false
         }
     };
+    let mut files_dir = None;
     if !files.is_empty() {
         let plain: Vec<(String, Vec<u8>)> =
             files.iter().map(|(n, v)| (n.clone(), v.to_vec())).collect();
@@ -317,6 +320,7 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
         );
         match result {
             Ok(dir) => {
+                files_dir = Some(dir.clone());
                 info!(
                     pid = caller.pid,
                     "[FILE] Secrets written to {} for PID {}",
@@ -339,6 +343,23 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
                 binding: b.name.clone(),
                 on_rotate: b.on_rotate.clone(),
                 keys: b.refs.iter().filter_map(|(_, r)| r.cache_key()).collect(),
+                files: match (&files_dir, b.delivery) {
+                    (Some(dir), kernelseal_config::Delivery::File) => {
+                        Some(crate::rotate::LiveFiles {
+                            store: d.files.clone(),
+                            dir: dir.clone(),
+                            uid: caller.uid,
+                            gid: caller.gid,
+                            delivery: file_owner,
+                            names: b
+                                .refs
+                                .iter()
+                                .filter_map(|(n, r)| Some((r.cache_key()?, n.clone())))
+                                .collect(),
+                        })
+                    }
+                    _ => None,
+                },
             }),
             Err(e) => warn!(
                 pid = caller.pid,
