@@ -150,6 +150,27 @@ fn unsafe_kill(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+type Collected = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Collects a child's stdout on a thread, for waiting on log lines.
+fn collect_stdout(child: &mut std::process::Child) -> (Collected, std::thread::JoinHandle<()>) {
+    let buf: Collected = Default::default();
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = buf.clone();
+    let reader = std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    (buf, reader)
+}
+
 fn wait_for_line(buf: &std::sync::Arc<std::sync::Mutex<String>>, needle: &str) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
@@ -181,20 +202,7 @@ fn disabled_agent_warns_reloads_on_sighup_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = buf.clone();
-    let reader = std::thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&chunk[..n]));
-        }
-    });
+    let (buf, reader) = collect_stdout(&mut child);
     wait_for_line(&buf, "KernelSeal agent running");
     assert!(buf.lock().unwrap().contains("NOTHING is protected"));
     unsafe_kill(child.id(), libc::SIGHUP);
@@ -279,20 +287,7 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = buf.clone();
-    let reader = std::thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&chunk[..n]));
-        }
-    });
+    let (buf, reader) = collect_stdout(&mut child);
     wait_for_line(&buf, "KernelSeal agent running");
     // A different size guarantees a different stamp even within one mtime tick.
     std::fs::write(

@@ -35,14 +35,20 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn start_agent(d: &Path) -> Agent {
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
+    start_agent_with(
+        d,
+        &format!(
             "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: shell\n    selector: {{ binary: sh }}\n    secretRefs:\n      - {{ name: MY_SECRET, source: {{ value: {SECRET} }} }}\n  - name: broken\n    selector: {{ binary: cat }}\n    secretRefs:\n      - {{ name: GONE, source: {{ fileRef: /nonexistent/kernelseal }} }}\n"
         ),
+        &[],
     )
-    .unwrap();
+}
+
+/// The real agent on `config_text` with its socket, log and config in `d`;
+/// returns once it logged that it runs.
+fn start_agent_with(d: &Path, config_text: &str, extra: &[&std::ffi::OsStr]) -> Agent {
+    let config = d.join("config.yaml");
+    std::fs::write(&config, config_text).unwrap();
     let socket = d.join("agent.sock");
     let log = d.join("agent.log");
     let out = std::fs::File::create(&log).unwrap();
@@ -52,6 +58,7 @@ fn start_agent(d: &Path) -> Agent {
         .arg("--socket")
         .arg(&socket)
         .args(["--metrics-addr", "127.0.0.1:0"])
+        .args(extra)
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
@@ -307,40 +314,15 @@ fn a_rotated_secret_signals_the_process_it_was_delivered_to() {
     let d = dir("rotate");
     let secret_file = d.join("secret");
     std::fs::write(&secret_file, "first-value").unwrap();
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
+    let agent = start_agent_with(
+        &d,
+        &format!(
             "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: rotating\n    selector: {{ binary: sh }}\n    onRotate: {{ signal: SIGUSR1 }}\n    secretRefs:\n      - {{ name: ROT, source: {{ fileRef: {{ path: {}, ttl: 1s }} }} }}\n",
             secret_file.display()
         ),
-    )
-    .unwrap();
-    let socket = d.join("agent.sock");
-    let log = d.join("agent.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let _agent = Agent {
-        child: Command::new(bin())
-            .args(["agent", "--config"])
-            .arg(&config)
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap(),
-        log: log.clone(),
-        socket: socket.clone(),
-    };
-    let start = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("agent running")
-    {
-        assert!(start.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        &[],
+    );
+    let (socket, log) = (agent.socket.clone(), agent.log.clone());
     let marker = d.join("rotated");
     let ready = d.join("ready");
     let script = format!(
@@ -356,6 +338,7 @@ fn a_rotated_secret_signals_the_process_it_was_delivered_to() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let start = Instant::now();
     while !ready.exists() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
@@ -398,43 +381,14 @@ fn file_delivery_writes_0400_files_and_removes_them_when_the_process_exits() {
     let d = dir("files");
     // The guard covers tmpfs only, so the agent insists on one.
     let shm = PathBuf::from(format!("/dev/shm/ks-delivery-{}", std::process::id()));
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!("version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: files\n    selector: {{ binary: sh }}\n    delivery: file\n    secretRefs:\n      - {{ name: token.txt, source: {{ value: {SECRET} }} }}\n"),
-    )
-    .unwrap();
-    let socket = d.join("agent.sock");
-    let log = d.join("agent.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let _agent = Agent {
-        child: Command::new(bin())
-            .args(["agent", "--config"])
-            .arg(&config)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--secrets-dir")
-            .arg(&shm)
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap(),
-        log: log.clone(),
-        socket: socket.clone(),
-    };
-    let start = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("agent running")
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let agent = start_agent_with(
+        &d,
+        &format!(
+            "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: files\n    selector: {{ binary: sh }}\n    delivery: file\n    secretRefs:\n      - {{ name: token.txt, source: {{ value: {SECRET} }} }}\n"
+        ),
+        &["--secrets-dir".as_ref(), shm.as_os_str()],
+    );
+    let (socket, log) = (agent.socket.clone(), agent.log.clone());
     let out = wrap(
         &socket,
         &[],
@@ -479,42 +433,15 @@ fn a_rotated_file_secret_is_rewritten_in_place() {
     let shm = PathBuf::from(format!("/dev/shm/ks-filerotate-{}", std::process::id()));
     let source = d.join("source");
     std::fs::write(&source, "version-one").unwrap();
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
+    let agent = start_agent_with(
+        &d,
+        &format!(
             "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: files\n    selector: {{ binary: sh }}\n    delivery: file\n    secretRefs:\n      - {{ name: token, source: {{ fileRef: {{ path: {}, ttl: 1s }} }} }}\n",
             source.display()
         ),
-    )
-    .unwrap();
-    let socket = d.join("agent.sock");
-    let log = d.join("agent.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let _agent = Agent {
-        child: Command::new(bin())
-            .args(["agent", "--config"])
-            .arg(&config)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--secrets-dir")
-            .arg(&shm)
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap(),
-        log: log.clone(),
-        socket: socket.clone(),
-    };
-    let start = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("agent running")
-    {
-        assert!(start.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        &["--secrets-dir".as_ref(), shm.as_os_str()],
+    );
+    let (socket, log) = (agent.socket.clone(), agent.log.clone());
     let seen = d.join("seen");
     // The app polls its file and records each content it sees.
     let script = format!(
