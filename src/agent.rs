@@ -176,7 +176,8 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
     )
     .await?;
     let live = std::sync::Arc::new(kernelseal_injector::LiveSet::default());
-    let shared = start_delivery(&config, gate.as_ref(), &args, &metrics, &live)?;
+    let pods = pod_index(&config).await?;
+    let shared = start_delivery(&config, gate.as_ref(), &args, &metrics, &live, &pods)?;
     log_policy(&config);
     info!("[OK] KernelSeal agent running - monitoring for process execution");
 
@@ -195,7 +196,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
                     config_stamp = stamp;
                     info!("[CONFIG] {} changed on disk", args.config.display());
                     reload(&args.config, gate.as_mut(), &mut log);
-                    reload_delivery(&args, gate.as_ref(), &shared, &metrics, &live).await;
+                    reload_delivery(&args, gate.as_ref(), &shared, &metrics, &live, &pods).await;
                 }
             }
             _ = term.recv() => { info!("[STOP] SIGTERM received"); break; }
@@ -204,7 +205,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
                 // What SIGHUP loads, the file poll must not load again.
                 config_stamp = file_stamp(&args.config);
                 reload(&args.config, gate.as_mut(), &mut log);
-                reload_delivery(&args, gate.as_ref(), &shared, &metrics, &live).await;
+                reload_delivery(&args, gate.as_ref(), &shared, &metrics, &live, &pods).await;
             }
             _ = flush.tick() => {
                 log.flush();
@@ -493,6 +494,7 @@ fn delivery(
     args: &AgentArgs,
     metrics: &std::sync::Arc<Metrics>,
     live: &std::sync::Arc<kernelseal_injector::LiveSet>,
+    pods: &Option<std::sync::Arc<kernelseal_injector::PodIndex>>,
 ) -> Result<kernelseal_injector::Delivery, Failure> {
     let registry = kernelseal_providers::Registry::from_config(config).map_err(Failure::config)?;
     let cache = kernelseal_providers::Cache::new(std::sync::Arc::new(registry), Default::default());
@@ -506,12 +508,15 @@ fn delivery(
         stop,
     ));
     let bindings = kernelseal_injector::prepare(config).map_err(Failure::config)?;
-    for b in bindings.iter().filter(|b| b.needs_pod_identity()) {
-        warn!(
-            "[CONFIG] binding {:?} selects by pod (namespace/labels/serviceAccount/container): pod \
-             identity is not resolved by this version, so it matches no caller",
-            b.name
-        );
+    if pods.is_none() {
+        for b in bindings.iter().filter(|b| b.needs_pod_identity()) {
+            warn!(
+                "[CONFIG] binding {:?} selects by pod (namespace/labels/serviceAccount/container) \
+                 but pod identity is off here (not in Kubernetes, or podIdentity: disabled): it \
+                 matches no caller",
+                b.name
+            );
+        }
     }
     let marks = match gate {
         Some(_) => Some(std::sync::Arc::new(
@@ -544,6 +549,8 @@ fn delivery(
         live: live.clone(),
         files,
         stop_watch: Some(stop_watch),
+        pods: pods.clone(),
+        pod_identity: config.pod_identity,
     })
 }
 
@@ -553,8 +560,9 @@ fn start_delivery(
     args: &AgentArgs,
     metrics: &std::sync::Arc<Metrics>,
     live: &std::sync::Arc<kernelseal_injector::LiveSet>,
+    pods: &Option<std::sync::Arc<kernelseal_injector::PodIndex>>,
 ) -> Result<kernelseal_injector::Shared, Failure> {
-    let d = delivery(config, gate, args, metrics, live)?;
+    let d = delivery(config, gate, args, metrics, live, pods)?;
     let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
     let listener = kernelseal_injector::bind(&args.socket, gid).map_err(Failure::runtime)?;
     let shared: kernelseal_injector::Shared =
@@ -570,12 +578,13 @@ async fn reload_delivery(
     shared: &kernelseal_injector::Shared,
     metrics: &std::sync::Arc<Metrics>,
     live: &std::sync::Arc<kernelseal_injector::LiveSet>,
+    pods: &Option<std::sync::Arc<kernelseal_injector::PodIndex>>,
 ) {
     let config = match kernelseal_config::load_file(&args.config) {
         Ok(l) => l.config,
         Err(_) => return, // reported by reload()
     };
-    match delivery(&config, gate, args, metrics, live) {
+    match delivery(&config, gate, args, metrics, live, pods) {
         Ok(d) => *shared.write().await = std::sync::Arc::new(d),
         Err(e) => error!(
             "[CONFIG] bindings not reloaded, keeping the current ones: {}",
@@ -626,4 +635,50 @@ const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Pod identity: a node-scoped pod index when running in Kubernetes (or
+/// with a kubeconfig), per `podIdentity`.
+async fn pod_index(
+    config: &Config,
+) -> Result<Option<std::sync::Arc<kernelseal_injector::PodIndex>>, Failure> {
+    use kernelseal_config::PodIdentityMode;
+    let mode = config.pod_identity;
+    if mode == PodIdentityMode::Disabled {
+        return Ok(None);
+    }
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some();
+    if !in_cluster && mode == PodIdentityMode::Preferred {
+        info!("[IDENTITY] not in Kubernetes: callers are identified by uid and cgroup");
+        return Ok(None);
+    }
+    let node = std::env::var("NODE_NAME").unwrap_or_else(|_| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    });
+    let client = match kube::Config::infer()
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) if mode == PodIdentityMode::Required => {
+            return Err(Failure::new(
+                Failure::UNENFORCEABLE,
+                anyhow!("podIdentity: required but no Kubernetes client could be built: {e}"),
+            ));
+        }
+        Err(e) => {
+            warn!(
+                "[IDENTITY] pod identity unavailable ({e}); callers are identified by uid and cgroup"
+            );
+            return Ok(None);
+        }
+    };
+    info!("[IDENTITY] pod identity from the pods of node {node:?} ({mode:?})");
+    Ok(Some(std::sync::Arc::new(
+        kernelseal_injector::PodIndex::new(client, node),
+    )))
 }

@@ -14,8 +14,8 @@ mod validate;
 pub use error::ConfigError;
 pub use policy::{Mode, Policy};
 pub use schema::{
-    AwsRef, Binding, Config, Delivery, FileRef, LogFormat, Monitoring, OnRotate, ProviderSpec,
-    SecretKeyRef, SecretRefSpec, Selector, SourceSpec, VaultEngine, VaultRef,
+    AwsRef, Binding, Config, Delivery, FileRef, LogFormat, Monitoring, OnRotate, PodIdentityMode,
+    ProviderSpec, SecretKeyRef, SecretRefSpec, Selector, SourceSpec, VaultEngine, VaultRef,
 };
 pub use validate::{Source, Warning};
 

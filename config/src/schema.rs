@@ -20,6 +20,22 @@ pub struct Config {
     pub secrets: Vec<Spanned<Binding>>,
     #[serde(default)]
     pub monitoring: Monitoring,
+    /// How callers of the agent socket are identified in Kubernetes.
+    #[serde(default)]
+    pub pod_identity: PodIdentityMode,
+}
+
+/// `podIdentity`: whether the agent resolves callers to pods.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodIdentityMode {
+    /// Every caller must resolve to a pod on this node, or gets nothing.
+    Required,
+    /// Pods when running in Kubernetes, host identity (uid, cgroup) otherwise.
+    #[default]
+    Preferred,
+    /// Host identity only; pod selectors match nobody.
+    Disabled,
 }
 
 fn default_version() -> String {

@@ -211,3 +211,19 @@ fn syntax_errors_give_the_location_once() {
     assert!(e.starts_with("cfg.yaml:1:10: "), "{e}");
     assert_eq!(e.matches("line").count(), 0, "{e}");
 }
+
+#[test]
+fn pod_identity_defaults_to_preferred_and_is_checked() {
+    use kernelseal_config::PodIdentityMode;
+    let c = parse_str("version: v1\n", "x").unwrap().config;
+    assert_eq!(c.pod_identity, PodIdentityMode::Preferred);
+    let c = parse_str("version: v1\npodIdentity: required\n", "x")
+        .unwrap()
+        .config;
+    assert_eq!(c.pod_identity, PodIdentityMode::Required);
+    let e = err("version: v1\npodIdentity: sometimes\n");
+    assert!(
+        e.starts_with("cfg.yaml:2:") && e.contains("sometimes"),
+        "{e}"
+    );
+}

@@ -83,6 +83,14 @@ fn cgroup_of(pid: u32) -> String {
 }
 
 impl Caller {
+    /// The pod UID and container ID its cgroup path names, if any.
+    pub fn pod_cgroup(&self) -> Option<crate::cgroup::PodCgroup> {
+        self.cgroup
+            .split(';')
+            .map(|line| line.splitn(3, ':').last().unwrap_or(line))
+            .find_map(crate::cgroup::parse)
+    }
+
     /// Identifies the peer of a connected unix socket.
     pub fn of(socket: &impl AsRawFd) -> Result<Self, InjectError> {
         let fd = socket.as_raw_fd();

@@ -20,8 +20,8 @@ pub struct PreparedBinding {
 }
 
 impl PreparedBinding {
-    /// Pod selectors need pod identity, which the agent does not resolve
-    /// yet: such a binding never matches (and says so at start).
+    /// Pod selectors need pod identity: such a binding never matches a
+    /// caller outside a known pod.
     pub fn needs_pod_identity(&self) -> bool {
         let s = &self.selector;
         s.namespace.is_some()
@@ -80,9 +80,39 @@ fn cgroup_matches(want: &str, have: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-pub fn matches(b: &PreparedBinding, caller: &Caller, binary: &str) -> bool {
+/// The caller's pod and container, when pod identity resolved them.
+#[derive(Debug, Clone, Copy)]
+pub struct PodCaller<'a> {
+    pub pod: &'a crate::PodInfo,
+    pub container_id: Option<&'a str>,
+}
+
+fn pod_matches(s: &Selector, pc: &PodCaller<'_>) -> bool {
+    let pod = pc.pod;
+    let container = pc.container_id.and_then(|id| pod.containers.get(id));
+    s.namespace
+        .as_deref()
+        .is_none_or(|want| want == pod.namespace)
+        && s.labels.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+        && s.service_account
+            .as_deref()
+            .is_none_or(|want| want == pod.service_account)
+        && s.container
+            .as_deref()
+            .is_none_or(|want| container.is_some_and(|c| c == want))
+}
+
+pub fn matches(
+    b: &PreparedBinding,
+    caller: &Caller,
+    binary: &str,
+    pod: Option<PodCaller<'_>>,
+) -> bool {
     if b.needs_pod_identity() {
-        return false;
+        match &pod {
+            Some(pc) if pod_matches(&b.selector, pc) => {}
+            _ => return false,
+        }
     }
     let s = &b.selector;
     let base = binary.rsplit('/').next().unwrap_or(binary);
@@ -117,37 +147,110 @@ mod tests {
     #[test]
     fn every_set_field_must_match() {
         let c = caller(1000, "/system.slice/app.service");
-        assert!(matches(&binding("{ binary: app }"), &c, "/usr/bin/app"));
-        assert!(!matches(&binding("{ binary: app }"), &c, "/usr/bin/other"));
+        assert!(matches(
+            &binding("{ binary: app }"),
+            &c,
+            "/usr/bin/app",
+            None
+        ));
+        assert!(!matches(
+            &binding("{ binary: app }"),
+            &c,
+            "/usr/bin/other",
+            None
+        ));
         assert!(matches(
             &binding("{ path: /usr/bin/app }"),
             &c,
-            "/usr/bin/app"
+            "/usr/bin/app",
+            None
         ));
-        assert!(!matches(&binding("{ path: /usr/bin/app }"), &c, "/opt/app"));
+        assert!(!matches(
+            &binding("{ path: /usr/bin/app }"),
+            &c,
+            "/opt/app",
+            None
+        ));
         assert!(matches(
             &binding("{ binary: app, uid: 1000 }"),
             &c,
-            "/usr/bin/app"
+            "/usr/bin/app",
+            None
         ));
         assert!(!matches(
             &binding("{ binary: app, uid: 0 }"),
             &c,
-            "/usr/bin/app"
+            "/usr/bin/app",
+            None
         ));
-        assert!(matches(&binding("{ cgroupPath: /system.slice }"), &c, "/x"));
+        assert!(matches(
+            &binding("{ cgroupPath: /system.slice }"),
+            &c,
+            "/x",
+            None
+        ));
         assert!(matches(
             &binding("{ cgroupPath: /system.slice/app.service }"),
             &c,
-            "/x"
+            "/x",
+            None
         ));
         assert!(
-            !matches(&binding("{ cgroupPath: /system.sl }"), &c, "/x"),
+            !matches(&binding("{ cgroupPath: /system.sl }"), &c, "/x", None),
             "path segments, not prefixes"
         );
         assert!(
-            !matches(&binding("{ namespace: db }"), &c, "/x"),
+            !matches(&binding("{ namespace: db }"), &c, "/x", None),
             "pod selectors need pod identity"
+        );
+    }
+
+    #[test]
+    fn pod_selectors_match_the_resolved_pod() {
+        let c = caller(0, "/kubepods.slice/x");
+        let pod = crate::PodInfo {
+            uid: "u".into(),
+            namespace: "db".into(),
+            name: "pg-0".into(),
+            labels: [("app".to_string(), "pg".to_string())].into(),
+            service_account: "pg".into(),
+            containers: [("abc".to_string(), "postgres".to_string())].into(),
+        };
+        let pc = Some(PodCaller {
+            pod: &pod,
+            container_id: Some("abc"),
+        });
+        assert!(matches(
+            &binding("{ namespace: db, labels: { app: pg } }"),
+            &c,
+            "/x",
+            pc
+        ));
+        assert!(matches(
+            &binding("{ serviceAccount: pg, container: postgres }"),
+            &c,
+            "/x",
+            pc
+        ));
+        assert!(!matches(&binding("{ namespace: web }"), &c, "/x", pc));
+        assert!(
+            !matches(&binding("{ labels: { app: pg, tier: db } }"), &c, "/x", pc),
+            "every label"
+        );
+        assert!(!matches(&binding("{ container: sidecar }"), &c, "/x", pc));
+        let other_container = Some(PodCaller {
+            pod: &pod,
+            container_id: Some("def"),
+        });
+        assert!(!matches(
+            &binding("{ container: postgres }"),
+            &c,
+            "/x",
+            other_container
+        ));
+        assert!(
+            !matches(&binding("{ namespace: db }"), &c, "/x", None),
+            "no pod, no match"
         );
     }
 }

@@ -41,6 +41,9 @@ pub struct Delivery {
     pub files: Arc<crate::FileStore>,
     /// Dropped with this delivery: stops its rotation watcher.
     pub stop_watch: Option<tokio::sync::oneshot::Sender<()>>,
+    /// `None` when pod identity is disabled or not available here.
+    pub pods: Option<Arc<crate::PodIndex>>,
+    pub pod_identity: kernelseal_config::PodIdentityMode,
 }
 
 pub type Shared = Arc<RwLock<Arc<Delivery>>>;
@@ -189,10 +192,42 @@ async fn handle(mut stream: UnixStream, d: &Delivery) -> Result<(), InjectError>
 }
 
 async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecResponse {
+    // Pod identity: the kernel's cgroup path names the pod; the node's pod
+    // list says who that pod is.
+    let pod_cgroup = caller.pod_cgroup();
+    let pod = match (&d.pods, &pod_cgroup) {
+        (Some(index), Some(pc)) => match index.lookup(&pc.pod_uid).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(
+                    pid = caller.pid,
+                    "[INJECT] pod identity for PID {} unavailable: {e}", caller.pid
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    if d.pod_identity == kernelseal_config::PodIdentityMode::Required && pod.is_none() {
+        let why = match &pod_cgroup {
+            Some(pc) => format!("pod {} is not (yet) known on this node", pc.pod_uid),
+            None => "the caller is not in a Kubernetes pod".to_string(),
+        };
+        return refused(
+            format!("podIdentity: required and {why}"),
+            pod_cgroup.is_some(),
+        );
+    }
+    let pod_caller = pod.as_ref().map(|p| crate::select::PodCaller {
+        pod: p,
+        container_id: pod_cgroup
+            .as_ref()
+            .and_then(|pc| pc.container_id.as_deref()),
+    });
     let selected: Vec<&PreparedBinding> = d
         .bindings
         .iter()
-        .filter(|b| matches(b, caller, &req.binary))
+        .filter(|b| matches(b, caller, &req.binary, pod_caller))
         .collect();
     if selected.is_empty() {
         info!(pid = caller.pid, binary = %req.binary, "[INJECT] no binding for PID {} ({})", caller.pid, req.binary);
