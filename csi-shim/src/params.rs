@@ -1,0 +1,620 @@
+//! SecretProviderClass `parameters` → a validated [`Parameters`], and the
+//! driver's `attributes` → [`MountAttributes`] (parameters + pod).
+//!
+//! Parsing and validation are one pass that stops at the first problem and
+//! names the parameter and the object. `kernelseal csi validate` runs the
+//! same code on a manifest, so a class that validates is one Mount accepts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// Keys the driver adds to `attributes` besides the class's parameters.
+const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
+const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
+const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
+const SA_NAME: &str = "csi.storage.k8s.io/serviceAccount.name";
+const SA_TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
+
+/// Parameters this provider understands, besides `objects`.
+const SETTINGS: &[&str] = &[
+    "vaultAddress",
+    "roleName",
+    "vaultKubernetesMountPath",
+    "audience",
+    "vaultNamespace",
+    "region",
+    "failoverRegion",
+    "roleArn",
+];
+
+/// Keys of an `objects` entry.
+const OBJECT_KEYS: &[&str] = &[
+    "objectName",
+    "vaultPath",
+    "vaultKey",
+    "vaultVersion",
+    "awsSecretId",
+    "jsonKey",
+    "versionStage",
+    "versionId",
+    "k8sSecret",
+    "k8sKey",
+    "file",
+    "env",
+    "filePermission",
+    "encoding",
+];
+
+/// Default audience of the Vault login token (Vault's own default).
+pub const DEFAULT_VAULT_AUDIENCE: &str = "vault";
+/// The audience AWS's web identity federation expects.
+pub const AWS_AUDIENCE: &str = "sts.amazonaws.com";
+
+/// A validated SecretProviderClass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parameters {
+    pub objects: Vec<Object>,
+    pub vault: Option<VaultParams>,
+    pub aws: AwsParams,
+}
+
+/// Vault settings of the class (needed when an object has `vaultPath`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VaultParams {
+    pub address: String,
+    pub role: String,
+    pub mount_path: String,
+    pub audience: String,
+    pub namespace: Option<String>,
+}
+
+/// AWS settings of the class.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct AwsParams {
+    pub region: Option<String>,
+    pub failover_region: Option<String>,
+    pub role_arn: Option<String>,
+}
+
+/// One entry of `objects`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// The file path inside the volume, relative and clean; also the id of
+    /// its ObjectVersion.
+    pub name: String,
+    pub source: ObjectSource,
+    /// From `filePermission` (octal); `None` = the request's `permission`.
+    pub mode: Option<u32>,
+    pub encoding: Encoding,
+    /// The entry as written, canonical (sorted keys): part of the version
+    /// HMAC, so a config change is a new version even for equal content.
+    pub canonical: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectSource {
+    Vault {
+        path: String,
+        key: String,
+        version: Option<u64>,
+    },
+    Aws {
+        secret_id: String,
+        json_key: Option<String>,
+        version_stage: Option<String>,
+        version_id: Option<String>,
+    },
+    K8sSecret {
+        name: String,
+        key: String,
+    },
+    File {
+        path: String,
+    },
+    Env {
+        var: String,
+    },
+}
+
+impl ObjectSource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ObjectSource::Vault { .. } => "vault",
+            ObjectSource::Aws { .. } => "aws",
+            ObjectSource::K8sSecret { .. } => "k8sSecret",
+            ObjectSource::File { .. } => "file",
+            ObjectSource::Env { .. } => "env",
+        }
+    }
+}
+
+/// How the fetched value is turned into file contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Written as is.
+    Utf8,
+    /// The value is base64 text; the file gets the decoded bytes.
+    Base64,
+    /// The value is hex text; the file gets the decoded bytes.
+    Hex,
+}
+
+/// The driver's `attributes`: parameters plus who is mounting.
+pub struct MountAttributes {
+    pub params: Parameters,
+    pub pod: Pod,
+    pub warnings: Vec<String>,
+}
+
+/// The pod the volume is for. Tokens are credentials: never printed.
+pub struct Pod {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub service_account: String,
+    /// audience → token, from `serviceAccount.tokens`.
+    pub tokens: BTreeMap<String, secrecy::SecretBox<str>>,
+}
+
+impl std::fmt::Debug for Pod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pod")
+            .field("name", &self.name)
+            .field("namespace", &self.namespace)
+            .field("uid", &self.uid)
+            .field("service_account", &self.service_account)
+            .field("token_audiences", &self.tokens.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn param(parameter: &str, message: impl Into<String>) -> Error {
+    Error::Parameter {
+        parameter: parameter.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parses `attributes` as the driver sends it.
+pub fn parse_attributes(attributes: &str) -> Result<MountAttributes, Error> {
+    let map: BTreeMap<String, Value> =
+        serde_json::from_str(attributes).map_err(|e| Error::Request {
+            field: "attributes".into(),
+            // Only the category and position: serde's text can quote input.
+            message: format!(
+                "not a JSON map ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
+        })?;
+    let mut strings = BTreeMap::new();
+    for (k, v) in map {
+        match v {
+            Value::String(s) => {
+                strings.insert(k, s);
+            }
+            // The driver sends only strings; other values cannot be ours.
+            _ => return Err(param(&k, "must be a string")),
+        }
+    }
+    let get = |k: &str| strings.get(k).cloned().unwrap_or_default();
+    let pod_tokens = match strings.get(SA_TOKENS).map(String::as_str) {
+        None | Some("") => BTreeMap::new(),
+        Some(text) => parse_tokens(text)?,
+    };
+    let pod = Pod {
+        name: get(POD_NAME),
+        namespace: get(POD_NAMESPACE),
+        uid: get(POD_UID),
+        service_account: get(SA_NAME),
+        tokens: pod_tokens,
+    };
+    let (params, warnings) = parse_parameters(&strings)?;
+    Ok(MountAttributes {
+        params,
+        pod,
+        warnings,
+    })
+}
+
+fn parse_tokens(text: &str) -> Result<BTreeMap<String, secrecy::SecretBox<str>>, Error> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        token: secrecy::SecretBox<str>,
+    }
+    let map: BTreeMap<String, Entry> = serde_json::from_str(text).map_err(|e| {
+        param(
+            SA_TOKENS,
+            format!(
+                "not a JSON map of audience to {{token, expirationTimestamp}} ({:?} error)",
+                e.classify()
+            ),
+        )
+    })?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.token)).collect())
+}
+
+/// Parses the class's parameters (a string map); returns warnings for keys
+/// it does not know. Keys the driver adds are ignored silently.
+pub fn parse_parameters(
+    map: &BTreeMap<String, String>,
+) -> Result<(Parameters, Vec<String>), Error> {
+    let mut warnings = Vec::new();
+    for k in map.keys() {
+        let driver_key = k.starts_with("csi.storage.k8s.io/") || k == "secretProviderClass";
+        if !driver_key && k != "objects" && !SETTINGS.contains(&k.as_str()) {
+            warnings.push(format!("parameter {k}: unknown, ignored"));
+        }
+    }
+    let setting = |k: &str| -> Option<String> {
+        map.get(k)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let objects_text = map
+        .get("objects")
+        .ok_or_else(|| param("objects", "missing"))?;
+    let entries: Vec<Value> = serde_saphyr::from_str(objects_text).map_err(|e| {
+        // Only the position: the YAML error text can quote the document.
+        let loc = e
+            .location()
+            .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+            .unwrap_or_default();
+        param("objects", format!("not a YAML list of objects{loc}"))
+    })?;
+    if entries.is_empty() {
+        return Err(param("objects", "the list is empty"));
+    }
+    let mut objects = Vec::with_capacity(entries.len());
+    let mut names = BTreeSet::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let o = parse_object(i, entry)?;
+        if !names.insert(o.name.clone()) {
+            return Err(Error::Object {
+                object: o.name.clone(),
+                field: "objectName".into(),
+                message: "duplicate: every object needs its own file name".into(),
+            });
+        }
+        objects.push(o);
+    }
+    let needs_vault = objects
+        .iter()
+        .any(|o| matches!(o.source, ObjectSource::Vault { .. }));
+    let vault = if needs_vault {
+        let address = setting("vaultAddress")
+            .ok_or_else(|| param("vaultAddress", "missing (objects with vaultPath need it)"))?;
+        if !(address.starts_with("http://") || address.starts_with("https://")) {
+            return Err(param(
+                "vaultAddress",
+                format!("{address:?} is not an http:// or https:// URL"),
+            ));
+        }
+        let role = setting("roleName")
+            .ok_or_else(|| param("roleName", "missing (the Vault kubernetes auth role)"))?;
+        let mount_path = setting("vaultKubernetesMountPath")
+            .unwrap_or_else(|| "kubernetes".into())
+            .trim_matches('/')
+            .to_string();
+        if mount_path.is_empty() || mount_path.split('/').any(|s| s.is_empty() || s == "..") {
+            return Err(param("vaultKubernetesMountPath", "not a mount path"));
+        }
+        Some(VaultParams {
+            address: address.trim_end_matches('/').to_string(),
+            role,
+            mount_path,
+            audience: setting("audience").unwrap_or_else(|| DEFAULT_VAULT_AUDIENCE.into()),
+            namespace: setting("vaultNamespace"),
+        })
+    } else {
+        None
+    };
+    let aws = AwsParams {
+        region: setting("region"),
+        failover_region: setting("failoverRegion"),
+        role_arn: setting("roleArn"),
+    };
+    if let Some(arn) = &aws.role_arn
+        && !arn.starts_with("arn:")
+    {
+        return Err(param("roleArn", format!("{arn:?} is not an IAM role ARN")));
+    }
+    Ok((
+        Parameters {
+            objects,
+            vault,
+            aws,
+        },
+        warnings,
+    ))
+}
+
+fn parse_object(index: usize, entry: &Value) -> Result<Object, Error> {
+    let fallback = format!("objects[{index}]");
+    let Value::Object(map) = entry else {
+        return Err(Error::Object {
+            object: fallback,
+            field: "objects".into(),
+            message: "each entry must be a mapping with objectName and a source".into(),
+        });
+    };
+    let mut fields: BTreeMap<&str, String> = BTreeMap::new();
+    for (k, v) in map {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(Error::Object {
+                    object: fallback,
+                    field: k.clone(),
+                    message: "must be a string".into(),
+                });
+            }
+        };
+        fields.insert(k.as_str(), text);
+    }
+    let name = fields.get("objectName").cloned().unwrap_or_default();
+    let object = if name.is_empty() {
+        fallback
+    } else {
+        name.clone()
+    };
+    let err = |field: &str, message: String| Error::Object {
+        object: object.clone(),
+        field: field.to_string(),
+        message,
+    };
+    if let Some(k) = fields.keys().find(|k| !OBJECT_KEYS.contains(k)) {
+        return Err(err(
+            k,
+            "unknown key; sources are vaultPath, awsSecretId, k8sSecret, file, env".into(),
+        ));
+    }
+    if name.is_empty() {
+        return Err(err("objectName", "missing".into()));
+    }
+    check_file_name(&name).map_err(|m| err("objectName", m))?;
+    let take = |k: &str| fields.get(k).cloned().filter(|s| !s.is_empty());
+    let sources: Vec<&str> = ["vaultPath", "awsSecretId", "k8sSecret", "file", "env"]
+        .into_iter()
+        .filter(|k| fields.contains_key(k))
+        .collect();
+    let source = match sources.as_slice() {
+        [] => {
+            return Err(err(
+                "source",
+                "none given; set one of vaultPath, awsSecretId, k8sSecret, file, env".into(),
+            ));
+        }
+        [one] => *one,
+        many => {
+            return Err(err(
+                "source",
+                format!("set only one of {}", many.join(", ")),
+            ));
+        }
+    };
+    let required = |k: &str| take(k).ok_or_else(|| err(k, "missing or empty".into()));
+    // Keys that belong to another source are mistakes, not extras.
+    let allowed: &[&str] = match source {
+        "vaultPath" => &["vaultPath", "vaultKey", "vaultVersion"],
+        "awsSecretId" => &["awsSecretId", "jsonKey", "versionStage", "versionId"],
+        "k8sSecret" => &["k8sSecret", "k8sKey"],
+        "file" => &["file"],
+        _ => &["env"],
+    };
+    if let Some(k) = fields
+        .keys()
+        .find(|k| !["objectName", "filePermission", "encoding"].contains(k) && !allowed.contains(k))
+    {
+        return Err(err(k, format!("does not apply to a {source} object")));
+    }
+    let source = match source {
+        "vaultPath" => {
+            let path = required("vaultPath")?.trim_matches('/').to_string();
+            if path
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+            {
+                return Err(err("vaultPath", "not a secret path".into()));
+            }
+            let version = take("vaultVersion")
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| err("vaultVersion", format!("{v:?} is not a version number")))
+                })
+                .transpose()?;
+            ObjectSource::Vault {
+                path,
+                key: required("vaultKey")?,
+                version,
+            }
+        }
+        "awsSecretId" => {
+            let version_stage = take("versionStage");
+            let version_id = take("versionId");
+            if version_stage.is_some() && version_id.is_some() {
+                return Err(err(
+                    "versionStage",
+                    "set versionId or versionStage, not both".into(),
+                ));
+            }
+            ObjectSource::Aws {
+                secret_id: required("awsSecretId")?,
+                json_key: take("jsonKey"),
+                version_stage,
+                version_id,
+            }
+        }
+        "k8sSecret" => ObjectSource::K8sSecret {
+            name: required("k8sSecret")?,
+            key: required("k8sKey")?,
+        },
+        "file" => {
+            let path = required("file")?;
+            if !path.starts_with('/') {
+                return Err(err("file", format!("{path:?} is not an absolute path")));
+            }
+            ObjectSource::File { path }
+        }
+        _ => ObjectSource::Env {
+            var: required("env")?,
+        },
+    };
+    let mode = take("filePermission")
+        .map(|p| parse_octal_mode(&p).map_err(|m| err("filePermission", m)))
+        .transpose()?;
+    let encoding = match take("encoding")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("utf-8") | Some("utf8") => Encoding::Utf8,
+        Some("base64") => Encoding::Base64,
+        Some("hex") => Encoding::Hex,
+        Some(other) => {
+            return Err(err(
+                "encoding",
+                format!("{other:?}: use utf-8, base64 or hex"),
+            ));
+        }
+    };
+    let canonical = serde_json::to_string(&fields).unwrap_or_default();
+    Ok(Object {
+        name,
+        source,
+        mode,
+        encoding,
+        canonical,
+    })
+}
+
+/// A file name the driver will accept: relative, clean, no `..`.
+fn check_file_name(name: &str) -> Result<(), String> {
+    if name.starts_with('/') {
+        return Err(format!(
+            "{name:?} is absolute; file names are relative to the volume"
+        ));
+    }
+    if name.contains('\0') || name.contains('\\') {
+        return Err(format!("{name:?} holds a NUL or backslash"));
+    }
+    if name
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(format!(
+            "{name:?} is not a clean relative path (no empty, . or .. segments)"
+        ));
+    }
+    Ok(())
+}
+
+/// `0640`, `640`, `0o640` → 0o640.
+fn parse_octal_mode(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        Ok(_) => Err(format!("{text:?} is over 0777")),
+        Err(_) => Err(format!("{text:?} is not an octal file mode like \"0640\"")),
+    }
+}
+
+/// The request's `permission`: a JSON decimal number such as `"420"`.
+pub fn parse_permission(text: &str) -> Result<u32, Error> {
+    let bad = || Error::Request {
+        field: "permission".into(),
+        message: format!("{text:?} is not a decimal file mode such as \"420\""),
+    };
+    let n: u32 = serde_json::from_str::<u64>(text.trim())
+        .map_err(|_| bad())?
+        .try_into()
+        .map_err(|_| bad())?;
+    if n > 0o777 {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(objects: &str) -> Result<Parameters, Error> {
+        let mut m = BTreeMap::new();
+        m.insert("objects".to_string(), objects.to_string());
+        m.insert("vaultAddress".to_string(), "http://v:8200".to_string());
+        m.insert("roleName".to_string(), "app".to_string());
+        parse_parameters(&m).map(|(p, _)| p)
+    }
+
+    #[test]
+    fn parses_each_source() {
+        let p = params(
+            r#"
+- objectName: a
+  env: A_TOKEN
+- objectName: dir/b
+  file: /etc/b
+  filePermission: "0640"
+- objectName: c
+  vaultPath: secret/app
+  vaultKey: k
+  vaultVersion: "3"
+- objectName: d
+  awsSecretId: prod/app
+  jsonKey: token
+- objectName: e
+  k8sSecret: db
+  k8sKey: password
+  encoding: base64
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.objects.len(), 5);
+        assert_eq!(p.objects[1].mode, Some(0o640));
+        assert_eq!(p.objects[4].encoding, Encoding::Base64);
+        assert_eq!(p.vault.unwrap().audience, "vault");
+    }
+
+    #[test]
+    fn errors_name_object_and_field() {
+        let e = params("- objectName: ../x\n  env: A\n").unwrap_err();
+        assert!(e.to_string().starts_with("object ../x: objectName:"), "{e}");
+        let e = params("- objectName: /abs\n  env: A\n").unwrap_err();
+        assert!(e.to_string().contains("absolute"), "{e}");
+        let e = params("- objectName: a\n  env: A\n- objectName: a\n  env: B\n").unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
+        let e = params("- objectName: a\n  gcpSecret: x\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "object a: gcpSecret: unknown key; sources are vaultPath, awsSecretId, k8sSecret, file, env"
+        );
+        let e = params("- objectName: a\n  env: A\n  filePermission: rw\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("object a: filePermission:"),
+            "{e}"
+        );
+        let e = params("objectName: a").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("parameter objects: not a YAML list"),
+            "{e}"
+        );
+        let e = params("- objectName: a\n  env: A\n  vaultKey: k\n").unwrap_err();
+        assert!(e.to_string().contains("does not apply"), "{e}");
+    }
+
+    #[test]
+    fn permission() {
+        assert_eq!(parse_permission("420").unwrap(), 0o644);
+        assert!(parse_permission("rw-r--r--").is_err());
+        assert!(parse_permission("99999").is_err());
+    }
+}
