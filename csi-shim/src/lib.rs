@@ -5,6 +5,7 @@
 //! Errors reach the driver as non-OK gRPC statuses whose message names the
 //! parameter or object (see `docs/csi.md`); `error.code` is never set.
 
+mod authority;
 pub mod error;
 mod identity;
 pub mod metrics;

@@ -8,7 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::authority::AuthorityFix;
 
 use crate::error::{Error, Outcome};
 use crate::metrics::{Metrics, OutcomeLabel};
@@ -176,7 +179,10 @@ pub async fn serve(
     metrics.ready.store(true, Ordering::Relaxed);
     let out = tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|c| c.map(AuthorityFix::new)),
+            shutdown,
+        )
         .await
         .map_err(|e| Error::Serve {
             what: "gRPC server".into(),

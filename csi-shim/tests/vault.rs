@@ -21,7 +21,14 @@ const WEB_JWT: &str = "eyJ.web-pod-token-for-vault.sig";
 const WEB_JWT_2: &str = "eyJ.web-pod-token-rotated.sig";
 const CUSTOM_JWT: &str = "eyJ.web-pod-token-custom-aud.sig";
 const OTHER_JWT: &str = "eyJ.other-sa-token.sig";
-const NEVER: &[&str] = &["vault-db-password", "kv1-legacy", WEB_JWT, WEB_JWT_2, OTHER_JWT, "hvs.csi"];
+const NEVER: &[&str] = &[
+    "vault-db-password",
+    "kv1-legacy",
+    WEB_JWT,
+    WEB_JWT_2,
+    OTHER_JWT,
+    "hvs.csi",
+];
 
 #[derive(Default)]
 struct VState {
@@ -65,7 +72,10 @@ async fn handle(
         )
             .into_response();
     }
-    let token = headers.get("X-Vault-Token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let token = headers
+        .get("X-Vault-Token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !st.tokens.contains_key(token) {
         return errors(StatusCode::FORBIDDEN, &["permission denied"]);
     }
@@ -100,7 +110,11 @@ async fn vault_login_as_the_pod() {
     let keys = tempfile::tempdir().unwrap();
     let mut s = Server::start(LocalPolicy::default(), &keys.path().join("k")).await;
     let params = [("vaultAddress", addr.as_str()), ("roleName", "web-role")];
-    let req = request(attributes(OBJECTS, &params, &[("vault", WEB_JWT), ("other-aud", "x")]));
+    let req = request(attributes(
+        OBJECTS,
+        &params,
+        &[("vault", WEB_JWT), ("other-aud", "x")],
+    ));
     let r = s.client.mount(req.clone()).await.unwrap().into_inner();
     assert_eq!(r.files[0].path, "db/password");
     assert_eq!(r.files[0].contents, b"vault-db-password-1");
@@ -120,12 +134,25 @@ async fn vault_login_as_the_pod() {
 
     // Another service account gets its own login, and Vault refuses it:
     // the web pod's cached values are not served to it.
-    let mut attrs: Value = serde_json::from_str(&attributes(OBJECTS, &params, &[("vault", OTHER_JWT)])).unwrap();
+    let mut attrs: Value =
+        serde_json::from_str(&attributes(OBJECTS, &params, &[("vault", OTHER_JWT)])).unwrap();
     attrs["csi.storage.k8s.io/serviceAccount.name"] = "other".into();
-    let e = s.client.mount(request(attrs.to_string())).await.unwrap_err();
+    let e = s
+        .client
+        .mount(request(attrs.to_string()))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert!(e.message().starts_with("object db/password: "), "{}", e.message());
-    assert!(e.message().contains("authentication failed"), "{}", e.message());
+    assert!(
+        e.message().starts_with("object db/password: "),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message().contains("authentication failed"),
+        "{}",
+        e.message()
+    );
     assert_clean(&format!("{e:?}"), NEVER);
     s.stop().await;
 }
@@ -135,8 +162,16 @@ async fn vault_audience_parameter_picks_the_token() {
     let (addr, st) = standin().await;
     let keys = tempfile::tempdir().unwrap();
     let mut s = Server::start(LocalPolicy::default(), &keys.path().join("k")).await;
-    let params = [("vaultAddress", addr.as_str()), ("roleName", "web-role"), ("audience", "custom-aud")];
-    let req = request(attributes(OBJECTS, &params, &[("vault", WEB_JWT), ("custom-aud", CUSTOM_JWT)]));
+    let params = [
+        ("vaultAddress", addr.as_str()),
+        ("roleName", "web-role"),
+        ("audience", "custom-aud"),
+    ];
+    let req = request(attributes(
+        OBJECTS,
+        &params,
+        &[("vault", WEB_JWT), ("custom-aud", CUSTOM_JWT)],
+    ));
     s.client.mount(req).await.unwrap();
     assert_eq!(st.lock().unwrap().logins, [CUSTOM_JWT]);
     // Missing token for the configured audience: refused before any call.
