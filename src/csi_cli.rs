@@ -120,11 +120,19 @@ pub fn run(args: ProviderArgs) -> Result<(), Failure> {
         let metrics = Arc::new(Metrics::default());
         let mounter = Arc::new(Mounter::new(registry, key, policy));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let health_task = health.map(|addr| {
+        let health_listener = match health {
+            Some(addr) => Some(
+                kernelseal_csi::metrics::bind_health(addr)
+                    .await
+                    .map_err(Failure::config)?,
+            ),
+            None => None,
+        };
+        let health_task = health_listener.map(|listener| {
             let mut rx = stop_rx.clone();
             let m = metrics.clone();
             tokio::spawn(async move {
-                kernelseal_csi::metrics::serve_health(addr, m, async move {
+                kernelseal_csi::metrics::serve_health(listener, m, async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })
                 .await
@@ -150,11 +158,10 @@ pub fn run(args: ProviderArgs) -> Result<(), Failure> {
             }
         };
         let _ = stop_tx.send(true);
-        if let Some(t) = health_task {
-            match t.await {
-                Ok(Err(e)) => tracing::warn!(error = %e, "health endpoint failed"),
-                _ => {}
-            }
+        if let Some(t) = health_task
+            && let Ok(Err(e)) = t.await
+        {
+            tracing::warn!(error = %e, "health endpoint failed");
         }
         result.map_err(Failure::runtime)
     })

@@ -26,6 +26,9 @@ use crate::web_identity::PodWebIdentity;
 /// many service accounts come and go; the cost is one fresh login each.
 const MAX_SLOTS: usize = 4096;
 
+/// Builds a slot's provider, only when the slot needs a new one.
+type Builder = Box<dyn FnOnce() -> Arc<dyn SecretProvider>>;
+
 /// A provider that can be replaced under its cache.
 struct Swap {
     kind: &'static str,
@@ -190,34 +193,33 @@ impl Identities {
             ..AwsSettings::default()
         };
         let name = format!("aws@{}/{}", subject.namespace, subject.service_account);
-        let (fp, build): (Vec<u8>, Box<dyn FnOnce() -> Arc<dyn SecretProvider>>) =
-            match (token, &p.role_arn) {
-                (Some(t), Some(arn)) => {
-                    let creds = PodWebIdentity::new(
-                        arn.clone(),
-                        t.expose_secret(),
-                        session_name(subject),
-                        p.region.clone(),
-                    );
-                    let name = name.clone();
-                    (
-                        fingerprint(t.expose_secret()),
-                        Box::new(move || {
-                            Arc::new(AwsProvider::with_credentials(
-                                &name,
-                                settings,
-                                SharedCredentialsProvider::new(creds),
-                            )) as Arc<dyn SecretProvider>
-                        }),
-                    )
-                }
-                _ => (
-                    Vec::new(),
+        let (fp, build): (Vec<u8>, Builder) = match (token, &p.role_arn) {
+            (Some(t), Some(arn)) => {
+                let creds = PodWebIdentity::new(
+                    arn.clone(),
+                    t.expose_secret(),
+                    session_name(subject),
+                    p.region.clone(),
+                );
+                let name = name.clone();
+                (
+                    fingerprint(t.expose_secret()),
                     Box::new(move || {
-                        Arc::new(AwsProvider::new("aws-node", settings)) as Arc<dyn SecretProvider>
+                        Arc::new(AwsProvider::with_credentials(
+                            &name,
+                            settings,
+                            SharedCredentialsProvider::new(creds),
+                        )) as Arc<dyn SecretProvider>
                     }),
-                ),
-            };
+                )
+            }
+            _ => (
+                Vec::new(),
+                Box::new(move || {
+                    Arc::new(AwsProvider::new("aws-node", settings)) as Arc<dyn SecretProvider>
+                }),
+            ),
+        };
         let mut build = Some(build);
         let (slot, fresh) = slot_for(&self.aws, (p.clone(), subject.clone()), || {
             let b = build.take().expect("builder used once");

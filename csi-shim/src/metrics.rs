@@ -64,15 +64,27 @@ impl Metrics {
     }
 }
 
+/// Binds the health endpoint; done before serving so that a taken port
+/// fails the start instead of leaving the provider without probes.
+pub async fn bind_health(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Serve {
+            what: format!("health endpoint {addr}"),
+            message: e.to_string(),
+        })
+}
+
 /// Serves `/healthz`, `/ready` and `/metrics` until `shutdown` resolves.
 pub async fn serve_health(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     use axum::routing::get;
+    let addr = listener.local_addr().ok();
     let serve_err = |message: String| Error::Serve {
-        what: format!("health endpoint {addr}"),
+        what: format!("health endpoint {addr:?}"),
         message,
     };
     let m_ready = metrics.clone();
@@ -107,9 +119,6 @@ pub async fn serve_health(
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| serve_err(e.to_string()))?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -335,7 +335,7 @@ fn decode(o: &Object, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
                     .filter(|b| !b.is_ascii_whitespace())
                     .collect(),
             );
-            if t.len() % 2 != 0 {
+            if !t.len().is_multiple_of(2) {
                 return Err(bad("hex"));
             }
             let mut out = Zeroizing::new(Vec::with_capacity(t.len() / 2));

@@ -92,9 +92,14 @@ def main():
         os.write(fd, key)
         os.close(fd)
         sock = os.path.join(tmp, "kernelseal.sock")
+        import socket as pysocket
+        probe = pysocket.socket()
+        probe.bind(("127.0.0.1", 0))
+        health_port = probe.getsockname()[1]
+        probe.close()
         env = dict(os.environ, **fx["environment"])
         proc = subprocess.Popen(
-            [a.binary, "csi-provider", "--socket", sock, "--health-addr", "off",
+            [a.binary, "csi-provider", "--socket", sock, "--health-addr", f"127.0.0.1:{health_port}",
              "--hmac-key-file", key_file, "--allow-env", "KS_CSI_FIXTURE_", "--allow-file-dir", data],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
@@ -154,6 +159,19 @@ def main():
                 if e.code() != grpc.StatusCode.PERMISSION_DENIED or not e.details().startswith("object db-password: refused"):
                     fail(f"bad request: {e.code()} {e.details()}")
             channel.close()
+
+            import urllib.request
+            base = f"http://127.0.0.1:{health_port}"
+            for path, want_text in (("/healthz", "ok"), ("/ready", "ready")):
+                body = urllib.request.urlopen(base + path, timeout=5).read().decode()
+                if body.strip() != want_text:
+                    fail(f"{path}: {body!r}")
+            metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+            for line in ('kernelseal_csi_mounts_total{outcome="ok"} 1',
+                         'kernelseal_csi_mounts_total{outcome="InvalidParameters"} 1',
+                         "kernelseal_csi_objects_total 3"):
+                if line not in metrics:
+                    fail(f"metrics lack {line!r}: {metrics}")
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
