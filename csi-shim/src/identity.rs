@@ -83,6 +83,15 @@ impl Slot {
         Arc::new(Slot { swap, cache })
     }
 
+    fn has(&self, fingerprint: &[u8]) -> bool {
+        self.swap
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            == fingerprint
+    }
+
     fn update(&self, fingerprint: Vec<u8>, build: impl FnOnce() -> Arc<dyn SecretProvider>) {
         let mut cur = self.swap.current.write().unwrap_or_else(|p| p.into_inner());
         if cur.0 != fingerprint {
@@ -168,12 +177,26 @@ impl Identities {
             parameter: "vaultAddress".into(),
             message: e.to_string(),
         };
-        let first = build().map_err(as_err)?;
-        let (slot, fresh) = slot_for(&self.vault, (p.clone(), subject.clone()), || {
-            Slot::new("vault", fp.clone(), first.clone(), &self.opts)
+        let key = (p.clone(), subject.clone());
+        // The common case: same identity, same token. Building a provider
+        // (an HTTP client) on every Mount would cost more than the Mount.
+        let existing = self
+            .vault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(slot) = existing
+            && slot.has(&fp)
+        {
+            return Ok(slot);
+        }
+        let provider = build().map_err(as_err)?;
+        let (slot, fresh) = slot_for(&self.vault, key, || {
+            Slot::new("vault", fp.clone(), provider.clone(), &self.opts)
         });
         if !fresh {
-            slot.update(fp, || first);
+            slot.update(fp, || provider);
         }
         Ok(slot)
     }

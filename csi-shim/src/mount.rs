@@ -147,17 +147,7 @@ impl Mounter {
                 }
             }
             ObjectSource::File { path } => {
-                let real = std::fs::canonicalize(path).map_err(|e| {
-                    refuse(format!(
-                        "file {path}: {} (checked against --allow-file-dir)",
-                        e.kind()
-                    ))
-                })?;
-                if !self.policy.file_dirs.iter().any(|d| real.starts_with(d)) {
-                    return Err(refuse(format!(
-                        "file {path} is not under an --allow-file-dir directory"
-                    )));
-                }
+                self.allowed_file(o, path)?;
             }
             ObjectSource::Vault { .. } => {
                 let v = attrs
@@ -202,6 +192,26 @@ impl Mounter {
         Ok(())
     }
 
+    /// The real path of a `file` object when it is under an allowed directory.
+    fn allowed_file(&self, o: &Object, path: &str) -> Result<PathBuf, Error> {
+        let refuse = |message: String| Error::Refused {
+            object: o.name.clone(),
+            message,
+        };
+        let real = std::fs::canonicalize(path).map_err(|e| {
+            refuse(format!(
+                "file {path}: {} (checked against --allow-file-dir)",
+                e.kind()
+            ))
+        })?;
+        if !self.policy.file_dirs.iter().any(|d| real.starts_with(d)) {
+            return Err(refuse(format!(
+                "file {path} is not under an --allow-file-dir directory"
+            )));
+        }
+        Ok(real)
+    }
+
     async fn fetch(&self, o: &Object, attrs: &MountAttributes) -> Result<SecretValue, Error> {
         let fail = |source| Error::Fetch {
             object: o.name.clone(),
@@ -218,14 +228,18 @@ impl Mounter {
                 .fetch(&SecretRef::Env { var: var.clone() })
                 .await
                 .map_err(fail),
-            ObjectSource::File { path } => self
-                .registry
-                .fetch(&SecretRef::File {
-                    path: path.into(),
-                    json_key: None,
-                })
-                .await
-                .map_err(fail),
+            // The resolved path is read, so a symlink swapped after the
+            // check cannot lead outside the allowed directories.
+            ObjectSource::File { path } => {
+                let real = self.allowed_file(o, path)?;
+                self.registry
+                    .fetch(&SecretRef::File {
+                        path: real,
+                        json_key: None,
+                    })
+                    .await
+                    .map_err(fail)
+            }
             // Only the pod's own namespace: a class cannot name another.
             ObjectSource::K8sSecret { name, key } => self
                 .cache
