@@ -15,7 +15,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::error::Error;
 use crate::identity::{Identities, Subject};
 use crate::params::{
-    AWS_AUDIENCE, Encoding, MountAttributes, Object, ObjectSource, parse_attributes,
+    AWS_AUDIENCE, Encoding, MountAttributes, Object, ObjectSource, ParamMemo, parse_attributes,
     parse_permission,
 };
 use crate::proto::{File, MountRequest, MountResponse, ObjectVersion};
@@ -43,6 +43,7 @@ pub struct Mounter {
     identities: Identities,
     key: VersionKey,
     policy: LocalPolicy,
+    memo: ParamMemo,
 }
 
 /// A successful Mount, with what the log line needs.
@@ -67,14 +68,16 @@ impl Mounter {
             identities: Identities::new(opts),
             key,
             policy,
+            memo: ParamMemo::default(),
         }
     }
 
     /// Handles one request. `Err` carries the pod (if known) for the log.
     pub async fn mount(&self, req: &MountRequest) -> Result<Mounted, (String, Error)> {
-        let attrs = parse_attributes(&req.attributes).map_err(|e| ("-".to_string(), e))?;
+        let attrs =
+            parse_attributes(&req.attributes, &self.memo).map_err(|e| ("-".to_string(), e))?;
         let pod = format!("{}/{}", attrs.pod.namespace, attrs.pod.name);
-        for w in &attrs.warnings {
+        for w in attrs.warnings() {
             tracing::warn!(pod = %pod, "{w}");
         }
         self.mount_parsed(req, &attrs)
@@ -94,12 +97,12 @@ impl Mounter {
         let default_mode = parse_permission(&req.permission)?;
         // Every object is checked before anything is fetched: a bad object
         // late in the list must not cost upstream calls.
-        for o in &attrs.params.objects {
+        for o in &attrs.params().objects {
             self.check_allowed(o, attrs)?;
         }
-        let mut files = Vec::with_capacity(attrs.params.objects.len());
-        let mut versions = Vec::with_capacity(attrs.params.objects.len());
-        for o in &attrs.params.objects {
+        let mut files = Vec::with_capacity(attrs.params().objects.len());
+        let mut versions = Vec::with_capacity(attrs.params().objects.len());
+        for o in &attrs.params().objects {
             let value = self.fetch(o, attrs).await?;
             let contents = decode(o, value.expose_bytes())?;
             versions.push(ObjectVersion {
@@ -151,7 +154,7 @@ impl Mounter {
             }
             ObjectSource::Vault { .. } => {
                 let v = attrs
-                    .params
+                    .params()
                     .vault
                     .as_ref()
                     .ok_or_else(|| refuse("vaultAddress missing".into()))?;
@@ -165,7 +168,7 @@ impl Mounter {
                     });
                 }
             }
-            ObjectSource::Aws { .. } => match &attrs.params.aws.role_arn {
+            ObjectSource::Aws { .. } => match &attrs.params().aws.role_arn {
                 Some(_) if !attrs.pod.tokens.contains_key(AWS_AUDIENCE) => {
                     return Err(Error::MissingToken {
                         object: o.name.clone(),
@@ -252,7 +255,7 @@ impl Mounter {
                 .map_err(fail),
             ObjectSource::Vault { path, key, version } => {
                 let v = attrs
-                    .params
+                    .params()
                     .vault
                     .as_ref()
                     .ok_or_else(|| Error::Parameter {
@@ -280,7 +283,7 @@ impl Mounter {
                 version_stage,
                 version_id,
             } => {
-                let p = &attrs.params.aws;
+                let p = &attrs.params().aws;
                 let token = p
                     .role_arn
                     .as_ref()

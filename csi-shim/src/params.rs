@@ -5,7 +5,8 @@
 //! names the parameter and the object. `kernelseal csi validate` runs the
 //! same code on a manifest, so a class that validates is one Mount accepts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -144,9 +145,19 @@ pub enum Encoding {
 
 /// The driver's `attributes`: parameters plus who is mounting.
 pub struct MountAttributes {
-    pub params: Parameters,
+    parsed: Arc<(Parameters, Vec<String>)>,
     pub pod: Pod,
-    pub warnings: Vec<String>,
+}
+
+impl MountAttributes {
+    pub fn params(&self) -> &Parameters {
+        &self.parsed.0
+    }
+
+    /// Unknown parameters, one message each.
+    pub fn warnings(&self) -> &[String] {
+        &self.parsed.1
+    }
 }
 
 /// The pod the volume is for. Tokens are credentials: never printed.
@@ -178,8 +189,44 @@ fn param(parameter: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// Parsed classes by their parameters: the driver re-mounts every pod on
+/// each rotation poll with the same class, and parsing the `objects` YAML
+/// is most of a cached Mount's cost.
+#[derive(Default)]
+pub struct ParamMemo(Mutex<HashMap<String, Arc<(Parameters, Vec<String>)>>>);
+
+/// Entries kept before the memo is cleared (a bound, not an LRU).
+const MEMO_ENTRIES: usize = 256;
+
+impl ParamMemo {
+    fn get_or_parse(
+        &self,
+        strings: &BTreeMap<String, String>,
+    ) -> Result<Arc<(Parameters, Vec<String>)>, Error> {
+        let mut key = String::new();
+        for (k, v) in strings {
+            if !k.starts_with("csi.storage.k8s.io/") {
+                key.push_str(k);
+                key.push('\0');
+                key.push_str(v);
+                key.push('\0');
+            }
+        }
+        if let Some(hit) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(hit.clone());
+        }
+        let parsed = Arc::new(parse_parameters(strings)?);
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MEMO_ENTRIES {
+            m.clear();
+        }
+        m.insert(key, parsed.clone());
+        Ok(parsed)
+    }
+}
+
 /// Parses `attributes` as the driver sends it.
-pub fn parse_attributes(attributes: &str) -> Result<MountAttributes, Error> {
+pub fn parse_attributes(attributes: &str, memo: &ParamMemo) -> Result<MountAttributes, Error> {
     let map: BTreeMap<String, Value> =
         serde_json::from_str(attributes).map_err(|e| Error::Request {
             field: "attributes".into(),
@@ -201,11 +248,12 @@ pub fn parse_attributes(attributes: &str) -> Result<MountAttributes, Error> {
             _ => return Err(param(&k, "must be a string")),
         }
     }
-    let get = |k: &str| strings.get(k).cloned().unwrap_or_default();
-    let pod_tokens = match strings.get(SA_TOKENS).map(String::as_str) {
-        None | Some("") => BTreeMap::new(),
-        Some(text) => parse_tokens(text)?,
+    // The token map is a credential: out of the map, parsed, wiped.
+    let pod_tokens = match strings.remove(SA_TOKENS).map(zeroize::Zeroizing::new) {
+        Some(text) if !text.is_empty() => parse_tokens(&text)?,
+        _ => BTreeMap::new(),
     };
+    let get = |k: &str| strings.get(k).cloned().unwrap_or_default();
     let pod = Pod {
         name: get(POD_NAME),
         namespace: get(POD_NAMESPACE),
@@ -213,12 +261,8 @@ pub fn parse_attributes(attributes: &str) -> Result<MountAttributes, Error> {
         service_account: get(SA_NAME),
         tokens: pod_tokens,
     };
-    let (params, warnings) = parse_parameters(&strings)?;
-    Ok(MountAttributes {
-        params,
-        pod,
-        warnings,
-    })
+    let parsed = memo.get_or_parse(&strings)?;
+    Ok(MountAttributes { parsed, pod })
 }
 
 fn parse_tokens(text: &str) -> Result<BTreeMap<String, secrecy::SecretBox<str>>, Error> {
