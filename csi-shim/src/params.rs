@@ -145,7 +145,7 @@ pub enum Encoding {
 
 /// The driver's `attributes`: parameters plus who is mounting.
 pub struct MountAttributes {
-    parsed: Arc<(Parameters, Vec<String>)>,
+    parsed: Parsed,
     pub pod: Pod,
 }
 
@@ -193,16 +193,16 @@ fn param(parameter: &str, message: impl Into<String>) -> Error {
 /// each rotation poll with the same class, and parsing the `objects` YAML
 /// is most of a cached Mount's cost.
 #[derive(Default)]
-pub struct ParamMemo(Mutex<HashMap<String, Arc<(Parameters, Vec<String>)>>>);
+pub struct ParamMemo(Mutex<HashMap<String, Parsed>>);
+
+/// A class's parameters and the warnings its parsing produced.
+type Parsed = Arc<(Parameters, Vec<String>)>;
 
 /// Entries kept before the memo is cleared (a bound, not an LRU).
 const MEMO_ENTRIES: usize = 256;
 
 impl ParamMemo {
-    fn get_or_parse(
-        &self,
-        strings: &BTreeMap<String, String>,
-    ) -> Result<Arc<(Parameters, Vec<String>)>, Error> {
+    fn get_or_parse(&self, strings: &BTreeMap<String, String>) -> Result<Parsed, Error> {
         let mut key = String::new();
         for (k, v) in strings {
             if !k.starts_with("csi.storage.k8s.io/") {
@@ -313,10 +313,15 @@ pub fn parse_parameters(
     if entries.is_empty() {
         return Err(param("objects", "the list is empty"));
     }
+    // The scalars as written: parsed into `Value`, YAML 1.1 reads
+    // `objectName: y` as `true` and `0640` as a number. When every entry is
+    // a flat map this typed parse keeps the text; otherwise the `Value`
+    // pass below reports the entry and key that are not scalars.
+    let texts: Option<Vec<BTreeMap<String, String>>> = serde_saphyr::from_str(objects_text).ok();
     let mut objects = Vec::with_capacity(entries.len());
     let mut names = BTreeSet::new();
     for (i, entry) in entries.iter().enumerate() {
-        let o = parse_object(i, entry)?;
+        let o = parse_object(i, entry, texts.as_ref().and_then(|t| t.get(i)))?;
         if !names.insert(o.name.clone()) {
             return Err(Error::Object {
                 object: o.name.clone(),
@@ -377,7 +382,11 @@ pub fn parse_parameters(
     ))
 }
 
-fn parse_object(index: usize, entry: &Value) -> Result<Object, Error> {
+fn parse_object(
+    index: usize,
+    entry: &Value,
+    texts: Option<&BTreeMap<String, String>>,
+) -> Result<Object, Error> {
     let fallback = format!("objects[{index}]");
     let Value::Object(map) = entry else {
         return Err(Error::Object {
@@ -389,6 +398,9 @@ fn parse_object(index: usize, entry: &Value) -> Result<Object, Error> {
     let mut fields: BTreeMap<&str, String> = BTreeMap::new();
     for (k, v) in map {
         let text = match v {
+            _ if texts.is_some_and(|t| t.contains_key(k)) && !v.is_object() && !v.is_array() => {
+                texts.and_then(|t| t.get(k)).cloned().unwrap_or_default()
+            }
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
@@ -495,10 +507,26 @@ fn parse_object(index: usize, entry: &Value) -> Result<Object, Error> {
                 version_id,
             }
         }
-        "k8sSecret" => ObjectSource::K8sSecret {
-            name: required("k8sSecret")?,
-            key: required("k8sKey")?,
-        },
+        "k8sSecret" => {
+            let name = required("k8sSecret")?;
+            // A DNS-1123 subdomain: no '/', so no other namespace or path.
+            let dns = name.len() <= 253
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
+                && !name.starts_with(['-', '.'])
+                && !name.ends_with(['-', '.']);
+            if !dns {
+                return Err(err(
+                    "k8sSecret",
+                    format!("{name:?} is not a Secret name (the pod's own namespace is implied)"),
+                ));
+            }
+            ObjectSource::K8sSecret {
+                name,
+                key: required("k8sKey")?,
+            }
+        }
         "file" => {
             let path = required("file")?;
             if !path.starts_with('/') {
@@ -653,6 +681,23 @@ mod tests {
         );
         let e = params("- objectName: a\n  env: A\n  vaultKey: k\n").unwrap_err();
         assert!(e.to_string().contains("does not apply"), "{e}");
+    }
+
+    #[test]
+    fn yaml_scalars_keep_their_text() {
+        let p = params(
+            "- objectName: y\n  env: A\n  filePermission: 0640\n- objectName: no\n  env: B\n",
+        )
+        .unwrap();
+        assert_eq!(p.objects[0].name, "y");
+        assert_eq!(p.objects[0].mode, Some(0o640));
+        assert_eq!(p.objects[1].name, "no");
+        let e = params("- objectName: a\n  env: {x: 1}\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("object objects[0]: env: must be a string"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -59,15 +59,36 @@ impl Server {
         policy: LocalPolicy,
         key_file: &Path,
     ) -> Server {
+        Server::start_full(
+            dir,
+            socket,
+            policy,
+            key_file,
+            kernelseal_providers::Registry::new(),
+        )
+        .await
+    }
+
+    /// With the providers of a config (e.g. a kubernetes provider).
+    pub async fn start_with(registry: kernelseal_providers::Registry, key_file: &Path) -> Server {
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("kernelseal.sock");
+        Server::start_full(dir, socket, LocalPolicy::default(), key_file, registry).await
+    }
+
+    async fn start_full(
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        policy: LocalPolicy,
+        key_file: &Path,
+        registry: kernelseal_providers::Registry,
+    ) -> Server {
         init();
         let key = VersionKey::load_or_create(key_file).unwrap();
         let listener = kernelseal_csi::bind_socket(&socket, None).unwrap();
         let metrics = Arc::new(Metrics::default());
-        let mounter = Arc::new(Mounter::new(
-            kernelseal_providers::Registry::new(),
-            key,
-            policy,
-        ));
+        let mounter = Arc::new(Mounter::new(registry, key, policy));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(kernelseal_csi::serve(
             listener,
