@@ -10,6 +10,7 @@ pub mod error;
 mod identity;
 pub mod metrics;
 pub mod mount;
+mod objects;
 pub mod params;
 pub mod server;
 pub mod validate;
