@@ -102,8 +102,14 @@ impl Mounter {
         }
         let mut files = Vec::with_capacity(attrs.params().objects.len());
         let mut versions = Vec::with_capacity(attrs.params().objects.len());
-        for o in &attrs.params().objects {
-            let value = self.fetch(o, attrs).await?;
+        // Concurrently: a first Mount of several remote objects then costs
+        // one upstream round trip, not one per object.
+        let values = futures_util::future::join_all(
+            attrs.params().objects.iter().map(|o| self.fetch(o, attrs)),
+        )
+        .await;
+        for (o, value) in attrs.params().objects.iter().zip(values) {
+            let value = value?;
             let contents = decode(o, value.expose_bytes())?;
             versions.push(ObjectVersion {
                 id: o.name.clone(),

@@ -10,6 +10,7 @@ use std::time::Instant;
 use tokio::net::UnixListener;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
+use zeroize::Zeroize;
 
 use crate::authority::AuthorityFix;
 
@@ -53,8 +54,11 @@ impl CsiDriverProvider for Service {
         request: tonic::Request<MountRequest>,
     ) -> Result<tonic::Response<MountResponse>, tonic::Status> {
         let start = Instant::now();
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let result = self.mounter.mount(&req).await;
+        // The attributes carry the pod's service-account tokens.
+        req.attributes.zeroize();
+        req.secrets.zeroize();
         let elapsed = start.elapsed();
         self.metrics.duration.observe(elapsed.as_secs_f64());
         let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
