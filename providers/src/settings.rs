@@ -461,6 +461,24 @@ mod tests {
     }
 
     #[test]
+    fn inline_jwt_is_never_printed() {
+        let a = VaultAuth::KubernetesJwt {
+            role: "web".into(),
+            jwt: InlineJwt::new("eyJ.pod-token.sig"),
+            mount: "kubernetes".into(),
+        };
+        assert!(!format!("{a:?}").contains("pod-token"));
+        assert_eq!(a.clone(), a);
+        let b = VaultAuth::KubernetesJwt {
+            role: "web".into(),
+            jwt: InlineJwt::new("eyJ.pod-token.sig"),
+            mount: "kubernetes".into(),
+        };
+        // Equality is identity: comparing settings never compares tokens.
+        assert_ne!(a, b);
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let e = VaultSettings::parse(
             "vault-prod",
