@@ -1,29 +1,48 @@
 #!/bin/sh
-# The quick start, inside the test VM (BPF-LSM on):
-#   cargo xtask vm-run examples/vm-demo.sh
-# Starts the agent on the example config, protects a process, and shows
-# root being refused next to the agent's log lines.
+# The KernelSeal demo, inside the test VM (BPF-LSM on):   cargo xtask demo
+# The agent starts on the example config, an app is started through the
+# wrapper and reports it has its secret (length only), then root tries to
+# read it back and is refused, next to the agent's log lines.
 set -u
 CONFIG=/tmp/config.yaml
 cat > "$CONFIG" <<'YAML'
 version: v1
-policy: { mode: enforce, blockEnviron: true, blockMem: true, blockPtrace: true }
+policy: { mode: enforce, blockEnviron: true, blockMem: true, blockMaps: true, blockPtrace: true }
+secrets:
+  - name: demo
+    selector: { path: /usr/bin/demo-app }
+    secretRefs:
+      - name: MY_SECRET
+        source: { envRef: KernelSeal_MY_SECRET }
 YAML
-kernelseal agent --config "$CONFIG" > /tmp/agent.log 2>&1 &
+cat > /usr/bin/demo-app <<'APP'
+#!/bin/sh
+echo "demo-app (PID $$): MY_SECRET is set, ${#MY_SECRET} characters long"
+exec sleep 300
+APP
+chmod +x /usr/bin/demo-app
+
+echo "== starting the agent (mode enforce)"
+KernelSeal_MY_SECRET=secret-value-here kernelseal agent --config "$CONFIG" --metrics-addr 127.0.0.1:9090 > /tmp/agent.log 2>&1 &
 AGENT=$!
 for _ in $(seq 1 100); do grep -q "agent running" /tmp/agent.log && break; sleep 0.2; done
 
-KernelSeal_MY_SECRET=secret-value-here sleep 300 &
-SLEEP_PID=$!
-echo "== protecting PID $SLEEP_PID"
-kernelseal protect "$SLEEP_PID"
-echo "== root tries: cat /proc/$SLEEP_PID/environ"
-cat /proc/$SLEEP_PID/environ; echo "   exit $?"
-echo "== root tries: dd if=/proc/$SLEEP_PID/mem"
-dd if=/proc/$SLEEP_PID/mem of=/dev/null bs=1 count=1 2>&1; echo "   exit $?"
-echo "== ps still works:"
+echo "== kernelseal exec -- demo-app"
+kernelseal exec -- demo-app &
+APP=$!
+sleep 1
+
+echo "== root tries to read it back"
+echo "\$ cat /proc/$APP/environ"
+cat /proc/$APP/environ > /dev/null; echo "   exit $?"
+echo "\$ dd if=/proc/$APP/mem"
+dd if=/proc/$APP/mem of=/dev/null bs=1 count=1 2>/tmp/dd.err; echo "   exit $?"; head -1 /tmp/dd.err
+echo "== every vector (ptrace, process_vm_readv, pidfd_getfd included):"
+kernelseal-vmtests attack $APP
+echo "== ps still shows it:"
 ps | grep "[s]leep 300"
 sleep 1
-echo "== the agent's log:"
-grep -E "LSM BLOCKED|ALLOW|OK\]" /tmp/agent.log
-kill "$AGENT"; wait "$AGENT"
+echo "== the agent's log (values never appear in it):"
+grep -E "INJECT|PROTECT|LSM BLOCKED|OK\]" /tmp/agent.log | sed 's/^[^ ]* *[A-Z]* //' | cut -c1-110
+grep -q secret-value-here /tmp/agent.log && echo "!! the value leaked into the log" || echo "(the value does not appear in the log)"
+kill "$AGENT"; wait "$AGENT" 2>/dev/null

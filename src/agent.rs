@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::event_log::{BindingNames, EventLog};
 use crate::exit::Failure;
+use kernelseal_injector::Metrics;
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
@@ -37,6 +38,20 @@ pub struct AgentArgs {
     /// uninstall). Without it enforcement outlives the agent.
     #[arg(long)]
     unpin_on_exit: bool,
+    /// The agent socket the `kernelseal exec` wrapper asks for secrets.
+    #[arg(long, default_value = kernelseal_protocol::DEFAULT_SOCKET, value_name = "PATH")]
+    socket: PathBuf,
+    /// Where `delivery: file` bindings write (must be on tmpfs: the kernel
+    /// guard covers tmpfs files).
+    #[arg(long, default_value = "/run/kernelseal/secrets", value_name = "DIR")]
+    secrets_dir: PathBuf,
+    /// Group (name or GID) given access to the socket (mode 0660).
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// Address for /metrics, /healthz and /ready; overrides
+    /// monitoring.metricsPort (e.g. 127.0.0.1:9090).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
     /// Pin layout version to write (upgrade tests stage an older agent's
     /// pins with it).
     #[arg(long, hide = true, default_value_t = kernelseal_bpf::abi::LAYOUT_VERSION)]
@@ -145,16 +160,52 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
         Some(stream) => Some(stream.map_err(Failure::runtime)?),
         None => None,
     };
+    let metrics = std::sync::Arc::new(Metrics::default());
+    metrics.lsm_loaded.set(i64::from(gate.is_some()));
+    // /ready: enforcement requested and in place, or not requested at all.
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    log.metrics = Some(metrics.clone());
+    log.mode = config.policy.mode.as_str();
+    start_metrics(
+        &config,
+        &args,
+        &metrics,
+        gate.as_ref().map(|_| args.pin_dir.clone()),
+    )
+    .await?;
+    let live = std::sync::Arc::new(kernelseal_injector::LiveSet::default());
+    let shared = start_delivery(&config, gate.as_ref(), &args, &metrics, &live)?;
     log_policy(&config);
     info!("[OK] KernelSeal agent running - monitoring for process execution");
 
     let mut flush = tokio::time::interval(crate::audit::WINDOW);
     let mut dropped_seen = 0u64;
+    // File changes reload like SIGHUP. Polled, not inotify: a Kubernetes
+    // ConfigMap update swaps a symlink above the file, which a watch on the
+    // file itself would miss.
+    let mut config_poll = tokio::time::interval(CONFIG_POLL);
+    let mut config_stamp = file_stamp(&args.config);
     loop {
         tokio::select! {
+            _ = config_poll.tick() => {
+                let stamp = file_stamp(&args.config);
+                if stamp != config_stamp {
+                    config_stamp = stamp;
+                    info!("[CONFIG] {} changed on disk", args.config.display());
+                    reload(&args.config, gate.as_mut(), &mut log);
+                    reload_delivery(&args, gate.as_ref(), &shared, &metrics, &live).await;
+                }
+            }
             _ = term.recv() => { info!("[STOP] SIGTERM received"); break; }
             _ = int.recv() => { info!("[STOP] SIGINT received"); break; }
-            _ = hup.recv() => reload(&args.config, gate.as_mut(), &mut log),
+            _ = hup.recv() => {
+                // What SIGHUP loads, the file poll must not load again.
+                config_stamp = file_stamp(&args.config);
+                reload(&args.config, gate.as_mut(), &mut log);
+                reload_delivery(&args, gate.as_ref(), &shared, &metrics, &live).await;
+            }
             _ = flush.tick() => {
                 log.flush();
                 if let Some(stats) = gate.as_ref().and_then(|g| g.stats().ok())
@@ -211,6 +262,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
             );
         }
     }
+    kernelseal_injector::unbind(&args.socket);
     info!("[STOP] KernelSeal agent stopped");
     Ok(())
 }
@@ -416,4 +468,162 @@ fn log_policy(config: &Config) {
         p.audit_all,
         p.inherit_protection
     );
+}
+
+fn socket_gid(group: &str) -> Result<u32, Failure> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)
+        .map_err(|_| Failure::config(anyhow!("--socket-group {group:?}: bad name")))?;
+    // SAFETY: getgrnam with a valid C string; the result is read at once.
+    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
+    if gr.is_null() {
+        return Err(Failure::config(anyhow!(
+            "--socket-group {group:?}: no such group"
+        )));
+    }
+    // SAFETY: non-null result of getgrnam.
+    Ok(unsafe { (*gr).gr_gid })
+}
+
+fn delivery(
+    config: &Config,
+    gate: Option<&Gate>,
+    args: &AgentArgs,
+    metrics: &std::sync::Arc<Metrics>,
+    live: &std::sync::Arc<kernelseal_injector::LiveSet>,
+) -> Result<kernelseal_injector::Delivery, Failure> {
+    let registry = kernelseal_providers::Registry::from_config(config).map_err(Failure::config)?;
+    let cache = kernelseal_providers::Cache::new(std::sync::Arc::new(registry), Default::default());
+    // The refresher holds the cache weakly and the watcher only a receiver:
+    // both end when a reload drops this cache.
+    cache.spawn_refresher();
+    let (stop_watch, stop) = tokio::sync::oneshot::channel();
+    tokio::spawn(kernelseal_injector::watch(
+        cache.clone(),
+        live.clone(),
+        stop,
+    ));
+    let bindings = kernelseal_injector::prepare(config).map_err(Failure::config)?;
+    for b in bindings.iter().filter(|b| b.needs_pod_identity()) {
+        warn!(
+            "[CONFIG] binding {:?} selects by pod (namespace/labels/serviceAccount/container): pod \
+             identity is not resolved by this version, so it matches no caller",
+            b.name
+        );
+    }
+    let marks = match gate {
+        Some(_) => Some(std::sync::Arc::new(
+            kernelseal_bpf::Marks::from_pin(&args.pin_dir).map_err(Failure::runtime)?,
+        )),
+        None => None,
+    };
+    if bindings
+        .iter()
+        .any(|b| b.delivery == kernelseal_config::Delivery::File)
+    {
+        kernelseal_injector::files::check_tmpfs(&args.secrets_dir).map_err(Failure::config)?;
+    }
+    let guard = match gate {
+        Some(_) => Some(std::sync::Arc::new(std::sync::Mutex::new(
+            kernelseal_bpf::GuardedFiles::from_pin(&args.pin_dir, args.pin_layout_version)
+                .map_err(Failure::runtime)?,
+        ))),
+        None => None,
+    };
+    let files = std::sync::Arc::new(kernelseal_injector::FileStore {
+        root: args.secrets_dir.clone(),
+        guard,
+    });
+    Ok(kernelseal_injector::Delivery {
+        bindings,
+        cache,
+        marks,
+        metrics: metrics.clone(),
+        live: live.clone(),
+        files,
+        stop_watch: Some(stop_watch),
+    })
+}
+
+fn start_delivery(
+    config: &Config,
+    gate: Option<&Gate>,
+    args: &AgentArgs,
+    metrics: &std::sync::Arc<Metrics>,
+    live: &std::sync::Arc<kernelseal_injector::LiveSet>,
+) -> Result<kernelseal_injector::Shared, Failure> {
+    let d = delivery(config, gate, args, metrics, live)?;
+    let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
+    let listener = kernelseal_injector::bind(&args.socket, gid).map_err(Failure::runtime)?;
+    let shared: kernelseal_injector::Shared =
+        std::sync::Arc::new(tokio::sync::RwLock::new(std::sync::Arc::new(d)));
+    tokio::spawn(kernelseal_injector::serve(listener, shared.clone()));
+    info!("[OK] serving secrets on {}", args.socket.display());
+    Ok(shared)
+}
+
+async fn reload_delivery(
+    args: &AgentArgs,
+    gate: Option<&Gate>,
+    shared: &kernelseal_injector::Shared,
+    metrics: &std::sync::Arc<Metrics>,
+    live: &std::sync::Arc<kernelseal_injector::LiveSet>,
+) {
+    let config = match kernelseal_config::load_file(&args.config) {
+        Ok(l) => l.config,
+        Err(_) => return, // reported by reload()
+    };
+    match delivery(&config, gate, args, metrics, live) {
+        Ok(d) => *shared.write().await = std::sync::Arc::new(d),
+        Err(e) => error!(
+            "[CONFIG] bindings not reloaded, keeping the current ones: {}",
+            e.message()
+        ),
+    }
+}
+
+/// Metrics on `monitoring.metricsPort` (all interfaces, like the original)
+/// unless `monitoring.enabled: false`.
+async fn start_metrics(
+    config: &Config,
+    args: &AgentArgs,
+    metrics: &std::sync::Arc<Metrics>,
+    pin_dir: Option<PathBuf>,
+) -> Result<(), Failure> {
+    if !config.monitoring.enabled {
+        return Ok(());
+    }
+    let addr = args
+        .metrics_addr
+        .clone()
+        .unwrap_or_else(|| format!("0.0.0.0:{}", config.monitoring.metrics_port));
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| Failure::runtime(anyhow!("metrics endpoint {addr}: {e}")))?;
+    let refresh: std::sync::Arc<dyn Fn(&Metrics) + Send + Sync> =
+        std::sync::Arc::new(move |m: &Metrics| {
+            if let Some(dir) = &pin_dir {
+                m.protected_processes
+                    .set(crate::protected_count::count(dir) as i64);
+            }
+        });
+    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    tokio::spawn(kernelseal_injector::serve_http(
+        listener,
+        metrics.clone(),
+        refresh,
+    ));
+    info!("[OK] metrics on http://{bound}/metrics, /healthz, /ready");
+    Ok(())
+}
+
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What identifies a config file's content cheaply: modification time and
+/// size of the file the path resolves to now.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }

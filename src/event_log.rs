@@ -23,6 +23,9 @@ fn binding_name(names: &BindingNames, id: u32) -> &str {
 pub struct EventLog {
     pub names: BindingNames,
     limiter: RateLimiter,
+    pub metrics: Option<std::sync::Arc<kernelseal_injector::Metrics>>,
+    /// policy.mode, for the metrics' `mode` label.
+    pub mode: &'static str,
 }
 
 impl EventLog {
@@ -30,10 +33,22 @@ impl EventLog {
         EventLog {
             names,
             limiter: RateLimiter::default(),
+            metrics: None,
+            mode: "enforce",
         }
     }
 
     pub fn access(&mut self, ev: &AccessEvent) {
+        if let Some(m) = &self.metrics {
+            let labels = kernelseal_injector::AccessLabels {
+                kind: ev.kind.as_str().to_string(),
+                mode: self.mode.to_string(),
+            };
+            match ev.decision {
+                Decision::Denied => m.access_blocked.get_or_create(&labels).inc(),
+                _ => m.access_audit.get_or_create(&labels).inc(),
+            };
+        }
         let (summaries, verdict) = self.limiter.admit(ev, Instant::now());
         summaries.iter().for_each(log_suppressed);
         if verdict == Verdict::Suppress {
@@ -55,6 +70,14 @@ impl EventLog {
             };
         }
         match ev.decision {
+            // A file refusal has no target process: the owner is a delivery.
+            Decision::Denied if ev.kind == kernelseal_bpf::AccessKind::SecretFile => line!(
+                warn,
+                "[LSM BLOCKED] PID={} attempted to open a secret file of delivery {} ({})",
+                ev.accessor_pid,
+                ev.binding_id,
+                ev.accessor_comm
+            ),
             Decision::Denied => line!(
                 warn,
                 "[LSM BLOCKED] PID={} attempted {kind} access to PID={} ({})",
@@ -88,6 +111,9 @@ impl EventLog {
     }
 
     pub fn exec(&self, ev: &ExecEvent) {
+        if let Some(m) = &self.metrics {
+            m.exec_events.inc();
+        }
         let binding = binding_name(&self.names, ev.binding_id);
         info!(
             pid = ev.pid, ppid = ev.ppid, uid = ev.uid, comm = %ev.comm, file = %ev.filename,

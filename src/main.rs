@@ -9,6 +9,7 @@ mod event_log;
 mod exit;
 mod logging;
 mod marks_cli;
+mod protected_count;
 mod providers_cli;
 mod selftest;
 
@@ -59,6 +60,13 @@ enum Command {
     /// Secret provider tools.
     #[command(subcommand)]
     Providers(providers_cli::ProvidersCommand),
+    /// Run CMD with the secrets bound to it (the entrypoint wrapper; also the
+    /// standalone `kernelseal-exec`). See `kernelseal exec --help`.
+    #[command(disable_help_flag = true)]
+    Exec {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Configuration file tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -83,6 +91,12 @@ fn main() -> ExitCode {
     // One rustls crypto provider (aws-lc-rs) for every TLS client, before any
     // is built: with two compiled in, rustls panics on first use.
     kernelseal_providers::install_crypto_provider();
+    // `kernelseal exec …` is the wrapper itself: its own hand-parsed flags,
+    // then CMD ARGS untouched by clap.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("exec") {
+        return ExitCode::from(kernelseal_exec::main_with(&argv[2..]) as u8);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
@@ -90,6 +104,7 @@ fn main() -> ExitCode {
         Command::Unprotect(args) => marks_cli::unprotect(&args),
         Command::Status(args) => marks_cli::status(&args),
         Command::Check(args) => check::run(&args),
+        Command::Exec { args } => std::process::exit(kernelseal_exec::main_with(&args)),
         Command::Providers(cmd) => providers_cli::run(cmd),
         Command::Config(ConfigCommand::Validate { file }) => validate(&file),
         Command::CsiProvider(args) => csi_cli::run(args),

@@ -107,6 +107,8 @@ fn enforce_agent_fails_closed_or_runs() {
             path.to_str().unwrap(),
             "--pin-dir",
             pins.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -148,6 +150,27 @@ fn unsafe_kill(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+type Collected = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Collects a child's stdout on a thread, for waiting on log lines.
+fn collect_stdout(child: &mut std::process::Child) -> (Collected, std::thread::JoinHandle<()>) {
+    let buf: Collected = Default::default();
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = buf.clone();
+    let reader = std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    (buf, reader)
+}
+
 fn wait_for_line(buf: &std::sync::Arc<std::sync::Mutex<String>>, needle: &str) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
@@ -162,6 +185,7 @@ fn wait_for_line(buf: &std::sync::Arc<std::sync::Mutex<String>>, needle: &str) {
 #[test]
 fn disabled_agent_warns_reloads_on_sighup_and_stops_on_sigterm() {
     let path = tmp_config("disabled.yaml", "version: v1\npolicy:\n  mode: disabled\n");
+    let socket = path.with_file_name("disabled.sock").display().to_string();
     let mut child = bin()
         .args([
             "agent",
@@ -169,25 +193,16 @@ fn disabled_agent_warns_reloads_on_sighup_and_stops_on_sigterm() {
             path.to_str().unwrap(),
             "--log-format",
             "json",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--socket",
+            &socket,
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = buf.clone();
-    let reader = std::thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&chunk[..n]));
-        }
-    });
+    let (buf, reader) = collect_stdout(&mut child);
     wait_for_line(&buf, "KernelSeal agent running");
     assert!(buf.lock().unwrap().contains("NOTHING is protected"));
     unsafe_kill(child.id(), libc::SIGHUP);
@@ -252,4 +267,36 @@ fn providers_check_reports_each_ref_and_never_a_value() {
         !out.contains(secret) && !err.contains(secret),
         "value leaked: {out}{err}"
     );
+}
+
+#[test]
+fn a_changed_config_file_is_reloaded_without_a_signal() {
+    let path = tmp_config("watched.yaml", "version: v1\npolicy:\n  mode: disabled\n");
+    let socket = path.with_file_name("watched.sock").display().to_string();
+    let mut child = bin()
+        .args([
+            "agent",
+            "--config",
+            path.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--socket",
+            &socket,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (buf, reader) = collect_stdout(&mut child);
+    wait_for_line(&buf, "KernelSeal agent running");
+    // A different size guarantees a different stamp even within one mtime tick.
+    std::fs::write(
+        &path,
+        "version: v1\npolicy:\n  mode: disabled\n  auditAll: true\n",
+    )
+    .unwrap();
+    wait_for_line(&buf, "changed on disk");
+    unsafe_kill(child.id(), libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
 }

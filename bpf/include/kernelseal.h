@@ -8,7 +8,7 @@
 #define KERNELSEAL_H
 
 /* Bumped whenever a map or struct layout changes (pins carry it). */
-#define KS_LAYOUT_VERSION 1
+#define KS_LAYOUT_VERSION 2
 
 /* policy.mode */
 #define KS_MODE_DISABLED 0
@@ -40,6 +40,8 @@
 #define KS_KIND_SELF_READ 5
 /* A traced process exec'ing a protected binary: its tracer would keep access. */
 #define KS_KIND_TRACED_EXEC 6
+/* A delivered secret file opened by a process outside its owner's tree. */
+#define KS_KIND_FILE 7
 
 /* event.decision */
 #define KS_DECISION_ALLOWED 0
@@ -81,7 +83,9 @@ struct ks_task_mark {
 	__u32 binding_id;
 	/* Kind recorded by file_open for the ptrace_access_check that follows. */
 	__u32 pending_kind;
-	__u32 _pad;
+	/* Delivery whose guarded files this task (and its descendants) may
+	 * open; 0 for none. */
+	__u32 file_owner;
 	/* struct pid * of a target refused by an FSCREDS check; file_post_open
 	 * refuses the open of that target's procfs file (kernels >= 6.15 let
 	 * perfmon-capable callers past a refused READ check). */
@@ -122,6 +126,12 @@ struct ks_exec_event {
 /* Exec filter: value of both the binary and the path maps. */
 struct ks_binding {
 	__u32 binding_id;
+};
+
+/* A guarded secret file: the kernel's s_dev and the inode number. */
+struct ks_file_key {
+	__u64 dev;
+	__u64 ino;
 };
 
 struct ks_binary_key {

@@ -70,6 +70,7 @@ struct task_struct {
 
 struct super_block {
 	unsigned long s_magic;
+	unsigned int s_dev;
 };
 
 struct qstr {
@@ -87,6 +88,7 @@ struct path {
 
 struct inode {
 	struct super_block *i_sb;
+	unsigned long i_ino;
 };
 
 struct file {
@@ -107,6 +109,7 @@ struct proc_inode {
 
 #define PF_KTHREAD 0x00200000
 #define PROC_SUPER_MAGIC 0x9fa0
+#define TMPFS_MAGIC 0x01021994
 
 #define PTRACE_MODE_READ 0x01
 #define PTRACE_MODE_ATTACH 0x02

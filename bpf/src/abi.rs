@@ -1,7 +1,7 @@
 //! Rust mirrors of `bpf/include/kernelseal.h`. The layout test in
 //! `tests/abi_layout.rs` checks each struct against the object's BTF.
 
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 pub const MODE_DISABLED: u32 = 0;
 pub const MODE_AUDIT: u32 = 1;
@@ -26,6 +26,7 @@ pub const KIND_MAPS: u32 = 3;
 pub const KIND_PTRACE: u32 = 4;
 pub const KIND_SELF_READ: u32 = 5;
 pub const KIND_TRACED_EXEC: u32 = 6;
+pub const KIND_FILE: u32 = 7;
 
 pub const DECISION_ALLOWED: u32 = 0;
 pub const DECISION_DENIED: u32 = 1;
@@ -64,7 +65,7 @@ pub struct RawTaskMark {
     pub flags: u32,
     pub binding_id: u32,
     pub pending_kind: u32,
-    pub _pad: u32,
+    pub file_owner: u32,
     pub pending_pid: u64,
 }
 
@@ -112,6 +113,14 @@ pub struct RawBinding {
     pub binding_id: u32,
 }
 
+/// `struct ks_file_key`: the kernel's `s_dev` (MAJOR << 20 | MINOR) and inode.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawFileKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
 /// `struct ks_binary_key`
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -137,3 +146,5 @@ unsafe impl aya::Pod for RawBinding {}
 unsafe impl aya::Pod for RawBinaryKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawPathKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawFileKey {}

@@ -16,6 +16,8 @@ pub enum AccessKind {
     SelfRead,
     /// A traced process exec'ing a protected binary.
     TracedExec,
+    /// A delivered secret file opened outside its owner's process tree.
+    SecretFile,
     Unknown(u32),
 }
 
@@ -28,6 +30,7 @@ impl AccessKind {
             abi::KIND_PTRACE => AccessKind::Ptrace,
             abi::KIND_SELF_READ => AccessKind::SelfRead,
             abi::KIND_TRACED_EXEC => AccessKind::TracedExec,
+            abi::KIND_FILE => AccessKind::SecretFile,
             other => AccessKind::Unknown(other),
         }
     }
@@ -40,6 +43,7 @@ impl AccessKind {
             AccessKind::Ptrace => "ptrace",
             AccessKind::SelfRead => "self-read",
             AccessKind::TracedExec => "traced-exec",
+            AccessKind::SecretFile => "secret-file",
             AccessKind::Unknown(_) => "unknown",
         }
     }

@@ -22,8 +22,16 @@ const EVENTS_MAP: &str = "ks_events";
 const STATS_MAP: &str = "ks_stats";
 const BINARIES_MAP: &str = "ks_exec_binaries";
 const PATHS_MAP: &str = "ks_exec_paths";
+pub(crate) const GUARDED_FILES_MAP: &str = "ks_guarded_files";
 /// Maps pinned per layout version (the marks map is pinned apart).
-const VERSIONED_MAPS: [&str; 5] = [POLICY_MAP, EVENTS_MAP, STATS_MAP, BINARIES_MAP, PATHS_MAP];
+const VERSIONED_MAPS: [&str; 6] = [
+    POLICY_MAP,
+    EVENTS_MAP,
+    STATS_MAP,
+    BINARIES_MAP,
+    PATHS_MAP,
+    GUARDED_FILES_MAP,
+];
 
 /// The exec tracepoint program (C function name).
 pub const EXEC_TRACEPOINT: &str = "sched_process_exec";

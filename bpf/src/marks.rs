@@ -124,6 +124,34 @@ impl Marks {
         }
     }
 
+    /// Marks the process a pidfd names (a caller of the agent socket, taken
+    /// from SO_PEERPIDFD) and reads the mark back. A non-zero `file_owner`
+    /// lets its process tree open the secret files guarded under that id.
+    pub fn protect_pidfd(
+        &self,
+        pidfd: &OwnedFd,
+        pid: u32,
+        binding_id: u32,
+        file_owner: u32,
+    ) -> Result<(), BpfError> {
+        let mark = RawTaskMark {
+            flags: abi::MARK_PROTECTED,
+            binding_id,
+            file_owner,
+            ..Default::default()
+        };
+        let key = std::os::fd::AsRawFd::as_raw_fd(pidfd);
+        sys::update(self.fd(), &key, &mark).map_err(|source| map_err("update", source, pid))?;
+        match self.state_of_pidfd(pidfd, pid)? {
+            Some(s) if s.protected => Ok(()),
+            _ => Err(BpfError::Map {
+                op: "verify",
+                map: MARKS_MAP,
+                source: std::io::Error::other(format!("mark for PID {pid} did not read back")),
+            }),
+        }
+    }
+
     /// Removes a process's mark. Its children keep their own marks.
     pub fn unprotect(&self, pid: u32) -> Result<ProcessFacts, BpfError> {
         let facts = ProcessFacts::read(pid)?;

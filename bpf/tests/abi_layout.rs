@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
 
 use kernelseal_bpf::abi::{
-    RawBinaryKey, RawBinding, RawEvent, RawExecEvent, RawPathKey, RawPolicy, RawTaskMark,
+    RawBinaryKey, RawBinding, RawEvent, RawExecEvent, RawFileKey, RawPathKey, RawPolicy,
+    RawTaskMark,
 };
 use object::{Object, ObjectSection};
 
@@ -114,7 +115,7 @@ fn task_mark_matches_c() {
             ("flags", offset_of!(RawTaskMark, flags)),
             ("binding_id", offset_of!(RawTaskMark, binding_id)),
             ("pending_kind", offset_of!(RawTaskMark, pending_kind)),
-            ("_pad", offset_of!(RawTaskMark, _pad)),
+            ("file_owner", offset_of!(RawTaskMark, file_owner)),
             ("pending_pid", offset_of!(RawTaskMark, pending_pid)),
         ],
     );
@@ -183,6 +184,15 @@ fn filter_keys_match_c() {
         &[("name", 0)],
     );
     check(&l, "ks_path_key", size_of::<RawPathKey>(), &[("path", 0)]);
+    check(
+        &l,
+        "ks_file_key",
+        size_of::<RawFileKey>(),
+        &[
+            ("dev", offset_of!(RawFileKey, dev)),
+            ("ino", offset_of!(RawFileKey, ino)),
+        ],
+    );
 }
 
 #[test]
@@ -228,6 +238,7 @@ fn constants_match_c_header() {
         ("KS_KIND_PTRACE", KIND_PTRACE),
         ("KS_KIND_SELF_READ", KIND_SELF_READ),
         ("KS_KIND_TRACED_EXEC", KIND_TRACED_EXEC),
+        ("KS_KIND_FILE", KIND_FILE),
         ("KS_DECISION_ALLOWED", DECISION_ALLOWED),
         ("KS_DECISION_DENIED", DECISION_DENIED),
         ("KS_DECISION_AUDIT", DECISION_AUDIT),

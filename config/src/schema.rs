@@ -131,6 +131,9 @@ pub enum FileRef {
         path: String,
         #[serde(rename = "jsonKey")]
         json_key: Option<String>,
+        /// How often the file is re-read for rotation, e.g. `30s` (default:
+        /// the cache's 5 minutes).
+        ttl: Option<String>,
     },
 }
 
@@ -144,6 +147,12 @@ impl FileRef {
         match self {
             FileRef::Path(_) => None,
             FileRef::Detailed { json_key, .. } => json_key.as_deref(),
+        }
+    }
+    pub fn ttl(&self) -> Option<&str> {
+        match self {
+            FileRef::Path(_) => None,
+            FileRef::Detailed { ttl, .. } => ttl.as_deref(),
         }
     }
 }

@@ -245,6 +245,7 @@ impl Mounter {
                     .fetch(&SecretRef::File {
                         path: real,
                         json_key: None,
+                        ttl: None,
                     })
                     .await
                     .map_err(fail)

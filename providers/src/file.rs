@@ -44,7 +44,7 @@ impl SecretProvider for FileProvider {
     }
 
     async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, Error> {
-        let SecretRef::File { path, json_key } = reference else {
+        let SecretRef::File { path, json_key, .. } = reference else {
             return Err(wrong_kind(reference, "file"));
         };
         let (path, json_key, r, limit) = (

@@ -22,6 +22,8 @@ pub enum SecretRef {
     File {
         path: PathBuf,
         json_key: Option<String>,
+        /// Re-read interval for rotation (`fileRef: { ttl: … }`).
+        ttl: Option<Duration>,
     },
     Kubernetes(KubernetesRef),
     Vault(VaultRef),
@@ -76,10 +78,22 @@ impl SecretRef {
         Ok(match source {
             Source::Value(v) => SecretRef::Value(Arc::new(SecretBox::new(v.as_str().into()))),
             Source::Env(var) => SecretRef::Env { var: var.clone() },
-            Source::File(f) => SecretRef::File {
-                path: PathBuf::from(f.path()),
-                json_key: f.json_key().map(str::to_string),
-            },
+            Source::File(f) => {
+                let r = SecretRef::File {
+                    path: PathBuf::from(f.path()),
+                    json_key: f.json_key().map(str::to_string),
+                    ttl: None,
+                };
+                let parsed = parse_ttl_field(f.ttl(), &r)?;
+                match r {
+                    SecretRef::File { path, json_key, .. } => SecretRef::File {
+                        path,
+                        json_key,
+                        ttl: parsed,
+                    },
+                    other => other,
+                }
+            }
             Source::KubernetesSecret(k) => SecretRef::Kubernetes(KubernetesRef {
                 namespace: k.namespace.clone(),
                 name: k.name.clone(),
@@ -154,6 +168,7 @@ impl SecretRef {
         match self {
             SecretRef::Vault(v) => v.ttl,
             SecretRef::Aws(a) => a.ttl,
+            SecretRef::File { ttl, .. } => *ttl,
             _ => None,
         }
     }
@@ -181,7 +196,7 @@ impl std::fmt::Display for SecretRef {
         match self {
             SecretRef::Value(_) => f.write_str("value <literal>"),
             SecretRef::Env { var } => write!(f, "envRef {var}"),
-            SecretRef::File { path, json_key } => {
+            SecretRef::File { path, json_key, .. } => {
                 write!(f, "fileRef {}", path.display())?;
                 if let Some(k) = json_key {
                     write!(f, "#{k}")?;

@@ -15,6 +15,7 @@ fn file_ref(path: &std::path::Path, key: Option<&str>) -> SecretRef {
     SecretRef::File {
         path: path.to_path_buf(),
         json_key: key.map(str::to_string),
+        ttl: None,
     }
 }
 

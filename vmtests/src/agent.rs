@@ -39,12 +39,13 @@ impl Policy {
 /// Every config of the suite binds the victim's exec name, so a victim
 /// started as `/tmp/ks-victim` is marked by the kernel at exec.
 pub const EXEC_BINARY: &str = "ks-victim";
-const EXEC_BINDING: &str = "secrets:\n  - name: victims\n    selector:\n      binary: ks-victim\n    secretRefs:\n      - name: VICTIM_SECRET\n        source:\n          value: not-delivered-yet\n";
+/// The second binding selects socket callers by uid only (not by exec
+/// name), so only the wrapper's request marks its process.
+const EXEC_BINDING: &str = "secrets:\n  - name: victims\n    selector:\n      binary: ks-victim\n    secretRefs:\n      - name: VICTIM_SECRET\n        source:\n          value: not-delivered-yet\n  - name: wrapped\n    selector:\n      uid: 0\n    secretRefs:\n      - name: WRAPPED_SECRET\n        source:\n          value: wrapped-secret-value\n  - name: wrapped-files\n    selector:\n      uid: 0\n    delivery: file\n    secretRefs:\n      - name: wrapped.txt\n        source:\n          value: wrapped-file-value\n";
 
 pub struct Agent {
     child: Option<Child>,
     pub pid: u32,
-    policy_lines: usize,
 }
 
 impl Agent {
@@ -55,7 +56,7 @@ impl Agent {
     }
 
     pub fn start_with(yaml: &str, extra: &[&str]) -> Result<Self, String> {
-        std::fs::write(CONFIG, yaml).map_err(|e| e.to_string())?;
+        write_config(yaml)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -73,13 +74,11 @@ impl Agent {
         let mut agent = Agent {
             child: Some(child),
             pid,
-            policy_lines: 0,
         };
         agent.wait_for(
             |log| count(log, "[OK] KernelSeal agent running") > ready_before,
             "agent ready",
         )?;
-        agent.policy_lines = count(&log_text(), "[CONFIG] Policy configured");
         Ok(agent)
     }
 
@@ -90,16 +89,21 @@ impl Agent {
     }
 
     pub fn set_policy_yaml(&mut self, yaml: &str) -> Result<(), String> {
-        std::fs::write(CONFIG, yaml).map_err(|e| e.to_string())?;
+        // A detached handle has pid 0, and kill(0, …) would signal this
+        // whole process group.
+        if self.child.is_none() {
+            return Err("no agent running (an earlier step stopped it)".into());
+        }
+        // The agent also reloads when it sees the file change (polled), so
+        // one or two reloads follow; either applies this content.
+        let before = count(&log_text(), "[CONFIG] Policy configured");
+        write_config(yaml)?;
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGHUP) };
-        let want = self.policy_lines + 1;
         self.wait_for(
-            |log| count(log, "[CONFIG] Policy configured") >= want,
+            |log| count(log, "[CONFIG] Policy configured") > before,
             "policy reload",
-        )?;
-        self.policy_lines = want;
-        Ok(())
+        )
     }
 
     fn wait_for(&mut self, done: impl Fn(&str) -> bool, what: &str) -> Result<(), String> {
@@ -129,7 +133,6 @@ impl Agent {
         Agent {
             child: None,
             pid: 0,
-            policy_lines: 0,
         }
     }
 
@@ -232,4 +235,12 @@ pub fn unprotect(pid: u32) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// Atomically (write + rename): the agent polls the file and must never see
+/// half of it.
+fn write_config(yaml: &str) -> Result<(), String> {
+    let tmp = format!("{CONFIG}.tmp");
+    std::fs::write(&tmp, yaml).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, CONFIG).map_err(|e| e.to_string())
 }

@@ -89,6 +89,14 @@ const TESTS: &[Test] = &[
         "audit_trail_is_rate_limited",
         exec_suite::audit_trail_is_rate_limited,
     ),
+    (
+        "exec_wrapper_delivers_and_protects",
+        exec_suite::exec_wrapper_delivers_and_protects,
+    ),
+    (
+        "file_delivery_is_guarded",
+        exec_suite::file_delivery_is_guarded,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -102,6 +110,17 @@ fn main() -> ExitCode {
              inside the test VM only (cargo xtask vm-test)"
         );
         return ExitCode::from(2);
+    }
+    if args.first().map(String::as_str) == Some("attack") {
+        // For the demo: every vector against one PID, one line each.
+        let Some(pid) = args.get(1).and_then(|p| p.parse::<u32>().ok()) else {
+            eprintln!("usage: kernelseal-vmtests attack PID");
+            return ExitCode::from(2);
+        };
+        for v in attacks::ALL {
+            println!("  {:<18} {}", v.name(), v.attempt(pid, pid, 0x1000));
+        }
+        return ExitCode::SUCCESS;
     }
     if args.first().map(String::as_str) == Some("bench") {
         return match bench::run() {

@@ -54,6 +54,37 @@ pub fn run() -> ! {
                 let err = exec_sleep();
                 format!("exec failed {err}")
             }
+            cmd if cmd.starts_with("getenv ") => {
+                let name = &cmd["getenv ".len()..];
+                match std::env::var(name) {
+                    Ok(v) => format!("env {}", v.len()),
+                    Err(_) => "env none".to_string(),
+                }
+            }
+            cmd if cmd.starts_with("readpath ") => read_reply(&cmd["readpath ".len()..]),
+            "secretsdir" => {
+                std::env::var("KERNELSEAL_SECRETS_DIR").unwrap_or_else(|_| "none".into())
+            }
+            cmd if cmd.starts_with("forkread ") => {
+                let path = cmd["forkread ".len()..].to_string();
+                // SAFETY: the child only opens, reads and _exits.
+                let child = unsafe { libc::fork() };
+                if child == 0 {
+                    let code = match std::fs::read(&path) {
+                        Ok(_) => 0,
+                        Err(e) => e.raw_os_error().unwrap_or(255),
+                    };
+                    // SAFETY: leave the forked child without destructors.
+                    unsafe { libc::_exit(code) };
+                }
+                let mut status = 0;
+                // SAFETY: waiting for our child.
+                unsafe { libc::waitpid(child, &mut status, 0) };
+                match libc::WEXITSTATUS(status) {
+                    0 => "child read ok".to_string(),
+                    e => format!("child read err {e}"),
+                }
+            }
             "selfread" => {
                 let environ =
                     crate::attacks::Vector::Environ.attempt(std::process::id(), gettid(), 0);
@@ -71,6 +102,14 @@ pub fn run() -> ! {
         out.flush().ok();
     }
     std::process::exit(0)
+}
+
+/// "read <len>" or "read err <errno>".
+pub fn read_reply(path: &str) -> String {
+    match std::fs::read(path) {
+        Ok(b) => format!("read {}", b.len()),
+        Err(e) => format!("read err {}", e.raw_os_error().unwrap_or(0)),
+    }
 }
 
 fn exec_sleep() -> String {
@@ -100,8 +139,21 @@ impl Victim {
         Self::spawn_exe(bound_exe()?)
     }
 
+    /// Starts the victim through `kernelseal exec`: the wrapper asks the
+    /// agent, which marks it, then execs the victim in place (same PID).
+    pub fn spawn_wrapped() -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(crate::agent::KERNELSEAL);
+        cmd.args(["exec", "--timeout", "10s", "--"]).arg(exe);
+        Self::spawn_cmd(cmd)
+    }
+
     fn spawn_exe(exe: std::path::PathBuf) -> Result<Self, String> {
-        let mut child = Command::new(exe)
+        Self::spawn_cmd(Command::new(exe))
+    }
+
+    fn spawn_cmd(mut cmd: Command) -> Result<Self, String> {
+        let mut child = cmd
             .arg("victim")
             .env(SECRET_ENV, SECRET_VALUE)
             .stdin(Stdio::piped())

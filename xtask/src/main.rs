@@ -89,6 +89,13 @@ enum Cmd {
     },
     /// Download and cache the test kernels and busybox under target/vm/.
     VmFetch,
+    /// Build the wrapper `kernelseal-exec` statically linked (glibc
+    /// crt-static) into target/static/: no dynamic loader at every wrapped
+    /// start, and it runs in images without a matching libc.
+    StaticExec,
+    /// The demo: boot the newest kernel, start the agent, run an app through
+    /// `kernelseal exec`, and show root being refused next to the log.
+    Demo,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -138,6 +145,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             args,
         } => vm_test(&ws, kernel, runner, timeout, &with, args),
         Cmd::VmBench { kernel, timeout } => vm_bench(&ws, kernel, timeout),
+        Cmd::StaticExec => {
+            let out = static_exec(&ws)?;
+            println!("{}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo => {
+            const RUNNER: &str = "kernelseal-vmtests";
+            ws.cargo_build_release(&["-p", RUNNER, "--bin", RUNNER])?;
+            let script = ws.root.join("examples/vm-demo.sh");
+            vm_run(
+                &ws,
+                Series::V6_19,
+                300,
+                &[ws.release_bin(RUNNER)],
+                &script,
+                Vec::new(),
+            )
+        }
         Cmd::VmFetch => {
             ensure_busybox(&ws.vm_dir())?;
             for series in Series::ALL {
@@ -416,4 +441,47 @@ impl<W: Write> Write for Tee<'_, W> {
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
     }
+}
+
+/// `RUSTFLAGS=-C target-feature=+crt-static cargo build --release --target
+/// <host> -p kernelseal-exec`: with an explicit --target the flags reach only
+/// the target crates, not build scripts or proc macros.
+fn static_exec(ws: &Workspace) -> Result<PathBuf> {
+    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+    let dir = ws.target.join("static");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("xtask: building a static kernelseal-exec");
+    util::run_checked(
+        std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "kernelseal-exec",
+                "--bin",
+                "kernelseal-exec",
+                "--target",
+                TRIPLE,
+            ])
+            .arg("--target-dir")
+            .arg(&dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .current_dir(&ws.root),
+        "static build of kernelseal-exec",
+    )?;
+    let built = dir.join(TRIPLE).join("release").join("kernelseal-exec");
+    let out = dir.join("kernelseal-exec");
+    fs::copy(&built, &out).with_context(|| format!("copying {}", built.display()))?;
+    // Stripped: it is copied into every wrapped image.
+    util::run_checked(
+        std::process::Command::new("strip").arg(&out),
+        "strip kernelseal-exec",
+    )?;
+    let size = fs::metadata(&out)?.len();
+    eprintln!(
+        "xtask: {} ({:.2} MB stripped, static)",
+        out.display(),
+        size as f64 / 1e6
+    );
+    Ok(out)
 }

@@ -39,6 +39,14 @@ struct {
 	__type(value, __u64);
 } ks_stats SEC(".maps");
 
+/* Delivered secret files (on tmpfs) and the delivery that owns each. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ks_file_key);
+	__type(value, struct ks_binding);
+} ks_guarded_files SEC(".maps");
+
 /* Exec filter: bindings selected by binary (basename) or by exact path. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -71,6 +79,7 @@ struct {
  * others), where the Rust layout test reads it. */
 const volatile struct ks_event _ks_event_btf = {};
 const volatile struct ks_exec_event _ks_exec_event_btf = {};
+const volatile struct ks_file_key _ks_file_key_btf = {};
 
 static __always_inline void stat_inc(__u32 idx)
 {
@@ -210,10 +219,44 @@ static __always_inline struct pid *proc_pid_of(struct file *file)
 	return BPF_CORE_READ(pi, pid);
 }
 
+/* A delivered secret file opens only for its owner's process tree (and the
+ * agent, which wrote it), root included. */
+static __always_inline int guard_file(struct file *file)
+{
+	struct ks_file_key key = {};
+	struct task_struct *cur;
+	struct ks_task_mark *m;
+	struct ks_binding *owner;
+	struct ks_policy *p;
+	bool deny;
+
+	key.dev = file->f_inode->i_sb->s_dev;
+	key.ino = file->f_inode->i_ino;
+	owner = bpf_map_lookup_elem(&ks_guarded_files, &key);
+	if (!owner)
+		return 0;
+	p = policy();
+	if (!p || p->mode == KS_MODE_DISABLED)
+		return 0;
+	cur = bpf_get_current_task_btf();
+	if (is_agent(cur))
+		return 0;
+	m = mark_of(cur);
+	if (m && m->file_owner == owner->binding_id)
+		return 0;
+	m = mark_of(cur->group_leader);
+	if (m && m->file_owner == owner->binding_id)
+		return 0;
+	deny = p->mode == KS_MODE_ENFORCE;
+	emit(KS_KIND_FILE, deny ? KS_DECISION_DENIED : KS_DECISION_AUDIT, 0, cur, owner->binding_id);
+	stat_inc(deny ? KS_STAT_DENIED : KS_STAT_AUDITED);
+	return deny ? -EACCES : 0;
+}
+
 /*
  * Classifies procfs opens for the ptrace_access_check that do_dentry_open
  * triggers next, and resets the opener's pending state so a refused open
- * cannot leave a stale record behind.
+ * cannot leave a stale record behind; guards delivered files on tmpfs.
  */
 SEC("lsm/file_open")
 int BPF_PROG(file_open, struct file *file, int ret)
@@ -222,10 +265,14 @@ int BPF_PROG(file_open, struct file *file, int ret)
 	struct ks_task_mark *m;
 	struct ks_policy *p;
 	__u32 kind, len;
+	unsigned long magic;
 
 	if (ret)
 		return ret;
-	if (!is_procfs(file))
+	magic = file->f_inode->i_sb->s_magic;
+	if (magic == TMPFS_MAGIC)
+		return guard_file(file);
+	if (magic != PROC_SUPER_MAGIC)
 		return 0;
 	p = policy();
 	if (!p || p->mode == KS_MODE_DISABLED)
@@ -358,6 +405,7 @@ int BPF_PROG(task_alloc, struct task_struct *task, unsigned long clone_flags, in
 	 * ordinary protected process. */
 	child->flags = KS_MARK_PROTECTED;
 	child->binding_id = parent->binding_id;
+	child->file_owner = parent->file_owner;
 	stat_inc(KS_STAT_INHERITED);
 	return 0;
 }

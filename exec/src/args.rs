@@ -1,0 +1,187 @@
+//! Command line of the wrapper, parsed by hand: it runs before every wrapped
+//! program, so it carries no argument-parsing crate.
+
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+usage: kernelseal-exec [--socket PATH] [--timeout DURATION] [--on-error fail|continue] [--verbose] -- CMD [ARGS...]
+
+Asks the KernelSeal agent for the secrets bound to CMD, sets them in the
+environment, disables core dumps, and execs CMD in place (same PID). The agent
+marks this process protected before it answers, so the secrets are guarded
+from the program's first instruction.
+
+  --socket PATH       agent socket (default $KERNELSEAL_SOCKET or /run/kernelseal/kernelseal.sock)
+  --timeout DURATION  how long to retry an agent that is down or refusing (default 15s; e.g. 500ms, 30s, 2m)
+  --on-error MODE     fail (default): exit 125 with the reason; continue: exec CMD without secrets, say so on stderr
+  --verbose           say what was delivered (names only) or that no binding matched
+
+Exit codes: CMD's own once exec'd; 125 agent unavailable or refused (--on-error fail);
+126 CMD not executable; 127 CMD not found; 2 bad usage.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Fail,
+    Continue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    pub socket: String,
+    pub timeout: Duration,
+    pub on_error: OnError,
+    pub verbose: bool,
+    pub command: Vec<String>,
+}
+
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// `Err(message)` for bad usage; `Ok(None)` for --help/--version (printed).
+pub fn parse(argv: &[String], default_socket: String) -> Result<Option<Args>, String> {
+    let mut args = Args {
+        socket: default_socket,
+        timeout: Duration::from_secs(15),
+        on_error: OnError::Fail,
+        verbose: false,
+        command: Vec::new(),
+    };
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--" => {
+                args.command = it.cloned().collect();
+                break;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("kernelseal-exec {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "--socket" => args.socket = value("--socket")?,
+            "--timeout" => {
+                let v = value("--timeout")?;
+                args.timeout = parse_duration(&v).ok_or_else(|| {
+                    format!("--timeout {v:?} is not a duration (e.g. 500ms, 15s, 2m)")
+                })?;
+            }
+            "--on-error" => {
+                args.on_error = match value("--on-error")?.as_str() {
+                    "fail" => OnError::Fail,
+                    "continue" => OnError::Continue,
+                    other => return Err(format!("--on-error {other:?}: use fail or continue")),
+                }
+            }
+            "-v" | "--verbose" => args.verbose = true,
+            opt if opt.starts_with('-') => return Err(format!("unknown option {opt}")),
+            _ => {
+                args.command = std::iter::once(a).chain(it).cloned().collect();
+                break;
+            }
+        }
+    }
+    if args.command.is_empty() {
+        return Err("no command given".into());
+    }
+    Ok(Some(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_options_and_command() {
+        let a = parse(
+            &v(&[
+                "--socket",
+                "/s",
+                "--timeout",
+                "500ms",
+                "--on-error",
+                "continue",
+                "-v",
+                "--",
+                "app",
+                "--flag",
+            ]),
+            "/d".into(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.socket, "/s");
+        assert_eq!(a.timeout, Duration::from_millis(500));
+        assert_eq!(a.on_error, OnError::Continue);
+        assert!(a.verbose);
+        assert_eq!(a.command, v(&["app", "--flag"]));
+        let b = parse(&v(&["app", "-x"]), "/d".into()).unwrap().unwrap();
+        assert_eq!(
+            b.command,
+            v(&["app", "-x"]),
+            "options after CMD belong to CMD"
+        );
+        assert_eq!(b.socket, "/d");
+    }
+
+    #[test]
+    fn bad_usage_is_named() {
+        assert!(
+            parse(&v(&[]), "/d".into())
+                .unwrap_err()
+                .contains("no command")
+        );
+        assert!(
+            parse(&v(&["--timeout", "soon", "--", "a"]), "/d".into())
+                .unwrap_err()
+                .contains("soon")
+        );
+        assert!(
+            parse(&v(&["--on-error", "maybe", "a"]), "/d".into())
+                .unwrap_err()
+                .contains("maybe")
+        );
+        assert!(
+            parse(&v(&["--bogus", "a"]), "/d".into())
+                .unwrap_err()
+                .contains("--bogus")
+        );
+        assert!(
+            parse(&v(&["--socket"]), "/d".into())
+                .unwrap_err()
+                .contains("needs a value")
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15"), Some(Duration::from_secs(15)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5h"), None);
+        assert_eq!(parse_duration("-1s"), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! The entrypoint wrapper (`kernelseal-exec`, also `kernelseal exec`): asks
+//! the agent for the secrets bound to the program it is about to run, puts
+//! them in the environment and `execve`s the program in place. Same PID, so
+//! the protection the agent set before answering carries over.
+
+mod args;
+mod client;
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use args::{Args, OnError, USAGE, parse, parse_duration};
+pub use client::{Outcome, ask};
+
+pub const EXIT_AGENT: i32 = 125;
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+pub const EXIT_NOT_FOUND: i32 = 127;
+pub const EXIT_USAGE: i32 = 2;
+
+/// Finds CMD like execvp does: a name with a '/' as given (made absolute),
+/// else the first executable match on PATH.
+pub fn resolve(cmd: &str, path_var: Option<OsString>) -> Option<PathBuf> {
+    if cmd.contains('/') {
+        let p = Path::new(cmd);
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir().ok()?.join(p)
+        };
+        return abs.exists().then_some(abs);
+    }
+    let path_var = path_var.unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(cmd))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn no_core_dumps() {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+}
+
+fn warn(msg: impl AsRef<str>) {
+    eprintln!("kernelseal-exec: {}", msg.as_ref());
+}
+
+/// Runs the wrapper with `argv` (without the program name); returns only on
+/// failure, with the exit code.
+pub fn main_with(argv: &[String]) -> i32 {
+    let default_socket = std::env::var("KERNELSEAL_SOCKET")
+        .unwrap_or_else(|_| kernelseal_protocol::DEFAULT_SOCKET.to_string());
+    let args = match parse(argv, default_socket) {
+        Ok(Some(a)) => a,
+        Ok(None) => return 0,
+        Err(e) => {
+            warn(format!("{e}\n{USAGE}"));
+            return EXIT_USAGE;
+        }
+    };
+    let Some(binary) = resolve(&args.command[0], std::env::var_os("PATH")) else {
+        warn(format!("{}: command not found", args.command[0]));
+        return EXIT_NOT_FOUND;
+    };
+    let mut cmd = Command::new(&binary);
+    cmd.arg0(&args.command[0]).args(&args.command[1..]);
+    match ask(&args.socket, &binary.to_string_lossy(), args.timeout) {
+        Outcome::Delivered {
+            env,
+            missing,
+            bindings,
+            protected,
+            warnings,
+        } => {
+            for w in warnings {
+                warn(w);
+            }
+            if !missing.is_empty() {
+                let reason = format!("secret(s) {} could not be resolved", missing.join(", "));
+                match args.on_error {
+                    OnError::Fail => {
+                        warn(format!("no secrets for {}: {reason}", binary.display()));
+                        return EXIT_AGENT;
+                    }
+                    OnError::Continue => warn(format!(
+                        "{reason}; running without them (--on-error continue)"
+                    )),
+                }
+            }
+            if !protected {
+                warn("WARNING: the agent runs with mode disabled: these secrets are NOT protected");
+            }
+            if args.verbose {
+                let names: Vec<&str> = env.iter().map(|v| v.name.as_str()).collect();
+                warn(format!(
+                    "{} secret(s) from binding(s) {}: {}",
+                    env.len(),
+                    bindings.join(", "),
+                    names.join(", ")
+                ));
+            }
+            for var in &env {
+                cmd.env(&var.name, &var.value);
+            }
+        }
+        Outcome::NoBinding => {
+            if args.verbose {
+                warn(format!(
+                    "no binding for {}: running it without secrets",
+                    binary.display()
+                ));
+            }
+        }
+        Outcome::Failed(reason) => match args.on_error {
+            OnError::Fail => {
+                warn(format!("no secrets for {}: {reason}", binary.display()));
+                return EXIT_AGENT;
+            }
+            OnError::Continue => warn(format!(
+                "no secrets for {}: {reason}; running it WITHOUT secrets (--on-error continue)",
+                binary.display()
+            )),
+        },
+    }
+    no_core_dumps();
+    let err = cmd.exec();
+    warn(format!("cannot exec {}: {err}", binary.display()));
+    match err.kind() {
+        std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+        _ => EXIT_NOT_EXECUTABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_like_execvp() {
+        let sh = resolve("sh", Some("/nonexistent:/bin:/usr/bin".into())).unwrap();
+        assert!(sh.ends_with("sh") && sh.is_absolute());
+        assert!(resolve("definitely-not-a-command-xyz", Some("/bin".into())).is_none());
+        assert_eq!(resolve("/bin/sh", None).unwrap(), PathBuf::from("/bin/sh"));
+    }
+}

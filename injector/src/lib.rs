@@ -1,0 +1,20 @@
+//! KernelSeal's delivery side: who is calling (identity), which bindings
+//! apply (select), and the agent socket that protects, then releases
+//! (server).
+
+pub mod cgroup;
+mod error;
+pub mod files;
+pub mod identity;
+pub mod metrics;
+pub mod rotate;
+pub mod select;
+pub mod server;
+
+pub use error::InjectError;
+pub use files::FileStore;
+pub use identity::Caller;
+pub use metrics::{AccessLabels, Metrics, serve_http};
+pub use rotate::{LiveSet, watch};
+pub use select::{PreparedBinding, prepare};
+pub use server::{Delivery, Shared, bind, serve, unbind};

@@ -1,0 +1,215 @@
+//! Prometheus metrics (the original KernelSeal's names, plus delivery and
+//! provider figures) and the small HTTP endpoint that serves them with
+//! `/healthz` and `/ready`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccessLabels {
+    pub kind: String,
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub exec_events: Counter,
+    pub secrets_injected: Counter,
+    pub secrets_denied: Counter,
+    pub access_blocked: Family<AccessLabels, Counter>,
+    pub access_audit: Family<AccessLabels, Counter>,
+    pub protected_processes: Gauge,
+    pub lsm_loaded: Gauge,
+    pub fetch_seconds: Family<ProviderLabels, Histogram>,
+    pub fetch_errors: Family<ProviderLabels, Counter>,
+    /// `/ready` answers 503 while this is false.
+    pub ready: AtomicBool,
+}
+
+fn fetch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            exec_events: Counter::default(),
+            secrets_injected: Counter::default(),
+            secrets_denied: Counter::default(),
+            access_blocked: Family::default(),
+            access_audit: Family::default(),
+            protected_processes: Gauge::default(),
+            lsm_loaded: Gauge::default(),
+            fetch_seconds: Family::new_with_constructor(fetch_histogram),
+            fetch_errors: Family::default(),
+            ready: AtomicBool::new(false),
+            registry: Registry::default(),
+        };
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "kernelseal_exec_events",
+            "Exec events processed",
+            m.exec_events.clone(),
+        );
+        registry.register(
+            "kernelseal_secrets_injected",
+            "Secrets delivered to processes",
+            m.secrets_injected.clone(),
+        );
+        registry.register(
+            "kernelseal_secrets_denied",
+            "Deliveries refused",
+            m.secrets_denied.clone(),
+        );
+        registry.register(
+            "kernelseal_access_blocked",
+            "Refused accesses to protected processes",
+            m.access_blocked.clone(),
+        );
+        registry.register(
+            "kernelseal_access_audit",
+            "Audited (allowed) accesses to protected processes",
+            m.access_audit.clone(),
+        );
+        registry.register(
+            "kernelseal_protected_processes",
+            "Processes marked protected (at the last scrape)",
+            m.protected_processes.clone(),
+        );
+        registry.register(
+            "kernelseal_lsm_loaded",
+            "1 when the BPF-LSM programs are attached",
+            m.lsm_loaded.clone(),
+        );
+        registry.register(
+            "kernelseal_provider_fetch_seconds",
+            "Secret fetch duration by provider",
+            m.fetch_seconds.clone(),
+        );
+        registry.register(
+            "kernelseal_provider_fetch_errors",
+            "Secret fetch errors by provider",
+            m.fetch_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn observe_fetch(&self, provider: &str, took: Duration, ok: bool) {
+        let l = ProviderLabels {
+            provider: provider.to_string(),
+        };
+        self.fetch_seconds
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.fetch_errors.get_or_create(&l).inc();
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/ready` over plain HTTP/1.1. `refresh`
+/// runs before each scrape (gauges computed on demand).
+pub async fn serve_http(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    refresh: Arc<dyn Fn(&Metrics) + Send + Sync>,
+) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let metrics = metrics.clone();
+        let refresh = refresh.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/metrics" => {
+                    refresh(&metrics);
+                    ("200 OK", metrics.render())
+                }
+                "/healthz" => ("200 OK", "ok\n".to_string()),
+                "/ready" if metrics.ready.load(Ordering::Relaxed) => {
+                    ("200 OK", "ready\n".to_string())
+                }
+                "/ready" => (
+                    "503 Service Unavailable",
+                    "not ready: enforcement requested but not in place\n".to_string(),
+                ),
+                _ => ("404 Not Found", "not found\n".to_string()),
+            };
+            let content_type = if path == "/metrics" {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            } else {
+                "text/plain"
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_original_names() {
+        let m = Metrics::default();
+        m.exec_events.inc();
+        m.secrets_injected.inc_by(2);
+        m.access_blocked
+            .get_or_create(&AccessLabels {
+                kind: "environ".into(),
+                mode: "enforce".into(),
+            })
+            .inc();
+        m.observe_fetch("vault-prod", Duration::from_millis(3), false);
+        let text = m.render();
+        for name in [
+            "kernelseal_exec_events_total 1",
+            "kernelseal_secrets_injected_total 2",
+            "kernelseal_access_blocked_total{kind=\"environ\",mode=\"enforce\"} 1",
+            "kernelseal_provider_fetch_errors_total{provider=\"vault-prod\"} 1",
+            "kernelseal_lsm_loaded 0",
+        ] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Which bindings a caller gets: every set selector field must match.
+//! The pod is what authorizes in Kubernetes; `binary` and `path` are the
+//! caller's claim about what it will exec, so they only narrow.
+
+use kernelseal_config::{Binding, Config, Delivery, OnRotate, Selector};
+use kernelseal_providers::SecretRef;
+
+use crate::error::InjectError;
+use crate::identity::Caller;
+
+/// A binding ready to serve: its kernel id (1-based position) and refs.
+#[derive(Debug, Clone)]
+pub struct PreparedBinding {
+    pub id: u32,
+    pub name: String,
+    pub selector: Selector,
+    pub refs: Vec<(String, SecretRef)>,
+    pub on_rotate: Option<OnRotate>,
+    pub delivery: Delivery,
+}
+
+impl PreparedBinding {
+    /// Pod selectors need pod identity, which the agent does not resolve
+    /// yet: such a binding never matches (and says so at start).
+    pub fn needs_pod_identity(&self) -> bool {
+        let s = &self.selector;
+        s.namespace.is_some()
+            || !s.labels.is_empty()
+            || s.service_account.is_some()
+            || s.container.is_some()
+    }
+}
+
+pub fn prepare(config: &Config) -> Result<Vec<PreparedBinding>, InjectError> {
+    config
+        .secrets
+        .iter()
+        .enumerate()
+        .map(|(i, b)| prepare_one(i as u32 + 1, &b.value))
+        .collect()
+}
+
+fn prepare_one(id: u32, b: &Binding) -> Result<PreparedBinding, InjectError> {
+    let refs = b
+        .secret_refs
+        .iter()
+        .map(|r| {
+            let source = r
+                .value
+                .source
+                .value
+                .source()
+                .ok_or_else(|| InjectError::Binding {
+                    binding: b.name.clone(),
+                    reason: format!("{}: no source", r.value.name),
+                })?;
+            let sref = SecretRef::from_source(&source).map_err(|e| InjectError::Binding {
+                binding: b.name.clone(),
+                reason: e.to_string(),
+            })?;
+            Ok((r.value.name.clone(), sref))
+        })
+        .collect::<Result<_, InjectError>>()?;
+    Ok(PreparedBinding {
+        id,
+        name: b.name.clone(),
+        selector: b.selector.clone(),
+        refs,
+        on_rotate: b.on_rotate.clone(),
+        delivery: b.delivery,
+    })
+}
+
+/// `cgroupPath` matches the caller's cgroup or any cgroup below it.
+fn cgroup_matches(want: &str, have: &str) -> bool {
+    let want = want.trim_end_matches('/');
+    have == want
+        || have
+            .strip_prefix(want)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+pub fn matches(b: &PreparedBinding, caller: &Caller, binary: &str) -> bool {
+    if b.needs_pod_identity() {
+        return false;
+    }
+    let s = &b.selector;
+    let base = binary.rsplit('/').next().unwrap_or(binary);
+    s.binary.as_deref().is_none_or(|want| want == base)
+        && s.path.as_deref().is_none_or(|want| want == binary)
+        && s.uid.is_none_or(|want| want == caller.uid)
+        && s.cgroup_path
+            .as_deref()
+            .is_none_or(|want| cgroup_matches(want, &caller.cgroup))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(uid: u32, cgroup: &str) -> Caller {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut c = Caller::of(&a).unwrap();
+        c.uid = uid;
+        c.cgroup = cgroup.to_string();
+        c
+    }
+
+    fn binding(yaml_selector: &str) -> PreparedBinding {
+        let text = format!(
+            "secrets:\n  - name: b\n    selector: {yaml_selector}\n    secretRefs:\n      - {{ name: A, source: {{ value: x }} }}\n"
+        );
+        let cfg = kernelseal_config::parse_str(&text, "t").unwrap().config;
+        prepare(&cfg).unwrap().remove(0)
+    }
+
+    #[test]
+    fn every_set_field_must_match() {
+        let c = caller(1000, "/system.slice/app.service");
+        assert!(matches(&binding("{ binary: app }"), &c, "/usr/bin/app"));
+        assert!(!matches(&binding("{ binary: app }"), &c, "/usr/bin/other"));
+        assert!(matches(
+            &binding("{ path: /usr/bin/app }"),
+            &c,
+            "/usr/bin/app"
+        ));
+        assert!(!matches(&binding("{ path: /usr/bin/app }"), &c, "/opt/app"));
+        assert!(matches(
+            &binding("{ binary: app, uid: 1000 }"),
+            &c,
+            "/usr/bin/app"
+        ));
+        assert!(!matches(
+            &binding("{ binary: app, uid: 0 }"),
+            &c,
+            "/usr/bin/app"
+        ));
+        assert!(matches(&binding("{ cgroupPath: /system.slice }"), &c, "/x"));
+        assert!(matches(
+            &binding("{ cgroupPath: /system.slice/app.service }"),
+            &c,
+            "/x"
+        ));
+        assert!(
+            !matches(&binding("{ cgroupPath: /system.sl }"), &c, "/x"),
+            "path segments, not prefixes"
+        );
+        assert!(
+            !matches(&binding("{ namespace: db }"), &c, "/x"),
+            "pod selectors need pod identity"
+        );
+    }
+}

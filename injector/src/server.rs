@@ -1,0 +1,394 @@
+//! The agent socket: identify the caller, select its bindings, resolve the
+//! secrets, mark the caller protected, verify the mark, and only then reply
+//! with the values.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kernelseal_bpf::Marks;
+use kernelseal_protocol::{
+    EnvVar, ExecRequest, ExecResponse, MAX_REQUEST_BYTES, PROTOCOL_VERSION, decode_request, encode,
+};
+use kernelseal_providers::Cache;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::RwLock;
+use tracing::{info, warn};
+
+use crate::error::InjectError;
+use crate::identity::Caller;
+use crate::select::{PreparedBinding, matches};
+
+/// Tells a file-delivery app where its files are.
+pub const SECRETS_DIR_VAR: &str = "KERNELSEAL_SECRETS_DIR";
+
+/// A request must arrive this fast; a stalled client cannot hold a task.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a delivery needs, swapped whole on reload.
+pub struct Delivery {
+    pub bindings: Vec<PreparedBinding>,
+    pub cache: Cache,
+    /// `None` in `mode: disabled`: secrets are delivered unprotected.
+    pub marks: Option<Arc<Marks>>,
+    pub metrics: Arc<crate::Metrics>,
+    /// Processes delivered to, for rotation (outlives a reload).
+    pub live: Arc<crate::LiveSet>,
+    /// Where `delivery: file` bindings write.
+    pub files: Arc<crate::FileStore>,
+    /// Dropped with this delivery: stops its rotation watcher.
+    pub stop_watch: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub type Shared = Arc<RwLock<Arc<Delivery>>>;
+
+/// Binds the socket: a socket left by a dead agent is replaced; a live
+/// agent's socket or any other file is refused, never removed.
+pub fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, InjectError> {
+    let err = |reason: String| InjectError::Socket {
+        path: path.display().to_string(),
+        reason,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(err("another agent is serving on it".into()));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| err(format!("removing the stale socket: {e}")))?;
+            warn!(
+                "[SOCKET] replaced a stale socket at {} (left by an agent that died)",
+                path.display()
+            );
+        }
+        Ok(_) => {
+            return Err(err(
+                "exists and is not a socket; refusing to remove it".into()
+            ));
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| err(e.to_string()))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| err(format!("chown to gid {gid}: {e}")))?;
+    }
+    Ok(listener)
+}
+
+/// Serves until the listener fails; each connection in its own task.
+pub async fn serve(listener: UnixListener, shared: Shared) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let delivery = shared.read().await.clone();
+                    if let Err(e) = handle(stream, &delivery).await {
+                        warn!("[SOCKET] request failed: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!("[SOCKET] accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<ExecRequest, String> {
+    let mut len = [0u8; 4];
+    stream
+        .read_exact(&mut len)
+        .await
+        .map_err(|e| e.to_string())?;
+    let size = u32::from_be_bytes(len);
+    if size > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "request of {size} bytes is over the {MAX_REQUEST_BYTES}-byte limit"
+        ));
+    }
+    let mut body = vec![0u8; size as usize];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    decode_request(&body).map_err(|e| e.to_string())
+}
+
+async fn reply(stream: &mut UnixStream, res: &ExecResponse) -> std::io::Result<()> {
+    let body = zeroize_on_drop(encode(res));
+    stream
+        .write_all(&(body.0.len() as u32).to_be_bytes())
+        .await?;
+    stream.write_all(&body.0).await?;
+    stream.flush().await
+}
+
+/// The encoded response holds the values: wipe it after sending.
+struct Wiped(Vec<u8>);
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        self.0.iter_mut().for_each(|b| *b = 0);
+    }
+}
+fn zeroize_on_drop(v: Vec<u8>) -> Wiped {
+    Wiped(v)
+}
+
+fn refused(reason: impl Into<String>, retry: bool) -> ExecResponse {
+    ExecResponse::Refused {
+        version: PROTOCOL_VERSION,
+        reason: reason.into(),
+        retry,
+    }
+}
+
+async fn handle(mut stream: UnixStream, d: &Delivery) -> Result<(), InjectError> {
+    let caller = Caller::of(&stream)?;
+    let req = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let _ = reply(&mut stream, &refused(format!("bad request: {e}"), false)).await;
+            return Err(InjectError::Identity(format!(
+                "PID {}: bad request: {e}",
+                caller.pid
+            )));
+        }
+        Err(_) => {
+            return Err(InjectError::Identity(format!(
+                "PID {}: no request within {REQUEST_TIMEOUT:?}",
+                caller.pid
+            )));
+        }
+    };
+    let res = respond(&caller, &req, d).await;
+    match &res {
+        ExecResponse::Ok { .. } => {}
+        ExecResponse::Refused { .. } => {
+            d.metrics.secrets_denied.inc();
+        }
+        ExecResponse::NoBinding { .. } => {}
+    }
+    reply(&mut stream, &res)
+        .await
+        .map_err(|e| InjectError::Socket {
+            path: "peer".into(),
+            reason: e.to_string(),
+        })
+}
+
+async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecResponse {
+    let selected: Vec<&PreparedBinding> = d
+        .bindings
+        .iter()
+        .filter(|b| matches(b, caller, &req.binary))
+        .collect();
+    if selected.is_empty() {
+        info!(pid = caller.pid, binary = %req.binary, "[INJECT] no binding for PID {} ({})", caller.pid, req.binary);
+        return ExecResponse::NoBinding {
+            version: PROTOCOL_VERSION,
+        };
+    }
+    // The same variable from two bindings: which wins would be arbitrary.
+    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    for b in &selected {
+        for (name, _) in &b.refs {
+            if let Some(other) = owner.insert(name, &b.name)
+                && other != b.name
+            {
+                return refused(
+                    format!(
+                        "{name} is delivered by both binding {other:?} and {:?}: a config error",
+                        b.name
+                    ),
+                    false,
+                );
+            }
+        }
+    }
+    let mut env = Vec::new();
+    let mut files: Vec<(String, zeroize::Zeroizing<Vec<u8>>)> = Vec::new();
+    let mut missing = Vec::new();
+    let mut warnings = Vec::new();
+    for b in &selected {
+        let mut got = 0;
+        for (name, sref) in &b.refs {
+            let started = std::time::Instant::now();
+            let fetched = d.cache.get(sref).await;
+            let provider = sref.provider_name().unwrap_or(sref.kind());
+            d.metrics
+                .observe_fetch(provider, started.elapsed(), fetched.is_ok());
+            match fetched {
+                Ok(v) if b.delivery == kernelseal_config::Delivery::File => {
+                    files.push((
+                        name.clone(),
+                        zeroize::Zeroizing::new(v.expose_bytes().to_vec()),
+                    ));
+                    got += 1;
+                }
+                Ok(v) => match v.expose_str().filter(|s| !s.contains('\0')) {
+                    Some(s) => {
+                        env.push(EnvVar {
+                            name: name.clone(),
+                            value: s.to_string(),
+                        });
+                        got += 1;
+                    }
+                    None => {
+                        missing.push(name.clone());
+                        warnings.push(format!("{name}: value is not text without NUL bytes; cannot go in the environment"));
+                    }
+                },
+                Err(e) => {
+                    warn!(binding = %b.name, secret = %name, "[INJECT] {name} of binding {} failed: {e}", b.name);
+                    missing.push(name.clone());
+                    warnings.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        if got == 0 && !b.refs.is_empty() {
+            return refused(
+                format!(
+                    "no secret of binding {:?} could be resolved: {}",
+                    b.name,
+                    warnings.join("; ")
+                ),
+                true,
+            );
+        }
+    }
+    // Protect, verify, and only then release. A file delivery's id goes in
+    // the mark first, so the files are guarded for this tree alone.
+    let file_owner = if files.is_empty() {
+        0
+    } else {
+        crate::files::next_delivery_id()
+    };
+    let protected = match &d.marks {
+        Some(marks) => {
+            if let Err(e) =
+                marks.protect_pidfd(&caller.pidfd, caller.pid, selected[0].id, file_owner)
+            {
+                warn!(
+                    pid = caller.pid,
+                    "[INJECT] refusing PID {}: cannot protect it: {e}", caller.pid
+                );
+                return refused(format!("cannot protect the caller: {e}"), false);
+            }
+            info!(
+                pid = caller.pid,
+                "[PROTECT] PID {} marked as protected", caller.pid
+            );
+            true
+        }
+        None => {
+            warn!(
+                pid = caller.pid,
+                "[WARN] delivering to PID {} UNPROTECTED (mode disabled)", caller.pid
+            );
+            false
+        }
+    };
+    let mut files_dir = None;
+    if !files.is_empty() {
+        let plain: Vec<(String, Vec<u8>)> =
+            files.iter().map(|(n, v)| (n.clone(), v.to_vec())).collect();
+        let result = caller
+            .pidfd
+            .try_clone()
+            .map_err(|e| InjectError::Identity(e.to_string()))
+            .and_then(|fd| {
+                d.files
+                    .deliver(caller.pid, caller.uid, caller.gid, file_owner, &plain, fd)
+            });
+        drop(
+            plain
+                .into_iter()
+                .map(|(_, v)| zeroize::Zeroizing::new(v))
+                .collect::<Vec<_>>(),
+        );
+        match result {
+            Ok(dir) => {
+                files_dir = Some(dir.clone());
+                info!(
+                    pid = caller.pid,
+                    "[FILE] Secrets written to {} for PID {}",
+                    dir.display(),
+                    caller.pid
+                );
+                env.push(EnvVar {
+                    name: SECRETS_DIR_VAR.into(),
+                    value: dir.display().to_string(),
+                });
+            }
+            Err(e) => return refused(format!("writing the secret files failed: {e}"), true),
+        }
+    }
+    for b in &selected {
+        match caller.pidfd.try_clone() {
+            Ok(pidfd) => d.live.add(crate::rotate::Live {
+                pid: caller.pid,
+                pidfd,
+                binding: b.name.clone(),
+                on_rotate: b.on_rotate.clone(),
+                keys: b.refs.iter().filter_map(|(_, r)| r.cache_key()).collect(),
+                files: match (&files_dir, b.delivery) {
+                    (Some(dir), kernelseal_config::Delivery::File) => {
+                        Some(crate::rotate::LiveFiles {
+                            store: d.files.clone(),
+                            dir: dir.clone(),
+                            uid: caller.uid,
+                            gid: caller.gid,
+                            delivery: file_owner,
+                            names: b
+                                .refs
+                                .iter()
+                                .filter_map(|(n, r)| Some((r.cache_key()?, n.clone())))
+                                .collect(),
+                        })
+                    }
+                    _ => None,
+                },
+            }),
+            Err(e) => warn!(
+                pid = caller.pid,
+                "[ROTATE] PID {} will not hear of rotations: {e}", caller.pid
+            ),
+        }
+    }
+    // Secrets delivered: env variables and file names (the directory
+    // variable is a location, not a secret).
+    let names: Vec<&str> = env
+        .iter()
+        .map(|v| v.name.as_str())
+        .filter(|n| *n != SECRETS_DIR_VAR)
+        .chain(files.iter().map(|(n, _)| n.as_str()))
+        .collect();
+    d.metrics.secrets_injected.inc_by(names.len() as u64);
+    let bindings: Vec<String> = selected.iter().map(|b| b.name.clone()).collect();
+    info!(pid = caller.pid, uid = caller.uid, bindings = ?bindings, "[INJECT] Secrets injected into PID {}: [{}]", caller.pid, names.join(", "));
+    ExecResponse::Ok {
+        version: PROTOCOL_VERSION,
+        bindings,
+        env,
+        missing,
+        protected,
+        warnings,
+    }
+}
+
+/// Removes the socket file on shutdown.
+pub fn unbind(path: &PathBuf) {
+    let _ = std::fs::remove_file(path);
+}

@@ -1,0 +1,200 @@
+//! The agent socket protocol, version 1.
+//!
+//! One request and one response per connection, each a frame: a 4-byte
+//! big-endian length, then that many bytes of JSON. Requests are small
+//! (64 KiB at most); responses carry secret values (4 MiB at most). The
+//! wrapper links this crate and nothing async, so it stays small.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const MAX_REQUEST_BYTES: u32 = 64 * 1024;
+pub const MAX_RESPONSE_BYTES: u32 = 4 * 1024 * 1024;
+pub const DEFAULT_SOCKET: &str = "/run/kernelseal/kernelseal.sock";
+
+/// What the wrapper asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    pub version: u32,
+    /// Absolute path of the executable the caller will exec. A claim by the
+    /// caller, not proof: bindings must not rely on it alone.
+    pub binary: String,
+}
+
+/// One environment variable to set. The value is wiped when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+impl Drop for EnvVar {
+    fn drop(&mut self) {
+        self.value.zeroize();
+    }
+}
+
+impl std::fmt::Debug for EnvVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvVar")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The agent's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExecResponse {
+    /// Secrets for the caller, which the agent marked protected first
+    /// (`protected: false` only in `mode: disabled`).
+    Ok {
+        version: u32,
+        bindings: Vec<String>,
+        env: Vec<EnvVar>,
+        /// Secrets of the bindings that could not be resolved (names only);
+        /// the wrapper's --on-error decides whether to run without them.
+        missing: Vec<String>,
+        protected: bool,
+        warnings: Vec<String>,
+    },
+    /// No binding selects this caller and binary: exec without secrets.
+    NoBinding { version: u32 },
+    /// The caller must not get secrets now; `retry` when it may work later
+    /// (agent starting, provider down).
+    Refused {
+        version: u32,
+        reason: String,
+        retry: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("i/o on the agent socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {size} bytes is over the {limit}-byte limit")]
+    TooLarge { size: u32, limit: u32 },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("unsupported protocol version {0} (this side speaks {PROTOCOL_VERSION})")]
+    Version(u32),
+}
+
+/// Writes one frame.
+pub fn write_frame(w: &mut impl Write, body: &[u8]) -> Result<(), ProtocolError> {
+    let len = u32::try_from(body.len()).map_err(|_| ProtocolError::TooLarge {
+        size: u32::MAX,
+        limit: MAX_RESPONSE_BYTES,
+    })?;
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(body)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame of at most `limit` bytes.
+pub fn read_frame(r: &mut impl Read, limit: u32) -> Result<Vec<u8>, ProtocolError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let size = u32::from_be_bytes(len);
+    if size > limit {
+        return Err(ProtocolError::TooLarge { size, limit });
+    }
+    let mut body = vec![0u8; size as usize];
+    r.read_exact(&mut body)?;
+    Ok(body)
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    serde_json::to_vec(msg).expect("protocol messages always serialize")
+}
+
+pub fn decode_request(body: &[u8]) -> Result<ExecRequest, ProtocolError> {
+    let req: ExecRequest =
+        serde_json::from_slice(body).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    if req.version != PROTOCOL_VERSION {
+        return Err(ProtocolError::Version(req.version));
+    }
+    Ok(req)
+}
+
+/// Decodes a response. serde_json's error text never quotes the input, so a
+/// malformed response cannot leak a value through the error.
+pub fn decode_response(mut body: Vec<u8>) -> Result<ExecResponse, ProtocolError> {
+    let res = serde_json::from_slice::<ExecResponse>(&body)
+        .map_err(|e| ProtocolError::Malformed(e.to_string()));
+    body.zeroize();
+    let res = res?;
+    let version = match &res {
+        ExecResponse::Ok { version, .. }
+        | ExecResponse::NoBinding { version }
+        | ExecResponse::Refused { version, .. } => *version,
+    };
+    if version != PROTOCOL_VERSION {
+        return Err(ProtocolError::Version(version));
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_limits_hold() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"hello").unwrap();
+        assert_eq!(read_frame(&mut buf.as_slice(), 16).unwrap(), b"hello");
+        let e = read_frame(&mut buf.as_slice(), 4).unwrap_err();
+        assert!(
+            matches!(e, ProtocolError::TooLarge { size: 5, limit: 4 }),
+            "{e}"
+        );
+        let e = read_frame(&mut [0u8, 0].as_slice(), 16).unwrap_err();
+        assert!(matches!(e, ProtocolError::Io(_)), "short frame: {e}");
+    }
+
+    #[test]
+    fn messages_round_trip_and_versions_are_checked() {
+        let req = ExecRequest {
+            version: 1,
+            binary: "/usr/bin/app".into(),
+        };
+        assert_eq!(decode_request(&encode(&req)).unwrap(), req);
+        let e = decode_request(br#"{"version":2,"binary":"/x"}"#).unwrap_err();
+        assert!(matches!(e, ProtocolError::Version(2)));
+        assert!(decode_request(br#"{"version":1}"#).is_err());
+        assert!(decode_request(br#"{"version":1,"binary":"/x","extra":1}"#).is_err());
+        let res = ExecResponse::Ok {
+            version: 1,
+            bindings: vec!["b".into()],
+            env: vec![EnvVar {
+                name: "A".into(),
+                value: "s3cret".into(),
+            }],
+            missing: vec![],
+            protected: true,
+            warnings: vec![],
+        };
+        assert_eq!(decode_response(encode(&res)).unwrap(), res);
+    }
+
+    #[test]
+    fn values_stay_out_of_debug_and_errors() {
+        let v = EnvVar {
+            name: "A".into(),
+            value: "s3cret-value".into(),
+        };
+        assert!(!format!("{v:?}").contains("s3cret"));
+        let broken = br#"{"status":"ok","version":1,"env":[{"name":"A","value":"s3cret-value"}],"bindings":[],"missing":[],"protected":"yes","warnings":[]}"#;
+        let e = decode_response(broken.to_vec()).unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+}
