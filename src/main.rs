@@ -4,6 +4,7 @@ mod agent;
 mod audit;
 mod caps;
 mod check;
+mod csi_cli;
 mod event_log;
 mod exit;
 mod logging;
@@ -69,6 +70,12 @@ enum Command {
     /// Configuration file tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Serve secrets to the Secrets Store CSI Driver (provider `kernelseal`)
+    /// on a unix socket; SIGTERM stops it after the calls in flight.
+    CsiProvider(csi_cli::ProviderArgs),
+    /// Secrets Store CSI Driver tools.
+    #[command(subcommand)]
+    Csi(csi_cli::CsiCommand),
 }
 
 #[derive(Subcommand)]
@@ -100,6 +107,8 @@ fn main() -> ExitCode {
         Command::Exec { args } => std::process::exit(kernelseal_exec::main_with(&args)),
         Command::Providers(cmd) => providers_cli::run(cmd),
         Command::Config(ConfigCommand::Validate { file }) => validate(&file),
+        Command::CsiProvider(args) => csi_cli::run(args),
+        Command::Csi(cmd) => csi_cli::validate(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

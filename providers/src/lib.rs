@@ -36,7 +36,8 @@ pub use kubernetes::KubernetesProvider;
 pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef, parse_duration};
 pub use registry::Registry;
 pub use settings::{
-    AwsSettings, DEFAULT_SA_TOKEN, KubernetesSettings, SecretIdSource, VaultAuth, VaultSettings,
+    AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, SecretIdSource, VaultAuth,
+    VaultSettings,
 };
 pub use value::{Lease, Metadata, SecretValue, content_tag};
 pub use vault::VaultProvider;

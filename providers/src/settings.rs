@@ -45,6 +45,14 @@ pub enum VaultAuth {
     TokenEnv(String),
     /// A token read from a file (e.g. written by Vault Agent).
     TokenFile(PathBuf),
+    /// `POST /v1/auth/{mount}/login` with `{role, jwt}` where the JWT is
+    /// given, not read from a file: a caller that authenticates on behalf
+    /// of someone else (the CSI provider logs in as each pod) holds it.
+    KubernetesJwt {
+        role: String,
+        jwt: InlineJwt,
+        mount: String,
+    },
     /// `POST /v1/auth/{mount}/login` with `{role, jwt}`.
     Kubernetes {
         role: String,
@@ -58,6 +66,37 @@ pub enum VaultAuth {
         mount: String,
     },
 }
+
+/// A service-account JWT held in memory for [`VaultAuth::KubernetesJwt`].
+/// `Debug` never shows it; equality is identity (two settings are equal
+/// only when they share the same token allocation).
+#[derive(Clone)]
+pub struct InlineJwt(std::sync::Arc<secrecy::SecretBox<str>>);
+
+impl InlineJwt {
+    pub fn new(jwt: &str) -> Self {
+        InlineJwt(std::sync::Arc::new(secrecy::SecretBox::new(jwt.into())))
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        use secrecy::ExposeSecret;
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for InlineJwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineJwt(<redacted>)")
+    }
+}
+
+impl PartialEq for InlineJwt {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for InlineJwt {}
 
 /// Where an AppRole secret_id comes from. Never inline in the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,6 +458,24 @@ mod tests {
                 mount: "kubernetes".into()
             }
         );
+    }
+
+    #[test]
+    fn inline_jwt_is_never_printed() {
+        let a = VaultAuth::KubernetesJwt {
+            role: "web".into(),
+            jwt: InlineJwt::new("eyJ.pod-token.sig"),
+            mount: "kubernetes".into(),
+        };
+        assert!(!format!("{a:?}").contains("pod-token"));
+        assert_eq!(a.clone(), a);
+        let b = VaultAuth::KubernetesJwt {
+            role: "web".into(),
+            jwt: InlineJwt::new("eyJ.pod-token.sig"),
+            mount: "kubernetes".into(),
+        };
+        // Equality is identity: comparing settings never compares tokens.
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -46,7 +46,9 @@ impl VaultProvider {
     fn can_login(&self) -> bool {
         matches!(
             self.settings.auth,
-            VaultAuth::Kubernetes { .. } | VaultAuth::AppRole { .. }
+            VaultAuth::Kubernetes { .. }
+                | VaultAuth::KubernetesJwt { .. }
+                | VaultAuth::AppRole { .. }
         )
     }
 
@@ -77,6 +79,18 @@ impl VaultProvider {
                     mount,
                 } => {
                     let jwt = read_secret_file(jwt_file, "service-account token")?;
+                    #[derive(Serialize)]
+                    struct Login<'a> {
+                        role: &'a str,
+                        jwt: &'a str,
+                    }
+                    let body = Zeroizing::new(
+                        serde_json::to_vec(&Login { role, jwt: &jwt }).unwrap_or_default(),
+                    );
+                    (mount, role, body, vec![jwt])
+                }
+                VaultAuth::KubernetesJwt { role, jwt, mount } => {
+                    let jwt = Zeroizing::new(jwt.expose().to_string());
                     #[derive(Serialize)]
                     struct Login<'a> {
                         role: &'a str,

@@ -1,0 +1,140 @@
+//! AWS objects against moto in server mode: the pod's web identity
+//! (`AssumeRoleWithWebIdentity` with its `sts.amazonaws.com` token, then
+//! `GetSecretValue`), and node credentials only behind the flag.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_credential_types::Credentials;
+use kernelseal_csi::LocalPolicy;
+use support::{Server, assert_clean, attributes, request};
+use tonic::Code;
+
+const STS_JWT: &str = "eyJ.web-pod-token-for-sts.sig";
+
+struct Moto(Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_moto() -> Option<(Moto, String)> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("moto_server").is_file()));
+    if !found {
+        let msg = "moto_server not found: install it with  pip install 'moto[server]'";
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg} (required in CI)");
+        }
+        eprintln!("\n!!!!!!!!!! SKIPPING CSI AWS TESTS: {msg} !!!!!!!!!!\n");
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn moto_server");
+    let moto = Moto(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some((moto, format!("http://127.0.0.1:{port}")))
+}
+
+#[test]
+fn aws_web_identity_and_node_credentials_against_moto() {
+    support::init();
+    let Some((_moto, endpoint)) = start_moto() else {
+        return;
+    };
+    // Before any runtime thread exists: the SDK reads these at client build.
+    // SAFETY: single-threaded at this point of this test binary.
+    unsafe {
+        std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
+        std::env::set_var("AWS_ACCESS_KEY_ID", "node-testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "node-testing");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let conf = aws_sdk_secretsmanager::config::Builder::new()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("admin", "admin", None, None, "test"))
+            .endpoint_url(&endpoint)
+            .build();
+        let sm = aws_sdk_secretsmanager::Client::from_conf(conf);
+        sm.create_secret()
+            .name("prod/web")
+            .secret_string(r#"{"token":"aws-json-token-1","user":"web"}"#)
+            .send()
+            .await
+            .expect("create secret");
+
+        let keys = tempfile::tempdir().unwrap();
+        let mut s = Server::start(LocalPolicy::default(), &keys.path().join("k")).await;
+        let objects = "- objectName: token\n  awsSecretId: prod/web\n  jsonKey: token\n- objectName: whole.json\n  awsSecretId: prod/web\n";
+        let params = [
+            ("region", "us-east-1"),
+            ("roleArn", "arn:aws:iam::123456789012:role/web"),
+        ];
+        let req = request(attributes(objects, &params, &[("sts.amazonaws.com", STS_JWT)]));
+        let r = s.client.mount(req.clone()).await.expect("mount").into_inner();
+        assert_eq!(r.files[0].contents, b"aws-json-token-1");
+        assert_eq!(r.files[1].contents, br#"{"token":"aws-json-token-1","user":"web"}"#);
+        let again = s.client.mount(req).await.unwrap().into_inner();
+        assert_eq!(again.object_version, r.object_version);
+
+        // A missing secret: an error naming the object.
+        let e = s
+            .client
+            .mount(request(attributes(
+                "- objectName: gone\n  awsSecretId: prod/none\n",
+                &params,
+                &[("sts.amazonaws.com", STS_JWT)],
+            )))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        assert!(e.message().starts_with("object gone: "), "{}", e.message());
+        assert_clean(&format!("{e:?}"), &[STS_JWT, "aws-json-token-1"]);
+
+        // Without roleArn: refused, unless node credentials are allowed.
+        let node = request(attributes(objects, &[("region", "us-east-1")], &[]));
+        let e = s.client.mount(node.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        s.stop().await;
+        let keys2 = tempfile::tempdir().unwrap();
+        let mut s = Server::start(
+            LocalPolicy {
+                aws_node_credentials: true,
+                ..LocalPolicy::default()
+            },
+            &keys2.path().join("k"),
+        )
+        .await;
+        let r = s.client.mount(node).await.expect("node credentials").into_inner();
+        assert_eq!(r.files[0].contents, b"aws-json-token-1");
+        s.stop().await;
+    });
+}
