@@ -224,7 +224,16 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
                 Ok(batch) => for ev in &batch {
                     match ev {
                         Event::Access(a) => log.access(a),
-                        Event::Exec(e) => log.exec(e),
+                        Event::Exec(e) => {
+                            log.exec(e);
+                            if e.binding_id != 0 && e.protected {
+                                let d = shared.read().await.clone();
+                                let (pid, binding) = (e.pid, e.binding_id);
+                                tokio::spawn(async move {
+                                    kernelseal_injector::deliver_on_exec(&d, pid, binding).await;
+                                });
+                            }
+                        }
                     }
                 },
                 Err(e) => {

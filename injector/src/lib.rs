@@ -19,4 +19,4 @@ pub use metrics::{AccessLabels, Metrics, serve_http};
 pub use pods::{PodIndex, PodInfo};
 pub use rotate::{LiveSet, watch};
 pub use select::{PreparedBinding, prepare};
-pub use server::{Delivery, Shared, bind, serve, unbind};
+pub use server::{Delivery, Shared, bind, deliver_on_exec, serve, unbind};

@@ -427,3 +427,83 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
 pub fn unbind(path: &PathBuf) {
     let _ = std::fs::remove_file(path);
 }
+
+fn uid_gid_of(pid: u32) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    // Effective ids: the second column of Uid:/Gid:.
+    Some((field("Uid:")?, field("Gid:")?))
+}
+
+/// `delivery: file` for a process the kernel marked at exec (no wrapper):
+/// its files go to `<secrets dir>/<pid>/`, written as soon as the exec
+/// event arrives. Env bindings cannot be delivered after exec.
+pub async fn deliver_on_exec(d: &Delivery, pid: u32, binding_id: u32) {
+    let Some(b) = d.bindings.iter().find(|b| b.id == binding_id) else {
+        return;
+    };
+    if b.delivery != kernelseal_config::Delivery::File {
+        return;
+    }
+    let Ok(pidfd) = kernelseal_bpf::pidfd_open(pid) else {
+        return; // already gone
+    };
+    let Some((uid, gid)) = uid_gid_of(pid) else {
+        return;
+    };
+    let mut files = Vec::new();
+    for (name, sref) in &b.refs {
+        match d.cache.get(sref).await {
+            Ok(v) => files.push((name.clone(), v.expose_bytes().to_vec())),
+            Err(e) => {
+                warn!(
+                    pid,
+                    "[FILE] {name} of binding {} for PID {pid} failed: {e}", b.name
+                );
+                d.metrics.secrets_denied.inc();
+            }
+        }
+    }
+    if files.is_empty() {
+        return;
+    }
+    let owner = crate::files::next_delivery_id();
+    if let Some(marks) = &d.marks
+        && let Err(e) = marks.protect_pidfd(&pidfd, pid, b.id, owner)
+    {
+        warn!(
+            pid,
+            "[FILE] not writing secrets for PID {pid}: cannot mark it: {e}"
+        );
+        return;
+    }
+    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    let result = d.files.deliver(pid, uid, gid, owner, &files, pidfd);
+    for (_, v) in files.iter_mut() {
+        v.iter_mut().for_each(|b| *b = 0);
+    }
+    match result {
+        Ok(dir) => {
+            d.metrics.secrets_injected.inc_by(names.len() as u64);
+            info!(
+                pid,
+                "[FILE] Secrets written to {} for PID {pid}",
+                dir.display()
+            );
+            info!(
+                pid,
+                "[INJECT] Secrets injected into PID {pid}: [{}]",
+                names.join(", ")
+            );
+        }
+        Err(e) => warn!(pid, "[FILE] writing secrets for PID {pid} failed: {e}"),
+    }
+}

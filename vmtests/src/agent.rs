@@ -41,7 +41,7 @@ impl Policy {
 pub const EXEC_BINARY: &str = "ks-victim";
 /// The second binding selects socket callers by uid only (not by exec
 /// name), so only the wrapper's request marks its process.
-const EXEC_BINDING: &str = "secrets:\n  - name: victims\n    selector:\n      binary: ks-victim\n    secretRefs:\n      - name: VICTIM_SECRET\n        source:\n          value: not-delivered-yet\n  - name: wrapped\n    selector:\n      uid: 0\n    secretRefs:\n      - name: WRAPPED_SECRET\n        source:\n          value: wrapped-secret-value\n  - name: wrapped-files\n    selector:\n      uid: 0\n    delivery: file\n    secretRefs:\n      - name: wrapped.txt\n        source:\n          value: wrapped-file-value\n";
+const EXEC_BINDING: &str = "secrets:\n  - name: victims\n    selector:\n      binary: ks-victim\n    secretRefs:\n      - name: VICTIM_SECRET\n        source:\n          value: not-delivered-yet\n  - name: wrapped\n    selector:\n      uid: 0\n    secretRefs:\n      - name: WRAPPED_SECRET\n        source:\n          value: wrapped-secret-value\n  - name: wrapped-files\n    selector:\n      uid: 0\n    delivery: file\n    secretRefs:\n      - name: wrapped.txt\n        source:\n          value: wrapped-file-value\n  - name: exec-files\n    selector:\n      binary: ks-file-victim\n    delivery: file\n    secretRefs:\n      - name: exec.txt\n        source:\n          value: exec-file-value\n";
 
 pub struct Agent {
     child: Option<Child>,

@@ -351,3 +351,30 @@ pub fn file_delivery_is_guarded(ctx: &mut Ctx) -> TestResult {
     }
     Ok(())
 }
+
+/// A `delivery: file` binding matched at exec by the kernel (no wrapper):
+/// the agent writes the files on the exec event to /run/kernelseal/secrets/<pid>/.
+pub fn file_delivery_on_exec_without_wrapper(ctx: &mut Ctx) -> TestResult {
+    ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
+    let mut v = Victim::spawn_named("ks-file-victim")?;
+    let file = format!("/run/kernelseal/secrets/{}/exec.txt", v.pid);
+    let start = std::time::Instant::now();
+    loop {
+        let got = v.ask(&format!("readpath {file}"))?;
+        if got == format!("read {}", "exec-file-value".len()) {
+            break;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            return Err(format!("the exec-matched app reading {file}: {got}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let root = crate::victim::read_reply(&file);
+    if root != format!("read err {}", libc::EACCES) {
+        return Err(format!("root reading the exec-delivered file: {root}"));
+    }
+    wait_log_line(&[&format!(
+        "[FILE] Secrets written to /run/kernelseal/secrets/{} for PID {}",
+        v.pid, v.pid
+    )])
+}

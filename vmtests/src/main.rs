@@ -97,6 +97,10 @@ const TESTS: &[Test] = &[
         "file_delivery_is_guarded",
         exec_suite::file_delivery_is_guarded,
     ),
+    (
+        "file_delivery_on_exec_without_wrapper",
+        exec_suite::file_delivery_on_exec_without_wrapper,
+    ),
 ];
 
 fn main() -> ExitCode {

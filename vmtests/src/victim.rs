@@ -139,6 +139,17 @@ impl Victim {
         Self::spawn_exe(bound_exe()?)
     }
 
+    /// Starts the victim through a symlink with another exec name.
+    pub fn spawn_named(name: &str) -> Result<Self, String> {
+        let link = std::path::PathBuf::from(format!("/tmp/{name}"));
+        if !link.exists() {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            std::os::unix::fs::symlink(exe, &link)
+                .map_err(|e| format!("symlink {}: {e}", link.display()))?;
+        }
+        Self::spawn_exe(link)
+    }
+
     /// Starts the victim through `kernelseal exec`: the wrapper asks the
     /// agent, which marks it, then execs the victim in place (same PID).
     pub fn spawn_wrapped() -> Result<Self, String> {
