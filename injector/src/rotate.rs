@@ -77,6 +77,9 @@ impl LiveSet {
         let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // Forget processes that exited (signal 0 probes without disturbing).
         set.retain(|l| send(&l.pidfd, 0).is_ok());
+        // A process asking again (an exec chain through the wrapper) replaces
+        // its entry: the set stays one entry per process and binding.
+        set.retain(|l| !(l.pid == live.pid && l.binding == live.binding));
         set.push(live);
     }
 
