@@ -1,0 +1,237 @@
+//! The agent's delivery side, wired: metrics endpoint, pod identity, the
+//! socket server and its reloadable `Delivery`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use kernelseal_bpf::Gate;
+use kernelseal_config::Config;
+use kernelseal_injector::{LiveSet, Metrics, PodIndex, Shared};
+use tracing::{error, info, warn};
+
+use super::AgentArgs;
+use crate::exit::Failure;
+
+/// What outlives a reload: metrics, the processes delivered to, the pod
+/// index, and the slot the socket server reads the current delivery from.
+pub struct Serving {
+    pub metrics: Arc<Metrics>,
+    live: Arc<LiveSet>,
+    pods: Option<Arc<PodIndex>>,
+    pub shared: Shared,
+}
+
+impl Serving {
+    /// Starts the metrics endpoint and the socket server.
+    pub async fn start(
+        config: &Config,
+        gate: Option<&Gate>,
+        args: &AgentArgs,
+    ) -> Result<Self, Failure> {
+        let metrics = Arc::new(Metrics::default());
+        metrics.lsm_loaded.set(i64::from(gate.is_some()));
+        // /ready: an agent that cannot enforce what the config asks exits
+        // before this point, so a running agent is ready.
+        metrics
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        start_metrics(config, args, &metrics, gate.map(|_| args.pin_dir.clone())).await?;
+        let live = Arc::new(LiveSet::default());
+        let pods = pod_index(config).await?;
+        let parts = (metrics, live, pods);
+        let d = delivery(config, gate, args, &parts)?;
+        let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
+        let listener = kernelseal_injector::bind(&args.socket, gid).map_err(Failure::runtime)?;
+        let shared: Shared = Arc::new(tokio::sync::RwLock::new(Arc::new(d)));
+        tokio::spawn(kernelseal_injector::serve(listener, shared.clone()));
+        info!("[OK] serving secrets on {}", args.socket.display());
+        let (metrics, live, pods) = parts;
+        Ok(Serving {
+            metrics,
+            live,
+            pods,
+            shared,
+        })
+    }
+
+    /// Rebuilds the delivery from the config file; keeps the old one on error.
+    pub async fn reload(&self, args: &AgentArgs, gate: Option<&Gate>) {
+        let config = match kernelseal_config::load_file(&args.config) {
+            Ok(l) => l.config,
+            Err(_) => return, // reported by the policy reload
+        };
+        let parts = (self.metrics.clone(), self.live.clone(), self.pods.clone());
+        match delivery(&config, gate, args, &parts) {
+            Ok(d) => *self.shared.write().await = Arc::new(d),
+            Err(e) => error!(
+                "[CONFIG] bindings not reloaded, keeping the current ones: {}",
+                e.message()
+            ),
+        }
+    }
+}
+
+type Parts = (Arc<Metrics>, Arc<LiveSet>, Option<Arc<PodIndex>>);
+
+fn socket_gid(group: &str) -> Result<u32, Failure> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)
+        .map_err(|_| Failure::config(anyhow!("--socket-group {group:?}: bad name")))?;
+    // SAFETY: getgrnam with a valid C string; the result is read at once.
+    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
+    if gr.is_null() {
+        return Err(Failure::config(anyhow!(
+            "--socket-group {group:?}: no such group"
+        )));
+    }
+    // SAFETY: non-null result of getgrnam.
+    Ok(unsafe { (*gr).gr_gid })
+}
+
+fn delivery(
+    config: &Config,
+    gate: Option<&Gate>,
+    args: &AgentArgs,
+    (metrics, live, pods): &Parts,
+) -> Result<kernelseal_injector::Delivery, Failure> {
+    let registry = kernelseal_providers::Registry::from_config(config).map_err(Failure::config)?;
+    let cache = kernelseal_providers::Cache::new(std::sync::Arc::new(registry), Default::default());
+    // The refresher holds the cache weakly; the watcher holds it until
+    // `stop_watch`, dropped with this delivery on a reload, ends it.
+    cache.spawn_refresher();
+    let (stop_watch, stop) = tokio::sync::oneshot::channel();
+    tokio::spawn(kernelseal_injector::watch(
+        cache.clone(),
+        live.clone(),
+        stop,
+    ));
+    let bindings = kernelseal_injector::prepare(config).map_err(Failure::config)?;
+    if pods.is_none() {
+        for b in bindings.iter().filter(|b| b.needs_pod_identity()) {
+            warn!(
+                "[CONFIG] binding {:?} selects by pod (namespace/labels/serviceAccount/container) \
+                 but pod identity is off here (not in Kubernetes, or podIdentity: disabled): it \
+                 matches no caller",
+                b.name
+            );
+        }
+    }
+    let marks = match gate {
+        Some(_) => Some(std::sync::Arc::new(
+            kernelseal_bpf::Marks::from_pin(&args.pin_dir).map_err(Failure::runtime)?,
+        )),
+        None => None,
+    };
+    if bindings
+        .iter()
+        .any(|b| b.delivery == kernelseal_config::Delivery::File)
+    {
+        kernelseal_injector::files::check_tmpfs(&args.secrets_dir).map_err(Failure::config)?;
+    }
+    let guard = match gate {
+        Some(_) => Some(std::sync::Arc::new(std::sync::Mutex::new(
+            kernelseal_bpf::GuardedFiles::from_pin(&args.pin_dir, args.pin_layout_version)
+                .map_err(Failure::runtime)?,
+        ))),
+        None => None,
+    };
+    let files = std::sync::Arc::new(kernelseal_injector::FileStore {
+        root: args.secrets_dir.clone(),
+        guard,
+    });
+    Ok(kernelseal_injector::Delivery {
+        bindings,
+        cache,
+        marks,
+        metrics: metrics.clone(),
+        live: live.clone(),
+        files,
+        stop_watch: Some(stop_watch),
+        pods: pods.clone(),
+        pod_identity: config.pod_identity,
+    })
+}
+
+/// Metrics on `monitoring.metricsPort` (all interfaces, like the original)
+/// unless `monitoring.enabled: false`.
+async fn start_metrics(
+    config: &Config,
+    args: &AgentArgs,
+    metrics: &std::sync::Arc<Metrics>,
+    pin_dir: Option<PathBuf>,
+) -> Result<(), Failure> {
+    if !config.monitoring.enabled {
+        return Ok(());
+    }
+    let addr = args
+        .metrics_addr
+        .clone()
+        .unwrap_or_else(|| format!("0.0.0.0:{}", config.monitoring.metrics_port));
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| Failure::runtime(anyhow!("metrics endpoint {addr}: {e}")))?;
+    let refresh: std::sync::Arc<dyn Fn(&Metrics) + Send + Sync> =
+        std::sync::Arc::new(move |m: &Metrics| {
+            if let Some(dir) = &pin_dir {
+                m.protected_processes
+                    .set(crate::protected_count::count(dir) as i64);
+            }
+        });
+    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    tokio::spawn(kernelseal_injector::serve_http(
+        listener,
+        metrics.clone(),
+        refresh,
+    ));
+    info!("[OK] metrics on http://{bound}/metrics, /healthz, /ready");
+    Ok(())
+}
+
+/// Pod identity: a node-scoped pod index when running in Kubernetes (or
+/// with a kubeconfig), per `podIdentity`.
+async fn pod_index(
+    config: &Config,
+) -> Result<Option<std::sync::Arc<kernelseal_injector::PodIndex>>, Failure> {
+    use kernelseal_config::PodIdentityMode;
+    let mode = config.pod_identity;
+    if mode == PodIdentityMode::Disabled {
+        return Ok(None);
+    }
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some();
+    if !in_cluster && mode == PodIdentityMode::Preferred {
+        info!("[IDENTITY] not in Kubernetes: callers are identified by uid and cgroup");
+        return Ok(None);
+    }
+    let node = std::env::var("NODE_NAME").unwrap_or_else(|_| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    });
+    let client = match kube::Config::infer()
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) if mode == PodIdentityMode::Required => {
+            return Err(Failure::new(
+                Failure::UNENFORCEABLE,
+                anyhow!("podIdentity: required but no Kubernetes client could be built: {e}"),
+            ));
+        }
+        Err(e) => {
+            warn!(
+                "[IDENTITY] pod identity unavailable ({e}); callers are identified by uid and cgroup"
+            );
+            return Ok(None);
+        }
+    };
+    info!("[IDENTITY] pod identity from the pods of node {node:?} ({mode:?})");
+    Ok(Some(std::sync::Arc::new(
+        kernelseal_injector::PodIndex::new(client, node),
+    )))
+}
