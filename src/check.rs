@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::anyhow;
-use kernelseal_bpf::{
-    ExecFilter, Gate, GateOptions, KernelMode, KernelPolicy, PinLayout, abi, kernel,
-};
+use kernelseal_bpf::{ExecFilter, Gate, GateOptions, KernelPolicy, PinLayout, abi, kernel};
 
 use crate::exit::Failure;
 
@@ -39,21 +37,6 @@ pub fn kernel_version() -> Option<(u32, u32)> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
     let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
-/// A policy under which the probe programs do nothing.
-fn inert_policy() -> KernelPolicy {
-    KernelPolicy {
-        mode: KernelMode::Disabled,
-        block_environ: false,
-        block_mem: false,
-        block_maps: false,
-        block_ptrace: false,
-        allow_self_read: true,
-        audit_all: false,
-        inherit_protection: false,
-        exec_filter: true,
-    }
 }
 
 pub fn run(args: &CheckArgs) -> Result<(), Failure> {
@@ -183,7 +166,7 @@ pub fn run(args: &CheckArgs) -> Result<(), Failure> {
 fn probe(r: &mut Report, lsm: bool, what: &str, fix: &str) {
     let opened = Gate::open(GateOptions {
         lsm,
-        ..GateOptions::new(inert_policy(), ExecFilter::default(), None)
+        ..GateOptions::new(KernelPolicy::inert(), ExecFilter::default(), None)
     });
     match opened {
         Ok(gate) => {

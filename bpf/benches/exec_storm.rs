@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kernelseal_bpf::{Event, ExecFilter, Gate, GateOptions, KernelMode, KernelPolicy};
+use kernelseal_bpf::{Event, ExecFilter, Gate, GateOptions, KernelPolicy};
 
 fn thread_cpu() -> Duration {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -26,16 +26,10 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5000);
+    // Every exec reported: the storm measures the event path itself.
     let policy = KernelPolicy {
-        mode: KernelMode::Audit,
-        block_environ: false,
-        block_mem: false,
-        block_maps: false,
-        block_ptrace: false,
-        allow_self_read: true,
-        audit_all: false,
-        inherit_protection: false,
         exec_filter: false,
+        ..KernelPolicy::inert()
     };
     let mut gate = match Gate::open(GateOptions {
         lsm: false,

@@ -318,17 +318,6 @@ impl Gate {
             .map_err(|e| map_error("update", POLICY_MAP, e))
     }
 
-    pub fn policy(&self) -> Result<RawPolicy, BpfError> {
-        let map = self
-            .maps
-            .get(POLICY_MAP)
-            .ok_or(BpfError::MissingMap { map: POLICY_MAP })?;
-        let arr: Array<&MapData, RawPolicy> =
-            Array::try_from(map).map_err(|_| BpfError::MissingMap { map: POLICY_MAP })?;
-        arr.get(&0, 0)
-            .map_err(|e| map_error("lookup", POLICY_MAP, e))
-    }
-
     /// Replaces the exec filter (bindings marked at exec by binary or path).
     pub fn set_filter(&mut self, filter: ExecFilter) -> Result<(), BpfError> {
         let mut binaries = self

@@ -27,6 +27,22 @@ pub struct KernelPolicy {
 }
 
 impl KernelPolicy {
+    /// A policy under which the programs refuse nothing and report nothing
+    /// (no access events; exec events only for an empty filter): for probes.
+    pub fn inert() -> Self {
+        KernelPolicy {
+            mode: KernelMode::Disabled,
+            block_environ: false,
+            block_mem: false,
+            block_maps: false,
+            block_ptrace: false,
+            allow_self_read: true,
+            audit_all: false,
+            inherit_protection: false,
+            exec_filter: true,
+        }
+    }
+
     pub fn to_raw(self) -> RawPolicy {
         let mode = match self.mode {
             KernelMode::Disabled => abi::MODE_DISABLED,

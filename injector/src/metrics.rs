@@ -132,6 +132,21 @@ impl Metrics {
     }
 }
 
+/// Reads a request head up to its blank line: a client may send it in
+/// several writes, and answering after the first would cut it off.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 || head.len() + n > 8192 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Some(head)
+}
+
 /// Serves `/metrics`, `/healthz` and `/ready` over plain HTTP/1.1. `refresh`
 /// runs before each scrape (gauges computed on demand).
 pub async fn serve_http(
@@ -147,13 +162,12 @@ pub async fn serve_http(
         let metrics = metrics.clone();
         let refresh = refresh.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
+            let Ok(Some(head)) =
+                tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream)).await
+            else {
+                return;
             };
-            let request = String::from_utf8_lossy(&buf[..n]);
+            let request = String::from_utf8_lossy(&head);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
                 "/metrics" => {

@@ -130,23 +130,11 @@ async fn read_request(stream: &mut UnixStream) -> Result<ExecRequest, String> {
 }
 
 async fn reply(stream: &mut UnixStream, res: &ExecResponse) -> std::io::Result<()> {
-    let body = zeroize_on_drop(encode(res));
-    stream
-        .write_all(&(body.0.len() as u32).to_be_bytes())
-        .await?;
-    stream.write_all(&body.0).await?;
+    // The encoded response holds the values: wiped when sent.
+    let body = zeroize::Zeroizing::new(encode(res));
+    stream.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    stream.write_all(&body).await?;
     stream.flush().await
-}
-
-/// The encoded response holds the values: wipe it after sending.
-struct Wiped(Vec<u8>);
-impl Drop for Wiped {
-    fn drop(&mut self) {
-        self.0.iter_mut().for_each(|b| *b = 0);
-    }
-}
-fn zeroize_on_drop(v: Vec<u8>) -> Wiped {
-    Wiped(v)
 }
 
 fn refused(reason: impl Into<String>, retry: bool) -> ExecResponse {
