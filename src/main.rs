@@ -65,7 +65,7 @@ enum Command {
     #[command(disable_help_flag = true)]
     Exec {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        args: Vec<std::ffi::OsString>,
     },
     /// Configuration file tools.
     #[command(subcommand)]
@@ -93,8 +93,8 @@ fn main() -> ExitCode {
     kernelseal_providers::install_crypto_provider();
     // `kernelseal exec …` is the wrapper itself: its own hand-parsed flags,
     // then CMD ARGS untouched by clap.
-    let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some("exec") {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "exec") {
         return ExitCode::from(kernelseal_exec::main_with(&argv[2..]) as u8);
     }
     let cli = Cli::parse();

@@ -1,6 +1,7 @@
 //! Command line of the wrapper, parsed by hand: it runs before every wrapped
 //! program, so it carries no argument-parsing crate.
 
+use std::ffi::OsString;
 use std::time::Duration;
 
 pub const USAGE: &str = "\
@@ -31,7 +32,8 @@ pub struct Args {
     pub timeout: Duration,
     pub on_error: OnError,
     pub verbose: bool,
-    pub command: Vec<String>,
+    /// CMD and its arguments, passed on byte for byte (not necessarily UTF-8).
+    pub command: Vec<OsString>,
 }
 
 pub fn parse_duration(s: &str) -> Option<Duration> {
@@ -50,7 +52,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// `Err(message)` for bad usage; `Ok(None)` for --help/--version (printed).
-pub fn parse(argv: &[String], default_socket: String) -> Result<Option<Args>, String> {
+pub fn parse(argv: &[OsString], default_socket: String) -> Result<Option<Args>, String> {
     let mut args = Args {
         socket: default_socket,
         timeout: Duration::from_secs(15),
@@ -61,11 +63,13 @@ pub fn parse(argv: &[String], default_socket: String) -> Result<Option<Args>, St
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
+            let v = it.next().ok_or_else(|| format!("{name} needs a value"))?;
+            v.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{name} {v:?} is not UTF-8"))
         };
-        match a.as_str() {
+        // Options are text; anything else is where CMD starts.
+        match a.to_str().unwrap_or("") {
             "--" => {
                 args.command = it.cloned().collect();
                 break;
@@ -94,6 +98,9 @@ pub fn parse(argv: &[String], default_socket: String) -> Result<Option<Args>, St
             }
             "-v" | "--verbose" => args.verbose = true,
             opt if opt.starts_with('-') => return Err(format!("unknown option {opt}")),
+            "" if a.as_encoded_bytes().first() == Some(&b'-') => {
+                return Err(format!("unknown option {a:?}"));
+            }
             _ => {
                 args.command = std::iter::once(a).chain(it).cloned().collect();
                 break;
@@ -110,8 +117,8 @@ pub fn parse(argv: &[String], default_socket: String) -> Result<Option<Args>, St
 mod tests {
     use super::*;
 
-    fn v(s: &[&str]) -> Vec<String> {
-        s.iter().map(|x| x.to_string()).collect()
+    fn v(s: &[&str]) -> Vec<OsString> {
+        s.iter().map(OsString::from).collect()
     }
 
     #[test]
@@ -173,6 +180,21 @@ mod tests {
             parse(&v(&["--socket"]), "/d".into())
                 .unwrap_err()
                 .contains("needs a value")
+        );
+    }
+
+    #[test]
+    fn command_bytes_pass_through_and_options_must_be_text() {
+        use std::os::unix::ffi::OsStringExt;
+        let raw = OsString::from_vec(vec![b'a', 0xff, b'b']);
+        let a = parse(&[OsString::from("cat"), raw.clone()], "/d".into())
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.command, vec![OsString::from("cat"), raw.clone()]);
+        let err = parse(&[OsString::from("--socket"), raw], "/d".into()).unwrap_err();
+        assert!(
+            err.contains("--socket") && err.contains("not UTF-8"),
+            "{err}"
         );
     }
 

@@ -6,7 +6,7 @@
 mod args;
 mod client;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,8 +21,8 @@ pub const EXIT_USAGE: i32 = 2;
 
 /// Finds CMD like execvp does: a name with a '/' as given (made absolute),
 /// else the first executable match on PATH.
-pub fn resolve(cmd: &str, path_var: Option<OsString>) -> Option<PathBuf> {
-    if cmd.contains('/') {
+pub fn resolve(cmd: &OsStr, path_var: Option<OsString>) -> Option<PathBuf> {
+    if cmd.as_encoded_bytes().contains(&b'/') {
         let p = Path::new(cmd);
         let abs = if p.is_absolute() {
             p.to_path_buf()
@@ -51,13 +51,17 @@ fn no_core_dumps() {
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
 }
 
+/// One write per line (stderr is unbuffered, eprintln! writes each piece),
+/// and a closed stderr is not a reason to fail the program's start.
 fn warn(msg: impl AsRef<str>) {
-    eprintln!("kernelseal-exec: {}", msg.as_ref());
+    use std::io::Write;
+    let line = format!("kernelseal-exec: {}\n", msg.as_ref());
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// Runs the wrapper with `argv` (without the program name); returns only on
 /// failure, with the exit code.
-pub fn main_with(argv: &[String]) -> i32 {
+pub fn main_with(argv: &[OsString]) -> i32 {
     let default_socket = std::env::var("KERNELSEAL_SOCKET")
         .unwrap_or_else(|_| kernelseal_protocol::DEFAULT_SOCKET.to_string());
     let args = match parse(argv, default_socket) {
@@ -69,7 +73,10 @@ pub fn main_with(argv: &[String]) -> i32 {
         }
     };
     let Some(binary) = resolve(&args.command[0], std::env::var_os("PATH")) else {
-        warn(format!("{}: command not found", args.command[0]));
+        warn(format!(
+            "{}: command not found",
+            args.command[0].to_string_lossy()
+        ));
         return EXIT_NOT_FOUND;
     };
     let mut cmd = Command::new(&binary);
@@ -147,9 +154,12 @@ mod tests {
 
     #[test]
     fn resolves_like_execvp() {
-        let sh = resolve("sh", Some("/nonexistent:/bin:/usr/bin".into())).unwrap();
+        let sh = resolve("sh".as_ref(), Some("/nonexistent:/bin:/usr/bin".into())).unwrap();
         assert!(sh.ends_with("sh") && sh.is_absolute());
-        assert!(resolve("definitely-not-a-command-xyz", Some("/bin".into())).is_none());
-        assert_eq!(resolve("/bin/sh", None).unwrap(), PathBuf::from("/bin/sh"));
+        assert!(resolve("definitely-not-a-command-xyz".as_ref(), Some("/bin".into())).is_none());
+        assert_eq!(
+            resolve("/bin/sh".as_ref(), None).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
     }
 }

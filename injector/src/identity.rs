@@ -1,7 +1,9 @@
 //! Who is on the other end of the agent socket: the kernel's word
 //! (SO_PEERCRED / SO_PEERPIDFD), never the caller's.
 
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 use crate::error::InjectError;
 
@@ -15,8 +17,10 @@ pub struct Caller {
     pub pid: u32,
     pub uid: u32,
     pub gid: u32,
-    /// cgroup v2 path (`0::/…` line of /proc/PID/cgroup), or the v1 lines joined.
-    pub cgroup: String,
+    /// Read on first use: /proc/PID/cgroup costs more than the rest of a
+    /// request on a cgroup v1 host, and only cgroupPath selectors and pod
+    /// identity need it. The pidfd keeps the PID from being reused meanwhile.
+    cgroup: OnceLock<String>,
     /// Names the caller for its whole life; marks go through it.
     pub pidfd: OwnedFd,
 }
@@ -75,7 +79,12 @@ pub fn start_time(pid: u32) -> Option<u64> {
 }
 
 fn cgroup_of(pid: u32) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    // One read for the common case: procfs reports size 0, so
+    // read_to_string would grow from 32 bytes in four reads.
+    let mut buf = Vec::with_capacity(4096);
+    let _ = std::fs::File::open(format!("/proc/{pid}/cgroup"))
+        .and_then(|mut f| f.read_to_end(&mut buf));
+    let text = String::from_utf8_lossy(&buf);
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
         .map(str::to_string)
@@ -83,9 +92,22 @@ fn cgroup_of(pid: u32) -> String {
 }
 
 impl Caller {
+    /// cgroup v2 path (`0::/…` line of /proc/PID/cgroup), or the v1 lines
+    /// joined with ';'.
+    pub fn cgroup(&self) -> &str {
+        self.cgroup.get_or_init(|| cgroup_of(self.pid))
+    }
+
+    /// For tests that need a given cgroup path.
+    #[doc(hidden)]
+    pub fn with_cgroup(mut self, cgroup: &str) -> Self {
+        self.cgroup = OnceLock::from(cgroup.to_string());
+        self
+    }
+
     /// The pod UID and container ID its cgroup path names, if any.
     pub fn pod_cgroup(&self) -> Option<crate::cgroup::PodCgroup> {
-        self.cgroup
+        self.cgroup()
             .split(';')
             .map(|line| line.splitn(3, ':').last().unwrap_or(line))
             .find_map(crate::cgroup::parse)
@@ -116,7 +138,7 @@ impl Caller {
             pid,
             uid: cred.uid,
             gid: cred.gid,
-            cgroup: cgroup_of(pid),
+            cgroup: OnceLock::new(),
             pidfd,
         })
     }

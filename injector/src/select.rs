@@ -121,7 +121,7 @@ pub fn matches(
         && s.uid.is_none_or(|want| want == caller.uid)
         && s.cgroup_path
             .as_deref()
-            .is_none_or(|want| cgroup_matches(want, &caller.cgroup))
+            .is_none_or(|want| cgroup_matches(want, caller.cgroup()))
 }
 
 #[cfg(test)]
@@ -130,9 +130,8 @@ mod tests {
 
     fn caller(uid: u32, cgroup: &str) -> Caller {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut c = Caller::of(&a).unwrap();
+        let mut c = Caller::of(&a).unwrap().with_cgroup(cgroup);
         c.uid = uid;
-        c.cgroup = cgroup.to_string();
         c
     }
 

@@ -181,8 +181,10 @@ async fn handle(mut stream: UnixStream, d: &Delivery) -> Result<(), InjectError>
 
 async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecResponse {
     // Pod identity: the kernel's cgroup path names the pod; the node's pod
-    // list says who that pod is.
-    let pod_cgroup = caller.pod_cgroup();
+    // list says who that pod is. Outside Kubernetes nothing asks for it.
+    let pod_identity_wanted =
+        d.pods.is_some() || d.pod_identity == kernelseal_config::PodIdentityMode::Required;
+    let pod_cgroup = pod_identity_wanted.then(|| caller.pod_cgroup()).flatten();
     let pod = match (&d.pods, &pod_cgroup) {
         (Some(index), Some(pc)) => match index.lookup(&pc.pod_uid).await {
             Ok(p) => p,
