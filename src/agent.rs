@@ -214,9 +214,9 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
                             log.exec(e);
                             if e.binding_id != 0 && e.protected {
                                 let d = serving.shared.read().await.clone();
-                                let (pid, binding) = (e.pid, e.binding_id);
+                                let (pid, filename) = (e.pid, e.filename.clone());
                                 tokio::spawn(async move {
-                                    kernelseal_injector::deliver_on_exec(&d, pid, binding).await;
+                                    kernelseal_injector::deliver_on_exec(&d, pid, &filename).await;
                                 });
                             }
                         }

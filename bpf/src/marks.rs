@@ -19,6 +19,9 @@ pub struct MarkState {
     pub protected: bool,
     pub agent: bool,
     pub binding_id: u32,
+    /// The file delivery this process (or the ancestor it inherited the
+    /// mark from) may open; 0 for none.
+    pub file_owner: u32,
 }
 
 /// A handle on the marks map: either the one a [`crate::Gate`] loaded, or the
@@ -178,6 +181,7 @@ impl Marks {
                 protected: m.flags & abi::MARK_PROTECTED != 0,
                 agent: m.flags & abi::MARK_AGENT != 0,
                 binding_id: m.binding_id,
+                file_owner: m.file_owner,
             }))
     }
 }

@@ -3,6 +3,7 @@
 //! before it holds anything, so only that process tree opens it, root
 //! included. Removed when the process exits.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -21,6 +22,8 @@ pub struct FileStore {
     pub root: PathBuf,
     /// `None` in `mode: disabled` (files unguarded).
     pub guard: Option<Arc<Mutex<GuardedFiles>>>,
+    /// PID → delivery id of the directory written for it, until it exits.
+    owners: Arc<Mutex<HashMap<u32, u32>>>,
 }
 
 /// What one delivery wrote, for cleanup.
@@ -57,6 +60,23 @@ pub fn check_tmpfs(dir: &Path) -> Result<(), InjectError> {
 }
 
 impl FileStore {
+    pub fn new(root: PathBuf, guard: Option<Arc<Mutex<GuardedFiles>>>) -> Self {
+        FileStore {
+            root,
+            guard,
+            owners: Arc::default(),
+        }
+    }
+
+    /// The delivery id of the files written for `pid`, while it runs.
+    pub fn owner_of(&self, pid: u32) -> Option<u32> {
+        self.owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pid)
+            .copied()
+    }
+
     /// Writes the files and returns the directory. The caller is already
     /// marked with `delivery` as its file owner.
     pub fn deliver(
@@ -90,7 +110,11 @@ impl FileStore {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| err(&dir, e))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500))
             .map_err(|e| err(&dir, e))?;
-        self.cleanup_on_exit(written, pidfd);
+        self.owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid, delivery);
+        self.cleanup_on_exit(written, pidfd, pid, delivery);
         Ok(dir)
     }
 
@@ -169,11 +193,11 @@ impl FileStore {
     }
 
     /// A pidfd becomes readable when its process exits.
-    fn cleanup_on_exit(&self, written: Written, pidfd: OwnedFd) {
-        let guard = self.guard.clone();
+    fn cleanup_on_exit(&self, written: Written, pidfd: OwnedFd, pid: u32, delivery: u32) {
         let store = FileStore {
             root: self.root.clone(),
-            guard,
+            guard: self.guard.clone(),
+            owners: self.owners.clone(),
         };
         tokio::spawn(async move {
             // SAFETY: the AsyncFd owns the pidfd; it stays open and the same
@@ -189,6 +213,13 @@ impl FileStore {
                 ),
             }
             store.cleanup(&written);
+            {
+                let mut owners = store.owners.lock().unwrap_or_else(|p| p.into_inner());
+                // A reused PID may have a newer delivery by now.
+                if owners.get(&pid) == Some(&delivery) {
+                    owners.remove(&pid);
+                }
+            }
             info!(
                 "[FILE] removed {} (its process exited)",
                 written.dir.display()

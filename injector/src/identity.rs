@@ -113,6 +113,28 @@ impl Caller {
             .find_map(crate::cgroup::parse)
     }
 
+    /// A process the kernel reported (an exec event), not a socket peer:
+    /// the pidfd was opened from its PID; ids are its effective ones.
+    pub fn of_process(pid: u32, pidfd: OwnedFd) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let effective = |name: &str| -> Option<u32> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        Some(Caller {
+            pid,
+            uid: effective("Uid:")?,
+            gid: effective("Gid:")?,
+            cgroup: OnceLock::new(),
+            pidfd,
+        })
+    }
+
     /// Identifies the peer of a connected unix socket.
     pub fn of(socket: &impl AsRawFd) -> Result<Self, InjectError> {
         let fd = socket.as_raw_fd();

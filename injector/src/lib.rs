@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 mod error;
+mod exec_delivery;
 pub mod files;
 pub mod identity;
 pub mod metrics;
@@ -13,10 +14,11 @@ pub mod select;
 pub mod server;
 
 pub use error::InjectError;
+pub use exec_delivery::deliver_on_exec;
 pub use files::FileStore;
 pub use identity::Caller;
 pub use metrics::{AccessLabels, Metrics, serve_http};
 pub use pods::{PodIndex, PodInfo};
 pub use rotate::{LiveSet, watch};
 pub use select::{PreparedBinding, prepare};
-pub use server::{Delivery, Shared, bind, deliver_on_exec, serve, unbind};
+pub use server::{Delivery, Shared, bind, serve, unbind};

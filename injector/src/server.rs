@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::error::InjectError;
 use crate::identity::Caller;
-use crate::select::{PreparedBinding, matches};
+use crate::select::{PodCaller, PreparedBinding, matches};
 
 /// Tells a file-delivery app where its files are.
 pub const SECRETS_DIR_VAR: &str = "KERNELSEAL_SECRETS_DIR";
@@ -179,12 +179,31 @@ async fn handle(mut stream: UnixStream, d: &Delivery) -> Result<(), InjectError>
         })
 }
 
-async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecResponse {
-    // Pod identity: the kernel's cgroup path names the pod; the node's pod
-    // list says who that pod is. Outside Kubernetes nothing asks for it.
-    let pod_identity_wanted =
-        d.pods.is_some() || d.pod_identity == kernelseal_config::PodIdentityMode::Required;
-    let pod_cgroup = pod_identity_wanted.then(|| caller.pod_cgroup()).flatten();
+/// The caller's pod, when pod identity applies here.
+pub(crate) struct PodIdentity {
+    pod: Option<crate::PodInfo>,
+    container_id: Option<String>,
+}
+
+impl PodIdentity {
+    pub(crate) fn caller(&self) -> Option<PodCaller<'_>> {
+        self.pod.as_ref().map(|p| PodCaller {
+            pod: p,
+            container_id: self.container_id.as_deref(),
+        })
+    }
+}
+
+/// Pod identity: the kernel's cgroup path names the pod; the node's pod
+/// list says who that pod is. `Err((reason, retry))` under
+/// `podIdentity: required` when there is no known pod.
+pub(crate) async fn pod_identity(
+    caller: &Caller,
+    d: &Delivery,
+) -> Result<PodIdentity, (String, bool)> {
+    // Outside Kubernetes nothing asks for the cgroup: not read.
+    let wanted = d.pods.is_some() || d.pod_identity == kernelseal_config::PodIdentityMode::Required;
+    let pod_cgroup = wanted.then(|| caller.pod_cgroup()).flatten();
     let pod = match (&d.pods, &pod_cgroup) {
         (Some(index), Some(pc)) => match index.lookup(&pc.pod_uid).await {
             Ok(p) => p,
@@ -203,17 +222,23 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
             Some(pc) => format!("pod {} is not (yet) known on this node", pc.pod_uid),
             None => "the caller is not in a Kubernetes pod".to_string(),
         };
-        return refused(
+        return Err((
             format!("podIdentity: required and {why}"),
             pod_cgroup.is_some(),
-        );
+        ));
     }
-    let pod_caller = pod.as_ref().map(|p| crate::select::PodCaller {
-        pod: p,
-        container_id: pod_cgroup
-            .as_ref()
-            .and_then(|pc| pc.container_id.as_deref()),
-    });
+    Ok(PodIdentity {
+        pod,
+        container_id: pod_cgroup.and_then(|pc| pc.container_id),
+    })
+}
+
+async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecResponse {
+    let pods = match pod_identity(caller, d).await {
+        Ok(p) => p,
+        Err((reason, retry)) => return refused(reason, retry),
+    };
+    let pod_caller = pods.caller();
     let selected: Vec<&PreparedBinding> = d
         .bindings
         .iter()
@@ -360,38 +385,7 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
             Err(e) => return refused(format!("writing the secret files failed: {e}"), true),
         }
     }
-    for b in &selected {
-        match caller.pidfd.try_clone() {
-            Ok(pidfd) => d.live.add(crate::rotate::Live {
-                pid: caller.pid,
-                pidfd,
-                binding: b.name.clone(),
-                on_rotate: b.on_rotate.clone(),
-                keys: b.refs.iter().filter_map(|(_, r)| r.cache_key()).collect(),
-                files: match (&files_dir, b.delivery) {
-                    (Some(dir), kernelseal_config::Delivery::File) => {
-                        Some(crate::rotate::LiveFiles {
-                            store: d.files.clone(),
-                            dir: dir.clone(),
-                            uid: caller.uid,
-                            gid: caller.gid,
-                            delivery: file_owner,
-                            names: b
-                                .refs
-                                .iter()
-                                .filter_map(|(n, r)| Some((r.cache_key()?, n.clone())))
-                                .collect(),
-                        })
-                    }
-                    _ => None,
-                },
-            }),
-            Err(e) => warn!(
-                pid = caller.pid,
-                "[ROTATE] PID {} will not hear of rotations: {e}", caller.pid
-            ),
-        }
-    }
+    track(d, caller, &selected, files_dir.as_deref(), file_owner);
     // Secrets delivered: env variables and file names (the directory
     // variable is a location, not a secret).
     let names: Vec<&str> = env
@@ -413,87 +407,53 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
     }
 }
 
+/// Remembers a process delivered to, so rotations reach it: one entry per
+/// binding, with its files when the binding delivers files.
+pub(crate) fn track(
+    d: &Delivery,
+    caller: &Caller,
+    selected: &[&PreparedBinding],
+    files_dir: Option<&Path>,
+    file_owner: u32,
+) {
+    for b in selected {
+        let pidfd = match caller.pidfd.try_clone() {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(
+                    pid = caller.pid,
+                    "[ROTATE] PID {} will not hear of rotations: {e}", caller.pid
+                );
+                return;
+            }
+        };
+        let files = match (files_dir, b.delivery) {
+            (Some(dir), kernelseal_config::Delivery::File) => Some(crate::rotate::LiveFiles {
+                store: d.files.clone(),
+                dir: dir.to_path_buf(),
+                uid: caller.uid,
+                gid: caller.gid,
+                delivery: file_owner,
+                names: b
+                    .refs
+                    .iter()
+                    .filter_map(|(n, r)| Some((r.cache_key()?, n.clone())))
+                    .collect(),
+            }),
+            _ => None,
+        };
+        d.live.add(crate::rotate::Live {
+            pid: caller.pid,
+            pidfd,
+            binding: b.name.clone(),
+            on_rotate: b.on_rotate.clone(),
+            keys: b.refs.iter().filter_map(|(_, r)| r.cache_key()).collect(),
+            files,
+        });
+    }
+}
+
 /// Removes the socket file on shutdown.
 pub fn unbind(path: &PathBuf) {
     let _ = std::fs::remove_file(path);
-}
-
-fn uid_gid_of(pid: u32) -> Option<(u32, u32)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u32> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    // Effective ids: the second column of Uid:/Gid:.
-    Some((field("Uid:")?, field("Gid:")?))
-}
-
-/// `delivery: file` for a process the kernel marked at exec (no wrapper):
-/// its files go to `<secrets dir>/<pid>/`, written as soon as the exec
-/// event arrives. Env bindings cannot be delivered after exec.
-pub async fn deliver_on_exec(d: &Delivery, pid: u32, binding_id: u32) {
-    let Some(b) = d.bindings.iter().find(|b| b.id == binding_id) else {
-        return;
-    };
-    if b.delivery != kernelseal_config::Delivery::File {
-        return;
-    }
-    let Ok(pidfd) = kernelseal_bpf::pidfd_open(pid) else {
-        return; // already gone
-    };
-    let Some((uid, gid)) = uid_gid_of(pid) else {
-        return;
-    };
-    let mut files = Vec::new();
-    for (name, sref) in &b.refs {
-        match d.cache.get(sref).await {
-            Ok(v) => files.push((name.clone(), v.expose_bytes().to_vec())),
-            Err(e) => {
-                warn!(
-                    pid,
-                    "[FILE] {name} of binding {} for PID {pid} failed: {e}", b.name
-                );
-                d.metrics.secrets_denied.inc();
-            }
-        }
-    }
-    if files.is_empty() {
-        return;
-    }
-    let owner = crate::files::next_delivery_id();
-    if let Some(marks) = &d.marks
-        && let Err(e) = marks.protect_pidfd(&pidfd, pid, b.id, owner)
-    {
-        warn!(
-            pid,
-            "[FILE] not writing secrets for PID {pid}: cannot mark it: {e}"
-        );
-        return;
-    }
-    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
-    let result = d.files.deliver(pid, uid, gid, owner, &files, pidfd);
-    for (_, v) in files.iter_mut() {
-        v.iter_mut().for_each(|b| *b = 0);
-    }
-    match result {
-        Ok(dir) => {
-            d.metrics.secrets_injected.inc_by(names.len() as u64);
-            info!(
-                pid,
-                "[FILE] Secrets written to {} for PID {pid}",
-                dir.display()
-            );
-            info!(
-                pid,
-                "[INJECT] Secrets injected into PID {pid}: [{}]",
-                names.join(", ")
-            );
-        }
-        Err(e) => warn!(pid, "[FILE] writing secrets for PID {pid} failed: {e}"),
-    }
 }

@@ -7,19 +7,30 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use kernelseal_bpf::Gate;
 use kernelseal_config::Config;
-use kernelseal_injector::{LiveSet, Metrics, PodIndex, Shared};
+use kernelseal_injector::{FileStore, LiveSet, Metrics, PodIndex, Shared};
 use tracing::{error, info, warn};
 
 use super::AgentArgs;
 use crate::exit::Failure;
 
 /// What outlives a reload: metrics, the processes delivered to, the pod
-/// index, and the slot the socket server reads the current delivery from.
+/// index, the delivered files, and the slot the socket server reads the
+/// current delivery from.
 pub struct Serving {
     pub metrics: Arc<Metrics>,
+    kept: Kept,
+    pub shared: Shared,
+}
+
+/// The parts of a delivery that a reload keeps.
+#[derive(Clone)]
+struct Kept {
+    metrics: Arc<Metrics>,
     live: Arc<LiveSet>,
     pods: Option<Arc<PodIndex>>,
-    pub shared: Shared,
+    /// Knows which process has which files until it exits; a reload
+    /// must not forget that.
+    files: Arc<FileStore>,
 }
 
 impl Serving {
@@ -39,18 +50,29 @@ impl Serving {
         start_metrics(config, args, &metrics, gate.map(|_| args.pin_dir.clone())).await?;
         let live = Arc::new(LiveSet::default());
         let pods = pod_index(config).await?;
-        let parts = (metrics, live, pods);
-        let d = delivery(config, gate, args, &parts)?;
+        let guard = match gate {
+            Some(_) => Some(Arc::new(std::sync::Mutex::new(
+                kernelseal_bpf::GuardedFiles::from_pin(&args.pin_dir, args.pin_layout_version)
+                    .map_err(Failure::runtime)?,
+            ))),
+            None => None,
+        };
+        let files = Arc::new(FileStore::new(args.secrets_dir.clone(), guard));
+        let kept = Kept {
+            metrics: metrics.clone(),
+            live,
+            pods,
+            files,
+        };
+        let d = delivery(config, gate, args, &kept)?;
         let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
         let listener = kernelseal_injector::bind(&args.socket, gid).map_err(Failure::runtime)?;
         let shared: Shared = Arc::new(tokio::sync::RwLock::new(Arc::new(d)));
         tokio::spawn(kernelseal_injector::serve(listener, shared.clone()));
         info!("[OK] serving secrets on {}", args.socket.display());
-        let (metrics, live, pods) = parts;
         Ok(Serving {
             metrics,
-            live,
-            pods,
+            kept,
             shared,
         })
     }
@@ -61,8 +83,7 @@ impl Serving {
             Ok(l) => l.config,
             Err(_) => return, // reported by the policy reload
         };
-        let parts = (self.metrics.clone(), self.live.clone(), self.pods.clone());
-        match delivery(&config, gate, args, &parts) {
+        match delivery(&config, gate, args, &self.kept) {
             Ok(d) => *self.shared.write().await = Arc::new(d),
             Err(e) => error!(
                 "[CONFIG] bindings not reloaded, keeping the current ones: {}",
@@ -71,8 +92,6 @@ impl Serving {
         }
     }
 }
-
-type Parts = (Arc<Metrics>, Arc<LiveSet>, Option<Arc<PodIndex>>);
 
 fn socket_gid(group: &str) -> Result<u32, Failure> {
     if let Ok(gid) = group.parse() {
@@ -95,7 +114,7 @@ fn delivery(
     config: &Config,
     gate: Option<&Gate>,
     args: &AgentArgs,
-    (metrics, live, pods): &Parts,
+    kept: &Kept,
 ) -> Result<kernelseal_injector::Delivery, Failure> {
     let registry = kernelseal_providers::Registry::from_config(config).map_err(Failure::config)?;
     let cache = kernelseal_providers::Cache::new(std::sync::Arc::new(registry), Default::default());
@@ -105,11 +124,11 @@ fn delivery(
     let (stop_watch, stop) = tokio::sync::oneshot::channel();
     tokio::spawn(kernelseal_injector::watch(
         cache.clone(),
-        live.clone(),
+        kept.live.clone(),
         stop,
     ));
     let bindings = kernelseal_injector::prepare(config).map_err(Failure::config)?;
-    if pods.is_none() {
+    if kept.pods.is_none() {
         for b in bindings.iter().filter(|b| b.needs_pod_identity()) {
             warn!(
                 "[CONFIG] binding {:?} selects by pod (namespace/labels/serviceAccount/container) \
@@ -131,26 +150,15 @@ fn delivery(
     {
         kernelseal_injector::files::check_tmpfs(&args.secrets_dir).map_err(Failure::config)?;
     }
-    let guard = match gate {
-        Some(_) => Some(std::sync::Arc::new(std::sync::Mutex::new(
-            kernelseal_bpf::GuardedFiles::from_pin(&args.pin_dir, args.pin_layout_version)
-                .map_err(Failure::runtime)?,
-        ))),
-        None => None,
-    };
-    let files = std::sync::Arc::new(kernelseal_injector::FileStore {
-        root: args.secrets_dir.clone(),
-        guard,
-    });
     Ok(kernelseal_injector::Delivery {
         bindings,
         cache,
         marks,
-        metrics: metrics.clone(),
-        live: live.clone(),
-        files,
+        metrics: kept.metrics.clone(),
+        live: kept.live.clone(),
+        files: kept.files.clone(),
         stop_watch: Some(stop_watch),
-        pods: pods.clone(),
+        pods: kept.pods.clone(),
         pod_identity: config.pod_identity,
     })
 }

@@ -29,8 +29,14 @@ impl Policy {
     };
 
     pub fn yaml(&self) -> String {
+        self.yaml_with("", "")
+    }
+
+    /// The suite's config plus `bindings` (YAML list items under
+    /// `secrets:`) and `top` (top-level keys).
+    pub fn yaml_with(&self, bindings: &str, top: &str) -> String {
         format!(
-            "version: v1\npolicy:\n  mode: {}\n  blockEnviron: {}\n  blockMem: {}\n  blockMaps: {}\n  blockPtrace: {}\n  allowSelfRead: {}\n  auditAll: false\n  inheritProtection: true\n  kernelBinaryFilter: true\n{}monitoring:\n  logLevel: info\n",
+            "version: v1\npolicy:\n  mode: {}\n  blockEnviron: {}\n  blockMem: {}\n  blockMaps: {}\n  blockPtrace: {}\n  allowSelfRead: {}\n  auditAll: false\n  inheritProtection: true\n  kernelBinaryFilter: true\n{}{bindings}{top}monitoring:\n  logLevel: info\n",
             self.mode, self.environ, self.mem, self.maps, self.ptrace, self.self_read, EXEC_BINDING
         )
     }

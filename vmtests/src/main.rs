@@ -6,6 +6,7 @@
 mod agent;
 mod attacks;
 mod bench;
+mod delivery_suite;
 mod exec_suite;
 mod suite;
 mod victim;
@@ -100,6 +101,22 @@ const TESTS: &[Test] = &[
     (
         "file_delivery_on_exec_without_wrapper",
         exec_suite::file_delivery_on_exec_without_wrapper,
+    ),
+    (
+        "rotation_reaches_running_apps",
+        delivery_suite::rotation_reaches_running_apps,
+    ),
+    (
+        "exec_file_delivery_honours_the_whole_selector",
+        delivery_suite::exec_file_delivery_honours_the_whole_selector,
+    ),
+    (
+        "pod_identity_required_refuses_without_a_known_pod",
+        delivery_suite::pod_identity_required_refuses_without_a_known_pod,
+    ),
+    (
+        "metrics_count_real_refusals",
+        delivery_suite::metrics_count_real_refusals,
     ),
 ];
 

@@ -14,6 +14,13 @@ static TARGET_BYTES: [u8; 64] = [0x5a; 64];
 pub const SECRET_ENV: &str = "KERNELSEAL_TEST_SECRET";
 pub const SECRET_VALUE: &str = "vm-test-secret-value";
 
+/// SIGHUPs received: rotation with `onRotate: { signal: SIGHUP }`.
+static HUPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn count_hup(_: libc::c_int) {
+    HUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn gettid() -> u32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() as u32 }
@@ -23,6 +30,8 @@ fn gettid() -> u32 {
 pub fn run() -> ! {
     let mut out = std::io::stdout();
     let addr = TARGET_BYTES.as_ptr() as usize;
+    // SAFETY: the handler only touches an atomic (async-signal-safe).
+    unsafe { libc::signal(libc::SIGHUP, count_hup as *const () as libc::sighandler_t) };
     writeln!(out, "ready {} {addr}", std::process::id()).ok();
     out.flush().ok();
     let stdin = std::io::stdin();
@@ -62,6 +71,7 @@ pub fn run() -> ! {
                 }
             }
             cmd if cmd.starts_with("readpath ") => read_reply(&cmd["readpath ".len()..]),
+            "hups" => format!("hups {}", HUPS.load(std::sync::atomic::Ordering::Relaxed)),
             "secretsdir" => {
                 std::env::var("KERNELSEAL_SECRETS_DIR").unwrap_or_else(|_| "none".into())
             }
@@ -141,13 +151,7 @@ impl Victim {
 
     /// Starts the victim through a symlink with another exec name.
     pub fn spawn_named(name: &str) -> Result<Self, String> {
-        let link = std::path::PathBuf::from(format!("/tmp/{name}"));
-        if !link.exists() {
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            std::os::unix::fs::symlink(exe, &link)
-                .map_err(|e| format!("symlink {}: {e}", link.display()))?;
-        }
-        Self::spawn_exe(link)
+        Self::spawn_exe(named_link(name)?)
     }
 
     /// Starts the victim through `kernelseal exec`: the wrapper asks the
@@ -156,6 +160,14 @@ impl Victim {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(crate::agent::KERNELSEAL);
         cmd.args(["exec", "--timeout", "10s", "--"]).arg(exe);
+        Self::spawn_cmd(cmd)
+    }
+
+    /// Through `kernelseal exec`, as `/tmp/NAME` (a binding's `binary`).
+    pub fn spawn_wrapped_named(name: &str) -> Result<Self, String> {
+        let link = named_link(name)?;
+        let mut cmd = Command::new(crate::agent::KERNELSEAL);
+        cmd.args(["exec", "--timeout", "10s", "--"]).arg(link);
         Self::spawn_cmd(cmd)
     }
 
@@ -244,6 +256,17 @@ impl Drop for Victim {
 /// `selector.binary` matches).
 pub fn bound_exe() -> Result<std::path::PathBuf, String> {
     let link = std::path::PathBuf::from(format!("/tmp/{}", crate::agent::EXEC_BINARY));
+    if !link.exists() {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink(exe, &link)
+            .map_err(|e| format!("symlink {}: {e}", link.display()))?;
+    }
+    Ok(link)
+}
+
+/// `/tmp/NAME`, a symlink to this binary.
+fn named_link(name: &str) -> Result<std::path::PathBuf, String> {
+    let link = std::path::PathBuf::from(format!("/tmp/{name}"));
     if !link.exists() {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         std::os::unix::fs::symlink(exe, &link)
