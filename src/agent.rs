@@ -11,10 +11,13 @@ use kernelseal_config::{Config, LogFormat, Mode};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use crate::event_log::{BindingNames, EventLog};
+use crate::event_log::EventLog;
 use crate::exit::Failure;
 
+mod policy;
 mod serving;
+
+pub use policy::{exec_filter, kernel_policy};
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
@@ -65,42 +68,6 @@ enum LogFormatArg {
     Json,
 }
 
-pub fn kernel_policy(config: &Config) -> KernelPolicy {
-    let p = &config.policy;
-    KernelPolicy {
-        mode: match p.mode {
-            Mode::Disabled => KernelMode::Disabled,
-            Mode::Audit => KernelMode::Audit,
-            Mode::Enforce => KernelMode::Enforce,
-        },
-        block_environ: p.block_environ,
-        block_mem: p.block_mem,
-        block_maps: p.block_maps,
-        block_ptrace: p.block_ptrace,
-        allow_self_read: p.allow_self_read,
-        audit_all: p.audit_all,
-        inherit_protection: p.inherit_protection,
-        exec_filter: p.kernel_binary_filter,
-    }
-}
-
-/// The exec filter and binding names of a config: binding ids are the
-/// 1-based positions in `secrets`.
-pub fn exec_filter(config: &Config) -> Result<(ExecFilter, BindingNames), BpfError> {
-    let mut filter = ExecFilter::default();
-    let mut names = Vec::new();
-    for (i, binding) in config.secrets.iter().enumerate() {
-        let b = &binding.value;
-        filter.add(
-            i as u32 + 1,
-            b.selector.binary.as_deref(),
-            b.selector.path.as_deref(),
-        )?;
-        names.push(b.name.clone());
-    }
-    Ok((filter, names))
-}
-
 fn load_config(path: &Path) -> Result<Config, Failure> {
     let loaded = kernelseal_config::load_file(path).map_err(Failure::config)?;
     for w in &loaded.warnings {
@@ -139,7 +106,12 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
     let mut term = signal(SignalKind::terminate()).map_err(signal_failure)?;
     let mut int = signal(SignalKind::interrupt()).map_err(signal_failure)?;
     let mut hup = signal(SignalKind::hangup()).map_err(signal_failure)?;
-    let policy = kernel_policy(&config);
+    // Mode disabled loads no programs: nothing to tell them.
+    let secrets_dev = match config.policy.mode {
+        Mode::Disabled => 0,
+        _ => policy::secrets_dev(&args.secrets_dir, &args.pin_dir),
+    };
+    let policy = kernel_policy(&config, secrets_dev);
     info!("[CONFIG] Policy applied: mode={}", config.policy.mode);
     harden_self();
 
@@ -181,7 +153,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
                 if stamp != config_stamp {
                     config_stamp = stamp;
                     info!("[CONFIG] {} changed on disk", args.config.display());
-                    reload(&args.config, gate.as_mut(), &mut log);
+                    reload(&args.config, secrets_dev, gate.as_mut(), &mut log);
                     serving.reload(&args, gate.as_ref()).await;
                 }
             }
@@ -190,7 +162,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
             _ = hup.recv() => {
                 // What SIGHUP loads, the file poll must not load again.
                 config_stamp = file_stamp(&args.config);
-                reload(&args.config, gate.as_mut(), &mut log);
+                reload(&args.config, secrets_dev, gate.as_mut(), &mut log);
                 serving.reload(&args, gate.as_ref()).await;
             }
             _ = flush.tick() => {
@@ -412,7 +384,7 @@ fn explain_load_failure(e: &BpfError) -> String {
     )
 }
 
-fn reload(path: &Path, gate: Option<&mut Gate>, log: &mut EventLog) {
+fn reload(path: &Path, secrets_dev: u64, gate: Option<&mut Gate>, log: &mut EventLog) {
     info!("[CONFIG] SIGHUP received, reloading {}", path.display());
     let config = match kernelseal_config::load_file(path) {
         Ok(l) => l.config,
@@ -421,7 +393,7 @@ fn reload(path: &Path, gate: Option<&mut Gate>, log: &mut EventLog) {
             return;
         }
     };
-    let policy = kernel_policy(&config);
+    let policy = kernel_policy(&config, secrets_dev);
     let Some(gate) = gate else {
         warn!("[CONFIG] the agent started in mode=disabled; restart it to enforce");
         return;

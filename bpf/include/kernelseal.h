@@ -8,7 +8,7 @@
 #define KERNELSEAL_H
 
 /* Bumped whenever a map or struct layout changes (pins carry it). */
-#define KS_LAYOUT_VERSION 2
+#define KS_LAYOUT_VERSION 3
 
 /* policy.mode */
 #define KS_MODE_DISABLED 0
@@ -73,6 +73,11 @@
 struct ks_policy {
 	__u32 mode;
 	__u32 flags;
+	/* Kernel dev_t of the tmpfs the agent writes delivered files to; opens
+	 * on any other tmpfs skip the guarded-files lookup. 0: look up on every
+	 * tmpfs (no file delivery, or guarded files elsewhere from an agent
+	 * with another secrets directory). */
+	__u64 secrets_dev;
 };
 
 /* Task-local storage value. One struct serves both roles a task can have:

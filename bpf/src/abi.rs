@@ -1,7 +1,7 @@
 //! Rust mirrors of `bpf/include/kernelseal.h`. The layout test in
 //! `tests/abi_layout.rs` checks each struct against the object's BTF.
 
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 pub const MODE_DISABLED: u32 = 0;
 pub const MODE_AUDIT: u32 = 1;
@@ -56,6 +56,7 @@ pub const EXEC_PROTECTED: u32 = 1 << 1;
 pub struct RawPolicy {
     pub mode: u32,
     pub flags: u32,
+    pub secrets_dev: u64,
 }
 
 /// `struct ks_task_mark`

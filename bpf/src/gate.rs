@@ -7,7 +7,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{BtfTracePoint, Lsm};
 use aya::{Btf, Ebpf, EbpfLoader};
 
-use crate::abi::{self, LAYOUT_VERSION, RawPolicy};
+use crate::abi::{self, LAYOUT_VERSION, RawBinding, RawFileKey, RawPolicy};
 
 use crate::error::BpfError;
 use crate::events::EventStream;
@@ -249,6 +249,12 @@ impl Gate {
         // The programs read the policy map: write a safe one (nothing
         // blocked, no filter) before they attach; the caller's follows.
         gate.write_policy(RawPolicy::default())?;
+        // Files delivered under an older layout stay guarded: their entries
+        // move to this layout's map before its programs attach, while the
+        // old programs still run. Failing here leaves the old gate in place.
+        if let Some(l) = &layout {
+            gate.adopt_guarded_files(l)?;
+        }
         for name in expected {
             let (link, id) = attach(&mut ebpf, btf, name)?;
             gate.programs.push(ProgramRef {
@@ -283,6 +289,34 @@ impl Gate {
         gate.origin = origin;
         gate._ebpf = Some(ebpf);
         Ok(gate)
+    }
+
+    fn adopt_guarded_files(&mut self, layout: &PinLayout) -> Result<(), BpfError> {
+        let target = self
+            .maps
+            .get_mut(GUARDED_FILES_MAP)
+            .ok_or(BpfError::MissingMap {
+                map: GUARDED_FILES_MAP,
+            })?;
+        let mut target: aya::maps::HashMap<&mut MapData, RawFileKey, RawBinding> =
+            aya::maps::HashMap::try_from(target)
+                .map_err(|e| map_error("open", GUARDED_FILES_MAP, e))?;
+        for version in layout.versions() {
+            if version == layout.version() {
+                continue;
+            }
+            let old_path = PinLayout::with_version(layout.root(), version).map(GUARDED_FILES_MAP);
+            if !old_path.exists() {
+                continue; // a layout from before file delivery
+            }
+            let old = crate::GuardedFiles::from_pin(layout.root(), version)?;
+            for (key, value) in old.entries() {
+                target
+                    .insert(key, value, 0)
+                    .map_err(|e| map_error("update", GUARDED_FILES_MAP, e))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn origin(&self) -> Origin {

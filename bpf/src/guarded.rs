@@ -58,6 +58,16 @@ impl GuardedFiles {
             .map_err(map_err("update"))
     }
 
+    /// Every guarded file: (kernel dev, inode) → delivery id.
+    pub fn entries(&self) -> Vec<(RawFileKey, RawBinding)> {
+        self.map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Kernel devs that hold guarded files.
+    pub fn devs(&self) -> std::collections::BTreeSet<u64> {
+        self.entries().into_iter().map(|(k, _)| k.dev).collect()
+    }
+
     pub fn unguard(&mut self, st_dev: u64, ino: u64) -> Result<(), BpfError> {
         let key = RawFileKey {
             dev: kernel_dev(st_dev),

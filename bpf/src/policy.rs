@@ -24,6 +24,9 @@ pub struct KernelPolicy {
     pub inherit_protection: bool,
     /// kernelBinaryFilter: exec events only for configured binaries.
     pub exec_filter: bool,
+    /// Kernel dev_t ([`crate::kernel_dev`]) of the tmpfs that holds
+    /// delivered files; 0 makes the programs check every tmpfs open.
+    pub secrets_dev: u64,
 }
 
 impl KernelPolicy {
@@ -40,6 +43,7 @@ impl KernelPolicy {
             audit_all: false,
             inherit_protection: false,
             exec_filter: true,
+            secrets_dev: 0,
         }
     }
 
@@ -64,7 +68,11 @@ impl KernelPolicy {
                 flags |= bit;
             }
         }
-        RawPolicy { mode, flags }
+        RawPolicy {
+            mode,
+            flags,
+            secrets_dev: self.secrets_dev,
+        }
     }
 }
 
@@ -84,12 +92,14 @@ mod tests {
             audit_all: false,
             inherit_protection: false,
             exec_filter: false,
+            secrets_dev: 0,
         };
         assert_eq!(
             all_off.to_raw(),
             RawPolicy {
                 mode: abi::MODE_AUDIT,
-                flags: 0
+                flags: 0,
+                secrets_dev: 0,
             }
         );
         let env_only = KernelPolicy {
@@ -101,7 +111,8 @@ mod tests {
             env_only.to_raw(),
             RawPolicy {
                 mode: abi::MODE_ENFORCE,
-                flags: abi::POLICY_BLOCK_ENVIRON
+                flags: abi::POLICY_BLOCK_ENVIRON,
+                secrets_dev: 0,
             }
         );
         let inherit = KernelPolicy {

@@ -101,6 +101,7 @@ fn policy_matches_c() {
         &[
             ("mode", offset_of!(RawPolicy, mode)),
             ("flags", offset_of!(RawPolicy, flags)),
+            ("secrets_dev", offset_of!(RawPolicy, secrets_dev)),
         ],
     );
 }

@@ -20,6 +20,7 @@ fn policy(exec_filter: bool) -> KernelPolicy {
         audit_all: false,
         inherit_protection: true,
         exec_filter,
+        secrets_dev: 0,
     }
 }
 

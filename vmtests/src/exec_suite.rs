@@ -229,6 +229,13 @@ pub fn upgrade_replaces_old_layout_keeping_marks(ctx: &mut Ctx) -> TestResult {
         v.addr,
         true,
     )?;
+    // A file delivered under the old layout stays guarded after the upgrade.
+    let mut wrapped = Victim::spawn_wrapped()?;
+    let file = format!("{}/wrapped.txt", wrapped.ask("secretsdir")?);
+    let refused = format!("read err {}", libc::EACCES);
+    if crate::victim::read_reply(&file) != refused {
+        return Err(format!("root reading {file} under the old layout"));
+    }
     old.kill9();
     ctx.agent = Agent::start(Policy::ENFORCE_ALL)?;
     wait_log_line(&[
@@ -236,6 +243,16 @@ pub fn upgrade_replaces_old_layout_keeping_marks(ctx: &mut Ctx) -> TestResult {
         "replaced layout v0 pins",
     ])?;
     all("after the upgrade", v.pid, v.pid, v.addr, true)?;
+    let root = crate::victim::read_reply(&file);
+    if root != refused {
+        return Err(format!(
+            "root reading {file} delivered before the upgrade: {root}"
+        ));
+    }
+    let own = wrapped.ask(&format!("readpath {file}"))?;
+    if own != format!("read {}", "wrapped-file-value".len()) {
+        return Err(format!("the app reading its file after the upgrade: {own}"));
+    }
     if std::path::Path::new("/sys/fs/bpf/kernelseal/v0").exists() {
         return Err("old layout pins left behind".into());
     }

@@ -230,13 +230,17 @@ static __always_inline int guard_file(struct file *file)
 	struct ks_policy *p;
 	bool deny;
 
+	p = policy();
+	if (!p || p->mode == KS_MODE_DISABLED)
+		return 0;
 	key.dev = file->f_inode->i_sb->s_dev;
+	/* /tmp, /dev/shm, Secret volumes…: one compare instead of a hash
+	 * lookup on every open there. */
+	if (p->secrets_dev && p->secrets_dev != key.dev)
+		return 0;
 	key.ino = file->f_inode->i_ino;
 	owner = bpf_map_lookup_elem(&ks_guarded_files, &key);
 	if (!owner)
-		return 0;
-	p = policy();
-	if (!p || p->mode == KS_MODE_DISABLED)
 		return 0;
 	cur = bpf_get_current_task_btf();
 	if (is_agent(cur))
