@@ -35,7 +35,17 @@ pub struct LiveFiles {
 
 /// The processes to tell about rotations; shared across config reloads.
 #[derive(Default)]
-pub struct LiveSet(Mutex<Vec<Live>>);
+pub struct LiveSet(Mutex<Entries>);
+
+#[derive(Default)]
+struct Entries {
+    live: Vec<Live>,
+    /// Size after the last sweep of exited processes.
+    swept: usize,
+}
+
+/// Below this many entries a sweep is not worth a syscall per entry.
+const SWEEP_FLOOR: usize = 64;
 
 pub fn signal_number(name: &str) -> Option<i32> {
     Some(match name {
@@ -75,12 +85,27 @@ fn send(pidfd: &OwnedFd, sig: i32) -> std::io::Result<()> {
 impl LiveSet {
     pub fn add(&self, live: Live) {
         let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget processes that exited (signal 0 probes without disturbing).
-        set.retain(|l| send(&l.pidfd, 0).is_ok());
+        // Forget processes that exited (signal 0 probes without disturbing),
+        // once the set has doubled since the last sweep: a probe per entry
+        // on every request would make each request cost O(processes).
+        if set.live.len() >= SWEEP_FLOOR.max(2 * set.swept) {
+            set.live.retain(|l| send(&l.pidfd, 0).is_ok());
+            set.swept = set.live.len();
+        }
         // A process asking again (an exec chain through the wrapper) replaces
         // its entry: the set stays one entry per process and binding.
-        set.retain(|l| !(l.pid == live.pid && l.binding == live.binding));
-        set.push(live);
+        set.live
+            .retain(|l| !(l.pid == live.pid && l.binding == live.binding));
+        set.live.push(live);
+    }
+
+    /// Entries held (exited processes included until the next sweep).
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Acts on one version change; returns how many processes were affected.
@@ -88,7 +113,11 @@ impl LiveSet {
     pub fn on_change(&self, change: &VersionChange, value: Option<&[u8]>) -> usize {
         let set = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let mut affected = 0;
-        for l in set.iter().filter(|l| l.keys.contains(&change.key)) {
+        for l in set.live.iter().filter(|l| l.keys.contains(&change.key)) {
+            // Exited, not swept yet: its files are gone, nothing to tell.
+            if send(&l.pidfd, 0).is_err() {
+                continue;
+            }
             affected += 1;
             let what = change.reference.to_string();
             if let Some(f) = &l.files {
@@ -174,5 +203,66 @@ pub async fn watch(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pid: u32, binding: &str) -> Live {
+        Live {
+            pid,
+            pidfd: kernelseal_bpf::pidfd_open(pid).unwrap(),
+            binding: binding.into(),
+            on_rotate: None,
+            keys: vec!["k".into()],
+            files: None,
+        }
+    }
+
+    #[test]
+    fn exited_processes_are_swept_and_a_repeat_request_replaces_its_entry() {
+        let set = LiveSet::default();
+        let mut children: Vec<std::process::Child> = (0..SWEEP_FLOOR)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("60")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in &children {
+            set.add(entry(c.id(), "b"));
+        }
+        set.add(entry(children[0].id(), "b"));
+        assert_eq!(set.len(), SWEEP_FLOOR, "same process and binding: replaced");
+        for c in &mut children {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        // Swept at 64 (all alive): the next sweep comes when the set has
+        // doubled, and removes every exited entry.
+        let me = std::process::id();
+        for i in 0..SWEEP_FLOOR {
+            set.add(entry(me, &format!("m{i}")));
+        }
+        assert_eq!(set.len(), 2 * SWEEP_FLOOR, "no sweep before doubling");
+        set.add(entry(me, "last"));
+        assert_eq!(set.len(), SWEEP_FLOOR + 1, "the exited ones are gone");
+        let change = VersionChange {
+            key: "k".into(),
+            reference: kernelseal_providers::SecretRef::from_source(
+                &kernelseal_config::Source::Value("x".into()),
+            )
+            .unwrap(),
+            old_version: None,
+            new_version: None,
+        };
+        assert_eq!(
+            set.on_change(&change, None),
+            SWEEP_FLOOR + 1,
+            "only live processes"
+        );
     }
 }
