@@ -139,18 +139,51 @@ impl std::fmt::Debug for SourceSpec {
 }
 
 /// `fileRef: /path` or `fileRef: { path: /path, jsonKey: k }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileRef {
     Path(String),
     Detailed {
         path: String,
-        #[serde(rename = "jsonKey")]
         json_key: Option<String>,
         /// How often the file is re-read for rotation, e.g. `30s` (default:
         /// the cache's 5 minutes).
         ttl: Option<String>,
     },
+}
+
+/// The mapping form of `fileRef`, strict like every other section: a
+/// misspelt `jsonKey` must not silently deliver the whole file.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct FileRefSpec {
+    path: String,
+    json_key: Option<String>,
+    ttl: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for FileRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FileRefVisitor;
+        impl<'de> serde::de::Visitor<'de> for FileRefVisitor {
+            type Value = FileRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a path, or a mapping with path, jsonKey, ttl")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileRef, E> {
+                Ok(FileRef::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FileRef, A::Error> {
+                let s =
+                    FileRefSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(FileRef::Detailed {
+                    path: s.path,
+                    json_key: s.json_key,
+                    ttl: s.ttl,
+                })
+            }
+        }
+        deserializer.deserialize_any(FileRefVisitor)
+    }
 }
 
 impl FileRef {

@@ -227,3 +227,38 @@ fn pod_identity_defaults_to_preferred_and_is_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn file_ref_mapping_is_strict() {
+    let base = "secrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - name: A\n        source: { fileRef: ";
+    // Both forms load.
+    let ok = parse_str(&format!("{base}/etc/a }}\n"), "f.yaml").expect("path form");
+    let src = ok.config.secrets[0].value.secret_refs[0]
+        .value
+        .source
+        .value
+        .source();
+    assert!(matches!(src, Some(Source::File(f)) if f.path() == "/etc/a" && f.json_key().is_none()));
+    let ok = parse_str(
+        &format!("{base}{{ path: /etc/a.json, jsonKey: k, ttl: 30s }} }}\n"),
+        "f.yaml",
+    )
+    .expect("mapping form");
+    let src = ok.config.secrets[0].value.secret_refs[0]
+        .value
+        .source
+        .value
+        .source();
+    assert!(
+        matches!(src, Some(Source::File(f)) if f.json_key() == Some("k") && f.ttl() == Some("30s"))
+    );
+    // A misspelt jsonKey would deliver the whole file: refused, named, located.
+    let e = err(&format!("{base}{{ path: /etc/a.json, jsonkey: k }} }}\n"));
+    assert!(e.starts_with("cfg.yaml:6:"), "{e}");
+    assert!(e.contains("unknown field `jsonkey`"), "{e}");
+    let e = err(&format!("{base}[1] }}\n"));
+    assert!(
+        e.contains("a path, or a mapping with path, jsonKey, ttl"),
+        "{e}"
+    );
+}
