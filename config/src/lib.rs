@@ -7,11 +7,13 @@
 //! knows it, and the field path.
 
 mod error;
+mod fields;
 mod policy;
 mod schema;
 mod validate;
 
 pub use error::ConfigError;
+pub use fields::known_fields;
 pub use policy::{Mode, Policy};
 pub use schema::{
     AwsRef, Binding, Config, Delivery, FileRef, LogFormat, Monitoring, OnRotate, PodIdentityMode,
