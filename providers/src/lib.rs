@@ -37,7 +37,7 @@ pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef, parse_
 pub use registry::Registry;
 pub use settings::{
     AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, SecretIdSource, VaultAuth,
-    VaultSettings,
+    VaultSettings, check_settings, known_settings,
 };
 pub use value::{Lease, Metadata, SecretValue, content_tag};
 pub use vault::VaultProvider;

@@ -17,6 +17,76 @@ use crate::reference::{KvEngine, parse_duration};
 /// Default projected service-account token, used for Vault kubernetes auth.
 pub const DEFAULT_SA_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
+// The keys each mapping accepts. Every parser below refuses any other key
+// up front (`Obj::only`), so these lists are the schema; the configuration
+// reference's test checks that each one parses and that it is documented.
+const VAULT_KEYS: &[&str] = &[
+    "address",
+    "namespace",
+    "caCert",
+    "tlsSkipVerify",
+    "mount",
+    "kvVersion",
+    "timeout",
+    "cacheTtl",
+    "auth",
+];
+const VAULT_AUTH_METHODS: &[&str] = &["token", "kubernetes", "approle"];
+const VAULT_TOKEN_KEYS: &[&str] = &["env", "file"];
+const VAULT_KUBERNETES_KEYS: &[&str] = &["role", "jwtFile", "mount"];
+const VAULT_APPROLE_KEYS: &[&str] = &["roleId", "secretIdFile", "secretIdEnv", "mount"];
+const AWS_KEYS: &[&str] = &[
+    "region",
+    "failoverRegion",
+    "endpoints",
+    "profile",
+    "timeout",
+    "cacheTtl",
+];
+const KUBERNETES_KEYS: &[&str] = &["kubeconfig", "context", "namespace", "cacheTtl"];
+
+/// Every setting each provider type accepts, as `(type, dotted path)`:
+/// `("vault", "auth.kubernetes.role")`. `endpoints` (aws) is a map whose
+/// keys are region names.
+pub fn known_settings() -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let mut add = |kind: &'static str, prefix: &str, keys: &[&str]| {
+        out.extend(keys.iter().map(|k| (kind, format!("{prefix}{k}"))));
+    };
+    add("vault", "", VAULT_KEYS);
+    add("vault", "auth.", VAULT_AUTH_METHODS);
+    add("vault", "auth.token.", VAULT_TOKEN_KEYS);
+    add("vault", "auth.kubernetes.", VAULT_KUBERNETES_KEYS);
+    add("vault", "auth.approle.", VAULT_APPROLE_KEYS);
+    add("aws", "", AWS_KEYS);
+    add("kubernetes", "", KUBERNETES_KEYS);
+    out
+}
+
+/// Parses every provider's settings, as the agent does at start, without
+/// building a client, reading a file or contacting anything
+/// (`kernelseal config validate`).
+pub fn check_settings(config: &kernelseal_config::Config) -> Result<(), Error> {
+    for (name, spec) in &config.providers {
+        let spec = &spec.value;
+        match spec.kind.as_str() {
+            "vault" => VaultSettings::parse(name, &spec.settings).map(drop)?,
+            "aws" => AwsSettings::parse(name, &spec.settings).map(drop)?,
+            "kubernetes" => KubernetesSettings::parse(name, &spec.settings).map(drop)?,
+            other => {
+                return Err(Error::Settings {
+                    provider: name.clone(),
+                    field: "type".into(),
+                    message: format!(
+                        "unknown provider type {other:?}; use vault, aws or kubernetes"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `type: vault`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VaultSettings {
@@ -212,6 +282,14 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// Refuses any key not in `keys`, before anything is read.
+    fn only(&self, keys: &[&str]) -> Result<(), Error> {
+        match self.map.keys().find(|k| !keys.contains(k)) {
+            None => Ok(()),
+            Some(k) => Err(self.err(k, "unknown setting")),
+        }
+    }
+
     /// Refuses keys nobody read.
     fn finish(self) -> Result<(), Error> {
         match self.map.keys().next() {
@@ -239,6 +317,7 @@ fn segment(o: &Obj<'_>, key: &str, text: String) -> Result<String, Error> {
 impl VaultSettings {
     pub fn parse(provider: &str, settings: &BTreeMap<String, Value>) -> Result<Self, Error> {
         let mut o = Obj::root(provider, settings);
+        o.only(VAULT_KEYS)?;
         let address = o.required("address")?;
         let address = url(&o, "address", address)?;
         let namespace = o.string("namespace")?;
@@ -275,8 +354,7 @@ impl VaultSettings {
 }
 
 fn parse_vault_auth(mut a: Obj<'_>) -> Result<VaultAuth, Error> {
-    let methods = ["token", "kubernetes", "approle"];
-    let set: Vec<&str> = methods
+    let set: Vec<&str> = VAULT_AUTH_METHODS
         .iter()
         .copied()
         .filter(|m| a.map.contains_key(m))
@@ -302,11 +380,13 @@ fn parse_vault_auth(mut a: Obj<'_>) -> Result<VaultAuth, Error> {
             message: msg,
         });
     }
+    a.only(VAULT_AUTH_METHODS)?;
     let auth = match set[0] {
         "token" => {
             let mut t = a
                 .object("token")?
                 .ok_or_else(|| a.err("token", "must be a mapping with env or file"))?;
+            t.only(VAULT_TOKEN_KEYS)?;
             let env = t.string("env")?;
             let file = t.string("file")?;
             let r = match (env, file) {
@@ -328,6 +408,7 @@ fn parse_vault_auth(mut a: Obj<'_>) -> Result<VaultAuth, Error> {
             let mut k = a
                 .object("kubernetes")?
                 .ok_or_else(|| a.err("kubernetes", "must be a mapping"))?;
+            k.only(VAULT_KUBERNETES_KEYS)?;
             let role = k.required("role")?;
             let jwt_file = k
                 .string("jwtFile")?
@@ -348,15 +429,16 @@ fn parse_vault_auth(mut a: Obj<'_>) -> Result<VaultAuth, Error> {
             let mut r = a
                 .object("approle")?
                 .ok_or_else(|| a.err("approle", "must be a mapping"))?;
-            let role_id = r.required("roleId")?;
-            let env = r.string("secretIdEnv")?;
-            let file = r.string("secretIdFile")?;
             if r.map.contains_key("secretId") {
                 return Err(r.err(
                     "secretId",
                     "a secret_id is a credential: give secretIdFile or secretIdEnv instead",
                 ));
             }
+            r.only(VAULT_APPROLE_KEYS)?;
+            let role_id = r.required("roleId")?;
+            let env = r.string("secretIdEnv")?;
+            let file = r.string("secretIdFile")?;
             let secret_id = match (env, file) {
                 (Some(e), None) => SecretIdSource::Env(e),
                 (None, Some(f)) => SecretIdSource::File(f.into()),
@@ -382,6 +464,7 @@ fn parse_vault_auth(mut a: Obj<'_>) -> Result<VaultAuth, Error> {
 impl AwsSettings {
     pub fn parse(provider: &str, settings: &BTreeMap<String, Value>) -> Result<Self, Error> {
         let mut o = Obj::root(provider, settings);
+        o.only(AWS_KEYS)?;
         let region = o.string("region")?;
         let failover_region = o.string("failoverRegion")?;
         if failover_region.is_some() && failover_region == region {
@@ -415,6 +498,7 @@ impl AwsSettings {
 impl KubernetesSettings {
     pub fn parse(provider: &str, settings: &BTreeMap<String, Value>) -> Result<Self, Error> {
         let mut o = Obj::root(provider, settings);
+        o.only(KUBERNETES_KEYS)?;
         let kubeconfig = o.string("kubeconfig")?.map(PathBuf::from);
         let context = o.string("context")?;
         let namespace = o.string("namespace")?;
@@ -476,6 +560,81 @@ mod tests {
         };
         // Equality is identity: comparing settings never compares tokens.
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn every_listed_setting_is_read_and_others_are_refused() {
+        // A valid settings map per type, with room for the key under test.
+        fn base(kind: &str, path: &str) -> Value {
+            let auth = match path.split('.').nth(1) {
+                Some("token") if path.ends_with(".file") => json!({"token": {}}),
+                Some("token") => json!({"token": {"env": "VAULT_TOKEN"}}),
+                Some("approle") if path.ends_with("secretIdEnv") => {
+                    json!({"approle": {"roleId": "r"}})
+                }
+                Some("approle") => json!({"approle": {"roleId": "r", "secretIdFile": "/f"}}),
+                _ => json!({"kubernetes": {"role": "app"}}),
+            };
+            match kind {
+                "vault" => json!({"address": "https://v:8200", "auth": auth}),
+                _ => json!({}),
+            }
+        }
+        fn sample(key: &str) -> Value {
+            match key {
+                "address" => json!("https://x.example"),
+                "tlsSkipVerify" => json!(false),
+                "kvVersion" => json!(1),
+                "timeout" | "cacheTtl" => json!("30s"),
+                "endpoints" => json!({"eu-west-1": "https://x.example"}),
+                "auth" => json!({"kubernetes": {"role": "app"}}),
+                "region" => json!("eu-west-1"),
+                "failoverRegion" => json!("eu-central-1"),
+                "mount" => json!("kv"),
+                _ => json!("/some/value"),
+            }
+        }
+        fn parse(kind: &str, v: Value) -> Result<(), Error> {
+            let m = map(v);
+            match kind {
+                "vault" => VaultSettings::parse("p", &m).map(drop),
+                "aws" => AwsSettings::parse("p", &m).map(drop),
+                _ => KubernetesSettings::parse("p", &m).map(drop),
+            }
+        }
+        let known = known_settings();
+        assert!(known.len() > 20, "{known:?}");
+        for (kind, path) in &known {
+            let segs: Vec<&str> = path.split('.').collect();
+            let (last, parents) = segs.split_last().unwrap();
+            let mut ok = base(kind, path);
+            let mut typo = base(kind, path);
+            for (doc, extra) in [(&mut ok, None), (&mut typo, Some(format!("{last}Typo")))] {
+                let mut at = &mut *doc;
+                for p in parents {
+                    at = at.as_object_mut().unwrap().entry(*p).or_insert(json!({}));
+                }
+                let obj = at.as_object_mut().unwrap();
+                if parents.first() == Some(&"auth") && parents.len() == 1 {
+                    // An auth method: replace the base's.
+                    obj.clear();
+                    obj.insert(
+                        last.to_string(),
+                        base(kind, &format!("auth.{last}.x"))["auth"][*last].take(),
+                    );
+                } else {
+                    obj.insert(last.to_string(), sample(last));
+                }
+                if let Some(k) = extra {
+                    obj.insert(k, json!("x"));
+                }
+            }
+            if let Err(e) = parse(kind, ok) {
+                panic!("{kind} {path}: {e}");
+            }
+            let e = parse(kind, typo).expect_err(path).to_string();
+            assert!(e.contains(&format!("{last}Typo")), "{kind} {path}: {e}");
+        }
     }
 
     #[test]
