@@ -121,6 +121,14 @@ fn main() -> ExitCode {
 
 fn validate(file: &std::path::Path) -> Result<(), Failure> {
     let loaded = kernelseal_config::load_file(file).map_err(Failure::config)?;
+    // What the agent refuses at start beyond the schema: provider settings
+    // and each ref (durations, versionId with versionStage). Nothing is
+    // contacted and no file is read.
+    let invalid = |e: &dyn std::fmt::Display| {
+        Failure::config(anyhow::anyhow!("{}: {e}", file.display()))
+    };
+    kernelseal_providers::check_settings(&loaded.config).map_err(|e| invalid(&e))?;
+    kernelseal_injector::prepare(&loaded.config).map_err(|e| invalid(&e))?;
     for w in &loaded.warnings {
         println!("warning: {}: {w}", file.display());
     }
