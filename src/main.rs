@@ -124,9 +124,8 @@ fn validate(file: &std::path::Path) -> Result<(), Failure> {
     // What the agent refuses at start beyond the schema: provider settings
     // and each ref (durations, versionId with versionStage). Nothing is
     // contacted and no file is read.
-    let invalid = |e: &dyn std::fmt::Display| {
-        Failure::config(anyhow::anyhow!("{}: {e}", file.display()))
-    };
+    let invalid =
+        |e: &dyn std::fmt::Display| Failure::config(anyhow::anyhow!("{}: {e}", file.display()));
     kernelseal_providers::check_settings(&loaded.config).map_err(|e| invalid(&e))?;
     kernelseal_injector::prepare(&loaded.config).map_err(|e| invalid(&e))?;
     for w in &loaded.warnings {
