@@ -147,6 +147,12 @@ fn broken_values_name_the_field_path() {
             "fileRef.ttl",
         ),
         (
+            "standalone-file.yaml",
+            "path: /usr/local/bin/myapp",
+            &format!("path: /usr/local/bin/{}", "m".repeat(300)),
+            "must be an absolute path of at most 255 bytes",
+        ),
+        (
             "csi-provider.yaml",
             "cacheTtl: 1m",
             "cacheTTL: 1m",
