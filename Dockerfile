@@ -11,8 +11,14 @@
 #   - node agent (`kernelseal agent`): runs as root (runAsUser: 0) with the
 #     named capabilities BPF, PERFMON, SYS_ADMIN, SYS_PTRACE, CHOWN, FOWNER,
 #     DAC_OVERRIDE, KILL and hostPID (deploy/manifests/agent/daemonset.yaml
-#     says why for each). Standalone: `docker run --user 0 --pid host
-#     --cap-add BPF --cap-add PERFMON --cap-add SYS_ADMIN …`.
+#     says why for each). With Docker alone (Docker's default set already
+#     has CHOWN, FOWNER, DAC_OVERRIDE, KILL):
+#       docker run -d --user 0 --pid host --cap-add BPF --cap-add PERFMON \
+#         --cap-add SYS_ADMIN --cap-add SYS_PTRACE \
+#         --security-opt apparmor=unconfined \
+#         -v /sys/fs/bpf:/sys/fs/bpf -v /sys/kernel/security:/sys/kernel/security:ro \
+#         -v /run/kernelseal:/run/kernelseal -v /etc/kernelseal:/etc/kernelseal:ro \
+#         kernelseal:0.1.0
 #   - CSI provider (`kernelseal csi-provider`): no capability at all; uid 0
 #     only where it must create its socket in the driver's root-owned
 #     directory (deploy/manifests/csi-provider/daemonset.yaml).
