@@ -1,0 +1,116 @@
+# syntax=docker/dockerfile:1
+#
+# KernelSeal image: `kernelseal` (node agent, CSI provider, every CLI tool)
+# and `kernelseal-exec` (the entrypoint wrapper, statically linked so an
+# init container can copy it into any application image).
+#
+#   docker build -t kernelseal:0.1.0 .
+#
+# One image, three roles; the Kubernetes manifests (deploy/) pick the role
+# with `args` and override the user:
+#   - node agent (`kernelseal agent`): runs as root (runAsUser: 0) with the
+#     named capabilities BPF, PERFMON, SYS_ADMIN, SYS_PTRACE, CHOWN, FOWNER,
+#     DAC_OVERRIDE, KILL and hostPID (deploy/manifests/agent/daemonset.yaml
+#     says why for each). With Docker alone (Docker's default set already
+#     has CHOWN, FOWNER, DAC_OVERRIDE, KILL):
+#       docker run -d --user 0 --pid host --cap-add BPF --cap-add PERFMON \
+#         --cap-add SYS_ADMIN --cap-add SYS_PTRACE \
+#         --security-opt apparmor=unconfined \
+#         -v /sys/fs/bpf:/sys/fs/bpf -v /sys/kernel/security:/sys/kernel/security:ro \
+#         -v /run/kernelseal:/run/kernelseal -v /etc/kernelseal:/etc/kernelseal:ro \
+#         kernelseal:0.1.0
+#   - CSI provider (`kernelseal csi-provider`): no capability at all; uid 0
+#     only where it must create its socket in the driver's root-owned
+#     directory (deploy/manifests/csi-provider/daemonset.yaml).
+#   - init container copying /usr/bin/kernelseal-exec: the default user
+#     below (65532, not root).
+
+# ---------------------------------------------------------------- build --
+# Rust 1.95 (the workspace's rust-version) on Debian trixie, the same
+# release as the runtime stage, so the dynamically linked `kernelseal`
+# finds the glibc it was built against.
+FROM rust:1.95-trixie AS build
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# clang + libbpf-dev: bpf/build.rs compiles the BPF-LSM programs (C, CO-RE)
+# and embeds the object; llvm: llvm-strip/objdump for the BPF toolchain;
+# protobuf-compiler: csi-shim's build.rs generates the provider gRPC code.
+# DL3008 (pin apt versions) is ignored on purpose, here and below: Debian
+# drops superseded versions from its mirrors, so pinned versions break the
+# build within weeks; the base image tag pins the Debian release instead.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends clang llvm libbpf-dev protobuf-compiler \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+COPY . .
+
+# Everything that ships, from the committed Cargo.lock:
+#   - kernelseal (BPF objects built by clang and embedded);
+#   - kernelseal-exec linked statically (glibc crt-static, as `cargo xtask
+#     static-exec` does), for the host triple: it then runs in any image,
+#     with or without a libc. RUSTFLAGS with --target leave build scripts
+#     and proc macros dynamic, as they must be.
+# Both are stripped (the release profile keeps symbols). The cache mounts
+# keep the registry and target/ between builds; the binaries are copied out
+# of the cached target/ in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p kernelseal --bin kernelseal \
+ && host="$(rustc -vV | sed -n 's/^host: //p')" \
+ && RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked -p kernelseal-exec --bin kernelseal-exec \
+      --target "$host" --target-dir target/static \
+ && mkdir -p /out \
+ && cp target/release/kernelseal /out/kernelseal \
+ && cp "target/static/$host/release/kernelseal-exec" /out/kernelseal-exec \
+ && strip /out/kernelseal /out/kernelseal-exec \
+ && if ldd /out/kernelseal-exec >/dev/null 2>&1; then \
+      echo "kernelseal-exec is not static" >&2; exit 1; \
+    fi \
+ && /out/kernelseal --version
+
+# -------------------------------------------------------------- runtime --
+FROM debian:trixie-slim AS runtime
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="KernelSeal" \
+      org.opencontainers.image.description="Kernel-level secret protection with BPF-LSM: node agent, kernelseal-exec wrapper, Secrets Store CSI Driver provider" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0 AND GPL-2.0-only" \
+      org.opencontainers.image.documentation="README.md, docs/, deploy/README.md in the source tree"
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# ca-certificates: TLS to Vault, AWS and the Kubernetes API (rustls reads
+# the system roots). Nothing else: no shell tools beyond the base image.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 65532 kernelseal \
+ && useradd --system --no-log-init --uid 65532 --gid 65532 \
+      --home-dir /nonexistent --shell /usr/sbin/nologin kernelseal
+
+COPY --from=build /out/kernelseal /usr/bin/kernelseal
+COPY --from=build /out/kernelseal-exec /usr/bin/kernelseal-exec
+COPY deploy/docker/healthcheck /usr/bin/kernelseal-healthcheck
+
+# Non-root by default; the agent's manifest sets runAsUser: 0 (see top).
+USER 65532:65532
+
+# The agent's metrics/health port (monitoring.metricsPort) and the CSI
+# provider's --health-addr port.
+EXPOSE 9090 8095
+
+# /healthz of whichever role runs (agent :9090, CSI provider :8095).
+# Kubernetes ignores this and uses the manifests' httpGet probes.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["/usr/bin/kernelseal-healthcheck"]
+
+ENTRYPOINT ["/usr/bin/kernelseal"]
+CMD ["agent", "--config", "/etc/kernelseal/config.yaml"]
