@@ -16,6 +16,7 @@ from the program's first instruction.
   --timeout DURATION  how long to retry an agent that is down or refusing (default 15s; e.g. 500ms, 30s, 2m)
   --on-error MODE     fail (default): exit 125 with the reason; continue: exec CMD without secrets, say so on stderr
   --verbose           say what was delivered (names only) or that no binding matched
+Options with a value also take the --name=value form.
 
 Exit codes: CMD's own once exec'd; 125 agent unavailable or refused (--on-error fail);
 126 CMD not executable; 127 CMD not found; 2 bad usage.";
@@ -62,14 +63,25 @@ pub fn parse(argv: &[OsString], default_socket: String) -> Result<Option<Args>, 
     };
     let mut it = argv.iter();
     while let Some(a) = it.next() {
+        // `--name=value` is `--name value`, as clap accepts for `kernelseal`.
+        let (flag, inline) = match a.to_str().and_then(|t| t.split_once('=')) {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.to_str().unwrap_or(""), None),
+        };
         let mut value = |name: &str| {
+            if let Some(v) = inline.clone() {
+                return Ok(v);
+            }
             let v = it.next().ok_or_else(|| format!("{name} needs a value"))?;
             v.to_str()
                 .map(str::to_string)
                 .ok_or_else(|| format!("{name} {v:?} is not UTF-8"))
         };
+        if inline.is_some() && !matches!(flag, "--socket" | "--timeout" | "--on-error") {
+            return Err(format!("unknown option {flag} (or it takes no value)"));
+        }
         // Options are text; anything else is where CMD starts.
-        match a.to_str().unwrap_or("") {
+        match flag {
             "--" => {
                 args.command = it.cloned().collect();
                 break;
@@ -119,6 +131,35 @@ mod tests {
 
     fn v(s: &[&str]) -> Vec<OsString> {
         s.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn accepts_name_equals_value() {
+        let a = parse(
+            &v(&[
+                "--timeout=2s",
+                "--socket=/s",
+                "--on-error=continue",
+                "--",
+                "app",
+            ]),
+            "/d".into(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.timeout, Duration::from_secs(2));
+        assert_eq!(a.socket, "/s");
+        assert_eq!(a.on_error, OnError::Continue);
+        assert_eq!(a.command, v(&["app"]));
+        let e = parse(&v(&["--verbose=yes", "--", "app"]), "/d".into()).unwrap_err();
+        assert!(e.contains("--verbose"), "{e}");
+        let e = parse(&v(&["--timeout=soon", "--", "app"]), "/d".into()).unwrap_err();
+        assert!(e.contains("\"soon\""), "{e}");
+        // After `--` an `=` belongs to CMD.
+        let a = parse(&v(&["--", "app", "--timeout=2s"]), "/d".into())
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.command, v(&["app", "--timeout=2s"]));
     }
 
     #[test]

@@ -36,8 +36,8 @@ pub use kubernetes::KubernetesProvider;
 pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef, parse_duration};
 pub use registry::Registry;
 pub use settings::{
-    AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, SecretIdSource, VaultAuth,
-    VaultSettings, check_settings, known_settings,
+    AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, ProviderSettings, SecretIdSource,
+    VaultAuth, VaultSettings, check_settings, known_settings,
 };
 pub use value::{Lease, Metadata, SecretValue, content_tag};
 pub use vault::VaultProvider;

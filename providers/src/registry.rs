@@ -12,7 +12,9 @@ use crate::error::Error;
 use crate::file::FileProvider;
 use crate::kubernetes::KubernetesProvider;
 use crate::reference::SecretRef;
-use crate::settings::{AwsSettings, KubernetesSettings, VaultAuth, VaultSettings};
+use crate::settings::{
+    AwsSettings, KubernetesSettings, ProviderSettings, VaultAuth, VaultSettings,
+};
 use crate::vault::VaultProvider;
 use crate::{SecretProvider, SecretValue};
 
@@ -92,29 +94,10 @@ impl Registry {
     pub fn from_config(config: &Config) -> Result<Self, Error> {
         let mut reg = Registry::new();
         for (name, spec) in &config.providers {
-            let spec = &spec.value;
-            let p: Arc<dyn SecretProvider> = match spec.kind.as_str() {
-                "vault" => Arc::new(VaultProvider::new(
-                    name,
-                    VaultSettings::parse(name, &spec.settings)?,
-                )?),
-                "aws" => Arc::new(AwsProvider::new(
-                    name,
-                    AwsSettings::parse(name, &spec.settings)?,
-                )),
-                "kubernetes" => Arc::new(KubernetesProvider::new(
-                    name,
-                    KubernetesSettings::parse(name, &spec.settings)?,
-                )),
-                other => {
-                    return Err(Error::Settings {
-                        provider: name.clone(),
-                        field: "type".into(),
-                        message: format!(
-                            "unknown provider type {other:?}; use vault, aws or kubernetes"
-                        ),
-                    });
-                }
+            let p: Arc<dyn SecretProvider> = match ProviderSettings::parse(name, &spec.value)? {
+                ProviderSettings::Vault(s) => Arc::new(VaultProvider::new(name, s)?),
+                ProviderSettings::Aws(s) => Arc::new(AwsProvider::new(name, s)),
+                ProviderSettings::Kubernetes(s) => Arc::new(KubernetesProvider::new(name, s)),
             };
             reg.named.insert(name.clone(), p);
         }

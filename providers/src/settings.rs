@@ -63,26 +63,40 @@ pub fn known_settings() -> Vec<(&'static str, String)> {
     out
 }
 
-/// Parses every provider's settings, as the agent does at start, without
-/// building a client, reading a file or contacting anything
-/// (`kernelseal config validate`).
-pub fn check_settings(config: &kernelseal_config::Config) -> Result<(), Error> {
-    for (name, spec) in &config.providers {
-        let spec = &spec.value;
-        match spec.kind.as_str() {
-            "vault" => VaultSettings::parse(name, &spec.settings).map(drop)?,
-            "aws" => AwsSettings::parse(name, &spec.settings).map(drop)?,
-            "kubernetes" => KubernetesSettings::parse(name, &spec.settings).map(drop)?,
+/// One provider's parsed settings, by its `type`.
+#[derive(Debug, Clone)]
+pub enum ProviderSettings {
+    Vault(VaultSettings),
+    Aws(AwsSettings),
+    Kubernetes(KubernetesSettings),
+}
+
+impl ProviderSettings {
+    /// Parses the settings of provider `name` according to its `type`.
+    pub fn parse(name: &str, spec: &kernelseal_config::ProviderSpec) -> Result<Self, Error> {
+        Ok(match spec.kind.as_str() {
+            "vault" => Self::Vault(VaultSettings::parse(name, &spec.settings)?),
+            "aws" => Self::Aws(AwsSettings::parse(name, &spec.settings)?),
+            "kubernetes" => Self::Kubernetes(KubernetesSettings::parse(name, &spec.settings)?),
             other => {
                 return Err(Error::Settings {
-                    provider: name.clone(),
+                    provider: name.to_string(),
                     field: "type".into(),
                     message: format!(
                         "unknown provider type {other:?}; use vault, aws or kubernetes"
                     ),
                 });
             }
-        }
+        })
+    }
+}
+
+/// Parses every provider's settings, as the agent does at start, without
+/// building a client, reading a file or contacting anything
+/// (`kernelseal config validate`).
+pub fn check_settings(config: &kernelseal_config::Config) -> Result<(), Error> {
+    for (name, spec) in &config.providers {
+        ProviderSettings::parse(name, &spec.value)?;
     }
     Ok(())
 }
