@@ -152,7 +152,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
                 let stamp = file_stamp(&args.config);
                 if stamp != config_stamp {
                     config_stamp = stamp;
-                    info!("[CONFIG] {} changed on disk", args.config.display());
+                    info!("[CONFIG] {} changed on disk, reloading", args.config.display());
                     reload(&args.config, secrets_dev, gate.as_mut(), &mut log);
                     serving.reload(&args, gate.as_ref()).await;
                 }
@@ -162,6 +162,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
             _ = hup.recv() => {
                 // What SIGHUP loads, the file poll must not load again.
                 config_stamp = file_stamp(&args.config);
+                info!("[CONFIG] SIGHUP received, reloading {}", args.config.display());
                 reload(&args.config, secrets_dev, gate.as_mut(), &mut log);
                 serving.reload(&args, gate.as_ref()).await;
             }
@@ -385,7 +386,6 @@ fn explain_load_failure(e: &BpfError) -> String {
 }
 
 fn reload(path: &Path, secrets_dev: u64, gate: Option<&mut Gate>, log: &mut EventLog) {
-    info!("[CONFIG] SIGHUP received, reloading {}", path.display());
     let config = match kernelseal_config::load_file(path) {
         Ok(l) => l.config,
         Err(e) => {

@@ -295,7 +295,10 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
         "version: v1\npolicy:\n  mode: disabled\n  auditAll: true\n",
     )
     .unwrap();
-    wait_for_line(&buf, "changed on disk");
+    wait_for_line(&buf, "changed on disk, reloading");
+    wait_for_line(&buf, "restart it to enforce");
+    // A file change is not a signal; the log must not claim one.
+    assert!(!buf.lock().unwrap().contains("SIGHUP received"));
     unsafe_kill(child.id(), libc::SIGTERM);
     assert!(child.wait().unwrap().success());
     reader.join().unwrap();

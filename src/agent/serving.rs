@@ -42,11 +42,6 @@ impl Serving {
     ) -> Result<Self, Failure> {
         let metrics = Arc::new(Metrics::default());
         metrics.lsm_loaded.set(i64::from(gate.is_some()));
-        // /ready: an agent that cannot enforce what the config asks exits
-        // before this point, so a running agent is ready.
-        metrics
-            .ready
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         start_metrics(config, args, &metrics, gate.map(|_| args.pin_dir.clone())).await?;
         let live = Arc::new(LiveSet::default());
         let pods = pod_index(config).await?;
@@ -69,6 +64,11 @@ impl Serving {
         let listener = kernelseal_injector::bind(&args.socket, gid).map_err(Failure::runtime)?;
         let shared: Shared = Arc::new(tokio::sync::RwLock::new(Arc::new(d)));
         tokio::spawn(kernelseal_injector::serve(listener, shared.clone()));
+        // /ready: an agent that cannot enforce what the config asks exits
+        // before this point, so an agent whose socket is bound is ready.
+        metrics
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         info!("[OK] serving secrets on {}", args.socket.display());
         Ok(Serving {
             metrics,
@@ -154,6 +154,7 @@ fn delivery(
         bindings,
         cache,
         marks,
+        enforce: config.policy.mode == kernelseal_config::Mode::Enforce,
         metrics: kept.metrics.clone(),
         live: kept.live.clone(),
         files: kept.files.clone(),
