@@ -53,8 +53,9 @@ pub struct ProviderArgs {
 
 #[derive(clap::Subcommand)]
 pub enum CsiCommand {
-    /// Check a SecretProviderClass manifest (or a bare parameters map) with
-    /// the parser Mount uses; exit 2 on errors.
+    /// Check the SecretProviderClass manifests of a file (one or several
+    /// `---`-separated documents; other kinds are skipped) or a bare
+    /// parameters map with the parser Mount uses; exit 2 on errors.
     Validate {
         /// YAML file.
         file: PathBuf,
@@ -66,19 +67,22 @@ pub fn validate(cmd: CsiCommand) -> Result<(), Failure> {
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("reading {}", file.display()))
         .map_err(Failure::config)?;
-    let v = kernelseal_csi::validate::validate_text(&text)
+    let classes = kernelseal_csi::validate::validate_documents(&text)
         .map_err(|e| Failure::config(anyhow!("{}: {e}", file.display())))?;
-    for w in &v.warnings {
-        println!("warning: {}: {w}", file.display());
+    for v in &classes {
+        for w in &v.warnings {
+            println!("warning: {}: {w}", file.display());
+        }
+        println!(
+            "{}: OK{} ({} object(s))",
+            file.display(),
+            v.name
+                .as_ref()
+                .map(|n| format!(" SecretProviderClass {n}"))
+                .unwrap_or_default(),
+            v.params.objects.len()
+        );
     }
-    println!(
-        "{}: OK{} ({} object(s))",
-        file.display(),
-        v.name
-            .map(|n| format!(" SecretProviderClass {n}"))
-            .unwrap_or_default(),
-        v.params.objects.len()
-    );
     Ok(())
 }
 

@@ -69,3 +69,30 @@ fn validate_manifest() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("parameter roleName: missing"), "{out}");
 }
+
+#[test]
+fn validate_every_class_of_a_multi_document_file() {
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n";
+    let second = GOOD.replace("name: web\n", "name: api\n");
+    let file = format!("{ns}---\n{GOOD}---\n{second}");
+    let (code, out) = validate("multi.yaml", &file);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("OK SecretProviderClass web"), "{out}");
+    assert!(out.contains("OK SecretProviderClass api"), "{out}");
+
+    // The broken class is named by its place in the file.
+    let broken = second.replace("objectName: token", "objectName: ../token");
+    let (code, out) = validate("multi-bad.yaml", &format!("{ns}---\n{GOOD}---\n{broken}"));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("document 3:") && out.contains("object ../token"),
+        "{out}"
+    );
+
+    let (code, out) = validate("no-class.yaml", &format!("{ns}---\n{ns}"));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("none of the documents is a SecretProviderClass"),
+        "{out}"
+    );
+}

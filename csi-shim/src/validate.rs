@@ -20,16 +20,57 @@ pub struct Validated {
 /// Validates YAML text: a `kind: SecretProviderClass` manifest (its
 /// `spec.parameters`) or a bare map of parameters.
 pub fn validate_text(text: &str) -> Result<Validated, Error> {
-    let doc: Value = serde_saphyr::from_str(text).map_err(|e| {
-        let loc = e
-            .location()
-            .map(|l| format!(" at line {} column {}", l.line(), l.column()))
-            .unwrap_or_default();
-        Error::Request {
-            field: "document".into(),
-            message: format!("not YAML{loc}"),
+    validate_value(parse_yaml(text)?)
+}
+
+/// Validates every SecretProviderClass of a file of one or more YAML
+/// documents (`---`-separated, as `kubectl apply -f` takes them). Documents
+/// of other kinds are skipped; a file holding no class at all is an error.
+/// A single document without `kind` is a bare parameters map. Errors name
+/// the document (1-based) when there are several.
+pub fn validate_documents(text: &str) -> Result<Vec<Validated>, Error> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(not_yaml)?;
+    let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
+    if docs.len() <= 1 {
+        let doc = docs.into_iter().next().unwrap_or(Value::Null);
+        return validate_value(doc).map(|v| vec![v]);
+    }
+    let mut out = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        if doc.get("kind").is_some_and(|k| k != "SecretProviderClass") {
+            continue;
         }
-    })?;
+        let v = validate_value(doc).map_err(|e| Error::Request {
+            field: format!("document {}", i + 1),
+            message: e.to_string(),
+        })?;
+        out.push(v);
+    }
+    if out.is_empty() {
+        return Err(Error::Request {
+            field: "document".into(),
+            message: "none of the documents is a SecretProviderClass".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn not_yaml(e: serde_saphyr::Error) -> Error {
+    let loc = e
+        .location()
+        .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+        .unwrap_or_default();
+    Error::Request {
+        field: "document".into(),
+        message: format!("not YAML{loc}"),
+    }
+}
+
+fn parse_yaml(text: &str) -> Result<Value, Error> {
+    serde_saphyr::from_str(text).map_err(not_yaml)
+}
+
+fn validate_value(doc: Value) -> Result<Validated, Error> {
     let (name, params) = if doc.get("kind").is_some() {
         if doc["kind"] != "SecretProviderClass" {
             return Err(Error::Request {
