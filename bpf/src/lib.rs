@@ -24,8 +24,8 @@ pub use guarded::{GuardedFiles, kernel_dev};
 pub use marks::{MarkState, Marks};
 pub use pins::PinLayout;
 pub use policy::{KernelMode, KernelPolicy};
-pub use process::ProcessFacts;
-pub use sys::pidfd_open;
+pub use process::{ProcessFacts, Tracer, tracer_of};
+pub use sys::{pidfd_alive, pidfd_open};
 
 /// The compiled BPF object.
 pub static OBJECT: &[u8] =

@@ -1,5 +1,7 @@
 //! What /proc says about a process we are asked to mark.
 
+use std::os::fd::BorrowedFd;
+
 use crate::error::BpfError;
 
 const PF_KTHREAD: u64 = 0x0020_0000;
@@ -45,6 +47,53 @@ impl ProcessFacts {
     }
 }
 
+/// A thread of a process that a debugger is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracer {
+    pub tid: u32,
+    pub tracer_pid: u32,
+}
+
+/// The first thread of `pid` with a ptrace tracer attached, if any.
+///
+/// The gate refuses new `ptrace` attaches to a marked process, but a tracer
+/// attached before the mark keeps `PTRACE_PEEKDATA` (no LSM hook runs on
+/// it), so secrets must not reach a process that is already traced. Called
+/// after the mark is set: from then on no new tracer can attach, so a clean
+/// answer stays true. Every thread counts: one traced thread exposes the
+/// whole address space. `pidfd` must name `pid`; it is checked again after
+/// /proc is read, so a PID reused meanwhile cannot give a false "untraced".
+pub fn tracer_of(pid: u32, pidfd: BorrowedFd<'_>) -> Result<Option<Tracer>, BpfError> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|_| BpfError::NoSuchProcess { pid })?;
+    let mut found = None;
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // A thread that exited between the listing and the read has no
+        // tracer left to worry about.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        if let Some(tracer_pid) = tracer_pid(&status).filter(|&t| t != 0) {
+            found = Some(Tracer { tid, tracer_pid });
+            break;
+        }
+    }
+    if !crate::sys::pidfd_alive(pidfd) {
+        return Err(BpfError::NoSuchProcess { pid });
+    }
+    Ok(found)
+}
+
+fn tracer_pid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +122,66 @@ mod tests {
     fn missing_pid_is_a_clear_error() {
         let e = ProcessFacts::read(u32::MAX - 1).unwrap_err();
         assert!(e.to_string().contains("no process with PID"), "{e}");
+    }
+
+    #[test]
+    fn tracer_pid_is_parsed_from_status() {
+        assert_eq!(tracer_pid("Name:\tx\nTracerPid:\t0\n"), Some(0));
+        assert_eq!(
+            tracer_pid("Name:\tx\nTracerPid:\t4242\nUid:\t0\n"),
+            Some(4242)
+        );
+        assert_eq!(tracer_pid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn an_untraced_process_has_no_tracer() {
+        let me = std::process::id();
+        let pidfd = crate::sys::pidfd_open(me).unwrap();
+        let t = tracer_of(me, std::os::fd::AsFd::as_fd(&pidfd)).unwrap();
+        // The test runner itself may run under a debugger; then the tracer
+        // must be reported, not hidden.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        match tracer_pid(&status) {
+            Some(0) | None => assert_eq!(t, None),
+            Some(p) => assert_eq!(t.map(|t| t.tracer_pid), Some(p)),
+        }
+    }
+
+    #[test]
+    fn a_traced_child_is_reported() {
+        // A child that asks to be traced by us (PTRACE_TRACEME) and stops.
+        // SAFETY: fork in a test; the child only calls async-signal-safe
+        // functions (ptrace, raise, _exit) before exiting.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0);
+        if child == 0 {
+            unsafe {
+                libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+                libc::raise(libc::SIGSTOP);
+                libc::_exit(0);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        let pidfd = crate::sys::pidfd_open(child as u32).unwrap();
+        let t = tracer_of(child as u32, std::os::fd::AsFd::as_fd(&pidfd)).unwrap();
+        assert_eq!(
+            t,
+            Some(Tracer {
+                tid: child as u32,
+                tracer_pid: std::process::id()
+            })
+        );
+        // SAFETY: ending our own traced child.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, &mut status, 0);
+        }
+        assert!(matches!(
+            tracer_of(child as u32, std::os::fd::AsFd::as_fd(&pidfd)),
+            Err(BpfError::NoSuchProcess { .. })
+        ));
     }
 }

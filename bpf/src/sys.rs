@@ -90,6 +90,21 @@ pub(crate) fn delete<K>(map: BorrowedFd<'_>, key: &K) -> io::Result<()> {
     }
 }
 
+/// Whether the process a pidfd names still exists (until it is reaped).
+pub fn pidfd_alive(pidfd: BorrowedFd<'_>) -> bool {
+    // SAFETY: signal 0 only checks that the target exists; no signal is sent.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    rc == 0
+}
+
 /// Opens a pidfd for a process (thread-group leader). A pidfd names one
 /// process for its whole life, so PID reuse cannot redirect a mark.
 pub fn pidfd_open(pid: u32) -> Result<OwnedFd, BpfError> {

@@ -98,12 +98,11 @@ pub async fn deliver_on_exec(d: &Delivery, pid: u32, filename: &str) {
     }
     let owner = crate::files::next_delivery_id();
     if let Some(marks) = &d.marks
-        && let Err(e) = marks.protect_pidfd(&caller.pidfd, pid, selected[0].id, owner)
+        && let Err(why) =
+            crate::protect::protect_caller(marks, &caller, selected[0].id, owner, d.enforce)
     {
-        warn!(
-            pid,
-            "[FILE] not writing secrets for PID {pid}: cannot mark it: {e}"
-        );
+        warn!(pid, "[FILE] not writing secrets for PID {pid}: {why}");
+        d.metrics.secrets_denied.inc();
         return;
     }
     let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();

@@ -9,6 +9,7 @@ pub mod files;
 pub mod identity;
 pub mod metrics;
 pub mod pods;
+mod protect;
 pub mod rotate;
 pub mod select;
 pub mod server;

@@ -34,6 +34,8 @@ pub struct Delivery {
     pub cache: Cache,
     /// `None` in `mode: disabled`: secrets are delivered unprotected.
     pub marks: Option<Arc<Marks>>,
+    /// `policy.mode: enforce`: a traced caller is refused, not just logged.
+    pub enforce: bool,
     pub metrics: Arc<crate::Metrics>,
     /// Processes delivered to, for rotation (outlives a reload).
     pub live: Arc<crate::LiveSet>,
@@ -327,14 +329,14 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
     };
     let protected = match &d.marks {
         Some(marks) => {
-            if let Err(e) =
-                marks.protect_pidfd(&caller.pidfd, caller.pid, selected[0].id, file_owner)
+            if let Err(why) =
+                crate::protect::protect_caller(marks, caller, selected[0].id, file_owner, d.enforce)
             {
                 warn!(
                     pid = caller.pid,
-                    "[INJECT] refusing PID {}: cannot protect it: {e}", caller.pid
+                    "[INJECT] refusing PID {}: {why}", caller.pid
                 );
-                return refused(format!("cannot protect the caller: {e}"), false);
+                return refused(why, false);
             }
             info!(
                 pid = caller.pid,

@@ -9,6 +9,7 @@ mod bench;
 mod delivery_suite;
 mod exec_suite;
 mod suite;
+mod tracer_suite;
 mod victim;
 
 use std::process::ExitCode;
@@ -73,6 +74,10 @@ const TESTS: &[Test] = &[
         exec_suite::exec_matched_binary_full_matrix,
     ),
     ("traced_exec_is_refused", exec_suite::traced_exec_is_refused),
+    (
+        "wrapper_traced_before_protection_is_refused",
+        tracer_suite::wrapper_traced_before_protection_is_refused,
+    ),
     ("reload_keeps_marks", exec_suite::reload_keeps_marks),
     (
         "enforcement_outlives_the_agent",
