@@ -87,6 +87,11 @@ enum ConfigCommand {
     },
 }
 
+/// The system allocator for everything but `kernelseal exec`, which
+/// activates it so the secrets it receives live in secret memory.
+#[global_allocator]
+static HEAP: kernelseal_exec::SecretHeap = kernelseal_exec::SecretHeap::new();
+
 fn main() -> ExitCode {
     // One rustls crypto provider (aws-lc-rs) for every TLS client, before any
     // is built: with two compiled in, rustls panics on first use.
@@ -95,7 +100,7 @@ fn main() -> ExitCode {
     // then CMD ARGS untouched by clap.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "exec") {
-        return ExitCode::from(kernelseal_exec::main_with(&argv[2..]) as u8);
+        return ExitCode::from(kernelseal_exec::main_with(&argv[2..], &HEAP) as u8);
     }
     let cli = Cli::parse();
     let result = match cli.command {
@@ -104,7 +109,7 @@ fn main() -> ExitCode {
         Command::Unprotect(args) => marks_cli::unprotect(&args),
         Command::Status(args) => marks_cli::status(&args),
         Command::Check(args) => check::run(&args),
-        Command::Exec { args } => std::process::exit(kernelseal_exec::main_with(&args)),
+        Command::Exec { args } => std::process::exit(kernelseal_exec::main_with(&args, &HEAP)),
         Command::Providers(cmd) => providers_cli::run(cmd),
         Command::Config(ConfigCommand::Validate { file }) => validate(&file),
         Command::CsiProvider(args) => csi_cli::run(args),

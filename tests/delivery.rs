@@ -142,6 +142,28 @@ fn no_binding_execs_without_secrets_and_says_so_with_verbose() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no binding"));
 }
 
+/// `kernelseal exec` (the big binary, not only `kernelseal-exec`) holds
+/// what it receives in secret memory where the kernel offers it.
+#[test]
+fn kernelseal_exec_holds_secrets_in_secret_memory() {
+    let d = dir("secretmem");
+    let agent = start_agent(&d);
+    let out = wrap(&agent.socket, &["--verbose"], &["sh", "-c", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // SAFETY: probing the syscall; the fd is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
+    let expected = if fd >= 0 {
+        // SAFETY: our own fd.
+        unsafe { libc::close(fd as i32) };
+        "held in secret memory (memfd_secret)"
+    } else {
+        "held in locked memory"
+    };
+    assert!(err.contains(expected), "want {expected:?}: {err}");
+    assert!(!err.contains(SECRET), "{err}");
+}
+
 #[test]
 fn unresolvable_binding_is_refused_not_started_empty() {
     let d = dir("refused");

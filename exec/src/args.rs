@@ -10,7 +10,8 @@ usage: kernelseal-exec [--socket PATH] [--timeout DURATION] [--on-error fail|con
 Asks the KernelSeal agent for the secrets bound to CMD, sets them in the
 environment, disables core dumps, and execs CMD in place (same PID). The agent
 marks this process protected before it answers, so the secrets are guarded
-from the program's first instruction.
+from the program's first instruction; until the exec they are held in secret
+memory (memfd_secret) where the kernel offers it.
 
   --socket PATH       agent socket (default $KERNELSEAL_SOCKET or /run/kernelseal/kernelseal.sock)
   --timeout DURATION  how long to retry an agent that is down or refusing (default 15s; e.g. 500ms, 30s, 2m)

@@ -5,6 +5,7 @@
 
 mod args;
 mod client;
+pub mod secret_heap;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
@@ -13,6 +14,7 @@ use std::process::Command;
 
 pub use args::{Args, OnError, USAGE, parse, parse_duration};
 pub use client::{Outcome, ask};
+pub use secret_heap::{Backing, SecretHeap};
 
 pub const EXIT_AGENT: i32 = 125;
 pub const EXIT_NOT_EXECUTABLE: i32 = 126;
@@ -60,8 +62,10 @@ fn warn(msg: impl AsRef<str>) {
 }
 
 /// Runs the wrapper with `argv` (without the program name); returns only on
-/// failure, with the exit code.
-pub fn main_with(argv: &[OsString]) -> i32 {
+/// failure, with the exit code. `heap` is the binary's global allocator:
+/// activated before the request, so the reply and the environment built
+/// from it never sit in ordinary memory when secret memory is available.
+pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
     let default_socket = std::env::var("KERNELSEAL_SOCKET")
         .unwrap_or_else(|_| kernelseal_protocol::DEFAULT_SOCKET.to_string());
     let args = match parse(argv, default_socket) {
@@ -79,6 +83,7 @@ pub fn main_with(argv: &[OsString]) -> i32 {
         ));
         return EXIT_NOT_FOUND;
     };
+    let backing = heap.activate();
     let mut cmd = Command::new(&binary);
     cmd.arg0(&args.command[0]).args(&args.command[1..]);
     match ask(&args.socket, &binary.to_string_lossy(), args.timeout) {
@@ -110,10 +115,14 @@ pub fn main_with(argv: &[OsString]) -> i32 {
             if args.verbose {
                 let names: Vec<&str> = env.iter().map(|v| v.name.as_str()).collect();
                 warn(format!(
-                    "{} secret(s) from binding(s) {}: {}",
+                    "{} secret(s) from binding(s) {}: {}; held in {} until exec",
                     env.len(),
                     bindings.join(", "),
-                    names.join(", ")
+                    names.join(", "),
+                    backing.map_or(
+                        "ordinary memory (no arena could be mapped)",
+                        Backing::describe
+                    )
                 ));
             }
             for var in &env {

@@ -64,3 +64,71 @@ fn exit_codes_are_the_documented_ones() {
     );
     std::fs::remove_file(&plain).unwrap();
 }
+
+/// A stand-in agent on a real unix socket: answers one request with one
+/// secret, the way the agent's protocol says.
+fn serve_one(socket: &std::path::Path, value: &str) -> std::thread::JoinHandle<String> {
+    use kernelseal_protocol::{
+        EnvVar, ExecResponse, MAX_REQUEST_BYTES, PROTOCOL_VERSION, decode_request, encode,
+        read_frame, write_frame,
+    };
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    let value = value.to_string();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let req = decode_request(&read_frame(&mut s, MAX_REQUEST_BYTES).unwrap()).unwrap();
+        let resp = ExecResponse::Ok {
+            version: PROTOCOL_VERSION,
+            bindings: vec!["standin".into()],
+            env: vec![EnvVar {
+                name: "STANDIN_SECRET".into(),
+                value,
+            }],
+            missing: vec![],
+            protected: true,
+            warnings: vec![],
+        };
+        write_frame(&mut s, &encode(&resp)).unwrap();
+        req.binary
+    })
+}
+
+#[test]
+fn secrets_reach_the_program_and_the_wrapper_says_where_it_held_them() {
+    let dir = std::env::temp_dir().join(format!("ks-standalone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("agent.sock");
+    let agent = serve_one(&socket, "standin-value");
+    let out = wrapper()
+        .arg("--socket")
+        .arg(&socket)
+        .args([
+            "--verbose",
+            "--",
+            "/bin/sh",
+            "-c",
+            "printf %s \"$STANDIN_SECRET\"",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(agent.join().unwrap(), "/bin/sh");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, b"standin-value");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("STANDIN_SECRET") && !err.contains("standin-value"),
+        "{err}"
+    );
+    // SAFETY: probing the syscall; the fd is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
+    let expected = if fd >= 0 {
+        // SAFETY: our own fd.
+        unsafe { libc::close(fd as i32) };
+        "held in secret memory (memfd_secret) until exec"
+    } else {
+        "held in locked memory"
+    };
+    assert!(err.contains(expected), "want {expected:?}: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

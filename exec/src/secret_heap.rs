@@ -1,0 +1,377 @@
+//! The wrapper's heap, once activated: the agent's reply, the parsed values
+//! and the new environment live in memory that other processes cannot read.
+//!
+//! The agent marks the wrapper before it replies, so from then on the gate
+//! refuses `/proc/PID/mem`, `ptrace` and `process_vm_readv`. What a mark
+//! cannot reach is a `/proc/PID/mem` descriptor opened *before* it: reads
+//! through an open descriptor are not checked again. `memfd_secret(2)`
+//! memory is outside the kernel's direct map and refused to
+//! `get_user_pages`, so such a descriptor (and any tracer or
+//! `process_vm_readv`) fails on it; the kernel zeroes it when freed. Where
+//! `memfd_secret` is unavailable (kernel without `CONFIG_SECRETMEM`, a
+//! seccomp profile that refuses it, `RLIMIT_MEMLOCK` too small), the heap
+//! is anonymous memory locked as it is touched (best effort) and left out
+//! of core dumps.
+//!
+//! A bump allocator: the wrapper lives for one request and one `execve`,
+//! and everything it held goes with its address space at exec. What does
+//! not fit in the arena comes from the system allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+
+/// Arena size wanted; smaller when `RLIMIT_MEMLOCK` (which `memfd_secret`
+/// mappings count against) is lower.
+const ARENA_BYTES: usize = 16 << 20;
+/// Below this a secret arena is not worth having: the reply alone may not
+/// fit, and the overflow would go to ordinary memory.
+const MIN_SECRET_BYTES: usize = 256 << 10;
+
+/// What backs the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// `memfd_secret(2)`: unreadable to other processes, even root.
+    SecretMemory,
+    /// Anonymous memory, locked on fault where allowed, not in core dumps.
+    LockedMemory,
+}
+
+impl Backing {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Backing::SecretMemory => "secret memory (memfd_secret)",
+            Backing::LockedMemory => {
+                "locked memory excluded from core dumps (memfd_secret unavailable)"
+            }
+        }
+    }
+}
+
+const UNINIT: u8 = 0;
+const BUSY: u8 = 1;
+const SECRET: u8 = 2;
+const LOCKED: u8 = 3;
+const FAILED: u8 = 4;
+
+/// One mapping, handed out front to back.
+pub struct Arena {
+    state: AtomicU8,
+    base: AtomicUsize,
+    size: AtomicUsize,
+    next: AtomicUsize,
+}
+
+impl Default for Arena {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Arena {
+    pub const fn new() -> Self {
+        Arena {
+            state: AtomicU8::new(UNINIT),
+            base: AtomicUsize::new(0),
+            size: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Maps the arena (once); `None` when no mapping could be made.
+    pub fn backing(&self) -> Option<Backing> {
+        if self.state.load(Ordering::Acquire) == UNINIT
+            && self
+                .state
+                .compare_exchange(UNINIT, BUSY, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let (state, base, size) = map_arena();
+            self.base.store(base, Ordering::Relaxed);
+            self.size.store(size, Ordering::Relaxed);
+            self.state.store(state, Ordering::Release);
+        }
+        match self.state.load(Ordering::Acquire) {
+            SECRET => Some(Backing::SecretMemory),
+            LOCKED => Some(Backing::LockedMemory),
+            _ => None,
+        }
+    }
+
+    /// Memory from the arena, or null when it is not mapped or full.
+    pub fn alloc(&self, layout: Layout) -> *mut u8 {
+        if self.backing().is_none() {
+            return std::ptr::null_mut();
+        }
+        let base = self.base.load(Ordering::Relaxed);
+        let size = self.size.load(Ordering::Relaxed);
+        let mut next = self.next.load(Ordering::Relaxed);
+        loop {
+            let start = (base + next).next_multiple_of(layout.align()) - base;
+            let Some(end) = start.checked_add(layout.size()).filter(|&e| e <= size) else {
+                return std::ptr::null_mut();
+            };
+            match self
+                .next
+                .compare_exchange_weak(next, end, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return (base + start) as *mut u8,
+                Err(seen) => next = seen,
+            }
+        }
+    }
+
+    /// Whether `ptr` came from this arena.
+    pub fn contains(&self, ptr: *mut u8) -> bool {
+        let base = self.base.load(Ordering::Relaxed);
+        let p = ptr as usize;
+        base != 0 && p >= base && p < base + self.size.load(Ordering::Relaxed)
+    }
+
+    /// Gives back the most recent allocation (a bump arena frees nothing
+    /// else) or grows it in place. `false` when `ptr` is not the last one
+    /// or the arena is full.
+    fn resize_last(&self, ptr: *mut u8, old: usize, new: usize) -> bool {
+        let base = self.base.load(Ordering::Relaxed);
+        let start = ptr as usize - base;
+        let end = start + new;
+        end <= self.size.load(Ordering::Relaxed)
+            && self
+                .next
+                .compare_exchange(start + old, end, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as usize } else { 4096 }
+}
+
+fn memlock_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return 0;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// (state, base, size) of a new arena. Runs inside the allocator: it must
+/// not allocate.
+fn map_arena() -> (u8, usize, usize) {
+    let page = page_size();
+    let secret_size = (memlock_limit().min(ARENA_BYTES) / page) * page;
+    if secret_size >= MIN_SECRET_BYTES
+        && let Some(base) = map_secret(secret_size)
+    {
+        return (SECRET, base, secret_size);
+    }
+    match map_locked(ARENA_BYTES) {
+        Some(base) => (LOCKED, base, ARENA_BYTES),
+        None => (FAILED, 0, 0),
+    }
+}
+
+fn map_secret(size: usize) -> Option<usize> {
+    // SAFETY: memfd_secret takes flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let fd = fd as libc::c_int;
+    // SAFETY: sizing and mapping the fd we own, then closing it (the
+    // mapping keeps the memory).
+    unsafe {
+        let mapped = if libc::ftruncate(fd, size as libc::off_t) == 0 {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        } else {
+            libc::MAP_FAILED
+        };
+        libc::close(fd);
+        (mapped != libc::MAP_FAILED).then_some(mapped as usize)
+    }
+}
+
+fn map_locked(size: usize) -> Option<usize> {
+    // SAFETY: a fresh anonymous mapping; the advice calls only concern it.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        libc::madvise(p, size, libc::MADV_DONTDUMP);
+        libc::madvise(p, size, libc::MADV_WIPEONFORK);
+        // Locked page by page as it is touched: no up-front cost. Refused
+        // past RLIMIT_MEMLOCK, which is why this is best effort.
+        libc::syscall(libc::SYS_mlock2, p, size, libc::MLOCK_ONFAULT);
+        Some(p as usize)
+    }
+}
+
+/// Which backing the activated heap got, for `--verbose`.
+static ACTIVE_BACKING: AtomicU8 = AtomicU8::new(UNINIT);
+
+/// The backing of the heap activated in this process, if any.
+pub fn active_backing() -> Option<Backing> {
+    match ACTIVE_BACKING.load(Ordering::Acquire) {
+        SECRET => Some(Backing::SecretMemory),
+        LOCKED => Some(Backing::LockedMemory),
+        _ => None,
+    }
+}
+
+/// A global allocator that is the system allocator until [`activate`]d,
+/// then serves from an [`Arena`]. The `kernelseal` binary installs it too,
+/// for `kernelseal exec`; the agent never activates it.
+///
+/// [`activate`]: SecretHeap::activate
+pub struct SecretHeap {
+    arena: Arena,
+    active: AtomicBool,
+}
+
+impl Default for SecretHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SecretHeap {
+    pub const fn new() -> Self {
+        SecretHeap {
+            arena: Arena::new(),
+            active: AtomicBool::new(false),
+        }
+    }
+
+    /// From now on, allocations come from the arena. Call before the
+    /// request is made: what was allocated earlier stays where it is.
+    pub fn activate(&self) -> Option<Backing> {
+        let backing = self.arena.backing();
+        if let Some(b) = backing {
+            let code = match b {
+                Backing::SecretMemory => SECRET,
+                Backing::LockedMemory => LOCKED,
+            };
+            ACTIVE_BACKING.store(code, Ordering::Release);
+            self.active.store(true, Ordering::Release);
+        }
+        backing
+    }
+
+    fn arena_alloc(&self, layout: Layout) -> *mut u8 {
+        if self.active.load(Ordering::Relaxed) {
+            self.arena.alloc(layout)
+        } else {
+            std::ptr::null_mut()
+        }
+    }
+}
+
+// SAFETY: every pointer handed out is either the system allocator's (and
+// goes back to it) or a fresh, aligned, unaliased range of the arena
+// (which is never reused except by `resize_last` on its own last range).
+unsafe impl GlobalAlloc for SecretHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = self.arena_alloc(layout);
+        if p.is_null() {
+            // SAFETY: forwarding the caller's layout.
+            unsafe { System.alloc(layout) }
+        } else {
+            p
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = self.arena_alloc(layout);
+        if p.is_null() {
+            // SAFETY: forwarding the caller's layout.
+            return unsafe { System.alloc_zeroed(layout) };
+        }
+        // Arena memory may have been handed out and given back before.
+        // SAFETY: p is valid for layout.size() bytes.
+        unsafe { std::ptr::write_bytes(p, 0, layout.size()) };
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if self.arena.contains(ptr) {
+            self.arena.resize_last(ptr, layout.size(), 0);
+        } else {
+            // SAFETY: ptr came from System with this layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let in_arena = self.arena.contains(ptr);
+        if in_arena && self.arena.resize_last(ptr, layout.size(), new_size) {
+            return ptr;
+        }
+        if !in_arena && !self.active.load(Ordering::Relaxed) {
+            // SAFETY: forwarding a System pointer and its layout.
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        // Moved: into the arena when there is room (a growing buffer
+        // started before activation moves in too), else to System.
+        // SAFETY: the new layout keeps the alignment; sizes are the
+        // caller's; the old range is released after the copy.
+        unsafe {
+            let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+            let new = self.alloc(new_layout);
+            if !new.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hands_out_aligned_disjoint_ranges_and_reuses_the_last() {
+        let a = Arena::new();
+        if a.backing().is_none() {
+            return; // no mapping at all here: nothing to check
+        }
+        let l8 = Layout::from_size_align(10, 8).unwrap();
+        let l64 = Layout::from_size_align(100, 64).unwrap();
+        let p = a.alloc(l8);
+        let q = a.alloc(l64);
+        assert!(a.contains(p) && a.contains(q));
+        assert_eq!(q as usize % 64, 0);
+        assert!(q as usize >= p as usize + 10);
+        // The last range grows in place and is given back whole.
+        assert!(a.resize_last(q, 100, 200));
+        assert!(a.resize_last(q, 200, 0));
+        assert_eq!(a.alloc(l64), q);
+        // Not the last: stays.
+        assert!(!a.resize_last(p, 10, 0));
+        // Too big for the arena: null, not a wrap-around.
+        let huge = Layout::from_size_align(1 << 40, 8).unwrap();
+        assert!(a.alloc(huge).is_null());
+        assert!(!a.contains(std::ptr::null_mut()));
+    }
+}
