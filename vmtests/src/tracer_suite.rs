@@ -102,14 +102,23 @@ fn run_traced() -> Result<TracedRun, String> {
 
 fn untraced_wrapper_gets_its_secrets(when: &str) -> TestResult {
     let out = std::process::Command::new(KERNELSEAL)
-        .args(["exec", "--timeout", "10s", "--", "/bin/true"])
+        .args(["exec", "--verbose", "--timeout", "10s", "--", "/bin/true"])
         .output()
         .map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return Err(format!(
             "{when}: untraced wrapper failed ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            err.trim()
+        ));
+    }
+    // Debian's kernels have CONFIG_SECRETMEM and (from 6.5) enable it: the
+    // wrapper must have used it, not the fallback.
+    if !err.contains("held in secret memory (memfd_secret)") {
+        return Err(format!(
+            "{when}: the wrapper did not hold the secrets in secret memory: {}",
+            err.trim()
         ));
     }
     Ok(())
