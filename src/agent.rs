@@ -305,6 +305,11 @@ fn open_gate(policy: KernelPolicy, filter: ExecFilter, args: &AgentArgs) -> Resu
             pin_dir.display(),
             ids.join(", ")
         ),
+        Origin::Replaced => info!(
+            "[OK] LSM BPF programs loaded and attached: {}; replaced the pinned programs of \
+             another build after attaching",
+            ids.join(", ")
+        ),
         Origin::Upgraded { from } => info!(
             "[OK] LSM BPF programs loaded and attached: {}; replaced layout v{from} pins after attaching",
             ids.join(", ")

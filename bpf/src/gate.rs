@@ -57,6 +57,23 @@ pub enum Origin {
     /// Loaded now; the pins of an older layout were replaced after the new
     /// links were attached.
     Upgraded { from: u32 },
+    /// Loaded now; this layout version's pins ran another build's programs
+    /// (or an attach that was cut short) and were replaced after the new
+    /// links were attached.
+    Replaced,
+}
+
+/// Identifies the BPF object built into this binary: a restarted agent
+/// adopts pinned programs only if they came from the same object, so an
+/// upgrade that fixes a program without a new layout still loads it.
+pub fn object_hash() -> u64 {
+    static HASH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HASH.get_or_init(|| {
+        // FNV-1a: stable across builds and Rust versions, unlike std's hasher.
+        crate::OBJECT.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    })
 }
 
 /// An attached program.
@@ -138,7 +155,10 @@ impl Gate {
             .as_ref()
             .map(|d| PinLayout::with_version(d, opts.layout_version));
         let mut gate = match &layout {
-            Some(l) if sorted(&l.pinned_links(l.version())) == sorted(&expected) => {
+            Some(l)
+                if sorted(&l.pinned_links(l.version())) == sorted(&expected)
+                    && l.object_marker(l.version(), object_hash()).is_dir() =>
+            {
                 Self::adopt(l.clone(), &expected)?
             }
             _ => Self::load(&btf, layout.clone(), &expected)?,
@@ -191,12 +211,21 @@ impl Gate {
     ) -> Result<Self, BpfError> {
         let mut origin = Origin::Loaded;
         let mut pin_paths: Vec<(&'static str, PathBuf)> = Vec::new();
+        let mut replaced: Option<PathBuf> = None;
         if let Some(l) = &layout {
-            // A partial set of this version's links (an agent that died while
-            // attaching) is removed first: attaching again next to it would
-            // run two copies.
-            for name in l.pinned_links(l.version()) {
-                let _ = std::fs::remove_file(l.link(l.version(), &name));
+            // This version's links from another build (or a partial set from
+            // an agent that died while attaching) keep enforcing, moved
+            // aside, until the new links are attached; then they go.
+            if !l.pinned_links(l.version()).is_empty() {
+                let aside = l.replaced_links_dir(l.version());
+                let _ = l.remove_links(&aside);
+                if std::fs::rename(l.links_dir(l.version()), &aside).is_ok() {
+                    replaced = Some(aside);
+                } else {
+                    // No rename on this bpffs: removed first, as a last resort.
+                    let _ = l.remove_links(&l.links_dir(l.version()));
+                    origin = Origin::Replaced;
+                }
             }
             let maps_dir = l
                 .map(POLICY_MAP)
@@ -273,9 +302,21 @@ impl Gate {
             };
             gate.links.push(hold);
         }
-        // Only now, with the new links attached, drop other layouts' links:
-        // there is no moment without a gate.
+        // Only now, with the new links attached, drop the replaced links and
+        // other layouts' links: there is no moment without a gate.
         if let Some(l) = &layout {
+            if let Some(aside) = &replaced {
+                let _ = l.remove_links(aside);
+                origin = Origin::Replaced;
+            }
+            l.mark_object(object_hash()).map_err(|e| BpfError::Pin {
+                what: "object marker",
+                path: l
+                    .object_marker(l.version(), object_hash())
+                    .display()
+                    .to_string(),
+                reason: e.to_string(),
+            })?;
             for version in l.versions().into_iter().filter(|v| *v != l.version()) {
                 for name in l.pinned_links(version) {
                     if let Ok(old) = PinnedLink::from_pin(l.link(version, &name)) {

@@ -6,6 +6,8 @@
 //!                            version, so marks survive an upgrade
 //! <root>/v<N>/maps/<map>     the other maps of layout version N
 //! <root>/v<N>/links/<prog>   one link per attached program
+//! <root>/v<N>/object-<hash>  empty directory: which build's programs the
+//!                            links run (adopted only by the same build)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -60,6 +62,43 @@ impl PinLayout {
 
     pub fn link(&self, version: u32, program: &str) -> PathBuf {
         self.links_dir(version).join(program)
+    }
+
+    /// Where a version's links are moved while their replacement attaches.
+    pub fn replaced_links_dir(&self, version: u32) -> PathBuf {
+        self.version_dir(version).join("links-replaced")
+    }
+
+    /// The marker of the build whose programs a version's links run.
+    pub fn object_marker(&self, version: u32, object_hash: u64) -> PathBuf {
+        self.version_dir(version)
+            .join(format!("object-{object_hash:016x}"))
+    }
+
+    /// Records that this version's links run the programs of the build
+    /// `object_hash`, replacing any other build's marker.
+    pub fn mark_object(&self, object_hash: u64) -> std::io::Result<()> {
+        let keep = self.object_marker(self.version, object_hash);
+        if let Ok(entries) = std::fs::read_dir(self.version_dir(self.version)) {
+            for e in entries.filter_map(|e| e.ok()) {
+                let is_marker = e
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("object-"));
+                if is_marker && e.path() != keep {
+                    std::fs::remove_dir(e.path())?;
+                }
+            }
+        }
+        match std::fs::create_dir(&keep) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a directory of links (unpinning them).
+    pub fn remove_links(&self, dir: &Path) -> std::io::Result<()> {
+        remove_tree(dir)
     }
 
     /// Layout versions that have a directory under the root.
@@ -128,6 +167,12 @@ mod tests {
             dir.join(format!("v{LAYOUT_VERSION}/maps/ks_policy"))
         );
         std::fs::create_dir_all(l.links_dir(1)).unwrap();
+        let v1 = PinLayout::with_version(&dir, 1);
+        v1.mark_object(0xabc).unwrap();
+        assert!(v1.object_marker(1, 0xabc).is_dir());
+        v1.mark_object(0xdef).unwrap();
+        assert!(!v1.object_marker(1, 0xabc).exists());
+        assert!(v1.object_marker(1, 0xdef).is_dir());
         std::fs::create_dir_all(l.links_dir(7)).unwrap();
         std::fs::write(l.link(7, "file_open"), b"").unwrap();
         std::fs::create_dir_all(dir.join("not-a-version")).unwrap();

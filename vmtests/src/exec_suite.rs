@@ -9,7 +9,7 @@ use crate::attacks::{ALL, Outcome, Vector};
 use crate::suite::{Ctx, TestResult};
 use crate::victim::{Victim, bound_exe, kill_pid};
 
-fn all(label: &str, pid: u32, tid: u32, addr: usize, refused: bool) -> TestResult {
+pub(crate) fn all(label: &str, pid: u32, tid: u32, addr: usize, refused: bool) -> TestResult {
     let wrong: Vec<String> = ALL
         .iter()
         .filter_map(|v| {

@@ -8,6 +8,7 @@ mod attacks;
 mod bench;
 mod delivery_suite;
 mod exec_suite;
+mod pins_suite;
 mod suite;
 mod tracer_suite;
 mod victim;
@@ -86,6 +87,10 @@ const TESTS: &[Test] = &[
     (
         "check_passes_with_bpf_lsm",
         exec_suite::check_passes_with_bpf_lsm,
+    ),
+    (
+        "programs_of_another_build_are_replaced",
+        pins_suite::programs_of_another_build_are_replaced,
     ),
     (
         "upgrade_replaces_old_layout_keeping_marks",
