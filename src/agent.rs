@@ -77,8 +77,23 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
     Ok(loaded.config)
 }
 
+/// What the agent refuses at start beyond the schema: provider settings,
+/// each binding's refs (durations, versionId with versionStage) and the
+/// exec filter's keys. Nothing is contacted, read or loaded, so the agent
+/// runs it before it touches the kernel, and `config validate` runs it too.
+pub fn check_config(config: &Config) -> anyhow::Result<()> {
+    kernelseal_providers::check_settings(config)?;
+    kernelseal_injector::prepare(config)?;
+    exec_filter(config)?;
+    Ok(())
+}
+
 pub fn run(args: AgentArgs) -> Result<(), Failure> {
     let config = load_config(&args.config)?;
+    // Before any program is loaded or pinned: a config error must not
+    // leave kernel state behind.
+    check_config(&config)
+        .map_err(|e| Failure::config(e.context(format!("{}", args.config.display()))))?;
     let format = match args.log_format {
         Some(LogFormatArg::Json) => LogFormat::Json,
         Some(LogFormatArg::Text) => LogFormat::Text,

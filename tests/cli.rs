@@ -96,6 +96,35 @@ fn protect_without_an_agent_says_so() {
 /// Enforce mode where the LSM cannot load must refuse to run (exit 3) and
 /// say why; where it can load (a host with working BPF-LSM), the agent
 /// must come up. Either way the outcome is checked.
+/// A config error is found before anything is loaded or pinned: exit 2
+/// with the field, never 3 (the gate's refusal on this host) and no pins.
+#[test]
+fn agent_config_errors_come_before_the_kernel() {
+    let text = QUICK_START.replace(
+        "secrets:\n",
+        "providers:\n  vault-main:\n    type: vault\n    address: vault.local\nsecrets:\n",
+    );
+    let path = tmp_config("bad-provider.yaml", &text);
+    let pins = std::env::temp_dir().join(format!("kernelseal-pins-bad-{}", std::process::id()));
+    let (code, out, err) = run(&[
+        "agent",
+        "--config",
+        path.to_str().unwrap(),
+        "--pin-dir",
+        pins.to_str().unwrap(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("providers.vault-main.address")
+            && err.contains("not an http:// or https:// URL"),
+        "{err}"
+    );
+    assert!(!out.contains("LSM BPF programs"), "{out}");
+    assert!(!pins.exists(), "pins made for a config that was refused");
+}
+
 #[test]
 fn enforce_agent_fails_closed_or_runs() {
     let path = tmp_config("enforce.yaml", QUICK_START);

@@ -63,6 +63,33 @@ pub enum Origin {
     Replaced,
 }
 
+/// What became of this layout version's links before a load.
+enum Aside {
+    /// There were none.
+    Nothing,
+    /// Moved here, still attached, until the new links are in place.
+    MovedTo(PathBuf),
+    /// Removed (this bpffs could not rename them).
+    Removed,
+}
+
+/// Moves this version's links (another build's, or a partial set from an
+/// agent that died while attaching) out of the way; they keep enforcing
+/// until the new links are attached.
+fn set_aside(l: &PinLayout) -> Aside {
+    if l.pinned_links(l.version()).is_empty() {
+        return Aside::Nothing;
+    }
+    let dir = l.replaced_links_dir(l.version());
+    let _ = l.remove_links(&dir);
+    if std::fs::rename(l.links_dir(l.version()), &dir).is_ok() {
+        Aside::MovedTo(dir)
+    } else {
+        let _ = l.remove_links(&l.links_dir(l.version()));
+        Aside::Removed
+    }
+}
+
 /// Identifies the BPF object built into this binary: a restarted agent
 /// adopts pinned programs only if they came from the same object, so an
 /// upgrade that fixes a program without a new layout still loads it.
@@ -204,29 +231,40 @@ impl Gate {
         })
     }
 
+    /// Loads and attaches. A failure leaves the kernel as it found it: the
+    /// links of this attempt are unpinned (detached) and links moved aside
+    /// come back, so a refused start neither leaves a partial gate nor
+    /// removes a working one.
     fn load(
         btf: &Btf,
         layout: Option<PinLayout>,
         expected: &[&'static str],
     ) -> Result<Self, BpfError> {
-        let mut origin = Origin::Loaded;
-        let mut pin_paths: Vec<(&'static str, PathBuf)> = Vec::new();
-        let mut replaced: Option<PathBuf> = None;
-        if let Some(l) = &layout {
-            // This version's links from another build (or a partial set from
-            // an agent that died while attaching) keep enforcing, moved
-            // aside, until the new links are attached; then they go.
-            if !l.pinned_links(l.version()).is_empty() {
-                let aside = l.replaced_links_dir(l.version());
-                let _ = l.remove_links(&aside);
-                if std::fs::rename(l.links_dir(l.version()), &aside).is_ok() {
-                    replaced = Some(aside);
-                } else {
-                    // No rename on this bpffs: removed first, as a last resort.
-                    let _ = l.remove_links(&l.links_dir(l.version()));
-                    origin = Origin::Replaced;
-                }
+        let aside = layout.as_ref().map(set_aside).unwrap_or(Aside::Nothing);
+        let result = Self::load_attached(btf, layout.clone(), expected, &aside);
+        if result.is_err()
+            && let Some(l) = &layout
+        {
+            let _ = l.remove_links(&l.links_dir(l.version()));
+            if let Aside::MovedTo(dir) = &aside {
+                let _ = std::fs::rename(dir, l.links_dir(l.version()));
             }
+        }
+        result
+    }
+
+    fn load_attached(
+        btf: &Btf,
+        layout: Option<PinLayout>,
+        expected: &[&'static str],
+        aside: &Aside,
+    ) -> Result<Self, BpfError> {
+        let mut origin = match aside {
+            Aside::Removed => Origin::Replaced,
+            _ => Origin::Loaded,
+        };
+        let mut pin_paths: Vec<(&'static str, PathBuf)> = Vec::new();
+        if let Some(l) = &layout {
             let maps_dir = l
                 .map(POLICY_MAP)
                 .parent()
@@ -304,11 +342,8 @@ impl Gate {
         }
         // Only now, with the new links attached, drop the replaced links and
         // other layouts' links: there is no moment without a gate.
+        // The marker first: its failure still finds the old links to restore.
         if let Some(l) = &layout {
-            if let Some(aside) = &replaced {
-                let _ = l.remove_links(aside);
-                origin = Origin::Replaced;
-            }
             l.mark_object(object_hash()).map_err(|e| BpfError::Pin {
                 what: "object marker",
                 path: l
@@ -317,6 +352,10 @@ impl Gate {
                     .to_string(),
                 reason: e.to_string(),
             })?;
+            if let Aside::MovedTo(dir) = aside {
+                let _ = l.remove_links(dir);
+                origin = Origin::Replaced;
+            }
             for version in l.versions().into_iter().filter(|v| *v != l.version()) {
                 for name in l.pinned_links(version) {
                     if let Ok(old) = PinnedLink::from_pin(l.link(version, &name)) {
