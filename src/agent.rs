@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::event_log::EventLog;
 use crate::exit::Failure;
 
+mod cgroup_ns;
 mod policy;
 mod serving;
 
@@ -101,6 +102,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
     };
     crate::logging::init(format, &config.monitoring.log_level);
     info!("[START] Starting KernelSeal agent - Secret Protection System");
+    cgroup_ns::join_host_cgroup_namespace();
     info!("   Version: {}", env!("CARGO_PKG_VERSION"));
     info!("   Config: {}", args.config.display());
     info!(

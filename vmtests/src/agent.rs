@@ -62,6 +62,17 @@ impl Agent {
     }
 
     pub fn start_with(yaml: &str, extra: &[&str]) -> Result<Self, String> {
+        Self::start_with_setup(yaml, extra, || Ok(()))
+    }
+
+    /// Like [`Agent::start_with`], with `setup` run in the agent's process
+    /// just before it execs (joining a cgroup, a new namespace).
+    pub fn start_with_setup(
+        yaml: &str,
+        extra: &[&str],
+        setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        use std::os::unix::process::CommandExt;
         write_config(yaml)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -69,7 +80,10 @@ impl Agent {
             .open(LOG)
             .map_err(|e| e.to_string())?;
         let ready_before = count(&log_text(), "[OK] KernelSeal agent running");
-        let child = Command::new(KERNELSEAL)
+        let mut cmd = Command::new(KERNELSEAL);
+        // SAFETY: the setup hooks of this suite only make syscalls.
+        unsafe { cmd.pre_exec(setup) };
+        let child = cmd
             .args(["agent", "--config", CONFIG])
             .args(extra)
             .stdout(log.try_clone().map_err(|e| e.to_string())?)

@@ -8,6 +8,7 @@ mod attacks;
 mod bench;
 mod delivery_suite;
 mod exec_suite;
+mod identity_suite;
 mod pins_suite;
 mod suite;
 mod tracer_suite;
@@ -127,6 +128,10 @@ const TESTS: &[Test] = &[
     (
         "metrics_count_real_refusals",
         delivery_suite::metrics_count_real_refusals,
+    ),
+    (
+        "cgroup_paths_are_read_as_the_host_writes_them",
+        identity_suite::cgroup_paths_are_read_as_the_host_writes_them,
     ),
 ];
 
