@@ -398,6 +398,70 @@ fn a_rotated_secret_signals_the_process_it_was_delivered_to() {
     );
 }
 
+/// A container's PID 1 gets from an ancestor namespace only the signals it
+/// catches: `onRotate: restart` to a handler-less init must not be a
+/// SIGTERM the kernel drops. The app runs as PID 1 of a new PID namespace.
+#[test]
+fn restart_reaches_the_init_of_a_pid_namespace() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("SKIP: cannot make a PID namespace here (unshare --pid: needs root)");
+        return;
+    }
+    let d = dir("nsinit");
+    let secret_file = d.join("secret");
+    std::fs::write(&secret_file, "first-value").unwrap();
+    let agent = start_agent_with(
+        &d,
+        &format!(
+            "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: rotating\n    selector: {{ binary: sleep }}\n    onRotate: restart\n    secretRefs:\n      - {{ name: ROT, source: {{ fileRef: {{ path: {}, ttl: 1s }} }} }}\n",
+            secret_file.display()
+        ),
+        &[],
+    );
+    // unshare forks the namespace's init, which execs the wrapper, which
+    // execs sleep: PID 1 inside, no handler for anything.
+    let mut app = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(&agent.socket)
+        .args(["--", "sleep", "300"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_log = |needle: &str| {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&agent.log).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no {needle:?} in: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_log("Secrets injected into PID");
+    std::fs::write(&secret_file, "second-value-longer").unwrap();
+    let text = wait_log("sent SIGKILL for a restart");
+    assert!(text.contains("is PID 1 of its container"), "{text}");
+    // The init is gone, so is its namespace: unshare returns.
+    let start = Instant::now();
+    while app.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = app.kill();
+            panic!("the namespace init survived its restart");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn file_delivery_writes_0400_files_and_removes_them_when_the_process_exits() {
     let d = dir("files");

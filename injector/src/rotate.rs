@@ -151,6 +151,30 @@ impl LiveSet {
                     pid = l.pid, binding = %l.binding,
                     "[ROTATE] {what} changed; PID {} keeps the old value (binding {}: onRotate none)", l.pid, l.binding
                 ),
+                Some(OnRotate::Signal(name))
+                    if signal_number(name).is_some_and(|sig| dropped_by_kernel(l.pid, sig)) =>
+                {
+                    warn!(
+                        pid = l.pid, binding = %l.binding,
+                        "[ROTATE] {what} changed; {name} to PID {} would be dropped by the kernel \
+                         (PID 1 of its container without a handler for it, or ignored): it keeps \
+                         the old value (binding {})", l.pid, l.binding
+                    );
+                }
+                Some(OnRotate::Restart) if dropped_by_kernel(l.pid, libc::SIGTERM) => {
+                    match send(&l.pidfd, libc::SIGKILL) {
+                        Ok(()) => info!(
+                            pid = l.pid, binding = %l.binding,
+                            "[ROTATE] {what} changed; PID {} is PID 1 of its container without a \
+                             SIGTERM handler (the kernel would drop SIGTERM): sent SIGKILL for a \
+                             restart with the new value (binding {})", l.pid, l.binding
+                        ),
+                        Err(e) => warn!(
+                            pid = l.pid,
+                            "[ROTATE] {what} changed; SIGKILL to PID {} failed: {e}", l.pid
+                        ),
+                    }
+                }
                 Some(OnRotate::Signal(name)) => {
                     match signal_number(name).map(|sig| send(&l.pidfd, sig)) {
                         Some(Ok(())) => info!(
@@ -178,6 +202,38 @@ impl LiveSet {
         }
         affected
     }
+}
+
+/// Whether the kernel drops `sig` sent from the agent's PID namespace: the
+/// process ignores it, or it is the init of a PID namespace below ours (a
+/// container's PID 1) with no handler for it — such an init gets only the
+/// signals it catches (and SIGKILL/SIGSTOP) from an ancestor namespace.
+fn dropped_by_kernel(pid: u32, sig: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|status| drops(&status, sig))
+        .unwrap_or(false)
+}
+
+fn drops(status: &str, sig: i32) -> bool {
+    if !(1..=64).contains(&sig) || sig == libc::SIGKILL || sig == libc::SIGSTOP {
+        return false;
+    }
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let bit = |name: &str| {
+        field(name)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .is_some_and(|mask| mask & (1u64 << (sig - 1)) != 0)
+    };
+    let ns_pids: Vec<&str> = field("NSpid")
+        .map(|v| v.split_whitespace().collect())
+        .unwrap_or_default();
+    let nested_init = ns_pids.len() > 1 && ns_pids.last() == Some(&"1");
+    bit("SigIgn") || (nested_init && !bit("SigCgt"))
 }
 
 /// Follows one cache's version changes until `stop` is dropped (the
@@ -219,6 +275,27 @@ mod tests {
             keys: vec!["k".into()],
             files: None,
         }
+    }
+
+    #[test]
+    fn signals_the_kernel_would_drop_are_recognised() {
+        // A container's PID 1 (4242 here, 1 inside) catching only SIGHUP.
+        let init =
+            "Name:\tapp\nNSpid:\t4242\t1\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000001\n";
+        assert!(!drops(init, libc::SIGHUP));
+        assert!(drops(init, libc::SIGTERM));
+        assert!(drops(init, libc::SIGUSR1));
+        assert!(!drops(init, libc::SIGKILL));
+        // An ordinary process: the default action happens.
+        let plain = "NSpid:\t4242\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n";
+        assert!(!drops(plain, libc::SIGTERM));
+        // A process in a container but not its init.
+        let child = "NSpid:\t4243\t7\nSigIgn:\t0\nSigCgt:\t0\n";
+        assert!(!drops(child, libc::SIGTERM));
+        // Ignored anywhere: SIGUSR1 is bit 9 (0x200).
+        let ignoring = "NSpid:\t4242\nSigIgn:\t0000000000000200\nSigCgt:\t0\n";
+        assert!(drops(ignoring, libc::SIGUSR1));
+        assert!(!drops(ignoring, libc::SIGUSR2));
     }
 
     #[test]
