@@ -171,7 +171,10 @@ mod tests {
             t,
             Some(Tracer {
                 tid: child as u32,
-                tracer_pid: std::process::id()
+                // TracerPid names the tracing thread: this test's, which
+                // forked the child (not the test binary's main thread).
+                // SAFETY: gettid has no preconditions.
+                tracer_pid: unsafe { libc::gettid() } as u32,
             })
         );
         // SAFETY: ending our own traced child.
