@@ -17,6 +17,19 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=CLANG");
 
+    // libbpf's headers pick register layouts by this; the programs use no
+    // pt_regs, but the define must name the architecture the agent runs on.
+    let arch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("x86_64") | Ok("x86") => "x86",
+        Ok("aarch64") => "arm64",
+        Ok("riscv64") => "riscv",
+        Ok("s390x") => "s390",
+        Ok("powerpc64") => "powerpc",
+        Ok("loongarch64") => "loongarch",
+        Ok(other) => panic!("no BPF target arch for {other}"),
+        Err(_) => panic!("cargo sets CARGO_CFG_TARGET_ARCH"),
+    };
+    let arch_define = format!("-D__TARGET_ARCH_{arch}");
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     let obj = out.join("kernelseal.bpf.o");
     let result = Command::new(&clang)
@@ -27,7 +40,7 @@ fn main() {
             "-g",
             "-Wall",
             "-Werror",
-            "-D__TARGET_ARCH_x86",
+            &arch_define,
         ])
         .arg("-I")
         .arg(&include)

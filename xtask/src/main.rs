@@ -447,9 +447,18 @@ impl<W: Write> Write for Tee<'_, W> {
 /// <host> -p kernelseal-exec`: with an explicit --target the flags reach only
 /// the target crates, not build scripts or proc macros.
 fn static_exec(ws: &Workspace) -> Result<PathBuf> {
-    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
     let dir = ws.target.join("static");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let version = std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV for the host triple")?;
+    let host = String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .context("rustc -vV printed no host triple")?;
+    let triple = host.as_str();
     eprintln!("xtask: building a static kernelseal-exec");
     util::run_checked(
         std::process::Command::new(cargo)
@@ -461,7 +470,7 @@ fn static_exec(ws: &Workspace) -> Result<PathBuf> {
                 "--bin",
                 "kernelseal-exec",
                 "--target",
-                TRIPLE,
+                triple,
             ])
             .arg("--target-dir")
             .arg(&dir)
@@ -469,7 +478,7 @@ fn static_exec(ws: &Workspace) -> Result<PathBuf> {
             .current_dir(&ws.root),
         "static build of kernelseal-exec",
     )?;
-    let built = dir.join(TRIPLE).join("release").join("kernelseal-exec");
+    let built = dir.join(triple).join("release").join("kernelseal-exec");
     let out = dir.join("kernelseal-exec");
     fs::copy(&built, &out).with_context(|| format!("copying {}", built.display()))?;
     // Stripped: it is copied into every wrapped image.
