@@ -4,6 +4,7 @@
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use crate::secret_heap::SecretHeap;
 use kernelseal_protocol::{
     EnvVar, ExecRequest, ExecResponse, MAX_RESPONSE_BYTES, PROTOCOL_VERSION, ProtocolError,
     decode_response, encode, read_frame, write_frame,
@@ -22,7 +23,12 @@ pub enum Outcome {
     Failed(String),
 }
 
-fn once(socket: &str, binary: &str, remaining: Duration) -> Result<ExecResponse, ProtocolError> {
+fn once(
+    socket: &str,
+    binary: &str,
+    remaining: Duration,
+    heap: &SecretHeap,
+) -> Result<ExecResponse, ProtocolError> {
     let mut stream = UnixStream::connect(socket)?;
     let io_timeout = Some(remaining.max(Duration::from_millis(10)));
     stream.set_read_timeout(io_timeout)?;
@@ -32,15 +38,21 @@ fn once(socket: &str, binary: &str, remaining: Duration) -> Result<ExecResponse,
         binary: binary.to_string(),
     };
     write_frame(&mut stream, &encode(&req))?;
+    // While the agent works on the answer: map the secret heap (and fault
+    // its first pages in), so the reply and all built from it land there
+    // and the set-up costs no time of its own.
+    heap.activate();
     decode_response(read_frame(&mut stream, MAX_RESPONSE_BYTES)?)
 }
 
-pub fn ask(socket: &str, binary: &str, timeout: Duration) -> Outcome {
+/// Asks the agent, retrying until `timeout`. `heap` is activated once the
+/// request is sent.
+pub fn ask(socket: &str, binary: &str, timeout: Duration, heap: &SecretHeap) -> Outcome {
     let deadline = Instant::now() + timeout;
     let mut backoff = Duration::from_millis(50);
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let last = match once(socket, binary, remaining) {
+        let last = match once(socket, binary, remaining, heap) {
             Ok(ExecResponse::Ok {
                 env,
                 missing,

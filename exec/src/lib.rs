@@ -83,10 +83,11 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
         ));
         return EXIT_NOT_FOUND;
     };
-    let backing = heap.activate();
     let mut cmd = Command::new(&binary);
     cmd.arg0(&args.command[0]).args(&args.command[1..]);
-    match ask(&args.socket, &binary.to_string_lossy(), args.timeout) {
+    let outcome = ask(&args.socket, &binary.to_string_lossy(), args.timeout, heap);
+    let backing = secret_heap::active_backing();
+    match outcome {
         Outcome::Delivered {
             env,
             missing,

@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 /// Arena size wanted; smaller when `RLIMIT_MEMLOCK` (which `memfd_secret`
 /// mappings count against) is lower.
 const ARENA_BYTES: usize = 16 << 20;
+/// Faulted in at activation: what a typical reply and environment use.
+const PREFAULT_BYTES: usize = 4 << 10;
 /// Below this a secret arena is not worth having: the reply alone may not
 /// fit, and the overflow would go to ordinary memory.
 const MIN_SECRET_BYTES: usize = 256 << 10;
@@ -117,6 +119,19 @@ impl Arena {
                 Ok(_) => return (base + start) as *mut u8,
                 Err(seen) => next = seen,
             }
+        }
+    }
+
+    /// Touches the first `bytes` of the arena, so their page faults (for
+    /// secret memory: taking each page out of the kernel's direct map)
+    /// happen now rather than while the reply is handled.
+    fn prefault(&self, bytes: usize) {
+        let base = self.base.load(Ordering::Relaxed);
+        let end = bytes.min(self.size.load(Ordering::Relaxed));
+        for off in (0..end).step_by(page_size()) {
+            // SAFETY: inside the mapping, which nothing uses yet (no
+            // allocation precedes activation); volatile so it is not elided.
+            unsafe { std::ptr::write_volatile((base + off) as *mut u8, 0) };
         }
     }
 
@@ -262,10 +277,17 @@ impl SecretHeap {
         }
     }
 
-    /// From now on, allocations come from the arena. Call before the
-    /// request is made: what was allocated earlier stays where it is.
+    /// From now on, allocations come from the arena: call it before the
+    /// reply is read (what was allocated earlier stays where it is). Maps
+    /// the arena and faults its first pages in; a second call does nothing.
     pub fn activate(&self) -> Option<Backing> {
+        if self.active.load(Ordering::Acquire) {
+            return active_backing();
+        }
         let backing = self.arena.backing();
+        if backing.is_some() {
+            self.arena.prefault(PREFAULT_BYTES);
+        }
         if let Some(b) = backing {
             let code = match b {
                 Backing::SecretMemory => SECRET,

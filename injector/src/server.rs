@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use kernelseal_bpf::Marks;
 use kernelseal_protocol::{
-    EnvVar, ExecRequest, ExecResponse, MAX_REQUEST_BYTES, PROTOCOL_VERSION, decode_request, encode,
+    EnvVar, ExecRequest, ExecResponse, MAX_REQUEST_BYTES, PROTOCOL_VERSION, decode_request,
+    encode_frame,
 };
 use kernelseal_providers::Cache;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,10 +133,10 @@ async fn read_request(stream: &mut UnixStream) -> Result<ExecRequest, String> {
 }
 
 async fn reply(stream: &mut UnixStream, res: &ExecResponse) -> std::io::Result<()> {
-    // The encoded response holds the values: wiped when sent.
-    let body = zeroize::Zeroizing::new(encode(res));
-    stream.write_all(&(body.len() as u32).to_be_bytes()).await?;
-    stream.write_all(&body).await?;
+    // The encoded response holds the values: wiped when sent. One write,
+    // so the wrapper wakes once.
+    let frame = zeroize::Zeroizing::new(encode_frame(res));
+    stream.write_all(&frame).await?;
     stream.flush().await
 }
 

@@ -87,16 +87,29 @@ pub enum ProtocolError {
     Version(u32),
 }
 
-/// Writes one frame.
+/// Writes one frame with a single write: a length prefix sent on its own
+/// wakes the peer once for four bytes and again for the body.
 pub fn write_frame(w: &mut impl Write, body: &[u8]) -> Result<(), ProtocolError> {
     let len = u32::try_from(body.len()).map_err(|_| ProtocolError::TooLarge {
         size: u32::MAX,
         limit: MAX_RESPONSE_BYTES,
     })?;
-    w.write_all(&len.to_be_bytes())?;
-    w.write_all(body)?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(body);
+    w.write_all(&frame)?;
     w.flush()?;
     Ok(())
+}
+
+/// A message encoded as one whole frame (length prefix, then the JSON
+/// body), built in place, for a single write.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut frame = vec![0u8; 4];
+    serde_json::to_writer(&mut frame, msg).expect("protocol messages always serialize");
+    let len = u32::try_from(frame.len() - 4).unwrap_or(u32::MAX);
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    frame
 }
 
 /// Reads one frame of at most `limit` bytes.
@@ -146,6 +159,22 @@ pub fn decode_response(mut body: Vec<u8>) -> Result<ExecResponse, ProtocolError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_frame_reads_back_as_the_message() {
+        let msg = ExecResponse::Refused {
+            version: PROTOCOL_VERSION,
+            reason: "no".into(),
+            retry: false,
+        };
+        let frame = encode_frame(&msg);
+        assert_eq!(
+            u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize,
+            frame.len() - 4
+        );
+        let body = read_frame(&mut &frame[..], MAX_RESPONSE_BYTES).unwrap();
+        assert_eq!(decode_response(body).unwrap(), msg);
+    }
 
     #[test]
     fn frames_round_trip_and_limits_hold() {
