@@ -96,6 +96,19 @@ fn protect_without_an_agent_says_so() {
 /// Enforce mode where the LSM cannot load must refuse to run (exit 3) and
 /// say why; where it can load (a host with working BPF-LSM), the agent
 /// must come up. Either way the outcome is checked.
+/// `agent` on `config`, pinning under `pins`, metrics on a free port.
+fn agent_args<'a>(config: &'a std::path::Path, pins: &'a std::path::Path) -> [&'a str; 7] {
+    [
+        "agent",
+        "--config",
+        config.to_str().unwrap(),
+        "--pin-dir",
+        pins.to_str().unwrap(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]
+}
+
 /// A config error is found before anything is loaded or pinned: exit 2
 /// with the field, never 3 (the gate's refusal on this host) and no pins.
 #[test]
@@ -106,15 +119,7 @@ fn agent_config_errors_come_before_the_kernel() {
     );
     let path = tmp_config("bad-provider.yaml", &text);
     let pins = std::env::temp_dir().join(format!("kernelseal-pins-bad-{}", std::process::id()));
-    let (code, out, err) = run(&[
-        "agent",
-        "--config",
-        path.to_str().unwrap(),
-        "--pin-dir",
-        pins.to_str().unwrap(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
+    let (code, out, err) = run(&agent_args(&path, &pins));
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         err.contains("providers.vault-main.address")
@@ -130,15 +135,7 @@ fn enforce_agent_fails_closed_or_runs() {
     let path = tmp_config("enforce.yaml", QUICK_START);
     let pins = std::env::temp_dir().join(format!("kernelseal-pins-{}", std::process::id()));
     let mut child = bin()
-        .args([
-            "agent",
-            "--config",
-            path.to_str().unwrap(),
-            "--pin-dir",
-            pins.to_str().unwrap(),
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
+        .args(agent_args(&path, &pins))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

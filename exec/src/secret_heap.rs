@@ -241,6 +241,18 @@ fn map_locked(size: usize) -> Option<usize> {
     }
 }
 
+/// Whether this kernel (and seccomp profile) offers `memfd_secret`: the
+/// backing an activated heap will get, for tests and diagnostics.
+pub fn secret_memory_available() -> bool {
+    // SAFETY: memfd_secret takes flags; the fd is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
+    if fd >= 0 {
+        // SAFETY: our own fd.
+        unsafe { libc::close(fd as libc::c_int) };
+    }
+    fd >= 0
+}
+
 /// Which backing the activated heap got, for `--verbose`.
 static ACTIVE_BACKING: AtomicU8 = AtomicU8::new(UNINIT);
 

@@ -9,19 +9,9 @@ use kernelseal_exec::secret_heap::{Arena, Backing};
 
 const SECRET: &[u8; 24] = b"pre-opened-fd-cannot-see";
 
-fn memfd_secret_works() -> bool {
-    // SAFETY: probing the syscall; the fd is closed at once.
-    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
-    if fd >= 0 {
-        // SAFETY: our own fd.
-        unsafe { libc::close(fd as i32) };
-    }
-    fd >= 0
-}
-
 #[test]
 fn a_descriptor_opened_before_cannot_read_the_arena() {
-    if !memfd_secret_works() {
+    if !kernelseal_exec::secret_heap::secret_memory_available() {
         eprintln!("SKIP: memfd_secret is unavailable on this kernel");
         return;
     }
