@@ -153,11 +153,7 @@ fn kernelseal_exec_holds_secrets_in_secret_memory() {
     assert!(out.status.success(), "{err}");
     let expected = format!(
         "held in {}",
-        if kernelseal_exec::secret_heap::secret_memory_available() {
-            kernelseal_exec::Backing::SecretMemory.describe()
-        } else {
-            kernelseal_exec::Backing::LockedMemory.describe()
-        }
+        kernelseal_exec::secret_heap::expected_backing().describe()
     );
     assert!(err.contains(&expected), "want {expected:?}: {err}");
     assert!(!err.contains(SECRET), "{err}");

@@ -253,6 +253,16 @@ pub fn secret_memory_available() -> bool {
     fd >= 0
 }
 
+/// The backing an activated heap gets on this machine (with the default
+/// `RLIMIT_MEMLOCK`): what `--verbose` should report here.
+pub fn expected_backing() -> Backing {
+    if secret_memory_available() {
+        Backing::SecretMemory
+    } else {
+        Backing::LockedMemory
+    }
+}
+
 /// Which backing the activated heap got, for `--verbose`.
 static ACTIVE_BACKING: AtomicU8 = AtomicU8::new(UNINIT);
 

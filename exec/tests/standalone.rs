@@ -122,11 +122,7 @@ fn secrets_reach_the_program_and_the_wrapper_says_where_it_held_them() {
     );
     let expected = format!(
         "held in {}",
-        if kernelseal_exec::secret_heap::secret_memory_available() {
-            kernelseal_exec::Backing::SecretMemory.describe()
-        } else {
-            kernelseal_exec::Backing::LockedMemory.describe()
-        }
+        kernelseal_exec::secret_heap::expected_backing().describe()
     );
     assert!(err.contains(&expected), "want {expected:?}: {err}");
     let _ = std::fs::remove_dir_all(&dir);
