@@ -214,7 +214,13 @@ fn map_secret(size: usize) -> Option<usize> {
             libc::MAP_FAILED
         };
         libc::close(fd);
-        (mapped != libc::MAP_FAILED).then_some(mapped as usize)
+        if mapped == libc::MAP_FAILED {
+            return None;
+        }
+        // Shared by necessity (secretmem maps only shared): a forked child
+        // must not inherit it, or both would bump-allocate the same bytes.
+        libc::madvise(mapped, size, libc::MADV_DONTFORK);
+        Some(mapped as usize)
     }
 }
 
