@@ -20,6 +20,8 @@ pub enum BpfError {
         map: &'static str,
         source: io::Error,
     },
+    #[error("reading /proc for PID {pid} failed: {reason}")]
+    ProcRead { pid: u32, reason: String },
     #[error("no process with PID {pid}")]
     NoSuchProcess { pid: u32 },
     #[error("PID {pid} is a kernel thread; only user processes can be protected")]

@@ -76,11 +76,22 @@ enum Aside {
 /// Moves this version's links (another build's, or a partial set from an
 /// agent that died while attaching) out of the way; they keep enforcing
 /// until the new links are attached.
+///
+/// The build marker goes first: until the new programs write theirs, no
+/// build may adopt this version as its own.
 fn set_aside(l: &PinLayout) -> Aside {
-    if l.pinned_links(l.version()).is_empty() {
-        return Aside::Nothing;
-    }
+    let _ = l.remove_object_markers();
     let dir = l.replaced_links_dir(l.version());
+    if l.pinned_links(l.version()).is_empty() {
+        // An agent killed after moving links aside and before pinning its
+        // own left them there, still attached: they go once ours are in.
+        let left = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+        return if left {
+            Aside::MovedTo(dir)
+        } else {
+            Aside::Nothing
+        };
+    }
     let _ = l.remove_links(&dir);
     if std::fs::rename(l.links_dir(l.version()), &dir).is_ok() {
         Aside::MovedTo(dir)
@@ -188,7 +199,7 @@ impl Gate {
             {
                 Self::adopt(l.clone(), &expected)?
             }
-            _ => Self::load(&btf, layout.clone(), &expected)?,
+            _ => Self::load(&btf, layout.clone(), &expected, opts.policy)?,
         };
         gate.set_policy(opts.policy)?;
         gate.set_filter(opts.filter)?;
@@ -220,6 +231,10 @@ impl Gate {
                 id: info.program_id(),
             });
         }
+        // Links an agent set aside and was killed before removing: the
+        // adopted ones are complete and of this build, those are a second
+        // gate nobody owns.
+        let _ = layout.remove_links(&layout.replaced_links_dir(layout.version()));
         Ok(Gate {
             _ebpf: None,
             marks,
@@ -239,9 +254,10 @@ impl Gate {
         btf: &Btf,
         layout: Option<PinLayout>,
         expected: &[&'static str],
+        policy: KernelPolicy,
     ) -> Result<Self, BpfError> {
         let aside = layout.as_ref().map(set_aside).unwrap_or(Aside::Nothing);
-        let result = Self::load_attached(btf, layout.clone(), expected, &aside);
+        let result = Self::load_attached(btf, layout.clone(), expected, &aside, policy);
         if result.is_err()
             && let Some(l) = &layout
         {
@@ -258,6 +274,7 @@ impl Gate {
         layout: Option<PinLayout>,
         expected: &[&'static str],
         aside: &Aside,
+        policy: KernelPolicy,
     ) -> Result<Self, BpfError> {
         let mut origin = match aside {
             Aside::Removed => Origin::Replaced,
@@ -313,9 +330,12 @@ impl Gate {
             origin,
             programs: Vec::new(),
         };
-        // The programs read the policy map: write a safe one (nothing
-        // blocked, no filter) before they attach; the caller's follows.
-        gate.write_policy(RawPolicy::default())?;
+        // The caller's policy before the programs attach. Never a "nothing
+        // blocked" placeholder: a map of this layout version that already
+        // exists is the one the programs being replaced read, and they must
+        // go on enforcing until the new ones are in (and after, should this
+        // load fail). The exec filter follows in `open`.
+        gate.write_policy(policy.to_raw())?;
         // Files delivered under an older layout stay guarded: their entries
         // move to this layout's map before its programs attach, while the
         // old programs still run. Failing here leaves the old gate in place.

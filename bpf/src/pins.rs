@@ -75,20 +75,27 @@ impl PinLayout {
             .join(format!("object-{object_hash:016x}"))
     }
 
+    /// Removes this version's build markers: no build adopts its links.
+    pub fn remove_object_markers(&self) -> std::io::Result<()> {
+        if let Ok(entries) = std::fs::read_dir(self.version_dir(self.version)) {
+            for e in entries.filter_map(|e| e.ok()) {
+                if e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("object-"))
+                {
+                    std::fs::remove_dir(e.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Records that this version's links run the programs of the build
     /// `object_hash`, replacing any other build's marker.
     pub fn mark_object(&self, object_hash: u64) -> std::io::Result<()> {
         let keep = self.object_marker(self.version, object_hash);
-        if let Ok(entries) = std::fs::read_dir(self.version_dir(self.version)) {
-            for e in entries.filter_map(|e| e.ok()) {
-                let is_marker = e
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with("object-"));
-                if is_marker && e.path() != keep {
-                    std::fs::remove_dir(e.path())?;
-                }
-            }
+        if !keep.is_dir() {
+            self.remove_object_markers()?;
         }
         match std::fs::create_dir(&keep) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),

@@ -66,19 +66,39 @@ pub struct Tracer {
 pub fn tracer_of(pid: u32, pidfd: BorrowedFd<'_>) -> Result<Option<Tracer>, BpfError> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map_err(|_| BpfError::NoSuchProcess { pid })?;
+    // Fails closed: anything but a thread that is gone is an error, never
+    // "untraced".
+    let unreadable = |what: String, e: std::io::Error| BpfError::ProcRead {
+        pid,
+        reason: format!("{what}: {e}"),
+    };
+    let gone = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+    };
     let mut found = None;
-    for task in tasks.flatten() {
+    for task in tasks {
+        let task = task.map_err(|e| unreadable(format!("/proc/{pid}/task"), e))?;
         let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
             continue;
         };
-        // A thread that exited between the listing and the read has no
-        // tracer left to worry about.
-        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
-            continue;
+        let status = match std::fs::read_to_string(task.path().join("status")) {
+            Ok(s) => s,
+            // Exited between the listing and the read: no tracer left.
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(unreadable(format!("/proc/{pid}/task/{tid}/status"), e)),
         };
-        if let Some(tracer_pid) = tracer_pid(&status).filter(|&t| t != 0) {
-            found = Some(Tracer { tid, tracer_pid });
-            break;
+        match tracer_pid(&status) {
+            Some(0) => {}
+            Some(tracer_pid) => {
+                found = Some(Tracer { tid, tracer_pid });
+                break;
+            }
+            None => {
+                return Err(BpfError::ProcRead {
+                    pid,
+                    reason: format!("/proc/{pid}/task/{tid}/status has no TracerPid"),
+                });
+            }
         }
     }
     if !crate::sys::pidfd_alive(pidfd) {

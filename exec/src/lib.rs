@@ -126,6 +126,18 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
                     )
                 ));
             }
+            // The values are copied a few times more on the way to execve
+            // (the command's table, the captured environment, the envp
+            // strings); what does not fit goes to ordinary memory.
+            let bytes: usize = env.iter().map(|v| v.name.len() + v.value.len() + 2).sum();
+            if backing.is_some() && (secret_heap::spilled() || heap.room() < 4 * bytes) {
+                warn(format!(
+                    "{bytes} bytes of secrets do not all fit the {} arena ({} bytes free): part of \
+                     them sits in ordinary memory until exec",
+                    backing.map_or("", Backing::describe),
+                    heap.room()
+                ));
+            }
             for var in &env {
                 cmd.env(&var.name, &var.value);
             }

@@ -7,11 +7,13 @@
 //! through an open descriptor are not checked again. `memfd_secret(2)`
 //! memory is outside the kernel's direct map and refused to
 //! `get_user_pages`, so such a descriptor (and any tracer or
-//! `process_vm_readv`) fails on it; the kernel zeroes it when freed. Where
-//! `memfd_secret` is unavailable (kernel without `CONFIG_SECRETMEM`, a
-//! seccomp profile that refuses it, `RLIMIT_MEMLOCK` too small), the heap
-//! is anonymous memory locked as it is touched (best effort) and left out
-//! of core dumps.
+//! `process_vm_readv`) fails on it; the kernel zeroes it when freed. A
+//! descriptor opened *read-write* before the mark could still change the
+//! wrapper's code or data: this defeats reading, not every early handle.
+//! Where `memfd_secret` is unavailable (kernel without `CONFIG_SECRETMEM`,
+//! a seccomp profile that refuses it, `RLIMIT_MEMLOCK` under 16 KiB), the
+//! heap is anonymous memory locked as it is touched where `RLIMIT_MEMLOCK`
+//! allows, and left out of core dumps.
 //!
 //! A bump allocator: the wrapper lives for one request and one `execve`,
 //! and everything it held goes with its address space at exec. What does
@@ -25,17 +27,19 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 const ARENA_BYTES: usize = 16 << 20;
 /// Faulted in at activation: what a typical reply and environment use.
 const PREFAULT_BYTES: usize = 4 << 10;
-/// Below this a secret arena is not worth having: the reply alone may not
-/// fit, and the overflow would go to ordinary memory.
-const MIN_SECRET_BYTES: usize = 256 << 10;
+/// Below this a secret arena is not worth having (a typical reply and
+/// environment take 2-3 KiB; more spills, and `--verbose` says so).
+const MIN_SECRET_BYTES: usize = 16 << 10;
 
 /// What backs the arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backing {
     /// `memfd_secret(2)`: unreadable to other processes, even root.
     SecretMemory,
-    /// Anonymous memory, locked on fault where allowed, not in core dumps.
+    /// Anonymous memory, locked on fault, not in core dumps.
     LockedMemory,
+    /// Anonymous memory not in core dumps; `RLIMIT_MEMLOCK` refused the lock.
+    UnlockedMemory,
 }
 
 impl Backing {
@@ -44,6 +48,10 @@ impl Backing {
             Backing::SecretMemory => "secret memory (memfd_secret)",
             Backing::LockedMemory => {
                 "locked memory excluded from core dumps (memfd_secret unavailable)"
+            }
+            Backing::UnlockedMemory => {
+                "memory excluded from core dumps, not locked (memfd_secret unavailable, \
+                 RLIMIT_MEMLOCK too small to lock)"
             }
         }
     }
@@ -54,6 +62,16 @@ const BUSY: u8 = 1;
 const SECRET: u8 = 2;
 const LOCKED: u8 = 3;
 const FAILED: u8 = 4;
+const UNLOCKED: u8 = 5;
+
+fn backing_of(state: u8) -> Option<Backing> {
+    match state {
+        SECRET => Some(Backing::SecretMemory),
+        LOCKED => Some(Backing::LockedMemory),
+        UNLOCKED => Some(Backing::UnlockedMemory),
+        _ => None,
+    }
+}
 
 /// One mapping, handed out front to back.
 pub struct Arena {
@@ -92,11 +110,7 @@ impl Arena {
             self.size.store(size, Ordering::Relaxed);
             self.state.store(state, Ordering::Release);
         }
-        match self.state.load(Ordering::Acquire) {
-            SECRET => Some(Backing::SecretMemory),
-            LOCKED => Some(Backing::LockedMemory),
-            _ => None,
-        }
+        backing_of(self.state.load(Ordering::Acquire))
     }
 
     /// Memory from the arena, or null when it is not mapped or full.
@@ -186,7 +200,8 @@ fn map_arena() -> (u8, usize, usize) {
         return (SECRET, base, secret_size);
     }
     match map_locked(ARENA_BYTES) {
-        Some(base) => (LOCKED, base, ARENA_BYTES),
+        Some((base, true)) => (LOCKED, base, ARENA_BYTES),
+        Some((base, false)) => (UNLOCKED, base, ARENA_BYTES),
         None => (FAILED, 0, 0),
     }
 }
@@ -224,7 +239,9 @@ fn map_secret(size: usize) -> Option<usize> {
     }
 }
 
-fn map_locked(size: usize) -> Option<usize> {
+/// The mapping and whether its front (where a bump arena allocates) is
+/// locked.
+fn map_locked(size: usize) -> Option<(usize, bool)> {
     // SAFETY: a fresh anonymous mapping; the advice calls only concern it.
     unsafe {
         let p = libc::mmap(
@@ -240,10 +257,13 @@ fn map_locked(size: usize) -> Option<usize> {
         }
         libc::madvise(p, size, libc::MADV_DONTDUMP);
         libc::madvise(p, size, libc::MADV_WIPEONFORK);
-        // Locked page by page as it is touched: no up-front cost. Refused
-        // past RLIMIT_MEMLOCK, which is why this is best effort.
-        libc::syscall(libc::SYS_mlock2, p, size, libc::MLOCK_ONFAULT);
-        Some(p as usize)
+        // Locked page by page as it is touched: no up-front cost. The whole
+        // range counts against RLIMIT_MEMLOCK (root with CAP_IPC_LOCK is
+        // exempt), so else only the front that the limit allows.
+        let lock = |len: usize| libc::syscall(libc::SYS_mlock2, p, len, libc::MLOCK_ONFAULT) == 0;
+        let front = (memlock_limit().min(size) / page_size()) * page_size();
+        let locked = lock(size) || (front >= MIN_SECRET_BYTES && lock(front));
+        Some((p as usize, locked))
     }
 }
 
@@ -262,11 +282,20 @@ pub fn secret_memory_available() -> bool {
 /// The backing an activated heap gets on this machine (with the default
 /// `RLIMIT_MEMLOCK`): what `--verbose` should report here.
 pub fn expected_backing() -> Backing {
-    if secret_memory_available() {
+    if secret_memory_available() && memlock_limit() >= MIN_SECRET_BYTES {
         Backing::SecretMemory
     } else {
         Backing::LockedMemory
     }
+}
+
+/// Set when an allocation after activation did not fit in the arena and
+/// came from the system allocator: `--verbose` must not claim otherwise.
+static SPILLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether anything allocated after activation went to ordinary memory.
+pub fn spilled() -> bool {
+    SPILLED.load(Ordering::Relaxed)
 }
 
 /// Which backing the activated heap got, for `--verbose`.
@@ -274,11 +303,7 @@ static ACTIVE_BACKING: AtomicU8 = AtomicU8::new(UNINIT);
 
 /// The backing of the heap activated in this process, if any.
 pub fn active_backing() -> Option<Backing> {
-    match ACTIVE_BACKING.load(Ordering::Acquire) {
-        SECRET => Some(Backing::SecretMemory),
-        LOCKED => Some(Backing::LockedMemory),
-        _ => None,
-    }
+    backing_of(ACTIVE_BACKING.load(Ordering::Acquire))
 }
 
 /// A global allocator that is the system allocator until [`activate`]d,
@@ -320,6 +345,7 @@ impl SecretHeap {
             let code = match b {
                 Backing::SecretMemory => SECRET,
                 Backing::LockedMemory => LOCKED,
+                Backing::UnlockedMemory => UNLOCKED,
             };
             ACTIVE_BACKING.store(code, Ordering::Release);
             self.active.store(true, Ordering::Release);
@@ -327,12 +353,21 @@ impl SecretHeap {
         backing
     }
 
+    /// Bytes the arena can still hand out (0 when it is not mapped).
+    pub fn room(&self) -> usize {
+        let size = self.arena.size.load(Ordering::Relaxed);
+        size.saturating_sub(self.arena.next.load(Ordering::Relaxed))
+    }
+
     fn arena_alloc(&self, layout: Layout) -> *mut u8 {
-        if self.active.load(Ordering::Relaxed) {
-            self.arena.alloc(layout)
-        } else {
-            std::ptr::null_mut()
+        if !self.active.load(Ordering::Relaxed) {
+            return std::ptr::null_mut();
         }
+        let p = self.arena.alloc(layout);
+        if p.is_null() {
+            SPILLED.store(true, Ordering::Relaxed);
+        }
+        p
     }
 }
 

@@ -127,3 +127,56 @@ fn secrets_reach_the_program_and_the_wrapper_says_where_it_held_them() {
     assert!(err.contains(&expected), "want {expected:?}: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Secrets larger than the arena (RLIMIT_MEMLOCK of 64 KiB caps it) still
+/// reach the program, and the wrapper says part of them sat in ordinary
+/// memory instead of claiming otherwise.
+#[test]
+fn secrets_larger_than_the_arena_are_delivered_and_the_spill_is_said() {
+    use std::os::unix::process::CommandExt;
+    if !kernelseal_exec::secret_heap::secret_memory_available() {
+        eprintln!("SKIP: memfd_secret is unavailable on this kernel");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ks-spill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("agent.sock");
+    let big = "s".repeat(100 << 10);
+    let agent = serve_one(&socket, &big);
+    let mut cmd = wrapper();
+    cmd.arg("--socket").arg(&socket).args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "printf %s \"${#STANDIN_SECRET}\"",
+    ]);
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 64 << 10,
+                rlim_max: 64 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    };
+    let out = cmd.output().unwrap();
+    agent.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        (100 << 10).to_string()
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("do not all fit the secret memory (memfd_secret) arena"),
+        "{err}"
+    );
+    assert!(!err.contains("sssss"), "the value on stderr");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,10 @@ use crate::identity::Caller;
 /// can still read memory with `PTRACE_PEEKDATA`. In `audit` the tracer is
 /// logged and the delivery goes on, as every other audit finding does.
 ///
+/// Left open: an attach whose LSM check passed just before the mark and
+/// that links the tracer just after this scan (`ptrace_attach` checks, then
+/// links under another lock): a window of a few instructions.
+///
 /// The error is the reason to give the caller; it never holds a secret.
 pub(crate) fn protect_caller(
     marks: &Marks,
