@@ -93,9 +93,6 @@ fn protect_without_an_agent_says_so() {
     );
 }
 
-/// Enforce mode where the LSM cannot load must refuse to run (exit 3) and
-/// say why; where it can load (a host with working BPF-LSM), the agent
-/// must come up. Either way the outcome is checked.
 /// `agent` on `config`, pinning under `pins`, metrics on a free port.
 fn agent_args<'a>(config: &'a std::path::Path, pins: &'a std::path::Path) -> [&'a str; 7] {
     [
@@ -130,6 +127,9 @@ fn agent_config_errors_come_before_the_kernel() {
     assert!(!pins.exists(), "pins made for a config that was refused");
 }
 
+/// Enforce mode where the LSM cannot load must refuse to run (exit 3) and
+/// say why; where it can load (a host with working BPF-LSM), the agent
+/// must come up. Either way the outcome is checked.
 #[test]
 fn enforce_agent_fails_closed_or_runs() {
     let path = tmp_config("enforce.yaml", QUICK_START);

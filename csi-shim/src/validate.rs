@@ -30,13 +30,18 @@ pub fn validate_text(text: &str) -> Result<Validated, Error> {
 /// the document (1-based) when there are several.
 pub fn validate_documents(text: &str) -> Result<Vec<Validated>, Error> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(not_yaml)?;
-    let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
+    // Numbered as the parser yields them (it skips empty documents).
+    let docs: Vec<(usize, Value)> = docs
+        .into_iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_null())
+        .collect();
     if docs.len() <= 1 {
-        let doc = docs.into_iter().next().unwrap_or(Value::Null);
+        let doc = docs.into_iter().next().map_or(Value::Null, |(_, d)| d);
         return validate_value(doc).map(|v| vec![v]);
     }
     let mut out = Vec::new();
-    for (i, doc) in docs.into_iter().enumerate() {
+    for (i, doc) in docs {
         if doc.get("kind").is_some_and(|k| k != "SecretProviderClass") {
             continue;
         }

@@ -165,9 +165,9 @@ impl LiveSet {
                     match send(&l.pidfd, libc::SIGKILL) {
                         Ok(()) => info!(
                             pid = l.pid, binding = %l.binding,
-                            "[ROTATE] {what} changed; PID {} is PID 1 of its container without a \
-                             SIGTERM handler (the kernel would drop SIGTERM): sent SIGKILL for a \
-                             restart with the new value (binding {})", l.pid, l.binding
+                            "[ROTATE] {what} changed; SIGTERM to PID {} would be dropped (PID 1 \
+                             of its container without a handler for it, or ignored): sent SIGKILL \
+                             for a restart with the new value (binding {})", l.pid, l.binding
                         ),
                         Err(e) => warn!(
                             pid = l.pid,

@@ -102,10 +102,29 @@ pub fn write_frame(w: &mut impl Write, body: &[u8]) -> Result<(), ProtocolError>
     Ok(())
 }
 
+/// Counts what would be written.
+struct ByteCount(usize);
+
+impl Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A message encoded as one whole frame (length prefix, then the JSON
 /// body), built in place, for a single write.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
-    let mut frame = vec![0u8; 4];
+    // Sized first, so the buffer never grows: a reallocation would free a
+    // partial copy of the values unwiped.
+    let mut counter = ByteCount(0);
+    serde_json::to_writer(&mut counter, msg).expect("protocol messages always serialize");
+    let mut frame = Vec::with_capacity(4 + counter.0);
+    frame.extend_from_slice(&[0u8; 4]);
     serde_json::to_writer(&mut frame, msg).expect("protocol messages always serialize");
     let len = u32::try_from(frame.len() - 4).unwrap_or(u32::MAX);
     frame[..4].copy_from_slice(&len.to_be_bytes());
@@ -138,11 +157,17 @@ pub fn decode_request(body: &[u8]) -> Result<ExecRequest, ProtocolError> {
     Ok(req)
 }
 
-/// Decodes a response. serde_json's error text never quotes the input, so a
-/// malformed response cannot leak a value through the error.
+/// Decodes a response. serde_json's error text can quote the input
+/// ("invalid type: string \"…\""), so the error names only the kind and
+/// place: a malformed response cannot leak a value through it.
 pub fn decode_response(mut body: Vec<u8>) -> Result<ExecResponse, ProtocolError> {
-    let res = serde_json::from_slice::<ExecResponse>(&body)
-        .map_err(|e| ProtocolError::Malformed(e.to_string()));
+    let res = serde_json::from_slice::<ExecResponse>(&body).map_err(|e| {
+        let place = match e.line() {
+            0 => String::new(),
+            line => format!(" at line {line} column {}", e.column()),
+        };
+        ProtocolError::Malformed(format!("{:?} error{place}", e.classify()))
+    });
     body.zeroize();
     let res = res?;
     let version = match &res {
@@ -159,6 +184,14 @@ pub fn decode_response(mut body: Vec<u8>) -> Result<ExecResponse, ProtocolError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_response_does_not_quote_its_values() {
+        let body = br#"{"status":"ok","version":1,"bindings":"TOP-SECRET-VALUE"}"#.to_vec();
+        let e = decode_response(body).unwrap_err().to_string();
+        assert!(!e.contains("TOP-SECRET"), "{e}");
+        assert!(e.contains("Data error"), "{e}");
+    }
 
     #[test]
     fn a_whole_frame_reads_back_as_the_message() {
