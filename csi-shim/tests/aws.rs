@@ -4,65 +4,21 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use aws_credential_types::Credentials;
 use kernelseal_csi::LocalPolicy;
+use kernelseal_testkit::Moto;
 use support::{Server, assert_clean, attributes, request};
 use tonic::Code;
 
 const STS_JWT: &str = "eyJ.web-pod-token-for-sts.sig";
 
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_moto() -> Option<(Moto, String)> {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("moto_server").is_file()));
-    if !found {
-        let msg = "moto_server not found: install it with  pip install 'moto[server]'";
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg} (required in CI)");
-        }
-        eprintln!("\n!!!!!!!!!! SKIPPING CSI AWS TESTS: {msg} !!!!!!!!!!\n");
-        return None;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn moto_server");
-    let moto = Moto(child);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some((moto, format!("http://127.0.0.1:{port}")))
-}
-
 #[test]
 fn aws_web_identity_and_node_credentials_against_moto() {
     support::init();
-    let Some((_moto, endpoint)) = start_moto() else {
+    let Some(moto) = Moto::start("CSI AWS TESTS") else {
         return;
     };
+    let endpoint = moto.endpoint.clone();
     // Before any runtime thread exists: the SDK reads these at client build.
     // SAFETY: single-threaded at this point of this test binary.
     unsafe {

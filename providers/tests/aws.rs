@@ -11,7 +11,8 @@ use aws_sdk_secretsmanager::primitives::Blob;
 use kernelseal_providers::{
     AwsProvider, AwsRef, AwsSettings, Cache, CacheOptions, Error, SecretProvider, SecretRef,
 };
-use support::{Moto, assert_err_clean, closed_port};
+use kernelseal_testkit::{Moto, unused_port};
+use support::assert_err_clean;
 
 fn creds() -> SharedCredentialsProvider {
     SharedCredentialsProvider::new(Credentials::new("testing", "testing", None, None, "test"))
@@ -59,7 +60,9 @@ fn aws_ref(id: &str) -> AwsRef {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_secrets_manager_against_moto() {
     support::init();
-    let Some(moto) = Moto::start() else { return };
+    let Some(moto) = Moto::start("AWS PROVIDER TESTS") else {
+        return;
+    };
     let ep = moto.endpoint.as_str();
     let sm = admin(ep, "us-east-1").await;
 
@@ -197,7 +200,7 @@ async fn aws_secrets_manager_against_moto() {
         .send()
         .await
         .unwrap();
-    let dead = format!("http://127.0.0.1:{}", closed_port());
+    let dead = format!("http://127.0.0.1:{}", unused_port());
     let fp = provider(
         "us-east-1",
         Some("eu-west-1"),
@@ -255,7 +258,9 @@ async fn aws_secrets_manager_against_moto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_chain_and_aws_endpoint_url() {
     support::init();
-    let Some(moto) = Moto::start() else { return };
+    let Some(moto) = Moto::start("AWS PROVIDER TESTS") else {
+        return;
+    };
     admin(&moto.endpoint, "us-west-2")
         .await
         .create_secret()

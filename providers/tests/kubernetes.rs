@@ -207,7 +207,7 @@ async fn bad_token_and_unreachable_api() {
     assert_err_clean(&e, &[PASSWORD, "wrong-token-77777777"]);
 
     let dir2 = tempfile::tempdir().unwrap();
-    let dead = format!("http://127.0.0.1:{}", support::closed_port());
+    let dead = format!("http://127.0.0.1:{}", kernelseal_testkit::unused_port());
     let p = KubernetesProvider::new(
         "k8s",
         KubernetesSettings {

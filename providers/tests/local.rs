@@ -206,7 +206,7 @@ async fn registry_and_check_report() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("creds.json");
     std::fs::write(&file, r#"{"password":"json-file-s3cret"}"#).unwrap();
-    let port = support::closed_port().to_string();
+    let port = kernelseal_testkit::unused_port().to_string();
     let text = CONFIG
         .replace("PORT", &port)
         .replace("@FILE@", file.to_str().unwrap());

@@ -18,8 +18,9 @@ use kernelseal_providers::{
     Cache, CacheOptions, Error, KvEngine, SecretIdSource, SecretProvider, SecretRef, VaultAuth,
     VaultProvider, VaultRef, VaultSettings,
 };
+use kernelseal_testkit::unused_port;
 use serde_json::{Value, json};
-use support::{assert_err_clean, closed_port};
+use support::assert_err_clean;
 
 const JWT: &str = "jwt-eyJhbGciOi-standin-sa-token";
 const ROLE_ID: &str = "role-id-1234";
@@ -615,7 +616,7 @@ async fn server_down_and_sealed_retry_then_fail() {
     let mut s = Standin::start(3600, true)
         .await
         .settings(kube_auth(&dir, "app"));
-    s.address = format!("http://127.0.0.1:{}", closed_port());
+    s.address = format!("http://127.0.0.1:{}", unused_port());
     let cache = Cache::new(Arc::new(VaultProvider::new("v", s).unwrap()), opts.clone());
     let r = SecretRef::Vault(vref("app", "api_key"));
     let e = cache.get(&r).await.unwrap_err();

@@ -1,12 +1,9 @@
-//! Shared test support: crypto provider, log capture, leak assertions and
-//! a moto_server process that is killed on drop.
+//! Shared test support: crypto provider, log capture, leak assertions (the
+//! moto_server launcher and ports are in `kernelseal-testkit`).
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
 
@@ -69,71 +66,4 @@ pub fn assert_no_leak(text: &str, secrets: &[&str]) {
 /// Asserts no leak for an error, checking both Display and Debug.
 pub fn assert_err_clean(e: &kernelseal_providers::Error, secrets: &[&str]) {
     assert_no_leak(&format!("{e} {e:?}"), secrets);
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A port nothing listens on (bound then released).
-pub fn closed_port() -> u16 {
-    free_port()
-}
-
-/// `moto_server` in server mode on 127.0.0.1, killed on drop.
-pub struct Moto {
-    child: Child,
-    pub endpoint: String,
-}
-
-impl Moto {
-    /// Starts moto, or returns `None` (with a loud message) when it is not
-    /// installed outside CI. In CI a missing moto fails the test.
-    pub fn start() -> Option<Moto> {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("moto_server").is_file()));
-        if !found {
-            let msg = "moto_server not found: install it with  pip install 'moto[server]'";
-            if std::env::var_os("CI").is_some() {
-                panic!("{msg} (required in CI)");
-            }
-            eprintln!("\n!!!!!!!!!! SKIPPING AWS TESTS: {msg} !!!!!!!!!!\n");
-            return None;
-        }
-        let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn moto_server");
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start within 60s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(moto)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
