@@ -5,15 +5,15 @@
 
 mod args;
 mod client;
+mod launch;
 pub mod secret_heap;
 
 use std::ffi::{OsStr, OsString};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 pub use args::{Args, OnError, USAGE, parse, parse_duration};
 pub use client::{Outcome, ask};
+pub use launch::{BadVariable, Launch, LaunchError};
 pub use secret_heap::{Backing, SecretHeap};
 
 pub const EXIT_AGENT: i32 = 125;
@@ -83,10 +83,11 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
         ));
         return EXIT_NOT_FOUND;
     };
-    let mut cmd = Command::new(&binary);
-    cmd.arg0(&args.command[0]).args(&args.command[1..]);
+    // Before the request: the secret heap is activated once it is sent.
+    let launch = Launch::new(&binary, &args.command[0], &args.command[1..]);
     let outcome = ask(&args.socket, &binary.to_string_lossy(), args.timeout, heap);
     let backing = secret_heap::active_backing();
+    let mut secrets = Vec::new();
     match outcome {
         Outcome::Delivered {
             env,
@@ -126,11 +127,11 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
                     )
                 ));
             }
-            // The values are copied a few times more on the way to execve
-            // (the command's table, the captured environment, the envp
-            // strings); what does not fit goes to ordinary memory.
+            // The values are copied once more on the way to execve (the
+            // `NAME=value` entries); what does not fit goes to ordinary memory.
             let bytes: usize = env.iter().map(|v| v.name.len() + v.value.len() + 2).sum();
-            if backing.is_some() && (secret_heap::spilled() || heap.room() < 4 * bytes) {
+            let pointers = 8 * (env.len() + 1);
+            if backing.is_some() && (secret_heap::spilled() || heap.room() < bytes + pointers) {
                 warn(format!(
                     "{bytes} bytes of secrets do not all fit the {} arena ({} bytes free): part of \
                      them sits in ordinary memory until exec",
@@ -138,9 +139,7 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
                     heap.room()
                 ));
             }
-            for var in &env {
-                cmd.env(&var.name, &var.value);
-            }
+            secrets = env;
         }
         Outcome::NoBinding => {
             if args.verbose {
@@ -162,11 +161,19 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
         },
     }
     no_core_dumps();
-    let err = cmd.exec();
-    warn(format!("cannot exec {}: {err}", binary.display()));
-    match err.kind() {
-        std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
-        _ => EXIT_NOT_EXECUTABLE,
+    let Err(err) = launch.exec(&secrets);
+    match err {
+        LaunchError::Variable(bad) => {
+            warn(format!("no secrets for {}: {bad}", binary.display()));
+            EXIT_AGENT
+        }
+        LaunchError::Exec(err) => {
+            warn(format!("cannot exec {}: {err}", binary.display()));
+            match err.kind() {
+                std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+                _ => EXIT_NOT_EXECUTABLE,
+            }
+        }
     }
 }
 

@@ -68,22 +68,30 @@ fn exit_codes_are_the_documented_ones() {
 /// A stand-in agent on a real unix socket: answers one request with one
 /// secret, the way the agent's protocol says.
 fn serve_one(socket: &std::path::Path, value: &str) -> std::thread::JoinHandle<String> {
+    serve(socket, &[("STANDIN_SECRET", value)])
+}
+
+/// The same with any variables, well-formed or not.
+fn serve(socket: &std::path::Path, vars: &[(&str, &str)]) -> std::thread::JoinHandle<String> {
     use kernelseal_protocol::{
         EnvVar, ExecResponse, MAX_REQUEST_BYTES, PROTOCOL_VERSION, decode_request, encode,
         read_frame, write_frame,
     };
     let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
-    let value = value.to_string();
+    let env: Vec<EnvVar> = vars
+        .iter()
+        .map(|(name, value)| EnvVar {
+            name: name.to_string(),
+            value: value.to_string(),
+        })
+        .collect();
     std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let req = decode_request(&read_frame(&mut s, MAX_REQUEST_BYTES).unwrap()).unwrap();
         let resp = ExecResponse::Ok {
             version: PROTOCOL_VERSION,
             bindings: vec!["standin".into()],
-            env: vec![EnvVar {
-                name: "STANDIN_SECRET".into(),
-                value,
-            }],
+            env,
             missing: vec![],
             protected: true,
             warnings: vec![],
@@ -93,11 +101,130 @@ fn serve_one(socket: &std::path::Path, value: &str) -> std::thread::JoinHandle<S
     })
 }
 
-#[test]
-fn secrets_reach_the_program_and_the_wrapper_says_where_it_held_them() {
-    let dir = std::env::temp_dir().join(format!("ks-standalone-{}", std::process::id()));
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ks-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The program gets the caller's environment with the secrets set over it
+/// (a secret replaces an inherited variable of its name, once), and the
+/// arguments with argv[0] as typed.
+#[test]
+fn the_program_gets_the_inherited_environment_with_the_secrets_over_it() {
+    let dir = scratch("environment");
+    let socket = dir.join("agent.sock");
+    let agent = serve(&socket, &[("STANDIN_SECRET", "new-value"), ("SECOND", "2")]);
+    let out = wrapper()
+        .arg("--socket")
+        .arg(&socket)
+        .env("STANDIN_SECRET", "inherited-value")
+        .env("STANDIN_SECRET_LONGER", "kept")
+        .env("PLAIN_VARIABLE", "plain")
+        .args([
+            "--",
+            "sh",
+            "-c",
+            // The shell's environ as execve gave it: a shell folds
+            // duplicate names in what it exports, /proc does not.
+            "printf '%s|' \"$0\"; tr '\\0' '\\n' < /proc/$$/environ",
+            "arg-zero",
+        ])
+        .output()
+        .unwrap();
+    agent.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (arg0, env) = text.split_once('|').unwrap();
+    assert_eq!(arg0, "arg-zero");
+    let lines: Vec<&str> = env.lines().collect();
+    for want in [
+        "STANDIN_SECRET=new-value",
+        "SECOND=2",
+        "STANDIN_SECRET_LONGER=kept",
+        "PLAIN_VARIABLE=plain",
+    ] {
+        assert_eq!(
+            lines.iter().filter(|l| **l == want).count(),
+            1,
+            "{want}: {env}"
+        );
+    }
+    assert!(!env.contains("inherited-value"), "{env}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// As `std::process::Command` would: the program starts with no blocked
+/// signal and SIGPIPE at its default, whatever the wrapper was given.
+#[test]
+fn the_program_starts_with_signals_reset() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("signals");
+    let socket = dir.join("agent.sock");
+    let agent = serve_one(&socket, "v");
+    let mut cmd = wrapper();
+    cmd.arg("--socket")
+        .arg(&socket)
+        .args(["--", "cat", "/proc/self/status"]);
+    // SAFETY: sigprocmask and signal only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            Ok(())
+        })
+    };
+    let out = cmd.output().unwrap();
+    agent.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let status = String::from_utf8_lossy(&out.stdout);
+    let mask = |field: &str| {
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .unwrap()
+            .trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk:"), 0, "{status}");
+    assert_eq!(mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A reply no environment can carry (a NUL in a value, '=' in a name) is
+/// the agent's fault: exit 125 naming the variable, never the value, and
+/// nothing run.
+#[test]
+fn a_variable_no_environment_can_carry_is_refused_by_name() {
+    for (name, value) in [("NUL_VALUE", "top\0hidden-value"), ("A=B", "hidden-value")] {
+        let dir = scratch("bad-variable");
+        let socket = dir.join("agent.sock");
+        let ran = dir.join("ran");
+        let agent = serve(&socket, &[(name, value)]);
+        let out = wrapper()
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--", "touch"])
+            .arg(&ran)
+            .output()
+            .unwrap();
+        agent.join().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{out:?}");
+        assert!(!ran.exists(), "the program ran");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{name:?}")), "{err}");
+        assert!(!err.contains("hidden-value"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn secrets_reach_the_program_and_the_wrapper_says_where_it_held_them() {
+    let dir = scratch("standalone");
     let socket = dir.join("agent.sock");
     let agent = serve_one(&socket, "standin-value");
     let out = wrapper()
@@ -138,9 +265,7 @@ fn secrets_larger_than_the_arena_are_delivered_and_the_spill_is_said() {
         eprintln!("SKIP: memfd_secret is unavailable on this kernel");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("ks-spill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("spill");
     let socket = dir.join("agent.sock");
     let big = "s".repeat(100 << 10);
     let agent = serve_one(&socket, &big);
