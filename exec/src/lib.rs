@@ -63,8 +63,9 @@ fn warn(msg: impl AsRef<str>) {
 
 /// Runs the wrapper with `argv` (without the program name); returns only on
 /// failure, with the exit code. `heap` is the binary's global allocator:
-/// activated before the request, so the reply and the environment built
-/// from it never sit in ordinary memory when secret memory is available.
+/// activated once the request is sent, so the reply and the environment
+/// entries built from it never sit in ordinary memory when secret memory
+/// is available.
 pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
     let default_socket = std::env::var("KERNELSEAL_SOCKET")
         .unwrap_or_else(|_| kernelseal_protocol::DEFAULT_SOCKET.to_string());

@@ -1,5 +1,6 @@
 //! The wrapper's heap, once activated: the agent's reply, the parsed values
-//! and the new environment live in memory that other processes cannot read.
+//! and the secrets' `NAME=value` entries live in memory that other
+//! processes cannot read.
 //!
 //! The agent marks the wrapper before it replies, so from then on the gate
 //! refuses `/proc/PID/mem`, `ptrace` and `process_vm_readv`. What a mark
@@ -25,10 +26,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 /// Arena size wanted; smaller when `RLIMIT_MEMLOCK` (which `memfd_secret`
 /// mappings count against) is lower.
 const ARENA_BYTES: usize = 16 << 20;
-/// Faulted in at activation: what a typical reply and environment use.
+/// Faulted in at activation: what a typical reply and its entries use.
 const PREFAULT_BYTES: usize = 4 << 10;
-/// Below this a secret arena is not worth having (a typical reply and
-/// environment take 2-3 KiB; more spills, and `--verbose` says so).
+/// Below this a secret arena is not worth having (a typical reply and its
+/// entries take under 2 KiB; more spills, and `--verbose` says so).
 const MIN_SECRET_BYTES: usize = 16 << 10;
 
 /// What backs the arena.
