@@ -14,17 +14,35 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kernelseal")
 }
 
+/// A child killed and reaped when the test ends, passed or failed, so a
+/// failing test leaves no app or agent running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Agent {
-    child: Child,
+    _child: Reaped,
     log: PathBuf,
     socket: PathBuf,
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Polls `done` until it holds; after `secs` seconds fails with `context()`
+/// (a log, say), read only then.
+fn wait_until(secs: u64, mut done: impl FnMut() -> bool, context: impl FnOnce() -> String) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{}", context());
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 fn dir(name: &str) -> PathBuf {
@@ -63,19 +81,16 @@ fn start_agent_with(d: &Path, config_text: &str, extra: &[&std::ffi::OsStr]) -> 
         .stderr(out)
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("agent running")
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "agent did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    wait_until(
+        20,
+        || read(&log).contains("agent running"),
+        || format!("agent did not start: {}", read(&log)),
+    );
+    Agent {
+        _child: Reaped(child),
+        log,
+        socket,
     }
-    Agent { child, log, socket }
 }
 
 fn wrap(socket: &Path, extra: &[&str], cmd: &[&str]) -> std::process::Output {
@@ -88,6 +103,20 @@ fn wrap(socket: &Path, extra: &[&str], cmd: &[&str]) -> std::process::Output {
         .args(cmd)
         .output()
         .unwrap()
+}
+
+/// `sh -c script` started through the wrapper, running in the background.
+fn spawn_wrapped(socket: &Path, script: &str) -> Reaped {
+    Reaped(
+        Command::new(bin())
+            .arg("exec")
+            .arg("--socket")
+            .arg(socket)
+            .args(["--", "sh", "-c", script])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[test]
@@ -347,36 +376,16 @@ fn a_rotated_secret_signals_the_process_it_was_delivered_to() {
         m = marker.display(),
         r = ready.display()
     );
-    let mut app = Command::new(bin())
-        .arg("exec")
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--", "sh", "-c", &script])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !ready.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "app did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let app = spawn_wrapped(&socket, &script);
+    let pid = app.0.id();
+    wait_until(20, || ready.exists(), || "app did not start".into());
     std::fs::write(&secret_file, "second-value-longer").unwrap();
-    let start = Instant::now();
-    while !marker.exists() {
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = app.kill();
-            panic!(
-                "no SIGUSR1 after rotation: {}",
-                std::fs::read_to_string(&log).unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = app.kill();
-    let _ = app.wait();
+    wait_until(
+        20,
+        || marker.exists(),
+        || format!("no SIGUSR1 after rotation: {}", read(&log)),
+    );
+    drop(app);
     // The process still holds the value it was started with: env cannot change in place.
     assert_eq!(
         std::fs::read_to_string(&marker).unwrap().lines().next(),
@@ -384,7 +393,7 @@ fn a_rotated_secret_signals_the_process_it_was_delivered_to() {
     );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        text.contains(&format!("sent SIGUSR1 to PID {}", app.id())),
+        text.contains(&format!("sent SIGUSR1 to PID {pid}")),
         "{text}"
     );
     assert!(
@@ -418,29 +427,25 @@ fn restart_reaches_the_init_of_a_pid_namespace() {
     );
     // unshare forks the namespace's init, which execs the wrapper, which
     // execs sleep: PID 1 inside, no handler for anything.
-    let mut app = Command::new("unshare")
-        .args(["--pid", "--fork", "--kill-child"])
-        .arg(bin())
-        .arg("exec")
-        .arg("--socket")
-        .arg(&agent.socket)
-        .args(["--", "sleep", "300"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut app = Reaped(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child"])
+            .arg(bin())
+            .arg("exec")
+            .arg("--socket")
+            .arg(&agent.socket)
+            .args(["--", "sleep", "300"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let wait_log = |needle: &str| {
-        let start = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&agent.log).unwrap_or_default();
-            if text.contains(needle) {
-                return text;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "no {needle:?} in: {text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            20,
+            || read(&agent.log).contains(needle),
+            || format!("no {needle:?} in: {}", read(&agent.log)),
+        );
+        read(&agent.log)
     };
     wait_log("Secrets injected into PID");
     std::fs::write(&secret_file, "second-value-longer").unwrap();
@@ -450,14 +455,11 @@ fn restart_reaches_the_init_of_a_pid_namespace() {
         "{text}"
     );
     // The init is gone, so is its namespace: unshare returns.
-    let start = Instant::now();
-    while app.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = app.kill();
-            panic!("the namespace init survived its restart");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        20,
+        || app.0.try_wait().unwrap().is_some(),
+        || "the namespace init survived its restart".into(),
+    );
 }
 
 #[test]
@@ -493,15 +495,11 @@ fn file_delivery_writes_0400_files_and_removes_them_when_the_process_exits() {
     assert_eq!(lines[1], SECRET);
     let dir_of_app = PathBuf::from(lines[2]);
     assert!(dir_of_app.starts_with(&shm));
-    let start = Instant::now();
-    while dir_of_app.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{} not removed after exit",
-            dir_of_app.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        10,
+        || !dir_of_app.exists(),
+        || format!("{} not removed after exit", dir_of_app.display()),
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("[FILE] Secrets written to") && text.contains("(its process exited)"),
@@ -532,43 +530,26 @@ fn a_rotated_file_secret_is_rewritten_in_place() {
         "while true; do cat \"$KERNELSEAL_SECRETS_DIR/token\" >> {s}; echo >> {s}; sleep 0.2; done",
         s = seen.display()
     );
-    let mut app = Command::new(bin())
-        .arg("exec")
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--", "sh", "-c", &script])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let app = spawn_wrapped(&socket, &script);
     std::thread::sleep(Duration::from_millis(500));
     std::fs::write(&source, "version-two").unwrap();
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&seen).unwrap_or_default();
-        if text.contains("version-two") {
-            assert!(
-                text.contains("version-one"),
-                "first content seen first: {text}"
-            );
-            assert!(
-                !text
-                    .lines()
-                    .any(|l| !l.is_empty() && l != "version-one" && l != "version-two"),
-                "never a partial file: {text}"
-            );
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = app.kill();
-            panic!(
-                "file not rewritten: {}",
-                std::fs::read_to_string(&log).unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = app.kill();
-    let _ = app.wait();
+    wait_until(
+        20,
+        || read(&seen).contains("version-two"),
+        || format!("file not rewritten: {}", read(&log)),
+    );
+    drop(app);
+    let text = read(&seen);
+    assert!(
+        text.contains("version-one"),
+        "first content seen first: {text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| !l.is_empty() && l != "version-one" && l != "version-two"),
+        "never a partial file: {text}"
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("rewrote token for PID"), "{text}");
     assert!(
