@@ -80,12 +80,12 @@ fn validate_every_class_of_a_multi_document_file() {
     assert!(out.contains("OK SecretProviderClass web"), "{out}");
     assert!(out.contains("OK SecretProviderClass api"), "{out}");
 
-    // The broken class is named by its place in the file.
+    // The broken class is named by its place in the file and its name.
     let broken = second.replace("objectName: token", "objectName: ../token");
     let (code, out) = validate("multi-bad.yaml", &format!("{ns}---\n{GOOD}---\n{broken}"));
     assert_eq!(code, 2, "{out}");
     assert!(
-        out.contains("document 3:") && out.contains("object ../token"),
+        out.contains("document 3 (SecretProviderClass api):") && out.contains("object ../token"),
         "{out}"
     );
 

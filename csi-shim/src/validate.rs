@@ -45,8 +45,14 @@ pub fn validate_documents(text: &str) -> Result<Vec<Validated>, Error> {
         if doc.get("kind").is_some_and(|k| k != "SecretProviderClass") {
             continue;
         }
+        // The class's name too: the number alone can be off by the empty
+        // documents the parser skips.
+        let field = match doc.pointer("/metadata/name").and_then(Value::as_str) {
+            Some(name) => format!("document {} (SecretProviderClass {name})", i + 1),
+            None => format!("document {}", i + 1),
+        };
         let v = validate_value(doc).map_err(|e| Error::Request {
-            field: format!("document {}", i + 1),
+            field,
             message: e.to_string(),
         })?;
         out.push(v);
