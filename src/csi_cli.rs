@@ -142,7 +142,8 @@ pub fn run(args: ProviderArgs) -> Result<(), Failure> {
                 .await
             })
         });
-        tracing::info!(socket = %args.socket.display(), health = %args.health_addr, "csi provider serving");
+        let memory = kernelseal_providers::secret_memory().map_or("none yet", |b| b.describe());
+        tracing::info!(socket = %args.socket.display(), health = %args.health_addr, memory, "csi provider serving");
         let mut rx = stop_rx.clone();
         let grpc = kernelseal_csi::serve(
             listener,

@@ -170,7 +170,7 @@ fn every_metric_name_in_the_page_is_a_real_series() {
 fn source() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut text = String::new();
-    for dir in ["src", "injector/src"] {
+    for dir in ["src", "injector/src", "providers/src"] {
         let mut stack = vec![root.join(dir)];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).unwrap() {

@@ -23,6 +23,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
+pub use kernelseal_secretmem::Backing;
+pub use kernelseal_secretmem::mapping::secret_memory_available;
+use kernelseal_secretmem::mapping::{self, memlock_limit, page_size};
+
 /// Arena size wanted; smaller when `RLIMIT_MEMLOCK` (which `memfd_secret`
 /// mappings count against) is lower.
 const ARENA_BYTES: usize = 16 << 20;
@@ -31,32 +35,6 @@ const PREFAULT_BYTES: usize = 4 << 10;
 /// Below this a secret arena is not worth having (a typical reply and its
 /// entries take under 2 KiB; more spills, and `--verbose` says so).
 const MIN_SECRET_BYTES: usize = 16 << 10;
-
-/// What backs the arena.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backing {
-    /// `memfd_secret(2)`: unreadable to other processes, even root.
-    SecretMemory,
-    /// Anonymous memory, locked on fault, not in core dumps.
-    LockedMemory,
-    /// Anonymous memory not in core dumps; `RLIMIT_MEMLOCK` refused the lock.
-    UnlockedMemory,
-}
-
-impl Backing {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Backing::SecretMemory => "secret memory (memfd_secret)",
-            Backing::LockedMemory => {
-                "locked memory excluded from core dumps (memfd_secret unavailable)"
-            }
-            Backing::UnlockedMemory => {
-                "memory excluded from core dumps, not locked (memfd_secret unavailable, \
-                 RLIMIT_MEMLOCK too small to lock)"
-            }
-        }
-    }
-}
 
 const UNINIT: u8 = 0;
 const BUSY: u8 = 1;
@@ -172,31 +150,13 @@ impl Arena {
     }
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no memory effects.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p as usize } else { 4096 }
-}
-
-fn memlock_limit() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
-        return 0;
-    }
-    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
-}
-
 /// (state, base, size) of a new arena. Runs inside the allocator: it must
 /// not allocate.
 fn map_arena() -> (u8, usize, usize) {
     let page = page_size();
     let secret_size = (memlock_limit().min(ARENA_BYTES) / page) * page;
     if secret_size >= MIN_SECRET_BYTES
-        && let Some(base) = map_secret(secret_size)
+        && let Some(base) = mapping::map_secret(secret_size)
     {
         return (SECRET, base, secret_size);
     }
@@ -207,77 +167,16 @@ fn map_arena() -> (u8, usize, usize) {
     }
 }
 
-fn map_secret(size: usize) -> Option<usize> {
-    // SAFETY: memfd_secret takes flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
-    let fd = fd as libc::c_int;
-    // SAFETY: sizing and mapping the fd we own, then closing it (the
-    // mapping keeps the memory).
-    unsafe {
-        let mapped = if libc::ftruncate(fd, size as libc::off_t) == 0 {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        } else {
-            libc::MAP_FAILED
-        };
-        libc::close(fd);
-        if mapped == libc::MAP_FAILED {
-            return None;
-        }
-        // Shared by necessity (secretmem maps only shared): a forked child
-        // must not inherit it, or both would bump-allocate the same bytes.
-        libc::madvise(mapped, size, libc::MADV_DONTFORK);
-        Some(mapped as usize)
-    }
-}
-
 /// The mapping and whether its front (where a bump arena allocates) is
 /// locked.
 fn map_locked(size: usize) -> Option<(usize, bool)> {
-    // SAFETY: a fresh anonymous mapping; the advice calls only concern it.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return None;
-        }
-        libc::madvise(p, size, libc::MADV_DONTDUMP);
-        libc::madvise(p, size, libc::MADV_WIPEONFORK);
-        // Locked page by page as it is touched: no up-front cost. The whole
-        // range counts against RLIMIT_MEMLOCK (root with CAP_IPC_LOCK is
-        // exempt), so else only the front that the limit allows.
-        let lock = |len: usize| libc::syscall(libc::SYS_mlock2, p, len, libc::MLOCK_ONFAULT) == 0;
-        let front = (memlock_limit().min(size) / page_size()) * page_size();
-        let locked = lock(size) || (front >= MIN_SECRET_BYTES && lock(front));
-        Some((p as usize, locked))
-    }
-}
-
-/// Whether this kernel (and seccomp profile) offers `memfd_secret`: the
-/// backing an activated heap will get, for tests and diagnostics.
-pub fn secret_memory_available() -> bool {
-    // SAFETY: memfd_secret takes flags; the fd is closed at once.
-    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
-    if fd >= 0 {
-        // SAFETY: our own fd.
-        unsafe { libc::close(fd as libc::c_int) };
-    }
-    fd >= 0
+    let p = mapping::map_anonymous(size)?;
+    // The whole range counts against RLIMIT_MEMLOCK (root with
+    // CAP_IPC_LOCK is exempt), so else only the front the limit allows.
+    let front = (memlock_limit().min(size) / page_size()) * page_size();
+    let locked = mapping::lock_on_fault(p, size)
+        || (front >= MIN_SECRET_BYTES && mapping::lock_on_fault(p, front));
+    Some((p, locked))
 }
 
 /// The backing an activated heap gets on this machine (with the default

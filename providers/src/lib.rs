@@ -32,6 +32,7 @@ pub use check::{CheckedValue, RefCheck, check_config, check_with};
 pub use env::EnvProvider;
 pub use error::{Error, FileProblem};
 pub use file::FileProvider;
+pub use kernelseal_secretmem::Backing;
 pub use kubernetes::KubernetesProvider;
 pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef, parse_duration};
 pub use registry::Registry;
@@ -39,7 +40,7 @@ pub use settings::{
     AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, ProviderSettings, SecretIdSource,
     VaultAuth, VaultSettings, check_settings, known_settings,
 };
-pub use value::{Lease, Metadata, SecretValue, content_tag};
+pub use value::{Lease, Metadata, SecretValue, content_tag, secret_memory};
 pub use vault::VaultProvider;
 
 use std::time::Duration;

@@ -1,21 +1,22 @@
 //! `SecretValue`: secret bytes in zeroizing memory plus metadata.
 //!
-//! The bytes live in a `secrecy::SecretBox<[u8]>` behind an `Arc`, so cache
-//! hits and clones share one buffer and it is zeroized when the last holder
-//! drops it. There is no `Display`, and `Debug` shows metadata only; the
+//! The bytes live in the process's secret-memory pool (`kernelseal-secretmem`:
+//! `memfd_secret` where the kernel offers it, else locked memory left out
+//! of core dumps) behind an `Arc`, so cache hits and clones share one
+//! buffer and it is wiped when the last holder drops it. There is no `Display`, and `Debug` shows metadata only; the
 //! content is reached only through the `expose_*` methods, which are easy to
 //! grep for in review.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use secrecy::{ExposeSecret, SecretBox};
+use kernelseal_secretmem::{Backing, SealedBytes};
 use zeroize::Zeroizing;
 
 /// A fetched secret.
 #[derive(Clone)]
 pub struct SecretValue {
-    bytes: Arc<SecretBox<[u8]>>,
+    bytes: Arc<SealedBytes>,
     meta: Metadata,
 }
 
@@ -47,26 +48,32 @@ pub struct Lease {
 }
 
 impl SecretValue {
-    /// Wraps bytes that are already in a zeroizing buffer.
+    /// Copies bytes that are already in a zeroizing buffer (wiped when the
+    /// caller's copy drops) into secret memory.
     pub fn new(bytes: Zeroizing<Vec<u8>>, meta: Metadata) -> Self {
-        // Moving the Vec into a boxed slice may reallocate (shrink); copy
-        // explicitly into an exact-size box instead so the only other copy is
-        // the Zeroizing source, which is wiped on drop.
-        let boxed: Box<[u8]> = bytes.as_slice().into();
+        let sealed = kernelseal_secretmem::seal(&bytes);
+        if let Some(backing) = kernelseal_secretmem::POOL.unreported_backing() {
+            report_backing(backing);
+        }
         SecretValue {
-            bytes: Arc::new(SecretBox::new(boxed)),
+            bytes: Arc::new(sealed),
             meta,
         }
     }
 
+    /// What holds the bytes (`None` for an empty value).
+    pub fn backing(&self) -> Option<Backing> {
+        self.bytes.backing()
+    }
+
     /// The secret bytes. Every call site is a place the secret leaves this type.
     pub fn expose_bytes(&self) -> &[u8] {
-        self.bytes.expose_secret()
+        self.bytes.as_slice()
     }
 
     /// The secret as UTF-8 text, or `None` when it is binary.
     pub fn expose_str(&self) -> Option<&str> {
-        std::str::from_utf8(self.bytes.expose_secret()).ok()
+        std::str::from_utf8(self.bytes.as_slice()).ok()
     }
 
     pub fn metadata(&self) -> &Metadata {
@@ -78,7 +85,7 @@ impl SecretValue {
     }
 
     pub fn len(&self) -> usize {
-        self.bytes.expose_secret().len()
+        self.bytes.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -89,6 +96,24 @@ impl SecretValue {
     pub fn same_content(&self, other: &SecretValue) -> bool {
         let (a, b) = (self.expose_bytes(), other.expose_bytes());
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// Maps the secret-memory pool's first block and says what memory values
+/// will be held in, for a start-up line; later steps down (the kernel or
+/// `RLIMIT_MEMLOCK` refusing more secret memory) are logged as they happen.
+pub fn secret_memory() -> Option<Backing> {
+    let probe = kernelseal_secretmem::seal(&[0]);
+    let _ = kernelseal_secretmem::POOL.unreported_backing();
+    probe.backing()
+}
+
+fn report_backing(backing: Backing) {
+    if backing != Backing::SecretMemory {
+        tracing::warn!(
+            "[MEMORY] secret values are held in {}: no (more) secret memory could be mapped",
+            backing.describe()
+        );
     }
 }
 

@@ -69,6 +69,7 @@ impl Serving {
         metrics
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        log_secret_memory();
         info!("[OK] serving secrets on {}", args.socket.display());
         Ok(Serving {
             metrics,
@@ -90,6 +91,27 @@ impl Serving {
                 e.message()
             ),
         }
+    }
+}
+
+/// Says what memory the cache holds values in. The gate keeps other
+/// processes out of the agent either way; secret memory also keeps the
+/// values off swap and out of `/proc/kcore`, so its absence is a warning,
+/// not a refusal.
+fn log_secret_memory() {
+    use kernelseal_providers::Backing;
+    match kernelseal_providers::secret_memory() {
+        Some(Backing::SecretMemory) => info!(
+            "[MEMORY] secret values are held in secret memory (memfd_secret): outside the \
+             kernel's direct map, never swapped"
+        ),
+        Some(other) => warn!(
+            "[MEMORY] secret values are held in {}: not safe from swap and /proc/kcore; secret \
+             memory needs a kernel with CONFIG_SECRETMEM and enough RLIMIT_MEMLOCK (or \
+             CAP_IPC_LOCK)",
+            other.describe()
+        ),
+        None => {}
     }
 }
 

@@ -321,8 +321,14 @@ pub fn exec_wrapper_delivers_and_protects(ctx: &mut Ctx) -> TestResult {
         "[INJECT] Secrets injected into PID {}: [WRAPPED_SECRET, wrapped.txt]",
         v.pid
     )])?;
-    if log_text().contains("wrapped-secret-value") {
+    let log = log_text();
+    if log.contains("wrapped-secret-value") {
         return Err("the secret value appeared in the agent's log".into());
+    }
+    // Debian's 6.12 and 6.19 kernels have CONFIG_SECRETMEM: the agent's
+    // cache must be in secret memory there, not in the fallback.
+    if !log.contains("[MEMORY] secret values are held in secret memory (memfd_secret)") {
+        return Err(format!("the agent's cache is not in secret memory: {log}"));
     }
     Ok(())
 }
