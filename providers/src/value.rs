@@ -3,9 +3,9 @@
 //! The bytes live in the process's secret-memory pool (`kernelseal-secretmem`:
 //! `memfd_secret` where the kernel offers it, else locked memory left out
 //! of core dumps) behind an `Arc`, so cache hits and clones share one
-//! buffer and it is wiped when the last holder drops it. There is no `Display`, and `Debug` shows metadata only; the
-//! content is reached only through the `expose_*` methods, which are easy to
-//! grep for in review.
+//! buffer and it is wiped when the last holder drops it. There is no
+//! `Display`, and `Debug` shows metadata only; the content is reached only
+//! through the `expose_*` methods, which are easy to grep for in review.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
