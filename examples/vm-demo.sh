@@ -43,6 +43,6 @@ echo "== ps still shows it:"
 ps | grep "[s]leep 300"
 sleep 1
 echo "== the agent's log (values never appear in it):"
-grep -E "INJECT|PROTECT|LSM BLOCKED|OK\]" /tmp/agent.log | sed 's/^[^ ]* *[A-Z]* //' | cut -c1-110
+grep -E "INJECT|PROTECT|LSM BLOCKED|MEMORY|OK\]" /tmp/agent.log | sed 's/^[^ ]* *[A-Z]* //' | cut -c1-120
 grep -q secret-value-here /tmp/agent.log && echo "!! the value leaked into the log" || echo "(the value does not appear in the log)"
 kill "$AGENT"; wait "$AGENT" 2>/dev/null
