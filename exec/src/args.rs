@@ -20,8 +20,8 @@ memory (memfd_secret) where the kernel offers it.
 Options with a value also take the --name=value form.
 
 Exit codes: CMD's own once exec'd; 125 agent unavailable or refused (--on-error fail),
-or a secret no environment can carry (a NUL byte); 126 CMD not executable; 127 CMD not
-found; 2 bad usage.";
+or a secret no environment can carry (a NUL byte; continue: run without it); 126 CMD not
+executable; 127 CMD not found; 2 bad usage.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnError {

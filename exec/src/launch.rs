@@ -10,23 +10,24 @@
 //! after the reply (its captured table, then the envp strings), inside the
 //! arena and with the values among it.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use kernelseal_protocol::EnvVar;
 use zeroize::Zeroizing;
 
+type CPointers = Vec<*const libc::c_char>;
+
 /// What `execve` needs apart from the secrets.
 pub struct Launch {
     path: CString,
     argv: Vec<CString>,
-    /// `NAME=value` of every inherited variable.
+    /// The caller's environment, entry for entry as `environ` holds it.
     inherited: Vec<CString>,
 }
 
-/// Why the secrets cannot be put in an environment. Names the variable,
-/// never the value.
+/// A secret no environment can carry. Names the variable, never the value.
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadVariable {
     pub name: String,
@@ -43,17 +44,47 @@ impl std::fmt::Display for BadVariable {
     }
 }
 
-/// Why [`Launch::exec`] returned.
-#[derive(Debug)]
-pub enum LaunchError {
-    Variable(BadVariable),
-    Exec(std::io::Error),
+/// Whether `var` can be an environment variable.
+pub fn check(var: &EnvVar) -> Result<(), BadVariable> {
+    let why = if var.name.is_empty() {
+        "has an empty name"
+    } else if var.name.bytes().any(|b| b == b'=' || b == 0) {
+        "has '=' or a NUL byte in its name"
+    } else if var.value.bytes().any(|b| b == 0) {
+        "has a NUL byte in its value (an environment cannot carry it)"
+    } else {
+        return Ok(());
+    };
+    Err(BadVariable {
+        name: var.name.clone(),
+        why,
+    })
 }
 
 fn c_string(bytes: &[u8]) -> CString {
-    // Arguments, paths and inherited variables come from C strings (argv,
-    // environ, a path resolved from them): they hold no NUL.
+    // Arguments and paths come from C strings (argv, PATH): no NUL inside.
     CString::new(bytes).unwrap_or_default()
+}
+
+unsafe extern "C" {
+    /// The C library's environment (glibc and musl both export it).
+    static environ: *const *const libc::c_char;
+}
+
+/// The environment as the kernel handed it over: entries without `=` and
+/// repeated names stay as they are, as they would through any exec.
+fn inherited_environment() -> Vec<CString> {
+    let mut out = Vec::new();
+    // SAFETY: `environ` is a null-terminated array of C strings; nothing in
+    // the wrapper changes the environment while it is read.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            out.push(CStr::from_ptr(*entry).to_owned());
+            entry = entry.add(1);
+        }
+    }
+    out
 }
 
 impl Launch {
@@ -63,41 +94,78 @@ impl Launch {
             .chain(args.iter().map(OsString::as_os_str))
             .map(|a| c_string(a.as_bytes()))
             .collect();
-        let inherited = std::env::vars_os()
-            .map(|(k, v)| {
-                let mut entry = Vec::with_capacity(k.len() + v.len() + 1);
-                entry.extend_from_slice(k.as_bytes());
-                entry.push(b'=');
-                entry.extend_from_slice(v.as_bytes());
-                c_string(&entry)
-            })
-            .collect();
         Launch {
             path: c_string(path.as_os_str().as_bytes()),
             argv,
-            inherited,
+            inherited: inherited_environment(),
         }
     }
 
-    /// Replaces this process with the program, its environment the
-    /// inherited one with `secrets` set (a secret wins over an inherited
-    /// variable of the same name). Returns only on failure: a variable no
-    /// environment can carry (nothing was run), or the `execve` error.
-    pub fn exec(self, secrets: &[EnvVar]) -> Result<std::convert::Infallible, LaunchError> {
-        let entries = secret_entries(secrets).map_err(LaunchError::Variable)?;
-        let argv = pointers(self.argv.iter().map(|a| a.as_ptr()));
-        let envp = pointers(
+    /// Builds the environment: the inherited one with `secrets` set over it
+    /// (a secret replaces every inherited entry of its name; of two secrets
+    /// with one name the last wins). Every secret must pass [`check`].
+    pub fn prepare(self, secrets: &[EnvVar]) -> Result<Prepared, BadVariable> {
+        let mut entries = Vec::with_capacity(secrets.len());
+        for (i, s) in secrets.iter().enumerate() {
+            check(s)?;
+            if secrets[i + 1..].iter().any(|later| later.name == s.name) {
+                continue;
+            }
+            let mut entry = Zeroizing::new(Vec::with_capacity(s.name.len() + s.value.len() + 2));
+            entry.extend_from_slice(s.name.as_bytes());
+            entry.push(b'=');
+            entry.extend_from_slice(s.value.as_bytes());
+            entry.push(0);
+            entries.push(entry);
+        }
+        let mut argv = CPointers::with_capacity(self.argv.len() + 1);
+        argv.extend(self.argv.iter().map(|a| a.as_ptr()));
+        argv.push(std::ptr::null());
+        let mut envp = CPointers::with_capacity(self.inherited.len() + entries.len() + 1);
+        envp.extend(
             self.inherited
                 .iter()
-                .filter(|e| !secrets.iter().any(|s| names(e.as_bytes(), &s.name)))
-                .map(|e| e.as_ptr())
-                .chain(entries.iter().map(|e| e.as_ptr().cast())),
+                .filter(|e| !secrets.iter().any(|s| names(e.to_bytes(), &s.name)))
+                .map(|e| e.as_ptr()),
         );
+        envp.extend(entries.iter().map(|e| e.as_ptr().cast::<libc::c_char>()));
+        envp.push(std::ptr::null());
+        Ok(Prepared {
+            launch: self,
+            entries,
+            argv,
+            envp,
+        })
+    }
+}
+
+/// Everything `execve` takes, built.
+pub struct Prepared {
+    launch: Launch,
+    /// `NAME=value\0` of each secret, wiped if the exec fails. Read only
+    /// through `envp`'s pointers.
+    #[allow(dead_code)]
+    entries: Vec<Zeroizing<Vec<u8>>>,
+    /// Pointers into `launch` and `entries`, whose heap buffers stay put.
+    argv: CPointers,
+    envp: CPointers,
+}
+
+impl Prepared {
+    /// Replaces this process with the program. Returns only on failure.
+    pub fn exec(self) -> std::io::Error {
         reset_signals();
         // SAFETY: path, argv and envp are NUL-terminated strings behind
-        // null-terminated pointer arrays, all alive across the call.
-        unsafe { libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-        Err(LaunchError::Exec(std::io::Error::last_os_error()))
+        // null-terminated pointer arrays, all owned by self and alive
+        // across the call.
+        unsafe {
+            libc::execve(
+                self.launch.path.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            )
+        };
+        std::io::Error::last_os_error()
     }
 }
 
@@ -106,40 +174,6 @@ fn names(entry: &[u8], name: &str) -> bool {
     entry
         .strip_prefix(name.as_bytes())
         .is_some_and(|rest| rest.first() == Some(&b'='))
-}
-
-fn pointers(p: impl Iterator<Item = *const libc::c_char>) -> Vec<*const libc::c_char> {
-    p.chain(std::iter::once(std::ptr::null())).collect()
-}
-
-/// `NAME=value\0` for each secret, wiped if the exec fails.
-fn secret_entries(secrets: &[EnvVar]) -> Result<Vec<Zeroizing<Vec<u8>>>, BadVariable> {
-    secrets
-        .iter()
-        .map(|s| {
-            let why = if s.name.is_empty() {
-                Some("has an empty name")
-            } else if s.name.bytes().any(|b| b == b'=' || b == 0) {
-                Some("has '=' or a NUL byte in its name")
-            } else if s.value.bytes().any(|b| b == 0) {
-                Some("has a NUL byte in its value (an environment cannot carry it)")
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                return Err(BadVariable {
-                    name: s.name.escape_debug().to_string(),
-                    why,
-                });
-            }
-            let mut entry = Zeroizing::new(Vec::with_capacity(s.name.len() + s.value.len() + 2));
-            entry.extend_from_slice(s.name.as_bytes());
-            entry.push(b'=');
-            entry.extend_from_slice(s.value.as_bytes());
-            entry.push(0);
-            Ok(entry)
-        })
-        .collect()
 }
 
 /// What `std::process::Command` does before it execs, so the program starts
@@ -174,20 +208,27 @@ mod tests {
         assert!(!names(b"D=x", "DB"));
     }
 
+    fn entries(secrets: &[EnvVar]) -> Vec<Vec<u8>> {
+        let launch = Launch::new(Path::new("/bin/true"), "true".as_ref(), &[]);
+        let p = launch.prepare(secrets).unwrap();
+        p.entries.iter().map(|e| e.to_vec()).collect()
+    }
+
     #[test]
-    fn entries_are_name_equals_value_nul() {
-        let e = secret_entries(&[var("A", "1"), var("B", "")]).unwrap();
-        assert_eq!(e[0].as_slice(), b"A=1\0");
-        assert_eq!(e[1].as_slice(), b"B=\0");
+    fn entries_are_name_equals_value_nul_and_the_last_of_a_name_wins() {
+        assert_eq!(
+            entries(&[var("A", "1"), var("B", ""), var("A", "2")]),
+            [b"B=\0".to_vec(), b"A=2\0".to_vec()]
+        );
     }
 
     #[test]
     fn a_variable_the_environment_cannot_carry_is_named_without_its_value() {
         for (name, value) in [("", "v"), ("A=B", "v"), ("A\0", "v"), ("A", "top\0secret")] {
-            let err = secret_entries(&[var(name, value)]).unwrap_err();
+            let err = check(&var(name, value)).unwrap_err();
             let text = err.to_string();
             assert!(!text.contains("secret"), "{text}");
-            assert!(text.contains("the agent sent variable"), "{text}");
+            assert!(text.contains(&format!("{name:?}")), "{text}");
         }
     }
 }

@@ -11,9 +11,11 @@ pub mod secret_heap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
+use kernelseal_protocol::EnvVar;
+
 pub use args::{Args, OnError, USAGE, parse, parse_duration};
 pub use client::{Outcome, ask};
-pub use launch::{BadVariable, Launch, LaunchError};
+pub use launch::{BadVariable, Launch, Prepared, check};
 pub use secret_heap::{Backing, SecretHeap};
 
 pub const EXIT_AGENT: i32 = 125;
@@ -128,19 +130,20 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
                     )
                 ));
             }
-            // The values are copied once more on the way to execve (the
-            // `NAME=value` entries); what does not fit goes to ordinary memory.
-            let bytes: usize = env.iter().map(|v| v.name.len() + v.value.len() + 2).sum();
-            let pointers = 8 * (env.len() + 1);
-            if backing.is_some() && (secret_heap::spilled() || heap.room() < bytes + pointers) {
-                warn(format!(
-                    "{bytes} bytes of secrets do not all fit the {} arena ({} bytes free): part of \
-                     them sits in ordinary memory until exec",
-                    backing.map_or("", Backing::describe),
-                    heap.room()
-                ));
+            let (good, bad): (Vec<EnvVar>, Vec<EnvVar>) =
+                env.into_iter().partition(|v| check(v).is_ok());
+            for b in bad.iter().filter_map(|v| check(v).err()) {
+                match args.on_error {
+                    OnError::Fail => {
+                        warn(format!("no secrets for {}: {b}", binary.display()));
+                        return EXIT_AGENT;
+                    }
+                    OnError::Continue => {
+                        warn(format!("{b}; running without it (--on-error continue)"))
+                    }
+                }
             }
-            secrets = env;
+            secrets = good;
         }
         Outcome::NoBinding => {
             if args.verbose {
@@ -161,20 +164,34 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
             )),
         },
     }
+    let prepared = match launch.prepare(&secrets) {
+        Ok(p) => p,
+        // check() let every secret through above: not reached.
+        Err(b) => {
+            warn(format!("no secrets for {}: {b}", binary.display()));
+            return EXIT_AGENT;
+        }
+    };
+    // Measured, not estimated: anything allocated since activation (the
+    // reply, the values, the entries) that did not fit the arena.
+    if backing.is_some() && secret_heap::spilled() {
+        let bytes: usize = secrets
+            .iter()
+            .map(|v| v.name.len() + v.value.len() + 2)
+            .sum();
+        warn(format!(
+            "{bytes} bytes of secrets do not all fit the {} arena ({} bytes free): part of them \
+             sits in ordinary memory until exec",
+            backing.map_or("", Backing::describe),
+            heap.room()
+        ));
+    }
     no_core_dumps();
-    let Err(err) = launch.exec(&secrets);
-    match err {
-        LaunchError::Variable(bad) => {
-            warn(format!("no secrets for {}: {bad}", binary.display()));
-            EXIT_AGENT
-        }
-        LaunchError::Exec(err) => {
-            warn(format!("cannot exec {}: {err}", binary.display()));
-            match err.kind() {
-                std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
-                _ => EXIT_NOT_EXECUTABLE,
-            }
-        }
+    let err = prepared.exec();
+    warn(format!("cannot exec {}: {err}", binary.display()));
+    match err.kind() {
+        std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+        _ => EXIT_NOT_EXECUTABLE,
     }
 }
 

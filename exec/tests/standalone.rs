@@ -110,7 +110,7 @@ fn scratch(name: &str) -> std::path::PathBuf {
 
 /// The program gets the caller's environment with the secrets set over it
 /// (a secret replaces an inherited variable of its name, once), and the
-/// arguments with argv[0] as typed.
+/// arguments with argv[0] as typed (not the path it was found at).
 #[test]
 fn the_program_gets_the_inherited_environment_with_the_secrets_over_it() {
     let dir = scratch("environment");
@@ -126,9 +126,11 @@ fn the_program_gets_the_inherited_environment_with_the_secrets_over_it() {
             "--",
             "sh",
             "-c",
-            // The shell's environ as execve gave it: a shell folds
-            // duplicate names in what it exports, /proc does not.
-            "printf '%s|' \"$0\"; tr '\\0' '\\n' < /proc/$$/environ",
+            // argv as the kernel got it, then the shell's environ as execve
+            // gave it: a shell folds duplicate names in what it exports,
+            // /proc does not.
+            "printf '%s\\n' \"$0\"; tr '\\0' '\\n' < /proc/$$/cmdline; \
+             echo --environ--; tr '\\0' '\\n' < /proc/$$/environ",
             "arg-zero",
         ])
         .output()
@@ -136,8 +138,10 @@ fn the_program_gets_the_inherited_environment_with_the_secrets_over_it() {
     agent.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    let (arg0, env) = text.split_once('|').unwrap();
-    assert_eq!(arg0, "arg-zero");
+    let all: Vec<&str> = text.lines().collect();
+    assert_eq!(all[0], "arg-zero", "$0");
+    assert_eq!(all[1], "sh", "argv[0] as typed");
+    let env = text.split_once("\n--environ--\n").unwrap().1;
     let lines: Vec<&str> = env.lines().collect();
     for want in [
         "STANDIN_SECRET=new-value",
@@ -197,7 +201,7 @@ fn the_program_starts_with_signals_reset() {
 
 /// A reply no environment can carry (a NUL in a value, '=' in a name) is
 /// the agent's fault: exit 125 naming the variable, never the value, and
-/// nothing run.
+/// nothing run; with `--on-error continue` the program runs without it.
 #[test]
 fn a_variable_no_environment_can_carry_is_refused_by_name() {
     for (name, value) in [("NUL_VALUE", "top\0hidden-value"), ("A=B", "hidden-value")] {
@@ -217,6 +221,31 @@ fn a_variable_no_environment_can_carry_is_refused_by_name() {
         assert!(!ran.exists(), "the program ran");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("{name:?}")), "{err}");
+        assert!(!err.contains("hidden-value"), "{err}");
+
+        let socket = dir.join("agent2.sock");
+        let agent = serve(&socket, &[(name, value), ("GOOD", "good-value")]);
+        let out = wrapper()
+            .arg("--socket")
+            .arg(&socket)
+            .args([
+                "--on-error",
+                "continue",
+                "--",
+                "sh",
+                "-c",
+                "printf %s \"$GOOD\"",
+            ])
+            .output()
+            .unwrap();
+        agent.join().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_eq!(out.stdout, b"good-value");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{name:?}")) && err.contains("running without it"),
+            "{err}"
+        );
         assert!(!err.contains("hidden-value"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }

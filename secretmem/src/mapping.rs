@@ -66,7 +66,9 @@ pub fn memlock_limit() -> usize {
     usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
-/// Whether this kernel (and seccomp profile) offers `memfd_secret`.
+/// Whether this kernel offers `memfd_secret` to this process. A seccomp
+/// filter that refuses with an error number reads as "no"; one that kills
+/// on unknown calls (systemd's default action) ends the process here.
 pub fn secret_memory_available() -> bool {
     // SAFETY: memfd_secret takes flags; the fd is closed at once.
     let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };

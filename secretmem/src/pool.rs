@@ -127,7 +127,9 @@ impl Pool {
             return block;
         }
         let size = CLASSES[class];
-        let chunk = size.max(CHUNK);
+        // A whole page at least: on 64 KiB-page systems a 16 KiB chunk
+        // would pin a page and use a quarter of it.
+        let chunk = size.max(CHUNK).max(mapping::page_size());
         let (base, backing) = self.map(chunk);
         free.extend((size..chunk).step_by(size).map(|off| (base + off, backing)));
         (base, backing)

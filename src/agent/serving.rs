@@ -106,10 +106,15 @@ fn log_secret_memory() {
              kernel's direct map, never swapped"
         ),
         Some(other) => warn!(
-            "[MEMORY] secret values are held in {}: not safe from swap and /proc/kcore; secret \
-             memory needs a kernel with CONFIG_SECRETMEM and enough RLIMIT_MEMLOCK (or \
-             CAP_IPC_LOCK)",
-            other.describe()
+            "[MEMORY] secret values are held in {}: {}; secret memory needs a kernel with \
+             CONFIG_SECRETMEM (before 6.5 also secretmem.enable=1), a seccomp profile that \
+             allows memfd_secret and enough RLIMIT_MEMLOCK",
+            other.describe(),
+            if other == Backing::LockedMemory {
+                "not safe from /proc/kcore"
+            } else {
+                "not safe from swap and /proc/kcore"
+            }
         ),
         None => {}
     }
