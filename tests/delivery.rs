@@ -105,6 +105,18 @@ fn wrap(socket: &Path, extra: &[&str], cmd: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// One binding for `binary` (mode disabled) whose secret `name` is re-read
+/// from `file` every second, so a write to it is a rotation; `extra` is one
+/// more line of the binding (`onRotate: …`, `delivery: file`).
+fn rotating_config(binary: &str, extra: &str, name: &str, file: &Path) -> String {
+    format!(
+        "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: rotating\n    \
+         selector: {{ binary: {binary} }}\n    {extra}\n    secretRefs:\n      - {{ name: \
+         {name}, source: {{ fileRef: {{ path: {}, ttl: 1s }} }} }}\n",
+        file.display()
+    )
+}
+
 /// `sh -c script` started through the wrapper, running in the background.
 fn spawn_wrapped(socket: &Path, script: &str) -> Reaped {
     Reaped(
@@ -362,10 +374,7 @@ fn a_rotated_secret_signals_the_process_it_was_delivered_to() {
     std::fs::write(&secret_file, "first-value").unwrap();
     let agent = start_agent_with(
         &d,
-        &format!(
-            "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: rotating\n    selector: {{ binary: sh }}\n    onRotate: {{ signal: SIGUSR1 }}\n    secretRefs:\n      - {{ name: ROT, source: {{ fileRef: {{ path: {}, ttl: 1s }} }} }}\n",
-            secret_file.display()
-        ),
+        &rotating_config("sh", "onRotate: { signal: SIGUSR1 }", "ROT", &secret_file),
         &[],
     );
     let (socket, log) = (agent.socket.clone(), agent.log.clone());
@@ -419,10 +428,7 @@ fn restart_reaches_the_init_of_a_pid_namespace() {
     std::fs::write(&secret_file, "first-value").unwrap();
     let agent = start_agent_with(
         &d,
-        &format!(
-            "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: rotating\n    selector: {{ binary: sleep }}\n    onRotate: restart\n    secretRefs:\n      - {{ name: ROT, source: {{ fileRef: {{ path: {}, ttl: 1s }} }} }}\n",
-            secret_file.display()
-        ),
+        &rotating_config("sleep", "onRotate: restart", "ROT", &secret_file),
         &[],
     );
     // unshare forks the namespace's init, which execs the wrapper, which
@@ -517,10 +523,7 @@ fn a_rotated_file_secret_is_rewritten_in_place() {
     std::fs::write(&source, "version-one").unwrap();
     let agent = start_agent_with(
         &d,
-        &format!(
-            "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: files\n    selector: {{ binary: sh }}\n    delivery: file\n    secretRefs:\n      - {{ name: token, source: {{ fileRef: {{ path: {}, ttl: 1s }} }} }}\n",
-            source.display()
-        ),
+        &rotating_config("sh", "delivery: file", "token", &source),
         &["--secrets-dir".as_ref(), shm.as_os_str()],
     );
     let (socket, log) = (agent.socket.clone(), agent.log.clone());

@@ -103,12 +103,12 @@ impl Launch {
 
     /// Builds the environment: the inherited one with `secrets` set over it
     /// (a secret replaces every inherited entry of its name; of two secrets
-    /// with one name the last wins). Every secret must pass [`check`].
-    pub fn prepare(self, secrets: &[EnvVar]) -> Result<Prepared, BadVariable> {
+    /// with one name the last wins). A secret that fails [`check`] is left
+    /// out: the caller reports those first, as `--on-error` says.
+    pub fn prepare(self, secrets: &[EnvVar]) -> Prepared {
         let mut entries = Vec::with_capacity(secrets.len());
         for (i, s) in secrets.iter().enumerate() {
-            check(s)?;
-            if secrets[i + 1..].iter().any(|later| later.name == s.name) {
+            if check(s).is_err() || secrets[i + 1..].iter().any(|later| later.name == s.name) {
                 continue;
             }
             let mut entry = Zeroizing::new(Vec::with_capacity(s.name.len() + s.value.len() + 2));
@@ -130,12 +130,12 @@ impl Launch {
         );
         envp.extend(entries.iter().map(|e| e.as_ptr().cast::<libc::c_char>()));
         envp.push(std::ptr::null());
-        Ok(Prepared {
+        Prepared {
             launch: self,
             entries,
             argv,
             envp,
-        })
+        }
     }
 }
 
@@ -210,7 +210,7 @@ mod tests {
 
     fn entries(secrets: &[EnvVar]) -> Vec<Vec<u8>> {
         let launch = Launch::new(Path::new("/bin/true"), "true".as_ref(), &[]);
-        let p = launch.prepare(secrets).unwrap();
+        let p = launch.prepare(secrets);
         p.entries.iter().map(|e| e.to_vec()).collect()
     }
 

@@ -11,8 +11,6 @@ pub mod secret_heap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use kernelseal_protocol::EnvVar;
-
 pub use args::{Args, OnError, USAGE, parse, parse_duration};
 pub use client::{Outcome, ask};
 pub use launch::{BadVariable, Launch, Prepared, check};
@@ -130,9 +128,7 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
                     )
                 ));
             }
-            let (good, bad): (Vec<EnvVar>, Vec<EnvVar>) =
-                env.into_iter().partition(|v| check(v).is_ok());
-            for b in bad.iter().filter_map(|v| check(v).err()) {
+            for b in env.iter().filter_map(|v| check(v).err()) {
                 match args.on_error {
                     OnError::Fail => {
                         warn(format!("no secrets for {}: {b}", binary.display()));
@@ -143,7 +139,7 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
                     }
                 }
             }
-            secrets = good;
+            secrets = env;
         }
         Outcome::NoBinding => {
             if args.verbose {
@@ -164,14 +160,7 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
             )),
         },
     }
-    let prepared = match launch.prepare(&secrets) {
-        Ok(p) => p,
-        // check() let every secret through above: not reached.
-        Err(b) => {
-            warn(format!("no secrets for {}: {b}", binary.display()));
-            return EXIT_AGENT;
-        }
-    };
+    let prepared = launch.prepare(&secrets);
     // Measured, not estimated: anything allocated since activation (the
     // reply, the values, the entries) that did not fit the arena.
     if backing.is_some() && secret_heap::spilled() {

@@ -9,6 +9,13 @@ fn wrapper() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kernelseal-exec"))
 }
 
+/// The wrapper asking the (stand-in) agent on `socket`.
+fn wrapper_on(socket: &std::path::Path) -> Command {
+    let mut cmd = wrapper();
+    cmd.arg("--socket").arg(socket);
+    cmd
+}
+
 #[test]
 fn non_utf8_arguments_reach_the_program_byte_for_byte() {
     let raw = OsString::from_vec(vec![b'a', 0xff, b'z']);
@@ -116,9 +123,7 @@ fn the_program_gets_the_inherited_environment_with_the_secrets_over_it() {
     let dir = scratch("environment");
     let socket = dir.join("agent.sock");
     let agent = serve(&socket, &[("STANDIN_SECRET", "new-value"), ("SECOND", "2")]);
-    let out = wrapper()
-        .arg("--socket")
-        .arg(&socket)
+    let out = wrapper_on(&socket)
         .env("STANDIN_SECRET", "inherited-value")
         .env("STANDIN_SECRET_LONGER", "kept")
         .env("PLAIN_VARIABLE", "plain")
@@ -167,10 +172,8 @@ fn the_program_starts_with_signals_reset() {
     let dir = scratch("signals");
     let socket = dir.join("agent.sock");
     let agent = serve_one(&socket, "v");
-    let mut cmd = wrapper();
-    cmd.arg("--socket")
-        .arg(&socket)
-        .args(["--", "cat", "/proc/self/status"]);
+    let mut cmd = wrapper_on(&socket);
+    cmd.args(["--", "cat", "/proc/self/status"]);
     // SAFETY: sigprocmask and signal only, between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -209,9 +212,7 @@ fn a_variable_no_environment_can_carry_is_refused_by_name() {
         let socket = dir.join("agent.sock");
         let ran = dir.join("ran");
         let agent = serve(&socket, &[(name, value)]);
-        let out = wrapper()
-            .arg("--socket")
-            .arg(&socket)
+        let out = wrapper_on(&socket)
             .args(["--", "touch"])
             .arg(&ran)
             .output()
@@ -225,9 +226,7 @@ fn a_variable_no_environment_can_carry_is_refused_by_name() {
 
         let socket = dir.join("agent2.sock");
         let agent = serve(&socket, &[(name, value), ("GOOD", "good-value")]);
-        let out = wrapper()
-            .arg("--socket")
-            .arg(&socket)
+        let out = wrapper_on(&socket)
             .args([
                 "--on-error",
                 "continue",
@@ -256,9 +255,7 @@ fn secrets_reach_the_program_and_the_wrapper_says_where_it_held_them() {
     let dir = scratch("standalone");
     let socket = dir.join("agent.sock");
     let agent = serve_one(&socket, "standin-value");
-    let out = wrapper()
-        .arg("--socket")
-        .arg(&socket)
+    let out = wrapper_on(&socket)
         .args([
             "--verbose",
             "--",
@@ -298,13 +295,8 @@ fn secrets_larger_than_the_arena_are_delivered_and_the_spill_is_said() {
     let socket = dir.join("agent.sock");
     let big = "s".repeat(100 << 10);
     let agent = serve_one(&socket, &big);
-    let mut cmd = wrapper();
-    cmd.arg("--socket").arg(&socket).args([
-        "--",
-        "/bin/sh",
-        "-c",
-        "printf %s \"${#STANDIN_SECRET}\"",
-    ]);
+    let mut cmd = wrapper_on(&socket);
+    cmd.args(["--", "/bin/sh", "-c", "printf %s \"${#STANDIN_SECRET}\""]);
     // SAFETY: setrlimit only, between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
