@@ -88,13 +88,14 @@ pub enum ProtocolError {
 }
 
 /// Writes one frame with a single write: a length prefix sent on its own
-/// wakes the peer once for four bytes and again for the body.
+/// wakes the peer once for four bytes and again for the body. The copy it
+/// makes is wiped: a body may hold values.
 pub fn write_frame(w: &mut impl Write, body: &[u8]) -> Result<(), ProtocolError> {
     let len = u32::try_from(body.len()).map_err(|_| ProtocolError::TooLarge {
         size: u32::MAX,
         limit: MAX_RESPONSE_BYTES,
     })?;
-    let mut frame = Vec::with_capacity(4 + body.len());
+    let mut frame = zeroize::Zeroizing::new(Vec::with_capacity(4 + body.len()));
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(body);
     w.write_all(&frame)?;
