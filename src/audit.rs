@@ -1,33 +1,18 @@
 //! The audit trail: one structured line per refusal or audit event, with a
 //! per-(accessor, target, kind) rate limit so a scanner cannot flood the log.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kernelseal_bpf::{AccessEvent, AccessKind};
+use kernelseal_injector::ratelimit;
 
-/// Lines per key per window before suppression starts.
-pub const BURST: u32 = 5;
-pub const WINDOW: Duration = Duration::from_secs(10);
+pub use ratelimit::{Verdict, WINDOW};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     accessor: u32,
     target: u32,
     kind: AccessKind,
-}
-
-struct Window {
-    started: Instant,
-    logged: u32,
-    suppressed: u64,
-}
-
-/// What to do with an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Log,
-    Suppress,
 }
 
 /// A summary of suppressed events for one key, due at the end of its window.
@@ -39,56 +24,42 @@ pub struct Suppressed {
     pub count: u64,
 }
 
+impl Suppressed {
+    fn of((k, count): (Key, u64)) -> Self {
+        Suppressed {
+            accessor_pid: k.accessor,
+            target_pid: k.target,
+            kind: k.kind,
+            count,
+        }
+    }
+}
+
+/// The shared log-line limiter, keyed by (accessor, target, kind).
 #[derive(Default)]
 pub struct RateLimiter {
-    windows: HashMap<Key, Window>,
+    inner: ratelimit::RateLimiter<Key>,
 }
 
 impl RateLimiter {
     /// Decides for one event; summaries of windows that ended are returned
     /// first so the log stays in order.
     pub fn admit(&mut self, ev: &AccessEvent, now: Instant) -> (Vec<Suppressed>, Verdict) {
-        let expired = self.expire(now);
         let key = Key {
             accessor: ev.accessor_pid,
             target: ev.target_pid,
             kind: ev.kind,
         };
-        let w = self.windows.entry(key).or_insert(Window {
-            started: now,
-            logged: 0,
-            suppressed: 0,
-        });
-        let verdict = if w.logged < BURST {
-            w.logged += 1;
-            Verdict::Log
-        } else {
-            w.suppressed += 1;
-            Verdict::Suppress
-        };
-        (expired, verdict)
+        let (expired, verdict) = self.inner.admit(key, now);
+        (expired.into_iter().map(Suppressed::of).collect(), verdict)
     }
 
     /// Ends windows older than [`WINDOW`], returning those that suppressed
     /// something. Call periodically so a burst's count is reported even if
     /// the scanner stops.
     pub fn expire(&mut self, now: Instant) -> Vec<Suppressed> {
-        let mut out = Vec::new();
-        self.windows.retain(|k, w| {
-            if now.duration_since(w.started) < WINDOW {
-                return true;
-            }
-            if w.suppressed > 0 {
-                out.push(Suppressed {
-                    accessor_pid: k.accessor,
-                    target_pid: k.target,
-                    kind: k.kind,
-                    count: w.suppressed,
-                });
-            }
-            false
-        });
-        out
+        let expired = self.inner.expire(now);
+        expired.into_iter().map(Suppressed::of).collect()
     }
 }
 
@@ -104,6 +75,8 @@ pub fn exe_of(pid: u32) -> String {
 mod tests {
     use super::*;
     use kernelseal_bpf::Decision;
+    use kernelseal_injector::ratelimit::BURST;
+    use std::time::Duration;
 
     fn ev(accessor: u32, target: u32, kind: AccessKind) -> AccessEvent {
         AccessEvent {

@@ -45,9 +45,19 @@ fn once(
     decode_response(read_frame(&mut stream, MAX_RESPONSE_BYTES)?)
 }
 
+/// The agent closes connections it cannot take (its connection limits): a
+/// write to one must be an error to retry, not a SIGPIPE that kills the
+/// wrapper. `kernelseal-exec` has no std runtime to ignore it; the launch
+/// restores the default before exec.
+fn ignore_sigpipe() {
+    // SAFETY: setting a signal disposition has no memory preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 /// Asks the agent, retrying until `timeout`. `heap` is activated once the
 /// request is sent.
 pub fn ask(socket: &str, binary: &str, timeout: Duration, heap: &SecretHeap) -> Outcome {
+    ignore_sigpipe();
     let deadline = Instant::now() + timeout;
     let mut backoff = Duration::from_millis(50);
     loop {

@@ -2,6 +2,7 @@
 //! apply (select), and the agent socket that protects, then releases
 //! (server).
 
+mod admission;
 pub mod cgroup;
 mod error;
 mod exec_delivery;
@@ -10,16 +11,19 @@ pub mod identity;
 pub mod metrics;
 pub mod pods;
 mod protect;
+pub mod ratelimit;
 pub mod rotate;
 pub mod select;
 pub mod server;
+mod socket_log;
 
+pub use admission::ConnLimits;
 pub use error::InjectError;
 pub use exec_delivery::deliver_on_exec;
 pub use files::FileStore;
 pub use identity::Caller;
-pub use metrics::{AccessLabels, Metrics, serve_http};
+pub use metrics::{AccessLabels, Metrics, SocketLabels, serve_http};
 pub use pods::{PodIndex, PodInfo};
 pub use rotate::{LiveSet, watch};
 pub use select::{PreparedBinding, prepare};
-pub use server::{Delivery, Shared, bind, serve, unbind};
+pub use server::{Delivery, REQUEST_TIMEOUT, ServeOptions, Shared, bind, serve, unbind};

@@ -26,6 +26,12 @@ pub struct ProviderLabels {
     pub provider: String,
 }
 
+/// Why a connection to the agent socket was closed unserved.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SocketLabels {
+    pub reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub exec_events: Counter,
@@ -37,6 +43,7 @@ pub struct Metrics {
     pub lsm_loaded: Gauge,
     pub fetch_seconds: Family<ProviderLabels, Histogram>,
     pub fetch_errors: Family<ProviderLabels, Counter>,
+    pub socket_refused: Family<SocketLabels, Counter>,
     /// `/ready` answers 503 while this is false.
     pub ready: AtomicBool,
 }
@@ -58,6 +65,7 @@ impl Default for Metrics {
             lsm_loaded: Gauge::default(),
             fetch_seconds: Family::new_with_constructor(fetch_histogram),
             fetch_errors: Family::default(),
+            socket_refused: Family::default(),
             ready: AtomicBool::new(false),
             registry: Registry::default(),
         };
@@ -107,6 +115,16 @@ impl Default for Metrics {
             "Secret fetch errors by provider",
             m.fetch_errors.clone(),
         );
+        registry.register(
+            "kernelseal_socket_connections_refused",
+            "Agent socket connections closed unserved (limits, idle, timeouts) and failed accepts",
+            m.socket_refused.clone(),
+        );
+        // Every reason from the start: an alert on increase() misses the
+        // first refusal of a series that appears with it.
+        for ev in crate::socket_log::Event::COUNTED {
+            m.socket_refused(ev.as_str(), 0);
+        }
         Metrics { registry, ..m }
     }
 }
@@ -117,6 +135,14 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Counts `n` connections closed unserved for `reason`.
+    pub fn socket_refused(&self, reason: &str, n: u64) {
+        let l = SocketLabels {
+            reason: reason.to_string(),
+        };
+        self.socket_refused.get_or_create(&l).inc_by(n);
     }
 
     pub fn observe_fetch(&self, provider: &str, took: Duration, ok: bool) {
@@ -222,6 +248,7 @@ mod tests {
             "kernelseal_access_blocked_total{kind=\"environ\",mode=\"enforce\"} 1",
             "kernelseal_provider_fetch_errors_total{provider=\"vault-prod\"} 1",
             "kernelseal_lsm_loaded 0",
+            "kernelseal_socket_connections_refused_total{reason=\"evicted\"} 0",
         ] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }

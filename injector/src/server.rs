@@ -3,6 +3,7 @@
 //! with the values.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,15 +20,24 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::RwLock;
 use tracing::{info, warn};
 
+use crate::admission::{Admission, ConnLimits, Limit, Slot};
 use crate::error::InjectError;
 use crate::identity::Caller;
 use crate::select::{PodCaller, PreparedBinding, matches};
+use crate::socket_log::{Event, SocketLog};
 
 /// Tells a file-delivery app where its files are.
 pub const SECRETS_DIR_VAR: &str = "KERNELSEAL_SECRETS_DIR";
 
-/// A request must arrive this fast; a stalled client cannot hold a task.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request must arrive this fast: an idle client cannot hold a
+/// connection. The wrapper sends its request as it connects.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A reply the caller does not read is dropped after this.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// accept() out of descriptors: wait this long before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often the counts of ended log windows are written.
+const LOG_FLUSH: Duration = Duration::from_secs(1);
 
 /// What a delivery needs, swapped whole on reload.
 pub struct Delivery {
@@ -91,25 +101,183 @@ pub fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, InjectError
     Ok(listener)
 }
 
-/// Serves until the listener fails; each connection in its own task.
-pub async fn serve(listener: UnixListener, shared: Shared) {
+/// What the socket server needs besides the listener and the delivery.
+pub struct ServeOptions {
+    pub limits: ConnLimits,
+    /// Counts the connections closed unserved.
+    pub metrics: Arc<crate::Metrics>,
+}
+
+/// The accept loop's state, shared with the connection tasks.
+struct Server {
+    shared: Shared,
+    admission: Arc<Admission>,
+    limits: ConnLimits,
+    log: SocketLog,
+}
+
+/// Serves until the process ends; each connection in its own task, within
+/// the limits of `opts`.
+pub async fn serve(listener: UnixListener, shared: Shared, opts: ServeOptions) {
+    let server = Arc::new(Server {
+        shared,
+        admission: Admission::new(opts.limits),
+        limits: opts.limits,
+        log: SocketLog::new(opts.metrics),
+    });
+    let mut flush = tokio::time::interval(LOG_FLUSH);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let delivery = shared.read().await.clone();
-                    if let Err(e) = handle(stream, &delivery).await {
-                        warn!("[SOCKET] request failed: {e}");
-                    }
-                });
-            }
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    server.admit(stream);
+                    // Lets the new connection's task read its request before
+                    // the next accept: a burst accepted in one go must not
+                    // evict it as idle before it had the chance.
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => server.accept_failed(e).await,
+            },
+            _ = flush.tick() => server.log.flush(),
+        }
+    }
+}
+
+/// Whether to pause before the next accept. Out of descriptors or memory
+/// the next accept fails the same way: retrying at once would only spin
+/// (and log), while the idle connections time out and free descriptors.
+fn accept_backoff(e: &std::io::Error) -> Option<Duration> {
+    match e.raw_os_error() {
+        // One peer gave up, or a signal came: the next accept may succeed.
+        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => None,
+        _ => Some(ACCEPT_BACKOFF),
+    }
+}
+
+/// Whether a whole request already waits in the socket. The wrapper writes
+/// its request as it connects, so under load it is there by the time the
+/// connection is accepted, and such a connection is never taken for idle.
+fn request_queued(stream: &UnixStream) -> bool {
+    let fd = stream.as_raw_fd();
+    let mut len = [0u8; 4];
+    // SAFETY: recv into a 4-byte buffer; MSG_PEEK leaves the bytes queued.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            len.as_mut_ptr().cast(),
+            len.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n != 4 {
+        return false;
+    }
+    let size = u32::from_be_bytes(len);
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD stores the number of queued bytes in an int.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+    rc == 0 && size <= MAX_REQUEST_BYTES && i64::from(queued) >= 4 + i64::from(size)
+}
+
+impl Server {
+    /// Takes a new connection in, or closes it at once (dropped) when its
+    /// uid's or the agent's connections are all being served.
+    fn admit(self: &Arc<Self>, stream: UnixStream) {
+        let uid = match crate::identity::peer_uid(&stream) {
+            Ok(uid) => uid,
             Err(e) => {
-                warn!("[SOCKET] accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let line = format_args!("[SOCKET] request failed: {e}");
+                self.log.record(Event::RequestFailed, line);
+                return;
+            }
+        };
+        match self.admission.admit(uid, !request_queued(&stream)) {
+            Ok((slot, evicted)) => {
+                if let Some(ev) = evicted {
+                    self.log.record(
+                        Event::Evicted,
+                        format_args!(
+                            "[SOCKET] closed an idle connection of uid {} (no request yet) to make room under {}",
+                            ev.uid,
+                            self.limit_text(ev.limit)
+                        ),
+                    );
+                }
+                let server = self.clone();
+                tokio::spawn(async move { server.connection(stream, slot).await });
+            }
+            Err(limit) => {
+                let ev = match limit {
+                    Limit::Uid => Event::UidLimit,
+                    Limit::Agent => Event::AgentLimit,
+                };
+                self.log.record(
+                    ev,
+                    format_args!(
+                        "[SOCKET] refused a connection from uid {uid}: {} reached and every connection is being served",
+                        self.limit_text(limit)
+                    ),
+                );
             }
         }
     }
+
+    fn limit_text(&self, limit: Limit) -> String {
+        match limit {
+            Limit::Uid => format!("the limit of {} connections per uid", self.limits.per_uid),
+            Limit::Agent => format!("the agent's limit of {} connections", self.limits.total),
+        }
+    }
+
+    async fn accept_failed(&self, e: std::io::Error) {
+        self.log.record(
+            Event::AcceptFailed,
+            format_args!("[SOCKET] accept failed: {e}"),
+        );
+        if let Some(pause) = accept_backoff(&e) {
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One connection, start to end; its place is freed when `slot` drops.
+    async fn connection(&self, stream: UnixStream, slot: Slot) {
+        let delivery = self.shared.read().await.clone();
+        let Err(e) = handle(stream, &slot, &delivery).await else {
+            return;
+        };
+        match e {
+            // Logged when it was evicted.
+            ConnError::Evicted => {}
+            ConnError::RequestTimeout { .. } => self.log.record(
+                Event::RequestTimeout,
+                format_args!("[SOCKET] closed a connection: {e}"),
+            ),
+            ConnError::ReplyTimeout { .. } => self.log.record(
+                Event::ReplyTimeout,
+                format_args!("[SOCKET] closed a connection: {e}"),
+            ),
+            ConnError::BadRequest { .. } | ConnError::Failed(_) => self.log.record(
+                Event::RequestFailed,
+                format_args!("[SOCKET] request failed: {e}"),
+            ),
+        }
+    }
+}
+
+/// How a connection ended without being served.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("closed to make room (no request yet)")]
+    Evicted,
+    #[error("PID {pid} (uid {uid}) sent no request within {}s", REQUEST_TIMEOUT.as_secs())]
+    RequestTimeout { pid: u32, uid: u32 },
+    #[error("PID {pid} (uid {uid}) did not take its reply within {}s", REPLY_TIMEOUT.as_secs())]
+    ReplyTimeout { pid: u32, uid: u32 },
+    #[error("PID {pid}: bad request: {reason}")]
+    BadRequest { pid: u32, reason: String },
+    #[error(transparent)]
+    Failed(#[from] InjectError),
 }
 
 async fn read_request(stream: &mut UnixStream) -> Result<ExecRequest, String> {
@@ -124,11 +292,17 @@ async fn read_request(stream: &mut UnixStream) -> Result<ExecRequest, String> {
             "request of {size} bytes is over the {MAX_REQUEST_BYTES}-byte limit"
         ));
     }
-    let mut body = vec![0u8; size as usize];
-    stream
-        .read_exact(&mut body)
+    // Grown as bytes arrive, not allocated from the claimed size: a peer
+    // that announces 64 KiB and sends nothing costs nothing.
+    let mut body = Vec::new();
+    (&mut *stream)
+        .take(u64::from(size))
+        .read_to_end(&mut body)
         .await
         .map_err(|e| e.to_string())?;
+    if body.len() < size as usize {
+        return Err("early eof".into());
+    }
     decode_request(&body).map_err(|e| e.to_string())
 }
 
@@ -148,24 +322,20 @@ fn refused(reason: impl Into<String>, retry: bool) -> ExecResponse {
     }
 }
 
-async fn handle(mut stream: UnixStream, d: &Delivery) -> Result<(), InjectError> {
+async fn handle(mut stream: UnixStream, slot: &Slot, d: &Delivery) -> Result<(), ConnError> {
     let caller = Caller::of(&stream)?;
-    let req = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            let _ = reply(&mut stream, &refused(format!("bad request: {e}"), false)).await;
-            return Err(InjectError::Identity(format!(
-                "PID {}: bad request: {e}",
-                caller.pid
-            )));
+    let req = match read_unless_evicted(&mut stream, slot, &caller).await {
+        Ok(r) => r,
+        Err(ConnError::BadRequest { pid, reason }) => {
+            let why = refused(format!("bad request: {reason}"), false);
+            let _ = send(&mut stream, &why, &caller).await;
+            return Err(ConnError::BadRequest { pid, reason });
         }
-        Err(_) => {
-            return Err(InjectError::Identity(format!(
-                "PID {}: no request within {REQUEST_TIMEOUT:?}",
-                caller.pid
-            )));
-        }
+        Err(e) => return Err(e),
     };
+    if !slot.mark_busy() {
+        return Err(ConnError::Evicted);
+    }
     let res = respond(&caller, &req, d).await;
     match &res {
         ExecResponse::Ok { .. } => {}
@@ -174,12 +344,44 @@ async fn handle(mut stream: UnixStream, d: &Delivery) -> Result<(), InjectError>
         }
         ExecResponse::NoBinding { .. } => {}
     }
-    reply(&mut stream, &res)
-        .await
-        .map_err(|e| InjectError::Socket {
+    send(&mut stream, &res, &caller).await
+}
+
+/// The request, unless it is late or the connection is closed to make
+/// room first.
+async fn read_unless_evicted(
+    stream: &mut UnixStream,
+    slot: &Slot,
+    caller: &Caller,
+) -> Result<ExecRequest, ConnError> {
+    tokio::select! {
+        read = tokio::time::timeout(REQUEST_TIMEOUT, read_request(stream)) => match read {
+            Ok(Ok(req)) => Ok(req),
+            Ok(Err(reason)) => Err(ConnError::BadRequest { pid: caller.pid, reason }),
+            Err(_) => Err(ConnError::RequestTimeout { pid: caller.pid, uid: caller.uid }),
+        },
+        () = slot.evicted() => Err(ConnError::Evicted),
+    }
+}
+
+/// Replies within [`REPLY_TIMEOUT`]: a caller that does not read cannot
+/// hold the connection.
+async fn send(
+    stream: &mut UnixStream,
+    res: &ExecResponse,
+    caller: &Caller,
+) -> Result<(), ConnError> {
+    match tokio::time::timeout(REPLY_TIMEOUT, reply(stream, res)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ConnError::Failed(InjectError::Socket {
             path: "peer".into(),
             reason: e.to_string(),
-        })
+        })),
+        Err(_) => Err(ConnError::ReplyTimeout {
+            pid: caller.pid,
+            uid: caller.uid,
+        }),
+    }
 }
 
 /// The caller's pod, when pod identity applies here.
@@ -459,4 +661,35 @@ pub(crate) fn track(
 /// Removes the socket file on shutdown.
 pub fn unbind(path: &PathBuf) {
     let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn accept_pauses_when_out_of_descriptors_only() {
+        let err = std::io::Error::from_raw_os_error;
+        assert_eq!(accept_backoff(&err(libc::EMFILE)), Some(ACCEPT_BACKOFF));
+        assert_eq!(accept_backoff(&err(libc::ENFILE)), Some(ACCEPT_BACKOFF));
+        assert_eq!(accept_backoff(&err(libc::ECONNABORTED)), None);
+    }
+
+    #[tokio::test]
+    async fn a_request_counts_as_queued_once_whole() {
+        let (mut client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = UnixStream::from_std(server).unwrap();
+        assert!(!request_queued(&server), "nothing sent");
+        let req = ExecRequest {
+            version: PROTOCOL_VERSION,
+            binary: "/bin/sh".into(),
+        };
+        let frame = encode_frame(&req);
+        client.write_all(&frame[..frame.len() - 1]).unwrap();
+        assert!(!request_queued(&server), "one byte short");
+        client.write_all(&frame[frame.len() - 1..]).unwrap();
+        assert!(request_queued(&server));
+    }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use kernelseal_bpf::Gate;
 use kernelseal_config::Config;
-use kernelseal_injector::{FileStore, LiveSet, Metrics, PodIndex, Shared};
+use kernelseal_injector::{
+    ConnLimits, FileStore, LiveSet, Metrics, PodIndex, ServeOptions, Shared,
+};
 use tracing::{error, info, warn};
 
 use super::AgentArgs;
@@ -34,11 +36,13 @@ struct Kept {
 }
 
 impl Serving {
-    /// Starts the metrics endpoint and the socket server.
+    /// Starts the metrics endpoint and the socket server; the socket's
+    /// connection limits leave room in `open_files` for the agent's own work.
     pub async fn start(
         config: &Config,
         gate: Option<&Gate>,
         args: &AgentArgs,
+        open_files: u64,
     ) -> Result<Self, Failure> {
         let metrics = Arc::new(Metrics::default());
         metrics.lsm_loaded.set(i64::from(gate.is_some()));
@@ -63,7 +67,12 @@ impl Serving {
         let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
         let listener = kernelseal_injector::bind(&args.socket, gid).map_err(Failure::runtime)?;
         let shared: Shared = Arc::new(tokio::sync::RwLock::new(Arc::new(d)));
-        tokio::spawn(kernelseal_injector::serve(listener, shared.clone()));
+        let limits = ConnLimits::for_open_files(open_files);
+        let opts = ServeOptions {
+            limits,
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(kernelseal_injector::serve(listener, shared.clone(), opts));
         // /ready: an agent that cannot enforce what the config asks exits
         // before this point, so an agent whose socket is bound is ready.
         metrics
@@ -71,6 +80,12 @@ impl Serving {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         log_secret_memory();
         info!("[OK] serving secrets on {}", args.socket.display());
+        info!(
+            "[OK] socket limits: {} connections, {} per uid, {}s for a request",
+            limits.total,
+            limits.per_uid,
+            kernelseal_injector::REQUEST_TIMEOUT.as_secs()
+        );
         Ok(Serving {
             metrics,
             kept,
