@@ -1,10 +1,19 @@
-//! `kernelseal-vmtests bench`: what the hooks cost, measured inside the VM
-//! as ratios against a baseline taken in the same run. Rounds alternate
-//! "programs detached" and "programs attached" (the real agent, started and
-//! stopped with --unpin-on-exit) so drift on a noisy host hits both sides.
+//! `kernelseal-vmtests bench [--icount|--wall]`: what the hooks cost,
+//! measured inside the VM against a baseline taken in the same run. Rounds
+//! alternate "programs detached" and "programs attached" (the real agent,
+//! started and stopped with --unpin-on-exit) so drift on a noisy host hits
+//! both sides.
+//!
+//! Every figure is CLOCK_MONOTONIC time per op. With `--wall` (the default
+//! here) that is host time as TCG passes it through: ns/op, noisy. With
+//! `--icount` QEMU runs with `-icount shift=0,sleep=off` (`cargo xtask
+//! vm-bench` starts it so), where the guest clock advances one ns per guest
+//! instruction on either vCPU: the same figure is instructions per op, and
+//! repeats from round to round on any host.
 
 use std::ffi::CString;
-use std::time::Instant;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use crate::agent::{Agent, Policy};
 
@@ -12,6 +21,33 @@ const ROUNDS: usize = 4;
 const OPEN_OPS: u32 = 20_000;
 const STAT_OPS: u32 = 10_000;
 const EXEC_OPS: u32 = 300;
+
+/// What the guest's CLOCK_MONOTONIC counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    Wall,
+    Icount,
+}
+
+impl Clock {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        match args {
+            [] => Ok(Clock::Wall),
+            [a] if a == "--wall" => Ok(Clock::Wall),
+            [a] if a == "--icount" => Ok(Clock::Icount),
+            _ => Err(format!(
+                "usage: kernelseal-vmtests bench [--icount|--wall] (got {args:?})"
+            )),
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Clock::Wall => "ns/op",
+            Clock::Icount => "insns/op",
+        }
+    }
+}
 
 fn time_per_op(ops: u32, mut op: impl FnMut()) -> f64 {
     let start = Instant::now();
@@ -53,11 +89,15 @@ struct Sample {
 }
 
 fn measure(stat_path: &CString) -> Sample {
+    settle();
     let file = CString::new("/tmp/kernelseal-bench-file").unwrap();
     std::fs::write("/tmp/kernelseal-bench-file", b"x").ok();
     let mut buf = [0u8; 512];
-    // Warm caches before timing.
+    // Warm caches before timing, so a round's first ops (dentries, page
+    // cache, the exec'd binary) do not show as a difference between rounds.
     time_per_op(1000, || open_close(&file));
+    time_per_op(100, || read_stat(stat_path, &mut buf));
+    time_per_op(5, exec_true);
     Sample {
         open: time_per_op(OPEN_OPS, || open_close(&file)),
         stat: time_per_op(STAT_OPS, || read_stat(stat_path, &mut buf)),
@@ -65,17 +105,156 @@ fn measure(stat_path: &CString) -> Sample {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+/// Lets the guest finish the work the last step left behind before the
+/// clock starts: after boot, or after the agent stopped (its programs and
+/// maps are freed by deferred work after RCU grace periods). That work runs
+/// on the other vCPU and under icount counts towards the figures: without
+/// this pause detached rounds measured up to twice the instructions per open
+/// and their spread hid the attached side's difference. Under
+/// icount with sleep=off an idle guest skips to its next timer, so the pause
+/// costs little host time.
+fn settle() {
+    std::thread::sleep(Duration::from_secs(1));
 }
 
-pub fn run() -> Result<(), String> {
-    // An unprotected process whose /proc/P/stat is read.
-    let mut idle = std::process::Command::new("sleep")
-        .arg("600")
+/// One figure over the rounds: the median, and the range that shows how
+/// far the rounds agree.
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(f64::total_cmp);
+        Spread {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+
+    /// The range as a share of the median, in percent.
+    fn width_percent(&self) -> f64 {
+        (self.max - self.min) / self.median * 100.0
+    }
+}
+
+/// Under icount a loop of known length must take as many ns as it has
+/// instructions. If it does not, QEMU was not started with `-icount
+/// shift=0` and figures labelled instructions would be wrong.
+#[cfg(target_arch = "x86_64")]
+fn check_icount() -> Result<(), String> {
+    const ITERATIONS: u64 = 1_000_000;
+    let insns = 2 * ITERATIONS;
+    let start = Instant::now();
+    spin(ITERATIONS);
+    let ns = start.elapsed().as_nanos() as f64;
+    let per_insn = ns / insns as f64;
+    println!(
+        "bench: clock icount: a {insns}-instruction loop took {ns:.0} ns ({per_insn:.4} ns per instruction)"
+    );
+    // Above 1: a timer interrupt in the loop and the clock read itself.
+    if (0.99..1.05).contains(&per_insn) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the guest clock does not count instructions ({per_insn:.3} ns per instruction): \
+             is QEMU running with -icount shift=0,sleep=off?"
+        ))
+    }
+}
+
+/// Exactly two instructions per iteration.
+#[cfg(target_arch = "x86_64")]
+fn spin(iterations: u64) {
+    // SAFETY: a register-only countdown; touches no memory and no stack.
+    unsafe {
+        std::arch::asm!(
+            "2:",
+            "dec {n}",
+            "jnz 2b",
+            n = inout(reg) iterations => _,
+            options(nomem, nostack),
+        );
+    }
+}
+
+/// The loop above is x86-64 assembly; the VMs are x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+fn check_icount() -> Result<(), String> {
+    println!("bench: clock icount (not checked on this architecture)");
+    Ok(())
+}
+
+/// Each round's figures, so a reader sees how far the rounds agree.
+fn print_round(clock: Clock, round: usize, off: &Sample, on: &Sample) {
+    println!(
+        "bench: round {} of {ROUNDS}: open {:.0} / {:.0}, stat {:.0} / {:.0}, exec {:.0} / {:.0} {} (detached / attached)",
+        round + 1,
+        off.open,
+        on.open,
+        off.stat,
+        on.stat,
+        off.exec,
+        on.exec,
+        clock.unit()
+    );
+}
+
+fn report(clock: Clock, name: &str, ops: u32, off: Spread, on: Spread) {
+    println!(
+        "bench: {name:<31} {:>8.0} -> {:>8.0} {} ({:+.1} %)  rounds: detached {:.0}..{:.0}, attached {:.0}..{:.0} (spread {:.2} %)  [{ops} ops x {ROUNDS} rounds, medians]",
+        off.median,
+        on.median,
+        clock.unit(),
+        (on.median / off.median - 1.0) * 100.0,
+        off.min,
+        off.max,
+        on.min,
+        on.max,
+        off.width_percent().max(on.width_percent()),
+    );
+}
+
+/// Address-space randomisation changes, exec to exec, how many page-table
+/// pages a new process needs and so its instruction count; without it the
+/// exec figures' spread under icount narrowed (2.1 % to 1.3 %). Children
+/// (the execs, the agent) inherit the flag.
+fn disable_aslr() -> Result<(), String> {
+    const QUERY: libc::c_ulong = 0xffff_ffff;
+    // SAFETY: personality() only reads or sets this process's flags.
+    let current = unsafe { libc::personality(QUERY) };
+    let flags = current as libc::c_ulong | libc::ADDR_NO_RANDOMIZE as libc::c_ulong;
+    // SAFETY: as above.
+    if current == -1 || unsafe { libc::personality(flags) } == -1 {
+        return Err(format!(
+            "personality(ADDR_NO_RANDOMIZE): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// An unprotected process whose /proc/P/stat is read. It must outlive the
+/// bench: under icount the guest clock runs at the instruction rate, not
+/// the host's, so no guest-time guess about the bench's length is safe.
+fn spawn_idle() -> Result<Child, String> {
+    std::process::Command::new("sleep")
+        .arg("1000000")
         .spawn()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("starting sleep: {e}"))
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let clock = Clock::parse(args)?;
+    match clock {
+        Clock::Icount => check_icount()?,
+        Clock::Wall => println!("bench: clock wall: host time under TCG, figures are ns/op"),
+    }
+    disable_aslr()?;
+    let mut idle = spawn_idle()?;
     let stat_path = CString::new(format!("/proc/{}/stat", idle.id())).unwrap();
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
@@ -83,21 +262,25 @@ pub fn run() -> Result<(), String> {
         let agent = Agent::start(Policy::ENFORCE_ALL)?;
         on.push(measure(&stat_path));
         agent.stop()?;
-        println!("bench: round {} of {ROUNDS} done", round + 1);
+        print_round(clock, round, &off[round], &on[round]);
     }
+    let idle_exited = !matches!(idle.try_wait(), Ok(None));
     let _ = idle.kill();
     let _ = idle.wait();
-    let report = |name: &str, unit_ops: u32, pick: fn(&Sample) -> f64| {
-        let base = median(off.iter().map(pick).collect());
-        let with = median(on.iter().map(pick).collect());
-        println!(
-            "bench: {name:<34} detached {base:>10.0} ns/op   attached {with:>10.0} ns/op   ratio {:.3} ({:+.1}%)  [{unit_ops} ops x {ROUNDS} rounds, medians]",
-            with / base,
-            (with / base - 1.0) * 100.0
-        );
+    if idle_exited {
+        return Err("the process whose /proc stat was read exited during the bench".into());
+    }
+    let figure = |pick: fn(&Sample) -> f64| {
+        (
+            Spread::of(off.iter().map(pick).collect()),
+            Spread::of(on.iter().map(pick).collect()),
+        )
     };
-    report("open()+close() regular file", OPEN_OPS, |s| s.open);
-    report("read /proc/<unprotected>/stat", STAT_OPS, |s| s.stat);
-    report("fork+exec /bin/true (no match)", EXEC_OPS, |s| s.exec);
+    let (o, a) = figure(|s| s.open);
+    report(clock, "open()+close() regular file", OPEN_OPS, o, a);
+    let (o, a) = figure(|s| s.stat);
+    report(clock, "read /proc/<unprotected>/stat", STAT_OPS, o, a);
+    let (o, a) = figure(|s| s.exec);
+    report(clock, "fork+exec /bin/true (no match)", EXEC_OPS, o, a);
     Ok(())
 }

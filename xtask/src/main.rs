@@ -4,7 +4,8 @@
 //!   in it as root, for trying a scenario by hand.
 //! - `vm-test`: run the in-VM test runner on every supported kernel.
 //! - `vm-bench`: the hook-cost benchmark (`kernelseal-vmtests bench`) on
-//!   every supported kernel.
+//!   every supported kernel, in guest instructions per op (QEMU icount) or
+//!   in wall time.
 //! - `vm-fetch`: download and cache the kernels and busybox (setup does it).
 //!
 //! BPF-LSM programs cannot be attached on the development machines, so
@@ -15,6 +16,7 @@ mod initramfs;
 mod kernel;
 mod util;
 mod vm;
+mod vmbench;
 mod vmtest;
 
 use std::fs;
@@ -78,14 +80,24 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Measure what the LSM hooks cost (open, /proc read, exec) with the
-    /// programs attached vs detached, in one run per kernel; prints ratios.
+    /// programs attached vs detached, in one run per kernel; prints the cost
+    /// per op on both sides and the difference.
     VmBench {
         /// Kernel series to measure.
         #[arg(long, value_enum, default_value = "all")]
         kernel: KernelChoice,
-        /// Seconds before each VM is killed.
+        /// Seconds before each VM is killed (host time; the bench takes
+        /// about a minute per kernel in either mode).
         #[arg(long, default_value_t = 1800)]
         timeout: u64,
+        /// Count guest instructions per op (QEMU -icount shift=0,sleep=off):
+        /// the same figures on any host. The default.
+        #[arg(long, conflicts_with = "wall")]
+        icount: bool,
+        /// Time each op in host nanoseconds instead (noisy under TCG: host
+        /// load shows in the figures).
+        #[arg(long)]
+        wall: bool,
     },
     /// Download and cache the test kernels and busybox under target/vm/.
     VmFetch,
@@ -144,7 +156,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             with,
             args,
         } => vm_test(&ws, kernel, runner, timeout, &with, args),
-        Cmd::VmBench { kernel, timeout } => vm_bench(&ws, kernel, timeout),
+        Cmd::VmBench {
+            kernel,
+            timeout,
+            icount: _,
+            wall,
+        } => {
+            let clock = if wall {
+                vm::Clock::Wall
+            } else {
+                vm::Clock::Icount
+            };
+            vm_bench(&ws, kernel, clock, timeout)
+        }
         Cmd::StaticExec => {
             let out = static_exec(&ws)?;
             println!("{}", out.display());
@@ -178,8 +202,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Runs `kernelseal-vmtests bench` on each kernel, its output on stdout.
-fn vm_bench(ws: &Workspace, choice: KernelChoice, timeout: u64) -> Result<ExitCode> {
+/// Runs `kernelseal-vmtests bench` on each kernel, its output on stdout,
+/// then a summary of every kernel's figures headed by the mode.
+fn vm_bench(
+    ws: &Workspace,
+    choice: KernelChoice,
+    clock: vm::Clock,
+    timeout: u64,
+) -> Result<ExitCode> {
     const RUNNER: &str = "kernelseal-vmtests";
     ws.cargo_build_release(&[
         "-p",
@@ -194,7 +224,7 @@ fn vm_bench(ws: &Workspace, choice: KernelChoice, timeout: u64) -> Result<ExitCo
     let runner = absolute_file(&ws.release_bin(RUNNER))?;
     let busybox = ensure_busybox(&ws.vm_dir())?;
     let payload = guest_bin_path(&runner)?;
-    let mut failed = 0;
+    let mut results = Vec::new();
     for series in choice.series() {
         let kernel = kernel::ensure(&ws.vm_dir(), series)?;
         let mut executables = base_executables(ws, &[])?;
@@ -204,28 +234,45 @@ fn vm_bench(ws: &Workspace, choice: KernelChoice, timeout: u64) -> Result<ExitCo
             busybox: &busybox,
             executables,
             payload: payload.clone(),
-            args: vec!["bench".to_owned()],
+            args: vmbench::guest_args(clock),
             timeout: Duration::from_secs(timeout),
             label: format!("vm-bench-{}", series.as_str()),
+            clock,
         };
-        println!("=== vm-bench on {} ===", kernel.release);
-        let stdout = io::stdout();
-        match vm::run(&ws.vm_dir(), &spec, &mut stdout.lock()) {
-            Ok(o) if o.exit_status == 0 => println!("=== {}", timing(&kernel, &o)),
+        println!(
+            "=== vm-bench on {} ({}, timeout {timeout} s) ===",
+            kernel.release,
+            vmbench::mode_name(clock)
+        );
+        let mut captured = Vec::new();
+        let outcome = {
+            let stdout = io::stdout();
+            let mut tee = Tee(stdout.lock(), &mut captured);
+            vm::run(&ws.vm_dir(), &spec, &mut tee)
+        };
+        let log = ws
+            .vm_dir()
+            .join("logs")
+            .join(format!("{}.output.log", spec.label));
+        fs::write(&log, &captured).with_context(|| format!("writing {}", log.display()))?;
+        let problem = match outcome {
             Ok(o) => {
-                failed += 1;
-                println!(
-                    "=== bench failed on {}: exit {}",
-                    kernel.release, o.exit_status
-                );
+                println!("=== {}", timing(&kernel, &o));
+                (o.exit_status != 0).then(|| format!("exit status {}", o.exit_status))
             }
             Err(e) => {
-                failed += 1;
                 eprintln!("xtask: error: {e:#}");
+                Some(format!("{e}"))
             }
-        }
+        };
+        results.push(vmbench::KernelBench {
+            kernel: kernel.release.clone(),
+            figures: vmbench::figures(&String::from_utf8_lossy(&captured)),
+            problem,
+        });
     }
-    Ok(if failed == 0 {
+    let all_ok = vmbench::report(clock, &results, &mut io::stdout().lock())?;
+    Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -255,6 +302,7 @@ fn vm_run(
         args,
         timeout: Duration::from_secs(timeout),
         label: format!("vm-run-{}", series.as_str()),
+        clock: vm::Clock::Wall,
     };
     eprintln!(
         "xtask: booting {} (TCG, timeout {timeout} s)",
@@ -334,6 +382,7 @@ fn vm_test(
             args: args.clone(),
             timeout: Duration::from_secs(timeout),
             label: label.clone(),
+            clock: vm::Clock::Wall,
         };
         // On stdout, so the runner's output of each kernel is headed there.
         println!("=== vm-test on {} ===", kernel.release);

@@ -40,6 +40,20 @@ pub struct VmSpec<'a> {
     pub timeout: Duration,
     /// Names the initramfs and log files, e.g. `vm-run-6.12`.
     pub label: String,
+    pub clock: Clock,
+}
+
+/// How the guest's clock runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// Host time, as TCG passes it through: what a guest normally sees.
+    Wall,
+    /// `-icount shift=0,sleep=off`: the guest clock advances exactly one
+    /// nanosecond per guest instruction (on either vCPU) and jumps over idle
+    /// time to the next timer, so an elapsed time measured in the guest is an
+    /// instruction count, the same on any host. TCG executes more slowly
+    /// this way, but idle time costs nothing: a bench takes about as long.
+    Icount,
 }
 
 pub struct VmOutcome {
@@ -69,7 +83,7 @@ pub fn run(vm_dir: &Path, spec: &VmSpec, out: &mut dyn Write) -> Result<VmOutcom
     let console_log = logs.join(format!("{}.console.log", spec.label));
 
     let started = Instant::now();
-    let mut child = spawn_qemu(spec.kernel, &initrd, &console_log)?;
+    let mut child = spawn_qemu(spec.kernel, &initrd, &console_log, spec.clock)?;
     let stderr_reader = collect_in_thread(child.stderr.take().expect("piped stderr"));
     let (tx, rx) = mpsc::channel();
     let mut stdout = child.stdout.take().expect("piped stdout");
@@ -154,7 +168,7 @@ pub fn run(vm_dir: &Path, spec: &VmSpec, out: &mut dyn Write) -> Result<VmOutcom
     })
 }
 
-fn spawn_qemu(kernel: &Kernel, initrd: &Path, console_log: &Path) -> Result<Child> {
+fn spawn_qemu(kernel: &Kernel, initrd: &Path, console_log: &Path, clock: Clock) -> Result<Child> {
     let mut cmd = Command::new("qemu-system-x86_64");
     // thread=single: with multi-threaded TCG the guest kernel sometimes oopsed
     // on an int3 left by live code patching (text_poke, 1 boot in ~30 here);
@@ -168,8 +182,13 @@ fn spawn_qemu(kernel: &Kernel, initrd: &Path, console_log: &Path) -> Result<Chil
         "1G",
         "-smp",
         "2",
-    ])
-    .args([
+    ]);
+    if clock == Clock::Icount {
+        // QEMU refuses icount with multi-threaded TCG; thread=single above
+        // already rules that out.
+        cmd.args(["-icount", "shift=0,sleep=off"]);
+    }
+    cmd.args([
         "-nographic",
         "-no-reboot",
         "-monitor",
