@@ -15,6 +15,7 @@ use crate::event_log::EventLog;
 use crate::exit::Failure;
 
 mod cgroup_ns;
+mod open_files;
 mod policy;
 mod serving;
 
@@ -109,15 +110,17 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
         "[CONFIG] Loaded KernelSeal configuration from {}",
         args.config.display()
     );
+    // Before anything opens descriptors: programs, maps, the socket.
+    let open_files = open_files::raise();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(anyhow!(e).context("starting the async runtime")))?;
-    runtime.block_on(serve(args, config))
+    runtime.block_on(serve(args, config, open_files))
 }
 
-async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
+async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), Failure> {
     // Before anything else: a SIGHUP sent while the programs load must
     // reload, not kill the agent with the default action.
     let mut term = signal(SignalKind::terminate()).map_err(signal_failure)?;
@@ -150,7 +153,7 @@ async fn serve(args: AgentArgs, config: Config) -> Result<(), Failure> {
         Some(stream) => Some(stream.map_err(Failure::runtime)?),
         None => None,
     };
-    let serving = serving::Serving::start(&config, gate.as_ref(), &args).await?;
+    let serving = serving::Serving::start(&config, gate.as_ref(), &args, open_files).await?;
     log.metrics = Some(serving.metrics.clone());
     log.mode = config.policy.mode.as_str();
     log_policy(&config);
@@ -333,12 +336,6 @@ fn open_gate(policy: KernelPolicy, filter: ExecFilter, args: &AgentArgs) -> Resu
         ),
     }
     info!("[OK] Exec monitor BPF programs loaded and attached");
-    if !gate.has_program(kernelseal_bpf::kernel::POST_OPEN_HOOK) {
-        info!(
-            "[OK] kernel has no file_post_open hook (older than 6.9): ptrace_access_check alone \
-             guards /proc opens there"
-        );
-    }
     // Before the agent marks itself allowed: it is an ordinary accessor now.
     match crate::selftest::run(&gate, &policy) {
         Ok(what) => info!("[OK] self-test: {what}"),
@@ -448,7 +445,7 @@ fn reload(path: &Path, secrets_dev: u64, gate: Option<&mut Gate>, log: &mut Even
 fn log_policy(config: &Config) {
     let p = &config.policy;
     info!(
-        "[CONFIG] Policy configured: mode={}, environ={}, mem={}, maps={}, ptrace={}, selfRead={}, auditAll={}, inherit={}",
+        "[CONFIG] Policy configured: mode={}, environ={}, mem={}, maps={}, ptrace={}, selfRead={}, auditAll={}, inherit={}, perf={}",
         p.mode,
         p.block_environ,
         p.block_mem,
@@ -456,7 +453,8 @@ fn log_policy(config: &Config) {
         p.block_ptrace,
         p.allow_self_read,
         p.audit_all,
-        p.inherit_protection
+        p.inherit_protection,
+        p.block_perf
     );
 }
 

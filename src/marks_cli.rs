@@ -68,7 +68,8 @@ pub fn protect(args: &MarkArgs) -> Result<(), Failure> {
         let p = marks.protect(pid, 0)?;
         Ok(format!(
             "[PROTECT] PID {} marked as protected ({})",
-            p.tgid, p.comm
+            p.tgid,
+            p.describe()
         ))
     })
 }
@@ -77,8 +78,9 @@ pub fn unprotect(args: &MarkArgs) -> Result<(), Failure> {
     each(args, |marks, pid| {
         let p = marks.unprotect(pid)?;
         Ok(format!(
-            "[UNPROTECT] PID {} no longer protected ({})",
-            p.tgid, p.comm
+            "[UNPROTECT] PID {} no longer protected, every thread ({})",
+            p.tgid,
+            p.describe()
         ))
     })
 }

@@ -25,6 +25,9 @@
 #define KS_POLICY_INHERIT (1u << 6)
 /* kernelBinaryFilter: exec events only for configured binaries/paths. */
 #define KS_POLICY_EXEC_FILTER (1u << 7)
+/* blockPerf: perf events that can read a protected process's user memory
+ * or registers (per-task on it; CPU-wide sampling user stack/registers). */
+#define KS_POLICY_BLOCK_PERF (1u << 8)
 
 /* task_mark.flags */
 #define KS_MARK_PROTECTED (1u << 0)
@@ -42,6 +45,15 @@
 #define KS_KIND_TRACED_EXEC 6
 /* A delivered secret file opened by a process outside its owner's tree. */
 #define KS_KIND_FILE 7
+/* A perf event that could sample a protected process's memory/registers. */
+#define KS_KIND_PERF 8
+/* A protected process exec'ing while perf events monitor it: they would
+ * keep sampling the new image. */
+#define KS_KIND_PERF_EXEC 9
+/* A file without a name (pipe, memfd, secret memory, deleted file) opened
+ * through a protected process's /proc/P/fd or map_files link: the sibling
+ * of pidfd_getfd. */
+#define KS_KIND_FD 10
 
 /* event.decision */
 #define KS_DECISION_ALLOWED 0
@@ -82,7 +94,7 @@ struct ks_policy {
 
 /* Task-local storage value. One struct serves both roles a task can have:
  * a protected target (flags, binding_id) and an opener of procfs files
- * (pending_kind, pending_pid), so a task costs at most one storage slot. */
+ * (pending_kind, pending_target), so a task costs at most one storage slot. */
 struct ks_task_mark {
 	__u32 flags;
 	__u32 binding_id;
@@ -91,10 +103,12 @@ struct ks_task_mark {
 	/* Delivery whose guarded files this task (and its descendants) may
 	 * open; 0 for none. */
 	__u32 file_owner;
-	/* struct pid * of a target refused by an FSCREDS check; file_post_open
-	 * refuses the open of that target's procfs file (kernels >= 6.15 let
-	 * perfmon-capable callers past a refused READ check). */
-	__u64 pending_pid;
+	/* Set by ptrace_access_check for this opener: the refused (or, with
+	 * pending_kind KS_KIND_FD, link-followed) protected target, as
+	 * tgid << 32 | binding_id. A refusal makes the perfmon fallback of
+	 * kernels >= 6.15 fail too (capable); a link makes the reopen of an
+	 * unnamed file fail (file_open). 0 for none. */
+	__u64 pending_target;
 };
 
 struct ks_event {

@@ -46,6 +46,7 @@ enum {
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct pid;
+struct user_namespace;
 
 typedef struct {
 	unsigned int val;
@@ -56,8 +57,13 @@ struct cred {
 	kuid_t euid;
 };
 
+struct perf_event_context {
+	int nr_events;
+};
+
 struct task_struct {
 	unsigned int flags;
+	struct perf_event_context *perf_event_ctxp;
 	unsigned int ptrace;
 	pid_t pid;
 	pid_t tgid;
@@ -78,8 +84,12 @@ struct qstr {
 	const unsigned char *name;
 };
 
+struct inode;
+
 struct dentry {
 	struct qstr d_name;
+	struct dentry *d_parent;
+	struct inode *d_inode;
 };
 
 struct path {
@@ -89,6 +99,7 @@ struct path {
 struct inode {
 	struct super_block *i_sb;
 	unsigned long i_ino;
+	unsigned int i_nlink;
 };
 
 struct file {
@@ -98,6 +109,21 @@ struct file {
 
 struct linux_binprm {
 	const char *filename;
+};
+
+struct perf_event_attr {
+	__u32 type;
+	__u64 sample_type;
+	__u64 exclude_callchain_user : 1;
+};
+
+struct hw_perf_event {
+	struct task_struct *target;
+};
+
+struct perf_event {
+	struct perf_event_attr attr;
+	struct hw_perf_event hw;
 };
 
 struct proc_inode {
@@ -110,6 +136,17 @@ struct proc_inode {
 #define PF_KTHREAD 0x00200000
 #define PROC_SUPER_MAGIC 0x9fa0
 #define TMPFS_MAGIC 0x01021994
+#define PIPEFS_MAGIC 0x50495045
+#define SECRETMEM_MAGIC 0x5345434d
+
+/* perf_event_attr.sample_type bits that copy user memory or registers. */
+#define PERF_SAMPLE_CALLCHAIN (1U << 5)
+#define PERF_SAMPLE_REGS_USER (1U << 12)
+#define PERF_SAMPLE_STACK_USER (1U << 13)
+#define PERF_SAMPLE_REGS_INTR (1U << 18)
+
+#define CAP_SYS_ADMIN 21
+#define CAP_PERFMON 38
 
 #define PTRACE_MODE_READ 0x01
 #define PTRACE_MODE_ATTACH 0x02

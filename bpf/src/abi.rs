@@ -15,6 +15,7 @@ pub const POLICY_ALLOW_SELF_READ: u32 = 1 << 4;
 pub const POLICY_AUDIT_ALL: u32 = 1 << 5;
 pub const POLICY_INHERIT: u32 = 1 << 6;
 pub const POLICY_EXEC_FILTER: u32 = 1 << 7;
+pub const POLICY_BLOCK_PERF: u32 = 1 << 8;
 
 pub const MARK_PROTECTED: u32 = 1 << 0;
 pub const MARK_AGENT: u32 = 1 << 1;
@@ -27,6 +28,9 @@ pub const KIND_PTRACE: u32 = 4;
 pub const KIND_SELF_READ: u32 = 5;
 pub const KIND_TRACED_EXEC: u32 = 6;
 pub const KIND_FILE: u32 = 7;
+pub const KIND_PERF: u32 = 8;
+pub const KIND_PERF_EXEC: u32 = 9;
+pub const KIND_FD: u32 = 10;
 
 pub const DECISION_ALLOWED: u32 = 0;
 pub const DECISION_DENIED: u32 = 1;
@@ -67,7 +71,7 @@ pub struct RawTaskMark {
     pub binding_id: u32,
     pub pending_kind: u32,
     pub file_owner: u32,
-    pub pending_pid: u64,
+    pub pending_target: u64,
 }
 
 /// `struct ks_event`

@@ -18,6 +18,14 @@ pub enum AccessKind {
     TracedExec,
     /// A delivered secret file opened outside its owner's process tree.
     SecretFile,
+    /// A perf event that could sample a protected process's memory or
+    /// registers.
+    Perf,
+    /// A protected process exec'ing while perf events monitor it.
+    PerfExec,
+    /// An unnamed file (pipe, memfd, secret memory, deleted file) reopened
+    /// through a protected process's /proc/P/fd or map_files link.
+    FdReopen,
     Unknown(u32),
 }
 
@@ -31,6 +39,9 @@ impl AccessKind {
             abi::KIND_SELF_READ => AccessKind::SelfRead,
             abi::KIND_TRACED_EXEC => AccessKind::TracedExec,
             abi::KIND_FILE => AccessKind::SecretFile,
+            abi::KIND_PERF => AccessKind::Perf,
+            abi::KIND_PERF_EXEC => AccessKind::PerfExec,
+            abi::KIND_FD => AccessKind::FdReopen,
             other => AccessKind::Unknown(other),
         }
     }
@@ -44,6 +55,9 @@ impl AccessKind {
             AccessKind::SelfRead => "self-read",
             AccessKind::TracedExec => "traced-exec",
             AccessKind::SecretFile => "secret-file",
+            AccessKind::Perf => "perf",
+            AccessKind::PerfExec => "perf-exec",
+            AccessKind::FdReopen => "fd-reopen",
             AccessKind::Unknown(_) => "unknown",
         }
     }

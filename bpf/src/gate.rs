@@ -167,14 +167,10 @@ pub struct Gate {
 }
 
 /// The programs this kernel gets, in attach order.
-fn expected_programs(btf: &Btf, lsm: bool) -> Vec<&'static str> {
+fn expected_programs(lsm: bool) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
     if lsm {
-        names.extend(
-            kernel::LSM_PROGRAMS
-                .iter()
-                .filter(|n| **n != kernel::POST_OPEN_HOOK || kernel::has_lsm_hook(btf, n)),
-        );
+        names.extend(kernel::LSM_PROGRAMS);
     }
     names.push(EXEC_TRACEPOINT);
     names
@@ -187,7 +183,7 @@ impl Gate {
     /// an error, never a partial gate.
     pub fn open(opts: GateOptions) -> Result<Self, BpfError> {
         let btf = kernel::btf()?;
-        let expected = expected_programs(&btf, opts.lsm);
+        let expected = expected_programs(opts.lsm);
         let layout = opts
             .pin_dir
             .as_ref()

@@ -155,12 +155,28 @@ impl Marks {
         }
     }
 
-    /// Removes a process's mark. Its children keep their own marks.
+    /// Removes a process's mark and those of all its threads (a thread
+    /// created after the mark inherited one of its own). Its children are
+    /// processes of their own and keep their marks.
     pub fn unprotect(&self, pid: u32) -> Result<ProcessFacts, BpfError> {
         let facts = ProcessFacts::read(pid)?;
         let pidfd = sys::pidfd_open(facts.tgid)?;
         let key = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
         sys::delete(self.fd(), &key).map_err(|source| map_err("delete", source, facts.tgid))?;
+        for tid in ProcessFacts::other_threads(facts.tgid)? {
+            let thread = match sys::thread_pidfd_open(tid) {
+                Ok(fd) => fd,
+                // Exited since the listing: its mark went with it.
+                Err(BpfError::NoSuchProcess { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let key = std::os::fd::AsRawFd::as_raw_fd(&thread);
+            match sys::delete(self.fd(), &key) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+                Err(source) => return Err(map_err("delete", source, tid)),
+            }
+        }
         Ok(facts)
     }
 

@@ -14,6 +14,11 @@ pub struct ProcessFacts {
     pub tgid: u32,
     pub comm: String,
     pub kernel_thread: bool,
+    /// Start time in clock ticks after boot (`/proc/P/stat` field 22): with
+    /// the PID it names one process, whatever reused the number since.
+    pub start_ticks: u64,
+    /// The executable (`/proc/P/exe`), when it can be read.
+    pub exe: Option<String>,
 }
 
 impl ProcessFacts {
@@ -22,7 +27,33 @@ impl ProcessFacts {
             .map_err(|_| BpfError::NoSuchProcess { pid })?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map_err(|_| BpfError::NoSuchProcess { pid })?;
-        Self::parse(pid, &status, &stat).ok_or(BpfError::NoSuchProcess { pid })
+        let mut facts = Self::parse(pid, &status, &stat).ok_or(BpfError::NoSuchProcess { pid })?;
+        facts.exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.display().to_string());
+        Ok(facts)
+    }
+
+    /// "comm, exe E, started N ticks after boot": enough to tell which
+    /// process a PID named when the command ran.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, exe {}, started {} ticks after boot",
+            self.comm,
+            self.exe.as_deref().unwrap_or("unknown"),
+            self.start_ticks
+        )
+    }
+
+    /// The threads of process `tgid` other than its leader, from
+    /// /proc/`tgid`/task (threads that exit meanwhile are simply absent).
+    pub fn other_threads(tgid: u32) -> Result<Vec<u32>, BpfError> {
+        let dir = std::fs::read_dir(format!("/proc/{tgid}/task"))
+            .map_err(|_| BpfError::NoSuchProcess { pid: tgid })?;
+        Ok(dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&tid| tid != tgid)
+            .collect())
     }
 
     fn parse(pid: u32, status: &str, stat: &str) -> Option<Self> {
@@ -37,12 +68,16 @@ impl ProcessFacts {
         // stat: "pid (comm) state ppid ... flags" — comm may contain spaces
         // and parentheses, so split after the last ')'. flags is field 9.
         let after = &stat[stat.rfind(')')? + 1..];
-        let flags: u64 = after.split_whitespace().nth(6)?.parse().ok()?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let flags: u64 = fields.get(6)?.parse().ok()?;
+        let start_ticks = fields.get(19).and_then(|v| v.parse().ok()).unwrap_or(0);
         Some(ProcessFacts {
             pid,
             tgid,
             comm,
             kernel_thread: flags & PF_KTHREAD != 0,
+            start_ticks,
+            exe: None,
         })
     }
 }

@@ -117,7 +117,7 @@ fn task_mark_matches_c() {
             ("binding_id", offset_of!(RawTaskMark, binding_id)),
             ("pending_kind", offset_of!(RawTaskMark, pending_kind)),
             ("file_owner", offset_of!(RawTaskMark, file_owner)),
-            ("pending_pid", offset_of!(RawTaskMark, pending_pid)),
+            ("pending_target", offset_of!(RawTaskMark, pending_target)),
         ],
     );
 }
@@ -230,6 +230,7 @@ fn constants_match_c_header() {
         ("KS_POLICY_AUDIT_ALL", POLICY_AUDIT_ALL),
         ("KS_POLICY_INHERIT", POLICY_INHERIT),
         ("KS_POLICY_EXEC_FILTER", POLICY_EXEC_FILTER),
+        ("KS_POLICY_BLOCK_PERF", POLICY_BLOCK_PERF),
         ("KS_MARK_PROTECTED", MARK_PROTECTED),
         ("KS_MARK_AGENT", MARK_AGENT),
         ("KS_KIND_NONE", KIND_NONE),
@@ -240,6 +241,9 @@ fn constants_match_c_header() {
         ("KS_KIND_SELF_READ", KIND_SELF_READ),
         ("KS_KIND_TRACED_EXEC", KIND_TRACED_EXEC),
         ("KS_KIND_FILE", KIND_FILE),
+        ("KS_KIND_PERF", KIND_PERF),
+        ("KS_KIND_PERF_EXEC", KIND_PERF_EXEC),
+        ("KS_KIND_FD", KIND_FD),
         ("KS_DECISION_ALLOWED", DECISION_ALLOWED),
         ("KS_DECISION_DENIED", DECISION_DENIED),
         ("KS_DECISION_AUDIT", DECISION_AUDIT),

@@ -16,6 +16,7 @@ fn policy(exec_filter: bool) -> KernelPolicy {
         block_mem: true,
         block_maps: true,
         block_ptrace: true,
+        block_perf: true,
         allow_self_read: true,
         audit_all: false,
         inherit_protection: true,

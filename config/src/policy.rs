@@ -38,6 +38,9 @@ pub struct Policy {
     pub block_mem: bool,
     pub block_maps: bool,
     pub block_ptrace: bool,
+    /// Perf events that could sample a protected process's memory or
+    /// registers (not in the original KernelSeal).
+    pub block_perf: bool,
     pub allow_self_read: bool,
     pub audit_all: bool,
     pub kernel_binary_filter: bool,
@@ -52,6 +55,7 @@ impl Default for Policy {
             block_mem: true,
             block_maps: false,
             block_ptrace: true,
+            block_perf: true,
             allow_self_read: true,
             audit_all: false,
             kernel_binary_filter: true,

@@ -22,6 +22,7 @@ pub fn kernel_policy(config: &Config, secrets_dev: u64) -> KernelPolicy {
         block_mem: p.block_mem,
         block_maps: p.block_maps,
         block_ptrace: p.block_ptrace,
+        block_perf: p.block_perf,
         allow_self_read: p.allow_self_read,
         audit_all: p.audit_all,
         inherit_protection: p.inherit_protection,

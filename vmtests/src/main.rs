@@ -9,6 +9,7 @@ mod bench;
 mod delivery_suite;
 mod exec_suite;
 mod identity_suite;
+mod leaks_suite;
 mod pins_suite;
 mod suite;
 mod tracer_suite;
@@ -133,6 +134,30 @@ const TESTS: &[Test] = &[
         "cgroup_paths_are_read_as_the_host_writes_them",
         identity_suite::cgroup_paths_are_read_as_the_host_writes_them,
     ),
+    (
+        "perf_sampling_of_protected_process_is_refused",
+        leaks_suite::perf_sampling_of_protected_process_is_refused,
+    ),
+    (
+        "perf_event_from_before_the_wrapper_is_refused",
+        leaks_suite::perf_event_from_before_the_wrapper_is_refused,
+    ),
+    (
+        "unnamed_files_of_protected_process_stay_closed",
+        leaks_suite::unnamed_files_of_protected_process_stay_closed,
+    ),
+    (
+        "fanotify_on_proc_gets_no_protected_environ",
+        leaks_suite::fanotify_on_proc_gets_no_protected_environ,
+    ),
+    (
+        "thread_exec_keeps_the_mark",
+        leaks_suite::thread_exec_keeps_the_mark,
+    ),
+    (
+        "unprotect_clears_every_thread",
+        leaks_suite::unprotect_clears_every_thread,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -159,7 +184,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.first().map(String::as_str) == Some("bench") {
-        return match bench::run() {
+        return match bench::run(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 println!("bench failed: {e}");

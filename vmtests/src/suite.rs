@@ -46,11 +46,11 @@ fn matrix(
     }
 }
 
-fn all_refused(label: &str, pid: u32, tid: u32, addr: usize) -> TestResult {
+pub(crate) fn all_refused(label: &str, pid: u32, tid: u32, addr: usize) -> TestResult {
     matrix(label, pid, tid, addr, |_| true)
 }
 
-fn all_allowed(label: &str, pid: u32, tid: u32, addr: usize) -> TestResult {
+pub(crate) fn all_allowed(label: &str, pid: u32, tid: u32, addr: usize) -> TestResult {
     matrix(label, pid, tid, addr, |_| false)
 }
 

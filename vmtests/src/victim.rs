@@ -63,6 +63,17 @@ pub fn run() -> ! {
                 let err = exec_sleep();
                 format!("exec failed {err}")
             }
+            "parkedthread" => park_thread(),
+            "threadexec" => {
+                // The parked thread execs; this process image is replaced.
+                if let Some(go) = PARKED.lock().ok().and_then(|mut g| g.take()) {
+                    go.send(()).ok();
+                }
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                "threadexec failed".to_string()
+            }
+            "pipe" | "memfd" | "deleted" => crate::leaks_suite::hold_secret_fd(line.trim()),
+            "secretmem" => crate::leaks_suite::hold_secret_memory(),
             cmd if cmd.starts_with("getenv ") => {
                 let name = &cmd["getenv ".len()..];
                 match std::env::var(name) {
@@ -120,6 +131,26 @@ pub fn read_reply(path: &str) -> String {
         Ok(b) => format!("read {}", b.len()),
         Err(e) => format!("read err {}", e.raw_os_error().unwrap_or(0)),
     }
+}
+
+/// The sender that makes the parked thread exec.
+static PARKED: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>> = std::sync::Mutex::new(None);
+
+/// A thread that waits, then execs /bin/sleep: it exists before a later
+/// `kernelseal protect`, and its exec takes over the process (de_thread).
+fn park_thread() -> String {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    if let Ok(mut g) = PARKED.lock() {
+        *g = Some(go_tx);
+    }
+    std::thread::spawn(move || {
+        tid_tx.send(gettid()).ok();
+        if go_rx.recv().is_ok() {
+            exec_sleep();
+        }
+    });
+    format!("tid {}", tid_rx.recv().unwrap_or(0))
 }
 
 fn exec_sleep() -> String {
@@ -231,7 +262,13 @@ impl Victim {
 
     /// Makes the victim exec /bin/sleep and waits until the new image runs.
     pub fn exec_sleep(&mut self) -> Result<(), String> {
-        writeln!(self.stdin, "exec").map_err(|e| e.to_string())?;
+        self.exec_sleep_via("exec")
+    }
+
+    /// Sends `command`, after which the victim (or one of its threads)
+    /// execs /bin/sleep; waits until it has.
+    pub fn exec_sleep_via(&mut self, command: &str) -> Result<(), String> {
+        writeln!(self.stdin, "{command}").map_err(|e| e.to_string())?;
         self.stdin.flush().map_err(|e| e.to_string())?;
         for _ in 0..200 {
             let comm =

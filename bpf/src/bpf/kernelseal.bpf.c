@@ -2,7 +2,7 @@
 /*
  * KernelSeal's kernel side: protection marks in task-local storage, set from
  * user space through a pidfd, and the LSM hooks that refuse every way of
- * reading a protected process from outside (design.md section 3).
+ * reading a protected process from outside (README: Security model).
  */
 #include "ks_core.h"
 #include <bpf/bpf_helpers.h>
@@ -125,10 +125,9 @@ static __always_inline bool is_agent(struct task_struct *t)
 	return m && (m->flags & KS_MARK_AGENT);
 }
 
-static __always_inline void emit(__u32 kind, __u32 decision, __u32 mode,
-				 struct task_struct *target, __u32 binding_id)
+static __always_inline void emit_to(__u32 kind, __u32 decision, __u32 mode, __u32 target_pid,
+				    __u32 target_tid, struct task_struct *target, __u32 binding_id)
 {
-	struct task_struct *cur = bpf_get_current_task_btf();
 	struct ks_event *e = bpf_ringbuf_reserve(&ks_events, sizeof(*e), 0);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
@@ -143,14 +142,35 @@ static __always_inline void emit(__u32 kind, __u32 decision, __u32 mode,
 	e->accessor_pid = pid_tgid >> 32;
 	e->accessor_tid = (__u32)pid_tgid;
 	e->accessor_uid = (__u32)bpf_get_current_uid_gid();
-	e->target_pid = BPF_CORE_READ(target, tgid);
-	e->target_tid = BPF_CORE_READ(target, pid);
+	e->target_pid = target_pid;
+	e->target_tid = target_tid;
 	e->binding_id = binding_id;
 	e->timestamp_ns = bpf_ktime_get_ns();
 	bpf_get_current_comm(e->accessor_comm, sizeof(e->accessor_comm));
-	BPF_CORE_READ_STR_INTO(&e->target_comm, target, comm);
-	(void)cur;
+	if (target)
+		BPF_CORE_READ_STR_INTO(&e->target_comm, target, comm);
+	else
+		__builtin_memset(e->target_comm, 0, sizeof(e->target_comm));
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void emit(__u32 kind, __u32 decision, __u32 mode,
+				 struct task_struct *target, __u32 binding_id)
+{
+	emit_to(kind, decision, mode, BPF_CORE_READ(target, tgid), BPF_CORE_READ(target, pid),
+		target, binding_id);
+}
+
+/* Logs and counts a refusal (enforce) or an audited access; returns the
+ * hook's verdict. */
+static __always_inline int decide(const struct ks_policy *p, __u32 kind, __u32 mode,
+				  struct task_struct *target, __u32 binding_id, int err)
+{
+	bool deny = p->mode == KS_MODE_ENFORCE;
+
+	emit(kind, deny ? KS_DECISION_DENIED : KS_DECISION_AUDIT, mode, target, binding_id);
+	stat_inc(deny ? KS_STAT_DENIED : KS_STAT_AUDITED);
+	return deny ? err : 0;
 }
 
 static __always_inline bool kind_blocked(const struct ks_policy *p, __u32 kind)
@@ -163,6 +183,7 @@ static __always_inline bool kind_blocked(const struct ks_policy *p, __u32 kind)
 	case KS_KIND_MAPS:
 		return p->flags & KS_POLICY_BLOCK_MAPS;
 	case KS_KIND_PTRACE:
+	case KS_KIND_FD:
 		return p->flags & KS_POLICY_BLOCK_PTRACE;
 	}
 	return false;
@@ -202,14 +223,6 @@ static __always_inline __u32 classify_proc_name(const unsigned char *name, __u32
 	return KS_KIND_NONE;
 }
 
-/* Every open on the system passes here: plain BTF pointer loads (the
- * verifier turns them into fault-safe loads, CO-RE relocates the offsets)
- * instead of bpf_probe_read_kernel helper calls. */
-static __always_inline bool is_procfs(struct file *file)
-{
-	return file->f_inode->i_sb->s_magic == PROC_SUPER_MAGIC;
-}
-
 static __always_inline struct pid *proc_pid_of(struct file *file)
 {
 	struct proc_inode *pi;
@@ -219,29 +232,44 @@ static __always_inline struct pid *proc_pid_of(struct file *file)
 	return BPF_CORE_READ(pi, pid);
 }
 
+static __always_inline struct ks_binding *guarded(__u64 dev, struct inode *inode)
+{
+	struct ks_file_key key = { .dev = dev, .ino = inode->i_ino };
+
+	return bpf_map_lookup_elem(&ks_guarded_files, &key);
+}
+
 /* A delivered secret file opens only for its owner's process tree (and the
- * agent, which wrote it), root included. */
+ * agent, which wrote it), root included. The delivery directory is guarded
+ * before any file is created in it, so a file is guarded from birth: an
+ * open racing the agent's own create (fanotify hands listeners such opens)
+ * is refused through the directory. */
 static __always_inline int guard_file(struct file *file)
 {
-	struct ks_file_key key = {};
 	struct task_struct *cur;
 	struct ks_task_mark *m;
 	struct ks_binding *owner;
 	struct ks_policy *p;
-	bool deny;
+	struct dentry *parent;
+	__u64 dev;
 
 	p = policy();
 	if (!p || p->mode == KS_MODE_DISABLED)
 		return 0;
-	key.dev = file->f_inode->i_sb->s_dev;
+	dev = file->f_inode->i_sb->s_dev;
 	/* /tmp, /dev/shm, Secret volumes…: one compare instead of a hash
 	 * lookup on every open there. */
-	if (p->secrets_dev && p->secrets_dev != key.dev)
+	if (p->secrets_dev && p->secrets_dev != dev)
 		return 0;
-	key.ino = file->f_inode->i_ino;
-	owner = bpf_map_lookup_elem(&ks_guarded_files, &key);
-	if (!owner)
-		return 0;
+	owner = guarded(dev, file->f_inode);
+	if (!owner) {
+		parent = file->f_path.dentry->d_parent;
+		if (!parent || !parent->d_inode)
+			return 0;
+		owner = guarded(dev, parent->d_inode);
+		if (!owner)
+			return 0;
+	}
 	cur = bpf_get_current_task_btf();
 	if (is_agent(cur))
 		return 0;
@@ -251,33 +279,21 @@ static __always_inline int guard_file(struct file *file)
 	m = mark_of(cur->group_leader);
 	if (m && m->file_owner == owner->binding_id)
 		return 0;
-	deny = p->mode == KS_MODE_ENFORCE;
-	emit(KS_KIND_FILE, deny ? KS_DECISION_DENIED : KS_DECISION_AUDIT, 0, cur, owner->binding_id);
-	stat_inc(deny ? KS_STAT_DENIED : KS_STAT_AUDITED);
-	return deny ? -EACCES : 0;
+	return decide(p, KS_KIND_FILE, 0, cur, owner->binding_id, -EACCES);
 }
 
 /*
  * Classifies procfs opens for the ptrace_access_check that do_dentry_open
  * triggers next, and resets the opener's pending state so a refused open
- * cannot leave a stale record behind; guards delivered files on tmpfs.
+ * cannot leave a stale record behind.
  */
-SEC("lsm/file_open")
-int BPF_PROG(file_open, struct file *file, int ret)
+static __always_inline int proc_open(struct file *file)
 {
 	struct task_struct *cur;
 	struct ks_task_mark *m;
 	struct ks_policy *p;
 	__u32 kind, len;
-	unsigned long magic;
 
-	if (ret)
-		return ret;
-	magic = file->f_inode->i_sb->s_magic;
-	if (magic == TMPFS_MAGIC)
-		return guard_file(file);
-	if (magic != PROC_SUPER_MAGIC)
-		return 0;
 	p = policy();
 	if (!p || p->mode == KS_MODE_DISABLED)
 		return 0;
@@ -290,7 +306,7 @@ int BPF_PROG(file_open, struct file *file, int ret)
 	if (!m)
 		return 0;
 	m->pending_kind = kind;
-	m->pending_pid = 0;
+	m->pending_target = 0;
 
 	/* Self-access never reaches ptrace_access_check, so allowSelfRead can
 	 * only be enforced here. */
@@ -298,16 +314,65 @@ int BPF_PROG(file_open, struct file *file, int ret)
 	    (m->flags & KS_MARK_PROTECTED || protection_of(cur))) {
 		struct pid *target = proc_pid_of(file);
 
-		if (target == cur->thread_pid || target == cur->group_leader->thread_pid) {
-			bool deny = p->mode == KS_MODE_ENFORCE;
-
-			emit(KS_KIND_SELF_READ, deny ? KS_DECISION_DENIED : KS_DECISION_AUDIT,
-			     0, cur, m->binding_id);
-			stat_inc(deny ? KS_STAT_DENIED : KS_STAT_AUDITED);
-			if (deny)
-				return -EACCES;
-		}
+		if (target == cur->thread_pid || target == cur->group_leader->thread_pid)
+			return decide(p, KS_KIND_SELF_READ, 0, cur, m->binding_id, -EACCES);
 	}
+	return 0;
+}
+
+/* A file without a name can only be opened through a magic link: the
+ * /proc/P/fd/N or /proc/P/map_files/… of the process that holds it.
+ * ptrace_access_check recorded the link's protected owner for this opener;
+ * refuse the reopen like pidfd_getfd. */
+static __always_inline int unnamed_open(void)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct ks_task_mark *m = mark_of(cur);
+	struct ks_policy *p;
+	__u64 target;
+
+	if (!m || m->pending_kind != KS_KIND_FD)
+		return 0;
+	target = m->pending_target;
+	m->pending_kind = KS_KIND_NONE;
+	m->pending_target = 0;
+	p = policy();
+	if (!p || p->mode == KS_MODE_DISABLED || !target || !kind_blocked(p, KS_KIND_FD))
+		return 0;
+	{
+		bool deny = p->mode == KS_MODE_ENFORCE;
+
+		emit_to(KS_KIND_FD, deny ? KS_DECISION_DENIED : KS_DECISION_AUDIT, 0,
+			target >> 32, target >> 32, 0, (__u32)target);
+		stat_inc(deny ? KS_STAT_DENIED : KS_STAT_AUDITED);
+		return deny ? -EACCES : 0;
+	}
+}
+
+/* Every open on the system passes here. A regular file with a name pays a
+ * few compares of fields already loaded: plain BTF pointer loads (the
+ * verifier turns them into fault-safe loads, CO-RE relocates the offsets)
+ * and no helper call. */
+SEC("lsm/file_open")
+int BPF_PROG(file_open, struct file *file, int ret)
+{
+	struct inode *inode;
+	unsigned long magic;
+
+	if (ret)
+		return ret;
+	inode = file->f_inode;
+	magic = inode->i_sb->s_magic;
+	if (magic == TMPFS_MAGIC) {
+		ret = guard_file(file);
+		if (ret || inode->i_nlink)
+			return ret;
+		return unnamed_open();
+	}
+	if (magic == PROC_SUPER_MAGIC)
+		return proc_open(file);
+	if (magic == PIPEFS_MAGIC || magic == SECRETMEM_MAGIC || !inode->i_nlink)
+		return unnamed_open();
 	return 0;
 }
 
@@ -336,10 +401,23 @@ int BPF_PROG(ptrace_access_check, struct task_struct *child, unsigned int mode, 
 	opener = mark_of(cur);
 	if (mode & PTRACE_MODE_FSCREDS) {
 		kind = opener ? opener->pending_kind : KS_KIND_NONE;
+		if (opener)
+			opener->pending_kind = KS_KIND_NONE;
 		/* /proc/P/{ns,fd,cwd,exe,stat,...}: ps, top, lsof, the kubelet and
-		 * runc need these; they expose no memory. */
-		if (kind == KS_KIND_NONE)
+		 * runc need these; they expose no memory. A link followed from
+		 * here is remembered: an unnamed file it leads to is refused. */
+		if (kind == KS_KIND_NONE || kind == KS_KIND_FD) {
+			if (quiet || is_agent(cur))
+				return 0;
+			opener = bpf_task_storage_get(&ks_marks, cur, 0,
+						      BPF_LOCAL_STORAGE_GET_F_CREATE);
+			if (opener) {
+				opener->pending_kind = KS_KIND_FD;
+				opener->pending_target =
+					(__u64)BPF_CORE_READ(child, tgid) << 32 | target->binding_id;
+			}
 			return 0;
+		}
 	} else {
 		kind = KS_KIND_PTRACE;
 	}
@@ -358,32 +436,36 @@ int BPF_PROG(ptrace_access_check, struct task_struct *child, unsigned int mode, 
 	if (decision != KS_DECISION_DENIED)
 		return 0;
 	if ((mode & PTRACE_MODE_FSCREDS) && opener)
-		opener->pending_pid = (__u64)child->thread_pid;
+		opener->pending_target =
+			(__u64)BPF_CORE_READ(child, tgid) << 32 | target->binding_id;
 	return -EPERM;
 }
 
-/* Kernels >= 6.15 grant READ-mode mm access to perfmon-capable callers after
- * ptrace_access_check refused; refuse the open here too. Loaded only where
- * the hook exists (6.9+). */
-SEC("lsm/file_post_open")
-int BPF_PROG(file_post_open, struct file *file, int mask, int ret)
+/* Kernels >= 6.15 grant READ-mode mm access (environ, maps) to
+ * perfmon-capable callers after ptrace_access_check refused, through
+ * perfmon_capable(): capable(CAP_PERFMON) || capable(CAP_SYS_ADMIN). Refuse
+ * both for the opener whose check was just refused. Every open path, also
+ * the kernel's own on a listener's behalf (fanotify's dentry_open), asks
+ * here, where a second hook after the open would see only some of them. */
+SEC("lsm/capable")
+int BPF_PROG(capable, const struct cred *cred, struct user_namespace *ns, int cap,
+	     unsigned int opts, int ret)
 {
 	struct ks_task_mark *m;
-	__u64 pending;
 
 	if (ret)
 		return ret;
-	if (!is_procfs(file))
+	if (cap != CAP_PERFMON && cap != CAP_SYS_ADMIN)
 		return 0;
 	m = mark_of(bpf_get_current_task_btf());
-	if (!m)
+	if (!m || !m->pending_target || m->pending_kind == KS_KIND_FD)
 		return 0;
-	pending = m->pending_pid;
-	m->pending_pid = 0;
-	m->pending_kind = KS_KIND_NONE;
-	if (pending && pending == (__u64)proc_pid_of(file))
-		return -EACCES;
-	return 0;
+	/* perfmon_capable asks CAP_PERFMON first; the CAP_SYS_ADMIN question
+	 * ends it (a caller without CAP_PERFMON never reaches this hook for
+	 * it, commoncap refuses first). */
+	if (cap == CAP_SYS_ADMIN)
+		m->pending_target = 0;
+	return -EPERM;
 }
 
 /* Children and threads inherit the mark: they inherit the environment and
@@ -478,32 +560,104 @@ static __always_inline __u32 exec_binding(struct linux_binprm *bprm)
 	return b ? b->binding_id : 0;
 }
 
+/* Whether perf events monitor this task: per-task events attached to it,
+ * inherited ones included, keep sampling its new image after exec. */
+static __always_inline bool perf_monitored(struct task_struct *t)
+{
+	struct perf_event_context *ctx = t->perf_event_ctxp;
+
+	return ctx && ctx->nr_events > 0;
+}
+
+/* A thread that execs takes over its process (de_thread): the mark a thread
+ * created before the mark inherits through its leader must move to it, or
+ * the new image runs unmarked. */
+static __always_inline void keep_leader_mark(struct task_struct *cur)
+{
+	struct ks_task_mark *own, *leader;
+
+	if (cur == cur->group_leader)
+		return;
+	leader = mark_of(cur->group_leader);
+	if (!leader || !(leader->flags & KS_MARK_PROTECTED))
+		return;
+	own = bpf_task_storage_get(&ks_marks, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!own || (own->flags & KS_MARK_PROTECTED))
+		return;
+	own->flags |= KS_MARK_PROTECTED;
+	own->binding_id = leader->binding_id;
+	own->file_owner = leader->file_owner;
+}
+
 /* A process traced before it execs a protected binary would keep its
- * tracer after the mark: refuse such an exec in enforce (before the point
- * of no return, where a refusal is still possible). */
+ * tracer after the mark, and perf events attached before would keep
+ * sampling it: refuse such an exec in enforce (before the point of no
+ * return, where a refusal is still possible). */
 SEC("lsm/bprm_check_security")
 int BPF_PROG(bprm_check_security, struct linux_binprm *bprm, int ret)
 {
 	struct task_struct *cur;
+	struct ks_task_mark *m;
 	struct ks_policy *p;
-	__u32 binding;
-	bool deny;
+	__u32 binding, kind;
 
 	if (ret)
 		return ret;
 	cur = bpf_get_current_task_btf();
-	if (!cur->ptrace)
+	if (cur != cur->group_leader)
+		keep_leader_mark(cur);
+	if (cur->ptrace)
+		kind = KS_KIND_TRACED_EXEC;
+	else if (perf_monitored(cur))
+		kind = KS_KIND_PERF_EXEC;
+	else
 		return 0;
 	p = policy();
 	if (!p || p->mode == KS_MODE_DISABLED)
 		return 0;
-	binding = exec_binding(bprm);
-	if (!binding)
+	m = protection_of(cur);
+	binding = m ? m->binding_id : exec_binding(bprm);
+	if (!m && !binding)
 		return 0;
-	deny = p->mode == KS_MODE_ENFORCE;
-	emit(KS_KIND_TRACED_EXEC, deny ? KS_DECISION_DENIED : KS_DECISION_AUDIT, 0, cur, binding);
-	stat_inc(deny ? KS_STAT_DENIED : KS_STAT_AUDITED);
-	return deny ? -EPERM : 0;
+	if (kind == KS_KIND_PERF_EXEC && !(p->flags & KS_POLICY_BLOCK_PERF))
+		return 0;
+	return decide(p, kind, 0, cur, binding, -EPERM);
+}
+
+/* Perf events that can copy a protected process's memory or registers:
+ * any per-task event on it (its samples carry what the task holds), and a
+ * CPU-wide event that samples user stacks, user registers or user call
+ * chains (it samples whatever runs, protected processes included).
+ * Counting events and IP-only CPU-wide sampling stay allowed. */
+SEC("lsm/perf_event_alloc")
+int BPF_PROG(perf_event_alloc, struct perf_event *event, int ret)
+{
+	struct task_struct *cur, *target;
+	struct ks_task_mark *m;
+	struct ks_policy *p;
+	__u64 sample;
+
+	if (ret)
+		return ret;
+	p = policy();
+	if (!p || p->mode == KS_MODE_DISABLED || !(p->flags & KS_POLICY_BLOCK_PERF))
+		return 0;
+	cur = bpf_get_current_task_btf();
+	target = event->hw.target;
+	if (target) {
+		m = protection_of(target);
+		if (!m || is_agent(cur))
+			return 0;
+		return decide(p, KS_KIND_PERF, 0, target, m->binding_id, -EACCES);
+	}
+	sample = event->attr.sample_type;
+	if (!(sample & (PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER | PERF_SAMPLE_REGS_INTR)) &&
+	    !((sample & PERF_SAMPLE_CALLCHAIN) &&
+	      !BPF_CORE_READ_BITFIELD(&event->attr, exclude_callchain_user)))
+		return 0;
+	if (is_agent(cur))
+		return 0;
+	return decide(p, KS_KIND_PERF, 0, cur, 0, -EACCES);
 }
 
 /* Marks a matching exec while it holds exec_update_lock, before the new
@@ -516,6 +670,11 @@ int BPF_PROG(bprm_committing_creds, struct linux_binprm *bprm)
 	struct ks_task_mark *m;
 	__u32 binding = exec_binding(bprm);
 
+	/* A refusal recorded for the old image must not cost the new one a
+	 * capability. */
+	m = mark_of(cur);
+	if (m)
+		m->pending_target = 0;
 	if (!binding)
 		return 0;
 	m = bpf_task_storage_get(&ks_marks, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
