@@ -67,9 +67,11 @@ pub fn protect(args: &MarkArgs) -> Result<(), Failure> {
     each(args, |marks, pid| {
         let p = marks.protect(pid, 0)?;
         Ok(format!(
-            "[PROTECT] PID {} marked as protected ({})",
+            "[PROTECT] PID {} marked as protected ({}, exe {}, started {} ticks after boot)",
             p.tgid,
-            p.describe()
+            p.comm,
+            p.exe.as_deref().unwrap_or("unknown"),
+            p.start_ticks
         ))
     })
 }
@@ -78,9 +80,11 @@ pub fn unprotect(args: &MarkArgs) -> Result<(), Failure> {
     each(args, |marks, pid| {
         let p = marks.unprotect(pid)?;
         Ok(format!(
-            "[UNPROTECT] PID {} no longer protected, every thread ({})",
+            "[UNPROTECT] PID {} no longer protected, every thread ({}, exe {}, started {} ticks after boot)",
             p.tgid,
-            p.describe()
+            p.comm,
+            p.exe.as_deref().unwrap_or("unknown"),
+            p.start_ticks
         ))
     })
 }

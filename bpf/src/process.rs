@@ -34,17 +34,6 @@ impl ProcessFacts {
         Ok(facts)
     }
 
-    /// "comm, exe E, started N ticks after boot": enough to tell which
-    /// process a PID named when the command ran.
-    pub fn describe(&self) -> String {
-        format!(
-            "{}, exe {}, started {} ticks after boot",
-            self.comm,
-            self.exe.as_deref().unwrap_or("unknown"),
-            self.start_ticks
-        )
-    }
-
     /// The threads of process `tgid` other than its leader, from
     /// /proc/`tgid`/task (threads that exit meanwhile are simply absent).
     pub fn other_threads(tgid: u32) -> Result<Vec<u32>, BpfError> {
