@@ -84,12 +84,8 @@ struct qstr {
 	const unsigned char *name;
 };
 
-struct inode;
-
 struct dentry {
 	struct qstr d_name;
-	struct dentry *d_parent;
-	struct inode *d_inode;
 };
 
 struct path {

@@ -105,31 +105,22 @@ pub fn pidfd_alive(pidfd: BorrowedFd<'_>) -> bool {
     rc == 0
 }
 
+/// Opens a pidfd for a process (thread-group leader). A pidfd names one
+/// process for its whole life, so PID reuse cannot redirect a mark.
+pub fn pidfd_open(pid: u32) -> Result<OwnedFd, BpfError> {
+    open_pidfd(pid, 0)
+}
+
 /// Opens a pidfd for one thread (`PIDFD_THREAD`, Linux 6.9+): the key of
 /// that thread's own task storage.
 pub fn thread_pidfd_open(tid: u32) -> Result<OwnedFd, BpfError> {
     const PIDFD_THREAD: u32 = libc::O_EXCL as u32;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, PIDFD_THREAD) };
-    if fd < 0 {
-        let err = io::Error::last_os_error();
-        return Err(match err.raw_os_error() {
-            Some(libc::ESRCH) => BpfError::NoSuchProcess { pid: tid },
-            _ => BpfError::Pidfd {
-                pid: tid,
-                source: err,
-            },
-        });
-    }
-    // SAFETY: the syscall returned a fresh fd that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    open_pidfd(tid, PIDFD_THREAD)
 }
 
-/// Opens a pidfd for a process (thread-group leader). A pidfd names one
-/// process for its whole life, so PID reuse cannot redirect a mark.
-pub fn pidfd_open(pid: u32) -> Result<OwnedFd, BpfError> {
+fn open_pidfd(pid: u32, flags: u32) -> Result<OwnedFd, BpfError> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
     if fd < 0 {
         let err = io::Error::last_os_error();
         return Err(match err.raw_os_error() {

@@ -68,7 +68,6 @@ pub(crate) struct Evicted {
 
 struct Entry {
     uid: u32,
-    idle: bool,
     evict: Arc<Notify>,
 }
 
@@ -105,7 +104,6 @@ impl Table {
         }
         let entry = Entry {
             uid,
-            idle,
             evict: evict.clone(),
         };
         self.entries.insert(id, entry);
@@ -210,10 +208,7 @@ impl Slot {
     /// it was evicted meanwhile (its place is gone; close it).
     pub(crate) fn mark_busy(&self) -> bool {
         let mut table = self.admission.table();
-        let Some(uid) = table.entries.get_mut(&self.id).map(|e| {
-            e.idle = false;
-            e.uid
-        }) else {
+        let Some(uid) = table.entries.get(&self.id).map(|e| e.uid) else {
             return false;
         };
         table.unmark_idle(self.id, uid);

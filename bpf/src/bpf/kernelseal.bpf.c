@@ -162,15 +162,31 @@ static __always_inline void emit(__u32 kind, __u32 decision, __u32 mode,
 }
 
 /* Logs and counts a refusal (enforce) or an audited access; returns the
- * hook's verdict. */
-static __always_inline int decide(const struct ks_policy *p, __u32 kind, __u32 mode,
-				  struct task_struct *target, __u32 binding_id, int err)
+ * hook's verdict. `target` may be 0 when only its ids are known. */
+static __always_inline int decide_ids(const struct ks_policy *p, __u32 kind, __u32 target_pid,
+				      __u32 target_tid, struct task_struct *target,
+				      __u32 binding_id, int err)
 {
 	bool deny = p->mode == KS_MODE_ENFORCE;
 
-	emit(kind, deny ? KS_DECISION_DENIED : KS_DECISION_AUDIT, mode, target, binding_id);
+	emit_to(kind, deny ? KS_DECISION_DENIED : KS_DECISION_AUDIT, 0, target_pid, target_tid,
+		target, binding_id);
 	stat_inc(deny ? KS_STAT_DENIED : KS_STAT_AUDITED);
 	return deny ? err : 0;
+}
+
+static __always_inline int decide(const struct ks_policy *p, __u32 kind,
+				  struct task_struct *target, __u32 binding_id, int err)
+{
+	return decide_ids(p, kind, BPF_CORE_READ(target, tgid), BPF_CORE_READ(target, pid), target,
+			  binding_id, err);
+}
+
+/* What an opener's pending_target records: the protected target's process
+ * and binding. */
+static __always_inline __u64 pending_of(struct task_struct *child, struct ks_task_mark *target)
+{
+	return (__u64)BPF_CORE_READ(child, tgid) << 32 | target->binding_id;
 }
 
 static __always_inline bool kind_blocked(const struct ks_policy *p, __u32 kind)
@@ -240,17 +256,13 @@ static __always_inline struct ks_binding *guarded(__u64 dev, struct inode *inode
 }
 
 /* A delivered secret file opens only for its owner's process tree (and the
- * agent, which wrote it), root included. The delivery directory is guarded
- * before any file is created in it, so a file is guarded from birth: an
- * open racing the agent's own create (fanotify hands listeners such opens)
- * is refused through the directory. */
+ * agent, which wrote it), root included. */
 static __always_inline int guard_file(struct file *file)
 {
 	struct task_struct *cur;
 	struct ks_task_mark *m;
 	struct ks_binding *owner;
 	struct ks_policy *p;
-	struct dentry *parent;
 	__u64 dev;
 
 	p = policy();
@@ -262,14 +274,8 @@ static __always_inline int guard_file(struct file *file)
 	if (p->secrets_dev && p->secrets_dev != dev)
 		return 0;
 	owner = guarded(dev, file->f_inode);
-	if (!owner) {
-		parent = file->f_path.dentry->d_parent;
-		if (!parent || !parent->d_inode)
-			return 0;
-		owner = guarded(dev, parent->d_inode);
-		if (!owner)
-			return 0;
-	}
+	if (!owner)
+		return 0;
 	cur = bpf_get_current_task_btf();
 	if (is_agent(cur))
 		return 0;
@@ -279,7 +285,7 @@ static __always_inline int guard_file(struct file *file)
 	m = mark_of(cur->group_leader);
 	if (m && m->file_owner == owner->binding_id)
 		return 0;
-	return decide(p, KS_KIND_FILE, 0, cur, owner->binding_id, -EACCES);
+	return decide(p, KS_KIND_FILE, cur, owner->binding_id, -EACCES);
 }
 
 /*
@@ -315,7 +321,7 @@ static __always_inline int proc_open(struct file *file)
 		struct pid *target = proc_pid_of(file);
 
 		if (target == cur->thread_pid || target == cur->group_leader->thread_pid)
-			return decide(p, KS_KIND_SELF_READ, 0, cur, m->binding_id, -EACCES);
+			return decide(p, KS_KIND_SELF_READ, cur, m->binding_id, -EACCES);
 	}
 	return 0;
 }
@@ -339,14 +345,7 @@ static __always_inline int unnamed_open(void)
 	p = policy();
 	if (!p || p->mode == KS_MODE_DISABLED || !target || !kind_blocked(p, KS_KIND_FD))
 		return 0;
-	{
-		bool deny = p->mode == KS_MODE_ENFORCE;
-
-		emit_to(KS_KIND_FD, deny ? KS_DECISION_DENIED : KS_DECISION_AUDIT, 0,
-			target >> 32, target >> 32, 0, (__u32)target);
-		stat_inc(deny ? KS_STAT_DENIED : KS_STAT_AUDITED);
-		return deny ? -EACCES : 0;
-	}
+	return decide_ids(p, KS_KIND_FD, target >> 32, target >> 32, 0, (__u32)target, -EACCES);
 }
 
 /* Every open on the system passes here. A regular file with a name pays a
@@ -413,8 +412,7 @@ int BPF_PROG(ptrace_access_check, struct task_struct *child, unsigned int mode, 
 						      BPF_LOCAL_STORAGE_GET_F_CREATE);
 			if (opener) {
 				opener->pending_kind = KS_KIND_FD;
-				opener->pending_target =
-					(__u64)BPF_CORE_READ(child, tgid) << 32 | target->binding_id;
+				opener->pending_target = pending_of(child, target);
 			}
 			return 0;
 		}
@@ -436,8 +434,7 @@ int BPF_PROG(ptrace_access_check, struct task_struct *child, unsigned int mode, 
 	if (decision != KS_DECISION_DENIED)
 		return 0;
 	if ((mode & PTRACE_MODE_FSCREDS) && opener)
-		opener->pending_target =
-			(__u64)BPF_CORE_READ(child, tgid) << 32 | target->binding_id;
+		opener->pending_target = pending_of(child, target);
 	return -EPERM;
 }
 
@@ -604,8 +601,7 @@ int BPF_PROG(bprm_check_security, struct linux_binprm *bprm, int ret)
 	if (ret)
 		return ret;
 	cur = bpf_get_current_task_btf();
-	if (cur != cur->group_leader)
-		keep_leader_mark(cur);
+	keep_leader_mark(cur);
 	if (cur->ptrace)
 		kind = KS_KIND_TRACED_EXEC;
 	else if (perf_monitored(cur))
@@ -621,7 +617,7 @@ int BPF_PROG(bprm_check_security, struct linux_binprm *bprm, int ret)
 		return 0;
 	if (kind == KS_KIND_PERF_EXEC && !(p->flags & KS_POLICY_BLOCK_PERF))
 		return 0;
-	return decide(p, kind, 0, cur, binding, -EPERM);
+	return decide(p, kind, cur, binding, -EPERM);
 }
 
 /* Perf events that can copy a protected process's memory or registers:
@@ -648,7 +644,7 @@ int BPF_PROG(perf_event_alloc, struct perf_event *event, int ret)
 		m = protection_of(target);
 		if (!m || is_agent(cur))
 			return 0;
-		return decide(p, KS_KIND_PERF, 0, target, m->binding_id, -EACCES);
+		return decide(p, KS_KIND_PERF, target, m->binding_id, -EACCES);
 	}
 	sample = event->attr.sample_type;
 	if (!(sample & (PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER | PERF_SAMPLE_REGS_INTR)) &&
@@ -657,7 +653,7 @@ int BPF_PROG(perf_event_alloc, struct perf_event *event, int ret)
 		return 0;
 	if (is_agent(cur))
 		return 0;
-	return decide(p, KS_KIND_PERF, 0, cur, 0, -EACCES);
+	return decide(p, KS_KIND_PERF, cur, 0, -EACCES);
 }
 
 /* Marks a matching exec while it holds exec_update_lock, before the new
