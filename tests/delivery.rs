@@ -5,8 +5,10 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use kernelseal_testkit::{Reaped, wait_until};
 
 const SECRET: &str = "delivery-s3cret-VALUE";
 
@@ -14,31 +16,10 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kernelseal")
 }
 
-/// A child killed and reaped when the test ends, passed or failed, so a
-/// failing test leaves no app or agent running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Agent {
     _child: Reaped,
     log: PathBuf,
     socket: PathBuf,
-}
-
-/// Polls `done` until it holds; after `secs` seconds fails with `context()`
-/// (a log, say), read only then.
-fn wait_until(secs: u64, mut done: impl FnMut() -> bool, context: impl FnOnce() -> String) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < Duration::from_secs(secs), "{}", context());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn read(path: &Path) -> String {

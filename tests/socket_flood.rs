@@ -8,12 +8,13 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kernelseal_injector::{ConnLimits, REQUEST_TIMEOUT};
+use kernelseal_testkit::{Reaped, wait_until};
 
 const SECRET: &str = "flood-s3cret-VALUE";
 /// Idle connections held at once: the review's figure.
@@ -27,27 +28,8 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kernelseal")
 }
 
-/// A child killed and reaped when the test ends, passed or failed.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Polls `done` until it holds; after `secs` seconds fails with `context()`.
-fn wait_until(secs: u64, mut done: impl FnMut() -> bool, context: impl FnOnce() -> String) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < Duration::from_secs(secs), "{}", context());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn nofile() -> libc::rlimit {

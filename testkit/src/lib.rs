@@ -2,7 +2,8 @@
 //!
 //! The providers and the CSI provider both test AWS against a real
 //! `moto_server`; they must not depend on each other, so the launcher lives
-//! here, as a dev-dependency of each.
+//! here, as a dev-dependency of each. The binary's own tests, which run the
+//! real agent and wrapper, share the child reaper and the poll loop.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -70,5 +71,26 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A child killed and reaped when the test ends, passed or failed, so a
+/// failing test leaves no app or agent running.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `done` until it holds; after `secs` seconds fails with `context()`
+/// (a log, say), read only then.
+pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool, context: impl FnOnce() -> String) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{}", context());
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
