@@ -248,7 +248,9 @@ fn every_check_failure_has_a_row() {
             whats.insert(what.clone());
         }
     }
-    assert!(whats.len() >= 6, "{whats:?}");
+    // privileges, BTF, LSM list, the LSM load and the exec tracepoint: the
+    // parser found every one (the file_post_open check went with the hook).
+    assert!(whats.len() >= 5, "{whats:?}");
     let messages = doc_messages();
     for what in &whats {
         assert!(
