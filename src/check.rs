@@ -32,16 +32,9 @@ impl Report {
     }
 }
 
-/// (major, minor) of the running kernel.
-pub fn kernel_version() -> Option<(u32, u32)> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
 pub fn run(args: &CheckArgs) -> Result<(), Failure> {
     let mut r = Report { failed: 0 };
-    let version = kernel_version();
+    let version = kernel::version();
     match version {
         Some((maj, min)) => r.ok("kernel", format!("{maj}.{min}")),
         None => r.info(
@@ -87,7 +80,7 @@ pub fn run(args: &CheckArgs) -> Result<(), Failure> {
         ),
     }
 
-    if version.is_some_and(|v| v >= (6, 15)) {
+    if kernel::has_perfmon_fallback() {
         r.ok(
             "perfmon fallback",
             "this kernel (>= 6.15) lets perfmon-capable callers read environ/maps after an LSM \

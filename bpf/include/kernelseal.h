@@ -28,6 +28,10 @@
 /* blockPerf: perf events that can read a protected process's user memory
  * or registers (per-task on it; CPU-wide sampling user stack/registers). */
 #define KS_POLICY_BLOCK_PERF (1u << 8)
+/* Set by the agent on kernels >= 6.15, whose may_access_mm grants READ
+ * access to perfmon-capable callers after a refusal: only there is a
+ * refusal carried over to the capable hook. */
+#define KS_POLICY_PERFMON_FALLBACK (1u << 9)
 
 /* task_mark.flags */
 #define KS_MARK_PROTECTED (1u << 0)

@@ -52,9 +52,14 @@ typedef struct {
 	unsigned int val;
 } kuid_t;
 
+typedef struct {
+	__u64 val;
+} kernel_cap_t;
+
 struct cred {
 	kuid_t uid;
 	kuid_t euid;
+	kernel_cap_t cap_effective;
 };
 
 struct perf_event_context {

@@ -16,6 +16,7 @@ pub const POLICY_AUDIT_ALL: u32 = 1 << 5;
 pub const POLICY_INHERIT: u32 = 1 << 6;
 pub const POLICY_EXEC_FILTER: u32 = 1 << 7;
 pub const POLICY_BLOCK_PERF: u32 = 1 << 8;
+pub const POLICY_PERFMON_FALLBACK: u32 = 1 << 9;
 
 pub const MARK_PROTECTED: u32 = 1 << 0;
 pub const MARK_AGENT: u32 = 1 << 1;

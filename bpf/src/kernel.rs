@@ -23,6 +23,20 @@ pub fn btf() -> Result<Btf, crate::BpfError> {
     })
 }
 
+/// (major, minor) of the running kernel.
+pub fn version() -> Option<(u32, u32)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Whether this kernel lets perfmon-capable callers read environ/maps after
+/// ptrace_access_check refused (may_access_mm, 6.15+): only then does the
+/// capable program have a refusal to carry over.
+pub fn has_perfmon_fallback() -> bool {
+    version().is_some_and(|v| v >= (6, 15))
+}
+
 /// The active LSM list from securityfs, if it is mounted.
 pub fn active_lsms() -> Option<Vec<String>> {
     let text = std::fs::read_to_string("/sys/kernel/security/lsm").ok()?;

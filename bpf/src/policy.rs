@@ -21,6 +21,9 @@ pub struct KernelPolicy {
     pub block_ptrace: bool,
     /// blockPerf: perf events that could sample a protected process.
     pub block_perf: bool,
+    /// The running kernel has the perfmon fallback of 6.15
+    /// ([`crate::kernel::has_perfmon_fallback`]); not a config switch.
+    pub perfmon_fallback: bool,
     pub allow_self_read: bool,
     pub audit_all: bool,
     pub inherit_protection: bool,
@@ -42,6 +45,7 @@ impl KernelPolicy {
             block_maps: false,
             block_ptrace: false,
             block_perf: false,
+            perfmon_fallback: false,
             allow_self_read: true,
             audit_all: false,
             inherit_protection: false,
@@ -63,6 +67,7 @@ impl KernelPolicy {
             (self.block_maps, abi::POLICY_BLOCK_MAPS),
             (self.block_ptrace, abi::POLICY_BLOCK_PTRACE),
             (self.block_perf, abi::POLICY_BLOCK_PERF),
+            (self.perfmon_fallback, abi::POLICY_PERFMON_FALLBACK),
             (self.allow_self_read, abi::POLICY_ALLOW_SELF_READ),
             (self.audit_all, abi::POLICY_AUDIT_ALL),
             (self.inherit_protection, abi::POLICY_INHERIT),
@@ -93,6 +98,7 @@ mod tests {
             block_maps: false,
             block_ptrace: false,
             block_perf: false,
+            perfmon_fallback: false,
             allow_self_read: false,
             audit_all: false,
             inherit_protection: false,

@@ -17,6 +17,7 @@ fn policy(exec_filter: bool) -> KernelPolicy {
         block_maps: true,
         block_ptrace: true,
         block_perf: true,
+        perfmon_fallback: false,
         allow_self_read: true,
         audit_all: false,
         inherit_protection: true,

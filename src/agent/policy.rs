@@ -23,6 +23,7 @@ pub fn kernel_policy(config: &Config, secrets_dev: u64) -> KernelPolicy {
         block_maps: p.block_maps,
         block_ptrace: p.block_ptrace,
         block_perf: p.block_perf,
+        perfmon_fallback: kernelseal_bpf::kernel::has_perfmon_fallback(),
         allow_self_read: p.allow_self_read,
         audit_all: p.audit_all,
         inherit_protection: p.inherit_protection,

@@ -407,12 +407,16 @@ pub fn unnamed_files_of_protected_process_stay_closed(ctx: &mut Ctx) -> TestResu
         Outcome::Refused(libc::EACCES),
     )?;
     // The agent's own pool, the same way: every map_files entry of the
-    // agent that is secret memory.
+    // agent that is secret memory. A wrapped victim makes it fetch (and
+    // pool) a value first, so there is one to try.
+    let _wrapped = Victim::spawn_wrapped()?;
+    let mut tried = 0;
     let agent_maps = std::fs::read_dir(format!("/proc/{}/map_files", ctx.agent.pid))
         .map_err(|e| format!("listing the agent's map_files: {e}"))?;
     for entry in agent_maps.flatten() {
         let link = std::fs::read_link(entry.path()).unwrap_or_default();
         if link.to_string_lossy().contains("secretmem") {
+            tried += 1;
             let path = entry.path().display().to_string();
             let c = CString::new(path.clone()).map_err(|e| e.to_string())?;
             // SAFETY: open with a valid path.
@@ -423,6 +427,13 @@ pub fn unnamed_files_of_protected_process_stay_closed(ctx: &mut Ctx) -> TestResu
                 return Err(format!("the agent's secret memory opened through {path}"));
             }
         }
+    }
+    if tried == 0 {
+        return Err(
+            "the agent has no secret-memory mapping to try (is its pool not in \
+                    memfd_secret memory?)"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -545,4 +556,50 @@ pub fn unprotect_clears_every_thread(ctx: &mut Ctx) -> TestResult {
     unprotect(v.pid)?;
     all_allowed("process after unprotect", v.pid, v.pid, v.addr)?;
     all_allowed("thread after unprotect", tid, tid, v.addr)
+}
+
+/// The capable hook refuses CAP_PERFMON/CAP_SYS_ADMIN only to the perfmon
+/// fallback of the check it refused: the refused reader (root) keeps its
+/// capabilities for everything after, on every kernel.
+pub fn refused_reader_keeps_its_capabilities(ctx: &mut Ctx) -> TestResult {
+    ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
+    let v = Victim::spawn()?;
+    protect(v.pid)?;
+    for file in ["environ", "maps", "mem"] {
+        expect(
+            &format!("root reading /proc/P/{file} of a protected process"),
+            open_outcome(&format!("/proc/{}/{file}", v.pid)),
+            Outcome::Refused(libc::EACCES),
+        )?;
+        // sethostname needs CAP_SYS_ADMIN; setting the current name changes
+        // nothing.
+        let mut name = [0u8; 65];
+        // SAFETY: gethostname/sethostname with a buffer of the right size.
+        let rc = unsafe {
+            libc::gethostname(name.as_mut_ptr().cast(), name.len() - 1);
+            let len = name.iter().position(|&b| b == 0).unwrap_or(0);
+            libc::sethostname(name.as_ptr().cast(), len)
+        };
+        if rc != 0 {
+            return Err(format!(
+                "after a refused {file} read, CAP_SYS_ADMIN was refused too (errno {})",
+                errno()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn open_outcome(path: &str) -> Outcome {
+    let Ok(c) = CString::new(path) else {
+        return Outcome::Refused(libc::EINVAL);
+    };
+    // SAFETY: open with a valid path; closed at once.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Outcome::Refused(errno());
+    }
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    Outcome::Allowed
 }

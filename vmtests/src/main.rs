@@ -158,6 +158,10 @@ const TESTS: &[Test] = &[
         "unprotect_clears_every_thread",
         leaks_suite::unprotect_clears_every_thread,
     ),
+    (
+        "refused_reader_keeps_its_capabilities",
+        leaks_suite::refused_reader_keeps_its_capabilities,
+    ),
 ];
 
 fn main() -> ExitCode {

@@ -375,6 +375,23 @@ int BPF_PROG(file_open, struct file *file, int ret)
 	return 0;
 }
 
+/* Whether the kernel is about to ask perfmon_capable() for this refused
+ * check (may_access_mm, 6.15+: READ mode, environ and maps; mem is ATTACH):
+ * only then may the capable hook refuse, and only a caller that holds one
+ * of the two capabilities reaches it (commoncap refuses the others first),
+ * so no refusal is left behind to cost a later, unrelated capable(). */
+static __always_inline bool perfmon_fallback_follows(const struct ks_policy *p,
+						     struct task_struct *cur, unsigned int mode)
+{
+	__u64 caps;
+
+	if (!(p->flags & KS_POLICY_PERFMON_FALLBACK) || !(mode & PTRACE_MODE_FSCREDS) ||
+	    !(mode & PTRACE_MODE_READ))
+		return false;
+	caps = cur->cred->cap_effective.val;
+	return caps & (1ULL << CAP_PERFMON | 1ULL << CAP_SYS_ADMIN);
+}
+
 /* The gate: every path that reads another process's memory or environment
  * asks here (procfs opens, ptrace attach/seize, process_vm_readv,
  * pidfd_getfd). */
@@ -433,7 +450,7 @@ int BPF_PROG(ptrace_access_check, struct task_struct *child, unsigned int mode, 
 	}
 	if (decision != KS_DECISION_DENIED)
 		return 0;
-	if ((mode & PTRACE_MODE_FSCREDS) && opener)
+	if (opener && perfmon_fallback_follows(p, cur, mode))
 		opener->pending_target = pending_of(child, target);
 	return -EPERM;
 }
@@ -459,7 +476,8 @@ int BPF_PROG(capable, const struct cred *cred, struct user_namespace *ns, int ca
 		return 0;
 	/* perfmon_capable asks CAP_PERFMON first; the CAP_SYS_ADMIN question
 	 * ends it (a caller without CAP_PERFMON never reaches this hook for
-	 * it, commoncap refuses first). */
+	 * it, commoncap refuses first). A caller with CAP_PERFMON alone keeps
+	 * the record until its next procfs open. */
 	if (cap == CAP_SYS_ADMIN)
 		m->pending_target = 0;
 	return -EPERM;
@@ -666,11 +684,6 @@ int BPF_PROG(bprm_committing_creds, struct linux_binprm *bprm)
 	struct ks_task_mark *m;
 	__u32 binding = exec_binding(bprm);
 
-	/* A refusal recorded for the old image must not cost the new one a
-	 * capability. */
-	m = mark_of(cur);
-	if (m)
-		m->pending_target = 0;
 	if (!binding)
 		return 0;
 	m = bpf_task_storage_get(&ks_marks, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
