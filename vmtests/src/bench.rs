@@ -147,13 +147,23 @@ impl Spread {
 #[cfg(target_arch = "x86_64")]
 fn check_icount() -> Result<(), String> {
     const ITERATIONS: u64 = 1_000_000;
+    const TRIES: usize = 5;
     let insns = 2 * ITERATIONS;
-    let start = Instant::now();
-    spin(ITERATIONS);
-    let ns = start.elapsed().as_nanos() as f64;
+    // Right after boot the other vCPU is still busy and its instructions
+    // advance the clock too (once in 2 runs it read 7 and 17 ns per
+    // instruction): let it settle, and keep the best of a few tries, since
+    // such work only ever adds.
+    settle();
+    let ns = (0..TRIES)
+        .map(|_| {
+            let start = Instant::now();
+            spin(ITERATIONS);
+            start.elapsed().as_nanos() as f64
+        })
+        .fold(f64::INFINITY, f64::min);
     let per_insn = ns / insns as f64;
     println!(
-        "bench: clock icount: a {insns}-instruction loop took {ns:.0} ns ({per_insn:.4} ns per instruction)"
+        "bench: clock icount: a {insns}-instruction loop took {ns:.0} ns at best of {TRIES} ({per_insn:.4} ns per instruction)"
     );
     // Above 1: a timer interrupt in the loop and the clock read itself.
     if (0.99..1.05).contains(&per_insn) {
