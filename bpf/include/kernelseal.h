@@ -58,6 +58,12 @@
  * through a protected process's /proc/P/fd or map_files link: the sibling
  * of pidfd_getfd. */
 #define KS_KIND_FD 10
+/* A protected process's core dump (a fatal signal, induced or genuine):
+ * the core holds its memory, file and pipe handlers alike. */
+#define KS_KIND_CORE 11
+/* A hard link to, or a rename of, a delivered secret file (or over one):
+ * the agent guards and cleans up by the inode it created, never by name. */
+#define KS_KIND_FILE_LINK 12
 
 /* event.decision */
 #define KS_DECISION_ALLOWED 0

@@ -89,8 +89,12 @@ struct qstr {
 	const unsigned char *name;
 };
 
+struct inode;
+
 struct dentry {
 	struct qstr d_name;
+	struct dentry *d_parent;
+	struct inode *d_inode;
 };
 
 struct path {
@@ -134,6 +138,7 @@ struct proc_inode {
 
 #pragma clang attribute pop
 
+#define PF_SIGNALED 0x00000400
 #define PF_KTHREAD 0x00200000
 #define PROC_SUPER_MAGIC 0x9fa0
 #define TMPFS_MAGIC 0x01021994

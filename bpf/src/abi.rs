@@ -32,6 +32,8 @@ pub const KIND_FILE: u32 = 7;
 pub const KIND_PERF: u32 = 8;
 pub const KIND_PERF_EXEC: u32 = 9;
 pub const KIND_FD: u32 = 10;
+pub const KIND_CORE: u32 = 11;
+pub const KIND_FILE_LINK: u32 = 12;
 
 pub const DECISION_ALLOWED: u32 = 0;
 pub const DECISION_DENIED: u32 = 1;

@@ -26,6 +26,10 @@ pub enum AccessKind {
     /// An unnamed file (pipe, memfd, secret memory, deleted file) reopened
     /// through a protected process's /proc/P/fd or map_files link.
     FdReopen,
+    /// A protected process's core dump.
+    CoreDump,
+    /// A hard link to, or a rename of (or over), a delivered secret file.
+    SecretFileLink,
     Unknown(u32),
 }
 
@@ -42,6 +46,8 @@ impl AccessKind {
             abi::KIND_PERF => AccessKind::Perf,
             abi::KIND_PERF_EXEC => AccessKind::PerfExec,
             abi::KIND_FD => AccessKind::FdReopen,
+            abi::KIND_CORE => AccessKind::CoreDump,
+            abi::KIND_FILE_LINK => AccessKind::SecretFileLink,
             other => AccessKind::Unknown(other),
         }
     }
@@ -58,6 +64,8 @@ impl AccessKind {
             AccessKind::Perf => "perf",
             AccessKind::PerfExec => "perf-exec",
             AccessKind::FdReopen => "fd-reopen",
+            AccessKind::CoreDump => "core-dump",
+            AccessKind::SecretFileLink => "secret-file-link",
             AccessKind::Unknown(_) => "unknown",
         }
     }

@@ -5,7 +5,7 @@ use aya::Btf;
 /// The LSM hooks KernelSeal attaches, by program (C function) name. Each
 /// exists on every kernel with BPF-LSM that KernelSeal supports (5.19+ for
 /// task storage on every hook used here).
-pub const LSM_PROGRAMS: [&str; 7] = [
+pub const LSM_PROGRAMS: [&str; 10] = [
     "file_open",
     "ptrace_access_check",
     // Kernels >= 6.15 let perfmon-capable callers read environ/maps after
@@ -15,6 +15,9 @@ pub const LSM_PROGRAMS: [&str; 7] = [
     "bprm_check_security",
     "bprm_committing_creds",
     "perf_event_alloc",
+    "cred_prepare",
+    "inode_link",
+    "inode_rename",
 ];
 
 pub fn btf() -> Result<Btf, crate::BpfError> {

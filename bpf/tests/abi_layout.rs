@@ -245,6 +245,8 @@ fn constants_match_c_header() {
         ("KS_KIND_PERF", KIND_PERF),
         ("KS_KIND_PERF_EXEC", KIND_PERF_EXEC),
         ("KS_KIND_FD", KIND_FD),
+        ("KS_KIND_CORE", KIND_CORE),
+        ("KS_KIND_FILE_LINK", KIND_FILE_LINK),
         ("KS_DECISION_ALLOWED", DECISION_ALLOWED),
         ("KS_DECISION_DENIED", DECISION_DENIED),
         ("KS_DECISION_AUDIT", DECISION_AUDIT),

@@ -8,7 +8,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::agent::{Policy, protect, unprotect, wait_log_line};
 use crate::attacks::Outcome;
@@ -457,76 +457,17 @@ pub fn fanotify_on_proc_gets_no_protected_environ(ctx: &mut Ctx) -> TestResult {
 /// A FAN_OPEN mount mark on /proc while a victim reads its own environ:
 /// whether any event fd the listener got held the secret.
 fn leaked_through_fanotify(protected: bool) -> Result<bool, String> {
-    // SAFETY: fanotify_init with flags; returns an fd or -1.
-    let fan = unsafe {
-        libc::fanotify_init(
-            libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK | libc::FAN_CLOEXEC,
-            libc::O_RDONLY as u32,
-        )
-    };
-    if fan < 0 {
-        return Err(format!("fanotify_init: errno {}", errno()));
-    }
-    // SAFETY: a fresh fd we own.
-    let fan = unsafe { OwnedFd::from_raw_fd(fan) };
-    let proc_path = CString::new("/proc").map_err(|e| e.to_string())?;
-    // SAFETY: marking the /proc mount on our fanotify fd.
-    if unsafe {
-        libc::fanotify_mark(
-            fan.as_raw_fd(),
-            libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT,
-            libc::FAN_OPEN,
-            libc::AT_FDCWD,
-            proc_path.as_ptr(),
-        )
-    } != 0
-    {
-        return Err(format!("fanotify_mark /proc: errno {}", errno()));
-    }
+    let listener = crate::fanotify::Listener::on_mount_of("/proc")?;
     let mut v = Victim::spawn()?;
     if protected {
         protect(v.pid)?;
     }
     v.ask("selfread")?;
     let environ = format!("/proc/{}/environ", v.pid);
-    let mut leaked = false;
-    let mut buf = vec![0u8; 64 * 1024];
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        // SAFETY: reading events into our buffer.
-        let n = unsafe { libc::read(fan.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        }
-        let mut off = 0usize;
-        while off + std::mem::size_of::<libc::fanotify_event_metadata>() <= n as usize {
-            // SAFETY: the kernel wrote whole metadata records.
-            let meta: libc::fanotify_event_metadata =
-                unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
-            if meta.fd >= 0 {
-                // SAFETY: the event fd is ours to read and close.
-                let ev = unsafe { OwnedFd::from_raw_fd(meta.fd) };
-                let target = std::fs::read_link(format!("/proc/self/fd/{}", ev.as_raw_fd()))
-                    .unwrap_or_default();
-                if target.to_string_lossy() == environ {
-                    let mut data = vec![0u8; 4096];
-                    // SAFETY: pread into our buffer.
-                    let got = unsafe {
-                        libc::pread(ev.as_raw_fd(), data.as_mut_ptr().cast(), data.len(), 0)
-                    };
-                    if got > 0 && contains(&data[..got as usize], SECRET_VALUE.as_bytes()) {
-                        leaked = true;
-                    }
-                }
-            }
-            if meta.event_len == 0 {
-                break;
-            }
-            off += meta.event_len as usize;
-        }
-    }
-    Ok(leaked)
+    let fds = listener.collect(Duration::from_secs(2), |path| path == environ);
+    Ok(fds
+        .iter()
+        .any(|(_, fd)| contains(&crate::fanotify::contents(fd), SECRET_VALUE.as_bytes())))
 }
 
 pub fn thread_exec_keeps_the_mark(ctx: &mut Ctx) -> TestResult {

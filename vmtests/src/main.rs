@@ -7,10 +7,13 @@ mod agent;
 mod attacks;
 mod bench;
 mod delivery_suite;
+mod dumps_suite;
 mod exec_suite;
+mod fanotify;
 mod identity_suite;
 mod leaks_suite;
 mod pins_suite;
+mod secret_files_suite;
 mod suite;
 mod tracer_suite;
 mod victim;
@@ -162,12 +165,32 @@ const TESTS: &[Test] = &[
         "refused_reader_keeps_its_capabilities",
         leaks_suite::refused_reader_keeps_its_capabilities,
     ),
+    (
+        "core_dumps_of_protected_process_are_refused",
+        dumps_suite::core_dumps_of_protected_process_are_refused,
+    ),
+    (
+        "secret_files_keep_their_names",
+        secret_files_suite::secret_files_keep_their_names,
+    ),
+    (
+        "fanotify_on_secrets_mount_gets_no_secret",
+        secret_files_suite::fanotify_on_secrets_mount_gets_no_secret,
+    ),
+    (
+        "replaced_secrets_dir_gets_no_delivery",
+        secret_files_suite::replaced_secrets_dir_gets_no_delivery,
+    ),
 ];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("victim") {
         victim::run();
+    }
+    if args.first().map(String::as_str) == Some("core-sink") {
+        // Started by the kernel for a `|…` core_pattern, outside the suite.
+        return dumps_suite::core_sink(args.get(1).map_or("/dev/null", String::as_str));
     }
     if std::env::var_os("KERNELSEAL_VM").is_none() {
         eprintln!(
@@ -213,7 +236,11 @@ fn main() -> ExitCode {
     passed += 1;
     let mut ctx = Ctx { agent };
     for (name, test) in TESTS {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+        // FILTER is one or more name fragments separated by `,`.
+        if filter
+            .as_deref()
+            .is_some_and(|f| !f.split(',').any(|part| name.contains(part)))
+        {
             continue;
         }
         let start = Instant::now();

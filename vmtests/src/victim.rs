@@ -74,6 +74,16 @@ pub fn run() -> ! {
             }
             "pipe" | "memfd" | "deleted" => crate::leaks_suite::hold_secret_fd(line.trim()),
             "secretmem" => crate::leaks_suite::hold_secret_memory(),
+            "crash" => {
+                // SAFETY: the default action for SIGSEGV (std installs a
+                // handler for its stack guard), then the signal: the
+                // process dies here as a faulting one would.
+                unsafe {
+                    libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                    libc::raise(libc::SIGSEGV);
+                }
+                "crash survived".to_string()
+            }
             cmd if cmd.starts_with("getenv ") => {
                 let name = &cmd["getenv ".len()..];
                 match std::env::var(name) {
@@ -246,9 +256,32 @@ impl Victim {
     }
 
     pub fn ask(&mut self, command: &str) -> Result<String, String> {
-        writeln!(self.stdin, "{command}").map_err(|e| format!("writing to victim: {e}"))?;
-        self.stdin.flush().map_err(|e| e.to_string())?;
+        self.send(command)?;
         self.read_line()
+    }
+
+    /// Sends a command that gets no answer (the victim dies or execs).
+    pub fn send(&mut self, command: &str) -> Result<(), String> {
+        writeln!(self.stdin, "{command}").map_err(|e| format!("writing to victim: {e}"))?;
+        self.stdin.flush().map_err(|e| e.to_string())
+    }
+
+    /// Waits for the victim to exit on its own (a fatal signal), polling so
+    /// that a victim that survives fails the test instead of hanging it.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Ok(None) => {
+                    return Err(format!("victim {} still alive after {timeout:?}", self.pid));
+                }
+                Err(e) => return Err(format!("waiting for victim {}: {e}", self.pid)),
+            }
+        }
     }
 
     /// Number after `prefix` in the reply to `command`.

@@ -274,6 +274,11 @@ static __always_inline int guard_file(struct file *file)
 	if (p->secrets_dev && p->secrets_dev != dev)
 		return 0;
 	owner = guarded(dev, file->f_inode);
+	/* The agent guards a delivery's directory before it creates a file in
+	 * it: a file opened before its own guard (fanotify hands a listener an
+	 * fd to the agent's fresh temporary file) is covered through it. */
+	if (!owner)
+		owner = guarded(dev, file->f_path.dentry->d_parent->d_inode);
 	if (!owner)
 		return 0;
 	cur = bpf_get_current_task_btf();
@@ -373,6 +378,60 @@ int BPF_PROG(file_open, struct file *file, int ret)
 	if (magic == PIPEFS_MAGIC || magic == SECRETMEM_MAGIC || !inode->i_nlink)
 		return unnamed_open();
 	return 0;
+}
+
+/* The guard of a delivered file, or of a file replaced by a rename over it,
+ * on the secrets directory's filesystem. */
+static __always_inline struct ks_binding *guarded_entry(const struct ks_policy *p,
+							struct dentry *dentry)
+{
+	struct inode *inode = dentry->d_inode;
+	__u64 dev;
+
+	if (!inode)
+		return 0;
+	dev = inode->i_sb->s_dev;
+	if (inode->i_sb->s_magic != TMPFS_MAGIC || (p->secrets_dev && p->secrets_dev != dev))
+		return 0;
+	return guarded(dev, inode);
+}
+
+/* Links and renames of a delivered file, or over one, refused to everyone
+ * but the agent (which renames its guarded temporary file into place): a
+ * second name for a guarded inode, or a guarded name moved onto another
+ * owner's, would make cleanup by name unguard the wrong file. */
+static __always_inline int guard_names(struct dentry *old, struct dentry *new)
+{
+	struct ks_binding *owner;
+	struct ks_policy *p;
+
+	p = policy();
+	if (!p || p->mode == KS_MODE_DISABLED)
+		return 0;
+	owner = guarded_entry(p, old);
+	if (!owner && new)
+		owner = guarded_entry(p, new);
+	if (!owner || is_agent(bpf_get_current_task_btf()))
+		return 0;
+	return decide(p, KS_KIND_FILE_LINK, bpf_get_current_task_btf(), owner->binding_id, -EPERM);
+}
+
+SEC("lsm/inode_link")
+int BPF_PROG(inode_link, struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry,
+	     int ret)
+{
+	if (ret)
+		return ret;
+	return guard_names(old_dentry, 0);
+}
+
+SEC("lsm/inode_rename")
+int BPF_PROG(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
+	     struct inode *new_dir, struct dentry *new_dentry, int ret)
+{
+	if (ret)
+		return ret;
+	return guard_names(old_dentry, new_dentry);
 }
 
 /* Whether the kernel is about to ask perfmon_capable() for this refused
@@ -481,6 +540,33 @@ int BPF_PROG(capable, const struct cred *cred, struct user_namespace *ns, int ca
 	if (cap == CAP_SYS_ADMIN)
 		m->pending_target = 0;
 	return -EPERM;
+}
+
+/* A fatal signal's core dump copies the dying task's creds (prepare_creds
+ * in do_coredump, vfs_coredump on newer kernels) before it writes anything
+ * to a file, a pipe handler (systemd-coredump and apport ignore
+ * RLIMIT_CORE) or a socket; refusing that copy ends the dump. get_signal
+ * sets PF_SIGNALED on the task it kills first, so any other task pays one
+ * test of its flags. The core holds the process's memory: blockMem. */
+SEC("lsm/cred_prepare")
+int BPF_PROG(cred_prepare, struct cred *new, const struct cred *old, unsigned int gfp, int ret)
+{
+	struct task_struct *cur;
+	struct ks_task_mark *m;
+	struct ks_policy *p;
+
+	if (ret)
+		return ret;
+	cur = bpf_get_current_task_btf();
+	if (!(cur->flags & PF_SIGNALED))
+		return 0;
+	m = protection_of(cur);
+	if (!m)
+		return 0;
+	p = policy();
+	if (!p || p->mode == KS_MODE_DISABLED || !(p->flags & KS_POLICY_BLOCK_MEM))
+		return 0;
+	return decide(p, KS_KIND_CORE, cur, m->binding_id, -EPERM);
 }
 
 /* Children and threads inherit the mark: they inherit the environment and
