@@ -105,11 +105,16 @@ static __always_inline struct ks_task_mark *mark_of(struct task_struct *t)
  * threads created before the mark are covered through the leader. */
 static __always_inline struct ks_task_mark *protection_of(struct task_struct *t)
 {
+	struct task_struct *leader = t->group_leader;
 	struct ks_task_mark *m = mark_of(t);
 
 	if (m && (m->flags & KS_MARK_PROTECTED))
 		return m;
-	m = mark_of(t->group_leader);
+	/* Most /proc readers ask about a process, whose task is its leader:
+	 * a second storage lookup of the same task would cost every ps. */
+	if (leader == t)
+		return 0;
+	m = mark_of(leader);
 	if (m && (m->flags & KS_MARK_PROTECTED))
 		return m;
 	return 0;
@@ -117,11 +122,14 @@ static __always_inline struct ks_task_mark *protection_of(struct task_struct *t)
 
 static __always_inline bool is_agent(struct task_struct *t)
 {
+	struct task_struct *leader = t->group_leader;
 	struct ks_task_mark *m = mark_of(t);
 
 	if (m && (m->flags & KS_MARK_AGENT))
 		return true;
-	m = mark_of(t->group_leader);
+	if (leader == t)
+		return false;
+	m = mark_of(leader);
 	return m && (m->flags & KS_MARK_AGENT);
 }
 
