@@ -13,6 +13,8 @@
 //! another app's file planted there).
 
 mod at;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::ffi::CString;
