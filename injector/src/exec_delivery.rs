@@ -111,20 +111,20 @@ pub async fn deliver_on_exec(d: &Delivery, pid: u32, filename: &str) {
         .try_clone()
         .map_err(|e| crate::InjectError::Identity(e.to_string()))
         .and_then(|fd| {
-            d.files
+            d.file_store()?
                 .deliver(pid, caller.uid, caller.gid, owner, &files, fd)
         });
     for (_, v) in files.iter_mut() {
         zeroize::Zeroize::zeroize(v);
     }
     match result {
-        Ok(dir) => {
-            track(d, &caller, &selected, Some(&dir), owner);
+        Ok(written) => {
+            track(d, &caller, &selected, Some(&written));
             d.metrics.secrets_injected.inc_by(names.len() as u64);
             info!(
                 pid,
                 "[FILE] Secrets written to {} for PID {pid}",
-                dir.display()
+                written.path().display()
             );
             info!(
                 pid,
@@ -145,7 +145,7 @@ fn names_a_program(b: &PreparedBinding) -> bool {
 /// replace them under the app. The mark is checked too, so a reused PID
 /// whose old owner's cleanup is still pending is not mistaken for it.
 fn already_delivered(d: &Delivery, pid: u32) -> bool {
-    let Some(owner) = d.files.owner_of(pid) else {
+    let Some(owner) = d.files.as_ref().and_then(|f| f.owner_of(pid)) else {
         return false;
     };
     match &d.marks {

@@ -2,34 +2,82 @@
 //! secret (0400, owned by the process's uid), each guarded in the kernel
 //! before it holds anything, so only that process tree opens it, root
 //! included. Removed when the process exits.
+//!
+//! The secrets root is opened once, and every later step works relative to
+//! that descriptor without following symlinks: a path resolved again per
+//! delivery could be led (a tmpfs mounted over it, a symlink to /dev/shm)
+//! to where the kernel guard does not apply. The path is still compared
+//! with the held directory before each write, because the app reads its
+//! files through it. Guards go on and come off by the inodes the agent
+//! created and recorded, never by what a path names later (a hard link to
+//! another app's file planted there).
+
+mod at;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kernelseal_bpf::GuardedFiles;
 use tokio::io::unix::AsyncFd;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::error::InjectError;
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
-pub struct FileStore {
-    pub root: PathBuf,
-    /// `None` in `mode: disabled` (files unguarded).
-    pub guard: Option<Arc<Mutex<GuardedFiles>>>,
-    /// PID → delivery id of the directory written for it, until it exits.
-    owners: Arc<Mutex<HashMap<u32, u32>>>,
+/// Why a delivery is refused when the root path no longer leads to the
+/// directory the agent holds.
+const ROOT_CHANGED: &str = "the secrets directory is no longer the one the agent verified at \
+     start (something was mounted over it or it was replaced); refusing to write secrets \
+     there — restart the agent after fixing it";
+
+/// A file or directory as the kernel guard knows it: `stat`'s st_dev and
+/// st_ino.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Inode {
+    pub dev: u64,
+    pub ino: u64,
 }
 
-/// What one delivery wrote, for cleanup.
-struct Written {
-    dir: PathBuf,
-    files: Vec<(PathBuf, u64, u64)>,
+impl Inode {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Inode {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// The kernel's table of guarded inodes, as the file store uses it; a
+/// trait so that tests can record the calls without a BPF map.
+pub trait InodeGuard: Send {
+    /// Only the owner of `delivery` (and the agent) may open it from now.
+    fn guard(&mut self, inode: Inode, delivery: u32) -> io::Result<()>;
+    /// Removing an inode that is not guarded is no error.
+    fn unguard(&mut self, inode: Inode) -> io::Result<()>;
+}
+
+impl InodeGuard for GuardedFiles {
+    fn guard(&mut self, inode: Inode, delivery: u32) -> io::Result<()> {
+        GuardedFiles::guard(self, inode.dev, inode.ino, delivery).map_err(io::Error::other)
+    }
+
+    fn unguard(&mut self, inode: Inode) -> io::Result<()> {
+        GuardedFiles::unguard(self, inode.dev, inode.ino).map_err(io::Error::other)
+    }
+}
+
+pub type SharedGuard = Arc<Mutex<dyn InodeGuard>>;
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn err(path: &Path, reason: impl std::fmt::Display) -> InjectError {
@@ -39,46 +87,174 @@ fn err(path: &Path, reason: impl std::fmt::Display) -> InjectError {
     }
 }
 
+/// The secrets root as opened at start: the descriptor every step works
+/// from, and its identity, to tell whether the path still leads to it.
+struct Root {
+    path: PathBuf,
+    fd: OwnedFd,
+    id: Inode,
+}
+
+impl Root {
+    fn open(path: PathBuf) -> Result<Root, InjectError> {
+        create_root(&path)?;
+        // std adds O_CLOEXEC.
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| {
+                err(
+                    &path,
+                    format!("cannot open it as a directory (not a symlink): {e}"),
+                )
+            })?;
+        check_tmpfs(dir.as_fd(), &path)?;
+        let id = Inode::of(&dir.metadata().map_err(|e| err(&path, e))?);
+        Ok(Root {
+            path,
+            fd: dir.into(),
+            id,
+        })
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The path still names the held directory: nothing mounted over it,
+    /// not renamed away or replaced by a symlink.
+    fn verify(&self) -> Result<(), InjectError> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if Inode::of(&meta) == self.id => Ok(()),
+            Ok(_) => Err(err(&self.path, ROOT_CHANGED)),
+            Err(e) => Err(err(&self.path, format!("{ROOT_CHANGED} ({e})"))),
+        }
+    }
+}
+
+/// Parents as any directory; the root itself 0711, so others cannot list
+/// which processes have secrets.
+fn create_root(path: &Path) -> Result<(), InjectError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| err(parent, e))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o711).create(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(err(path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// The guard only covers tmpfs (checked on every open by superblock magic):
 /// files elsewhere would be unguarded, so refuse such a directory.
-pub fn check_tmpfs(dir: &Path) -> Result<(), InjectError> {
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| err(dir, e))?;
-    // SAFETY: statfs into a zeroed struct we own.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out-pointer.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(err(dir, std::io::Error::last_os_error()));
-    }
-    if st.f_type as i64 != TMPFS_MAGIC {
+fn check_tmpfs(dir: BorrowedFd, path: &Path) -> Result<(), InjectError> {
+    if at::fs_type(dir).map_err(|e| err(path, e))? != TMPFS_MAGIC {
         return Err(err(
-            dir,
+            path,
             "is not on tmpfs: delivered files could not be guarded (use --secrets-dir on a tmpfs, e.g. under /run)",
         ));
     }
     Ok(())
 }
 
+/// Where `delivery: file` bindings write, and what it wrote for whom.
+#[derive(Clone)]
+pub struct FileStore {
+    root: Arc<Root>,
+    /// `None` in `mode: disabled` (files unguarded).
+    guard: Option<SharedGuard>,
+    /// PID → delivery id of the directory written for it, until it exits.
+    owners: Arc<Mutex<HashMap<u32, u32>>>,
+    /// One delivery, rotation or removal at a time: the exit cleanup of a
+    /// PID's old directory must not race a new delivery making the reused
+    /// PID's next one under the same name.
+    busy: Arc<Mutex<()>>,
+}
+
+/// One process's directory and files by the inodes the agent made: what a
+/// rotation replaces and what the exit cleanup unguards.
+#[derive(Debug)]
+pub struct DeliveredFiles {
+    /// ROOT/<pid>, the directory the app is told (`KERNELSEAL_SECRETS_DIR`).
+    path: PathBuf,
+    pid: u32,
+    uid: u32,
+    gid: u32,
+    delivery: u32,
+    dir: Inode,
+    state: Mutex<Files>,
+}
+
+#[derive(Debug, Default)]
+struct Files {
+    /// Each file's name and current inode (a rotation replaces it).
+    current: Vec<(String, Inode)>,
+    /// Set by the removal: nothing is written for this delivery any more.
+    removed: bool,
+}
+
+impl DeliveredFiles {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn delivery(&self) -> u32 {
+        self.delivery
+    }
+
+    pub fn dir_inode(&self) -> Inode {
+        self.dir
+    }
+
+    /// The inode the file `name` has now, as the agent wrote it.
+    pub fn inode_of(&self, name: &str) -> Option<Inode> {
+        lock(&self.state).inode_of(name)
+    }
+}
+
+impl Files {
+    fn inode_of(&self, name: &str) -> Option<Inode> {
+        self.current
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, inode)| *inode)
+    }
+
+    fn set(&mut self, name: &str, inode: Inode) {
+        match self.current.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = inode,
+            None => self.current.push((name.to_string(), inode)),
+        }
+    }
+}
+
+fn pid_name(pid: u32) -> CString {
+    CString::new(pid.to_string()).expect("digits hold no NUL")
+}
+
 impl FileStore {
-    pub fn new(root: PathBuf, guard: Option<Arc<Mutex<GuardedFiles>>>) -> Self {
-        FileStore {
-            root,
+    /// Opens the secrets root (made 0711 if missing) and checks it is on
+    /// tmpfs; every delivery is then written through this descriptor.
+    pub fn open(root: PathBuf, guard: Option<SharedGuard>) -> Result<Self, InjectError> {
+        Ok(FileStore {
+            root: Arc::new(Root::open(root)?),
             guard,
             owners: Arc::default(),
-        }
+            busy: Arc::default(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root.path
     }
 
     /// The delivery id of the files written for `pid`, while it runs.
     pub fn owner_of(&self, pid: u32) -> Option<u32> {
-        self.owners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&pid)
-            .copied()
+        lock(&self.owners).get(&pid).copied()
     }
 
-    /// Writes the files and returns the directory. The caller is already
-    /// marked with `delivery` as its file owner.
+    /// Writes the files and returns what was written, for rotations. The
+    /// caller is already marked with `delivery` as its file owner.
     pub fn deliver(
         &self,
         pid: u32,
@@ -87,118 +263,212 @@ impl FileStore {
         delivery: u32,
         secrets: &[(String, Vec<u8>)],
         pidfd: OwnedFd,
-    ) -> Result<PathBuf, InjectError> {
-        let dir = self.root.join(pid.to_string());
-        // A directory left for a PID that is being reused: its owner is gone.
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| err(&dir, e))?;
-        let mut written = Written {
-            dir: dir.clone(),
-            files: Vec::new(),
-        };
-        for (name, bytes) in secrets {
-            match self.write_one(&dir, name, bytes, uid, gid, delivery) {
-                Ok(f) => written.files.push(f),
-                Err(e) => {
-                    self.cleanup(&written);
-                    return Err(e);
-                }
+    ) -> Result<Arc<DeliveredFiles>, InjectError> {
+        let files = {
+            let _busy = lock(&self.busy);
+            self.verify_root(pid)?;
+            let (dir, files) = self.make_dir(pid, uid, gid, delivery)?;
+            let mut state = Files::default();
+            if let Err(e) = self.fill(dir.as_fd(), &files, &mut state, secrets) {
+                self.remove_locked(&files, &mut state);
+                return Err(e);
             }
+            *lock(&files.state) = state;
+            files
+        };
+        let files = Arc::new(files);
+        lock(&self.owners).insert(pid, delivery);
+        self.cleanup_on_exit(files.clone(), pidfd);
+        Ok(files)
+    }
+
+    fn verify_root(&self, pid: u32) -> Result<(), InjectError> {
+        self.root.verify().inspect_err(|_| {
+            error!(
+                pid,
+                "[FILE] {}: the secrets directory is no longer the one the agent verified at \
+                 start (something was mounted over it or it was replaced); refusing to write \
+                 secrets for PID {pid} there — restart the agent after fixing it",
+                self.root.path.display()
+            )
+        })
+    }
+
+    /// A fresh ROOT/<pid>, guarded before anything is created in it: the
+    /// kernel refuses others the opens of files in a guarded directory, so
+    /// no file is ever reachable unguarded, not even at its creation.
+    fn make_dir(
+        &self,
+        pid: u32,
+        uid: u32,
+        gid: u32,
+        delivery: u32,
+    ) -> Result<(OwnedFd, DeliveredFiles), InjectError> {
+        let name = pid_name(pid);
+        let path = self.root.path.join(pid.to_string());
+        // A directory left for a PID that is being reused: its owner is gone.
+        at::remove_tree(self.root.fd(), &name).map_err(|e| err(&path, e))?;
+        at::make_dir(self.root.fd(), &name, 0o700).map_err(|e| err(&path, e))?;
+        let opened =
+            at::open_dir(self.root.fd(), &name).and_then(|fd| Ok((at::inode(fd.as_fd())?, fd)));
+        let (dir, fd) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = at::remove_tree(self.root.fd(), &name);
+                return Err(err(&path, e));
+            }
+        };
+        if let Err(e) = self.guard(dir, delivery) {
+            let _ = at::remove_tree(self.root.fd(), &name);
+            self.unguard(dir);
+            return Err(err(&path, e));
         }
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| err(&dir, e))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500))
-            .map_err(|e| err(&dir, e))?;
-        self.owners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pid, delivery);
-        self.cleanup_on_exit(written, pidfd, pid, delivery);
-        Ok(dir)
+        let files = DeliveredFiles {
+            path,
+            pid,
+            uid,
+            gid,
+            delivery,
+            dir,
+            state: Mutex::default(),
+        };
+        Ok((fd, files))
+    }
+
+    /// Writes each file, then hands the directory to the process (0500).
+    fn fill(
+        &self,
+        dir: BorrowedFd,
+        files: &DeliveredFiles,
+        state: &mut Files,
+        secrets: &[(String, Vec<u8>)],
+    ) -> Result<(), InjectError> {
+        for (name, bytes) in secrets {
+            let inode = self.write_one(dir, files, name, bytes)?;
+            state.set(name, inode);
+        }
+        std::os::unix::fs::fchown(dir, Some(files.uid), Some(files.gid))
+            .and_then(|()| at::chmod(dir, 0o500))
+            .map_err(|e| err(&files.path, e))
     }
 
     /// Create empty (O_EXCL, 0400), guard its inode, then write and rename:
-    /// the content never sits in an unguarded file.
+    /// the content never sits in an unguarded file. Undone on failure.
     fn write_one(
         &self,
-        dir: &Path,
+        dir: BorrowedFd,
+        files: &DeliveredFiles,
         name: &str,
         bytes: &[u8],
-        uid: u32,
-        gid: u32,
-        delivery: u32,
-    ) -> Result<(PathBuf, u64, u64), InjectError> {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .open(&tmp)
-            .map_err(|e| err(&tmp, e))?;
-        let meta = f.metadata().map_err(|e| err(&tmp, e))?;
-        if let Some(g) = &self.guard {
-            g.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .guard(meta.dev(), meta.ino(), delivery)
-                .map_err(|e| err(&tmp, e))?;
-        }
-        f.write_all(bytes).map_err(|e| err(&tmp, e))?;
-        // SAFETY: fchown on the fd we own.
-        if unsafe { libc::fchown(f.as_raw_fd(), uid, gid) } != 0 {
-            return Err(err(&tmp, std::io::Error::last_os_error()));
-        }
-        let path = dir.join(name);
-        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
-        Ok((path, meta.dev(), meta.ino()))
-    }
-
-    fn unguard(&self, dev: u64, ino: u64) {
-        if let Some(g) = &self.guard {
-            let _ = g
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .unguard(dev, ino);
-        }
-    }
-
-    fn cleanup(&self, w: &Written) {
-        for (path, dev, ino) in &w.files {
-            // A rotation replaced the inode: unguard what is there now too.
-            if let Ok(meta) = std::fs::metadata(path) {
-                self.unguard(meta.dev(), meta.ino());
+    ) -> Result<Inode, InjectError> {
+        let tmp_path = files.path.join(format!(".{name}.tmp"));
+        let tmp = at::entry_name(&format!(".{name}.tmp")).map_err(|e| err(&tmp_path, e))?;
+        let target = at::entry_name(name).map_err(|e| err(&files.path.join(name), e))?;
+        let mut file = at::create_file(dir, &tmp, 0o400).map_err(|e| err(&tmp_path, e))?;
+        let inode = match at::inode(file.as_fd()) {
+            Ok(inode) => inode,
+            Err(e) => {
+                let _ = at::unlink(dir, &tmp, false);
+                return Err(err(&tmp_path, e));
             }
-            let _ = std::fs::remove_file(path);
-            self.unguard(*dev, *ino);
+        };
+        let filled = self.guard(inode, files.delivery).and_then(|()| {
+            file.write_all(bytes)?;
+            std::os::unix::fs::fchown(&file, Some(files.uid), Some(files.gid))?;
+            at::rename(dir, &tmp, &target)
+        });
+        if let Err(e) = filled {
+            // Unguarded only once gone: what was written stays out of reach.
+            if at::unlink(dir, &tmp, false).is_ok() {
+                self.unguard(inode);
+            }
+            return Err(err(&tmp_path, e));
         }
-        let _ = std::fs::remove_dir_all(&w.dir);
+        Ok(inode)
+    }
+
+    fn guard(&self, inode: Inode, delivery: u32) -> io::Result<()> {
+        match &self.guard {
+            Some(g) => lock(g).guard(inode, delivery),
+            None => Ok(()),
+        }
+    }
+
+    fn unguard(&self, inode: Inode) {
+        if let Some(g) = &self.guard {
+            let _ = lock(g).unguard(inode);
+        }
+    }
+
+    /// The delivery's directory, opened anew and checked to be the one the
+    /// agent made (not something put at ROOT/<pid> since).
+    fn reopen_dir(&self, files: &DeliveredFiles) -> Result<OwnedFd, InjectError> {
+        let fd =
+            at::open_dir(self.root.fd(), &pid_name(files.pid)).map_err(|e| err(&files.path, e))?;
+        if at::inode(fd.as_fd()).map_err(|e| err(&files.path, e))? != files.dir {
+            return Err(err(
+                &files.path,
+                "is no longer the directory the agent made for this process; not writing there",
+            ));
+        }
+        Ok(fd)
     }
 
     /// Replaces one delivered file atomically: a new guarded inode is
-    /// renamed over the old one, then the old inode's guard goes.
+    /// renamed over the old one, then the old inode's guard goes — the one
+    /// recorded, whatever the path names now.
     pub fn rewrite(
         &self,
-        dir: &Path,
+        files: &DeliveredFiles,
         name: &str,
         bytes: &[u8],
-        uid: u32,
-        gid: u32,
-        delivery: u32,
     ) -> Result<(), InjectError> {
-        let path = dir.join(name);
-        let old = std::fs::metadata(&path).map_err(|e| err(&path, e))?;
-        self.write_one(dir, name, bytes, uid, gid, delivery)?;
-        self.unguard(old.dev(), old.ino());
+        let mut state = lock(&files.state);
+        if state.removed {
+            return Err(err(&files.path, "removed: its process exited"));
+        }
+        let old = state
+            .inode_of(name)
+            .ok_or_else(|| err(&files.path.join(name), "not a file of this delivery"))?;
+        let _busy = lock(&self.busy);
+        self.verify_root(files.pid)?;
+        let dir = self.reopen_dir(files)?;
+        let new = self.write_one(dir.as_fd(), files, name, bytes)?;
+        state.set(name, new);
+        self.unguard(old);
         Ok(())
     }
 
+    /// Removes a delivery's files and then unguards the inodes it recorded.
+    fn remove(&self, files: &DeliveredFiles) {
+        let mut state = lock(&files.state);
+        if state.removed {
+            return;
+        }
+        let _busy = lock(&self.busy);
+        self.remove_locked(files, &mut state);
+    }
+
+    /// ROOT/<pid> goes only while it is still this delivery's directory
+    /// (a newer delivery to a reused PID may be there); the guards go by
+    /// the recorded inodes, never by what a path names. Holds `busy`.
+    fn remove_locked(&self, files: &DeliveredFiles, state: &mut Files) {
+        state.removed = true;
+        let name = pid_name(files.pid);
+        if let Ok((inode, true)) = at::stat_at(self.root.fd(), &name)
+            && inode == files.dir
+        {
+            let _ = at::remove_tree(self.root.fd(), &name);
+        }
+        for (_, inode) in &state.current {
+            self.unguard(*inode);
+        }
+        self.unguard(files.dir);
+    }
+
     /// A pidfd becomes readable when its process exits.
-    fn cleanup_on_exit(&self, written: Written, pidfd: OwnedFd, pid: u32, delivery: u32) {
-        let store = FileStore {
-            root: self.root.clone(),
-            guard: self.guard.clone(),
-            owners: self.owners.clone(),
-        };
+    fn cleanup_on_exit(&self, files: Arc<DeliveredFiles>, pidfd: OwnedFd) {
+        let store = self.clone();
         tokio::spawn(async move {
             // SAFETY: the AsyncFd owns the pidfd; it stays open and the same
             // fd for the AsyncFd's whole life.
@@ -208,21 +478,21 @@ impl FileStore {
                 }
                 Err(e) => warn!(
                     "[FILE] cannot watch for the exit of the owner of {}: {}",
-                    written.dir.display(),
+                    files.path.display(),
                     e.into_parts().1
                 ),
             }
-            store.cleanup(&written);
+            store.remove(&files);
             {
-                let mut owners = store.owners.lock().unwrap_or_else(|p| p.into_inner());
+                let mut owners = lock(&store.owners);
                 // A reused PID may have a newer delivery by now.
-                if owners.get(&pid) == Some(&delivery) {
-                    owners.remove(&pid);
+                if owners.get(&files.pid) == Some(&files.delivery) {
+                    owners.remove(&files.pid);
                 }
             }
             info!(
                 "[FILE] removed {} (its process exited)",
-                written.dir.display()
+                files.path.display()
             );
         });
     }

@@ -20,7 +20,7 @@ mod socket_log;
 pub use admission::ConnLimits;
 pub use error::InjectError;
 pub use exec_delivery::deliver_on_exec;
-pub use files::FileStore;
+pub use files::{DeliveredFiles, FileStore, Inode, InodeGuard, SharedGuard};
 pub use identity::Caller;
 pub use metrics::{AccessLabels, Metrics, SocketLabels, serve_http};
 pub use pods::{PodIndex, PodInfo};

@@ -25,10 +25,8 @@ pub struct Live {
 
 pub struct LiveFiles {
     pub store: std::sync::Arc<crate::FileStore>,
-    pub dir: std::path::PathBuf,
-    pub uid: u32,
-    pub gid: u32,
-    pub delivery: u32,
+    /// What was written, by inode: a rotation replaces exactly these.
+    pub files: std::sync::Arc<crate::DeliveredFiles>,
     /// (cache key, file name)
     pub names: Vec<(String, String)>,
 }
@@ -122,8 +120,7 @@ impl LiveSet {
             let what = change.reference.to_string();
             if let Some(f) = &l.files {
                 for (_, name) in f.names.iter().filter(|(k, _)| *k == change.key) {
-                    match value.map(|v| f.store.rewrite(&f.dir, name, v, f.uid, f.gid, f.delivery))
-                    {
+                    match value.map(|v| f.store.rewrite(&f.files, name, v)) {
                         Some(Ok(())) => info!(
                             pid = l.pid,
                             "[ROTATE] {what} changed; rewrote {name} for PID {}", l.pid

@@ -50,13 +50,24 @@ pub struct Delivery {
     pub metrics: Arc<crate::Metrics>,
     /// Processes delivered to, for rotation (outlives a reload).
     pub live: Arc<crate::LiveSet>,
-    /// Where `delivery: file` bindings write.
-    pub files: Arc<crate::FileStore>,
+    /// Where `delivery: file` bindings write: `None` until a config with
+    /// such a binding opened the secrets directory.
+    pub files: Option<Arc<crate::FileStore>>,
     /// Dropped with this delivery: stops its rotation watcher.
     pub stop_watch: Option<tokio::sync::oneshot::Sender<()>>,
     /// `None` when pod identity is disabled or not available here.
     pub pods: Option<Arc<crate::PodIndex>>,
     pub pod_identity: kernelseal_config::PodIdentityMode,
+}
+
+impl Delivery {
+    /// The file store, for a `delivery: file` binding.
+    pub(crate) fn file_store(&self) -> Result<&Arc<crate::FileStore>, InjectError> {
+        self.files.as_ref().ok_or_else(|| InjectError::Files {
+            path: "(none)".into(),
+            reason: "no secrets directory is open: the config had no delivery: file binding".into(),
+        })
+    }
 }
 
 pub type Shared = Arc<RwLock<Arc<Delivery>>>;
@@ -555,7 +566,7 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
             false
         }
     };
-    let mut files_dir = None;
+    let mut delivered_files = None;
     if !files.is_empty() {
         let plain: Vec<(String, Vec<u8>)> =
             files.iter().map(|(n, v)| (n.clone(), v.to_vec())).collect();
@@ -564,7 +575,7 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
             .try_clone()
             .map_err(|e| InjectError::Identity(e.to_string()))
             .and_then(|fd| {
-                d.files
+                d.file_store()?
                     .deliver(caller.pid, caller.uid, caller.gid, file_owner, &plain, fd)
             });
         drop(
@@ -574,23 +585,23 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
                 .collect::<Vec<_>>(),
         );
         match result {
-            Ok(dir) => {
-                files_dir = Some(dir.clone());
+            Ok(written) => {
                 info!(
                     pid = caller.pid,
                     "[FILE] Secrets written to {} for PID {}",
-                    dir.display(),
+                    written.path().display(),
                     caller.pid
                 );
                 env.push(EnvVar {
                     name: SECRETS_DIR_VAR.into(),
-                    value: dir.display().to_string(),
+                    value: written.path().display().to_string(),
                 });
+                delivered_files = Some(written);
             }
             Err(e) => return refused(format!("writing the secret files failed: {e}"), true),
         }
     }
-    track(d, caller, &selected, files_dir.as_deref(), file_owner);
+    track(d, caller, &selected, delivered_files.as_ref());
     // Secrets delivered: env variables and file names (the directory
     // variable is a location, not a secret).
     let names: Vec<&str> = env
@@ -618,8 +629,7 @@ pub(crate) fn track(
     d: &Delivery,
     caller: &Caller,
     selected: &[&PreparedBinding],
-    files_dir: Option<&Path>,
-    file_owner: u32,
+    delivered: Option<&Arc<crate::DeliveredFiles>>,
 ) {
     for b in selected {
         let pidfd = match caller.pidfd.try_clone() {
@@ -632,19 +642,18 @@ pub(crate) fn track(
                 return;
             }
         };
-        let files = match (files_dir, b.delivery) {
-            (Some(dir), kernelseal_config::Delivery::File) => Some(crate::rotate::LiveFiles {
-                store: d.files.clone(),
-                dir: dir.to_path_buf(),
-                uid: caller.uid,
-                gid: caller.gid,
-                delivery: file_owner,
-                names: b
-                    .refs
-                    .iter()
-                    .filter_map(|(n, r)| Some((r.cache_key()?, n.clone())))
-                    .collect(),
-            }),
+        let files = match (delivered, &d.files, b.delivery) {
+            (Some(written), Some(store), kernelseal_config::Delivery::File) => {
+                Some(crate::rotate::LiveFiles {
+                    store: store.clone(),
+                    files: written.clone(),
+                    names: b
+                        .refs
+                        .iter()
+                        .filter_map(|(n, r)| Some((r.cache_key()?, n.clone())))
+                        .collect(),
+                })
+            }
             _ => None,
         };
         d.live.add(crate::rotate::Live {

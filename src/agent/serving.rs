@@ -2,13 +2,13 @@
 //! socket server and its reloadable `Delivery`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::anyhow;
 use kernelseal_bpf::Gate;
 use kernelseal_config::Config;
 use kernelseal_injector::{
-    ConnLimits, FileStore, LiveSet, Metrics, PodIndex, ServeOptions, Shared,
+    ConnLimits, FileStore, LiveSet, Metrics, PodIndex, ServeOptions, Shared, SharedGuard,
 };
 use tracing::{error, info, warn};
 
@@ -30,9 +30,13 @@ struct Kept {
     metrics: Arc<Metrics>,
     live: Arc<LiveSet>,
     pods: Option<Arc<PodIndex>>,
-    /// Knows which process has which files until it exits; a reload
-    /// must not forget that.
-    files: Arc<FileStore>,
+    /// The secrets directory's store, opened by the first config with a
+    /// `delivery: file` binding (a host without one need not have a tmpfs
+    /// there). It knows which process has which files until it exits; a
+    /// reload must not forget that.
+    files: Arc<Mutex<Option<Arc<FileStore>>>>,
+    /// The kernel's guarded inodes; `None` in `mode: disabled`.
+    guard: Option<SharedGuard>,
 }
 
 impl Serving {
@@ -49,19 +53,19 @@ impl Serving {
         start_metrics(config, args, &metrics, gate.map(|_| args.pin_dir.clone())).await?;
         let live = Arc::new(LiveSet::default());
         let pods = pod_index(config).await?;
-        let guard = match gate {
-            Some(_) => Some(Arc::new(std::sync::Mutex::new(
+        let guard: Option<SharedGuard> = match gate {
+            Some(_) => Some(Arc::new(Mutex::new(
                 kernelseal_bpf::GuardedFiles::from_pin(&args.pin_dir, args.pin_layout_version)
                     .map_err(Failure::runtime)?,
             ))),
             None => None,
         };
-        let files = Arc::new(FileStore::new(args.secrets_dir.clone(), guard));
         let kept = Kept {
             metrics: metrics.clone(),
             live,
             pods,
-            files,
+            files: Arc::default(),
+            guard,
         };
         let d = delivery(config, gate, args, &kept)?;
         let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
@@ -186,12 +190,10 @@ fn delivery(
         )),
         None => None,
     };
-    if bindings
+    let wants_files = bindings
         .iter()
-        .any(|b| b.delivery == kernelseal_config::Delivery::File)
-    {
-        kernelseal_injector::files::check_tmpfs(&args.secrets_dir).map_err(Failure::config)?;
-    }
+        .any(|b| b.delivery == kernelseal_config::Delivery::File);
+    let files = file_store(args, kept, wants_files)?;
     Ok(kernelseal_injector::Delivery {
         bindings,
         cache,
@@ -199,11 +201,28 @@ fn delivery(
         enforce: config.policy.mode == kernelseal_config::Mode::Enforce,
         metrics: kept.metrics.clone(),
         live: kept.live.clone(),
-        files: kept.files.clone(),
+        files,
         stop_watch: Some(stop_watch),
         pods: kept.pods.clone(),
         pod_identity: config.pod_identity,
     })
+}
+
+/// The store of the secrets directory, opened (and checked to be on tmpfs)
+/// the first time a config asks for files; kept open from then on, so
+/// every delivery goes to the directory verified then.
+fn file_store(
+    args: &AgentArgs,
+    kept: &Kept,
+    wanted: bool,
+) -> Result<Option<Arc<FileStore>>, Failure> {
+    let mut slot = kept.files.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() && wanted {
+        let store = FileStore::open(args.secrets_dir.clone(), kept.guard.clone())
+            .map_err(Failure::config)?;
+        *slot = Some(Arc::new(store));
+    }
+    Ok(slot.clone())
 }
 
 /// Metrics on `monitoring.metricsPort` (all interfaces, like the original)
