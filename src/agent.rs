@@ -249,11 +249,49 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
                 "[STOP] programs stay attached through {} (enforcement continues; a restarted agent re-adopts them)",
                 args.pin_dir.display()
             );
+            open_handover(&mut g);
         }
     }
     kernelseal_injector::unbind(&args.socket);
     info!("[STOP] KernelSeal agent stopped");
     Ok(())
+}
+
+/// A stopping agent lets the next KernelSeal build take its pins over: the
+/// first file named `kernelseal` exec'd within the handover (an upgraded
+/// agent; the same build is trusted anyway).
+fn open_handover(gate: &mut Gate) {
+    let minutes = kernelseal_bpf::HANDOVER.as_secs() / 60;
+    match gate.open_handover(kernelseal_bpf::HANDOVER) {
+        Ok(()) => info!(
+            "[STOP] handover open for {minutes} min: the next KernelSeal build started takes \
+             over the pinned programs"
+        ),
+        Err(e) => error!(
+            "[STOP] opening the handover failed ({e}): only this build can take over the \
+             pinned programs"
+        ),
+    }
+}
+
+/// Builds the kernel admitted during handovers: each may change
+/// KernelSeal's maps and pins, so the operator should know them.
+fn log_admitted_builds(gate: &Gate) {
+    match gate.admitted_builds() {
+        Ok(builds) => {
+            for b in builds {
+                info!(
+                    "[START] trusted KernelSeal build admitted during a handover: file {}:{} \
+                     (inode {}), first run as PID {}",
+                    b.dev >> 20,
+                    b.dev & 0xfffff,
+                    b.ino,
+                    b.pid
+                );
+            }
+        }
+        Err(e) => warn!("[START] listing trusted KernelSeal builds failed: {e}"),
+    }
 }
 
 async fn next_events(
@@ -336,6 +374,7 @@ fn open_gate(policy: KernelPolicy, filter: ExecFilter, args: &AgentArgs) -> Resu
         ),
     }
     info!("[OK] Exec monitor BPF programs loaded and attached");
+    log_admitted_builds(&gate);
     // Before the agent marks itself allowed: it is an ordinary accessor now.
     match crate::selftest::run(&gate, &policy) {
         Ok(what) => info!("[OK] self-test: {what}"),

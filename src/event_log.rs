@@ -78,6 +78,21 @@ impl EventLog {
                 ev.binding_id,
                 ev.accessor_comm
             ),
+            // KernelSeal's own state: the accessor is all there is to name.
+            Decision::Denied if ev.kind == kernelseal_bpf::AccessKind::State => line!(
+                warn,
+                "[LSM BLOCKED] PID={} ({}) attempted to change KernelSeal's own state (its maps, \
+                 pins, bpffs or binary); not a trusted KernelSeal binary",
+                ev.accessor_pid,
+                ev.accessor_comm
+            ),
+            Decision::Allowed if ev.kind == kernelseal_bpf::AccessKind::Handover => line!(
+                warn,
+                "[HANDOVER] PID={} ({}, {exe}) was admitted as a trusted KernelSeal build: the \
+                 handover a stopping agent opened is used",
+                ev.accessor_pid,
+                ev.accessor_comm
+            ),
             Decision::Denied => line!(
                 warn,
                 "[LSM BLOCKED] PID={} attempted {kind} access to PID={} ({})",

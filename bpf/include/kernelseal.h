@@ -8,7 +8,7 @@
 #define KERNELSEAL_H
 
 /* Bumped whenever a map or struct layout changes (pins carry it). */
-#define KS_LAYOUT_VERSION 3
+#define KS_LAYOUT_VERSION 4
 
 /* policy.mode */
 #define KS_MODE_DISABLED 0
@@ -37,6 +37,9 @@
 #define KS_MARK_PROTECTED (1u << 0)
 /* The agent itself: protected, and allowed to access protected tasks. */
 #define KS_MARK_AGENT (1u << 1)
+/* A process running a KernelSeal build the kernel trusts (ks_self_exes),
+ * set at exec: it may open KernelSeal's maps and change its pins. */
+#define KS_MARK_SELF (1u << 2)
 
 /* Access kinds, in events and in the opener's pending classification. */
 #define KS_KIND_NONE 0
@@ -64,6 +67,17 @@
 /* A hard link to, or a rename of, a delivered secret file (or over one):
  * the agent guards and cleans up by the inode it created, never by name. */
 #define KS_KIND_FILE_LINK 12
+/* KernelSeal's own state touched by another program: an fd of one of its
+ * maps, removal or a move out of its pins, an unmount of their bpffs, a
+ * write to a trusted KernelSeal binary. */
+#define KS_KIND_STATE 13
+/* A KernelSeal build admitted during the handover a stopping agent opened
+ * (decision allowed): the next agent reports it. */
+#define KS_KIND_HANDOVER 14
+
+/* ks_self_exe.how */
+#define KS_SELF_AGENT 1
+#define KS_SELF_HANDOVER 2
 
 /* event.decision */
 #define KS_DECISION_ALLOWED 0
@@ -100,6 +114,25 @@ struct ks_policy {
 	 * tmpfs (no file delivery, or guarded files elsewhere from an agent
 	 * with another secrets directory). */
 	__u64 secrets_dev;
+};
+
+/* What the programs need to know of KernelSeal itself (array, one entry). */
+struct ks_trust {
+	/* Kernel dev_t and inode of the pin root directory on bpffs; 0 when
+	 * the agent does not pin. */
+	__u64 pin_dev;
+	__u64 pin_ino;
+	/* CLOCK_MONOTONIC ns until which the next exec of a file named
+	 * `kernelseal` (root's, not writable by others) is admitted as a new
+	 * build; 0: closed. A stopping agent opens it, the next agent closes it. */
+	__u64 handover_until_ns;
+};
+
+/* A trusted KernelSeal binary (ks_self_exes value; the key is its file). */
+struct ks_self_exe {
+	__u64 admitted_ns;
+	__u32 pid;
+	__u32 how;
 };
 
 /* Task-local storage value. One struct serves both roles a task can have:

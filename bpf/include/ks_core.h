@@ -102,6 +102,8 @@ struct path {
 };
 
 struct inode {
+	unsigned short i_mode;
+	kuid_t i_uid;
 	struct super_block *i_sb;
 	unsigned long i_ino;
 	unsigned int i_nlink;
@@ -110,10 +112,18 @@ struct inode {
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
+	unsigned int f_mode;
 };
 
 struct linux_binprm {
+	struct file *file;
 	const char *filename;
+};
+
+struct bpf_map;
+
+struct vfsmount {
+	struct super_block *mnt_sb;
 };
 
 struct perf_event_attr {
@@ -144,6 +154,14 @@ struct proc_inode {
 #define TMPFS_MAGIC 0x01021994
 #define PIPEFS_MAGIC 0x50495045
 #define SECRETMEM_MAGIC 0x5345434d
+#define BPF_FS_MAGIC 0xcafe4a11
+
+#define FMODE_WRITE 0x2
+#define S_IFMT 00170000
+#define S_IFREG 0100000
+#define S_IWGRP 00020
+#define S_IWOTH 00002
+#define S_IXUGO 00111
 
 /* perf_event_attr.sample_type bits that copy user memory or registers. */
 #define PERF_SAMPLE_CALLCHAIN (1U << 5)

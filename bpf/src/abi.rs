@@ -1,7 +1,7 @@
 //! Rust mirrors of `bpf/include/kernelseal.h`. The layout test in
 //! `tests/abi_layout.rs` checks each struct against the object's BTF.
 
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 pub const MODE_DISABLED: u32 = 0;
 pub const MODE_AUDIT: u32 = 1;
@@ -20,6 +20,7 @@ pub const POLICY_PERFMON_FALLBACK: u32 = 1 << 9;
 
 pub const MARK_PROTECTED: u32 = 1 << 0;
 pub const MARK_AGENT: u32 = 1 << 1;
+pub const MARK_SELF: u32 = 1 << 2;
 
 pub const KIND_NONE: u32 = 0;
 pub const KIND_ENVIRON: u32 = 1;
@@ -34,6 +35,11 @@ pub const KIND_PERF_EXEC: u32 = 9;
 pub const KIND_FD: u32 = 10;
 pub const KIND_CORE: u32 = 11;
 pub const KIND_FILE_LINK: u32 = 12;
+pub const KIND_STATE: u32 = 13;
+pub const KIND_HANDOVER: u32 = 14;
+
+pub const SELF_AGENT: u32 = 1;
+pub const SELF_HANDOVER: u32 = 2;
 
 pub const DECISION_ALLOWED: u32 = 0;
 pub const DECISION_DENIED: u32 = 1;
@@ -64,6 +70,24 @@ pub struct RawPolicy {
     pub mode: u32,
     pub flags: u32,
     pub secrets_dev: u64,
+}
+
+/// `struct ks_trust`
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawTrust {
+    pub pin_dev: u64,
+    pub pin_ino: u64,
+    pub handover_until_ns: u64,
+}
+
+/// `struct ks_self_exe`
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawSelfExe {
+    pub admitted_ns: u64,
+    pub pid: u32,
+    pub how: u32,
 }
 
 /// `struct ks_task_mark`
@@ -156,3 +180,7 @@ unsafe impl aya::Pod for RawBinaryKey {}
 unsafe impl aya::Pod for RawPathKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawFileKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawTrust {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawSelfExe {}

@@ -44,6 +44,12 @@ pub enum BpfError {
         value: String,
         reason: String,
     },
+    #[error(
+        "the programs pinned under {dir} belong to a KernelSeal build that does not trust this \
+         binary: stop the running agent with SIGTERM (it hands the pins over to the next build \
+         started within 10 minutes) and start this one, or reboot"
+    )]
+    Untrusted { dir: String },
     #[error("pinned programs under {dir} are incomplete or unreadable: {reason}")]
     Adopt { dir: String, reason: String },
     #[error("reading BPF events failed: {source}")]

@@ -30,6 +30,11 @@ pub enum AccessKind {
     CoreDump,
     /// A hard link to, or a rename of (or over), a delivered secret file.
     SecretFileLink,
+    /// KernelSeal's own maps, pins, bpffs or binary touched by another
+    /// program.
+    State,
+    /// A new KernelSeal build admitted during a handover (allowed).
+    Handover,
     Unknown(u32),
 }
 
@@ -48,6 +53,8 @@ impl AccessKind {
             abi::KIND_FD => AccessKind::FdReopen,
             abi::KIND_CORE => AccessKind::CoreDump,
             abi::KIND_FILE_LINK => AccessKind::SecretFileLink,
+            abi::KIND_STATE => AccessKind::State,
+            abi::KIND_HANDOVER => AccessKind::Handover,
             other => AccessKind::Unknown(other),
         }
     }
@@ -66,6 +73,8 @@ impl AccessKind {
             AccessKind::FdReopen => "fd-reopen",
             AccessKind::CoreDump => "core-dump",
             AccessKind::SecretFileLink => "secret-file-link",
+            AccessKind::State => "kernelseal-state",
+            AccessKind::Handover => "handover",
             AccessKind::Unknown(_) => "unknown",
         }
     }

@@ -16,6 +16,7 @@ use crate::kernel;
 use crate::marks::{MARKS_MAP, Marks};
 use crate::pins::PinLayout;
 use crate::policy::KernelPolicy;
+use crate::trust::{self, AdmittedBuild};
 
 const POLICY_MAP: &str = "ks_policy";
 const EVENTS_MAP: &str = "ks_events";
@@ -24,13 +25,15 @@ const BINARIES_MAP: &str = "ks_exec_binaries";
 const PATHS_MAP: &str = "ks_exec_paths";
 pub(crate) const GUARDED_FILES_MAP: &str = "ks_guarded_files";
 /// Maps pinned per layout version (the marks map is pinned apart).
-const VERSIONED_MAPS: [&str; 6] = [
+const VERSIONED_MAPS: [&str; 8] = [
     POLICY_MAP,
     EVENTS_MAP,
     STATS_MAP,
     BINARIES_MAP,
     PATHS_MAP,
     GUARDED_FILES_MAP,
+    trust::TRUST_MAP,
+    trust::SELF_EXES_MAP,
 ];
 
 /// The exec tracepoint program (C function name).
@@ -188,6 +191,14 @@ impl Gate {
             .pin_dir
             .as_ref()
             .map(|d| PinLayout::with_version(d, opts.layout_version));
+        if let Some(l) = &layout
+            && l.marks().exists()
+            && trust::refused_pin(&l.marks())
+        {
+            return Err(BpfError::Untrusted {
+                dir: l.root().display().to_string(),
+            });
+        }
         let mut gate = match &layout {
             Some(l)
                 if sorted(&l.pinned_links(l.version())) == sorted(&expected)
@@ -199,6 +210,7 @@ impl Gate {
         };
         gate.set_policy(opts.policy)?;
         gate.set_filter(opts.filter)?;
+        gate.trust_self()?;
         Ok(gate)
     }
 
@@ -431,6 +443,51 @@ impl Gate {
 
     pub fn marks(&self) -> &Marks {
         &self.marks
+    }
+
+    /// Records the pin root for the programs, trusts this binary and closes
+    /// a handover (this agent is the build it was for, or it was never
+    /// used).
+    fn trust_self(&mut self) -> Result<(), BpfError> {
+        let root = self.layout.as_ref().map(|l| l.root().to_path_buf());
+        let mut trust = self.take_map(trust::TRUST_MAP)?;
+        let exes = self.take_map(trust::SELF_EXES_MAP);
+        let result = exes.and_then(|mut exes| {
+            let r = trust::trust_self(&mut trust, &mut exes, root.as_deref());
+            self.maps.insert(trust::SELF_EXES_MAP, exes);
+            r
+        });
+        self.maps.insert(trust::TRUST_MAP, trust);
+        result
+    }
+
+    /// For a stopping agent that leaves its programs pinned: the next
+    /// KernelSeal build started within `period` may take them over.
+    pub fn open_handover(&mut self, period: std::time::Duration) -> Result<(), BpfError> {
+        let map = self
+            .maps
+            .get_mut(trust::TRUST_MAP)
+            .ok_or(BpfError::MissingMap {
+                map: trust::TRUST_MAP,
+            })?;
+        trust::open_handover(map, period)
+    }
+
+    /// The KernelSeal builds the kernel admitted during handovers.
+    pub fn admitted_builds(&self) -> Result<Vec<AdmittedBuild>, BpfError> {
+        let map = self
+            .maps
+            .get(trust::SELF_EXES_MAP)
+            .ok_or(BpfError::MissingMap {
+                map: trust::SELF_EXES_MAP,
+            })?;
+        trust::admitted_builds(map)
+    }
+
+    fn take_map(&mut self, name: &'static str) -> Result<Map, BpfError> {
+        self.maps
+            .remove(name)
+            .ok_or(BpfError::MissingMap { map: name })
     }
 
     pub fn set_policy(&mut self, policy: KernelPolicy) -> Result<(), BpfError> {

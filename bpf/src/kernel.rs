@@ -5,7 +5,7 @@ use aya::Btf;
 /// The LSM hooks KernelSeal attaches, by program (C function) name. Each
 /// exists on every kernel with BPF-LSM that KernelSeal supports (5.19+ for
 /// task storage on every hook used here).
-pub const LSM_PROGRAMS: [&str; 10] = [
+pub const LSM_PROGRAMS: [&str; 13] = [
     "file_open",
     "ptrace_access_check",
     // Kernels >= 6.15 let perfmon-capable callers read environ/maps after
@@ -18,6 +18,10 @@ pub const LSM_PROGRAMS: [&str; 10] = [
     "cred_prepare",
     "inode_link",
     "inode_rename",
+    // KernelSeal's own state: its maps, pins and bpffs.
+    "bpf_map",
+    "inode_unlink",
+    "sb_umount",
 ];
 
 pub fn btf() -> Result<Btf, crate::BpfError> {

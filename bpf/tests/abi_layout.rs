@@ -7,7 +7,7 @@ use std::mem::{offset_of, size_of};
 
 use kernelseal_bpf::abi::{
     RawBinaryKey, RawBinding, RawEvent, RawExecEvent, RawFileKey, RawPathKey, RawPolicy,
-    RawTaskMark,
+    RawSelfExe, RawTaskMark, RawTrust,
 };
 use object::{Object, ObjectSection};
 
@@ -194,6 +194,26 @@ fn filter_keys_match_c() {
             ("ino", offset_of!(RawFileKey, ino)),
         ],
     );
+    check(
+        &l,
+        "ks_trust",
+        size_of::<RawTrust>(),
+        &[
+            ("pin_dev", offset_of!(RawTrust, pin_dev)),
+            ("pin_ino", offset_of!(RawTrust, pin_ino)),
+            ("handover_until_ns", offset_of!(RawTrust, handover_until_ns)),
+        ],
+    );
+    check(
+        &l,
+        "ks_self_exe",
+        size_of::<RawSelfExe>(),
+        &[
+            ("admitted_ns", offset_of!(RawSelfExe, admitted_ns)),
+            ("pid", offset_of!(RawSelfExe, pid)),
+            ("how", offset_of!(RawSelfExe, how)),
+        ],
+    );
 }
 
 #[test]
@@ -247,6 +267,11 @@ fn constants_match_c_header() {
         ("KS_KIND_FD", KIND_FD),
         ("KS_KIND_CORE", KIND_CORE),
         ("KS_KIND_FILE_LINK", KIND_FILE_LINK),
+        ("KS_KIND_STATE", KIND_STATE),
+        ("KS_KIND_HANDOVER", KIND_HANDOVER),
+        ("KS_SELF_AGENT", SELF_AGENT),
+        ("KS_SELF_HANDOVER", SELF_HANDOVER),
+        ("KS_MARK_SELF", MARK_SELF),
         ("KS_DECISION_ALLOWED", DECISION_ALLOWED),
         ("KS_DECISION_DENIED", DECISION_DENIED),
         ("KS_DECISION_AUDIT", DECISION_AUDIT),

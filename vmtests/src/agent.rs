@@ -4,7 +4,7 @@ use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 pub const KERNELSEAL: &str = "/usr/bin/kernelseal";
-const CONFIG: &str = "/tmp/vmtests-agent.yaml";
+pub const CONFIG: &str = "/tmp/vmtests-agent.yaml";
 const LOG: &str = "/tmp/vmtests-agent.log";
 
 /// The policy switches a test wants; rendered into the agent's config.
@@ -72,6 +72,21 @@ impl Agent {
         extra: &[&str],
         setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
     ) -> Result<Self, String> {
+        Self::start_binary(KERNELSEAL, yaml, extra, setup)
+    }
+
+    /// The agent of another KernelSeal binary (a copy: another build, as
+    /// far as the kernel can tell).
+    pub fn start_from(binary: &str, yaml: &str, extra: &[&str]) -> Result<Self, String> {
+        Self::start_binary(binary, yaml, extra, || Ok(()))
+    }
+
+    fn start_binary(
+        binary: &str,
+        yaml: &str,
+        extra: &[&str],
+        setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
         use std::os::unix::process::CommandExt;
         write_config(yaml)?;
         let log = std::fs::OpenOptions::new()
@@ -80,7 +95,7 @@ impl Agent {
             .open(LOG)
             .map_err(|e| e.to_string())?;
         let ready_before = count(&log_text(), "[OK] KernelSeal agent running");
-        let mut cmd = Command::new(KERNELSEAL);
+        let mut cmd = Command::new(binary);
         // SAFETY: the setup hooks of this suite only make syscalls.
         unsafe { cmd.pre_exec(setup) };
         let child = cmd
@@ -89,7 +104,7 @@ impl Agent {
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("starting {KERNELSEAL}: {e}"))?;
+            .map_err(|e| format!("starting {binary}: {e}"))?;
         let pid = child.id();
         let mut agent = Agent {
             child: Some(child),

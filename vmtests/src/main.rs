@@ -14,6 +14,7 @@ mod identity_suite;
 mod leaks_suite;
 mod pins_suite;
 mod secret_files_suite;
+mod state_suite;
 mod suite;
 mod tracer_suite;
 mod victim;
@@ -180,6 +181,18 @@ const TESTS: &[Test] = &[
     (
         "replaced_secrets_dir_gets_no_delivery",
         secret_files_suite::replaced_secrets_dir_gets_no_delivery,
+    ),
+    (
+        "kernelseal_state_is_closed_to_other_tools",
+        state_suite::kernelseal_state_is_closed_to_other_tools,
+    ),
+    (
+        "traced_kernelseal_binary_is_not_trusted",
+        state_suite::traced_kernelseal_binary_is_not_trusted,
+    ),
+    (
+        "another_build_takes_over_only_through_a_handover",
+        state_suite::another_build_takes_over_only_through_a_handover,
     ),
 ];
 

@@ -1,0 +1,176 @@
+//! Who may touch KernelSeal's own state. The programs refuse an fd of any
+//! of KernelSeal's maps, the removal of its pins and an unmount of their
+//! bpffs to every process but the agent and those running a KernelSeal
+//! binary the kernel trusts (marked at exec, by file). The agent trusts its
+//! own binary; a new build is trusted when a stopping agent hands over to
+//! it (the first file named `kernelseal` exec'd within [`HANDOVER`]).
+
+use std::path::Path;
+use std::time::Duration;
+
+use aya::maps::{Array, HashMap, Map, MapData};
+
+use crate::abi::{self, RawFileKey, RawSelfExe, RawTrust};
+use crate::error::BpfError;
+use crate::guarded::kernel_dev;
+
+pub(crate) const TRUST_MAP: &str = "ks_trust";
+pub(crate) const SELF_EXES_MAP: &str = "ks_self_exes";
+
+/// How long a stopping agent keeps the handover open for the next build.
+pub const HANDOVER: Duration = Duration::from_secs(600);
+
+/// A KernelSeal binary the kernel admitted during a handover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmittedBuild {
+    /// The file, as the kernel names it (`s_dev`, inode).
+    pub dev: u64,
+    pub ino: u64,
+    /// The process whose exec admitted it.
+    pub pid: u32,
+}
+
+fn map_error(op: &'static str, map: &'static str, e: impl std::fmt::Display) -> BpfError {
+    BpfError::Map {
+        op,
+        map,
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The file behind a path (symlinks followed), as the kernel keys it.
+pub(crate) fn file_key(path: &Path) -> Result<RawFileKey, BpfError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| BpfError::ProcRead {
+        pid: std::process::id(),
+        reason: format!("{}: {e}", path.display()),
+    })?;
+    Ok(RawFileKey {
+        dev: kernel_dev(meta.dev()),
+        ino: meta.ino(),
+    })
+}
+
+/// Records where the pins are, closes any handover and trusts this
+/// process's own binary (keeping builds admitted before).
+pub(crate) fn trust_self(
+    trust: &mut Map,
+    exes: &mut Map,
+    pin_root: Option<&Path>,
+) -> Result<(), BpfError> {
+    let pins = match pin_root {
+        Some(root) => file_key(root)?,
+        None => RawFileKey::default(),
+    };
+    write_trust(
+        trust,
+        RawTrust {
+            pin_dev: pins.dev,
+            pin_ino: pins.ino,
+            handover_until_ns: 0,
+        },
+    )?;
+    let own = file_key(Path::new("/proc/self/exe"))?;
+    let mut exes: HashMap<&mut MapData, RawFileKey, RawSelfExe> =
+        HashMap::try_from(exes).map_err(|e| map_error("open", SELF_EXES_MAP, e))?;
+    if exes.get(&own, 0).is_ok() {
+        return Ok(());
+    }
+    let entry = RawSelfExe {
+        admitted_ns: monotonic_ns(),
+        pid: std::process::id(),
+        how: abi::SELF_AGENT,
+    };
+    exes.insert(own, entry, 0)
+        .map_err(|e| map_error("update", SELF_EXES_MAP, e))
+}
+
+/// Lets the first KernelSeal build started within `period` take over.
+pub(crate) fn open_handover(trust: &mut Map, period: Duration) -> Result<(), BpfError> {
+    let mut value = read_trust(trust)?;
+    value.handover_until_ns = monotonic_ns().saturating_add(period.as_nanos() as u64);
+    write_trust(trust, value)
+}
+
+/// The builds admitted during a handover, for the agent to report.
+pub(crate) fn admitted_builds(exes: &Map) -> Result<Vec<AdmittedBuild>, BpfError> {
+    let exes: HashMap<&MapData, RawFileKey, RawSelfExe> =
+        HashMap::try_from(exes).map_err(|e| map_error("open", SELF_EXES_MAP, e))?;
+    let mut out = Vec::new();
+    for item in exes.iter() {
+        let (key, value) = item.map_err(|e| map_error("lookup", SELF_EXES_MAP, e))?;
+        if value.how == abi::SELF_HANDOVER {
+            out.push(AdmittedBuild {
+                dev: key.dev,
+                ino: key.ino,
+                pid: value.pid,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn read_trust(trust: &mut Map) -> Result<RawTrust, BpfError> {
+    let arr: Array<&mut MapData, RawTrust> =
+        Array::try_from(trust).map_err(|e| map_error("open", TRUST_MAP, e))?;
+    arr.get(&0, 0)
+        .map_err(|e| map_error("lookup", TRUST_MAP, e))
+}
+
+fn write_trust(trust: &mut Map, value: RawTrust) -> Result<(), BpfError> {
+    let mut arr: Array<&mut MapData, RawTrust> =
+        Array::try_from(trust).map_err(|e| map_error("open", TRUST_MAP, e))?;
+    arr.set(0, value, 0)
+        .map_err(|e| map_error("update", TRUST_MAP, e))
+}
+
+/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Whether the kernel refuses this process an fd of the map pinned at
+/// `path` (EPERM from KernelSeal's own programs): the pins belong to a
+/// build that does not trust this one.
+pub(crate) fn refused_pin(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let attr = ObjGet {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    const BPF_OBJ_GET: libc::c_long = 7;
+    // SAFETY: bpf(2) with an attr of the size passed; the path outlives it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGet,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: closing the fd we just got.
+        unsafe { libc::close(fd as i32) };
+        return false;
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
