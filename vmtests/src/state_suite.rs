@@ -35,6 +35,9 @@ const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_MAP_GET_NEXT_ID: libc::c_long = 12;
 const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
+const BPF_LINK_DETACH: libc::c_long = 34;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 
 /// `union bpf_attr`, large enough for every command used here.
@@ -118,6 +121,65 @@ fn maps_by_id() -> (usize, usize) {
             refused += 1;
         }
     }
+}
+
+/// BPF_LINK_DETACH of every link on the system, by id (a link fd needs
+/// no map): the ids whose detach succeeded.
+fn detach_every_link() -> Vec<u32> {
+    let mut detached = Vec::new();
+    let mut id = 0u32;
+    loop {
+        let mut next = Attr::default();
+        next.words[0] = u64::from(id);
+        if bpf(BPF_LINK_GET_NEXT_ID, &next) != 0 {
+            return detached;
+        }
+        id = (next.words[0] >> 32) as u32;
+        let mut get = Attr::default();
+        get.words[0] = u64::from(id);
+        let fd = bpf(BPF_LINK_GET_FD_BY_ID, &get);
+        if fd < 0 {
+            continue;
+        }
+        let mut detach = Attr::default();
+        detach.words[0] = fd as u64;
+        if bpf(BPF_LINK_DETACH, &detach) == 0 {
+            detached.push(id);
+        }
+        close(fd);
+    }
+}
+
+/// Reopens the agent's map fds through /proc/<agent>/fd: (tried, opened).
+fn reopened_agent_map_fds(agent: u32) -> Result<(usize, usize), String> {
+    let dir = format!("/proc/{agent}/fd");
+    let (mut tried, mut opened) = (0, 0);
+    for entry in std::fs::read_dir(&dir)
+        .map_err(|e| format!("{dir}: {e}"))?
+        .flatten()
+    {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if !target.to_string_lossy().contains("bpf-map") {
+            continue;
+        }
+        tried += 1;
+        if open_for_read(&entry.path().display().to_string())? == Outcome::Allowed {
+            opened += 1;
+        }
+    }
+    Ok((tried, opened))
+}
+
+fn open_for_read(path: &str) -> Result<Outcome, String> {
+    let p = c(path)?;
+    // SAFETY: open of a valid path; closed at once.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Ok(Outcome::Refused(errno()));
+    }
+    // SAFETY: closing what we opened.
+    unsafe { libc::close(fd) };
+    Ok(Outcome::Allowed)
 }
 
 fn unlink(path: &str) -> Result<Outcome, String> {
@@ -222,6 +284,18 @@ pub fn kernelseal_state_is_closed_to_other_tools(ctx: &mut Ctx) -> TestResult {
         "[LSM BLOCKED]",
         "attempted to change KernelSeal's own state",
     ])?;
+    let (tried, opened) = reopened_agent_map_fds(ctx.agent.pid)?;
+    if tried == 0 || opened > 0 {
+        return Err(format!(
+            "the agent's map fds through /proc/<agent>/fd: {opened} of {tried} reopened"
+        ));
+    }
+    let detached = detach_every_link();
+    if !detached.is_empty() {
+        return Err(format!(
+            "BPF_LINK_DETACH by id succeeded for links {detached:?}"
+        ));
+    }
 
     // KernelSeal's own CLI still works, and so does protection.
     let v = Victim::spawn()?;
