@@ -8,11 +8,8 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
     let include = manifest.join("include");
     let src = manifest.join("src/bpf/kernelseal.bpf.c");
-    for p in [
-        &src,
-        &include.join("kernelseal.h"),
-        &include.join("ks_core.h"),
-    ] {
+    // The object is kernelseal.bpf.c and the parts it includes.
+    for p in [&manifest.join("src/bpf"), &include] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     println!("cargo:rerun-if-env-changed=CLANG");
