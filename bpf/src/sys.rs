@@ -1,6 +1,6 @@
-//! The two syscalls aya does not wrap for us: `pidfd_open`, and element
-//! operations on a task-storage map, which aya only exposes as
-//! `Map::Unsupported` and whose key is a pidfd.
+//! The syscalls aya does not wrap for us: `pidfd_open`, element operations
+//! on a task-storage map, which aya only exposes as `Map::Unsupported` and
+//! whose key is a pidfd, and a `BPF_OBJ_GET` whose errno is kept.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -10,7 +10,44 @@ use crate::error::BpfError;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_ANY: u64 = 0;
+
+/// The `obj_get` member of `union bpf_attr`.
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// An fd of the object pinned at `path`, with the kernel's errno on
+/// failure (aya folds it into its own error).
+pub(crate) fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let attr = ObjGetAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_OBJ_GET; the path
+    // outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGetAttr,
+            std::mem::size_of::<ObjGetAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd the kernel just gave us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
 
 /// The `map_elem` member of `union bpf_attr`.
 #[repr(C)]

@@ -141,36 +141,5 @@ fn monotonic_ns() -> u64 {
 /// `path` (EPERM from KernelSeal's own programs): the pins belong to a
 /// build that does not trust this one.
 pub(crate) fn refused_pin(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags.
-    #[repr(C)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    let attr = ObjGet {
-        pathname: c.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    const BPF_OBJ_GET: libc::c_long = 7;
-    // SAFETY: bpf(2) with an attr of the size passed; the path outlives it.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &attr as *const ObjGet,
-            std::mem::size_of::<ObjGet>(),
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: closing the fd we just got.
-        unsafe { libc::close(fd as i32) };
-        return false;
-    }
-    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    matches!(crate::sys::obj_get(path), Err(e) if e.raw_os_error() == Some(libc::EPERM))
 }

@@ -22,8 +22,45 @@ impl fmt::Display for Outcome {
     }
 }
 
-fn errno() -> i32 {
+pub(crate) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// A syscall's return code as an outcome (errno on failure).
+pub(crate) fn outcome(rc: libc::c_int) -> Outcome {
+    if rc == 0 {
+        Outcome::Allowed
+    } else {
+        Outcome::Refused(errno())
+    }
+}
+
+/// One attempt of a test against what it must give.
+pub(crate) fn expect(label: &str, got: Outcome, want: Outcome) -> crate::suite::TestResult {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{label}: want {want}, got {got}"))
+    }
+}
+
+pub(crate) fn cstring(s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|e| e.to_string())
+}
+
+/// Opens `path` with `flags` and closes it at once.
+pub(crate) fn open_outcome(path: &str, flags: libc::c_int) -> Outcome {
+    let Ok(c) = CString::new(path) else {
+        return Outcome::Refused(libc::EINVAL);
+    };
+    // SAFETY: open with a valid path; closed at once, nothing written.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Outcome::Refused(errno());
+    }
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    Outcome::Allowed
 }
 
 /// An access vector of the matrix.

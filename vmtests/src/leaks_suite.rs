@@ -11,13 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::agent::{Policy, protect, unprotect, wait_log_line};
-use crate::attacks::Outcome;
+use crate::attacks::{Outcome, errno, expect, open_outcome};
 use crate::suite::{Ctx, TestResult, all_allowed, all_refused};
 use crate::victim::{SECRET_VALUE, Victim};
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
 
 // ---- victim side -------------------------------------------------------
 
@@ -245,14 +241,6 @@ fn perf_outcome(pid: i32, cpu: i32, sample_type: u64) -> Outcome {
     match perf_open(pid, cpu, sample_type, false) {
         Ok(_) => Outcome::Allowed,
         Err(e) => Outcome::Refused(e),
-    }
-}
-
-fn expect(label: &str, got: Outcome, want: Outcome) -> TestResult {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("{label}: want {want}, got {got}"))
     }
 }
 
@@ -509,7 +497,7 @@ pub fn refused_reader_keeps_its_capabilities(ctx: &mut Ctx) -> TestResult {
     for file in ["environ", "maps", "mem"] {
         expect(
             &format!("root reading /proc/P/{file} of a protected process"),
-            open_outcome(&format!("/proc/{}/{file}", v.pid)),
+            open_outcome(&format!("/proc/{}/{file}", v.pid), libc::O_RDONLY),
             Outcome::Refused(libc::EACCES),
         )?;
         // sethostname needs CAP_SYS_ADMIN; setting the current name changes
@@ -529,18 +517,4 @@ pub fn refused_reader_keeps_its_capabilities(ctx: &mut Ctx) -> TestResult {
         }
     }
     Ok(())
-}
-
-fn open_outcome(path: &str) -> Outcome {
-    let Ok(c) = CString::new(path) else {
-        return Outcome::Refused(libc::EINVAL);
-    };
-    // SAFETY: open with a valid path; closed at once.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Outcome::Refused(errno());
-    }
-    // SAFETY: closing the fd we opened.
-    unsafe { libc::close(fd) };
-    Outcome::Allowed
 }

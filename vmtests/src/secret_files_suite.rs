@@ -4,32 +4,15 @@
 //! symlink put) over the secrets directory. Each next to a control that
 //! shows the attempt works where nothing is guarded.
 
-use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use crate::agent::{Policy, log_text, wait_log_line};
-use crate::attacks::Outcome;
+use crate::attacks::{Outcome, cstring as c, errno, expect, outcome};
 use crate::suite::{Ctx, TestResult};
 use crate::victim::Victim;
 
 const SECRETS: &str = "/run/kernelseal/secrets";
 const FILE_VALUE: &str = "wrapped-file-value";
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-fn c(path: &str) -> Result<CString, String> {
-    CString::new(path).map_err(|e| e.to_string())
-}
-
-fn outcome(rc: libc::c_int) -> Outcome {
-    if rc == 0 {
-        Outcome::Allowed
-    } else {
-        Outcome::Refused(errno())
-    }
-}
 
 fn link(from: &str, to: &str) -> Result<Outcome, String> {
     let (a, b) = (c(from)?, c(to)?);
@@ -65,18 +48,10 @@ fn link_in_child(from: &str, to: &str) -> Result<Outcome, String> {
     })
 }
 
-fn rename(from: &str, to: &str) -> Result<Outcome, String> {
+pub(crate) fn rename(from: &str, to: &str) -> Result<Outcome, String> {
     let (a, b) = (c(from)?, c(to)?);
     // SAFETY: rename with valid paths.
     Ok(outcome(unsafe { libc::rename(a.as_ptr(), b.as_ptr()) }))
-}
-
-fn expect(label: &str, got: Outcome, want: Outcome) -> TestResult {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("{label}: want {want}, got {got}"))
-    }
 }
 
 /// A wrapped app with its file delivered: (app, its directory).

@@ -7,28 +7,13 @@
 use std::ffi::CString;
 
 use crate::agent::{KERNELSEAL, Policy, kernelseal, protect, wait_log_line};
-use crate::attacks::Outcome;
+use crate::attacks::{Outcome, cstring as c, errno, expect, open_outcome, outcome};
+use crate::secret_files_suite::rename;
 use crate::suite::{Ctx, TestResult, all_refused};
 use crate::victim::Victim;
 
 const PINS: &str = "/sys/fs/bpf/kernelseal";
 const CONTROL_PIN: &str = "/sys/fs/bpf/ks-control-map";
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-fn c(s: &str) -> Result<CString, String> {
-    CString::new(s).map_err(|e| e.to_string())
-}
-
-fn expect(label: &str, got: Outcome, want: Outcome) -> TestResult {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("{label}: want {want}, got {got}"))
-    }
-}
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_OBJ_PIN: libc::c_long = 6;
@@ -163,53 +148,17 @@ fn reopened_agent_map_fds(agent: u32) -> Result<(usize, usize), String> {
             continue;
         }
         tried += 1;
-        if open_for_read(&entry.path().display().to_string())? == Outcome::Allowed {
+        if open_outcome(&entry.path().display().to_string(), libc::O_RDONLY) == Outcome::Allowed {
             opened += 1;
         }
     }
     Ok((tried, opened))
 }
 
-fn open_for_read(path: &str) -> Result<Outcome, String> {
-    let p = c(path)?;
-    // SAFETY: open of a valid path; closed at once.
-    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Ok(Outcome::Refused(errno()));
-    }
-    // SAFETY: closing what we opened.
-    unsafe { libc::close(fd) };
-    Ok(Outcome::Allowed)
-}
-
 fn unlink(path: &str) -> Result<Outcome, String> {
     let p = c(path)?;
     // SAFETY: unlink of a valid path.
-    Ok(match unsafe { libc::unlink(p.as_ptr()) } {
-        0 => Outcome::Allowed,
-        _ => Outcome::Refused(errno()),
-    })
-}
-
-fn rename(from: &str, to: &str) -> Result<Outcome, String> {
-    let (a, b) = (c(from)?, c(to)?);
-    // SAFETY: rename of valid paths.
-    Ok(match unsafe { libc::rename(a.as_ptr(), b.as_ptr()) } {
-        0 => Outcome::Allowed,
-        _ => Outcome::Refused(errno()),
-    })
-}
-
-fn open_for_write(path: &str) -> Result<Outcome, String> {
-    let p = c(path)?;
-    // SAFETY: open of a valid path; closed at once, nothing written.
-    let fd = unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Ok(Outcome::Refused(errno()));
-    }
-    // SAFETY: closing what we opened.
-    unsafe { libc::close(fd) };
-    Ok(Outcome::Allowed)
+    Ok(outcome(unsafe { libc::unlink(p.as_ptr()) }))
 }
 
 /// The layout directory (`v<N>`) the agent pinned its maps and links in.
@@ -272,7 +221,7 @@ pub fn kernelseal_state_is_closed_to_other_tools(ctx: &mut Ctx) -> TestResult {
     std::fs::copy(KERNELSEAL, copy).map_err(|e| format!("copying {KERNELSEAL}: {e}"))?;
     expect(
         "writing a copy of the binary (control)",
-        open_for_write(copy)?,
+        open_outcome(copy, libc::O_WRONLY),
         Outcome::Allowed,
     )?;
     expect(
@@ -354,7 +303,7 @@ fn removals_refused_without_agent(layout: &str, v: &Victim) -> TestResult {
     )?;
     expect(
         "agent killed: writing KernelSeal's trusted binary",
-        open_for_write(KERNELSEAL)?,
+        open_outcome(KERNELSEAL, libc::O_WRONLY),
         eperm,
     )?;
     all_refused("agent killed, protected before", v.pid, v.pid, v.addr)
