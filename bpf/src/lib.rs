@@ -15,6 +15,7 @@ mod pins;
 mod policy;
 mod process;
 mod sys;
+mod tamper;
 
 pub use error::BpfError;
 pub use events::{AccessEvent, AccessKind, Decision, Event, EventStream, ExecEvent};
@@ -26,6 +27,7 @@ pub use pins::PinLayout;
 pub use policy::{KernelMode, KernelPolicy};
 pub use process::{ProcessFacts, Tracer, tracer_of};
 pub use sys::{pidfd_alive, pidfd_open};
+pub use tamper::{CheckFailure, Finding, MarkRegistry, TamperReport, Tampered};
 
 /// The compiled BPF object.
 pub static OBJECT: &[u8] =
