@@ -20,6 +20,7 @@ mod cgroup_ns;
 mod open_files;
 mod policy;
 mod serving;
+mod watchdog;
 
 pub use policy::{exec_filter, kernel_policy};
 
@@ -167,6 +168,9 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
             .watched_by(g.mark_registry());
         admin_socket::start(&args.admin_socket, Arc::new(marks), args.pin_dir.clone())?;
     }
+    let mut watchdog = watchdog::Watchdog::new(serving.metrics.clone());
+    let mut tamper_check = tokio::time::interval(watchdog::CHECK_EVERY);
+    tamper_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     log.mode = config.policy.mode.as_str();
     log_policy(&config);
     info!("[OK] KernelSeal agent running - monitoring for process execution");
@@ -187,6 +191,11 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
                     info!("[CONFIG] {} changed on disk, reloading", args.config.display());
                     reload(&args.config, secrets_dev, gate.as_mut(), &mut log);
                     serving.reload(&args, gate.as_ref()).await;
+                }
+            }
+            _ = tamper_check.tick(), if gate.is_some() => {
+                if let Some(g) = gate.as_mut() {
+                    watchdog.check(g);
                 }
             }
             _ = term.recv() => { info!("[STOP] SIGTERM received"); break; }
