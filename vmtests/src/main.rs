@@ -12,6 +12,7 @@ mod identity_suite;
 mod leaks_suite;
 mod pins_suite;
 mod suite;
+mod tamper_suite;
 mod tracer_suite;
 mod victim;
 
@@ -161,6 +162,26 @@ const TESTS: &[Test] = &[
     (
         "refused_reader_keeps_its_capabilities",
         leaks_suite::refused_reader_keeps_its_capabilities,
+    ),
+    (
+        "tamper_policy_written_outside_kernelseal_is_restored",
+        tamper_suite::policy_written_outside_kernelseal_is_restored,
+    ),
+    (
+        "tamper_mark_deleted_outside_kernelseal_is_restored",
+        tamper_suite::mark_deleted_outside_kernelseal_is_restored,
+    ),
+    (
+        "tamper_exec_filter_edited_outside_kernelseal_is_restored",
+        tamper_suite::exec_filter_edited_outside_kernelseal_is_restored,
+    ),
+    (
+        "tamper_pin_removed_outside_kernelseal_is_pinned_again",
+        tamper_suite::pin_removed_outside_kernelseal_is_pinned_again,
+    ),
+    (
+        "tamper_unprotect_through_kernelseal_is_not_reverted",
+        tamper_suite::unprotect_through_kernelseal_is_not_reverted,
     ),
 ];
 
