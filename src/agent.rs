@@ -226,6 +226,14 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
                         Event::Access(a) => log.access(a),
                         Event::Exec(e) => {
                             log.exec(e);
+                            if e.binding_id != 0
+                                && e.protected
+                                && let Some(g) = gate.as_ref()
+                            {
+                                // The kernel marked it, not the agent: watch
+                                // it from now on like the marks the agent sets.
+                                let _ = g.marks().watch_marked(e.pid, e.binding_id);
+                            }
                             if e.binding_id != 0 && e.protected {
                                 let d = serving.shared.read().await.clone();
                                 let (pid, filename) = (e.pid, e.filename.clone());

@@ -254,6 +254,41 @@ impl Marks {
         self.state_of_pidfd(&pidfd, facts.tgid)
     }
 
+    /// Starts watching the mark the kernel gave process `pid` at an exec
+    /// that matched `binding_id` (the agent learns of it from the exec
+    /// event). Only a mark that is there with that binding is taken: the PID
+    /// may have been reused since the event. `Ok(false)` when nothing was
+    /// taken, or the process is watched already.
+    pub fn watch_marked(&self, pid: u32, binding_id: u32) -> Result<bool, BpfError> {
+        let Some(registry) = &self.registry else {
+            return Ok(false);
+        };
+        let mut watched = registry.lock();
+        if watched
+            .get(&pid)
+            .is_some_and(|w| sys::pidfd_alive(w.pidfd.as_fd()))
+        {
+            return Ok(false);
+        }
+        let pidfd = sys::pidfd_open(pid)?;
+        let key = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
+        let found: Option<RawTaskMark> =
+            sys::lookup(self.fd(), &key).map_err(|source| map_err("lookup", source, pid))?;
+        let Some(m) = found.filter(|m| m.flags & abi::MARK_PROTECTED != 0) else {
+            return Ok(false);
+        };
+        if m.binding_id != binding_id {
+            return Ok(false);
+        }
+        let expected = ExpectedMark {
+            flags: m.flags & (abi::MARK_PROTECTED | abi::MARK_AGENT),
+            binding_id,
+            file_owner: m.file_owner,
+        };
+        watched.insert(pid, Watched { pidfd, expected });
+        Ok(true)
+    }
+
     /// Compares every recorded mark of a live process with the map and
     /// writes back those that differ; forgets processes that exited.
     pub(crate) fn check_watched(&self, exec_bindings: &BTreeSet<u32>, report: &mut TamperReport) {
