@@ -245,30 +245,52 @@ pub fn policy_written_outside_kernelseal_is_restored(ctx: &mut Ctx) -> TestResul
     Ok(())
 }
 
-/// A protected process's mark deleted with bpf(2) is put back, and the
-/// process is refused again once the policy enforces.
+/// Deletes `pid`'s mark with bpf(2) and waits for the agent to put back
+/// the same flags, binding and file owner.
+fn delete_mark_and_see_it_restored(marks: &OwnedFd, pid: u32) -> TestResult {
+    let key = pidfd(pid)?;
+    let raw = key.as_raw_fd();
+    let before: RawTaskMark = lookup(marks, &raw)?.ok_or(format!("PID {pid} has no mark"))?;
+    delete(marks, &raw)?;
+    until(
+        &format!("PID {pid}'s mark back in the map"),
+        RESTORED_WITHIN,
+        || {
+            let now: Option<RawTaskMark> = lookup(marks, &raw)?;
+            Ok(now.is_some_and(|m| {
+                (m.flags, m.binding_id, m.file_owner)
+                    == (before.flags, before.binding_id, before.file_owner)
+            }))
+        },
+    )?;
+    wait_log_line(&[&format!(
+        "[TAMPER] mark changed outside KernelSeal (PID {pid}: mark removed); restored"
+    )])
+}
+
+/// Protected processes' marks deleted with bpf(2) are put back, and the
+/// processes are refused again once the policy enforces: one marked by
+/// `kernelseal protect`, one marked by the kernel at exec.
 pub fn mark_deleted_outside_kernelseal_is_restored(ctx: &mut Ctx) -> TestResult {
     ctx.agent.set_policy(AUDIT)?;
     let v = Victim::spawn()?;
     protect(v.pid)?;
+    let bound = Victim::spawn_bound()?;
+    // The agent starts watching a mark set at exec when it reads the exec
+    // event, just after it logs it.
+    wait_log_line(&[&format!("[EXEC] PID={} ", bound.pid)])?;
+    std::thread::sleep(Duration::from_millis(200));
     let marks = obj_get(&Path::new(PIN_ROOT).join("ks_marks"))?;
-    let key = pidfd(v.pid)?;
-    let raw = key.as_raw_fd();
-    let before: RawTaskMark = lookup(&marks, &raw)?.ok_or("protect left no mark")?;
-    delete(&marks, &raw)?;
-    until("the mark back in the map", RESTORED_WITHIN, || {
-        let now: Option<RawTaskMark> = lookup(&marks, &raw)?;
-        Ok(now.is_some_and(|m| {
-            (m.flags, m.binding_id, m.file_owner)
-                == (before.flags, before.binding_id, before.file_owner)
-        }))
-    })?;
-    wait_log_line(&[&format!(
-        "[TAMPER] mark changed outside KernelSeal (PID {}: mark removed); restored",
-        v.pid
-    )])?;
+    delete_mark_and_see_it_restored(&marks, v.pid)?;
+    delete_mark_and_see_it_restored(&marks, bound.pid)?;
     ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
-    all_refused("after the restored mark", v.pid, v.pid, v.addr)
+    all_refused("protected, mark restored", v.pid, v.pid, v.addr)?;
+    all_refused(
+        "marked at exec, mark restored",
+        bound.pid,
+        bound.pid,
+        bound.addr,
+    )
 }
 
 /// An exec filter entry deleted with bpf(2) is put back.
