@@ -7,6 +7,7 @@
 //! gives nobody a power they did not have, while `/run/kernelseal` is often
 //! mounted into application pods for the wrapper's socket.
 
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,7 +63,7 @@ async fn answer(mut stream: UnixStream, marks: &Marks, pin_dir: &Path) -> std::i
             Reply::Failed(why)
         }
         Ok(req) if req.pin_dir != pin_dir => Reply::Elsewhere,
-        Ok(req) => match crate::caps::peer_may_write_maps(peer) {
+        Ok(req) => match peer_may_write_maps(&stream, peer) {
             Err(why) => {
                 warn!(
                     "[ADMIN] refused kernelseal {} {} from PID {peer} (uid {uid}): {why}",
@@ -88,6 +89,41 @@ async fn answer(mut stream: UnixStream, marks: &Marks, pin_dir: &Path) -> std::i
         },
     };
     stream.write_all(reply.encode().as_bytes()).await
+}
+
+/// SO_PEERPIDFD (Linux 6.5+): names the peer for as long as it lives.
+const SO_PEERPIDFD: libc::c_int = 77;
+
+fn peer_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into an int.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&mut fd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: on success the kernel returned a new fd we own.
+    (rc == 0 && fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The peer's capabilities, read from /proc by PID. A peer that exited
+/// after sending could have had its PID reused by a more privileged
+/// process: where the kernel gives a pidfd, the peer must still be alive
+/// after the read.
+fn peer_may_write_maps(stream: &UnixStream, pid: u32) -> Result<(), String> {
+    let pidfd = peer_pidfd(stream);
+    crate::caps::peer_may_write_maps(pid)?;
+    match pidfd {
+        Some(fd) if !kernelseal_bpf::pidfd_alive(fd.as_fd()) => {
+            Err("it exited before it could be identified".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn change(marks: &Marks, req: &Request) -> Reply {
