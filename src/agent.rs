@@ -2,6 +2,7 @@
 //! itself, and logs every refusal until SIGTERM.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use kernelseal_bpf::{
@@ -14,10 +15,12 @@ use tracing::{error, info, warn};
 use crate::event_log::EventLog;
 use crate::exit::Failure;
 
+mod admin_socket;
 mod cgroup_ns;
 mod open_files;
 mod policy;
 mod serving;
+mod watchdog;
 
 pub use policy::{exec_filter, kernel_policy};
 
@@ -51,6 +54,10 @@ pub struct AgentArgs {
     /// guard covers tmpfs files).
     #[arg(long, default_value = "/run/kernelseal/secrets", value_name = "DIR")]
     secrets_dir: PathBuf,
+    /// The socket `kernelseal protect` and `unprotect` ask the agent on
+    /// (mode 0600), so that the tamper watchdog knows their changes.
+    #[arg(long, default_value = crate::admin::DEFAULT_ADMIN_SOCKET, value_name = "PATH")]
+    admin_socket: PathBuf,
     /// Group (name or GID) given access to the socket (mode 0660).
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
@@ -155,6 +162,15 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
     };
     let serving = serving::Serving::start(&config, gate.as_ref(), &args, open_files).await?;
     log.metrics = Some(serving.metrics.clone());
+    if let Some(g) = &gate {
+        let marks = kernelseal_bpf::Marks::from_pin(&args.pin_dir)
+            .map_err(Failure::runtime)?
+            .watched_by(g.mark_registry());
+        admin_socket::start(&args.admin_socket, Arc::new(marks), args.pin_dir.clone())?;
+    }
+    let mut watchdog = watchdog::Watchdog::new(serving.metrics.clone());
+    let mut tamper_check = tokio::time::interval(watchdog::CHECK_EVERY);
+    tamper_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     log.mode = config.policy.mode.as_str();
     log_policy(&config);
     info!("[OK] KernelSeal agent running - monitoring for process execution");
@@ -175,6 +191,11 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
                     info!("[CONFIG] {} changed on disk, reloading", args.config.display());
                     reload(&args.config, secrets_dev, gate.as_mut(), &mut log);
                     serving.reload(&args, gate.as_ref()).await;
+                }
+            }
+            _ = tamper_check.tick(), if gate.is_some() => {
+                if let Some(g) = gate.as_mut() {
+                    watchdog.check(g);
                 }
             }
             _ = term.recv() => { info!("[STOP] SIGTERM received"); break; }
@@ -205,6 +226,14 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
                         Event::Access(a) => log.access(a),
                         Event::Exec(e) => {
                             log.exec(e);
+                            if e.binding_id != 0
+                                && e.protected
+                                && let Some(g) = gate.as_ref()
+                            {
+                                // The kernel marked it, not the agent: watch
+                                // it from now on like the marks the agent sets.
+                                let _ = g.marks().watch_marked(e.pid, e.binding_id);
+                            }
                             if e.binding_id != 0 && e.protected {
                                 let d = serving.shared.read().await.clone();
                                 let (pid, filename) = (e.pid, e.filename.clone());
@@ -222,6 +251,7 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
             },
         }
     }
+    let gate_loaded = gate.is_some();
     if let Some(gate) = &gate
         && let Ok(stats) = gate.stats()
     {
@@ -253,6 +283,9 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
         }
     }
     kernelseal_injector::unbind(&args.socket);
+    if gate_loaded {
+        kernelseal_injector::unbind(&args.admin_socket);
+    }
     info!("[STOP] KernelSeal agent stopped");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `kernelseal`: the node agent and its command-line tools.
 
+mod admin;
 mod agent;
 mod audit;
 mod caps;
@@ -44,14 +45,16 @@ enum Command {
     /// With `policy.mode` audit or enforce the agent refuses to start when the
     /// kernel cannot run the LSM programs (exit 3), and says why.
     Agent(agent::AgentArgs),
-    /// Mark running processes protected (asks the running agent's pinned maps).
+    /// Mark running processes protected (asks the running agent, or its
+    /// pinned maps when none answers).
     ///
     /// A process is protected from the moment it is marked. Marking cannot
     /// revoke a file descriptor or a ptrace attachment taken before: protect
     /// a process before it holds secrets (the `exec` wrapper does).
-    Protect(marks_cli::MarkArgs),
-    /// Remove the protection mark of running processes.
-    Unprotect(marks_cli::MarkArgs),
+    Protect(marks_cli::ChangeArgs),
+    /// Remove the protection mark of running processes (through the running
+    /// agent, so that its tamper watchdog does not put the mark back).
+    Unprotect(marks_cli::ChangeArgs),
     /// Show whether processes are marked protected.
     Status(marks_cli::MarkArgs),
     /// Check every requirement for enforcement on this host, one line each,

@@ -88,7 +88,7 @@ pub(crate) fn apply(binaries: &mut Map, paths: &mut Map, new: &ExecFilter) -> Re
     let stale: Vec<RawBinaryKey> = bin
         .keys()
         .filter_map(Result::ok)
-        .filter(|k| !new.binaries.contains_key(&key_text(&k.name)))
+        .filter(|k| canonical_text(&k.name).is_none_or(|t| !new.binaries.contains_key(&t)))
         .collect();
     for (name, id) in &new.binaries {
         bin.insert(binary_key(name), RawBinding { binding_id: *id }, 0)
@@ -103,7 +103,7 @@ pub(crate) fn apply(binaries: &mut Map, paths: &mut Map, new: &ExecFilter) -> Re
     let stale: Vec<RawPathKey> = path
         .keys()
         .filter_map(Result::ok)
-        .filter(|k| !new.paths.contains_key(&key_text(&k.path)))
+        .filter(|k| canonical_text(&k.path).is_none_or(|t| !new.paths.contains_key(&t)))
         .collect();
     for (p, id) in &new.paths {
         path.insert(path_key(p), RawBinding { binding_id: *id }, 0)
@@ -116,9 +116,45 @@ pub(crate) fn apply(binaries: &mut Map, paths: &mut Map, new: &ExecFilter) -> Re
     Ok(())
 }
 
-fn key_text(bytes: &[u8]) -> String {
+/// The name a key holds, if it is one the agent could have written: UTF-8
+/// up to the first NUL and zeros after it. Anything else matches no exec
+/// (the kernel looks up zero-padded names) and is always stale.
+fn canonical_text(bytes: &[u8]) -> Option<String> {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    if bytes[end..].iter().any(|b| *b != 0) {
+        return None;
+    }
+    std::str::from_utf8(&bytes[..end]).ok().map(str::to_string)
+}
+
+/// What the exec filter maps hold now, and how many of their keys are not
+/// names the agent could have written.
+pub(crate) fn read(binaries: &Map, paths: &Map) -> Result<(ExecFilter, usize), BpfError> {
+    let bin: HashMap<&MapData, RawBinaryKey, RawBinding> =
+        HashMap::try_from(binaries).map_err(map_err("open", "ks_exec_binaries"))?;
+    let path: HashMap<&MapData, RawPathKey, RawBinding> =
+        HashMap::try_from(paths).map_err(map_err("open", "ks_exec_paths"))?;
+    let mut found = ExecFilter::default();
+    let mut malformed = 0;
+    for entry in bin.iter() {
+        let (k, v) = entry.map_err(map_err("lookup", "ks_exec_binaries"))?;
+        match canonical_text(&k.name) {
+            Some(name) => {
+                found.binaries.insert(name, v.binding_id);
+            }
+            None => malformed += 1,
+        }
+    }
+    for entry in path.iter() {
+        let (k, v) = entry.map_err(map_err("lookup", "ks_exec_paths"))?;
+        match canonical_text(&k.path) {
+            Some(p) => {
+                found.paths.insert(p, v.binding_id);
+            }
+            None => malformed += 1,
+        }
+    }
+    Ok((found, malformed))
 }
 
 #[cfg(test)]
@@ -145,6 +181,18 @@ mod tests {
         let k = binary_key("sleep");
         assert_eq!(&k.name[..5], b"sleep");
         assert!(k.name[5..].iter().all(|b| *b == 0));
-        assert_eq!(key_text(&k.name), "sleep");
+        assert_eq!(canonical_text(&k.name).as_deref(), Some("sleep"));
+    }
+
+    #[test]
+    fn keys_the_agent_cannot_have_written_have_no_name() {
+        let mut k = binary_key("sleep");
+        k.name[7] = b'x';
+        assert_eq!(canonical_text(&k.name), None, "bytes after the NUL");
+        let mut k = binary_key("sleep");
+        k.name[0] = 0xff;
+        assert_eq!(canonical_text(&k.name), None, "not UTF-8");
+        let full = [b'a'; BINARY_LEN];
+        assert_eq!(canonical_text(&full).map(|t| t.len()), Some(BINARY_LEN));
     }
 }

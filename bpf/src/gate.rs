@@ -17,6 +17,7 @@ use crate::marks::{MARKS_MAP, Marks};
 use crate::pins::PinLayout;
 use crate::policy::KernelPolicy;
 use crate::trust::{self, AdmittedBuild};
+use crate::tamper::{MarkRegistry, PinWatch, TamperReport, Tampered};
 
 const POLICY_MAP: &str = "ks_policy";
 const EVENTS_MAP: &str = "ks_events";
@@ -167,6 +168,12 @@ pub struct Gate {
     layout: Option<PinLayout>,
     origin: Origin,
     programs: Vec<ProgramRef>,
+    /// What the agent last wrote into the policy map and the exec filter
+    /// maps: the tamper watchdog's reference.
+    policy: RawPolicy,
+    filter: ExecFilter,
+    /// The pins this gate made or adopted; `None` without a pin directory.
+    pins: Option<PinWatch>,
 }
 
 /// The programs this kernel gets, in attach order.
@@ -211,6 +218,12 @@ impl Gate {
         gate.set_policy(opts.policy)?;
         gate.set_filter(opts.filter)?;
         gate.trust_self()?;
+        if let Some(l) = layout {
+            let mut paths = vec![l.marks()];
+            paths.extend(VERSIONED_MAPS.iter().map(|name| l.map(name)));
+            paths.extend(expected.iter().map(|name| l.link(l.version(), name)));
+            gate.pins = Some(PinWatch::take(l, object_hash(), paths)?);
+        }
         Ok(gate)
     }
 
@@ -245,12 +258,15 @@ impl Gate {
         let _ = layout.remove_links(&layout.replaced_links_dir(layout.version()));
         Ok(Gate {
             _ebpf: None,
-            marks,
+            marks: marks.watched_by(MarkRegistry::new()),
             maps,
             links: Vec::new(),
             layout: Some(layout),
             origin: Origin::Adopted,
             programs,
+            policy: RawPolicy::default(),
+            filter: ExecFilter::default(),
+            pins: None,
         })
     }
 
@@ -331,12 +347,15 @@ impl Gate {
         };
         let mut gate = Gate {
             _ebpf: None,
-            marks,
+            marks: marks.watched_by(MarkRegistry::new()),
             maps,
             links: Vec::new(),
             layout: layout.clone(),
             origin,
             programs: Vec::new(),
+            policy: RawPolicy::default(),
+            filter: ExecFilter::default(),
+            pins: None,
         };
         // The caller's policy before the programs attach. Never a "nothing
         // blocked" placeholder: a map of this layout version that already
@@ -490,6 +509,16 @@ impl Gate {
             .ok_or(BpfError::MissingMap { map: name })
     }
 
+    /// The registry of the marks set through this gate: give it to every
+    /// other [`Marks`] handle the agent writes through
+    /// ([`Marks::watched_by`]), so the watchdog keeps their marks too.
+    pub fn mark_registry(&self) -> std::sync::Arc<MarkRegistry> {
+        self.marks
+            .registry()
+            .cloned()
+            .expect("a gate's marks always record into its registry")
+    }
+
     pub fn set_policy(&mut self, policy: KernelPolicy) -> Result<(), BpfError> {
         self.write_policy(policy.to_raw())
     }
@@ -502,7 +531,73 @@ impl Gate {
         let mut arr: Array<&mut MapData, RawPolicy> =
             Array::try_from(map).map_err(|_| BpfError::MissingMap { map: POLICY_MAP })?;
         arr.set(0, raw, 0)
-            .map_err(|e| map_error("update", POLICY_MAP, e))
+            .map_err(|e| map_error("update", POLICY_MAP, e))?;
+        self.policy = raw;
+        Ok(())
+    }
+
+    fn read_policy(&self) -> Result<RawPolicy, BpfError> {
+        let map = self
+            .maps
+            .get(POLICY_MAP)
+            .ok_or(BpfError::MissingMap { map: POLICY_MAP })?;
+        let arr: Array<&MapData, RawPolicy> =
+            Array::try_from(map).map_err(|_| BpfError::MissingMap { map: POLICY_MAP })?;
+        arr.get(&0, 0)
+            .map_err(|e| map_error("lookup", POLICY_MAP, e))
+    }
+
+    /// Compares the pins, the policy, the exec filter and the marks set
+    /// through this gate with what the agent made and wrote, and puts back
+    /// whatever differs. Each difference is a finding; a check that could
+    /// not be made is a failure, and the others still run.
+    pub fn check_tampering(&mut self) -> TamperReport {
+        let mut report = TamperReport::default();
+        // Pins first: the policy and filter checks go through the gate's own
+        // descriptors, but other processes reach the maps only by the pins.
+        if let Some(pins) = &self.pins {
+            pins.check(&mut report);
+        }
+        self.check_policy(&mut report);
+        self.check_filter(&mut report);
+        let exec_bindings = self
+            .filter
+            .binaries
+            .values()
+            .chain(self.filter.paths.values())
+            .copied()
+            .collect();
+        self.marks.check_watched(&exec_bindings, &mut report);
+        report
+    }
+
+    fn check_policy(&mut self, report: &mut TamperReport) {
+        let found = match self.read_policy() {
+            Ok(found) => found,
+            Err(e) => return report.failed(Tampered::Policy, e),
+        };
+        if let Some(detail) = crate::tamper::policy_drift(self.policy, found) {
+            let restored = self.write_policy(self.policy);
+            report.found(Tampered::Policy, detail, restored);
+        }
+    }
+
+    fn check_filter(&mut self, report: &mut TamperReport) {
+        let (Some(binaries), Some(paths)) = (self.maps.get(BINARIES_MAP), self.maps.get(PATHS_MAP))
+        else {
+            return report.failed(
+                Tampered::ExecFilter,
+                BpfError::MissingMap { map: BINARIES_MAP },
+            );
+        };
+        let (found, malformed) = match filter::read(binaries, paths) {
+            Ok(found) => found,
+            Err(e) => return report.failed(Tampered::ExecFilter, e),
+        };
+        if let Some(detail) = crate::tamper::filter_drift(&self.filter, &found, malformed) {
+            let restored = self.set_filter(self.filter.clone());
+            report.found(Tampered::ExecFilter, detail, restored);
+        }
     }
 
     /// Replaces the exec filter (bindings marked at exec by binary or path).
@@ -518,7 +613,9 @@ impl Gate {
         let result = filter::apply(&mut binaries, &mut paths, &filter);
         self.maps.insert(BINARIES_MAP, binaries);
         self.maps.insert(PATHS_MAP, paths);
-        result
+        result?;
+        self.filter = filter;
+        Ok(())
     }
 
     /// Takes the event stream; `None` after the first call.
@@ -560,6 +657,9 @@ impl Gate {
         let Some(layout) = self.layout.take() else {
             return Ok(());
         };
+        // Its descriptors would keep the links attached, and its checks
+        // would pin again what is removed here on purpose.
+        self.pins = None;
         for hold in self.links.drain(..) {
             if let LinkHold::Pinned(p) = hold {
                 let _ = p.unpin();

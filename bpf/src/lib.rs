@@ -16,6 +16,7 @@ mod policy;
 mod process;
 mod sys;
 mod trust;
+mod tamper;
 
 pub use error::BpfError;
 pub use events::{AccessEvent, AccessKind, Decision, Event, EventStream, ExecEvent};
@@ -28,6 +29,7 @@ pub use policy::{KernelMode, KernelPolicy};
 pub use process::{ProcessFacts, Tracer, tracer_of};
 pub use sys::{pidfd_alive, pidfd_open};
 pub use trust::{AdmittedBuild, HANDOVER};
+pub use tamper::{CheckFailure, Finding, MarkRegistry, TamperReport, Tampered};
 
 /// The compiled BPF object.
 pub static OBJECT: &[u8] =

@@ -1,8 +1,9 @@
 //! Protection marks: task-local storage keyed by pidfd.
 
+use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
 use std::path::Path;
+use std::sync::Arc;
 
 use aya::maps::MapData;
 
@@ -10,6 +11,9 @@ use crate::abi::{self, RawTaskMark};
 use crate::error::BpfError;
 use crate::process::ProcessFacts;
 use crate::sys;
+use crate::tamper::{
+    ExpectedMark, MarkCheck, MarkRegistry, TamperReport, Tampered, Watched, mark_check,
+};
 
 pub(crate) const MARKS_MAP: &str = "ks_marks";
 
@@ -28,11 +32,28 @@ pub struct MarkState {
 /// agent's pinned copy (for `kernelseal protect` from another process).
 pub struct Marks {
     map: MapData,
+    /// Where the marks set through this handle are recorded for the tamper
+    /// watchdog; `None` outside the agent.
+    registry: Option<Arc<MarkRegistry>>,
 }
 
 impl Marks {
     pub(crate) fn from_map(map: MapData) -> Self {
-        Marks { map }
+        Marks {
+            map,
+            registry: None,
+        }
+    }
+
+    /// Records every mark this handle sets (and forgets every one it
+    /// removes) in `registry`, whose marks the watchdog keeps as set.
+    pub fn watched_by(mut self, registry: Arc<MarkRegistry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    pub(crate) fn registry(&self) -> Option<&Arc<MarkRegistry>> {
+        self.registry.as_ref()
     }
 
     /// Opens the marks map the agent pinned under `dir`.
@@ -42,7 +63,7 @@ impl Marks {
             dir: dir.display().to_string(),
             reason: crate::gate::error_chain(&e),
         })?;
-        Ok(Marks { map })
+        Ok(Marks::from_map(map))
     }
 
     /// The kernel id of the map, to check that a loaded program still uses it.
@@ -101,6 +122,9 @@ impl Marks {
             return Err(BpfError::KernelThread { pid });
         }
         let pidfd = sys::pidfd_open(facts.tgid)?;
+        // Held from the write to the record: the watchdog must not see the
+        // new mark while the registry still expects the old one.
+        let mut watched = self.registry.as_ref().map(|r| r.lock());
         // `protect` of the agent itself must not drop its allowed flag.
         let keep = match self.state_of_pidfd(&pidfd, facts.tgid)? {
             Some(s) if s.agent => abi::MARK_AGENT,
@@ -115,7 +139,17 @@ impl Marks {
         sys::update(self.fd(), &key, &mark)
             .map_err(|source| map_err("update", source, facts.tgid))?;
         match self.state_of_pidfd(&pidfd, facts.tgid)? {
-            Some(s) if s.protected && s.binding_id == binding_id => Ok(facts),
+            Some(s) if s.protected && s.binding_id == binding_id => {
+                if let Some(w) = watched.as_mut() {
+                    let expected = ExpectedMark {
+                        flags: mark.flags,
+                        binding_id,
+                        file_owner: 0,
+                    };
+                    w.insert(facts.tgid, Watched { pidfd, expected });
+                }
+                Ok(facts)
+            }
             _ => Err(BpfError::Map {
                 op: "verify",
                 map: MARKS_MAP,
@@ -144,9 +178,37 @@ impl Marks {
             ..Default::default()
         };
         let key = std::os::fd::AsRawFd::as_raw_fd(pidfd);
+        // The caller keeps its pidfd for the delivery; the registry needs its
+        // own for as long as the process lives. Taken before the write, so a
+        // failure leaves no mark behind.
+        let own = match &self.registry {
+            Some(_) => Some(
+                pidfd
+                    .try_clone()
+                    .map_err(|source| BpfError::Pidfd { pid, source })?,
+            ),
+            None => None,
+        };
+        let mut watched = self.registry.as_ref().map(|r| r.lock());
         sys::update(self.fd(), &key, &mark).map_err(|source| map_err("update", source, pid))?;
         match self.state_of_pidfd(pidfd, pid)? {
-            Some(s) if s.protected => Ok(()),
+            Some(s) if s.protected => {
+                if let (Some(w), Some(own)) = (watched.as_mut(), own) {
+                    let expected = ExpectedMark {
+                        flags: mark.flags,
+                        binding_id,
+                        file_owner,
+                    };
+                    w.insert(
+                        pid,
+                        Watched {
+                            pidfd: own,
+                            expected,
+                        },
+                    );
+                }
+                Ok(())
+            }
             _ => Err(BpfError::Map {
                 op: "verify",
                 map: MARKS_MAP,
@@ -161,6 +223,11 @@ impl Marks {
     pub fn unprotect(&self, pid: u32) -> Result<ProcessFacts, BpfError> {
         let facts = ProcessFacts::read(pid)?;
         let pidfd = sys::pidfd_open(facts.tgid)?;
+        // Forgotten before the delete, under the lock: the watchdog must not
+        // put back a mark the agent itself removes.
+        if let Some(r) = &self.registry {
+            r.lock().remove(&facts.tgid);
+        }
         let key = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
         sys::delete(self.fd(), &key).map_err(|source| map_err("delete", source, facts.tgid))?;
         for tid in ProcessFacts::other_threads(facts.tgid)? {
@@ -187,6 +254,91 @@ impl Marks {
         self.state_of_pidfd(&pidfd, facts.tgid)
     }
 
+    /// Starts watching the mark the kernel gave process `pid` at an exec
+    /// that matched `binding_id` (the agent learns of it from the exec
+    /// event). Only a mark that is there with that binding is taken: the PID
+    /// may have been reused since the event. `Ok(false)` when nothing was
+    /// taken, or the process is watched already.
+    pub fn watch_marked(&self, pid: u32, binding_id: u32) -> Result<bool, BpfError> {
+        let Some(registry) = &self.registry else {
+            return Ok(false);
+        };
+        let mut watched = registry.lock();
+        if watched
+            .get(&pid)
+            .is_some_and(|w| sys::pidfd_alive(w.pidfd.as_fd()))
+        {
+            return Ok(false);
+        }
+        let pidfd = sys::pidfd_open(pid)?;
+        let key = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
+        let found: Option<RawTaskMark> =
+            sys::lookup(self.fd(), &key).map_err(|source| map_err("lookup", source, pid))?;
+        let Some(m) = found.filter(|m| m.flags & abi::MARK_PROTECTED != 0) else {
+            return Ok(false);
+        };
+        if m.binding_id != binding_id {
+            return Ok(false);
+        }
+        let expected = ExpectedMark {
+            flags: m.flags & (abi::MARK_PROTECTED | abi::MARK_AGENT),
+            binding_id,
+            file_owner: m.file_owner,
+        };
+        watched.insert(pid, Watched { pidfd, expected });
+        Ok(true)
+    }
+
+    /// Compares every recorded mark of a live process with the map and
+    /// writes back those that differ; forgets processes that exited.
+    pub(crate) fn check_watched(&self, exec_bindings: &BTreeSet<u32>, report: &mut TamperReport) {
+        let Some(registry) = &self.registry else {
+            return;
+        };
+        registry
+            .lock()
+            .retain(|&pid, w| self.check_one(pid, w, exec_bindings, report));
+    }
+
+    /// Checks one watched mark; `false` once its process is gone.
+    fn check_one(
+        &self,
+        pid: u32,
+        w: &mut Watched,
+        exec_bindings: &BTreeSet<u32>,
+        report: &mut TamperReport,
+    ) -> bool {
+        if !sys::pidfd_alive(w.pidfd.as_fd()) {
+            return false;
+        }
+        let key = std::os::fd::AsRawFd::as_raw_fd(&w.pidfd);
+        let found: Option<RawTaskMark> = match sys::lookup(self.fd(), &key) {
+            Ok(found) => found,
+            Err(e) if gone(&e) => return false,
+            Err(source) => {
+                report.failed(Tampered::Mark, map_err("lookup", source, pid));
+                return true;
+            }
+        };
+        let detail = match mark_check(w.expected, found, exec_bindings) {
+            MarkCheck::Same => return true,
+            MarkCheck::Rebound(binding_id) => {
+                w.expected.binding_id = binding_id;
+                return true;
+            }
+            MarkCheck::Drift(detail) => detail,
+        };
+        match sys::update(self.fd(), &key, &w.expected.restored(found)) {
+            // Exited between the check and the write.
+            Err(e) if gone(&e) => false,
+            result => {
+                let result = result.map_err(|source| map_err("update", source, pid));
+                report.found(Tampered::Mark, format!("PID {pid}: {detail}"), result);
+                true
+            }
+        }
+    }
+
     fn state_of_pidfd(&self, pidfd: &OwnedFd, pid: u32) -> Result<Option<MarkState>, BpfError> {
         let key = std::os::fd::AsRawFd::as_raw_fd(pidfd);
         let raw: Option<RawTaskMark> =
@@ -202,8 +354,13 @@ impl Marks {
     }
 }
 
+/// The errors of a map operation on a pidfd whose process is gone.
+fn gone(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::EBADF))
+}
+
 fn map_err(op: &'static str, source: std::io::Error, pid: u32) -> BpfError {
-    if source.raw_os_error() == Some(libc::ESRCH) || source.raw_os_error() == Some(libc::EBADF) {
+    if gone(&source) {
         return BpfError::NoSuchProcess { pid };
     }
     BpfError::Map {

@@ -1,6 +1,8 @@
 //! The syscalls aya does not wrap for us: `pidfd_open`, element operations
 //! on a task-storage map, which aya only exposes as `Map::Unsupported` and
-//! whose key is a pidfd, and a `BPF_OBJ_GET` whose errno is kept.
+//! whose key is a pidfd, a `BPF_OBJ_GET` whose errno is kept, and pinning
+//! by raw fd (aya hides a link's fd, which the tamper watchdog needs to
+//! re-pin it).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -10,44 +12,7 @@ use crate::error::BpfError;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_ANY: u64 = 0;
-
-/// The `obj_get` member of `union bpf_attr`.
-#[repr(C)]
-struct ObjGetAttr {
-    pathname: u64,
-    bpf_fd: u32,
-    file_flags: u32,
-}
-
-/// An fd of the object pinned at `path`, with the kernel's errno on
-/// failure (aya folds it into its own error).
-pub(crate) fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let attr = ObjGetAttr {
-        pathname: c.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    // SAFETY: attr is a valid bpf_attr prefix for BPF_OBJ_GET; the path
-    // outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &attr as *const ObjGetAttr,
-            std::mem::size_of::<ObjGetAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd the kernel just gave us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
 
 /// The `map_elem` member of `union bpf_attr`.
 #[repr(C)]
@@ -125,6 +90,115 @@ pub(crate) fn delete<K>(map: BorrowedFd<'_>, key: &K) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other,
     }
+}
+
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// The `obj_pin`/`obj_get` member of `union bpf_attr` (without `path_fd`,
+/// which the kernel reads as 0 from a shorter attr).
+#[repr(C)]
+#[derive(Default)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// The `info` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+fn bpf<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid prefix of `union bpf_attr` for `cmd` and
+    // every pointer in it refers to a buffer that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *const A,
+            std::mem::size_of::<A>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn c_path(path: &std::path::Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Opens the BPF object pinned at `path` (BPF_OBJ_GET).
+pub(crate) fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let path = c_path(path)?;
+    let attr = ObjAttr {
+        pathname: path.as_ptr() as u64,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_OBJ_GET, &attr)?;
+    // SAFETY: BPF_OBJ_GET returned a fresh fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Pins the object behind `fd` at `path` (BPF_OBJ_PIN).
+pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<()> {
+    let path = c_path(path)?;
+    let attr = ObjAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    bpf(BPF_OBJ_PIN, &attr).map(|_| ())
+}
+
+/// What kind of BPF object an fd holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ObjKind {
+    Map,
+    Link,
+    Program,
+    Other,
+}
+
+/// A BPF object as the kernel names it: map, link and program ids are
+/// separate number spaces, so an id alone does not tell two objects apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ObjId {
+    pub kind: ObjKind,
+    pub id: u32,
+}
+
+/// The kind (from the fd's anon inode name) and kernel id
+/// (BPF_OBJ_GET_INFO_BY_FD) of a BPF object.
+pub(crate) fn obj_id(fd: BorrowedFd<'_>) -> io::Result<ObjId> {
+    let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    let kind = match target.to_str() {
+        Some("anon_inode:bpf-map") => ObjKind::Map,
+        Some("anon_inode:bpf_link") => ObjKind::Link,
+        Some("anon_inode:bpf-prog") => ObjKind::Program,
+        _ => ObjKind::Other,
+    };
+    // Map, link and program infos all start with `__u32 type, id`; the
+    // kernel copies no more than the length asked for.
+    let mut head = [0u32; 2];
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&head) as u32,
+        info: head.as_mut_ptr() as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &attr)?;
+    Ok(ObjId { kind, id: head[1] })
 }
 
 /// Whether the process a pidfd names still exists (until it is reaped).

@@ -22,7 +22,7 @@ pub use error::InjectError;
 pub use exec_delivery::deliver_on_exec;
 pub use files::{DeliveredFiles, FileStore, Inode, InodeGuard, SharedGuard};
 pub use identity::Caller;
-pub use metrics::{AccessLabels, Metrics, SocketLabels, serve_http};
+pub use metrics::{AccessLabels, Metrics, SocketLabels, TamperLabels, serve_http};
 pub use pods::{PodIndex, PodInfo};
 pub use rotate::{LiveSet, watch};
 pub use select::{PreparedBinding, prepare};

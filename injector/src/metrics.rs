@@ -32,6 +32,12 @@ pub struct SocketLabels {
     pub reason: String,
 }
 
+/// What the tamper watchdog found changed (`kernelseal_bpf::Tampered`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TamperLabels {
+    pub what: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub exec_events: Counter,
@@ -44,6 +50,7 @@ pub struct Metrics {
     pub fetch_seconds: Family<ProviderLabels, Histogram>,
     pub fetch_errors: Family<ProviderLabels, Counter>,
     pub socket_refused: Family<SocketLabels, Counter>,
+    pub tamper_events: Family<TamperLabels, Counter>,
     /// `/ready` answers 503 while this is false.
     pub ready: AtomicBool,
 }
@@ -66,6 +73,7 @@ impl Default for Metrics {
             fetch_seconds: Family::new_with_constructor(fetch_histogram),
             fetch_errors: Family::default(),
             socket_refused: Family::default(),
+            tamper_events: Family::default(),
             ready: AtomicBool::new(false),
             registry: Registry::default(),
         };
@@ -125,6 +133,14 @@ impl Default for Metrics {
         for ev in crate::socket_log::Event::COUNTED {
             m.socket_refused(ev.as_str(), 0);
         }
+        registry.register(
+            "kernelseal_tamper_events",
+            "Changes to the kernel state (policy, marks, pins, exec filter) made outside KernelSeal, each undone",
+            m.tamper_events.clone(),
+        );
+        for what in kernelseal_bpf::Tampered::ALL {
+            m.tamper(what, 0);
+        }
         Metrics { registry, ..m }
     }
 }
@@ -143,6 +159,14 @@ impl Metrics {
             reason: reason.to_string(),
         };
         self.socket_refused.get_or_create(&l).inc_by(n);
+    }
+
+    /// Counts `n` changes to `what` made outside KernelSeal.
+    pub fn tamper(&self, what: kernelseal_bpf::Tampered, n: u64) {
+        let l = TamperLabels {
+            what: what.as_str().to_string(),
+        };
+        self.tamper_events.get_or_create(&l).inc_by(n);
     }
 
     pub fn observe_fetch(&self, provider: &str, took: Duration, ok: bool) {
@@ -241,6 +265,7 @@ mod tests {
             })
             .inc();
         m.observe_fetch("vault-prod", Duration::from_millis(3), false);
+        m.tamper(kernelseal_bpf::Tampered::Policy, 1);
         let text = m.render();
         for name in [
             "kernelseal_exec_events_total 1",
@@ -249,6 +274,8 @@ mod tests {
             "kernelseal_provider_fetch_errors_total{provider=\"vault-prod\"} 1",
             "kernelseal_lsm_loaded 0",
             "kernelseal_socket_connections_refused_total{reason=\"evicted\"} 0",
+            "kernelseal_tamper_events_total{what=\"exec-filter\"} 0",
+            "kernelseal_tamper_events_total{what=\"policy\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }

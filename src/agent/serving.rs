@@ -184,9 +184,12 @@ fn delivery(
             );
         }
     }
+    // Recorded in the gate's registry: the watchdog keeps what deliveries mark.
     let marks = match gate {
-        Some(_) => Some(std::sync::Arc::new(
-            kernelseal_bpf::Marks::from_pin(&args.pin_dir).map_err(Failure::runtime)?,
+        Some(g) => Some(std::sync::Arc::new(
+            kernelseal_bpf::Marks::from_pin(&args.pin_dir)
+                .map_err(Failure::runtime)?
+                .watched_by(g.mark_registry()),
         )),
         None => None,
     };

@@ -177,7 +177,7 @@ pub fn pod_identity_required_refuses_without_a_known_pod(ctx: &mut Ctx) -> TestR
     Ok(())
 }
 
-fn http_get(path: &str) -> Result<(u16, String), String> {
+pub(crate) fn http_get(path: &str) -> Result<(u16, String), String> {
     let mut s = std::net::TcpStream::connect("127.0.0.1:9090")
         .map_err(|e| format!("connecting to the metrics endpoint: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
@@ -199,7 +199,7 @@ fn http_get(path: &str) -> Result<(u16, String), String> {
 }
 
 /// The value of the sample named exactly `series` (name and labels).
-fn sample(body: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())

@@ -16,6 +16,7 @@ mod pins_suite;
 mod secret_files_suite;
 mod state_suite;
 mod suite;
+mod tamper_suite;
 mod tracer_suite;
 mod victim;
 
@@ -193,6 +194,26 @@ const TESTS: &[Test] = &[
     (
         "another_build_takes_over_only_through_a_handover",
         state_suite::another_build_takes_over_only_through_a_handover,
+    ),
+    (
+        "tamper_policy_written_outside_kernelseal_is_restored",
+        tamper_suite::policy_written_outside_kernelseal_is_restored,
+    ),
+    (
+        "tamper_mark_deleted_outside_kernelseal_is_restored",
+        tamper_suite::mark_deleted_outside_kernelseal_is_restored,
+    ),
+    (
+        "tamper_exec_filter_edited_outside_kernelseal_is_restored",
+        tamper_suite::exec_filter_edited_outside_kernelseal_is_restored,
+    ),
+    (
+        "tamper_pin_removed_outside_kernelseal_is_pinned_again",
+        tamper_suite::pin_removed_outside_kernelseal_is_pinned_again,
+    ),
+    (
+        "tamper_unprotect_through_kernelseal_is_not_reverted",
+        tamper_suite::unprotect_through_kernelseal_is_not_reverted,
     ),
 ];
 
