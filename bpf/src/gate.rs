@@ -16,8 +16,8 @@ use crate::kernel;
 use crate::marks::{MARKS_MAP, Marks};
 use crate::pins::PinLayout;
 use crate::policy::KernelPolicy;
-use crate::trust::{self, AdmittedBuild};
 use crate::tamper::{MarkRegistry, PinWatch, TamperReport, Tampered};
+use crate::trust::{self, AdmittedBuild};
 
 const POLICY_MAP: &str = "ks_policy";
 const EVENTS_MAP: &str = "ks_events";

@@ -15,8 +15,8 @@ mod pins;
 mod policy;
 mod process;
 mod sys;
-mod trust;
 mod tamper;
+mod trust;
 
 pub use error::BpfError;
 pub use events::{AccessEvent, AccessKind, Decision, Event, EventStream, ExecEvent};
@@ -28,8 +28,8 @@ pub use pins::PinLayout;
 pub use policy::{KernelMode, KernelPolicy};
 pub use process::{ProcessFacts, Tracer, tracer_of};
 pub use sys::{pidfd_alive, pidfd_open};
-pub use trust::{AdmittedBuild, HANDOVER};
 pub use tamper::{CheckFailure, Finding, MarkRegistry, TamperReport, Tampered};
+pub use trust::{AdmittedBuild, HANDOVER};
 
 /// The compiled BPF object.
 pub static OBJECT: &[u8] =
