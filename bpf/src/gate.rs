@@ -477,7 +477,7 @@ impl Gate {
             r
         });
         self.maps.insert(trust::TRUST_MAP, trust);
-        result
+        result.and_then(|()| self.marks.mark_self())
     }
 
     /// For a stopping agent that leaves its programs pinned: the next

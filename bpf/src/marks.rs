@@ -56,6 +56,21 @@ impl Marks {
         self.registry.as_ref()
     }
 
+    /// Gives this process the mark the kernel gives a trusted KernelSeal
+    /// binary at exec: an agent exec'd before its binary was trusted (the
+    /// first start) may then reopen its own pins. Its agent mark replaces
+    /// this one once the self-test is done.
+    pub(crate) fn mark_self(&self) -> Result<(), BpfError> {
+        let pid = std::process::id();
+        let pidfd = sys::pidfd_open(pid)?;
+        let key = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
+        let mut mark: RawTaskMark = sys::lookup(self.fd(), &key)
+            .map_err(|source| map_err("lookup", source, pid))?
+            .unwrap_or_default();
+        mark.flags |= abi::MARK_SELF;
+        sys::update(self.fd(), &key, &mark).map_err(|source| map_err("update", source, pid))
+    }
+
     /// Opens the marks map the agent pinned under `dir`.
     pub fn from_pin(dir: &Path) -> Result<Self, BpfError> {
         let path = dir.join(MARKS_MAP);
