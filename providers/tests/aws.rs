@@ -133,7 +133,7 @@ async fn aws_secrets_manager_against_moto() {
     // JSON secret with a key; a missing key; jsonKey on a non-JSON secret.
     sm.create_secret()
         .name("app/json")
-        .secret_string(r#"{"user":"svc","token":"json-token-xyz","port":5432}"#)
+        .secret_string(r#"{"user":"svc-user-7f3d","token":"json-token-xyz","port":5432}"#)
         .send()
         .await
         .unwrap();
@@ -160,7 +160,7 @@ async fn aws_secrets_manager_against_moto() {
         e.to_string().contains("app/json") && e.to_string().contains("nope"),
         "{e}"
     );
-    assert_err_clean(&e, &["json-token-xyz", "svc"]);
+    assert_err_clean(&e, &["json-token-xyz", "svc-user-7f3d"]);
     let e = p
         .fetch(&SecretRef::Aws(AwsRef {
             json_key: Some("k".into()),
