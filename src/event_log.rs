@@ -39,6 +39,19 @@ impl EventLog {
     }
 
     pub fn access(&mut self, ev: &AccessEvent) {
+        // The agent's own refused read is its start-up self-test (once it
+        // is the agent, the kernel lets it through unlogged): not an access
+        // to count or to report as one.
+        if ev.accessor_pid == std::process::id() && ev.decision != Decision::Allowed {
+            info!(
+                target_pid = ev.target_pid,
+                kind = ev.kind.as_str(),
+                "[OK] self-test: the kernel refused the agent's own {} read of its test process PID={}",
+                ev.kind.as_str(),
+                ev.target_pid
+            );
+            return;
+        }
         if let Some(m) = &self.metrics {
             let labels = kernelseal_injector::AccessLabels {
                 kind: ev.kind.as_str().to_string(),
