@@ -38,6 +38,17 @@ pub enum PodIdentityMode {
     Disabled,
 }
 
+impl PodIdentityMode {
+    /// The config's spelling, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodIdentityMode::Required => "required",
+            PodIdentityMode::Preferred => "preferred",
+            PodIdentityMode::Disabled => "disabled",
+        }
+    }
+}
+
 fn default_version() -> String {
     "v1".to_string()
 }

@@ -303,7 +303,10 @@ async fn pod_index(
             return Ok(None);
         }
     };
-    info!("[IDENTITY] pod identity from the pods of node {node:?} ({mode:?})");
+    info!(
+        "[IDENTITY] pod identity from the pods of node {node} (podIdentity: {})",
+        mode.as_str()
+    );
     Ok(Some(std::sync::Arc::new(
         kernelseal_injector::PodIndex::new(client, node),
     )))
