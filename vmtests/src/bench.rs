@@ -1,8 +1,11 @@
 //! `kernelseal-vmtests bench [--icount|--wall]`: what the hooks cost,
-//! measured inside the VM against a baseline taken in the same run. Rounds
-//! alternate "programs detached" and "programs attached" (the real agent,
-//! started and stopped with --unpin-on-exit) so drift on a noisy host hits
-//! both sides.
+//! measured inside the VM against a baseline taken in the same run. Each
+//! round measures three states in turn, so drift on a noisy host hits all
+//! of them: programs detached; the floor, the same hooks with programs that
+//! do nothing (floor.rs), which is what any BPF-LSM program on them costs
+//! (static call, trampoline, __bpf_prog_enter/exit); and attached, the real
+//! agent, started and stopped with --unpin-on-exit. Attached over the floor
+//! is what KernelSeal's own code costs.
 //!
 //! Every figure is CLOCK_MONOTONIC time per op. With `--wall` (the default
 //! here) that is host time as TCG passes it through: ns/op, noisy. With
@@ -15,7 +18,10 @@ use std::ffi::CString;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use aya::Btf;
+
 use crate::agent::{Agent, Policy};
+use crate::floor::Floor;
 
 const ROUNDS: usize = 4;
 const OPEN_OPS: u32 = 20_000;
@@ -198,22 +204,96 @@ fn check_icount() -> Result<(), String> {
     Ok(())
 }
 
+/// One round's samples, one per state.
+struct Round {
+    off: Sample,
+    floor: Sample,
+    on: Sample,
+}
+
+/// Measures detached, floor and attached in turn. `measure` settles first,
+/// so the floor's deferred freeing does not count against the agent's
+/// figures, nor the agent's against the next round's detached ones.
+fn round(stat_path: &CString, btf: &Btf) -> Result<Round, String> {
+    let off = measure(stat_path);
+    let floor = Floor::attach(btf)?;
+    let floor_sample = measure(stat_path);
+    drop(floor);
+    let agent = Agent::start(Policy::ENFORCE_ALL)?;
+    let on = measure(stat_path);
+    agent.stop()?;
+    Ok(Round {
+        off,
+        floor: floor_sample,
+        on,
+    })
+}
+
 /// Each round's figures, so a reader sees how far the rounds agree.
-fn print_round(clock: Clock, round: usize, off: &Sample, on: &Sample) {
+fn print_round(clock: Clock, index: usize, r: &Round) {
     println!(
-        "bench: round {} of {ROUNDS}: open {:.0} / {:.0}, stat {:.0} / {:.0}, exec {:.0} / {:.0} {} (detached / attached)",
-        round + 1,
-        off.open,
-        on.open,
-        off.stat,
-        on.stat,
-        off.exec,
-        on.exec,
+        "bench: round {} of {ROUNDS}: open {:.0} / {:.0} / {:.0}, stat {:.0} / {:.0} / {:.0}, exec {:.0} / {:.0} / {:.0} {} (detached / floor / attached)",
+        index + 1,
+        r.off.open,
+        r.floor.open,
+        r.on.open,
+        r.off.stat,
+        r.floor.stat,
+        r.on.stat,
+        r.off.exec,
+        r.floor.exec,
+        r.on.exec,
         clock.unit()
     );
 }
 
-fn report(clock: Clock, name: &str, ops: u32, off: Spread, on: Spread) {
+/// One operation's figures over the rounds, one spread per state.
+struct Figure {
+    off: Spread,
+    floor: Spread,
+    on: Spread,
+}
+
+impl Figure {
+    fn of(rounds: &[Round], pick: fn(&Sample) -> f64) -> Self {
+        let spread = |state: fn(&Round) -> &Sample| {
+            Spread::of(rounds.iter().map(|r| pick(state(r))).collect())
+        };
+        Figure {
+            off: spread(|r| &r.off),
+            floor: spread(|r| &r.floor),
+            on: spread(|r| &r.on),
+        }
+    }
+}
+
+/// The operation's two lines: detached -> attached as before, then the
+/// same difference split at the floor. Both parts are in percent of
+/// detached, so they add up to the first line's percentage.
+fn report(clock: Clock, name: &str, ops: u32, f: &Figure) {
+    report_total(clock, name, ops, &f.off, &f.on);
+    report_floor(clock, name, f);
+}
+
+fn report_floor(clock: Clock, name: &str, f: &Figure) {
+    let (off, floor, on) = (f.off.median, f.floor.median, f.on.median);
+    let percent = |d: f64| d / off * 100.0;
+    println!(
+        "bench: {name:<31} {off:>8.0} -> {floor:>8.0} -> {on:>8.0} {} (detached -> floor -> attached): \
+         empty programs on the same hooks {:+.0} ({:+.1} %), KernelSeal's code above them {:+.0} ({:+.1} %), in % of detached  \
+         rounds: floor {:.0}..{:.0} (spread {:.2} %)",
+        clock.unit(),
+        floor - off,
+        percent(floor - off),
+        on - floor,
+        percent(on - floor),
+        f.floor.min,
+        f.floor.max,
+        f.floor.width_percent(),
+    );
+}
+
+fn report_total(clock: Clock, name: &str, ops: u32, off: &Spread, on: &Spread) {
     println!(
         "bench: {name:<31} {:>8.0} -> {:>8.0} {} ({:+.1} %)  rounds: detached {:.0}..{:.0}, attached {:.0}..{:.0} (spread {:.2} %)  [{ops} ops x {ROUNDS} rounds, medians]",
         off.median,
@@ -266,13 +346,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     disable_aslr()?;
     let mut idle = spawn_idle()?;
     let stat_path = CString::new(format!("/proc/{}/stat", idle.id())).unwrap();
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        off.push(measure(&stat_path));
-        let agent = Agent::start(Policy::ENFORCE_ALL)?;
-        on.push(measure(&stat_path));
-        agent.stop()?;
-        print_round(clock, round, &off[round], &on[round]);
+    // Parsed once: the floor loads against it every round.
+    let btf = Btf::from_sys_fs().map_err(|e| format!("the kernel's BTF: {e}"))?;
+    let mut rounds = Vec::new();
+    for index in 0..ROUNDS {
+        rounds.push(round(&stat_path, &btf)?);
+        print_round(clock, index, &rounds[index]);
     }
     let idle_exited = !matches!(idle.try_wait(), Ok(None));
     let _ = idle.kill();
@@ -280,17 +359,24 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if idle_exited {
         return Err("the process whose /proc stat was read exited during the bench".into());
     }
-    let figure = |pick: fn(&Sample) -> f64| {
-        (
-            Spread::of(off.iter().map(pick).collect()),
-            Spread::of(on.iter().map(pick).collect()),
-        )
-    };
-    let (o, a) = figure(|s| s.open);
-    report(clock, "open()+close() regular file", OPEN_OPS, o, a);
-    let (o, a) = figure(|s| s.stat);
-    report(clock, "read /proc/<unprotected>/stat", STAT_OPS, o, a);
-    let (o, a) = figure(|s| s.exec);
-    report(clock, "fork+exec /bin/true (no match)", EXEC_OPS, o, a);
+    let figure = |pick: fn(&Sample) -> f64| Figure::of(&rounds, pick);
+    report(
+        clock,
+        "open()+close() regular file",
+        OPEN_OPS,
+        &figure(|s| s.open),
+    );
+    report(
+        clock,
+        "read /proc/<unprotected>/stat",
+        STAT_OPS,
+        &figure(|s| s.stat),
+    );
+    report(
+        clock,
+        "fork+exec /bin/true (no match)",
+        EXEC_OPS,
+        &figure(|s| s.exec),
+    );
     Ok(())
 }

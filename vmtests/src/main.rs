@@ -10,6 +10,7 @@ mod delivery_suite;
 mod dumps_suite;
 mod exec_suite;
 mod fanotify;
+mod floor;
 mod identity_suite;
 mod leaks_suite;
 mod pins_suite;
