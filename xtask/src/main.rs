@@ -80,8 +80,9 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Measure what the LSM hooks cost (open, /proc read, exec) with the
-    /// programs attached vs detached, in one run per kernel; prints the cost
-    /// per op on both sides and the difference.
+    /// programs detached, with empty programs on the same hooks (the floor
+    /// any BPF-LSM program pays) and attached, in one run per kernel; prints
+    /// the cost per op in each state and the differences.
     VmBench {
         /// Kernel series to measure.
         #[arg(long, value_enum, default_value = "all")]

@@ -1,9 +1,11 @@
 //! `vm-bench`: which clock the hook-cost benchmark measures with, and the
 //! closing summary that repeats each kernel's figures under that mode.
 //!
-//! The guest (`kernelseal-vmtests bench`) prints one line per operation,
-//! `bench: <operation>  <detached> -> <attached> <unit> (<percent>) …`; those
-//! lines are the figures the summary collects.
+//! The guest (`kernelseal-vmtests bench`) prints two lines per operation,
+//! `bench: <operation>  <detached> -> <attached> <unit> (<percent>) …` and
+//! `bench: <operation>  <detached> -> <floor> -> <attached> <unit> …`, the
+//! floor being the same hooks with empty programs; those lines are the
+//! figures the summary collects.
 
 use std::io::{self, Write};
 
@@ -94,13 +96,17 @@ mod tests {
 
     const OUTPUT: &str = "bench: clock icount\r\nbench: round 1 of 4 done\n\
         bench: open()+close() regular file  5203 -> 5542 insns/op (+6.5 %)\n\
+        bench: open()+close() regular file  5203 -> 5390 -> 5542 insns/op (detached -> floor -> attached)\n\
         bench: failed to start\n";
 
     #[test]
     fn figures_are_the_lines_with_an_arrow() {
         assert_eq!(
             figures(OUTPUT),
-            ["open()+close() regular file  5203 -> 5542 insns/op (+6.5 %)"]
+            [
+                "open()+close() regular file  5203 -> 5542 insns/op (+6.5 %)",
+                "open()+close() regular file  5203 -> 5390 -> 5542 insns/op (detached -> floor -> attached)",
+            ]
         );
         assert!(figures("open -> close\n").is_empty(), "needs the prefix");
     }
@@ -133,6 +139,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  open()+close() regular file  5203 -> 5542"));
+        assert!(text.contains("  open()+close() regular file  5203 -> 5390 -> 5542"));
         assert!(text.contains("[6.19]\n  FAILED: the bench printed no figures"));
         assert_eq!(
             text.lines().last(),
