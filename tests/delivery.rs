@@ -163,7 +163,11 @@ fn no_binding_is_a_failure_and_the_agent_says_who_asked() {
     let d = dir("nobinding");
     let agent = start_agent(&d);
     let ran = d.join("ran");
-    let out = wrap(&agent.socket, &[], &["/usr/bin/touch", ran.to_str().unwrap()]);
+    let out = wrap(
+        &agent.socket,
+        &[],
+        &["/usr/bin/touch", ran.to_str().unwrap()],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(!ran.exists(), "the program ran without its secrets");

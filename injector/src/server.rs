@@ -407,15 +407,20 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
         // A wrapped app without its secrets is a misconfiguration: refused,
         // so the wrapper fails rather than starting it empty. A pod or
         // container the list does not show yet may match on a retry.
-        let who = format!(
-            "PID {} ({}, uid {}{})",
+        let pod = pods.describe();
+        let retry = pods.incomplete() && d.bindings.iter().any(|b| b.needs_pod_identity());
+        warn!(
+            pid = caller.pid,
+            binary = %req.binary,
+            "[INJECT] no binding matched PID {} ({}, uid {}{pod})",
             caller.pid,
             req.binary,
-            caller.uid,
-            pods.describe()
+            caller.uid
         );
-        let retry = pods.incomplete() && d.bindings.iter().any(|b| b.needs_pod_identity());
-        warn!(pid = caller.pid, binary = %req.binary, "[INJECT] no binding matched {who}");
+        let who = format!(
+            "PID {} ({}, uid {}{pod})",
+            caller.pid, req.binary, caller.uid
+        );
         return ExecResponse::no_binding(&who, retry);
     }
     // The same variable from two bindings: which wins would be arbitrary.
