@@ -154,14 +154,45 @@ fn wrapper_gets_env_and_execs_with_the_same_pid() {
     assert!(!log.contains(SECRET), "value in the agent log: {log}");
 }
 
+/// A wrapped program no binding selects would start without the secrets
+/// it was wrapped for: the agent refuses it (and logs who it was), the
+/// wrapper exits 125 (`--on-error fail`, the default) or runs it saying so
+/// (`continue`). It used to run silently.
 #[test]
-fn no_binding_execs_without_secrets_and_says_so_with_verbose() {
+fn no_binding_is_a_failure_and_the_agent_says_who_asked() {
     let d = dir("nobinding");
     let agent = start_agent(&d);
-    let out = wrap(&agent.socket, &["--verbose"], &["/bin/echo", "plain"]);
-    assert!(out.status.success());
+    let ran = d.join("ran");
+    let out = wrap(
+        &agent.socket,
+        &[],
+        &["/usr/bin/touch", ran.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(!ran.exists(), "the program ran without its secrets");
+    assert!(
+        err.contains("no binding matched: PID") && err.contains("(/usr/bin/touch, uid"),
+        "{err}"
+    );
+    let log = read(&agent.log);
+    assert!(
+        log.contains("[INJECT] no binding matched PID") && log.contains("(/usr/bin/touch, uid"),
+        "{log}"
+    );
+
+    let out = wrap(
+        &agent.socket,
+        &["--on-error", "continue"],
+        &["/bin/echo", "plain"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "plain");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no binding"));
+    assert!(
+        err.contains("no binding matched") && err.contains("WITHOUT secrets"),
+        "{err}"
+    );
 }
 
 /// `kernelseal exec` (the big binary, not only `kernelseal-exec`) holds

@@ -16,12 +16,17 @@ memory (memfd_secret) where the kernel offers it.
   --socket PATH       agent socket (default $KERNELSEAL_SOCKET or /run/kernelseal/kernelseal.sock)
   --timeout DURATION  how long to retry an agent that is down or refusing (default 15s; e.g. 500ms, 30s, 2m)
   --on-error MODE     fail (default): exit 125 with the reason; continue: exec CMD without secrets, say so on stderr
-  --verbose           say what was delivered (names only) or that no binding matched
+  --verbose           say what was delivered (names only)
 Options with a value also take the --name=value form.
 
-Exit codes: CMD's own once exec'd; 125 agent unavailable or refused (--on-error fail),
-or a secret no environment can carry (a NUL byte; continue: run without it); 126 CMD not
-executable; 127 CMD not found; 2 bad usage.";
+No binding for this process (binary, uid, cgroup or pod/container do not match
+any binding) is a failure like an agent that is down: a wrapped app is never
+started without its secrets unless --on-error continue says so.
+
+Exit codes: CMD's own once exec'd; 125 agent unavailable or refused, or no
+binding matched (--on-error fail), or a secret no environment can carry (a NUL
+byte; continue: run without it); 126 CMD not executable; 127 CMD not found;
+2 bad usage.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnError {

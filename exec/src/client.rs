@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::secret_heap::SecretHeap;
 use kernelseal_protocol::{
-    EnvVar, ExecRequest, ExecResponse, MAX_RESPONSE_BYTES, PROTOCOL_VERSION, ProtocolError,
-    decode_response, encode, read_frame, write_frame,
+    EnvVar, ExecRequest, ExecResponse, MAX_RESPONSE_BYTES, NO_BINDING, PROTOCOL_VERSION,
+    ProtocolError, decode_response, encode, read_frame, write_frame,
 };
 
 pub enum Outcome {
@@ -18,7 +18,10 @@ pub enum Outcome {
         protected: bool,
         warnings: Vec<String>,
     },
-    NoBinding,
+    /// No binding selects this process: a misconfiguration, a failure
+    /// like any other, told apart for a clearer message. The agent's reason
+    /// (`no binding matched: …`), for one line on stderr.
+    NoBinding(String),
     /// The reason, for one line on stderr.
     Failed(String),
 }
@@ -62,7 +65,8 @@ pub fn ask(socket: &str, binary: &str, timeout: Duration, heap: &SecretHeap) -> 
     let mut backoff = Duration::from_millis(50);
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let last = match once(socket, binary, remaining, heap) {
+        // The last answer worth retrying, and whether it was "no binding".
+        let (last, no_binding) = match once(socket, binary, remaining, heap) {
             Ok(ExecResponse::Ok {
                 env,
                 missing,
@@ -79,19 +83,33 @@ pub fn ask(socket: &str, binary: &str, timeout: Duration, heap: &SecretHeap) -> 
                     warnings,
                 };
             }
-            Ok(ExecResponse::NoBinding { .. }) => return Outcome::NoBinding,
+            Ok(ExecResponse::NoBinding { .. }) => {
+                return Outcome::NoBinding(format!(
+                    "{NO_BINDING} (the agent, of an older release, says no more)"
+                ));
+            }
             Ok(ExecResponse::Refused {
                 reason,
                 retry: false,
                 ..
             }) => {
+                if reason.starts_with(NO_BINDING) {
+                    return Outcome::NoBinding(reason);
+                }
                 return Outcome::Failed(format!("the agent refused: {reason}"));
             }
+            // Not identified yet (a container the pod list does not show
+            // yet): a later request may match.
             Ok(ExecResponse::Refused {
                 reason,
                 retry: true,
                 ..
-            }) => format!("the agent refused: {reason}"),
+            }) if reason.starts_with(NO_BINDING) => (reason, true),
+            Ok(ExecResponse::Refused {
+                reason,
+                retry: true,
+                ..
+            }) => (format!("the agent refused: {reason}"), false),
             // Protocol errors will not fix themselves.
             Err(
                 e @ (ProtocolError::Malformed(_)
@@ -100,14 +118,15 @@ pub fn ask(socket: &str, binary: &str, timeout: Duration, heap: &SecretHeap) -> 
             ) => {
                 return Outcome::Failed(e.to_string());
             }
-            Err(ProtocolError::Io(e)) => format!("agent at {socket} unavailable: {e}"),
+            Err(ProtocolError::Io(e)) => (format!("agent at {socket} unavailable: {e}"), false),
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Outcome::Failed(format!(
-                "{last} (gave up after {:.1}s)",
-                timeout.as_secs_f64()
-            ));
+            let why = format!("{last} (gave up after {:.1}s)", timeout.as_secs_f64());
+            return match no_binding {
+                true => Outcome::NoBinding(why),
+                false => Outcome::Failed(why),
+            };
         }
         std::thread::sleep(backoff.min(remaining));
         backoff = (backoff * 2).min(Duration::from_secs(1));

@@ -141,15 +141,9 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
             }
             secrets = env;
         }
-        Outcome::NoBinding => {
-            if args.verbose {
-                warn(format!(
-                    "no binding for {}: running it without secrets",
-                    binary.display()
-                ));
-            }
-        }
-        Outcome::Failed(reason) => match args.on_error {
+        // A wrapped program no binding selects is a misconfiguration: the
+        // app would start without the secrets it was wrapped for.
+        Outcome::NoBinding(reason) | Outcome::Failed(reason) => match args.on_error {
             OnError::Fail => {
                 warn(format!("no secrets for {}: {reason}", binary.display()));
                 return EXIT_AGENT;

@@ -108,6 +108,22 @@ fn serve(socket: &std::path::Path, vars: &[(&str, &str)]) -> std::thread::JoinHa
     })
 }
 
+/// A stand-in agent that answers its requests with `answers`, in order.
+fn answer(
+    socket: &std::path::Path,
+    answers: Vec<kernelseal_protocol::ExecResponse>,
+) -> std::thread::JoinHandle<()> {
+    use kernelseal_protocol::{MAX_REQUEST_BYTES, decode_request, encode, read_frame, write_frame};
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        for res in answers {
+            let (mut s, _) = listener.accept().unwrap();
+            decode_request(&read_frame(&mut s, MAX_REQUEST_BYTES).unwrap()).unwrap();
+            write_frame(&mut s, &encode(&res)).unwrap();
+        }
+    })
+}
+
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ks-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -324,5 +340,110 @@ fn secrets_larger_than_the_arena_are_delivered_and_the_spill_is_said() {
         "{err}"
     );
     assert!(!err.contains("sssss"), "the value on stderr");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// No binding for a wrapped program is a failure: exit 125 with the
+/// agent's reason and nothing run; `--on-error continue` runs it and says
+/// so. An older agent's `no_binding` answer is the same failure.
+#[test]
+fn no_binding_is_a_failure_not_a_silent_start() {
+    use kernelseal_protocol::{ExecResponse, PROTOCOL_VERSION};
+    let who =
+        "PID 7 (/usr/bin/touch, uid 1000, pod db/pg-0 (service account pg), container postgres)";
+    let dir = scratch("no-binding");
+    let ran = dir.join("ran");
+    let answers = [
+        ExecResponse::no_binding(who, false),
+        ExecResponse::NoBinding {
+            version: PROTOCOL_VERSION,
+        },
+    ];
+    for (i, res) in answers.into_iter().enumerate() {
+        let socket = dir.join(format!("fail-{i}.sock"));
+        let agent = answer(&socket, vec![res]);
+        let out = wrapper_on(&socket)
+            .args(["--", "touch"])
+            .arg(&ran)
+            .output()
+            .unwrap();
+        agent.join().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{out:?}");
+        assert!(!ran.exists(), "the program ran without its secrets");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no binding matched"), "{err}");
+        assert!(!err.contains("the agent refused"), "told apart: {err}");
+        if i == 0 {
+            assert!(err.contains(&format!("no binding matched: {who}")), "{err}");
+        }
+    }
+
+    let socket = dir.join("continue.sock");
+    let agent = answer(&socket, vec![ExecResponse::no_binding(who, false)]);
+    let out = wrapper_on(&socket)
+        .args(["--on-error", "continue", "--", "touch"])
+        .arg(&ran)
+        .output()
+        .unwrap();
+    agent.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(ran.exists(), "continue runs the program");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no binding matched") && err.contains("WITHOUT secrets"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A no-binding answer the agent marks `retry` (a container the pod list
+/// does not show yet) is asked again, and the secrets of the later match
+/// are delivered.
+#[test]
+fn a_retryable_no_binding_is_asked_again() {
+    use kernelseal_protocol::{EnvVar, ExecResponse, PROTOCOL_VERSION};
+    let dir = scratch("no-binding-retry");
+    let socket = dir.join("agent.sock");
+    let not_yet = "PID 7 (/bin/sh, uid 1000, pod db/pg-0 (service account pg), container 3f0c6a9e5b1d not (yet) in the pod's status)";
+    let agent = answer(
+        &socket,
+        vec![
+            ExecResponse::no_binding(not_yet, true),
+            ExecResponse::Ok {
+                version: PROTOCOL_VERSION,
+                bindings: vec!["pg".into()],
+                env: vec![EnvVar {
+                    name: "STANDIN_SECRET".into(),
+                    value: "after-retry".into(),
+                }],
+                missing: vec![],
+                protected: true,
+                warnings: vec![],
+            },
+        ],
+    );
+    let out = wrapper_on(&socket)
+        .args(["--", "/bin/sh", "-c", "printf %s \"$STANDIN_SECRET\""])
+        .output()
+        .unwrap();
+    agent.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, b"after-retry");
+
+    // Still no match when the wrapper's --timeout is up: the no-binding
+    // failure, not a generic one.
+    let socket = dir.join("agent2.sock");
+    let agent = answer(&socket, vec![ExecResponse::no_binding(not_yet, true)]);
+    let out = wrapper_on(&socket)
+        .args(["--timeout", "0s", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    agent.join().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no binding matched") && err.contains("gave up after"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

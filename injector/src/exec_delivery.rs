@@ -13,8 +13,9 @@ use kernelseal_config::Delivery as Kind;
 use tracing::{info, warn};
 
 use crate::identity::Caller;
+use crate::pod_identity::pod_identity;
 use crate::select::{PreparedBinding, matches};
-use crate::server::{Delivery, pod_identity, track};
+use crate::server::{Delivery, track};
 
 pub async fn deliver_on_exec(d: &Delivery, pid: u32, filename: &str) {
     if d.bindings.iter().all(|b| b.delivery != Kind::File) {

@@ -9,6 +9,7 @@ mod exec_delivery;
 pub mod files;
 pub mod identity;
 pub mod metrics;
+mod pod_identity;
 pub mod pods;
 mod protect;
 pub mod ratelimit;

@@ -23,7 +23,8 @@ use tracing::{info, warn};
 use crate::admission::{Admission, ConnLimits, Limit, Slot};
 use crate::error::InjectError;
 use crate::identity::Caller;
-use crate::select::{PodCaller, PreparedBinding, matches};
+use crate::pod_identity::pod_identity;
+use crate::select::{PreparedBinding, matches};
 use crate::socket_log::{Event, SocketLog};
 
 /// Tells a file-delivery app where its files are.
@@ -348,12 +349,8 @@ async fn handle(mut stream: UnixStream, slot: &Slot, d: &Delivery) -> Result<(),
         return Err(ConnError::Evicted);
     }
     let res = respond(&caller, &req, d).await;
-    match &res {
-        ExecResponse::Ok { .. } => {}
-        ExecResponse::Refused { .. } => {
-            d.metrics.secrets_denied.inc();
-        }
-        ExecResponse::NoBinding { .. } => {}
+    if let ExecResponse::Refused { .. } = &res {
+        d.metrics.secrets_denied.inc();
     }
     send(&mut stream, &res, &caller).await
 }
@@ -395,60 +392,6 @@ async fn send(
     }
 }
 
-/// The caller's pod, when pod identity applies here.
-pub(crate) struct PodIdentity {
-    pod: Option<crate::PodInfo>,
-    container_id: Option<String>,
-}
-
-impl PodIdentity {
-    pub(crate) fn caller(&self) -> Option<PodCaller<'_>> {
-        self.pod.as_ref().map(|p| PodCaller {
-            pod: p,
-            container_id: self.container_id.as_deref(),
-        })
-    }
-}
-
-/// Pod identity: the kernel's cgroup path names the pod; the node's pod
-/// list says who that pod is. `Err((reason, retry))` under
-/// `podIdentity: required` when there is no known pod.
-pub(crate) async fn pod_identity(
-    caller: &Caller,
-    d: &Delivery,
-) -> Result<PodIdentity, (String, bool)> {
-    // Outside Kubernetes nothing asks for the cgroup: not read.
-    let wanted = d.pods.is_some() || d.pod_identity == kernelseal_config::PodIdentityMode::Required;
-    let pod_cgroup = wanted.then(|| caller.pod_cgroup()).flatten();
-    let pod = match (&d.pods, &pod_cgroup) {
-        (Some(index), Some(pc)) => match index.lookup(&pc.pod_uid).await {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(
-                    pid = caller.pid,
-                    "[INJECT] pod identity for PID {} unavailable: {e}", caller.pid
-                );
-                None
-            }
-        },
-        _ => None,
-    };
-    if d.pod_identity == kernelseal_config::PodIdentityMode::Required && pod.is_none() {
-        let why = match &pod_cgroup {
-            Some(pc) => format!("pod {} is not (yet) known on this node", pc.pod_uid),
-            None => "the caller is not in a Kubernetes pod".to_string(),
-        };
-        return Err((
-            format!("podIdentity: required and {why}"),
-            pod_cgroup.is_some(),
-        ));
-    }
-    Ok(PodIdentity {
-        pod,
-        container_id: pod_cgroup.and_then(|pc| pc.container_id),
-    })
-}
-
 async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecResponse {
     let pods = match pod_identity(caller, d).await {
         Ok(p) => p,
@@ -461,10 +404,24 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
         .filter(|b| matches(b, caller, &req.binary, pod_caller))
         .collect();
     if selected.is_empty() {
-        info!(pid = caller.pid, binary = %req.binary, "[INJECT] no binding for PID {} ({})", caller.pid, req.binary);
-        return ExecResponse::NoBinding {
-            version: PROTOCOL_VERSION,
-        };
+        // A wrapped app without its secrets is a misconfiguration: refused,
+        // so the wrapper fails rather than starting it empty. A pod or
+        // container the list does not show yet may match on a retry.
+        let pod = pods.describe();
+        let retry = pods.incomplete() && d.bindings.iter().any(|b| b.needs_pod_identity());
+        warn!(
+            pid = caller.pid,
+            binary = %req.binary,
+            "[INJECT] no binding matched PID {} ({}, uid {}{pod})",
+            caller.pid,
+            req.binary,
+            caller.uid
+        );
+        let who = format!(
+            "PID {} ({}, uid {}{pod})",
+            caller.pid, req.binary, caller.uid
+        );
+        return ExecResponse::no_binding(&who, retry);
     }
     // The same variable from two bindings: which wins would be arbitrary.
     let mut owner: BTreeMap<&str, &str> = BTreeMap::new();

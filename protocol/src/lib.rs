@@ -15,6 +15,12 @@ pub const MAX_REQUEST_BYTES: u32 = 64 * 1024;
 pub const MAX_RESPONSE_BYTES: u32 = 4 * 1024 * 1024;
 pub const DEFAULT_SOCKET: &str = "/run/kernelseal/kernelseal.sock";
 
+/// How the reason of a refusal starts when no binding selects the caller.
+/// A refusal rather than a message of its own, so that a wrapper of any
+/// release treats a misconfigured app as a failure: an older wrapper ran
+/// CMD without secrets, silently, on [`ExecResponse::NoBinding`].
+pub const NO_BINDING: &str = "no binding matched";
+
 /// What the wrapper asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,7 +70,9 @@ pub enum ExecResponse {
         protected: bool,
         warnings: Vec<String>,
     },
-    /// No binding selects this caller and binary: exec without secrets.
+    /// No binding selects this caller and binary. Sent by agents of
+    /// earlier releases; agents now answer [`ExecResponse::no_binding`].
+    /// Both are a failure to the wrapper.
     NoBinding { version: u32 },
     /// The caller must not get secrets now; `retry` when it may work later
     /// (agent starting, provider down).
@@ -73,6 +81,29 @@ pub enum ExecResponse {
         reason: String,
         retry: bool,
     },
+}
+
+impl ExecResponse {
+    /// The refusal for a caller no binding selects: `details` say who it
+    /// is (binary, uid, pod, container; never a value). `retry` when its
+    /// identity was not complete yet (a container the pod list does not
+    /// show yet), so a later request may match.
+    pub fn no_binding(details: &str, retry: bool) -> Self {
+        ExecResponse::Refused {
+            version: PROTOCOL_VERSION,
+            reason: format!("{NO_BINDING}: {details}"),
+            retry,
+        }
+    }
+
+    /// Whether this answer says that no binding selects the caller.
+    pub fn is_no_binding(&self) -> bool {
+        match self {
+            ExecResponse::NoBinding { .. } => true,
+            ExecResponse::Refused { reason, .. } => reason.starts_with(NO_BINDING),
+            ExecResponse::Ok { .. } => false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +278,29 @@ mod tests {
             warnings: vec![],
         };
         assert_eq!(decode_response(encode(&res)).unwrap(), res);
+    }
+
+    #[test]
+    fn no_binding_is_a_refusal_told_apart_from_the_others() {
+        let nb = ExecResponse::no_binding("PID 7 (/usr/bin/app, uid 1000)", false);
+        // What an older wrapper sees: a refusal, not `no_binding`.
+        let wire = String::from_utf8(encode(&nb)).unwrap();
+        assert!(wire.contains(r#""status":"refused""#), "{wire}");
+        let back = decode_response(encode(&nb)).unwrap();
+        assert!(back.is_no_binding());
+        let ExecResponse::Refused { reason, retry, .. } = back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(reason, "no binding matched: PID 7 (/usr/bin/app, uid 1000)");
+        assert!(!retry);
+        let old = decode_response(br#"{"status":"no_binding","version":1}"#.to_vec()).unwrap();
+        assert!(old.is_no_binding(), "an older agent's answer");
+        let other = ExecResponse::Refused {
+            version: PROTOCOL_VERSION,
+            reason: "podIdentity: required and the caller is not in a Kubernetes pod".into(),
+            retry: false,
+        };
+        assert!(!other.is_no_binding());
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! `moto_server`; they must not depend on each other, so the launcher lives
 //! here, as a dev-dependency of each. The binary's own tests, which run the
 //! real agent and wrapper, share the child reaper and the poll loop.
+//! `kube_api` (feature `kube-api`) stands in for the Kubernetes API's pod
+//! list.
+
+#[cfg(feature = "kube-api")]
+pub mod kube_api;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
