@@ -32,6 +32,11 @@ const PRIORITY: u8 = 0x20;
 const MAX_FRAME: usize = 16_384;
 /// Largest header block accepted from a client (gRPC headers are small).
 const MAX_BLOCK: usize = 64 * 1024;
+/// Largest decoded header list (RFC 7541 §4.1 sizes: name + value + 32 per
+/// field). HPACK lets one byte name a 4 KiB table entry, so a 64 KiB block
+/// can decode to hundreds of MiB; the list is measured as it is decoded and
+/// refused past this, before anything is copied.
+const MAX_HEADER_LIST: usize = 64 * 1024;
 
 /// A connection whose client header blocks are normalised; see the module.
 pub struct AuthorityFix<S> {
@@ -158,16 +163,17 @@ impl<S> AuthorityFix<S> {
 
     fn reencode(&mut self, block: &[u8]) -> io::Result<Vec<u8>> {
         let decoder = &mut self.decoder;
-        // fluke-hpack unwraps on some truncated inputs; a malformed block
-        // must close the connection, not the process.
-        let decoded =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(block)))
-                .map_err(|_| bad("malformed header block"))?
-                .map_err(|e| bad(&format!("header block: {e:?}")))?;
         let mut out = Vec::with_capacity(block.len() + 64);
-        for (name, value) in decoded {
-            let value: &[u8] = if name == b":authority"
-                && http::uri::Authority::try_from(value.as_slice()).is_err()
+        let mut list_size = 0usize;
+        // Fields past the bound are still decoded (the dynamic table must
+        // stay in step until the connection closes) but not copied.
+        let mut reencode_field = |name: std::borrow::Cow<[u8]>, value: std::borrow::Cow<[u8]>| {
+            list_size = list_size.saturating_add(name.len() + value.len() + 32);
+            if list_size > MAX_HEADER_LIST {
+                return;
+            }
+            let value: &[u8] = if name.as_ref() == b":authority"
+                && http::uri::Authority::try_from(value.as_ref()).is_err()
             {
                 b"localhost"
             } else {
@@ -177,6 +183,18 @@ impl<S> AuthorityFix<S> {
             out.push(0x00);
             string(&mut out, &name);
             string(&mut out, value);
+        };
+        // fluke-hpack unwraps on some truncated inputs; a malformed block
+        // must close the connection, not the process.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decoder.decode_with_cb(block, &mut reencode_field)
+        }))
+        .map_err(|_| bad("malformed header block"))?
+        .map_err(|e| bad(&format!("header block: {e:?}")))?;
+        if list_size > MAX_HEADER_LIST {
+            return Err(bad(&format!(
+                "header list of {list_size} bytes decoded, over the {MAX_HEADER_LIST}-byte limit"
+            )));
         }
         Ok(out)
     }
@@ -337,6 +355,54 @@ mod tests {
         v.clear();
         integer(&mut v, 1337, 5, 0);
         assert_eq!(v, [31, 154, 10]);
+    }
+
+    /// One dynamic-table entry of 4000 bytes, then 60,000 one-byte
+    /// references to it: a 64 KB block that decodes to 240 MB.
+    #[test]
+    fn a_header_block_that_decodes_past_the_list_limit_is_refused() {
+        let mut block = vec![0x40];
+        string(&mut block, b"x-big");
+        string(&mut block, &[b'a'; 4000]);
+        block.extend(std::iter::repeat_n(0x80 | 62, 60_000));
+        assert!(block.len() <= MAX_BLOCK);
+        let mut f = AuthorityFix::new(tokio::io::empty());
+        f.preface_left = 0;
+        frame(&mut f.input, HEADERS, END_HEADERS, 1, &block);
+        let err = f.process().expect_err("refused");
+        assert!(
+            err.to_string().contains("over the 65536-byte limit"),
+            "{err}"
+        );
+        assert!(
+            f.output.len() < MAX_HEADER_LIST,
+            "{} bytes passed on",
+            f.output.len()
+        );
+    }
+
+    #[test]
+    fn a_header_list_within_the_limit_passes_with_the_authority_fixed() {
+        let mut block = Vec::new();
+        for (name, value) in [
+            (&b":method"[..], &b"POST"[..]),
+            (
+                b":authority",
+                b"/var/run/secrets-store-csi-providers/kernelseal.sock",
+            ),
+            (b"x-pad", &[b'p'; 30_000]),
+        ] {
+            block.push(0x00);
+            string(&mut block, name);
+            string(&mut block, value);
+        }
+        let mut f = AuthorityFix::new(tokio::io::empty());
+        f.preface_left = 0;
+        frame(&mut f.input, HEADERS, END_HEADERS, 1, &block);
+        f.process().expect("accepted");
+        let out = &f.output;
+        assert!(out.windows(9).any(|w| w == b"localhost"));
+        assert!(!out.windows(8).any(|w| w == b"/var/run"));
     }
 
     #[test]
