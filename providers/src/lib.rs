@@ -20,6 +20,7 @@ mod error;
 mod file;
 mod json;
 mod kubernetes;
+mod limit;
 mod reference;
 mod registry;
 mod settings;
@@ -34,6 +35,7 @@ pub use error::{Error, FileProblem};
 pub use file::FileProvider;
 pub use kernelseal_secretmem::Backing;
 pub use kubernetes::KubernetesProvider;
+pub use limit::MAX_ANSWER_BYTES;
 pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef, parse_duration};
 pub use registry::Registry;
 pub use settings::{
