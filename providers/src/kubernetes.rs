@@ -205,7 +205,9 @@ impl SecretProvider for KubernetesProvider {
         let ns = k.namespace.as_deref().unwrap_or(default_ns);
         let what = format!("Secret {ns}/{}", k.name);
         tracing::debug!(provider = %self.name, reference = %rs, "kubernetes get secret");
-        let mut secret = self.get_secret(client, ns, &k.name, &k.key, &rs, &what).await?;
+        let mut secret = self
+            .get_secret(client, ns, &k.name, &k.key, &rs, &what)
+            .await?;
         let mut data = secret.data.take().unwrap_or_default();
         let picked = data.remove(&k.key).map(|b| Zeroizing::new(b.0));
         // The other keys of the Secret are secrets too.

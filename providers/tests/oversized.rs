@@ -21,9 +21,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use http_body::Frame;
 use kernelseal_providers::{
-    AwsProvider, AwsRef, AwsSettings, Error, KubernetesProvider, KubernetesRef,
-    KubernetesSettings, KvEngine, MAX_ANSWER_BYTES, SecretProvider, SecretRef, VaultAuth,
-    VaultProvider, VaultRef, VaultSettings,
+    AwsProvider, AwsRef, AwsSettings, Error, KubernetesProvider, KubernetesRef, KubernetesSettings,
+    KvEngine, MAX_ANSWER_BYTES, SecretProvider, SecretRef, VaultAuth, VaultProvider, VaultRef,
+    VaultSettings,
 };
 
 const MIB: usize = 1024 * 1024;
