@@ -204,10 +204,8 @@ impl Intercept for BodyLimit {
             .and_then(|v| v.trim().parse().ok());
         check_declared(declared, MAX_ANSWER_BYTES)?;
         let body = response.take_body();
-        *response.body_mut() = aws_smithy_types::body::SdkBody::from_body_1_x(Limited::new(
-            body,
-            MAX_ANSWER_BYTES,
-        ));
+        *response.body_mut() =
+            aws_smithy_types::body::SdkBody::from_body_1_x(Limited::new(body, MAX_ANSWER_BYTES));
         Ok(())
     }
 }
@@ -298,6 +296,31 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
 impl SecretProvider for AwsProvider {
     fn kind(&self) -> &'static str {
         "aws"
+    }
+
+    /// Resolves the explicit credentials (for a pod's web identity: an STS
+    /// `AssumeRoleWithWebIdentity` with its token). The standard chain has
+    /// no caller of its own to check.
+    async fn authenticate(&self) -> Result<(), Error> {
+        use aws_credential_types::provider::ProvideCredentials;
+        use aws_credential_types::provider::error::CredentialsError;
+        let Some(c) = &self.credentials else {
+            return Ok(());
+        };
+        match c.provide_credentials().await {
+            Ok(_) => Ok(()),
+            Err(e @ (CredentialsError::ProviderTimedOut(_) | CredentialsError::Unhandled(_))) => {
+                Err(Error::Unavailable {
+                    reference: format!("providers.{} login", self.name),
+                    what: "AWS credentials".into(),
+                    message: chain(&e),
+                })
+            }
+            Err(e) => Err(Error::Auth {
+                provider: self.name.clone(),
+                message: chain(&e),
+            }),
+        }
     }
 
     async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, Error> {

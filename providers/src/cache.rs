@@ -182,6 +182,11 @@ impl Cache {
         }
     }
 
+    /// Drops every cached value (in-flight fetches still finish).
+    pub fn clear(&self) {
+        self.inner.lock().entries.clear();
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().entries.len()
     }
@@ -451,6 +456,10 @@ impl SecretProvider for Cache {
 
     async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, Error> {
         self.get(reference).await
+    }
+
+    async fn authenticate(&self) -> Result<(), Error> {
+        self.inner.provider.authenticate().await
     }
 
     async fn renew(&self, value: &SecretValue) -> Result<Option<Duration>, Error> {

@@ -66,6 +66,15 @@ pub trait SecretProvider: Send + Sync {
         out
     }
 
+    /// Asks the upstream, now, whether this provider's credentials are
+    /// accepted (a fresh login, a token lookup, an STS exchange), without
+    /// reading a secret. A cache shared by several callers uses it to check
+    /// each caller's own credentials before serving it a cached value. The
+    /// default has no credentials of its own to check.
+    async fn authenticate(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Renews the lease of a value fetched earlier, returning the new lease
     /// duration, or `None` when the value has no renewable lease (then the
     /// caller re-fetches instead).

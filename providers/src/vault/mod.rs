@@ -438,6 +438,10 @@ impl SecretProvider for VaultProvider {
         }
     }
 
+    async fn authenticate(&self) -> Result<(), Error> {
+        self.check_credentials().await
+    }
+
     async fn renew(&self, value: &SecretValue) -> Result<Option<Duration>, Error> {
         match &value.metadata().lease {
             Some(lease) if lease.renewable => self.renew_lease(value, lease).await.map(Some),
