@@ -96,3 +96,93 @@ fn validate_every_class_of_a_multi_document_file() {
         "{out}"
     );
 }
+
+/// A fresh directory of this test run.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("kernelseal-csi-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `kernelseal csi-provider` on `socket`, its own key file, no health port.
+fn provider(dir: &std::path::Path, socket: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_kernelseal"))
+        .arg("csi-provider")
+        .arg("--socket")
+        .arg(socket)
+        .args(["--health-addr", "off", "--hmac-key-file"])
+        .arg(dir.join("hmac.key"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the child answers on `socket` or exits; bounded at 60 s.
+fn serving(child: &mut std::process::Child, socket: &std::path::Path) -> bool {
+    for _ in 0..600 {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+fn output(child: std::process::Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn provider_restarts_over_a_socket_left_by_a_crash() {
+    let dir = scratch("stale");
+    let socket = dir.join("kernelseal.sock");
+    // What a crashed provider leaves: the socket file, nobody listening.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(std::os::unix::net::UnixStream::connect(&socket).is_err());
+
+    let mut child = provider(&dir, &socket);
+    let up = serving(&mut child, &socket);
+    let _ = child.kill();
+    let (_, out) = output(child);
+    assert!(up, "the provider did not start over a stale socket: {out}");
+    assert!(out.contains("removing stale socket"), "{out}");
+}
+
+#[test]
+fn provider_refuses_a_live_socket_and_a_regular_file() {
+    let dir = scratch("live");
+    let socket = dir.join("kernelseal.sock");
+    let live = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let (code, out) = output(provider(&dir, &socket));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("another process is serving on it; stop it first"),
+        "{out}"
+    );
+    assert!(socket.exists(), "the live socket was removed");
+    drop(live);
+
+    let file = dir.join("not-a-socket");
+    std::fs::write(&file, "keep me").unwrap();
+    let (code, out) = output(provider(&dir, &file));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("exists and is not a socket; refusing to remove it"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}

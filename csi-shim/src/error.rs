@@ -107,6 +107,8 @@ impl Error {
                 P::InvalidRef { .. } | P::Settings { .. } | P::Provider { .. } => {
                     tonic::Status::failed_precondition(msg)
                 }
+                // An upstream's answer over the maximum secret size.
+                P::TooLarge { .. } => tonic::Status::resource_exhausted(msg),
                 e if e.is_retryable() => tonic::Status::unavailable(msg),
                 _ => tonic::Status::internal(msg),
             },

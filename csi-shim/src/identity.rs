@@ -4,12 +4,18 @@
 //!
 //! One [`Slot`] per (settings, namespace, service account): pods that share
 //! a service account share its Vault/AWS permissions, so they share one
-//! provider and one cache. The driver sends a fresh token on every Mount;
-//! when it differs from the one the slot logged in with, the slot swaps in
-//! a provider built with the new token (the old one's token may expire).
+//! provider and one cache. A cached value is served to a pod only when its
+//! own current token was accepted upstream within the cache TTL: each
+//! token (by fingerprint) is admitted by a fresh login
+//! ([`SecretProvider::authenticate`]) and re-checked once the TTL has
+//! passed, so a garbage token for the same service account is refused
+//! rather than served the cache, and a revoked identity stops being served
+//! within one TTL. The provider of the last admitted token serves the
+//! slot's upstream reads (the older tokens may expire).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use kernelseal_providers::{
@@ -17,6 +23,7 @@ use kernelseal_providers::{
     SecretProvider, SecretRef, SecretValue, VaultAuth, VaultProvider, VaultSettings,
 };
 use secrecy::ExposeSecret;
+use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::params::{AwsParams, VaultParams};
@@ -26,13 +33,30 @@ use crate::web_identity::PodWebIdentity;
 /// many service accounts come and go; the cost is one fresh login each.
 const MAX_SLOTS: usize = 4096;
 
-/// Builds a slot's provider, only when the slot needs a new one.
-type Builder = Box<dyn FnOnce() -> Arc<dyn SecretProvider>>;
+/// Tokens remembered per slot (a node runs at most a few hundred pods).
+const MAX_TOKENS: usize = 1024;
 
-/// A provider that can be replaced under its cache.
+/// Builds a provider holding one token, for its check.
+type Builder<'a> = Box<dyn FnOnce() -> Arc<dyn SecretProvider> + Send + 'a>;
+
+/// The provider of the slot's last admitted token, replaceable under the
+/// slot's cache.
 struct Swap {
     kind: &'static str,
-    current: RwLock<(Vec<u8>, Arc<dyn SecretProvider>)>,
+    current: RwLock<Option<Arc<dyn SecretProvider>>>,
+}
+
+impl Swap {
+    fn current(&self) -> Result<Arc<dyn SecretProvider>, PError> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| PError::Auth {
+                provider: self.kind.into(),
+                message: "no service-account token of this identity has been accepted".into(),
+            })
+    }
 }
 
 #[async_trait::async_trait]
@@ -42,61 +66,119 @@ impl SecretProvider for Swap {
     }
 
     async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, PError> {
-        let p = self
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone();
-        p.fetch(reference).await
+        self.current()?.fetch(reference).await
     }
 
-    async fn renew(&self, value: &SecretValue) -> Result<Option<std::time::Duration>, PError> {
-        let p = self
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone();
-        p.renew(value).await
+    async fn renew(&self, value: &SecretValue) -> Result<Option<Duration>, PError> {
+        self.current()?.renew(value).await
     }
 }
 
 /// One identity's provider and cache.
 pub struct Slot {
     swap: Arc<Swap>,
-    pub cache: Cache,
+    cache: Cache,
+    /// Token fingerprint → when the upstream last accepted it. Kept past
+    /// the TTL so that a refusal of a once-accepted token is recognised.
+    accepted: Mutex<HashMap<Vec<u8>, Instant>>,
+    /// One check at a time: the objects of one Mount arrive together and
+    /// must cost one login, not one each.
+    checking: tokio::sync::Mutex<()>,
+    /// How long an acceptance lets a token be served from the cache.
+    accept_for: Duration,
 }
 
 impl Slot {
-    fn new(
-        kind: &'static str,
-        fingerprint: Vec<u8>,
-        provider: Arc<dyn SecretProvider>,
-        opts: &CacheOptions,
-    ) -> Arc<Slot> {
+    fn new(kind: &'static str, opts: &CacheOptions) -> Arc<Slot> {
         let swap = Arc::new(Swap {
             kind,
-            current: RwLock::new((fingerprint, provider)),
+            current: RwLock::new(None),
         });
         let cache = Cache::new(swap.clone(), opts.clone());
-        Arc::new(Slot { swap, cache })
+        Arc::new(Slot {
+            swap,
+            cache,
+            accepted: Mutex::new(HashMap::new()),
+            checking: tokio::sync::Mutex::new(()),
+            accept_for: opts.default_ttl,
+        })
     }
 
-    fn has(&self, fingerprint: &[u8]) -> bool {
-        self.swap
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            == fingerprint
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Instant>> {
+        self.accepted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn update(&self, fingerprint: Vec<u8>, build: impl FnOnce() -> Arc<dyn SecretProvider>) {
-        let mut cur = self.swap.current.write().unwrap_or_else(|p| p.into_inner());
-        if cur.0 != fingerprint {
-            *cur = (fingerprint, build());
+    fn accepted_recently(&self, fp: &[u8]) -> bool {
+        self.table()
+            .get(fp)
+            .is_some_and(|at| at.elapsed() < self.accept_for)
+    }
+
+    /// Lets `fp`'s token be served, and its provider serve the slot.
+    fn accept(&self, fp: Vec<u8>, provider: Arc<dyn SecretProvider>) {
+        let mut t = self.table();
+        if t.len() >= MAX_TOKENS && !t.contains_key(&fp) {
+            let ttl = self.accept_for;
+            t.retain(|_, at| at.elapsed() < ttl);
+            if t.len() >= MAX_TOKENS {
+                t.clear();
+            }
         }
+        t.insert(fp, Instant::now());
+        drop(t);
+        *self.swap.current.write().unwrap_or_else(|p| p.into_inner()) = Some(provider);
+    }
+
+    /// The upstream refused this identity: nothing it vouched for is
+    /// served again until a token passes a fresh check.
+    fn revoke(&self) {
+        self.table().clear();
+        *self.swap.current.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.cache.clear();
+    }
+
+    /// Admits the token with fingerprint `fp`: at once when it was
+    /// accepted within the TTL, else after `build()`'s provider (holding
+    /// that token) passes a fresh upstream check.
+    async fn admit(
+        &self,
+        fp: &[u8],
+        build: impl FnOnce() -> Result<Arc<dyn SecretProvider>, PError>,
+    ) -> Result<(), PError> {
+        if self.accepted_recently(fp) {
+            return Ok(());
+        }
+        let _one = self.checking.lock().await;
+        if self.accepted_recently(fp) {
+            return Ok(());
+        }
+        // Always a new provider: one that logged in earlier holds a Vault
+        // token (or STS credentials) that proves nothing about today.
+        let provider = build()?;
+        match provider.authenticate().await {
+            Ok(()) => {
+                self.accept(fp.to_vec(), provider);
+                Ok(())
+            }
+            Err(e) => {
+                if !e.is_availability() && self.table().contains_key(fp) {
+                    tracing::warn!(provider = self.swap.kind, error = %e, "a token accepted before was refused; dropping this identity's cached values");
+                    self.revoke();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The value of `r` for an admitted token.
+    pub async fn get(&self, r: &SecretRef) -> Result<SecretValue, PError> {
+        let out = self.cache.get(r).await;
+        if let Err(PError::Auth { .. }) = &out {
+            // The slot's login was refused during the read (the cache
+            // already dropped the entry): every token is checked afresh.
+            self.table().clear();
+        }
+        out
     }
 }
 
@@ -124,17 +206,17 @@ fn slot_for<K: std::hash::Hash + Eq>(
     table: &Mutex<HashMap<K, Arc<Slot>>>,
     key: K,
     make: impl FnOnce() -> Arc<Slot>,
-) -> (Arc<Slot>, bool) {
+) -> Arc<Slot> {
     let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(s) = t.get(&key) {
-        return (s.clone(), false);
+        return s.clone();
     }
     if t.len() >= MAX_SLOTS {
         t.clear();
     }
     let s = make();
     t.insert(key, s.clone());
-    (s, true)
+    s
 }
 
 impl Identities {
@@ -146,12 +228,15 @@ impl Identities {
         }
     }
 
-    /// The Vault slot of `subject`, logged in (lazily) with `token`.
-    pub fn vault(
+    /// The Vault slot of `subject`, once `token` is accepted by a Vault
+    /// kubernetes login (within the TTL). `object` names the Mount's object
+    /// in a refusal.
+    pub async fn vault(
         &self,
         p: &VaultParams,
         subject: &Subject,
         token: &secrecy::SecretBox<str>,
+        object: &str,
     ) -> Result<Arc<Slot>, Error> {
         let fp = fingerprint(token.expose_secret());
         let name = format!("vault@{}/{}", subject.namespace, subject.service_account);
@@ -168,66 +253,53 @@ impl Identities {
                     jwt: InlineJwt::new(token.expose_secret()),
                     mount: p.mount_path.clone(),
                 },
-                timeout: std::time::Duration::from_secs(10),
+                timeout: Duration::from_secs(10),
                 cache_ttl: None,
             };
             Ok(Arc::new(VaultProvider::new(&name, settings)?))
         };
-        let as_err = |e: PError| Error::Parameter {
-            parameter: "vaultAddress".into(),
-            message: e.to_string(),
-        };
-        let key = (p.clone(), subject.clone());
-        // The common case: same identity, same token. Building a provider
-        // (an HTTP client) on every Mount would cost more than the Mount.
-        let existing = self
-            .vault
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        if let Some(slot) = existing
-            && slot.has(&fp)
-        {
-            return Ok(slot);
-        }
-        let provider = build().map_err(as_err)?;
-        let (slot, fresh) = slot_for(&self.vault, key, || {
-            Slot::new("vault", fp.clone(), provider.clone(), &self.opts)
+        let slot = slot_for(&self.vault, (p.clone(), subject.clone()), || {
+            Slot::new("vault", &self.opts)
         });
-        if !fresh {
-            slot.update(fp, || provider);
-        }
+        slot.admit(&fp, build).await.map_err(|e| match e {
+            PError::Settings { .. } => Error::Parameter {
+                parameter: "vaultAddress".into(),
+                message: e.to_string(),
+            },
+            source => Error::Fetch {
+                object: object.to_string(),
+                source,
+            },
+        })?;
         Ok(slot)
     }
 
-    /// The AWS slot of `subject`: web identity with `token` for `roleArn`,
-    /// or (token `None`) the node's own credential chain.
-    pub fn aws(
+    /// The AWS slot of `subject`: web identity with `token` for `roleArn`
+    /// once STS accepts the token (within the TTL), or (token `None`) the
+    /// node's own credential chain.
+    pub async fn aws(
         &self,
         p: &AwsParams,
         subject: &Subject,
         token: Option<&secrecy::SecretBox<str>>,
-    ) -> Arc<Slot> {
+        object: &str,
+    ) -> Result<Arc<Slot>, Error> {
         let settings = AwsSettings {
             region: p.region.clone(),
             failover_region: p.failover_region.clone(),
-            timeout: std::time::Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
             ..AwsSettings::default()
         };
         let name = format!("aws@{}/{}", subject.namespace, subject.service_account);
         let (fp, build): (Vec<u8>, Builder) = match (token, &p.role_arn) {
             (Some(t), Some(arn)) => {
-                let creds = PodWebIdentity::new(
-                    arn.clone(),
-                    t.expose_secret(),
-                    session_name(subject),
-                    p.region.clone(),
-                );
-                let name = name.clone();
+                let (arn, jwt) = (arn.clone(), t.expose_secret());
+                let session = session_name(subject);
+                let region = p.region.clone();
                 (
-                    fingerprint(t.expose_secret()),
+                    fingerprint(jwt),
                     Box::new(move || {
+                        let creds = PodWebIdentity::new(arn, jwt, session, region);
                         Arc::new(AwsProvider::with_credentials(
                             &name,
                             settings,
@@ -236,6 +308,7 @@ impl Identities {
                     }),
                 )
             }
+            // No pod token: the node's identity, nothing of the pod's to check.
             _ => (
                 Vec::new(),
                 Box::new(move || {
@@ -243,15 +316,16 @@ impl Identities {
                 }),
             ),
         };
-        let mut build = Some(build);
-        let (slot, fresh) = slot_for(&self.aws, (p.clone(), subject.clone()), || {
-            let b = build.take().expect("builder used once");
-            Slot::new("aws", fp.clone(), b(), &self.opts)
+        let slot = slot_for(&self.aws, (p.clone(), subject.clone()), || {
+            Slot::new("aws", &self.opts)
         });
-        if !fresh && let Some(b) = build {
-            slot.update(fp, b);
-        }
-        slot
+        slot.admit(&fp, || Ok(build()))
+            .await
+            .map_err(|source| Error::Fetch {
+                object: object.to_string(),
+                source,
+            })?;
+        Ok(slot)
     }
 }
 

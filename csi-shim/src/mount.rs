@@ -278,9 +278,8 @@ impl Mounter {
                             object: o.name.clone(),
                             message: format!("no token for audience {:?}", v.audience),
                         })?;
-                let slot = self.identities.vault(v, &subject, token)?;
-                slot.cache
-                    .get(&SecretRef::Vault(vault_ref(path, key, *version)))
+                let slot = self.identities.vault(v, &subject, token, &o.name).await?;
+                slot.get(&SecretRef::Vault(vault_ref(path, key, *version)))
                     .await
                     .map_err(fail)
             }
@@ -295,18 +294,17 @@ impl Mounter {
                     .role_arn
                     .as_ref()
                     .and_then(|_| attrs.pod.tokens.get(AWS_AUDIENCE));
-                let slot = self.identities.aws(p, &subject, token);
-                slot.cache
-                    .get(&SecretRef::Aws(AwsRef {
-                        provider: None,
-                        secret_id: secret_id.clone(),
-                        json_key: json_key.clone(),
-                        version_id: version_id.clone(),
-                        version_stage: version_stage.clone(),
-                        ttl: None,
-                    }))
-                    .await
-                    .map_err(fail)
+                let slot = self.identities.aws(p, &subject, token, &o.name).await?;
+                slot.get(&SecretRef::Aws(AwsRef {
+                    provider: None,
+                    secret_id: secret_id.clone(),
+                    json_key: json_key.clone(),
+                    version_id: version_id.clone(),
+                    version_stage: version_stage.clone(),
+                    ttl: None,
+                }))
+                .await
+                .map_err(fail)
             }
         }
     }

@@ -59,18 +59,27 @@ impl PodWebIdentity {
             .await
             .map_err(|e| {
                 // Code and message only: never the request, which holds the token.
-                let text = match e.as_service_error() {
-                    Some(se) => format!(
-                        "{}: {}",
-                        se.code().unwrap_or("error"),
-                        se.message().unwrap_or("no message")
+                let (text, refused) = match e.as_service_error() {
+                    Some(se) => (
+                        format!(
+                            "{}: {}",
+                            se.code().unwrap_or("error"),
+                            se.message().unwrap_or("no message")
+                        ),
+                        e.raw_response().is_some_and(|r| {
+                            r.status().as_u16() < 500 && r.status().as_u16() != 429
+                        }),
                     ),
-                    None => format!("STS unreachable ({})", short_kind(&e)),
+                    None => (format!("STS unreachable ({})", short_kind(&e)), false),
                 };
-                CredentialsError::provider_error(format!(
-                    "AssumeRoleWithWebIdentity for {}: {text}",
-                    self.role_arn
-                ))
+                let text = format!("AssumeRoleWithWebIdentity for {}: {text}", self.role_arn);
+                // A refusal is STS's word on the token; anything else only
+                // says STS could not be asked (the Mount may be retried).
+                if refused {
+                    CredentialsError::provider_error(text)
+                } else {
+                    CredentialsError::unhandled(text)
+                }
             })?;
         let c = out.credentials().ok_or_else(|| {
             CredentialsError::provider_error("AssumeRoleWithWebIdentity returned no credentials")

@@ -6,7 +6,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::Region;
+use aws_sdk_secretsmanager::config::interceptors::BeforeDeserializationInterceptorContextMut;
+use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, Region, RuntimeComponents};
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
@@ -15,6 +16,7 @@ use crate::SecretProvider;
 use crate::env::wrong_kind;
 use crate::error::{Error, chain, is_tls};
 use crate::json::select_key;
+use crate::limit::{Limited, MAX_ANSWER_BYTES, check_declared, exceeded_in};
 use crate::reference::{AwsRef, SecretRef};
 use crate::settings::AwsSettings;
 use crate::value::{Metadata, SecretValue};
@@ -113,6 +115,7 @@ impl AwsProvider {
                     if let Some(url) = s.endpoints.get(region) {
                         b = b.endpoint_url(url);
                     }
+                    b = b.interceptor(BodyLimit);
                     Client::from_conf(b.build())
                 };
                 Ok(Clients {
@@ -176,6 +179,37 @@ impl AwsProvider {
     }
 }
 
+/// Bounds every answer to [`MAX_ANSWER_BYTES`]: the SDK reads a whole body
+/// before parsing it, so the bound has to sit between the connection and
+/// the SDK. A declared length over the bound fails at once; any other body
+/// fails as soon as more than the bound has arrived.
+#[derive(Debug)]
+struct BodyLimit;
+
+impl Intercept for BodyLimit {
+    fn name(&self) -> &'static str {
+        "kernelseal-body-limit"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let response = context.response_mut();
+        let declared = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.trim().parse().ok());
+        check_declared(declared, MAX_ANSWER_BYTES)?;
+        let body = response.take_body();
+        *response.body_mut() =
+            aws_smithy_types::body::SdkBody::from_body_1_x(Limited::new(body, MAX_ANSWER_BYTES));
+        Ok(())
+    }
+}
+
 /// Maps an SDK error; `Unavailable`/`Timeout` (network, 5xx) allow failover.
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     e: &SdkError<E, aws_sdk_secretsmanager::config::http::HttpResponse>,
@@ -184,6 +218,13 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     region: &str,
 ) -> Error {
     let what = format!("AWS secret {secret_id} in {region}");
+    if let Some(x) = exceeded_in(e) {
+        return Error::TooLarge {
+            reference: rs.to_string(),
+            what: format!("AWS Secrets Manager in {region}"),
+            limit: x.limit,
+        };
+    }
     match e {
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
@@ -255,6 +296,31 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
 impl SecretProvider for AwsProvider {
     fn kind(&self) -> &'static str {
         "aws"
+    }
+
+    /// Resolves the explicit credentials (for a pod's web identity: an STS
+    /// `AssumeRoleWithWebIdentity` with its token). The standard chain has
+    /// no caller of its own to check.
+    async fn authenticate(&self) -> Result<(), Error> {
+        use aws_credential_types::provider::ProvideCredentials;
+        use aws_credential_types::provider::error::CredentialsError;
+        let Some(c) = &self.credentials else {
+            return Ok(());
+        };
+        match c.provide_credentials().await {
+            Ok(_) => Ok(()),
+            Err(e @ (CredentialsError::ProviderTimedOut(_) | CredentialsError::Unhandled(_))) => {
+                Err(Error::Unavailable {
+                    reference: format!("providers.{} login", self.name),
+                    what: "AWS credentials".into(),
+                    message: chain(&e),
+                })
+            }
+            Err(e) => Err(Error::Auth {
+                provider: self.name.clone(),
+                message: chain(&e),
+            }),
+        }
     }
 
     async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, Error> {

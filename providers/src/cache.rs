@@ -2,6 +2,12 @@
 //! with backoff and jitter, a per-call timeout, serve-stale-on-error, and a
 //! refresh task that publishes version changes.
 //!
+//! Serving stale bridges only *availability* failures
+//! ([`Error::is_availability`]: timeouts, connection errors, 5xx, 429).
+//! Any other failure is the upstream's answer (401/403/404, a refused
+//! login, a malformed or oversized body): the entry is dropped and the
+//! caller gets the error, so revoked access is never served from memory.
+//!
 //! Every upstream fetch runs in its own spawned task and hands its outcome
 //! to all waiters through a `watch` channel: concurrent asks for one ref
 //! share one upstream call, and a caller that gives up (dropped future) does
@@ -176,6 +182,11 @@ impl Cache {
         }
     }
 
+    /// Drops every cached value (in-flight fetches still finish).
+    pub fn clear(&self) {
+        self.inner.lock().entries.clear();
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().entries.len()
     }
@@ -254,6 +265,16 @@ impl Inner {
             Ok(v) => {
                 self.store(key, r, v.clone());
                 Ok(v)
+            }
+            Err(e) if !e.is_availability() => {
+                // The upstream answered, and the answer is no (revoked
+                // access, a deleted secret, a login refused) or unusable:
+                // what was cached is no longer vouched for by anyone, so it
+                // is dropped rather than kept for a later outage to revive.
+                if self.lock().entries.remove(key).is_some() {
+                    tracing::warn!(reference = %r, error = %e, "fetch refused; dropped the cached value");
+                }
+                Err(e)
             }
             Err(e) => {
                 let mut st = self.lock();
@@ -435,6 +456,10 @@ impl SecretProvider for Cache {
 
     async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, Error> {
         self.get(reference).await
+    }
+
+    async fn authenticate(&self) -> Result<(), Error> {
+        self.inner.provider.authenticate().await
     }
 
     async fn renew(&self, value: &SecretValue) -> Result<Option<Duration>, Error> {

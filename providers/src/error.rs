@@ -93,6 +93,16 @@ pub enum Error {
     /// One attempt took longer than the per-call timeout.
     #[error("{reference}: no answer within {after:?}")]
     Timeout { reference: String, after: Duration },
+    /// The upstream's answer is larger than any secret may be (see
+    /// [`MAX_ANSWER_BYTES`](crate::MAX_ANSWER_BYTES)); it was not read.
+    #[error(
+        "{reference}: {what} answered more than {limit} bytes, the maximum secret size; refused"
+    )]
+    TooLarge {
+        reference: String,
+        what: String,
+        limit: usize,
+    },
 }
 
 fn detail_suffix(message: &str) -> String {
@@ -127,6 +137,21 @@ impl Error {
         match self {
             Error::Unavailable { .. } | Error::Timeout { .. } => true,
             Error::Upstream { status, .. } => status.is_none_or(|s| s >= 500 || s == 429),
+            _ => false,
+        }
+    }
+
+    /// Whether the upstream could not be asked (timeouts, connection
+    /// errors, 5xx, 429) rather than answered. Only these may be bridged
+    /// with a value cached earlier: a refusal (401/403/404, a login
+    /// refused) or a malformed or oversized answer is the upstream's word
+    /// and must reach the caller.
+    pub fn is_availability(&self) -> bool {
+        match self {
+            Error::Unavailable { .. } | Error::Timeout { .. } => true,
+            Error::Upstream {
+                status: Some(s), ..
+            } => *s >= 500 || *s == 429,
             _ => false,
         }
     }

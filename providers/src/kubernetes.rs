@@ -6,14 +6,15 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{Resource, Status};
 use tokio::sync::OnceCell;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::SecretProvider;
 use crate::env::wrong_kind;
 use crate::error::{Error, chain, is_tls};
+use crate::limit::{MAX_ANSWER_BYTES, ReadError, read_body};
 use crate::reference::SecretRef;
 use crate::settings::KubernetesSettings;
 use crate::value::{Metadata, SecretValue};
@@ -95,6 +96,98 @@ impl KubernetesProvider {
             })
             .await
     }
+    /// `GET` of one Secret through `Client::send`, so that the answer is
+    /// read within [`MAX_ANSWER_BYTES`] (`Api::get` would collect any
+    /// size), with the API's `Status` errors mapped as before.
+    async fn get_secret(
+        &self,
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+        key: &str,
+        rs: &str,
+        what: &str,
+    ) -> Result<Secret, Error> {
+        let transport = |e: &kube::Error| {
+            let text = chain(e);
+            if is_tls(e) {
+                Error::Tls {
+                    reference: rs.to_string(),
+                    message: text,
+                }
+            } else {
+                Error::Unavailable {
+                    reference: rs.to_string(),
+                    what: "Kubernetes API".into(),
+                    message: text,
+                }
+            }
+        };
+        let req = kube::core::Request::new(Secret::url_path(&(), Some(ns)))
+            .get(name, &Default::default())
+            .map_err(|e| Error::InvalidRef {
+                reference: rs.to_string(),
+                field: "secretKeyRef.name".into(),
+                message: chain(&e),
+            })?;
+        let resp = client
+            .send(req.map(kube::client::Body::from))
+            .await
+            .map_err(|e| transport(&e))?;
+        let status = resp.status().as_u16();
+        let declared = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = match crate::limit::check_declared(declared, MAX_ANSWER_BYTES) {
+            Err(x) => Err(ReadError::Exceeded(x)),
+            Ok(()) => read_body(resp.into_body(), MAX_ANSWER_BYTES).await,
+        }
+        .map_err(|e| match e {
+            ReadError::Exceeded(x) => Error::TooLarge {
+                reference: rs.to_string(),
+                what: "Kubernetes API".into(),
+                limit: x.limit,
+            },
+            ReadError::Transport(e) => transport(&e),
+        })?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body).map_err(|e| Error::Format {
+                reference: rs.to_string(),
+                field: "secretKeyRef".into(),
+                message: format!("answer is not a Secret ({:?} error)", e.classify()),
+            });
+        }
+        // Not every error answer is a `Status` (a proxy's HTML page); then
+        // the status line alone, never the body, which could be anything.
+        let message = match serde_json::from_slice::<Status>(&body) {
+            Ok(s) => format!("{} (key {key:?})", s.message),
+            Err(_) => format!("HTTP {status} (key {key:?})"),
+        };
+        let (rs, what) = (rs.to_string(), what.to_string());
+        Err(match status {
+            404 => Error::NotFound {
+                reference: rs,
+                what,
+                message,
+            },
+            401 | 403 => Error::Forbidden {
+                reference: rs,
+                what,
+                message,
+            },
+            c if c >= 500 || c == 429 => Error::Unavailable {
+                reference: rs,
+                what: "Kubernetes API".into(),
+                message: format!("HTTP {c}: {message}"),
+            },
+            c => Error::Upstream {
+                reference: rs,
+                status: Some(c),
+                message,
+            },
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -111,51 +204,10 @@ impl SecretProvider for KubernetesProvider {
         let (client, default_ns) = self.client(&rs).await?;
         let ns = k.namespace.as_deref().unwrap_or(default_ns);
         let what = format!("Secret {ns}/{}", k.name);
-        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         tracing::debug!(provider = %self.name, reference = %rs, "kubernetes get secret");
-        let mut secret = match api.get(&k.name).await {
-            Ok(s) => s,
-            Err(kube::Error::Api(status)) => {
-                let message = format!("{} (key {:?})", status.message, k.key);
-                return Err(match status.code {
-                    404 => Error::NotFound {
-                        reference: rs,
-                        what,
-                        message,
-                    },
-                    401 | 403 => Error::Forbidden {
-                        reference: rs,
-                        what,
-                        message,
-                    },
-                    c if c >= 500 || c == 429 => Error::Unavailable {
-                        reference: rs,
-                        what: "Kubernetes API".into(),
-                        message: format!("HTTP {c}: {message}"),
-                    },
-                    c => Error::Upstream {
-                        reference: rs,
-                        status: Some(c),
-                        message,
-                    },
-                });
-            }
-            Err(e) => {
-                let text = chain(&e);
-                return Err(if is_tls(&e) {
-                    Error::Tls {
-                        reference: rs,
-                        message: text,
-                    }
-                } else {
-                    Error::Unavailable {
-                        reference: rs,
-                        what: "Kubernetes API".into(),
-                        message: text,
-                    }
-                });
-            }
-        };
+        let mut secret = self
+            .get_secret(client, ns, &k.name, &k.key, &rs, &what)
+            .await?;
         let mut data = secret.data.take().unwrap_or_default();
         let picked = data.remove(&k.key).map(|b| Zeroizing::new(b.0));
         // The other keys of the Secret are secrets too.

@@ -20,6 +20,7 @@ mod error;
 mod file;
 mod json;
 mod kubernetes;
+mod limit;
 mod reference;
 mod registry;
 mod settings;
@@ -34,6 +35,7 @@ pub use error::{Error, FileProblem};
 pub use file::FileProvider;
 pub use kernelseal_secretmem::Backing;
 pub use kubernetes::KubernetesProvider;
+pub use limit::MAX_ANSWER_BYTES;
 pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef, parse_duration};
 pub use registry::Registry;
 pub use settings::{
@@ -62,6 +64,15 @@ pub trait SecretProvider: Send + Sync {
             out.push(self.fetch(r).await);
         }
         out
+    }
+
+    /// Asks the upstream, now, whether this provider's credentials are
+    /// accepted (a fresh login, a token lookup, an STS exchange), without
+    /// reading a secret. A cache shared by several callers uses it to check
+    /// each caller's own credentials before serving it a cached value. The
+    /// default has no credentials of its own to check.
+    async fn authenticate(&self) -> Result<(), Error> {
+        Ok(())
     }
 
     /// Renews the lease of a value fetched earlier, returning the new lease

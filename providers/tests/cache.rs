@@ -22,6 +22,10 @@ struct Counting {
     down: AtomicBool,
     /// Answer with a non-retryable NotFound.
     missing: AtomicBool,
+    /// Refuse access, as a backend does once access is revoked (403).
+    refuse: AtomicBool,
+    /// Answer with a server-side error (HTTP 503).
+    server_error: AtomicBool,
     delay_ms: AtomicU64,
     advised_ttl_s: AtomicU64,
 }
@@ -39,6 +43,20 @@ impl SecretProvider for Counting {
                 reference: r.to_string(),
                 what: "thing".into(),
                 message: String::new(),
+            });
+        }
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(Error::Forbidden {
+                reference: r.to_string(),
+                what: "thing".into(),
+                message: "permission denied".into(),
+            });
+        }
+        if self.server_error.load(Ordering::SeqCst) {
+            return Err(Error::Upstream {
+                reference: r.to_string(),
+                status: Some(503),
+                message: "sealed".into(),
             });
         }
         if self.down.load(Ordering::SeqCst)
@@ -271,4 +289,111 @@ async fn refresh_publishes_version_changes() {
     );
     task.abort();
     support::assert_no_leak(&format!("{change:?}"), &["cached-secret"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_authoritative_refusal_drops_the_entry_instead_of_serving_it() {
+    let (p, cache) = setup(opts());
+    let r = aref("revoked", None);
+    cache.get(&r).await.unwrap();
+    // Expired, and the backend now says no: the caller gets the refusal,
+    // not the value, and the entry is gone.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    p.refuse.store(true, Ordering::SeqCst);
+    let e = cache.get(&r).await.unwrap_err();
+    assert!(matches!(e, Error::Forbidden { .. }), "{e:?}");
+    assert_eq!(cache.len(), 0);
+    assert!(support::logs().contains("fetch refused; dropped the cached value"));
+    // A later outage cannot bring the revoked value back.
+    p.refuse.store(false, Ordering::SeqCst);
+    p.down.store(true, Ordering::SeqCst);
+    let e = cache.get(&r).await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    support::assert_err_clean(&e, &["cached-secret"]);
+
+    // The same through the refresh task: a refusal on refresh drops the
+    // entry at once, before it expires.
+    p.down.store(false, Ordering::SeqCst);
+    let r2 = aref("revoked-on-refresh", None);
+    cache.get(&r2).await.unwrap();
+    tokio::time::advance(Duration::from_secs(9)).await;
+    p.refuse.store(true, Ordering::SeqCst);
+    assert_eq!(cache.refresh_due().await, 1);
+    assert_eq!(cache.len(), 0);
+    assert!(cache.get(&r2).await.is_err());
+
+    // A secret deleted upstream (404) is dropped too.
+    p.refuse.store(false, Ordering::SeqCst);
+    let r3 = aref("deleted", None);
+    cache.get(&r3).await.unwrap();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    p.missing.store(true, Ordering::SeqCst);
+    let e = cache.get(&r3).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+    assert_eq!(cache.len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn availability_failures_still_serve_stale() {
+    let (p, cache) = setup(opts());
+    let r = aref("sealed", None);
+    cache.get(&r).await.unwrap();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    // A 5xx is an outage, not an answer: the previous value bridges it.
+    p.server_error.store(true, Ordering::SeqCst);
+    let v = cache.get(&r).await.unwrap();
+    assert_eq!(v.expose_str(), Some("cached-secret-0"));
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn which_errors_are_availability_failures() {
+    let r = "r".to_string();
+    let up = |status| Error::Upstream {
+        reference: r.clone(),
+        status,
+        message: String::new(),
+    };
+    for e in [
+        Error::Unavailable {
+            reference: r.clone(),
+            what: "x".into(),
+            message: "connection refused".into(),
+        },
+        Error::Timeout {
+            reference: r.clone(),
+            after: Duration::from_secs(1),
+        },
+        up(Some(500)),
+        up(Some(503)),
+        up(Some(429)),
+    ] {
+        assert!(e.is_availability(), "{e:?}");
+    }
+    for e in [
+        Error::Forbidden {
+            reference: r.clone(),
+            what: "x".into(),
+            message: String::new(),
+        },
+        Error::Auth {
+            provider: "v".into(),
+            message: "login refused".into(),
+        },
+        Error::NotFound {
+            reference: r.clone(),
+            what: "x".into(),
+            message: String::new(),
+        },
+        Error::TooLarge {
+            reference: r.clone(),
+            what: "x".into(),
+            limit: 1,
+        },
+        up(Some(401)),
+        up(Some(400)),
+        up(None),
+    ] {
+        assert!(!e.is_availability(), "{e:?}");
+    }
 }

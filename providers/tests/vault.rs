@@ -234,6 +234,9 @@ async fn handle(
                       "lease_id": "", "renewable": false, "lease_duration": 0, "data": null}),
             )
         }
+        // The token's own properties (the token itself is not echoed here).
+        ("GET", "/v1/auth/token/lookup-self") => ok(json!({"data": {
+            "policies": ["default", "app"], "ttl": st.token_ttl, "renewable": st.tokens[&token].1}})),
         ("PUT", "/v1/sys/leases/renew") => {
             let id = req["lease_id"].as_str().unwrap_or("");
             if !id.starts_with("database/creds/app/") {
@@ -764,4 +767,66 @@ async fn https_with_ca_cert_unknown_ca_and_skip_verify() {
         .unwrap();
     assert_eq!(got.expose_str(), Some("kv2-api-key-v1"));
     assert!(support::logs().contains("tlsSkipVerify is set"));
+}
+
+#[tokio::test]
+async fn authenticate_asks_vault_now() {
+    support::init();
+    let v = Standin::start(3600, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A login method: every check is a fresh login, even with a token in
+    // hand (it says nothing about whether the JWT is still accepted).
+    let p = VaultProvider::new("v", v.settings(kube_auth(&dir, "app"))).unwrap();
+    p.authenticate().await.unwrap();
+    p.authenticate().await.unwrap();
+    assert_eq!(v.with(|s| s.logins), 2);
+    // The token of the last check serves reads: no further login.
+    p.fetch(&SecretRef::Vault(vref("app", "api_key")))
+        .await
+        .unwrap();
+    assert_eq!(v.with(|s| s.logins), 2);
+
+    // A JWT Vault does not accept: a refusal, not an outage.
+    let bad_dir = tempfile::tempdir().unwrap();
+    std::fs::write(bad_dir.path().join("jwt"), "not-the-jwt").unwrap();
+    let bad = VaultProvider::new(
+        "v",
+        v.settings(VaultAuth::Kubernetes {
+            role: "app".into(),
+            jwt_file: bad_dir.path().join("jwt"),
+            mount: "kubernetes".into(),
+        }),
+    )
+    .unwrap();
+    let e = bad.authenticate().await.unwrap_err();
+    assert!(matches!(e, Error::Auth { .. }), "{e}");
+    assert!(!e.is_availability());
+
+    // A static token: lookup-self.
+    let good = VaultProvider::new(
+        "v",
+        v.settings(VaultAuth::TokenFile(write_file(&dir, "tok", STATIC_TOKEN))),
+    )
+    .unwrap();
+    good.authenticate().await.unwrap();
+    let bogus = VaultProvider::new(
+        "v",
+        v.settings(VaultAuth::TokenFile(write_file(
+            &dir,
+            "tok2",
+            "hvs.standin-bogus-token",
+        ))),
+    )
+    .unwrap();
+    let e = bogus.authenticate().await.unwrap_err();
+    assert!(
+        matches!(e, Error::Auth { .. }) && e.to_string().contains("token refused"),
+        "{e}"
+    );
+    assert_err_clean(&e, &["hvs.standin-bogus-token", STATIC_TOKEN]);
+
+    // Sealed: the check could not be made, which is not a refusal.
+    v.with(|s| s.sealed = true);
+    let e = good.authenticate().await.unwrap_err();
+    assert!(e.is_availability(), "{e}");
 }

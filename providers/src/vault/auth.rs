@@ -234,6 +234,38 @@ impl VaultProvider {
         Ok(t)
     }
 
+    /// Checks with Vault, now, that our credentials are accepted: a fresh
+    /// login for login methods (a token obtained earlier proves nothing
+    /// about the credential today), `lookup-self` for a static token.
+    pub(super) async fn check_credentials(&self) -> Result<(), Error> {
+        if self.can_login() {
+            let mut state = self.state.lock().await;
+            let fresh = self.login().await?;
+            *state = Some(fresh);
+            return Ok(());
+        }
+        let token = self.token().await?;
+        let url = format!("{}/v1/auth/token/lookup-self", self.settings.address);
+        let req = self.http.get(&url).headers(self.headers(Some(&token)));
+        let (status, body) = self.send(req, &self.login_ref()).await?;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let text = self.error_text(status, &body, &[token.expose_secret()]);
+        if status >= 500 || status == 429 {
+            return Err(Error::Unavailable {
+                reference: self.login_ref(),
+                what: self.what(),
+                message: text,
+            });
+        }
+        self.forget(&token).await;
+        Err(Error::Auth {
+            provider: self.name.clone(),
+            message: format!("token refused: {text}"),
+        })
+    }
+
     /// Drops `used` after a 403 so that the next call logs in (or re-reads a
     /// static token, which Vault Agent may have rotated). Only that token:
     /// a thousand concurrent 403s must not cause a thousand logins.

@@ -23,6 +23,7 @@ use crate::SecretProvider;
 use crate::env::wrong_kind;
 use crate::error::{Error, chain, is_tls};
 use crate::json::{take_value, wipe};
+use crate::limit::{MAX_ANSWER_BYTES, ReadError, read_reqwest};
 use crate::reference::{KvEngine, SecretRef, VaultRef};
 use crate::settings::VaultSettings;
 use crate::value::{Lease, Metadata, SecretValue, content_tag};
@@ -148,7 +149,8 @@ impl VaultProvider {
         h
     }
 
-    /// Sends a request and returns the status and the body in a zeroizing buffer.
+    /// Sends a request and returns the status and the body (at most
+    /// [`MAX_ANSWER_BYTES`]) in a zeroizing buffer.
     async fn send(
         &self,
         req: reqwest::RequestBuilder,
@@ -159,11 +161,18 @@ impl VaultProvider {
             .await
             .map_err(|e| self.transport(&e, reference))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
+        // Error answers are bounded too: a refusal can be as large as a value.
+        let body = read_reqwest(resp, MAX_ANSWER_BYTES)
             .await
-            .map_err(|e| self.transport(&e, reference))?;
-        Ok((status, Zeroizing::new(Vec::from(body))))
+            .map_err(|e| match e {
+                ReadError::Exceeded(x) => Error::TooLarge {
+                    reference: reference.to_string(),
+                    what: self.what(),
+                    limit: x.limit,
+                },
+                ReadError::Transport(e) => self.transport(&e, reference),
+            })?;
+        Ok((status, body))
     }
 
     fn transport(&self, e: &reqwest::Error, reference: &str) -> Error {
@@ -427,6 +436,10 @@ impl SecretProvider for VaultProvider {
             SecretRef::Vault(v) => self.read(reference, v).await,
             other => Err(wrong_kind(other, "vault")),
         }
+    }
+
+    async fn authenticate(&self) -> Result<(), Error> {
+        self.check_credentials().await
     }
 
     async fn renew(&self, value: &SecretValue) -> Result<Option<Duration>, Error> {
