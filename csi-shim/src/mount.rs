@@ -55,7 +55,8 @@ pub struct Mounted {
 
 impl Mounter {
     pub fn new(registry: Registry, key: VersionKey, mut policy: LocalPolicy) -> Self {
-        // Canonical directories, so that a symlink cannot lead outside.
+        // Canonical, as the object paths are compared resolved; the read
+        // itself then follows no symlink below them (fetch_beneath).
         policy.file_dirs = policy
             .file_dirs
             .iter()
