@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use kernelseal_csi::{LocalPolicy, Metrics, Mounter, Service, SocketGuard, VersionKey};
 
 use crate::exit::Failure;
@@ -57,25 +57,30 @@ pub enum CsiCommand {
     /// `---`-separated documents; other kinds are skipped) or a bare
     /// parameters map with the parser Mount uses; exit 2 on errors.
     Validate {
-        /// YAML file.
+        /// YAML file (a regular file); `-` reads standard input.
         file: PathBuf,
     },
 }
 
+/// Largest manifest `csi validate` reads: a class is a few KiB, and a
+/// file of many `---` documents still far below the config's bound.
+const MAX_MANIFEST_BYTES: u64 = kernelseal_config::MAX_CONFIG_BYTES;
+
 pub fn validate(cmd: CsiCommand) -> Result<(), Failure> {
     let CsiCommand::Validate { file } = cmd;
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("reading {}", file.display()))
-        .map_err(Failure::config)?;
+    use kernelseal_config::input;
+    let (bytes, name) =
+        input::read_arg(&file, "manifest", MAX_MANIFEST_BYTES).map_err(Failure::config)?;
+    let text = input::into_text(bytes, &name, "manifest").map_err(Failure::config)?;
     let classes = kernelseal_csi::validate::validate_documents(&text)
-        .map_err(|e| Failure::config(anyhow!("{}: {e}", file.display())))?;
+        .map_err(|e| Failure::config(anyhow!("{name}: {e}")))?;
     for v in &classes {
         for w in &v.warnings {
-            println!("warning: {}: {w}", file.display());
+            println!("warning: {name}: {w}");
         }
         println!(
             "{}: OK{} ({} object(s))",
-            file.display(),
+            name,
             v.name
                 .as_ref()
                 .map(|n| format!(" SecretProviderClass {n}"))

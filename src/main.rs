@@ -85,7 +85,7 @@ enum Command {
 enum ConfigCommand {
     /// Parse and validate a config file; print warnings; exit 2 on errors.
     Validate {
-        /// The config file.
+        /// The config file (a regular file); `-` reads standard input.
         file: PathBuf,
     },
 }
@@ -128,16 +128,19 @@ fn main() -> ExitCode {
 }
 
 fn validate(file: &std::path::Path) -> Result<(), Failure> {
-    let loaded = kernelseal_config::load_file(file).map_err(Failure::config)?;
-    let invalid =
-        |e: &dyn std::fmt::Display| Failure::config(anyhow::anyhow!("{}: {e}", file.display()));
+    let loaded = kernelseal_config::load_arg(file).map_err(Failure::config)?;
+    let name = if file.as_os_str() == "-" {
+        kernelseal_config::input::STDIN_NAME.to_string()
+    } else {
+        file.display().to_string()
+    };
+    let invalid = |e: &dyn std::fmt::Display| Failure::config(anyhow::anyhow!("{name}: {e}"));
     agent::check_config(&loaded.config).map_err(|e| invalid(&e))?;
     for w in &loaded.warnings {
-        println!("warning: {}: {w}", file.display());
+        println!("warning: {name}: {w}");
     }
     println!(
-        "{}: OK ({} binding(s), mode {})",
-        file.display(),
+        "{name}: OK ({} binding(s), mode {})",
         loaded.config.secrets.len(),
         loaded.config.policy.mode
     );

@@ -1,21 +1,13 @@
-use std::path::PathBuf;
+use crate::input::InputError;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {path} is a directory, not a file")]
-    NotAFile { path: PathBuf },
-    #[error("config {path} is {size} bytes, over the {limit}-byte limit")]
-    TooLarge {
-        path: PathBuf,
-        size: u64,
-        limit: u64,
-    },
+    /// The file could not be read: missing, not a regular file (a FIFO, a
+    /// device, a directory) or over [`crate::MAX_CONFIG_BYTES`]. The
+    /// message names the config file.
+    #[error(transparent)]
+    Input(#[from] InputError),
     /// The YAML did not parse or did not fit the schema.
     #[error("{origin}{}: {message}", location_suffix(*line, *column))]
     Syntax {

@@ -8,6 +8,7 @@
 
 mod error;
 mod fields;
+pub mod input;
 mod policy;
 mod schema;
 mod validate;
@@ -33,29 +34,19 @@ pub struct Loaded {
     pub warnings: Vec<Warning>,
 }
 
-/// Reads, parses and validates a config file.
+/// Reads, parses and validates a config file. Only a regular file is
+/// read, and at most [`MAX_CONFIG_BYTES`] of it.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
-    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if meta.is_dir() {
-        return Err(ConfigError::NotAFile {
-            path: path.to_path_buf(),
-        });
-    }
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(ConfigError::TooLarge {
-            path: path.to_path_buf(),
-            size: meta.len(),
-            limit: MAX_CONFIG_BYTES,
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_str(&text, &path.display().to_string())
+    let bytes = input::read(path, "config", MAX_CONFIG_BYTES)?;
+    let name = path.display().to_string();
+    parse_str(&input::into_text(bytes, &name, "config")?, &name)
+}
+
+/// Like [`load_file`], but `-` reads standard input (bounded the same):
+/// for commands that check a config, where a pipe is meant.
+pub fn load_arg(path: &Path) -> Result<Loaded, ConfigError> {
+    let (bytes, name) = input::read_arg(path, "config", MAX_CONFIG_BYTES)?;
+    parse_str(&input::into_text(bytes, &name, "config")?, &name)
 }
 
 /// Parses and validates config text; `origin` names it in errors.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use kernelseal_providers::{
-    AwsRef, Cache, CacheOptions, KubernetesRef, KvEngine, Registry, SecretProvider, SecretRef,
-    SecretValue, VaultRef,
+    AwsRef, Cache, CacheOptions, FileProblem, KubernetesRef, KvEngine, Registry, SecretProvider,
+    SecretRef, SecretValue, VaultRef,
 };
 use prost::Message;
 use zeroize::{Zeroize, Zeroizing};
@@ -30,7 +30,8 @@ pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 pub struct LocalPolicy {
     /// `env` objects only for variables starting with one of these.
     pub env_prefixes: Vec<String>,
-    /// `file` objects only under one of these (canonical) directories.
+    /// `file` objects only under one of these (canonical) directories,
+    /// read beneath them following no symlink.
     pub file_dirs: Vec<PathBuf>,
     /// `awsSecretId` without `roleArn` uses the node's credential chain.
     pub aws_node_credentials: bool,
@@ -54,7 +55,8 @@ pub struct Mounted {
 
 impl Mounter {
     pub fn new(registry: Registry, key: VersionKey, mut policy: LocalPolicy) -> Self {
-        // Canonical directories, so that a symlink cannot lead outside.
+        // Canonical, as the object paths are compared resolved; the read
+        // itself then follows no symlink below them (fetch_beneath).
         policy.file_dirs = policy
             .file_dirs
             .iter()
@@ -201,8 +203,9 @@ impl Mounter {
         Ok(())
     }
 
-    /// The real path of a `file` object when it is under an allowed directory.
-    fn allowed_file(&self, o: &Object, path: &str) -> Result<PathBuf, Error> {
+    /// Where a `file` object is read: the allowed directory its real path
+    /// (symlinks resolved, now) is under, and the path below it.
+    fn allowed_file(&self, o: &Object, path: &str) -> Result<(PathBuf, PathBuf), Error> {
         let refuse = |message: String| Error::Refused {
             object: o.name.clone(),
             message,
@@ -213,12 +216,19 @@ impl Mounter {
                 e.kind()
             ))
         })?;
-        if !self.policy.file_dirs.iter().any(|d| real.starts_with(d)) {
-            return Err(refuse(format!(
-                "file {path} is not under an --allow-file-dir directory"
-            )));
-        }
-        Ok(real)
+        self.policy
+            .file_dirs
+            .iter()
+            .find_map(|d| {
+                let below = real.strip_prefix(d).ok()?;
+                // The directory itself is not a file below it.
+                (!below.as_os_str().is_empty()).then(|| (d.clone(), below.to_path_buf()))
+            })
+            .ok_or_else(|| {
+                refuse(format!(
+                    "file {path} is not under an --allow-file-dir directory"
+                ))
+            })
     }
 
     async fn fetch(&self, o: &Object, attrs: &MountAttributes) -> Result<SecretValue, Error> {
@@ -237,18 +247,26 @@ impl Mounter {
                 .fetch(&SecretRef::Env { var: var.clone() })
                 .await
                 .map_err(fail),
-            // The resolved path is read, so a symlink swapped after the
-            // check cannot lead outside the allowed directories.
+            // The path resolved just now is opened beneath its allowed
+            // directory following no symlink: a directory on it swapped
+            // for a symlink since (to anywhere) fails the open instead of
+            // leading it outside.
             ObjectSource::File { path } => {
-                let real = self.allowed_file(o, path)?;
+                let (dir, below) = self.allowed_file(o, path)?;
                 self.registry
-                    .fetch(&SecretRef::File {
-                        path: real,
-                        json_key: None,
-                        ttl: None,
-                    })
+                    .file_provider()
+                    .fetch_beneath(&dir, &below)
                     .await
-                    .map_err(fail)
+                    .map_err(|e| match e {
+                        kernelseal_providers::Error::File {
+                            problem: p @ (FileProblem::Symlink | FileProblem::NotBeneath),
+                            ..
+                        } => Error::Refused {
+                            object: o.name.clone(),
+                            message: format!("file {path}: {p}"),
+                        },
+                        e => fail(e),
+                    })
             }
             // Only the pod's own namespace: a class cannot name another.
             ObjectSource::K8sSecret { name, key } => self

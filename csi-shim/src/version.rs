@@ -14,6 +14,43 @@ use crate::error::Error;
 
 const KEY_BYTES: usize = 32;
 
+/// Largest key file read: the key is 32 bytes; a bigger file is not ours.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// The key file's bytes: a regular file (checked on the opened descriptor,
+/// so a FIFO swapped in cannot hang the start) of bounded size, still not
+/// readable by group or others.
+fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    use kernelseal_config::input::{self, InputError};
+    let what = "hmac key file";
+    let message = |e: InputError| match e {
+        InputError::Io { error, .. } => error.to_string(),
+        InputError::NotRegular { kind, .. } => format!("is {kind}, not a regular file"),
+        InputError::TooLarge { limit, .. } => {
+            format!("is over the {limit}-byte limit; a key is {KEY_BYTES} bytes")
+        }
+    };
+    let (file, meta) = input::open(path, what).map_err(message)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "mode {:04o} lets others read it; chmod 600",
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    let mut buf = Zeroizing::new(Vec::new());
+    let name = path.display().to_string();
+    input::read_bounded(
+        file,
+        &name,
+        what,
+        Some(meta.len()),
+        MAX_KEY_FILE_BYTES,
+        &mut buf,
+    )
+    .map_err(message)?;
+    Ok(buf)
+}
+
 /// The key that signs object versions.
 pub struct VersionKey(hmac::Key);
 
@@ -39,16 +76,12 @@ impl VersionKey {
         };
         match std::fs::symlink_metadata(path) {
             Ok(meta) => {
+                // lstat: a symlink is refused, not followed; the mode is
+                // checked on the opened file.
                 if !meta.is_file() {
                     return Err(fail("is not a regular file".into()));
                 }
-                if meta.permissions().mode() & 0o077 != 0 {
-                    return Err(fail(format!(
-                        "mode {:04o} lets others read it; chmod 600",
-                        meta.permissions().mode() & 0o777
-                    )));
-                }
-                let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| fail(e.to_string()))?);
+                let bytes = read_key_file(path).map_err(fail)?;
                 if bytes.len() < KEY_BYTES {
                     return Err(fail(format!(
                         "holds {} bytes, fewer than {KEY_BYTES}; delete it to generate a new one",

@@ -122,6 +122,13 @@ pub enum FileProblem {
     IsDirectory,
     #[error("is not a regular file")]
     NotRegular,
+    /// Read beneath an allowed directory: a component below it is a
+    /// symlink, which is never followed there.
+    #[error("a symlink on the path below the allowed directory; symlinks are not followed there")]
+    Symlink,
+    /// Read beneath an allowed directory: the path is not a clean one below it.
+    #[error("is not a clean path below the allowed directory")]
+    NotBeneath,
     #[error("is {size} bytes, over the {limit}-byte limit")]
     TooLarge { size: u64, limit: u64 },
     #[error("permission denied for the agent (uid {uid}); check the file's owner and mode")]

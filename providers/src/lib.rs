@@ -13,6 +13,7 @@
 //! libraries' socket buffers are outside its reach.
 
 mod aws;
+pub mod beneath;
 mod cache;
 mod check;
 mod env;

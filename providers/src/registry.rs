@@ -114,6 +114,12 @@ impl Registry {
         self.file = Arc::new(p);
     }
 
+    /// The file provider, for reads beneath a directory
+    /// ([`FileProvider::fetch_beneath`]).
+    pub fn file_provider(&self) -> &FileProvider {
+        &self.file
+    }
+
     /// The provider that serves `r`, and its instance name.
     pub fn resolve(&self, r: &SecretRef) -> Result<(String, Arc<dyn SecretProvider>), Error> {
         let want = match r {

@@ -56,6 +56,59 @@ async fn env_and_literal() {
 }
 
 #[tokio::test]
+async fn files_beneath_a_directory() {
+    support::init();
+    let root = tempfile::tempdir().unwrap();
+    let (allowed, outside) = (root.path().join("allowed"), root.path().join("outside"));
+    std::fs::create_dir_all(allowed.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(allowed.join("sub/key"), "beneath-s3cret").unwrap();
+    std::fs::write(outside.join("key"), "outside-s3cret").unwrap();
+    std::os::unix::fs::symlink(&outside, allowed.join("out")).unwrap();
+    std::fs::create_dir(allowed.join("dir")).unwrap();
+    let p = FileProvider::default();
+
+    let v = p
+        .fetch_beneath(&allowed, std::path::Path::new("sub/key"))
+        .await
+        .unwrap();
+    assert_eq!(v.expose_bytes(), b"beneath-s3cret");
+    assert!(v.version().unwrap().starts_with("mtime:"));
+
+    let problem = |rel: &'static str| {
+        let (p, allowed) = (p.clone(), allowed.clone());
+        async move {
+            match p.fetch_beneath(&allowed, std::path::Path::new(rel)).await {
+                Err(Error::File { problem, path, .. }) => {
+                    assert_eq!(path, allowed.join(rel));
+                    problem
+                }
+                other => panic!("{rel}: {other:?}"),
+            }
+        }
+    };
+    assert_eq!(problem("out/key").await, FileProblem::Symlink);
+    assert_eq!(problem("../outside/key").await, FileProblem::NotBeneath);
+    assert_eq!(problem("sub/nope").await, FileProblem::Missing);
+    assert_eq!(problem("dir").await, FileProblem::IsDirectory);
+    let e = FileProvider::with_limit(5)
+        .fetch_beneath(&allowed, std::path::Path::new("sub/key"))
+        .await
+        .unwrap_err();
+    assert_err_clean(&e, &["beneath-s3cret", "outside-s3cret"]);
+    assert!(
+        matches!(
+            e,
+            Error::File {
+                problem: FileProblem::TooLarge { size: 14, limit: 5 },
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test]
 async fn files() {
     support::init();
     let dir = tempfile::tempdir().unwrap();
@@ -303,7 +356,7 @@ async fn provider_settings_errors_name_the_field() {
         ),
         (
             "providers: { v: { type: vault, address: https://v, caCert: /nonexistent/ca.pem } }",
-            "providers.v.caCert: /nonexistent/ca.pem: ",
+            "providers.v.caCert: cannot read CA bundle /nonexistent/ca.pem: ",
         ),
     ];
     for (yaml, want) in cases {

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use super::{Response, Token, VaultProvider};
 use crate::error::Error;
+use crate::file::{MAX_TOKEN_BYTES, read_setting_file};
 use crate::settings::{SecretIdSource, VaultAuth};
 
 pub(super) struct TokenState {
@@ -58,10 +59,14 @@ impl VaultProvider {
             provider: self.name.clone(),
             message,
         };
-        let read_secret_file = |path: &std::path::Path, what: &str| {
-            std::fs::read_to_string(path)
+        // Bounded and regular files only: a FIFO or /dev/zero named here
+        // must not hang or fill the agent.
+        let read_secret_file = |path: &std::path::Path, what: &'static str| {
+            let bytes = read_setting_file(path, what, MAX_TOKEN_BYTES)
+                .map_err(|e| auth_err(e.to_string()))?;
+            std::str::from_utf8(&bytes)
                 .map(|s| Zeroizing::new(s.trim().to_string()))
-                .map_err(|e| auth_err(format!("cannot read {what} {}: {e}", path.display())))
+                .map_err(|_| auth_err(format!("{what} {} is not UTF-8 text", path.display())))
         };
         let (mount, role, body, creds): (&str, &str, Zeroizing<Vec<u8>>, Vec<Zeroizing<String>>) =
             match &self.settings.auth {

@@ -85,8 +85,8 @@ impl VaultProvider {
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &settings.ca_cert {
-            let pem = std::fs::read(ca)
-                .map_err(|e| settings_err("caCert", format!("{}: {e}", ca.display())))?;
+            let pem = crate::file::read_setting_file(ca, "CA bundle", crate::file::MAX_CA_BYTES)
+                .map_err(|e| settings_err("caCert", e.to_string()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| settings_err("caCert", format!("{}: {}", ca.display(), chain(&e))))?;
             if certs.is_empty() {
