@@ -33,6 +33,11 @@ const SETTINGS: &[&str] = &[
     "roleArn",
 ];
 
+/// Objects one class (one Mount) may list. Each is an upstream read on a
+/// first Mount and a file in the volume; a class of thousands was a fan-out
+/// of thousands of requests and a reply near the driver's size limit.
+pub const MAX_OBJECTS: usize = 256;
+
 /// Default audience of the Vault login token (Vault's own default).
 pub const DEFAULT_VAULT_AUDIENCE: &str = "vault";
 /// The audience AWS's web identity federation expects.
@@ -234,6 +239,15 @@ pub fn parse_parameters(
     if entries.is_empty() {
         return Err(param("objects", "the list is empty"));
     }
+    if entries.len() > MAX_OBJECTS {
+        return Err(param(
+            "objects",
+            format!(
+                "{} objects, over the limit of {MAX_OBJECTS} per SecretProviderClass; split them over several classes",
+                entries.len()
+            ),
+        ));
+    }
     // The scalars as written: parsed into `Value`, YAML 1.1 reads
     // `objectName: y` as `true` and `0640` as a number. When every entry is
     // a flat map this typed parse keeps the text; otherwise the `Value`
@@ -403,6 +417,25 @@ mod tests {
                 .starts_with("object objects[0]: env: must be a string"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn objects_are_capped() {
+        let list = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!("- objectName: o{i}\n  env: A\n"))
+                .collect()
+        };
+        assert_eq!(
+            params(&list(MAX_OBJECTS)).unwrap().objects.len(),
+            MAX_OBJECTS
+        );
+        let e = params(&list(MAX_OBJECTS + 1)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "parameter objects: 257 objects, over the limit of 256 per SecretProviderClass; split them over several classes"
+        );
+        assert_eq!(e.to_status().code(), tonic::Code::InvalidArgument);
     }
 
     #[test]
