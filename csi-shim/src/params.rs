@@ -118,37 +118,109 @@ fn param(parameter: &str, message: impl Into<String>) -> Error {
 /// Parsed classes by their parameters: the driver re-mounts every pod on
 /// each rotation poll with the same class, and parsing the `objects` YAML
 /// is most of a cached Mount's cost.
+///
+/// Bounded by bytes, not only by entries: a class can be megabytes (up to
+/// the driver's 4 MiB message), and 256 of them held as text were 1 GiB.
+/// A class is keyed by the SHA-256 of its parameters, so its text is not
+/// kept at all, and the parsed classes are counted by an estimate of their
+/// size. When an entry would not fit, the memo is cleared (a bound, not an
+/// LRU); a class larger than the whole budget is parsed every time.
+pub struct ParamMemo {
+    table: Mutex<MemoTable>,
+    budget: usize,
+}
+
 #[derive(Default)]
-pub struct ParamMemo(Mutex<HashMap<String, Parsed>>);
+struct MemoTable {
+    entries: HashMap<[u8; 32], (Parsed, usize)>,
+    bytes: usize,
+}
 
 /// A class's parameters and the warnings its parsing produced.
 type Parsed = Arc<(Parameters, Vec<String>)>;
 
-/// Entries kept before the memo is cleared (a bound, not an LRU).
+/// Entries kept before the memo is cleared.
 const MEMO_ENTRIES: usize = 256;
 
+/// Bytes (parsed classes, estimated) kept before the memo is cleared.
+pub const MEMO_BYTES: usize = 16 * 1024 * 1024;
+
+impl Default for ParamMemo {
+    fn default() -> Self {
+        ParamMemo::with_budget(MEMO_BYTES)
+    }
+}
+
 impl ParamMemo {
-    fn get_or_parse(&self, strings: &BTreeMap<String, String>) -> Result<Parsed, Error> {
-        let mut key = String::new();
-        for (k, v) in strings {
-            if !k.starts_with("csi.storage.k8s.io/") {
-                key.push_str(k);
-                key.push('\0');
-                key.push_str(v);
-                key.push('\0');
-            }
+    pub fn with_budget(budget: usize) -> Self {
+        ParamMemo {
+            table: Mutex::new(MemoTable::default()),
+            budget,
         }
-        if let Some(hit) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, MemoTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes held now (the estimate the budget is checked against).
+    pub fn held_bytes(&self) -> usize {
+        self.table().bytes
+    }
+
+    fn get_or_parse(&self, strings: &BTreeMap<String, String>) -> Result<Parsed, Error> {
+        let key = memo_key(strings);
+        if let Some((hit, _)) = self.table().entries.get(&key) {
             return Ok(hit.clone());
         }
         let parsed = Arc::new(parse_parameters(strings)?);
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= MEMO_ENTRIES {
-            m.clear();
+        let size = std::mem::size_of::<([u8; 32], Parsed, usize)>() + parsed_size(&parsed);
+        if size > self.budget {
+            return Ok(parsed);
         }
-        m.insert(key, parsed.clone());
+        let mut t = self.table();
+        if t.entries.len() >= MEMO_ENTRIES || t.bytes + size > self.budget {
+            t.entries.clear();
+            t.bytes = 0;
+        }
+        if let Some((_, old)) = t.entries.insert(key, (parsed.clone(), size)) {
+            // Parsed twice at once: the first copy is replaced, not added.
+            t.bytes -= old;
+        }
+        t.bytes += size;
         Ok(parsed)
     }
+}
+
+/// The class's identity: its parameters without the pod's attributes,
+/// each key and value length-prefixed so no two maps hash the same text.
+fn memo_key(strings: &BTreeMap<String, String>) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for (k, v) in strings {
+        if !k.starts_with("csi.storage.k8s.io/") {
+            for part in [k, v] {
+                ctx.update(&(part.len() as u64).to_le_bytes());
+                ctx.update(part.as_bytes());
+            }
+        }
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    key
+}
+
+/// An upper estimate of a parsed class's heap: every string in an object
+/// (name, source fields) is also in its canonical text, so twice the
+/// canonical text covers them.
+fn parsed_size(parsed: &(Parameters, Vec<String>)) -> usize {
+    let objects: usize = parsed
+        .0
+        .objects
+        .iter()
+        .map(|o| std::mem::size_of::<Object>() + 2 * o.canonical.len())
+        .sum();
+    let warnings: usize = parsed.1.iter().map(|w| w.len() + 24).sum();
+    std::mem::size_of::<(Parameters, Vec<String>)>() + objects + warnings + 1024
 }
 
 /// Parses `attributes` as the driver sends it.
@@ -436,6 +508,90 @@ mod tests {
             "parameter objects: 257 objects, over the limit of 256 per SecretProviderClass; split them over several classes"
         );
         assert_eq!(e.to_status().code(), tonic::Code::InvalidArgument);
+    }
+
+    /// 300 distinct classes of 3 MiB each (a padding parameter makes them
+    /// big; the driver passes every parameter): their text is not kept,
+    /// and a repeat is still served from the memo.
+    #[test]
+    fn the_memo_does_not_hold_class_text() {
+        let memo = ParamMemo::default();
+        let pad = "p".repeat(3 * 1024 * 1024);
+        let class = |i: usize| {
+            let mut m = BTreeMap::new();
+            m.insert(
+                "objects".to_string(),
+                format!("- objectName: o{i}\n  env: A\n"),
+            );
+            m.insert("padding".to_string(), pad.clone());
+            m
+        };
+        for i in 0..300 {
+            memo.get_or_parse(&class(i)).unwrap();
+            assert!(
+                memo.held_bytes() < 1024 * 1024,
+                "class {i}: {} bytes held",
+                memo.held_bytes()
+            );
+        }
+        let last = class(299);
+        assert!(Arc::ptr_eq(
+            &memo.get_or_parse(&last).unwrap(),
+            &memo.get_or_parse(&last).unwrap()
+        ));
+    }
+
+    /// Classes whose parsed objects are large: the memo stays within its
+    /// budget however many there are.
+    #[test]
+    fn the_memo_is_bounded_by_bytes() {
+        let budget = 256 * 1024;
+        let memo = ParamMemo::with_budget(budget);
+        let long = "x".repeat(200);
+        for i in 0..40 {
+            let objects: String = (0..100)
+                .map(|j| format!("- objectName: o{j}\n  env: A_{i}_{long}\n"))
+                .collect();
+            let mut m = BTreeMap::new();
+            m.insert("objects".to_string(), objects);
+            memo.get_or_parse(&m).unwrap();
+            assert!(memo.held_bytes() > 0, "class {i} was not kept");
+            assert!(
+                memo.held_bytes() <= budget,
+                "class {i}: {} bytes held",
+                memo.held_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn a_class_over_the_budget_is_parsed_not_kept() {
+        let memo = ParamMemo::with_budget(4 * 1024);
+        let objects: String = (0..50)
+            .map(|j| format!("- objectName: o{j}\n  env: A\n"))
+            .collect();
+        let mut m = BTreeMap::new();
+        m.insert("objects".to_string(), objects);
+        assert_eq!(memo.get_or_parse(&m).unwrap().0.objects.len(), 50);
+        assert_eq!(memo.held_bytes(), 0);
+    }
+
+    #[test]
+    fn keys_do_not_run_together() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_ne!(
+            memo_key(&map(&[("a", "bc"), ("d", "")])),
+            memo_key(&map(&[("a", "b"), ("cd", "")]))
+        );
+        assert_eq!(
+            memo_key(&map(&[("a", "b"), ("csi.storage.k8s.io/pod.name", "x")])),
+            memo_key(&map(&[("a", "b"), ("csi.storage.k8s.io/pod.name", "y")]))
+        );
     }
 
     #[test]
