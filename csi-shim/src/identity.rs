@@ -26,6 +26,7 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::limits::{Limited, Upstreams};
 use crate::params::{AwsParams, VaultParams};
 use crate::web_identity::PodWebIdentity;
 
@@ -86,21 +87,32 @@ pub struct Slot {
     checking: tokio::sync::Mutex<()>,
     /// How long an acceptance lets a token be served from the cache.
     accept_for: Duration,
+    /// The upstream's bound on requests at once, shared with every slot
+    /// and Mount that talks to it.
+    limit: Arc<tokio::sync::Semaphore>,
 }
 
 impl Slot {
-    fn new(kind: &'static str, opts: &CacheOptions) -> Arc<Slot> {
+    fn new(
+        kind: &'static str,
+        opts: &CacheOptions,
+        limit: Arc<tokio::sync::Semaphore>,
+    ) -> Arc<Slot> {
         let swap = Arc::new(Swap {
             kind,
             current: RwLock::new(None),
         });
-        let cache = Cache::new(swap.clone(), opts.clone());
+        // The cache's reads and renewals (its background refresh too) each
+        // hold a permit of the upstream.
+        let limited = Arc::new(Limited::new(swap.clone(), limit.clone()));
+        let cache = Cache::new(limited, opts.clone());
         Arc::new(Slot {
             swap,
             cache,
             accepted: Mutex::new(HashMap::new()),
             checking: tokio::sync::Mutex::new(()),
             accept_for: opts.default_ttl,
+            limit,
         })
     }
 
@@ -155,7 +167,8 @@ impl Slot {
         // Always a new provider: one that logged in earlier holds a Vault
         // token (or STS credentials) that proves nothing about today.
         let provider = build()?;
-        match provider.authenticate().await {
+        let login = Limited::new(provider.clone(), self.limit.clone());
+        match login.authenticate().await {
             Ok(()) => {
                 self.accept(fp.to_vec(), provider);
                 Ok(())
@@ -192,6 +205,7 @@ pub struct Subject {
 /// All per-identity slots.
 pub struct Identities {
     opts: CacheOptions,
+    upstreams: Arc<Upstreams>,
     vault: Mutex<HashMap<(VaultParams, Subject), Arc<Slot>>>,
     aws: Mutex<HashMap<(AwsParams, Subject), Arc<Slot>>>,
 }
@@ -220,9 +234,10 @@ fn slot_for<K: std::hash::Hash + Eq>(
 }
 
 impl Identities {
-    pub fn new(opts: CacheOptions) -> Self {
+    pub fn new(opts: CacheOptions, upstreams: Arc<Upstreams>) -> Self {
         Identities {
             opts,
+            upstreams,
             vault: Mutex::new(HashMap::new()),
             aws: Mutex::new(HashMap::new()),
         }
@@ -259,7 +274,8 @@ impl Identities {
             Ok(Arc::new(VaultProvider::new(&name, settings)?))
         };
         let slot = slot_for(&self.vault, (p.clone(), subject.clone()), || {
-            Slot::new("vault", &self.opts)
+            let limit = self.upstreams.limit(&format!("vault:{}", p.address));
+            Slot::new("vault", &self.opts, limit)
         });
         slot.admit(&fp, build).await.map_err(|e| match e {
             PError::Settings { .. } => Error::Parameter {
@@ -317,7 +333,12 @@ impl Identities {
             ),
         };
         let slot = slot_for(&self.aws, (p.clone(), subject.clone()), || {
-            Slot::new("aws", &self.opts)
+            let region = p.region.as_deref().unwrap_or("default");
+            Slot::new(
+                "aws",
+                &self.opts,
+                self.upstreams.limit(&format!("aws:{region}")),
+            )
         });
         slot.admit(&fp, || Ok(build()))
             .await

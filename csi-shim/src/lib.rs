@@ -8,6 +8,7 @@
 mod authority;
 pub mod error;
 mod identity;
+pub mod limits;
 pub mod metrics;
 pub mod mount;
 mod objects;

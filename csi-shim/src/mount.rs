@@ -14,6 +14,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::Error;
 use crate::identity::{Identities, Subject};
+use crate::limits::{Limited, PER_MOUNT, Upstreams};
 use crate::params::{
     AWS_AUDIENCE, Encoding, MountAttributes, Object, ObjectSource, ParamMemo, parse_attributes,
     parse_permission,
@@ -63,11 +64,14 @@ impl Mounter {
             .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()))
             .collect();
         let registry = Arc::new(registry);
+        let upstreams = Arc::new(Upstreams::default());
         let opts = CacheOptions::default();
+        // Through the registry's cache go only Kubernetes Secrets.
+        let kubernetes = Limited::new(registry.clone(), upstreams.limit("kubernetes"));
         Mounter {
-            cache: Cache::new(registry.clone(), opts.clone()),
+            cache: Cache::new(Arc::new(kubernetes), opts.clone()),
             registry,
-            identities: Identities::new(opts),
+            identities: Identities::new(opts, upstreams),
             key,
             policy,
             memo: ParamMemo::default(),
@@ -104,13 +108,19 @@ impl Mounter {
         }
         let mut files = Vec::with_capacity(attrs.params().objects.len());
         let mut versions = Vec::with_capacity(attrs.params().objects.len());
-        // Concurrently: a first Mount of several remote objects then costs
-        // one upstream round trip, not one per object.
-        let values = futures_util::future::join_all(
-            attrs.params().objects.iter().map(|o| self.fetch(o, attrs)),
-        )
-        .await;
-        for (o, value) in attrs.params().objects.iter().zip(values) {
+        // Concurrently, so a first Mount of several remote objects costs a
+        // few upstream round trips, not one per object; at most PER_MOUNT at
+        // once (and each upstream bounds all Mounts together), results in
+        // the objects' order. The first failure ends the Mount and stops
+        // starting fetches.
+        use futures_util::StreamExt as _;
+        let objects = &attrs.params().objects;
+        // Futures made up front (they start when polled): a closure over
+        // `&Object` here trips rustc's higher-ranked Send check.
+        let fetches: Vec<_> = objects.iter().map(|o| self.fetch(o, attrs)).collect();
+        let mut values = futures_util::stream::iter(fetches).buffered(PER_MOUNT);
+        let mut objects = objects.iter();
+        while let (Some(value), Some(o)) = (values.next().await, objects.next()) {
             let value = value?;
             let contents = decode(o, value.expose_bytes())?;
             versions.push(ObjectVersion {
