@@ -6,6 +6,7 @@
 //! parameter or object (see `docs/csi.md`); `error.code` is never set.
 
 mod authority;
+mod conn;
 pub mod error;
 mod identity;
 pub mod limits;
@@ -24,8 +25,9 @@ pub mod proto {
     tonic::include_proto!("v1alpha1");
 }
 
+pub use conn::ServeOptions;
 pub use error::{Error, Outcome};
 pub use metrics::Metrics;
 pub use mount::{LocalPolicy, MAX_RESPONSE_BYTES, Mounter};
-pub use server::{Service, SocketGuard, bind_socket, serve};
+pub use server::{Service, SocketGuard, bind_socket, serve, serve_with};
 pub use version::VersionKey;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -23,6 +24,10 @@ pub struct Metrics {
     pub mounts: Family<OutcomeLabel, Counter>,
     pub objects: Counter,
     pub duration: Histogram,
+    /// gRPC connections open now.
+    pub connections: Gauge,
+    /// gRPC connections closed at accept: `max_connections` were open.
+    pub connections_refused: Counter,
     pub ready: AtomicBool,
 }
 
@@ -46,11 +51,21 @@ impl Default for Metrics {
             "Mount handling time",
             duration.clone(),
         );
+        let connections = Gauge::default();
+        let connections_refused = Counter::default();
+        registry.register("connections", "gRPC connections open", connections.clone());
+        registry.register(
+            "connections_refused",
+            "gRPC connections closed at accept because the maximum were open",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
             mounts,
             objects,
             duration,
+            connections,
+            connections_refused,
             ready: AtomicBool::new(false),
         }
     }

@@ -5,14 +5,16 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
 use zeroize::Zeroize;
 
 use crate::authority::AuthorityFix;
+use crate::conn::{Guarded, ServeOptions, Slot};
 
 use crate::error::{Error, Outcome};
 use crate::metrics::{Metrics, OutcomeLabel};
@@ -173,20 +175,63 @@ impl Drop for SocketGuard {
 }
 
 /// Serves the provider on `listener` until `shutdown` resolves, then
-/// finishes the calls in flight.
+/// finishes the calls in flight; with the default [`ServeOptions`].
 pub async fn serve(
     listener: UnixListener,
     service: Service,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    serve_with(
+        listener,
+        service,
+        metrics,
+        ServeOptions::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with the connection bounds of `opts`.
+pub async fn serve_with(
+    listener: UnixListener,
+    service: Service,
+    metrics: Arc<Metrics>,
+    opts: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Error> {
     metrics.ready.store(true, Ordering::Relaxed);
+    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let mut refusals = Refusals::default();
+    let conn_opts = opts.clone();
+    let gauge = metrics.connections.clone();
+    let refused = metrics.connections_refused.clone();
+    let incoming = UnixListenerStream::new(listener).filter_map(move |c| match c {
+        Ok(stream) => match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let slot = Slot::new(permit, gauge.clone());
+                Some(Ok(AuthorityFix::new(Guarded::new(
+                    stream, slot, &conn_opts,
+                ))))
+            }
+            Err(_) => {
+                refused.inc();
+                // Dropped here: closed at once, so the peer sees EOF
+                // instead of waiting in the listen backlog.
+                refusals.refused(conn_opts.max_connections);
+                None
+            }
+        },
+        Err(e) => Some(Err(e)),
+    });
     let out = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(opts.keepalive_interval))
+        .http2_keepalive_timeout(Some(opts.keepalive_timeout))
+        // Graceful only: tonic's own grace period closes without GOAWAY,
+        // so Guarded closes the connection after the grace instead.
+        .max_connection_age(opts.max_connection_age)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener).map(|c| c.map(AuthorityFix::new)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Serve {
             what: "gRPC server".into(),
@@ -194,4 +239,31 @@ pub async fn serve(
         });
     metrics.ready.store(false, Ordering::Relaxed);
     out
+}
+
+/// Connections refused at the bound: one warning per minute at most, with
+/// the count since the last, as a peer at the bound may retry in a loop.
+#[derive(Default)]
+struct Refusals {
+    last_warned: Option<Instant>,
+    since: u64,
+}
+
+impl Refusals {
+    fn refused(&mut self, limit: usize) {
+        self.since += 1;
+        if self
+            .last_warned
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        tracing::warn!(
+            limit,
+            refused = self.since,
+            "connection refused: the provider has its maximum of gRPC connections open"
+        );
+        self.last_warned = Some(Instant::now());
+        self.since = 0;
+    }
 }
