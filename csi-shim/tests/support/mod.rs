@@ -7,7 +7,7 @@ use std::sync::{Arc, Once};
 
 use kernelseal_csi::proto::MountRequest;
 use kernelseal_csi::proto::csi_driver_provider_client::CsiDriverProviderClient;
-use kernelseal_csi::{LocalPolicy, Metrics, Mounter, Service, VersionKey};
+use kernelseal_csi::{LocalPolicy, Metrics, Mounter, ServeOptions, Service, VersionKey};
 use serde_json::Value;
 use tonic::transport::Channel;
 
@@ -65,8 +65,18 @@ impl Server {
             policy,
             key_file,
             kernelseal_providers::Registry::new(),
+            ServeOptions::default(),
         )
         .await
+    }
+
+    /// With the connection bounds of `opts`.
+    pub async fn start_opts(policy: LocalPolicy, key_file: &Path, opts: ServeOptions) -> Server {
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("kernelseal.sock");
+        let registry = kernelseal_providers::Registry::new();
+        Server::start_full(dir, socket, policy, key_file, registry, opts).await
     }
 
     /// With the providers of a config (e.g. a kubernetes provider).
@@ -74,7 +84,16 @@ impl Server {
         init();
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("kernelseal.sock");
-        Server::start_full(dir, socket, LocalPolicy::default(), key_file, registry).await
+        let opts = ServeOptions::default();
+        Server::start_full(
+            dir,
+            socket,
+            LocalPolicy::default(),
+            key_file,
+            registry,
+            opts,
+        )
+        .await
     }
 
     async fn start_full(
@@ -83,6 +102,7 @@ impl Server {
         policy: LocalPolicy,
         key_file: &Path,
         registry: kernelseal_providers::Registry,
+        opts: ServeOptions,
     ) -> Server {
         init();
         let key = VersionKey::load_or_create(key_file).unwrap();
@@ -90,10 +110,11 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let mounter = Arc::new(Mounter::new(registry, key, policy));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(kernelseal_csi::serve(
+        let task = tokio::spawn(kernelseal_csi::serve_with(
             listener,
             Service::new(mounter, metrics.clone()),
             metrics.clone(),
+            opts,
             async move {
                 let _ = rx.await;
             },
