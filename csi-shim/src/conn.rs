@@ -13,6 +13,7 @@
 //! connection. It also holds the connection's slot of the
 //! `max_connections` bound until it is dropped.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -124,8 +125,6 @@ impl<S> Guarded<S> {
         }
     }
 }
-
-use std::future::Future as _;
 
 impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     fn poll_read(
