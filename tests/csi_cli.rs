@@ -58,7 +58,10 @@ fn validate_manifest() {
     let bad = GOOD.replace("objectName: token", "objectName: ../token");
     let (code, out) = validate("bad.yaml", &bad);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("object ../token: objectName:"), "{out}");
+    assert!(
+        out.contains("object objects[1]: objectName: \"../token\""),
+        "{out}"
+    );
 
     let bare = "objects: |\n  - objectName: a\n    env: A\n  - objectName: a\n    env: B\n";
     let (code, out) = validate("bare.yaml", bare);
