@@ -88,7 +88,8 @@ fn validate_every_class_of_a_multi_document_file() {
     let (code, out) = validate("multi-bad.yaml", &format!("{ns}---\n{GOOD}---\n{broken}"));
     assert_eq!(code, 2, "{out}");
     assert!(
-        out.contains("document 3 (SecretProviderClass api):") && out.contains("object ../token"),
+        out.contains("document 3 (SecretProviderClass api):")
+            && out.contains("object objects[1]: objectName: \"../token\""),
         "{out}"
     );
 
