@@ -115,7 +115,9 @@ impl Mounter {
             let contents = decode(o, value.expose_bytes())?;
             versions.push(ObjectVersion {
                 id: o.name.clone(),
-                version: self.key.version(&o.canonical, &contents),
+                version: self
+                    .key
+                    .version(&attrs.pod.namespace, &o.canonical, &contents),
             });
             files.push(File {
                 path: o.name.clone(),
