@@ -8,6 +8,7 @@
 mod authority;
 pub mod error;
 mod identity;
+mod local;
 pub mod metrics;
 pub mod mount;
 mod objects;

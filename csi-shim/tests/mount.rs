@@ -189,21 +189,21 @@ async fn local_sources_off_unless_allowed_and_all_or_nothing() {
     let cases = [
         (
             "- objectName: a\n  env: KS_CSI_TEST_A\n- objectName: o\n  env: OTHER_SECRET\n",
-            "object o: refused: env OTHER_SECRET",
+            "object o: refused: env source not served",
         ),
         (
             &*format!(
                 "- objectName: a\n  env: KS_CSI_TEST_A\n- objectName: f\n  file: {}/x\n",
                 outside.path().display()
             ),
-            "object f: refused:",
+            "object f: refused: file source not served",
         ),
         (
             &*format!(
                 "- objectName: a\n  env: KS_CSI_TEST_A\n- objectName: l\n  file: {}/link\n",
                 data.path().display()
             ),
-            "object l: refused:",
+            "object l: refused: file source not served",
         ),
     ];
     for (objects, want) in cases {
