@@ -58,7 +58,10 @@ fn validate_manifest() {
     let bad = GOOD.replace("objectName: token", "objectName: ../token");
     let (code, out) = validate("bad.yaml", &bad);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("object ../token: objectName:"), "{out}");
+    assert!(
+        out.contains("object objects[1]: objectName: \"../token\""),
+        "{out}"
+    );
 
     let bare = "objects: |\n  - objectName: a\n    env: A\n  - objectName: a\n    env: B\n";
     let (code, out) = validate("bare.yaml", bare);
@@ -85,7 +88,8 @@ fn validate_every_class_of_a_multi_document_file() {
     let (code, out) = validate("multi-bad.yaml", &format!("{ns}---\n{GOOD}---\n{broken}"));
     assert_eq!(code, 2, "{out}");
     assert!(
-        out.contains("document 3 (SecretProviderClass api):") && out.contains("object ../token"),
+        out.contains("document 3 (SecretProviderClass api):")
+            && out.contains("object objects[1]: objectName: \"../token\""),
         "{out}"
     );
 

@@ -43,6 +43,7 @@ impl ConfigError {
         let full = err.to_string();
         let message = full.lines().next().unwrap_or("invalid YAML").trim();
         let message = strip_location_prefix(message.strip_prefix("error: ").unwrap_or(message));
+        let message = without_input(&message);
         ConfigError::Syntax {
             origin: origin.to_string(),
             line: loc.map(|l| l.line()),
@@ -69,4 +70,71 @@ fn strip_location_prefix(message: &str) -> String {
         Some(r)
     });
     rest.unwrap_or(message).to_string()
+}
+
+/// serde's messages quote the scalar they were given: "unknown variant
+/// `…`", "invalid type: string \"…\"". YAML lets a literal secret
+/// `value` be anchored and aliased into any field (`delivery: *pw`), so the
+/// quoted text is cut; what was expected (the allowed variants, the type)
+/// and the location stay.
+fn without_input(message: &str) -> String {
+    // `unknown variant `<input>`, expected …` (the input is not escaped,
+    // so the end is the last "`, ").
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        return match rest.rfind("`, ") {
+            Some(end) => format!("unknown variant, {}", &rest[end + 3..]),
+            None => "unknown variant".into(),
+        };
+    }
+    // `string "<input>"` as serde's `Unexpected::Str` prints it (Debug
+    // escaping, so the end is the first unescaped quote).
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("string \"") {
+        out.push_str(&rest[..at + "string".len()]);
+        let quoted = &rest[at + "string \"".len()..];
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match end {
+            Some(i) => rest = &quoted[i + 1..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_input;
+
+    #[test]
+    fn quoted_input_is_cut() {
+        assert_eq!(
+            without_input("unknown variant `s3cr`et`, expected one of env, file"),
+            "unknown variant, expected one of env, file"
+        );
+        assert_eq!(
+            without_input(r#"invalid type: string "pw\"x", expected u32"#),
+            "invalid type: string, expected u32"
+        );
+        assert_eq!(
+            without_input("unknown field `x`, expected one of a"),
+            "unknown field `x`, expected one of a"
+        );
+    }
 }

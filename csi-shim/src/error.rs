@@ -108,7 +108,9 @@ impl Error {
                     tonic::Status::failed_precondition(msg)
                 }
                 // An upstream's answer over the maximum secret size.
-                P::TooLarge { .. } => tonic::Status::resource_exhausted(msg),
+                P::TooLarge { .. } | P::ValueTooLarge { .. } => {
+                    tonic::Status::resource_exhausted(msg)
+                }
                 e if e.is_retryable() => tonic::Status::unavailable(msg),
                 _ => tonic::Status::internal(msg),
             },

@@ -10,6 +10,7 @@ mod conn;
 pub mod error;
 mod identity;
 pub mod limits;
+mod local;
 pub mod metrics;
 pub mod mount;
 mod objects;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use kernelseal_providers::{
-    AwsRef, Cache, CacheOptions, FileProblem, KubernetesRef, KvEngine, Registry, SecretProvider,
-    SecretRef, SecretValue, VaultRef,
+    AwsRef, Cache, CacheOptions, KubernetesRef, KvEngine, Registry, SecretRef, SecretValue,
+    VaultRef,
 };
 use prost::Message;
 use zeroize::{Zeroize, Zeroizing};
@@ -125,7 +125,9 @@ impl Mounter {
             let contents = decode(o, value.expose_bytes())?;
             versions.push(ObjectVersion {
                 id: o.name.clone(),
-                version: self.key.version(&o.canonical, &contents),
+                version: self
+                    .key
+                    .version(&attrs.pod.namespace, &o.canonical, &contents),
             });
             files.push(File {
                 path: o.name.clone(),
@@ -155,20 +157,10 @@ impl Mounter {
             message,
         };
         match &o.source {
-            ObjectSource::Env { var } => {
-                if !self
-                    .policy
-                    .env_prefixes
-                    .iter()
-                    .any(|p| !p.is_empty() && var.starts_with(p.as_str()))
-                {
-                    return Err(refuse(format!(
-                        "env {var} is not allowed (the provider serves only variables matching --allow-env)"
-                    )));
-                }
-            }
-            ObjectSource::File { path } => {
-                self.allowed_file(o, path)?;
+            // One answer for every reason (see local.rs).
+            ObjectSource::Env { .. } | ObjectSource::File { .. } => {
+                crate::local::check(&self.policy, o)
+                    .map_err(|reason| crate::local::refusal(o, &pod_of(attrs), &reason))?;
             }
             ObjectSource::Vault { .. } => {
                 let v = attrs
@@ -213,34 +205,6 @@ impl Mounter {
         Ok(())
     }
 
-    /// Where a `file` object is read: the allowed directory its real path
-    /// (symlinks resolved, now) is under, and the path below it.
-    fn allowed_file(&self, o: &Object, path: &str) -> Result<(PathBuf, PathBuf), Error> {
-        let refuse = |message: String| Error::Refused {
-            object: o.name.clone(),
-            message,
-        };
-        let real = std::fs::canonicalize(path).map_err(|e| {
-            refuse(format!(
-                "file {path}: {} (checked against --allow-file-dir)",
-                e.kind()
-            ))
-        })?;
-        self.policy
-            .file_dirs
-            .iter()
-            .find_map(|d| {
-                let below = real.strip_prefix(d).ok()?;
-                // The directory itself is not a file below it.
-                (!below.as_os_str().is_empty()).then(|| (d.clone(), below.to_path_buf()))
-            })
-            .ok_or_else(|| {
-                refuse(format!(
-                    "file {path} is not under an --allow-file-dir directory"
-                ))
-            })
-    }
-
     async fn fetch(&self, o: &Object, attrs: &MountAttributes) -> Result<SecretValue, Error> {
         let fail = |source| Error::Fetch {
             object: o.name.clone(),
@@ -251,32 +215,12 @@ impl Mounter {
             service_account: attrs.pod.service_account.clone(),
         };
         match &o.source {
-            // Local sources: read again on every Mount, so rotation shows at once.
-            ObjectSource::Env { var } => self
-                .registry
-                .fetch(&SecretRef::Env { var: var.clone() })
-                .await
-                .map_err(fail),
-            // The path resolved just now is opened beneath its allowed
-            // directory following no symlink: a directory on it swapped
-            // for a symlink since (to anywhere) fails the open instead of
-            // leading it outside.
-            ObjectSource::File { path } => {
-                let (dir, below) = self.allowed_file(o, path)?;
-                self.registry
-                    .file_provider()
-                    .fetch_beneath(&dir, &below)
+            // Local sources: read again on every Mount, so rotation shows
+            // at once; one answer for every failure (see local.rs).
+            ObjectSource::Env { .. } | ObjectSource::File { .. } => {
+                crate::local::fetch(&self.registry, &self.policy, o)
                     .await
-                    .map_err(|e| match e {
-                        kernelseal_providers::Error::File {
-                            problem: p @ (FileProblem::Symlink | FileProblem::NotBeneath),
-                            ..
-                        } => Error::Refused {
-                            object: o.name.clone(),
-                            message: format!("file {path}: {p}"),
-                        },
-                        e => fail(e),
-                    })
+                    .map_err(|reason| crate::local::refusal(o, &pod_of(attrs), &reason))
             }
             // Only the pod's own namespace: a class cannot name another.
             ObjectSource::K8sSecret { name, key } => self
@@ -336,6 +280,11 @@ impl Mounter {
             }
         }
     }
+}
+
+/// `namespace/name` of the pod, as the log lines name it.
+fn pod_of(attrs: &MountAttributes) -> String {
+    format!("{}/{}", attrs.pod.namespace, attrs.pod.name)
 }
 
 /// `vaultPath` is Vault's API path, as in the Vault CSI provider:

@@ -121,11 +121,16 @@ pub(crate) fn parse_object(
         fields.insert(k.as_str(), text);
     }
     let name = fields.get("objectName").cloned().unwrap_or_default();
-    let object = if name.is_empty() {
-        fallback
-    } else {
-        name.clone()
-    };
+    // The name is checked before any error names the object by it: a name
+    // with a newline or ESC would forge lines in the driver's and our logs.
+    if let Err(message) = check_file_name(&name) {
+        return Err(Error::Object {
+            object: fallback,
+            field: "objectName".into(),
+            message,
+        });
+    }
+    let object = name.clone();
     let err = |field: &str, message: String| Error::Object {
         object: object.clone(),
         field: field.to_string(),
@@ -137,10 +142,6 @@ pub(crate) fn parse_object(
             "unknown key; sources are vaultPath, awsSecretId, k8sSecret, file, env".into(),
         ));
     }
-    if name.is_empty() {
-        return Err(err("objectName", "missing".into()));
-    }
-    check_file_name(&name).map_err(|m| err("objectName", m))?;
     let take = |k: &str| fields.get(k).cloned().filter(|s| !s.is_empty());
     let sources: Vec<&str> = ["vaultPath", "awsSecretId", "k8sSecret", "file", "env"]
         .into_iter()
@@ -272,15 +273,35 @@ pub(crate) fn parse_object(
     })
 }
 
-/// A file name the driver will accept: relative, clean, no `..`.
+/// Longest segment of an object name: Linux's NAME_MAX, which the driver
+/// cannot exceed when it writes the file.
+const MAX_SEGMENT_BYTES: usize = 255;
+
+/// Bidirectional-text controls: they reorder how a log line reads.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A file name the driver can write and the logs can show: relative,
+/// clean, no `..`, no control characters, segments within NAME_MAX. The
+/// messages never quote a name that holds a control character.
 fn check_file_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("missing".into());
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control() || is_bidi_control(*c)) {
+        return Err(format!(
+            "holds the control character U+{:04X}; names are printed in logs and events",
+            c as u32
+        ));
+    }
     if name.starts_with('/') {
         return Err(format!(
             "{name:?} is absolute; file names are relative to the volume"
         ));
     }
-    if name.contains('\0') || name.contains('\\') {
-        return Err(format!("{name:?} holds a NUL or backslash"));
+    if name.contains('\\') {
+        return Err(format!("{name:?} holds a backslash"));
     }
     if name
         .split('/')
@@ -289,6 +310,37 @@ fn check_file_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "{name:?} is not a clean relative path (no empty, . or .. segments)"
         ));
+    }
+    if name.split('/').any(|s| s.len() > MAX_SEGMENT_BYTES) {
+        return Err(format!(
+            "a segment is over {MAX_SEGMENT_BYTES} bytes, the longest file name the driver can write"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses two objects where one's file is a directory of the other
+/// (`a` and `a/b`): the driver cannot write both, and would fail the
+/// volume after we answered.
+pub(crate) fn check_layout(objects: &[Object]) -> Result<(), Error> {
+    let files: std::collections::HashMap<&str, usize> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.name.as_str(), i))
+        .collect();
+    for (j, o) in objects.iter().enumerate() {
+        let dirs = o.name.match_indices('/').map(|(at, _)| &o.name[..at]);
+        for dir in dirs {
+            if let Some(i) = files.get(dir) {
+                return Err(Error::Object {
+                    object: format!("objects[{j}]"),
+                    field: "objectName".into(),
+                    message: format!(
+                        "its directory is the file of objects[{i}]; a path cannot be both a file and a directory"
+                    ),
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -301,5 +353,100 @@ fn parse_octal_mode(text: &str) -> Result<u32, String> {
         Ok(m) if m <= 0o777 => Ok(m),
         Ok(_) => Err(format!("{text:?} is over 0777")),
         Err(_) => Err(format!("{text:?} is not an octal file mode like \"0640\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::error::Error;
+    use crate::params::parse_parameters;
+
+    fn objects(yaml: &str) -> Result<usize, Error> {
+        let mut m = BTreeMap::new();
+        m.insert("objects".to_string(), yaml.to_string());
+        parse_parameters(&m).map(|(p, _)| p.objects.len())
+    }
+
+    /// An error for object `index` that does not hold `raw`.
+    fn refused(yaml: &str, index: usize, raw: &str) -> String {
+        let e = objects(yaml).unwrap_err();
+        assert!(matches!(e, Error::Object { .. }), "{e:?}");
+        let t = e.to_string();
+        assert!(
+            t.starts_with(&format!("object objects[{index}]: objectName: ")),
+            "{t}"
+        );
+        assert!(!t.contains(raw), "{t:?} echoes {raw:?}");
+        assert_eq!(e.to_status().code(), tonic::Code::InvalidArgument);
+        t
+    }
+
+    /// A YAML double-quoted scalar with every non-printable-ASCII
+    /// character escaped (`\u0085` raw would be a YAML line break).
+    fn yaml_quoted(raw: &str) -> String {
+        let body: String = raw
+            .chars()
+            .map(|c| match c {
+                ' '..='~' if c != '"' && c != '\\' => c.to_string(),
+                c => format!("\\u{:04X}", c as u32),
+            })
+            .collect();
+        format!("\"{body}\"")
+    }
+
+    #[test]
+    fn names_with_control_characters_are_refused_unquoted() {
+        for (raw, code) in [
+            ("a\n2025-01-01T00:00:00Z INFO forged", "U+000A"),
+            ("a\u{1b}[31mred", "U+001B"),
+            ("invoice\u{202e}fdp.exe", "U+202E"),
+            ("x\u{2066}y", "U+2066"),
+            ("tab\there", "U+0009"),
+            ("del\u{7f}", "U+007F"),
+            ("c1\u{85}", "U+0085"),
+        ] {
+            // Double-quoted YAML, so the escapes reach the parser as
+            // characters; the entry before is fine, so the index is 1.
+            let yaml = format!(
+                "- objectName: ok\n  env: A\n- objectName: {}\n  env: B\n",
+                yaml_quoted(raw)
+            );
+            let t = refused(&yaml, 1, raw);
+            assert!(t.contains(code), "{t}");
+        }
+        // Printable non-ASCII names are fine.
+        assert_eq!(objects("- objectName: café/пароль\n  env: A\n").unwrap(), 1);
+    }
+
+    #[test]
+    fn names_the_driver_cannot_write_are_refused() {
+        let long = "a".repeat(256);
+        refused(&format!("- objectName: d/{long}\n  env: A\n"), 0, &long);
+        let ok = "a".repeat(255);
+        assert_eq!(
+            objects(&format!("- objectName: d/{ok}\n  env: A\n")).unwrap(),
+            1
+        );
+        // A file and a directory of the same name, either order.
+        let t = refused(
+            "- objectName: db\n  env: A\n- objectName: db/password\n  env: B\n",
+            1,
+            "password",
+        );
+        assert!(t.contains("objects[0]"), "{t}");
+        let t = refused(
+            "- objectName: x/db/password\n  env: A\n- objectName: x/db\n  env: B\n",
+            0,
+            "password",
+        );
+        assert!(t.contains("objects[1]"), "{t}");
+        // Siblings and a shared directory are fine.
+        assert_eq!(
+            objects("- objectName: db/user\n  env: A\n- objectName: db/password\n  env: B\n- objectName: dbx\n  env: C\n")
+                .unwrap(),
+            3
+        );
     }
 }

@@ -338,6 +338,7 @@ pub fn parse_parameters(
         }
         objects.push(o);
     }
+    crate::objects::check_layout(&objects)?;
     let needs_vault = objects
         .iter()
         .any(|o| matches!(o.source, ObjectSource::Vault { .. }));
@@ -449,7 +450,10 @@ mod tests {
     #[test]
     fn errors_name_object_and_field() {
         let e = params("- objectName: ../x\n  env: A\n").unwrap_err();
-        assert!(e.to_string().starts_with("object ../x: objectName:"), "{e}");
+        assert!(
+            e.to_string().starts_with("object objects[0]: objectName:"),
+            "{e}"
+        );
         let e = params("- objectName: /abs\n  env: A\n").unwrap_err();
         assert!(e.to_string().contains("absolute"), "{e}");
         let e = params("- objectName: a\n  env: A\n- objectName: a\n  env: B\n").unwrap_err();

@@ -123,10 +123,15 @@ impl VersionKey {
         }
     }
 
-    /// The version of one object: config and content, length-prefixed so
-    /// that no two different (config, content) pairs share an input.
-    pub fn version(&self, config: &str, content: &[u8]) -> String {
+    /// The version of one object: the pod's namespace, the object's config
+    /// (which holds its name) and content, length-prefixed so that no two
+    /// different inputs share one. The namespace is in it because versions
+    /// are visible to each namespace's pods and events: equal versions would
+    /// tell one tenant that another's secret equals a value it knows.
+    pub fn version(&self, namespace: &str, config: &str, content: &[u8]) -> String {
         let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(&(namespace.len() as u64).to_be_bytes());
+        ctx.update(namespace.as_bytes());
         ctx.update(&(config.len() as u64).to_be_bytes());
         ctx.update(config.as_bytes());
         ctx.update(&(content.len() as u64).to_be_bytes());
@@ -146,13 +151,17 @@ mod tests {
         let p = dir.path().join("sub/key");
         let a = VersionKey::load_or_create(&p).unwrap();
         let b = VersionKey::load_or_create(&p).unwrap();
-        assert_eq!(a.version("c", b"x"), b.version("c", b"x"));
-        assert_ne!(a.version("c", b"x"), a.version("c", b"y"));
-        assert_ne!(a.version("c", b"x"), a.version("d", b"x"));
+        assert_eq!(a.version("ns", "c", b"x"), b.version("ns", "c", b"x"));
+        assert_ne!(a.version("ns", "c", b"x"), a.version("ns", "c", b"y"));
+        assert_ne!(a.version("ns", "c", b"x"), a.version("ns", "d", b"x"));
+        // Equal content and config in another namespace: another version;
+        // and no shifting of bytes between the fields gives the same input.
+        assert_ne!(a.version("ns", "c", b"x"), a.version("other", "c", b"x"));
+        assert_ne!(a.version("nsc", "", b"x"), a.version("ns", "c", b"x"));
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let other = VersionKey::from_bytes(&[7; 32]);
-        assert_ne!(a.version("c", b"x"), other.version("c", b"x"));
+        assert_ne!(a.version("ns", "c", b"x"), other.version("ns", "c", b"x"));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(VersionKey::load_or_create(&p).is_err());
     }

@@ -61,11 +61,9 @@ impl PodWebIdentity {
                 // Code and message only: never the request, which holds the token.
                 let (text, refused) = match e.as_service_error() {
                     Some(se) => (
-                        format!(
-                            "{}: {}",
-                            se.code().unwrap_or("error"),
-                            se.message().unwrap_or("no message")
-                        ),
+                        // A known code only, never STS's message: a hostile
+                        // or broken endpoint can quote the token in it.
+                        kernelseal_providers::aws_error_code(se.code()).to_string(),
                         e.raw_response().is_some_and(|r| {
                             r.status().as_u16() < 500 && r.status().as_u16() != 429
                         }),

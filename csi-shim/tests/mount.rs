@@ -189,21 +189,21 @@ async fn local_sources_off_unless_allowed_and_all_or_nothing() {
     let cases = [
         (
             "- objectName: a\n  env: KS_CSI_TEST_A\n- objectName: o\n  env: OTHER_SECRET\n",
-            "object o: refused: env OTHER_SECRET",
+            "object o: refused: env source not served",
         ),
         (
             &*format!(
                 "- objectName: a\n  env: KS_CSI_TEST_A\n- objectName: f\n  file: {}/x\n",
                 outside.path().display()
             ),
-            "object f: refused:",
+            "object f: refused: file source not served",
         ),
         (
             &*format!(
                 "- objectName: a\n  env: KS_CSI_TEST_A\n- objectName: l\n  file: {}/link\n",
                 data.path().display()
             ),
-            "object l: refused:",
+            "object l: refused: file source not served",
         ),
     ];
     for (objects, want) in cases {
@@ -279,17 +279,26 @@ async fn bad_input_names_parameter_and_object() {
         (
             attributes("- objectName: ../a\n  env: KS_CSI_TEST_A\n", &[], &[]),
             Code::InvalidArgument,
-            "object ../a: objectName:",
+            "object objects[0]: objectName: \"../a\"",
         ),
         (
             attributes("- objectName: x/../../a\n  env: KS_CSI_TEST_A\n", &[], &[]),
             Code::InvalidArgument,
-            "object x/../../a: objectName:",
+            "object objects[0]: objectName: \"x/../../a\"",
+        ),
+        (
+            attributes(
+                "- objectName: \"a\\nINFO forged\"\n  env: KS_CSI_TEST_A\n",
+                &[],
+                &[],
+            ),
+            Code::InvalidArgument,
+            "object objects[0]: objectName: holds the control character U+000A",
         ),
         (
             attributes("- objectName: /etc/a\n  env: KS_CSI_TEST_A\n", &[], &[]),
             Code::InvalidArgument,
-            "object /etc/a: objectName:",
+            "object objects[0]: objectName: \"/etc/a\"",
         ),
         (
             attributes(
@@ -405,5 +414,34 @@ async fn response_over_4mib_is_a_clear_error() {
         "{}",
         e.message()
     );
+    s.stop().await;
+}
+
+/// Versions are keyed by namespace: the same class and content mounted in
+/// two namespaces gives two versions, so a version seen in one namespace
+/// says nothing about another's secret; in one namespace it stays stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_differ_across_namespaces() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("shared"), "same-content").unwrap();
+    let objects = format!(
+        "- objectName: a\n  file: {}/shared\n",
+        data.path().display()
+    );
+    let shop = attributes(&objects, &[], &[]);
+    let other = shop.replace("\"shop\"", "\"other\"");
+    assert_ne!(shop, other);
+    let mut s = Server::start(policy(data.path()), &data.path().join("k")).await;
+    let a = s
+        .client
+        .mount(request(shop.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = s.client.mount(request(other)).await.unwrap().into_inner();
+    let again = s.client.mount(request(shop)).await.unwrap().into_inner();
+    assert_eq!(a.files[0].contents, b.files[0].contents);
+    assert_ne!(a.object_version[0].version, b.object_version[0].version);
+    assert_eq!(a.object_version, again.object_version);
     s.stop().await;
 }

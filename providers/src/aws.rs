@@ -230,7 +230,13 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
             let status = se.raw().status().as_u16();
             let err = se.err();
             let code = err.code().unwrap_or("");
-            let message = format!("{code}: {}", err.message().unwrap_or("no message"));
+            // The code if it is a known one, and the status; never AWS's
+            // message, which can quote the request (see `crate::upstream`).
+            let message = format!(
+                "{} ({})",
+                crate::aws_error_code(err.code()),
+                crate::upstream::http_reason(status)
+            );
             if code == "ResourceNotFoundException" || status == 404 {
                 Error::NotFound {
                     reference: rs.to_string(),

@@ -103,6 +103,16 @@ pub enum Error {
         what: String,
         limit: usize,
     },
+    /// One value in an answer is over the per-value bound (see
+    /// [`MAX_VALUE_BYTES`](crate::MAX_VALUE_BYTES)); it was dropped.
+    #[error(
+        "{reference}: {what}: the value is over {limit} bytes, the maximum value size; refused"
+    )]
+    ValueTooLarge {
+        reference: String,
+        what: String,
+        limit: usize,
+    },
 }
 
 fn detail_suffix(message: &str) -> String {

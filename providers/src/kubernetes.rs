@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::{Resource, Status};
+use kube::core::Resource;
 use tokio::sync::OnceCell;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -17,6 +17,7 @@ use crate::error::{Error, chain, is_tls};
 use crate::limit::{MAX_ANSWER_BYTES, ReadError, read_body};
 use crate::reference::SecretRef;
 use crate::settings::KubernetesSettings;
+use crate::upstream::answered;
 use crate::value::{Metadata, SecretValue};
 
 /// One Kubernetes API (one `providers:` entry of `type: kubernetes`, or the
@@ -86,6 +87,10 @@ impl KubernetesProvider {
                 // Secret that takes longer than this will not come.
                 config.connect_timeout = Some(Duration::from_secs(10));
                 config.read_timeout = Some(Duration::from_secs(30));
+                // kube's retry layer honours `Retry-After` for up to 15
+                // tries, so a 429 became our call timeout instead of an
+                // answer; the cache retries with its own bounded backoff.
+                config.default_retry = false;
                 let ns = self
                     .settings
                     .namespace
@@ -158,12 +163,10 @@ impl KubernetesProvider {
                 message: format!("answer is not a Secret ({:?} error)", e.classify()),
             });
         }
-        // Not every error answer is a `Status` (a proxy's HTML page); then
-        // the status line alone, never the body, which could be anything.
-        let message = match serde_json::from_slice::<Status>(&body) {
-            Ok(s) => format!("{} (key {key:?})", s.message),
-            Err(_) => format!("HTTP {status} (key {key:?})"),
-        };
+        // The status alone, never the body: a `Status.message` quotes what
+        // the server was sent, and a proxy's page could say anything.
+        drop(body);
+        let message = format!("{} (key {key:?})", answered("Kubernetes API", status));
         let (rs, what) = (rs.to_string(), what.to_string());
         Err(match status {
             404 => Error::NotFound {
@@ -179,7 +182,7 @@ impl KubernetesProvider {
             c if c >= 500 || c == 429 => Error::Unavailable {
                 reference: rs,
                 what: "Kubernetes API".into(),
-                message: format!("HTTP {c}: {message}"),
+                message,
             },
             c => Error::Upstream {
                 reference: rs,

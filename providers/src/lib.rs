@@ -25,6 +25,7 @@ mod limit;
 mod reference;
 mod registry;
 mod settings;
+mod upstream;
 mod value;
 mod vault;
 
@@ -36,13 +37,14 @@ pub use error::{Error, FileProblem};
 pub use file::FileProvider;
 pub use kernelseal_secretmem::Backing;
 pub use kubernetes::KubernetesProvider;
-pub use limit::MAX_ANSWER_BYTES;
+pub use limit::{MAX_ANSWER_BYTES, MAX_VALUE_BYTES};
 pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef, parse_duration};
 pub use registry::Registry;
 pub use settings::{
     AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, ProviderSettings, SecretIdSource,
     VaultAuth, VaultSettings, check_settings, known_settings,
 };
+pub use upstream::aws_error_code;
 pub use value::{Lease, Metadata, SecretValue, content_tag, secret_memory};
 pub use vault::VaultProvider;
 

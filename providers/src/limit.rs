@@ -18,6 +18,13 @@ use zeroize::Zeroizing;
 /// larger than what could ever be delivered.
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
+/// The largest single value taken out of an answer (a Vault key's value):
+/// what Kubernetes allows for a whole Secret and Vault's integrated storage
+/// for one entry, and the `fileRef` default. A 4 MiB answer could
+/// otherwise hold one 4 MiB value, which no Mount response or agent reply
+/// around it could carry.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
 /// The answer was over the bound (carried inside library errors so that
 /// the provider can tell it from a network failure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -437,7 +437,12 @@ async fn approle_login_and_bad_credentials() {
     let p = VaultProvider::new("v", v.settings(auth("wrong-secret-id-999"))).unwrap();
     let e = p.fetch(&r).await.unwrap_err();
     assert!(matches!(e, Error::Auth { .. }), "{e}");
-    assert!(e.to_string().contains("invalid role or secret ID"), "{e}");
+    // The status, not Vault's errors text (see tests/echoes.rs).
+    assert!(
+        e.to_string().contains("Vault answered 400 bad request"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("invalid role or secret ID"), "{e}");
     assert!(e.to_string().contains("providers.v"), "{e}");
     assert_err_clean(&e, &[NEVER_PRINTED, &["wrong-secret-id-999"]].concat());
 }
@@ -455,7 +460,7 @@ async fn wrong_role_is_a_clear_error() {
     let text = e.to_string();
     assert!(matches!(e, Error::Auth { .. }), "{e}");
     assert!(
-        text.contains("invalid role name") && text.contains("not-app"),
+        text.contains("Vault answered 400 bad request") && text.contains("not-app"),
         "{text}"
     );
     assert!(text.contains("auth/kubernetes"), "{text}");
@@ -627,14 +632,18 @@ async fn server_down_and_sealed_retry_then_fail() {
     assert_eq!(cache.upstream_calls(), 3);
     assert_err_clean(&e, NEVER_PRINTED);
 
-    // Sealed: 503 with Vault's errors text, retried, then reported.
+    // Sealed: 503, retried, then reported by its status (never Vault's text).
     let v = Standin::start(3600, true).await;
     let p = Arc::new(VaultProvider::new("v", v.settings(kube_auth(&dir, "app"))).unwrap());
     p.fetch(&r).await.unwrap();
     v.with(|s| s.sealed = true);
     let cache = Cache::new(p, opts);
     let e = cache.get(&r).await.unwrap_err();
-    assert!(e.to_string().contains("Vault is sealed"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("Vault answered 503 service unavailable"),
+        "{e}"
+    );
     assert_eq!(cache.upstream_calls(), 3);
     assert_err_clean(&e, NEVER_PRINTED);
 }

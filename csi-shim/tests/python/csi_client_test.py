@@ -63,9 +63,11 @@ def yaml_objects(text):
     return out
 
 
-def version(key, obj, content):
+def version(key, namespace, obj, content):
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    ns = namespace.encode()
     mac = hmac.new(key, digestmod=hashlib.sha256)
+    mac.update(struct.pack(">Q", len(ns)) + ns)
     mac.update(struct.pack(">Q", len(canonical)) + canonical)
     mac.update(struct.pack(">Q", len(content)) + content)
     return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
@@ -137,11 +139,13 @@ def main():
                                   target_path=r["target_path"], permission=r["permission"])
             resp = stub.Mount(req, timeout=10)
 
-            objects = yaml_objects(json.loads(attributes)["objects"])
+            attrs = json.loads(attributes)
+            objects = yaml_objects(attrs["objects"])
+            namespace = attrs["csi.storage.k8s.io/pod.namespace"]
             want = pb.MountResponse()
             for obj, exp in zip(objects, fx["expected"]):
                 content = bytes.fromhex(exp["contents_hex"])
-                want.object_version.add(id=obj["objectName"], version=version(key, obj, content))
+                want.object_version.add(id=obj["objectName"], version=version(key, namespace, obj, content))
                 want.files.add(path=exp["path"], mode=exp["mode"], contents=content)
             got_bytes, want_bytes = resp.SerializeToString(), want.SerializeToString()
             if got_bytes != want_bytes:

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::SecretBox;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
@@ -143,9 +143,11 @@ impl VaultProvider {
             .header("Content-Type", "application/json")
             .body(body.to_vec());
         let (status, resp) = self.send(req, &self.login_ref()).await?;
-        let scrub: Vec<&str> = creds.iter().map(|c| c.as_str()).collect();
+        // The credentials sent are wiped when `creds` drops; Vault's error
+        // text (which could echo them) is not read at all.
+        drop(creds);
         if !(200..300).contains(&status) {
-            let text = self.error_text(status, &resp, &scrub);
+            let text = self.refusal(status);
             if status >= 500 || status == 429 {
                 return Err(Error::Unavailable {
                     reference: self.login_ref(),
@@ -189,10 +191,7 @@ impl VaultProvider {
         if !(200..300).contains(&status) {
             return Err(Error::Auth {
                 provider: self.name.clone(),
-                message: format!(
-                    "token renewal refused: {}",
-                    self.error_text(status, &body, &[token.expose_secret()])
-                ),
+                message: format!("token renewal refused: {}", self.refusal(status)),
             });
         }
         let parsed: Response = serde_json::from_slice(&body).unwrap_or_default();
@@ -252,11 +251,11 @@ impl VaultProvider {
         let token = self.token().await?;
         let url = format!("{}/v1/auth/token/lookup-self", self.settings.address);
         let req = self.http.get(&url).headers(self.headers(Some(&token)));
-        let (status, body) = self.send(req, &self.login_ref()).await?;
+        let (status, _body) = self.send(req, &self.login_ref()).await?;
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let text = self.error_text(status, &body, &[token.expose_secret()]);
+        let text = self.refusal(status);
         if status >= 500 || status == 429 {
             return Err(Error::Unavailable {
                 reference: self.login_ref(),

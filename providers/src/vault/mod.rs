@@ -23,9 +23,10 @@ use crate::SecretProvider;
 use crate::env::wrong_kind;
 use crate::error::{Error, chain, is_tls};
 use crate::json::{take_value, wipe};
-use crate::limit::{MAX_ANSWER_BYTES, ReadError, read_reqwest};
+use crate::limit::{MAX_ANSWER_BYTES, MAX_VALUE_BYTES, ReadError, read_reqwest};
 use crate::reference::{KvEngine, SecretRef, VaultRef};
 use crate::settings::VaultSettings;
+use crate::upstream::{answered, http_reason};
 use crate::value::{Lease, Metadata, SecretValue, content_tag};
 
 mod auth;
@@ -68,12 +69,6 @@ struct Response {
     renewable: bool,
     #[serde(default)]
     auth: Option<auth::AuthBlock>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    errors: Vec<String>,
 }
 
 impl VaultProvider {
@@ -206,31 +201,11 @@ impl VaultProvider {
         }
     }
 
-    /// Vault's `errors` text, with every credential we hold scrubbed out and
-    /// the length bounded.
-    fn error_text(&self, status: u16, body: &[u8], scrub: &[&str]) -> String {
-        let mut text = serde_json::from_slice::<ErrorBody>(body)
-            .map(|b| b.errors.join("; "))
-            .unwrap_or_default();
-        if text.is_empty() {
-            text = format!("HTTP {status}");
-        } else {
-            text = format!("HTTP {status}: {text}");
-        }
-        for s in scrub {
-            if s.len() >= 4 {
-                text = text.replace(s, "<redacted>");
-            }
-        }
-        if text.len() > 400 {
-            let mut cut = 400;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-            text.push('…');
-        }
-        text
+    /// What a Vault error answer may say: its status and a fixed reason,
+    /// never its `errors` text, which can quote what it was sent (see
+    /// [`crate::upstream`]).
+    fn refusal(&self, status: u16) -> String {
+        answered("Vault", status)
     }
 
     fn location(&self, v: &VaultRef, r: &str) -> Result<(KvEngine, String, String), Error> {
@@ -291,7 +266,6 @@ impl VaultProvider {
             }
             tracing::debug!(provider = %self.name, reference = %rs, "vault read");
             let (status, body) = self.send(req, &rs).await?;
-            let scrub = [token.expose_secret()];
             match status {
                 200..=299 => return self.parse(r, v, engine, &what, &body),
                 403 if !relogged => {
@@ -303,36 +277,28 @@ impl VaultProvider {
                     return Err(Error::Forbidden {
                         reference: rs,
                         what,
-                        message: self.error_text(status, &body, &scrub),
+                        message: self.refusal(status),
                     });
                 }
                 404 => {
                     return Err(Error::NotFound {
                         reference: rs,
                         what,
-                        message: self
-                            .error_text(status, &body, &scrub)
-                            .trim_start_matches("HTTP 404")
-                            .trim_start_matches(": ")
-                            .to_string(),
+                        message: String::new(),
                     });
                 }
                 s if s >= 500 || s == 429 => {
                     return Err(Error::Unavailable {
                         reference: rs,
                         what: self.what(),
-                        message: self.error_text(status, &body, &scrub),
+                        message: self.refusal(status),
                     });
                 }
                 _ => {
                     return Err(Error::Upstream {
                         reference: rs,
                         status: Some(status),
-                        message: self
-                            .error_text(status, &body, &scrub)
-                            .split_once(": ")
-                            .map(|(_, m)| m.to_string())
-                            .unwrap_or_else(|| "request refused".into()),
+                        message: http_reason(status).into(),
                     });
                 }
             }
@@ -381,6 +347,13 @@ impl VaultProvider {
                 });
             };
             let bytes = take_value(field);
+            if bytes.len() > MAX_VALUE_BYTES {
+                return Err(Error::ValueTooLarge {
+                    reference: rs.clone(),
+                    what: format!("{what} key {:?}", v.key),
+                    limit: MAX_VALUE_BYTES,
+                });
+            }
             let mut meta = Metadata::new(rs.clone(), self.name.clone());
             meta.version = version.or_else(|| Some(content_tag(&bytes)));
             let lease_ttl =
@@ -415,7 +388,7 @@ impl VaultProvider {
             .json(&body);
         let (status, resp) = self.send(req, &rs).await?;
         if !(200..300).contains(&status) {
-            let message = self.error_text(status, &resp, &[token.expose_secret()]);
+            let message = self.refusal(status);
             return Err(if status >= 500 {
                 Error::Unavailable {
                     reference: rs,
