@@ -155,8 +155,17 @@ fn provider_restarts_over_a_socket_left_by_a_crash() {
     let dir = scratch("stale");
     let socket = dir.join("kernelseal.sock");
     // What a crashed provider leaves: the socket file, nobody listening.
+    // A process another test forks at this moment holds a copy of the
+    // listener until its exec closes it: wait for that to pass.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-    assert!(std::os::unix::net::UnixStream::connect(&socket).is_err());
+    let stale = (0..100).any(|_| {
+        let refused = std::os::unix::net::UnixStream::connect(&socket).is_err();
+        if !refused {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        refused
+    });
+    assert!(stale, "the dropped listener still accepts connections");
 
     let mut child = provider(&dir, &socket);
     let up = serving(&mut child, &socket);
