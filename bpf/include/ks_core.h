@@ -136,9 +136,41 @@ struct hw_perf_event {
 	struct task_struct *target;
 };
 
+struct pmu {
+	const char *name;
+	int type;
+};
+
 struct perf_event {
 	struct perf_event_attr attr;
 	struct hw_perf_event hw;
+	struct pmu *pmu;
+};
+
+union bpf_attr;
+
+/* What the kernel reads or is handed (kernel_read_file, kernel_load_data);
+ * values relocated by name (CO-RE). */
+enum kernel_read_file_id {
+	READING_UNKNOWN,
+	READING_FIRMWARE,
+	READING_MODULE,
+	READING_KEXEC_IMAGE,
+	READING_KEXEC_INITRAMFS,
+	READING_POLICY,
+	READING_X509_CERTIFICATE,
+	READING_MODULE_COMPRESSED,
+};
+
+enum kernel_load_data_id {
+	LOADING_UNKNOWN,
+	LOADING_FIRMWARE,
+	LOADING_MODULE,
+	LOADING_KEXEC_IMAGE,
+	LOADING_KEXEC_INITRAMFS,
+	LOADING_POLICY,
+	LOADING_X509_CERTIFICATE,
+	LOADING_MODULE_COMPRESSED,
 };
 
 struct proc_inode {
@@ -177,6 +209,15 @@ struct proc_inode {
 #define PTRACE_MODE_NOAUDIT 0x04
 #define PTRACE_MODE_FSCREDS 0x08
 #define PTRACE_MODE_REALCREDS 0x10
+
+/* bpf(2) commands (UAPI) */
+#define BPF_PROG_LOAD 5
+#define BPF_PROG_ATTACH 8
+#define BPF_PROG_DETACH 9
+#define BPF_RAW_TRACEPOINT_OPEN 17
+#define BPF_LINK_CREATE 28
+#define BPF_LINK_UPDATE 29
+#define BPF_LINK_DETACH 34
 
 #define EPERM 1
 #define EACCES 13
