@@ -187,6 +187,7 @@ struct proc_inode {
 #define PIPEFS_MAGIC 0x50495045
 #define SECRETMEM_MAGIC 0x5345434d
 #define BPF_FS_MAGIC 0xcafe4a11
+#define SYSFS_MAGIC 0x62656572
 
 #define FMODE_WRITE 0x2
 #define S_IFMT 00170000

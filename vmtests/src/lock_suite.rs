@@ -201,11 +201,29 @@ fn perf_kprobe() -> libc::c_long {
     fd
 }
 
+/// A second mount of this network namespace's sysfs (the superblock /sys
+/// has), unmounted lazily: as `umount -l /sys` would drop the pins' bpffs.
+fn umount_sysfs() -> libc::c_long {
+    let dir = "/tmp/ks-sysfs";
+    let _ = std::fs::create_dir_all(dir);
+    let status = std::process::Command::new("mount")
+        .args(["-t", "sysfs", "sysfs", dir])
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        return -1;
+    }
+    let Ok(c) = CString::new(dir) else {
+        return -1;
+    };
+    // SAFETY: a NUL-terminated path.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) as libc::c_long }
+}
+
 type Vector = (&'static str, fn() -> libc::c_long);
 
 /// The kernel's ways in that need no BPF: each must succeed or fail for its
 /// own reason (not EPERM) before the lock, and fail with EPERM after.
-const VECTORS: [Vector; 8] = [
+const VECTORS: [Vector; 9] = [
     ("finit_module", finit_module),
     ("init_module", init_module),
     ("kexec_file_load", kexec_file_load),
@@ -216,6 +234,7 @@ const VECTORS: [Vector; 8] = [
         open_close("/sys/kernel/tracing/trace")
     }),
     ("perf kprobe event", perf_kprobe),
+    ("umount -l sysfs", umount_sysfs),
 ];
 
 fn mount_tracefs() {

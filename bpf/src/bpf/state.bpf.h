@@ -110,6 +110,10 @@ int BPF_PROG(sb_umount, struct vfsmount *mnt, int flags, int ret)
 
 	if (ret)
 		return ret;
+	/* A lazy unmount of /sys drops the bpffs below it once nothing else
+	 * holds it: locked, sysfs stays mounted too. */
+	if (sb->s_magic == SYSFS_MAGIC && locked(policy()))
+		return refuse_state_even_self();
 	if (sb->s_magic != BPF_FS_MAGIC)
 		return 0;
 	t = trust();
