@@ -23,7 +23,7 @@ pub const LSM_PROGRAMS: [&str; 17] = [
     "inode_unlink",
     "sb_umount",
     // Lock mode (policy.lock): code into the kernel, its ways into memory.
-    "bpf_cmd",
+    "bpf",
     "kernel_read_file",
     "kernel_load_data",
     "locked_down",

@@ -37,7 +37,7 @@ static __always_inline int refuse_unless_self(const struct ks_policy *p, __u32 k
  * only while every earlier program allowed the call, so the previous
  * verdict needs no reading (its position differs: 6.16 added `kernel`). */
 SEC("lsm/bpf")
-int BPF_PROG(bpf_cmd, int cmd, union bpf_attr *attr)
+int BPF_PROG(bpf, int cmd, union bpf_attr *attr)
 {
 	struct ks_policy *p = policy();
 	__u32 prog_type = 0;

@@ -101,7 +101,7 @@ int BPF_PROG(sb_umount, struct vfsmount *mnt, int flags, int ret)
 /* Lock mode's hooks: their programs read no earlier verdict (its position
  * in the arguments differs between kernels); allowing is the verdict. */
 SEC("lsm/bpf")
-int BPF_PROG(bpf_cmd, int cmd, union bpf_attr *attr)
+int BPF_PROG(bpf, int cmd, union bpf_attr *attr)
 {
 	return 0;
 }
