@@ -302,6 +302,7 @@ impl Lock {
             match attempt(call) {
                 0 => {}
                 e if e == libc::EPERM || e == libc::ENOSYS => {
+                    println!("note: {name} fails with errno {e} before the lock: not tested");
                     self.untestable.push(format!("{name} (errno {e} unlocked)"))
                 }
                 _ => {}
@@ -339,12 +340,18 @@ impl Lock {
             Err(e) => return Err(format!("locked: snoop failed, but not with EPERM: {e}")),
         }
         wait_log_line(&["[LOCK BLOCKED]", "load a BPF program (type tracing)"])?;
+        let mut refused = Vec::new();
         for (name, call) in VECTORS {
             if self.untestable.iter().any(|u| u.starts_with(name)) {
                 continue;
             }
             refused_eperm(name, call())?;
+            refused.push(name);
         }
+        println!(
+            "note: refused with EPERM when locked: {}",
+            refused.join(", ")
+        );
         // KernelSeal's own pins: nobody removes them now.
         let pin = std::path::Path::new(PIN_ROOT).join("ks_marks");
         match std::fs::remove_file(&pin) {
