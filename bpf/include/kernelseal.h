@@ -79,8 +79,10 @@
  * (decision allowed): the next agent reports it. */
 #define KS_KIND_HANDOVER 14
 /* Lock mode (policy.lock) refusals; the event's ptrace_mode carries the
- * detail named with each. A bpf(2) command: BPF program load, detach or
- * link update (detail: cmd << 16 | program type). */
+ * detail named with each. A BPF program that could read memory (detail:
+ * cmd << 16 | helper << 8 | program type; helper 0: refused for its type,
+ * 255: a kfunc or kernel variable), or a tracing attachment (detail:
+ * cmd << 16 | attach type). */
 #define KS_KIND_LOCK_BPF 15
 /* A kernel module, kexec image or security policy handed to the kernel
  * (detail: 1 << 16 | kernel_read_file id, or 2 << 16 | kernel_load_data id). */

@@ -149,6 +149,20 @@ struct perf_event {
 
 union bpf_attr;
 
+struct bpf_insn {
+	__u8 code;
+	__u8 dst_reg : 4;
+	__u8 src_reg : 4;
+	__s16 off;
+	__s32 imm;
+};
+
+struct bpf_prog {
+	__u32 len;
+	__u32 type;
+	struct bpf_insn insnsi[];
+};
+
 /* What the kernel reads or is handed (kernel_read_file, kernel_load_data);
  * values relocated by name (CO-RE). */
 enum kernel_read_file_id {
@@ -214,11 +228,8 @@ struct proc_inode {
 /* bpf(2) commands (UAPI) */
 #define BPF_PROG_LOAD 5
 #define BPF_PROG_ATTACH 8
-#define BPF_PROG_DETACH 9
 #define BPF_RAW_TRACEPOINT_OPEN 17
 #define BPF_LINK_CREATE 28
-#define BPF_LINK_UPDATE 29
-#define BPF_LINK_DETACH 34
 
 #define EPERM 1
 #define EACCES 13

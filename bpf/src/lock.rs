@@ -76,21 +76,49 @@ const LOCKDOWN_REASONS: [&str; 30] = [
     "xfrm SA secrets",
 ];
 
-fn bpf_command(cmd: u32, prog_type: u32) -> String {
+/// `enum bpf_attach_type` names of the tracing kinds lock mode refuses.
+fn attach_type(t: u32) -> String {
+    let name = match t {
+        23 => "raw tracepoint",
+        24 => "fentry",
+        25 => "fexit",
+        26 => "fmod_ret",
+        27 => "LSM",
+        28 => "iterator",
+        41 => "perf event",
+        42 => "kprobe_multi",
+        43 => "LSM cgroup",
+        44 => "struct_ops",
+        48 => "uprobe_multi",
+        56 => "kprobe session",
+        57 => "uprobe session",
+        _ => return format!("attach type {t}"),
+    };
+    name.to_string()
+}
+
+fn bpf_command(detail: u32) -> String {
+    let (cmd, low) = (detail >> 16, detail & 0xffff);
     match cmd {
         5 => {
+            let (helper, prog_type) = (low >> 8, low & 0xff);
             let name = PROGRAM_TYPES
                 .get(prog_type as usize)
                 .copied()
                 .unwrap_or("unknown");
-            format!("load a BPF program (type {name})")
+            match helper {
+                0 => format!("load a BPF program (type {name})"),
+                255 => format!(
+                    "load a BPF program (type {name}) that calls a kfunc or reads a kernel variable"
+                ),
+                h => format!(
+                    "load a BPF program (type {name}) that calls helper {h}, which reads memory"
+                ),
+            }
         }
-        8 => "attach a BPF program".into(),
-        9 => "detach a BPF program".into(),
+        8 => format!("attach a BPF program ({})", attach_type(low)),
         17 => "attach a raw tracepoint".into(),
-        28 => "create a BPF link".into(),
-        29 => "replace a BPF link's program".into(),
-        34 => "detach a BPF link".into(),
+        28 => format!("create a BPF link ({})", attach_type(low)),
         other => format!("run bpf command {other}"),
     }
 }
@@ -116,7 +144,7 @@ fn kernel_code(source: u32, id: u32) -> String {
 /// What the accessor attempted, for a lock-mode event; `None` for other kinds.
 pub fn attempted(kind: AccessKind, detail: u32) -> Option<String> {
     Some(match kind {
-        AccessKind::LockBpf => bpf_command(detail >> 16, detail & 0xffff),
+        AccessKind::LockBpf => bpf_command(detail),
         AccessKind::LockKernelCode => kernel_code(detail >> 16, detail & 0xffff),
         AccessKind::Lockdown => {
             let reason = LOCKDOWN_REASONS
@@ -142,8 +170,14 @@ mod tests {
             Some("load a BPF program (type tracing)")
         );
         assert_eq!(
-            attempted(AccessKind::LockBpf, 34 << 16).as_deref(),
-            Some("detach a BPF link")
+            attempted(AccessKind::LockBpf, 5 << 16 | 112 << 8 | 15).as_deref(),
+            Some(
+                "load a BPF program (type cgroup_device) that calls helper 112, which reads memory"
+            )
+        );
+        assert_eq!(
+            attempted(AccessKind::LockBpf, 28 << 16 | 42).as_deref(),
+            Some("create a BPF link (kprobe_multi)")
         );
         assert_eq!(
             attempted(AccessKind::LockKernelCode, 1 << 16 | 2).as_deref(),

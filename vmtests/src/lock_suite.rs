@@ -201,6 +201,52 @@ fn perf_kprobe() -> libc::c_long {
     fd
 }
 
+/// One BPF instruction, as bpf(2) takes it.
+fn insn(code: u8, dst: u8, src: u8, imm: i32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0] = code;
+    b[1] = dst | (src << 4);
+    b[4..8].copy_from_slice(&imm.to_ne_bytes());
+    b
+}
+
+/// BPF_PROG_LOAD of a socket filter that returns 0, optionally after
+/// copying 8 bytes of user memory (bpf_probe_read_user, helper 112): the
+/// fd, or -1 with errno.
+fn load_socket_filter(read_user_memory: bool) -> libc::c_long {
+    let mut prog: Vec<[u8; 8]> = Vec::new();
+    if read_user_memory {
+        prog.push(insn(0xbf, 1, 10, 0)); // r1 = r10
+        prog.push(insn(0x07, 1, 0, -8)); // r1 += -8
+        prog.push(insn(0xb7, 2, 0, 8)); // r2 = 8
+        prog.push(insn(0xb7, 3, 0, 0)); // r3 = 0
+        prog.push(insn(0x85, 0, 0, 112)); // call bpf_probe_read_user
+    }
+    prog.push(insn(0xb7, 0, 0, 0)); // r0 = 0
+    prog.push(insn(0x95, 0, 0, 0)); // exit
+    let license = c"GPL";
+    // prog_load: prog_type, insn_cnt, insns, license (UAPI offsets).
+    let mut attr = [0u64; 16];
+    attr[0] = 1 | ((prog.len() as u64) << 32); // BPF_PROG_TYPE_SOCKET_FILTER
+    attr[1] = prog.as_ptr() as u64;
+    attr[2] = license.as_ptr() as u64;
+    // SAFETY: the attr points at the instructions and the license, which
+    // outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            5, // BPF_PROG_LOAD
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the fd was just returned to us.
+        unsafe { libc::close(fd as i32) };
+    }
+    fd
+}
+
 /// A second mount of this network namespace's sysfs (the superblock /sys
 /// has), unmounted lazily: as `umount -l /sys` would drop the pins' bpffs.
 fn umount_sysfs() -> libc::c_long {
@@ -223,7 +269,7 @@ type Vector = (&'static str, fn() -> libc::c_long);
 
 /// The kernel's ways in that need no BPF: each must succeed or fail for its
 /// own reason (not EPERM) before the lock, and fail with EPERM after.
-const VECTORS: [Vector; 9] = [
+const VECTORS: [Vector; 10] = [
     ("finit_module", finit_module),
     ("init_module", init_module),
     ("kexec_file_load", kexec_file_load),
@@ -235,6 +281,9 @@ const VECTORS: [Vector; 9] = [
     }),
     ("perf kprobe event", perf_kprobe),
     ("umount -l sysfs", umount_sysfs),
+    ("a socket filter that reads user memory", || {
+        load_socket_filter(true)
+    }),
 ];
 
 fn mount_tracefs() {
@@ -352,6 +401,14 @@ impl Lock {
             "note: refused with EPERM when locked: {}",
             refused.join(", ")
         );
+        // What a container runtime loads (runc: a device filter per
+        // container) stays possible: no memory-reading helper, no tracing.
+        if load_socket_filter(false) < 0 {
+            return Err(format!(
+                "locked: a socket filter without memory-reading helpers was refused (errno {})",
+                errno()
+            ));
+        }
         // KernelSeal's own pins: nobody removes them now.
         let pin = std::path::Path::new(PIN_ROOT).join("ks_marks");
         match std::fs::remove_file(&pin) {

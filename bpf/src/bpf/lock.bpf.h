@@ -29,37 +29,178 @@ static __always_inline int refuse_unless_self(const struct ks_policy *p, __u32 k
 	return -EPERM;
 }
 
-/* Loading a program is how root's code would read memory: a tracing
- * program reads any task's user memory, and with CAP_PERFMON any program
- * type may call bpf_probe_read_user on the task it runs in. Detaching and
- * replacing links and attachments would end enforcement. Both before the
- * verifier or the attach code look at anything. The trampoline runs this
- * only while every earlier program allowed the call, so the previous
- * verdict needs no reading (its position differs: 6.16 added `kernel`). */
+/* An instruction as the programs read it raw (not relocated). */
+struct ks_insn {
+	__u8 code;
+	__u8 regs; /* dst_reg in the low nibble, src_reg in the high one */
+	__s16 off;
+	__s32 imm;
+};
+
+#define KS_INSN_CALL 0x85	/* BPF_JMP | BPF_CALL */
+#define KS_INSN_LD_IMM64 0x18	/* BPF_LD | BPF_IMM | BPF_DW */
+#define KS_PSEUDO_CALL 1	/* a call of the program's own subprogram */
+#define KS_PSEUDO_KFUNC_CALL 2
+#define KS_PSEUDO_BTF_ID 3	/* the address of a kernel variable */
+/* In the event detail: a kfunc call or a kernel variable. */
+#define KS_HELPER_KERNEL 255
+
+/* Program types whose programs run on packets, sockets, sysctls and
+ * devices, not on arbitrary kernel functions: cgroup device filters (runc
+ * and systemd load one per container and unit), network data planes. */
+static __always_inline bool packet_or_cgroup_type(__u32 type)
+{
+	switch (type) {
+	case 1:  /* socket_filter */
+	case 3:  /* sched_cls */
+	case 4:  /* sched_act */
+	case 6:  /* xdp */
+	case 8:  /* cgroup_skb */
+	case 9:  /* cgroup_sock */
+	case 10: /* lwt_in */
+	case 11: /* lwt_out */
+	case 12: /* lwt_xmit */
+	case 13: /* sock_ops */
+	case 14: /* sk_skb */
+	case 15: /* cgroup_device */
+	case 16: /* sk_msg */
+	case 18: /* cgroup_sock_addr */
+	case 19: /* lwt_seg6local */
+	case 21: /* sk_reuseport */
+	case 22: /* flow_dissector */
+	case 23: /* cgroup_sysctl */
+	case 25: /* cgroup_sockopt */
+	case 30: /* sk_lookup */
+	case 32: /* netfilter */
+		return true;
+	}
+	return false;
+}
+
+/* Helpers that read (or write) memory other than the packet's and the
+ * program's own: with CAP_PERFMON every program type may call them
+ * (bpf_base_func_proto), reading the task the program runs in. */
+static __always_inline bool reads_memory(__s32 helper)
+{
+	switch (helper) {
+	case 4:   /* probe_read */
+	case 36:  /* probe_write_user */
+	case 45:  /* probe_read_str */
+	case 112: /* probe_read_user */
+	case 113: /* probe_read_kernel */
+	case 114: /* probe_read_user_str */
+	case 115: /* probe_read_kernel_str */
+	case 141: /* get_task_stack */
+	case 147: /* d_path */
+	case 148: /* copy_from_user */
+	case 149: /* snprintf_btf */
+	case 150: /* seq_printf_btf */
+	case 153: /* per_cpu_ptr */
+	case 154: /* this_cpu_ptr */
+	case 158: /* get_current_task_btf */
+	case 175: /* task_pt_regs */
+	case 180: /* find_vma */
+	case 191: /* copy_from_user_task */
+		return true;
+	}
+	return false;
+}
+
+struct insn_scan {
+	const void *insns;
+	__u32 helper; /* what made the program refused; 0: nothing */
+};
+
+static long scan_insn(__u32 i, struct insn_scan *s)
+{
+	struct ks_insn insn;
+	__u8 src;
+
+	if (bpf_probe_read_kernel(&insn, sizeof(insn), s->insns + (__u64)i * sizeof(insn))) {
+		s->helper = KS_HELPER_KERNEL;
+		return 1;
+	}
+	src = insn.regs >> 4;
+	if (insn.code == KS_INSN_LD_IMM64 && src == KS_PSEUDO_BTF_ID) {
+		s->helper = KS_HELPER_KERNEL;
+		return 1;
+	}
+	if (insn.code != KS_INSN_CALL || src == KS_PSEUDO_CALL)
+		return 0;
+	if (src == KS_PSEUDO_KFUNC_CALL) {
+		s->helper = KS_HELPER_KERNEL;
+		return 1;
+	}
+	if (reads_memory(insn.imm)) {
+		s->helper = (__u32)insn.imm & 0xff;
+		return 1;
+	}
+	return 0;
+}
+
+/* A program that could read memory: a tracing type (kprobe, tracepoint,
+ * raw tracepoint, perf event, tracing, LSM, struct_ops, extension,
+ * syscall: they walk kernel pointers), or any other type calling a
+ * memory-reading helper, a kfunc or a kernel variable. Asked after the
+ * instructions are copied in and before the verifier runs; the
+ * trampoline runs this only while earlier programs allowed the load (its
+ * verdict's position differs: 6.16 added `kernel`). */
+SEC("lsm/bpf_prog_load")
+int BPF_PROG(bpf_prog_load, struct bpf_prog *prog)
+{
+	struct ks_policy *p = policy();
+	struct insn_scan scan = {};
+	__u32 type, len;
+
+	if (!locked(p))
+		return 0;
+	type = BPF_CORE_READ(prog, type);
+	if (packet_or_cgroup_type(type)) {
+		len = BPF_CORE_READ(prog, len);
+		scan.insns = (void *)prog + bpf_core_field_offset(struct bpf_prog, insnsi);
+		bpf_loop(len, scan_insn, &scan, 0);
+		if (!scan.helper)
+			return 0;
+	}
+	return refuse_unless_self(p, KS_KIND_LOCK_BPF,
+				  ((__u32)BPF_PROG_LOAD << 16) | (scan.helper << 8) | (type & 0xff));
+}
+
+/* Attach types that run a program on kernel functions, tracepoints,
+ * LSM hooks or user probes: a tracing program loaded before the lock must
+ * not be attached anew. */
+static __always_inline bool tracing_attach_type(__u32 attach_type)
+{
+	return (attach_type >= 23 && attach_type <= 28) || /* raw_tp .. iter */
+	       (attach_type >= 41 && attach_type <= 44) || /* perf_event .. struct_ops */
+	       attach_type == 48 || attach_type >= 56;     /* uprobe_multi, sessions, newer */
+}
+
+/* Attaching: a raw tracepoint, or a link or attachment of a tracing
+ * kind. Packet, socket and cgroup attachments stay allowed (runc attaches
+ * a device filter to every container). prog_attach and link_create both
+ * hold the attach type at offset 8 (UAPI). */
 SEC("lsm/bpf")
 int BPF_PROG(bpf, int cmd, union bpf_attr *attr)
 {
 	struct ks_policy *p = policy();
-	__u32 prog_type = 0;
+	__u32 attach_type = 0;
 
 	if (!locked(p))
 		return 0;
 	switch (cmd) {
-	case BPF_PROG_LOAD:
-		/* prog_type is the first field of the load attributes (UAPI). */
-		bpf_probe_read_kernel(&prog_type, sizeof(prog_type), attr);
+	case BPF_RAW_TRACEPOINT_OPEN:
 		break;
 	case BPF_PROG_ATTACH:
-	case BPF_PROG_DETACH:
-	case BPF_RAW_TRACEPOINT_OPEN:
 	case BPF_LINK_CREATE:
-	case BPF_LINK_UPDATE:
-	case BPF_LINK_DETACH:
+		bpf_probe_read_kernel(&attach_type, sizeof(attach_type), (void *)attr + 8);
+		if (!tracing_attach_type(attach_type))
+			return 0;
 		break;
 	default:
 		return 0;
 	}
-	return refuse_unless_self(p, KS_KIND_LOCK_BPF, ((__u32)cmd << 16) | (prog_type & 0xffff));
+	return refuse_unless_self(p, KS_KIND_LOCK_BPF, ((__u32)cmd << 16) | (attach_type & 0xff));
 }
 
 /* finit_module and kexec_file_load: asked before the kernel reads a byte. */

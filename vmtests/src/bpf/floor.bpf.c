@@ -106,6 +106,12 @@ int BPF_PROG(bpf, int cmd, union bpf_attr *attr)
 	return 0;
 }
 
+SEC("lsm/bpf_prog_load")
+int BPF_PROG(bpf_prog_load, struct bpf_prog *prog)
+{
+	return 0;
+}
+
 SEC("lsm/kernel_read_file")
 int BPF_PROG(kernel_read_file, struct file *file, enum kernel_read_file_id id)
 {
