@@ -60,7 +60,7 @@ fn attach_one(name: &str, program: &mut Program, btf: &Btf) -> Result<(), String
 
 /// aya wraps the errno and the verifier log in `source()`s; a refusal is
 /// only diagnosable with the whole chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

@@ -13,6 +13,7 @@ use aya::{Btf, EbpfLoader};
 
 use crate::agent::{Agent, Policy, kernelseal, log_text, protect, wait_log_line};
 use crate::attacks::errno;
+use crate::floor::error_chain;
 use crate::victim::{SECRET_VALUE, Victim};
 
 /// The object build.rs compiled from src/bpf/snoop.bpf.c.
@@ -32,16 +33,6 @@ struct Loot {
 // SAFETY: plain old data, the layout of the C struct.
 unsafe impl aya::Pod for Loot {}
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
 
 /// Loads the snoop program for `pid` and makes the victim run syscalls
 /// until the program copied its environment: `Ok(environment)`, or the
