@@ -33,7 +33,6 @@ struct Loot {
 // SAFETY: plain old data, the layout of the C struct.
 unsafe impl aya::Pod for Loot {}
 
-
 /// Loads the snoop program for `pid` and makes the victim run syscalls
 /// until the program copied its environment: `Ok(environment)`, or the
 /// load's error.
