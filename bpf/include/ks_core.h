@@ -157,9 +157,14 @@ struct bpf_insn {
 	__s32 imm;
 };
 
+/* CO-RE matches a field of enum type only with an enum of the same name. */
+enum bpf_prog_type {
+	BPF_PROG_TYPE_UNSPEC = 0,
+};
+
 struct bpf_prog {
 	__u32 len;
-	__u32 type;
+	enum bpf_prog_type type;
 	struct bpf_insn insnsi[];
 };
 
