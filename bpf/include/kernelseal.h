@@ -93,7 +93,8 @@
 /* KernelSeal's pins or their bpffs changed while locked, by any process,
  * KernelSeal's own binaries included. */
 #define KS_KIND_LOCK_STATE 18
-/* A perf event on the kprobe or uprobe PMU (detail: the PMU's type). */
+/* A perf event on the kprobe, uprobe or tracepoint PMU (detail: the PMU's
+ * type). */
 #define KS_KIND_LOCK_PROBE 19
 
 /* ks_self_exe.how */

@@ -44,7 +44,7 @@ pub enum AccessKind {
     Lockdown,
     /// Lock mode: KernelSeal's pins, bpffs or binary, by any program.
     LockState,
-    /// Lock mode: a perf event on the kprobe or uprobe PMU.
+    /// Lock mode: a perf event on the kprobe, uprobe or tracepoint PMU.
     LockProbe,
     Unknown(u32),
 }

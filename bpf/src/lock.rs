@@ -154,7 +154,9 @@ pub fn attempted(kind: AccessKind, detail: u32) -> Option<String> {
             format!("use {reason} (lockdown reason {detail})")
         }
         AccessKind::LockState => "change KernelSeal's pins, bpffs or binary".into(),
-        AccessKind::LockProbe => format!("open a kprobe or uprobe perf event (PMU type {detail})"),
+        AccessKind::LockProbe => {
+            format!("open a kprobe, uprobe or tracepoint perf event (PMU type {detail})")
+        }
         _ => return None,
     })
 }

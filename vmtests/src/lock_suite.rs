@@ -255,11 +255,46 @@ fn umount_sysfs() -> libc::c_long {
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) as libc::c_long }
 }
 
+/// The id of a syscall tracepoint, read from tracefs before the lock
+/// (after it, tracefs is closed: an attacker would guess ids).
+static TRACEPOINT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A CPU-wide perf event on a tracepoint, by id.
+fn perf_tracepoint() -> libc::c_long {
+    let id = TRACEPOINT_ID.load(std::sync::atomic::Ordering::Relaxed);
+    if id == 0 {
+        // No syscall tracepoints here: reported as untestable (ENOSYS).
+        // SAFETY: errno is this thread's own.
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
+        return -1;
+    }
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&2u32.to_ne_bytes()); // PERF_TYPE_TRACEPOINT
+    attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
+    attr[8..16].copy_from_slice(&id.to_ne_bytes());
+    // SAFETY: a zeroed attr of the size it declares.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            -1,
+            0,
+            -1,
+            crate::leaks_suite::PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the fd was just opened here.
+        unsafe { libc::close(fd as i32) };
+    }
+    fd
+}
+
 type Vector = (&'static str, fn() -> libc::c_long);
 
 /// The kernel's ways in that need no BPF: each must succeed or fail for its
 /// own reason (not EPERM) before the lock, and fail with EPERM after.
-const VECTORS: [Vector; 10] = [
+const VECTORS: [Vector; 11] = [
     ("finit_module", finit_module),
     ("init_module", init_module),
     ("kexec_file_load", kexec_file_load),
@@ -270,6 +305,7 @@ const VECTORS: [Vector; 10] = [
         open_close("/sys/kernel/tracing/trace")
     }),
     ("perf kprobe event", perf_kprobe),
+    ("perf tracepoint event", perf_tracepoint),
     ("umount -l sysfs", umount_sysfs),
     ("a socket filter that reads user memory", || {
         load_socket_filter(true)
@@ -337,6 +373,11 @@ impl Lock {
             }
             Err(e) => return Err(format!("control: the snoop program did not load: {e}")),
         }
+        let id = std::fs::read_to_string("/sys/kernel/tracing/events/syscalls/sys_enter_openat/id")
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        TRACEPOINT_ID.store(id, std::sync::atomic::Ordering::Relaxed);
         for (name, call) in VECTORS {
             match attempt(call) {
                 0 => {}

@@ -262,12 +262,20 @@ static __always_inline bool probe_pmu(struct pmu *pmu)
 	       name[3] == 'o' && name[4] == 'b' && name[5] == 'e' && name[6] == 0;
 }
 
-/* Called from perf_event_alloc (copies.bpf.h) once the event has its PMU. */
+#define KS_PERF_TYPE_TRACEPOINT 2
+
+/* Called from perf_event_alloc (copies.bpf.h) once the event has its PMU.
+ * A tracepoint event is refused too: a tracing program loaded before the
+ * lock could be attached to it (PERF_EVENT_IOC_SET_BPF), and by name
+ * tracepoints need tracefs, which the lock closes anyway. */
 static __always_inline int refuse_locked_probe(struct perf_event *event)
 {
 	struct ks_policy *p = policy();
 
-	if (!locked(p) || !probe_pmu(BPF_CORE_READ(event, pmu)))
+	if (!locked(p))
+		return 0;
+	if (BPF_CORE_READ(event, attr.type) != KS_PERF_TYPE_TRACEPOINT &&
+	    !probe_pmu(BPF_CORE_READ(event, pmu)))
 		return 0;
 	return refuse_unless_self(p, KS_KIND_LOCK_PROBE, (__u32)BPF_CORE_READ(event, pmu, type));
 }
