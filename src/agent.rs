@@ -266,7 +266,15 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
         );
     }
     if let Some(mut g) = gate.take() {
-        if args.unpin_on_exit {
+        if g.is_locked().unwrap_or(false) {
+            info!(
+                "[STOP] the node is locked (policy.lock): the programs stay pinned and enforcing \
+                 until reboot, and only this build can take them over (no handover)"
+            );
+            if args.unpin_on_exit {
+                warn!("[STOP] --unpin-on-exit ignored: the node is locked");
+            }
+        } else if args.unpin_on_exit {
             match g.unpin_all() {
                 Ok(()) => info!(
                     "[STOP] pins removed from {}: programs detach now",
@@ -408,6 +416,7 @@ fn open_gate(policy: KernelPolicy, filter: ExecFilter, args: &AgentArgs) -> Resu
     }
     info!("[OK] Exec monitor BPF programs loaded and attached");
     log_admitted_builds(&gate);
+    log_lock(&gate, policy.lock);
     // Before the agent marks itself allowed: it is an ordinary accessor now.
     match crate::selftest::run(&gate, &policy) {
         Ok(what) => info!("[OK] self-test: {what}"),
@@ -424,6 +433,38 @@ fn open_gate(policy: KernelPolicy, filter: ExecFilter, args: &AgentArgs) -> Resu
         .map_err(Failure::runtime)?;
     info!("[ALLOW] PID {me} added to allowed list");
     Ok(gate)
+}
+
+/// What lock mode means on this node now; a crash kernel loaded before the
+/// lock is the one way left to read memory without a reboot of our choosing.
+fn log_lock(gate: &Gate, requested: bool) {
+    match gate.is_locked() {
+        Ok(true) => {
+            if requested {
+                info!(
+                    "[LOCK] the node is locked until reboot: no process but KernelSeal loads BPF \
+                     programs, kernel modules or kexec images or uses the kernel's lockdown \
+                     reasons; KernelSeal's policy and pins cannot change"
+                );
+            } else {
+                warn!(
+                    "[LOCK] the node was locked by an earlier agent: the policy in the kernel \
+                     stands until reboot; this config's policy section is not applied"
+                );
+            }
+            if std::fs::read_to_string("/sys/kernel/kexec_crash_loaded")
+                .is_ok_and(|v| v.trim() == "1")
+            {
+                warn!(
+                    "[LOCK] a crash kernel (kdump) was loaded before the lock: a kernel panic \
+                     boots it with all of memory readable; unload it (kexec -p -u) before \
+                     locking where that matters"
+                );
+            }
+        }
+        Ok(false) => {}
+        Err(e) => warn!("[LOCK] cannot read whether the node is locked: {e}"),
+    }
 }
 
 fn log_filter(config: &Config) {

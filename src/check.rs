@@ -131,6 +131,17 @@ pub fn run(args: &CheckArgs) -> Result<(), Failure> {
         );
     }
 
+    match kernelseal_bpf::pinned_policy_locked(&args.pin_dir) {
+        Ok(true) => r.info(
+            "lock",
+            "LOCKED (policy.lock) until reboot: no process but KernelSeal loads BPF programs, \
+             modules or kexec images or uses the kernel's lockdown reasons; KernelSeal's policy \
+             and pins cannot change",
+        ),
+        Ok(false) => r.info("lock", "not locked"),
+        Err(e) => r.info("lock", format!("unknown: {e}")),
+    }
+
     if r.failed == 0 {
         println!("enforcement is possible on this host");
         Ok(())

@@ -99,6 +99,18 @@ impl EventLog {
                 ev.accessor_pid,
                 ev.accessor_comm
             ),
+            // Lock mode: what was attempted is all there is to name.
+            Decision::Denied
+                if let Some(what) = kernelseal_bpf::lock::attempted(ev.kind, ev.ptrace_mode) =>
+            {
+                line!(
+                    warn,
+                    "[LOCK BLOCKED] PID={} ({}, {exe}) attempted to {what}; the node is locked \
+                     (policy.lock) until reboot",
+                    ev.accessor_pid,
+                    ev.accessor_comm
+                )
+            }
             Decision::Allowed if ev.kind == kernelseal_bpf::AccessKind::Handover => line!(
                 warn,
                 "[HANDOVER] PID={} ({}, {exe}) was admitted as a trusted KernelSeal build: the \

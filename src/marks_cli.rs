@@ -154,12 +154,27 @@ fn change(args: &ChangeArgs, op: Op) -> Result<(), Failure> {
     if let Err(why) = crate::caps::check_bpf_privileges() {
         return Err(Failure::runtime(anyhow!(why)));
     }
+    if op == Op::Unprotect {
+        refuse_on_locked_node(&args.marks.pin_dir).map_err(Failure::runtime)?;
+    }
     let mut changer = Changer {
         args,
         agent: true,
         direct: None,
     };
     each(&args.marks, |pid| changer.change(op, pid))
+}
+
+/// On a locked node (policy.lock) marks are only ever added: the agent, the
+/// pinned map and this command alike refuse to remove one.
+pub fn refuse_on_locked_node(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    match kernelseal_bpf::pinned_policy_locked(pin_dir) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(anyhow!(kernelseal_bpf::BpfError::Locked {
+            what: "unprotect"
+        })),
+        Err(e) => Err(anyhow!("cannot tell whether the node is locked: {e}")),
+    }
 }
 
 pub fn protect(args: &ChangeArgs) -> Result<(), Failure> {

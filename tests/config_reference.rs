@@ -475,6 +475,6 @@ fn documented_defaults_are_the_parsers() {
         );
         checked.insert(r.path, value.to_string());
     }
-    // version, podIdentity, 10 policy switches, 4 monitoring settings.
-    assert_eq!(checked.len(), 16, "{checked:#?}");
+    // version, podIdentity, 11 policy switches, 4 monitoring settings.
+    assert_eq!(checked.len(), 17, "{checked:#?}");
 }

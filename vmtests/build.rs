@@ -1,5 +1,6 @@
-//! Compiles the bench's floor programs (src/bpf/floor.bpf.c) with clang into
-//! OUT_DIR; bench.rs embeds them. Same flags as bpf/build.rs, so the floor
+//! Compiles the bench's floor programs (src/bpf/floor.bpf.c) and the
+//! lock-mode tests' tracing program (src/bpf/snoop.bpf.c) with clang into
+//! OUT_DIR; floor.rs and lock_suite.rs embed them. Same flags as bpf/build.rs, so the floor
 //! is built like the programs it stands in for.
 
 use std::path::PathBuf;
@@ -10,15 +11,23 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
     // The types the signatures need come from the programs' own header.
     let include = manifest.join("../bpf/include");
-    let src = manifest.join("src/bpf/floor.bpf.c");
-    for p in [&src, &include] {
-        println!("cargo:rerun-if-changed={}", p.display());
-    }
+    println!("cargo:rerun-if-changed={}", include.display());
     println!("cargo:rerun-if-env-changed=CLANG");
+    for name in ["floor", "snoop"] {
+        compile(
+            &manifest.join(format!("src/bpf/{name}.bpf.c")),
+            &include,
+            &out.join(format!("{name}.bpf.o")),
+        );
+    }
+}
+
+/// One BPF C source into an object, with the flags bpf/build.rs uses.
+fn compile(src: &std::path::Path, include: &std::path::Path, obj: &std::path::Path) {
+    println!("cargo:rerun-if-changed={}", src.display());
 
     let arch_define = format!("-D__TARGET_ARCH_{}", bpf_arch());
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
-    let obj = out.join("floor.bpf.o");
     let result = Command::new(&clang)
         .args([
             "-target",
@@ -30,17 +39,17 @@ fn main() {
             &arch_define,
         ])
         .arg("-I")
-        .arg(&include)
+        .arg(include)
         .arg("-c")
-        .arg(&src)
+        .arg(src)
         .arg("-o")
-        .arg(&obj)
+        .arg(obj)
         .status();
     match result {
         Ok(status) if status.success() => {}
         Ok(status) => panic!("{clang} failed ({status}) compiling {}", src.display()),
         Err(e) => panic!(
-            "cannot run {clang} ({e}): the bench's floor programs need clang and libbpf-dev; \
+            "cannot run {clang} ({e}): the test programs need clang and libbpf-dev; \
              run scripts/setup (or apt-get install -y clang libbpf-dev)"
         ),
     }

@@ -32,6 +32,10 @@
  * access to perfmon-capable callers after a refusal: only there is a
  * refusal carried over to the capable hook. */
 #define KS_POLICY_PERFMON_FALLBACK (1u << 9)
+/* policy.lock: nothing but KernelSeal loads code into the kernel or opens
+ * the kernel's own ways into memory, and KernelSeal's state stays until
+ * reboot. The agent freezes the policy map after writing it. */
+#define KS_POLICY_LOCK (1u << 10)
 
 /* task_mark.flags */
 #define KS_MARK_PROTECTED (1u << 0)
@@ -74,6 +78,24 @@
 /* A KernelSeal build admitted during the handover a stopping agent opened
  * (decision allowed): the next agent reports it. */
 #define KS_KIND_HANDOVER 14
+/* Lock mode (policy.lock) refusals; the event's ptrace_mode carries the
+ * detail named with each. A BPF program that could read memory (detail:
+ * cmd << 16 | helper << 8 | program type; helper 0: refused for its type,
+ * 255: a kfunc or kernel variable), or a tracing attachment (detail:
+ * cmd << 16 | attach type). */
+#define KS_KIND_LOCK_BPF 15
+/* A kernel module, kexec image or security policy handed to the kernel
+ * (detail: 1 << 16 | kernel_read_file id, or 2 << 16 | kernel_load_data id). */
+#define KS_KIND_LOCK_KERNEL_CODE 16
+/* A lockdown reason (detail: enum lockdown_reason of the running kernel):
+ * /dev/mem, /proc/kcore, tracefs, kprobes, debugfs, MSRs, hibernation, ... */
+#define KS_KIND_LOCKDOWN 17
+/* KernelSeal's pins or their bpffs changed while locked, by any process,
+ * KernelSeal's own binaries included. */
+#define KS_KIND_LOCK_STATE 18
+/* A perf event on the kprobe, uprobe or tracepoint PMU (detail: the PMU's
+ * type). */
+#define KS_KIND_LOCK_PROBE 19
 
 /* ks_self_exe.how */
 #define KS_SELF_AGENT 1

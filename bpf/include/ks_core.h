@@ -136,9 +136,60 @@ struct hw_perf_event {
 	struct task_struct *target;
 };
 
+struct pmu {
+	const char *name;
+	int type;
+};
+
 struct perf_event {
 	struct perf_event_attr attr;
 	struct hw_perf_event hw;
+	struct pmu *pmu;
+};
+
+union bpf_attr;
+
+struct bpf_insn {
+	__u8 code;
+	__u8 dst_reg : 4;
+	__u8 src_reg : 4;
+	__s16 off;
+	__s32 imm;
+};
+
+/* CO-RE matches a field of enum type only with an enum of the same name. */
+enum bpf_prog_type {
+	BPF_PROG_TYPE_UNSPEC = 0,
+};
+
+struct bpf_prog {
+	__u32 len;
+	enum bpf_prog_type type;
+	struct bpf_insn insnsi[];
+};
+
+/* What the kernel reads or is handed (kernel_read_file, kernel_load_data);
+ * values relocated by name (CO-RE). */
+enum kernel_read_file_id {
+	READING_UNKNOWN,
+	READING_FIRMWARE,
+	READING_MODULE,
+	READING_KEXEC_IMAGE,
+	READING_KEXEC_INITRAMFS,
+	READING_POLICY,
+	READING_X509_CERTIFICATE,
+	READING_MODULE_COMPRESSED,
+};
+
+enum kernel_load_data_id {
+	LOADING_UNKNOWN,
+	LOADING_FIRMWARE,
+	LOADING_MODULE,
+	LOADING_KEXEC_IMAGE,
+	LOADING_KEXEC_INITRAMFS,
+	LOADING_POLICY,
+	LOADING_X509_CERTIFICATE,
+	LOADING_MODULE_COMPRESSED,
 };
 
 struct proc_inode {
@@ -155,6 +206,7 @@ struct proc_inode {
 #define PIPEFS_MAGIC 0x50495045
 #define SECRETMEM_MAGIC 0x5345434d
 #define BPF_FS_MAGIC 0xcafe4a11
+#define SYSFS_MAGIC 0x62656572
 
 #define FMODE_WRITE 0x2
 #define S_IFMT 00170000
@@ -177,6 +229,12 @@ struct proc_inode {
 #define PTRACE_MODE_NOAUDIT 0x04
 #define PTRACE_MODE_FSCREDS 0x08
 #define PTRACE_MODE_REALCREDS 0x10
+
+/* bpf(2) commands (UAPI) */
+#define BPF_PROG_LOAD 5
+#define BPF_PROG_ATTACH 8
+#define BPF_RAW_TRACEPOINT_OPEN 17
+#define BPF_LINK_CREATE 28
 
 #define EPERM 1
 #define EACCES 13

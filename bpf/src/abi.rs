@@ -17,6 +17,7 @@ pub const POLICY_INHERIT: u32 = 1 << 6;
 pub const POLICY_EXEC_FILTER: u32 = 1 << 7;
 pub const POLICY_BLOCK_PERF: u32 = 1 << 8;
 pub const POLICY_PERFMON_FALLBACK: u32 = 1 << 9;
+pub const POLICY_LOCK: u32 = 1 << 10;
 
 pub const MARK_PROTECTED: u32 = 1 << 0;
 pub const MARK_AGENT: u32 = 1 << 1;
@@ -37,6 +38,11 @@ pub const KIND_CORE: u32 = 11;
 pub const KIND_FILE_LINK: u32 = 12;
 pub const KIND_STATE: u32 = 13;
 pub const KIND_HANDOVER: u32 = 14;
+pub const KIND_LOCK_BPF: u32 = 15;
+pub const KIND_LOCK_KERNEL_CODE: u32 = 16;
+pub const KIND_LOCKDOWN: u32 = 17;
+pub const KIND_LOCK_STATE: u32 = 18;
+pub const KIND_LOCK_PROBE: u32 = 19;
 
 pub const SELF_AGENT: u32 = 1;
 pub const SELF_HANDOVER: u32 = 2;

@@ -47,11 +47,22 @@ pub enum BpfError {
     #[error(
         "the programs pinned under {dir} belong to a KernelSeal build that does not trust this \
          binary: stop the running agent with SIGTERM (it hands the pins over to the next build \
-         started within 10 minutes) and start this one, or reboot"
+         started within 10 minutes) and start this one, or reboot; on a node locked by \
+         policy.lock only a reboot admits another build"
     )]
     Untrusted { dir: String },
     #[error("pinned programs under {dir} are incomplete or unreadable: {reason}")]
     Adopt { dir: String, reason: String },
     #[error("reading BPF events failed: {source}")]
     Events { source: io::Error },
+    #[error(
+        "this node is locked (policy.lock): KernelSeal's policy cannot change until reboot \
+         ({what} refused)"
+    )]
+    Locked { what: &'static str },
+    #[error("freezing the policy map for lock mode failed: {source}")]
+    Freeze {
+        #[source]
+        source: std::io::Error,
+    },
 }

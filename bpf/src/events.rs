@@ -35,6 +35,17 @@ pub enum AccessKind {
     State,
     /// A new KernelSeal build admitted during a handover (allowed).
     Handover,
+    /// Lock mode: a bpf(2) load, attach or detach by another program.
+    LockBpf,
+    /// Lock mode: a kernel module or kexec image handed to the kernel.
+    LockKernelCode,
+    /// Lock mode: one of the kernel's lockdown reasons (/dev/mem,
+    /// /proc/kcore, tracefs, kprobes, ...).
+    Lockdown,
+    /// Lock mode: KernelSeal's pins, bpffs or binary, by any program.
+    LockState,
+    /// Lock mode: a perf event on the kprobe, uprobe or tracepoint PMU.
+    LockProbe,
     Unknown(u32),
 }
 
@@ -55,6 +66,11 @@ impl AccessKind {
             abi::KIND_FILE_LINK => AccessKind::SecretFileLink,
             abi::KIND_STATE => AccessKind::State,
             abi::KIND_HANDOVER => AccessKind::Handover,
+            abi::KIND_LOCK_BPF => AccessKind::LockBpf,
+            abi::KIND_LOCK_KERNEL_CODE => AccessKind::LockKernelCode,
+            abi::KIND_LOCKDOWN => AccessKind::Lockdown,
+            abi::KIND_LOCK_STATE => AccessKind::LockState,
+            abi::KIND_LOCK_PROBE => AccessKind::LockProbe,
             other => AccessKind::Unknown(other),
         }
     }
@@ -75,6 +91,11 @@ impl AccessKind {
             AccessKind::SecretFileLink => "secret-file-link",
             AccessKind::State => "kernelseal-state",
             AccessKind::Handover => "handover",
+            AccessKind::LockBpf => "lock-bpf",
+            AccessKind::LockKernelCode => "lock-kernel-code",
+            AccessKind::Lockdown => "lockdown",
+            AccessKind::LockState => "lock-state",
+            AccessKind::LockProbe => "lock-probe",
             AccessKind::Unknown(_) => "unknown",
         }
     }

@@ -215,9 +215,11 @@ impl Gate {
             }
             _ => Self::load(&btf, layout.clone(), &expected, opts.policy)?,
         };
-        gate.set_policy(opts.policy)?;
         gate.set_filter(opts.filter)?;
         gate.trust_self()?;
+        // Last: a locked policy refuses attaching and the handover, so it
+        // goes in once the agent is a trusted KernelSeal binary.
+        gate.apply_policy(opts.policy)?;
         if let Some(l) = layout {
             let mut paths = vec![l.marks()];
             paths.extend(VERSIONED_MAPS.iter().map(|name| l.map(name)));
@@ -362,7 +364,7 @@ impl Gate {
         // exists is the one the programs being replaced read, and they must
         // go on enforcing until the new ones are in (and after, should this
         // load fail). The exec filter follows in `open`.
-        gate.write_policy(policy.to_raw())?;
+        gate.write_policy(policy.unlocked().to_raw())?;
         // Files delivered under an older layout stay guarded: their entries
         // move to this layout's map before its programs attach, while the
         // old programs still run. Failing here leaves the old gate in place.
@@ -519,8 +521,48 @@ impl Gate {
             .expect("a gate's marks always record into its registry")
     }
 
+    /// Writes a new policy (a config reload); refused on a locked node.
     pub fn set_policy(&mut self, policy: KernelPolicy) -> Result<(), BpfError> {
-        self.write_policy(policy.to_raw())
+        if self.is_locked()? {
+            return Err(BpfError::Locked {
+                what: "a policy change",
+            });
+        }
+        self.write_policy(policy.to_raw())?;
+        if policy.lock {
+            self.freeze_policy()?;
+        }
+        Ok(())
+    }
+
+    /// The policy at start: on a node locked by an earlier agent the policy
+    /// in the kernel stands and is adopted, whatever `policy` says.
+    fn apply_policy(&mut self, policy: KernelPolicy) -> Result<(), BpfError> {
+        let found = self.read_policy()?;
+        if found.flags & abi::POLICY_LOCK != 0 {
+            self.policy = found;
+            return Ok(());
+        }
+        self.set_policy(policy)
+    }
+
+    /// Whether the policy in the kernel is locked (policy.lock, by this or
+    /// an earlier agent): then it and the pins stay until reboot.
+    pub fn is_locked(&self) -> Result<bool, BpfError> {
+        Ok(self.read_policy()?.flags & abi::POLICY_LOCK != 0)
+    }
+
+    fn freeze_policy(&mut self) -> Result<(), BpfError> {
+        use std::os::fd::AsFd;
+        let map = self
+            .maps
+            .get(POLICY_MAP)
+            .ok_or(BpfError::MissingMap { map: POLICY_MAP })?;
+        let data: &MapData = match map {
+            Map::Array(d) => d,
+            _ => return Err(BpfError::MissingMap { map: POLICY_MAP }),
+        };
+        crate::sys::map_freeze(data.fd().as_fd()).map_err(|source| BpfError::Freeze { source })
     }
 
     fn write_policy(&mut self, raw: RawPolicy) -> Result<(), BpfError> {

@@ -5,7 +5,7 @@ use aya::Btf;
 /// The LSM hooks KernelSeal attaches, by program (C function) name. Each
 /// exists on every kernel with BPF-LSM that KernelSeal supports (5.19+ for
 /// task storage on every hook used here).
-pub const LSM_PROGRAMS: [&str; 13] = [
+pub const LSM_PROGRAMS: [&str; 18] = [
     "file_open",
     "ptrace_access_check",
     // Kernels >= 6.15 let perfmon-capable callers read environ/maps after
@@ -22,6 +22,12 @@ pub const LSM_PROGRAMS: [&str; 13] = [
     "bpf_map",
     "inode_unlink",
     "sb_umount",
+    // Lock mode (policy.lock): code into the kernel, its ways into memory.
+    "bpf",
+    "bpf_prog_load",
+    "kernel_read_file",
+    "kernel_load_data",
+    "locked_down",
 ];
 
 pub fn btf() -> Result<Btf, crate::BpfError> {

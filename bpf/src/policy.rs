@@ -32,6 +32,8 @@ pub struct KernelPolicy {
     /// Kernel dev_t ([`crate::kernel_dev`]) of the tmpfs that holds
     /// delivered files; 0 makes the programs check every tmpfs open.
     pub secrets_dev: u64,
+    /// policy.lock: written last, then the map is frozen until reboot.
+    pub lock: bool,
 }
 
 impl KernelPolicy {
@@ -51,6 +53,16 @@ impl KernelPolicy {
             inherit_protection: false,
             exec_filter: true,
             secrets_dev: 0,
+            lock: false,
+        }
+    }
+
+    /// This policy without the lock: what the programs enforce while they
+    /// are being attached (a locked policy would refuse the attaching).
+    pub fn unlocked(self) -> Self {
+        KernelPolicy {
+            lock: false,
+            ..self
         }
     }
 
@@ -72,6 +84,7 @@ impl KernelPolicy {
             (self.audit_all, abi::POLICY_AUDIT_ALL),
             (self.inherit_protection, abi::POLICY_INHERIT),
             (self.exec_filter, abi::POLICY_EXEC_FILTER),
+            (self.lock, abi::POLICY_LOCK),
         ] {
             if on {
                 flags |= bit;
@@ -83,6 +96,29 @@ impl KernelPolicy {
             secrets_dev: self.secrets_dev,
         }
     }
+}
+
+/// Whether the policy pinned under `pin_dir` (this build's layout) is
+/// locked: for commands that change marks without a gate of their own.
+/// `false` when nothing is pinned there.
+pub fn pinned_policy_locked(pin_dir: &std::path::Path) -> Result<bool, crate::BpfError> {
+    use aya::maps::{Array, MapData};
+    let path = crate::PinLayout::new(pin_dir).map("ks_policy");
+    if !path.exists() {
+        return Ok(false);
+    }
+    let data = MapData::from_pin(&path).map_err(|e| crate::BpfError::Adopt {
+        dir: pin_dir.display().to_string(),
+        reason: format!("policy map: {e}"),
+    })?;
+    let map = aya::maps::Map::Array(data);
+    let arr: Array<&MapData, RawPolicy> =
+        Array::try_from(&map).map_err(|_| crate::BpfError::MissingMap { map: "ks_policy" })?;
+    let raw = arr.get(&0, 0).map_err(|e| crate::BpfError::Adopt {
+        dir: pin_dir.display().to_string(),
+        reason: format!("policy map: {e}"),
+    })?;
+    Ok(raw.flags & abi::POLICY_LOCK != 0)
 }
 
 #[cfg(test)]
@@ -104,6 +140,7 @@ mod tests {
             inherit_protection: false,
             exec_filter: false,
             secrets_dev: 0,
+            lock: false,
         };
         assert_eq!(
             all_off.to_raw(),
@@ -131,5 +168,11 @@ mod tests {
             ..all_off
         };
         assert_eq!(inherit.to_raw().flags, abi::POLICY_INHERIT);
+        let locked = KernelPolicy {
+            lock: true,
+            ..all_off
+        };
+        assert_eq!(locked.to_raw().flags, abi::POLICY_LOCK);
+        assert_eq!(locked.unlocked().to_raw().flags, 0);
     }
 }

@@ -94,6 +94,7 @@ pub(crate) fn delete<K>(map: BorrowedFd<'_>, key: &K) -> io::Result<()> {
 
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_MAP_FREEZE: libc::c_long = 22;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
 /// The `obj_pin`/`obj_get` member of `union bpf_attr` (without `path_fd`,
@@ -160,6 +161,22 @@ pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<
         ..Default::default()
     };
     bpf(BPF_OBJ_PIN, &attr).map(|_| ())
+}
+
+/// The `map_fd` member of `union bpf_attr` for BPF_MAP_FREEZE.
+#[repr(C)]
+#[derive(Default)]
+struct FreezeAttr {
+    map_fd: u32,
+}
+
+/// Makes a map read-only to every bpf(2) caller, this one included, for
+/// the rest of the map's life (BPF_MAP_FREEZE); programs still read it.
+pub(crate) fn map_freeze(map: BorrowedFd<'_>) -> io::Result<()> {
+    let attr = FreezeAttr {
+        map_fd: map.as_raw_fd() as u32,
+    };
+    bpf(BPF_MAP_FREEZE, &attr).map(|_| ())
 }
 
 /// What kind of BPF object an fd holds.

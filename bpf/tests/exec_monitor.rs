@@ -23,6 +23,7 @@ fn policy(exec_filter: bool) -> KernelPolicy {
         inherit_protection: true,
         exec_filter,
         secrets_dev: 0,
+        lock: false,
     }
 }
 

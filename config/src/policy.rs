@@ -45,6 +45,10 @@ pub struct Policy {
     pub audit_all: bool,
     pub kernel_binary_filter: bool,
     pub inherit_protection: bool,
+    /// Lock mode: until reboot, no process but KernelSeal loads code into
+    /// the kernel or opens its ways into memory, and KernelSeal's policy
+    /// and pins cannot change (not in the original KernelSeal).
+    pub lock: bool,
 }
 
 impl Default for Policy {
@@ -60,6 +64,7 @@ impl Default for Policy {
             audit_all: false,
             kernel_binary_filter: true,
             inherit_protection: true,
+            lock: false,
         }
     }
 }

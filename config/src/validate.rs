@@ -163,6 +163,17 @@ pub(crate) fn validate(config: &Config, origin: &str) -> Result<Vec<Warning>, Co
             ),
         ));
     }
+    if config.policy.lock && config.policy.mode != crate::Mode::Enforce {
+        return Err(c.invalid(
+            None,
+            "policy.lock".into(),
+            format!(
+                "lock needs mode: enforce (mode is {}): a locked node keeps its policy until \
+                 reboot, and only an enforcing one is worth keeping",
+                config.policy.mode
+            ),
+        ));
+    }
     for (name, spec) in &config.providers {
         let line = line_of(&spec.defined);
         if !PROVIDER_TYPES.contains(&spec.value.kind.as_str()) {

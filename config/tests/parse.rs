@@ -98,6 +98,23 @@ fn err(text: &str) -> String {
 }
 
 #[test]
+fn lock_is_off_by_default_and_needs_enforce() {
+    let defaults = parse_str("", "cfg.yaml").unwrap().config;
+    assert!(!defaults.policy.lock);
+    let locked = parse_str("policy:\n  lock: true\n", "cfg.yaml")
+        .unwrap()
+        .config;
+    assert!(locked.policy.lock);
+    for mode in ["audit", "disabled"] {
+        let e = err(&format!("policy:\n  mode: {mode}\n  lock: true\n"));
+        assert!(e.contains("policy.lock"), "{e}");
+        assert!(e.contains(&format!("mode is {mode}")), "{e}");
+    }
+    let e = err("policy:\n  lock: yes please\n");
+    assert!(e.starts_with("cfg.yaml:2:"), "{e}");
+}
+
+#[test]
 fn unknown_policy_field_names_field_and_line() {
     let e = err("version: v1\npolicy:\n  mode: enforce\n  blockEnv: true\n");
     assert!(e.starts_with("cfg.yaml:4:"), "{e}");

@@ -127,6 +127,11 @@ fn peer_may_write_maps(stream: &UnixStream, pid: u32) -> Result<(), String> {
 }
 
 fn change(marks: &Marks, req: &Request) -> Reply {
+    if req.op == Op::Unprotect
+        && let Err(e) = crate::marks_cli::refuse_on_locked_node(&req.pin_dir)
+    {
+        return Reply::Failed(e.to_string());
+    }
     let done = match req.op {
         Op::Protect => marks
             .protect(req.pid, 0)

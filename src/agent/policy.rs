@@ -29,6 +29,7 @@ pub fn kernel_policy(config: &Config, secrets_dev: u64) -> KernelPolicy {
         inherit_protection: p.inherit_protection,
         exec_filter: p.kernel_binary_filter,
         secrets_dev,
+        lock: p.lock,
     }
 }
 

@@ -199,7 +199,7 @@ const PERF_SAMPLE_IP: u64 = 1;
 const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
 const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
 const PERF_ATTR_INHERIT: u64 = 1 << 1;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+pub(crate) const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 const USER_SAMPLING: u64 = PERF_SAMPLE_STACK_USER | PERF_SAMPLE_REGS_USER;
 
 /// perf_event_open of a software cpu-clock event.

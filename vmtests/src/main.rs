@@ -13,6 +13,7 @@ mod fanotify;
 mod floor;
 mod identity_suite;
 mod leaks_suite;
+mod lock_suite;
 mod pins_suite;
 mod secret_files_suite;
 mod state_suite;
@@ -312,6 +313,15 @@ fn main() -> ExitCode {
             failed += 1;
             println!("test agent_stops_and_protect_needs_it ... FAILED: {e}");
         }
+    }
+    // Lock mode lasts until reboot: its suite comes after everything else.
+    if filter
+        .as_deref()
+        .is_none_or(|f| f.split(',').any(|part| part.starts_with("lock")))
+    {
+        let (p, f) = lock_suite::run();
+        passed += p;
+        failed += f;
     }
     println!("{passed} passed, {failed} failed");
     if failed == 0 {

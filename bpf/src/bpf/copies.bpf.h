@@ -22,6 +22,9 @@ int BPF_PROG(perf_event_alloc, struct perf_event *event, int ret)
 
 	if (ret)
 		return ret;
+	ret = refuse_locked_probe(event);
+	if (ret)
+		return ret;
 	p = policy();
 	if (!p || p->mode == KS_MODE_DISABLED || !(p->flags & KS_POLICY_BLOCK_PERF))
 		return 0;

@@ -100,6 +100,7 @@ const volatile struct ks_file_key _ks_file_key_btf = {};
 
 /* The programs, by concern; each part uses only those included before it. */
 #include "common.bpf.h"
+#include "lock.bpf.h"
 #include "state.bpf.h"
 #include "files.bpf.h"
 #include "proc.bpf.h"

@@ -30,6 +30,20 @@ static __always_inline int refuse_state(void)
 	return decide(p, KS_KIND_STATE, cur, 0, -EPERM);
 }
 
+/* A change that would end enforcement or trust another program: while
+ * locked, refused to every process, KernelSeal's own included. */
+static __always_inline int refuse_state_even_self(void)
+{
+	struct ks_policy *p = policy();
+
+	if (locked(p)) {
+		emit_to(KS_KIND_LOCK_STATE, KS_DECISION_DENIED, 0, 0, 0, 0, 0);
+		stat_inc(KS_STAT_DENIED);
+		return -EPERM;
+	}
+	return refuse_state();
+}
+
 /* Whether a dentry is the pin root or below it (the layout is three levels
  * deep; a few more are walked for safety). */
 static __always_inline bool under_pin_root(const struct ks_trust *t, struct dentry *d)
@@ -64,7 +78,7 @@ static __always_inline int guard_pins(struct dentry *old, struct dentry *new)
 		return 0;
 	if (new && under_pin_root(t, new->d_parent) && !new->d_inode)
 		return 0;
-	return refuse_state();
+	return refuse_state_even_self();
 }
 
 SEC("lsm/bpf_map")
@@ -96,12 +110,16 @@ int BPF_PROG(sb_umount, struct vfsmount *mnt, int flags, int ret)
 
 	if (ret)
 		return ret;
+	/* A lazy unmount of /sys drops the bpffs below it once nothing else
+	 * holds it: locked, sysfs stays mounted too. */
+	if (sb->s_magic == SYSFS_MAGIC && locked(policy()))
+		return refuse_state_even_self();
 	if (sb->s_magic != BPF_FS_MAGIC)
 		return 0;
 	t = trust();
 	if (!t || !t->pin_dev || sb->s_dev != t->pin_dev)
 		return 0;
-	return refuse_state();
+	return refuse_state_even_self();
 }
 
 /* A trusted binary opened for writing would become any program at its next
@@ -117,7 +135,7 @@ static __always_inline int guard_self_exe(struct file *file)
 	key.ino = inode->i_ino;
 	if (!bpf_map_lookup_elem(&ks_self_exes, &key))
 		return 0;
-	return refuse_state();
+	return refuse_state_even_self();
 }
 
 /* Whether `name` is exactly "kernelseal". */
@@ -143,7 +161,7 @@ static __always_inline bool admit_by_handover(struct linux_binprm *bprm, struct 
 	struct ks_trust *t = trust();
 	__u64 now = bpf_ktime_get_ns();
 
-	if (!t || !t->handover_until_ns || now > t->handover_until_ns)
+	if (!t || !t->handover_until_ns || now > t->handover_until_ns || locked(policy()))
 		return false;
 	if (inode->i_uid.val != 0 || (inode->i_mode & (S_IWGRP | S_IWOTH)) ||
 	    !named_kernelseal(bprm->file->f_path.dentry))

@@ -98,6 +98,38 @@ int BPF_PROG(sb_umount, struct vfsmount *mnt, int flags, int ret)
 	return ret;
 }
 
+/* Lock mode's hooks: their programs read no earlier verdict (its position
+ * in the arguments differs between kernels); allowing is the verdict. */
+SEC("lsm/bpf")
+int BPF_PROG(bpf, int cmd, union bpf_attr *attr)
+{
+	return 0;
+}
+
+SEC("lsm/bpf_prog_load")
+int BPF_PROG(bpf_prog_load, struct bpf_prog *prog)
+{
+	return 0;
+}
+
+SEC("lsm/kernel_read_file")
+int BPF_PROG(kernel_read_file, struct file *file, enum kernel_read_file_id id)
+{
+	return 0;
+}
+
+SEC("lsm/kernel_load_data")
+int BPF_PROG(kernel_load_data, enum kernel_load_data_id id)
+{
+	return 0;
+}
+
+SEC("lsm/locked_down")
+int BPF_PROG(locked_down, int what)
+{
+	return 0;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
