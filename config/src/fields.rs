@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn sections_are_read_from_serde() {
-        assert_eq!(names_of::<Policy>().len(), 10);
+        assert_eq!(names_of::<Policy>().len(), 11);
         let all = known_fields();
         for f in [
             "version",
