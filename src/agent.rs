@@ -20,6 +20,7 @@ mod cgroup_ns;
 mod open_files;
 mod policy;
 mod serving;
+mod static_binary;
 mod watchdog;
 
 pub use policy::{exec_filter, kernel_policy};
@@ -369,6 +370,9 @@ fn open_gate(policy: KernelPolicy, filter: ExecFilter, args: &AgentArgs) -> Resu
     if let Err(why) = crate::caps::check_bpf_privileges() {
         return Err(unenforceable(format!("protection requested but {why}")));
     }
+    if policy.lock {
+        refuse_lock_on_dynamic_binary().map_err(unenforceable)?;
+    }
     match kernelseal_bpf::kernel::active_lsms() {
         Some(list) if !list.iter().any(|l| l == "bpf") => {
             return Err(unenforceable(format!(
@@ -433,6 +437,24 @@ fn open_gate(policy: KernelPolicy, filter: ExecFilter, args: &AgentArgs) -> Resu
         .map_err(Failure::runtime)?;
     info!("[ALLOW] PID {me} added to allowed list");
     Ok(gate)
+}
+
+/// A locked node runs KernelSeal's processes on their own binary's code
+/// only: a dynamically linked agent would lock itself out of its restart.
+fn refuse_lock_on_dynamic_binary() -> Result<(), String> {
+    let exe = std::path::Path::new("/proc/self/exe");
+    match static_binary::needs_interpreter(exe) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(
+            "policy.lock needs a statically linked kernelseal (a locked node lets KernelSeal's \
+             processes run only their own binary's code, never a dynamic loader or a library): \
+             build it with `cargo xtask static` (target/static/kernelseal)"
+                .into(),
+        ),
+        Err(e) => Err(format!(
+            "policy.lock: cannot tell whether this kernelseal is statically linked: {e}"
+        )),
+    }
 }
 
 /// What lock mode means on this node now; a crash kernel loaded before the

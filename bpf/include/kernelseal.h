@@ -96,6 +96,9 @@
 /* A perf event on the kprobe, uprobe or tracepoint PMU (detail: the PMU's
  * type). */
 #define KS_KIND_LOCK_PROBE 19
+/* A trusted KernelSeal process mapping executable code from another file
+ * than its own binary (an interpreter, a preloaded or replaced library). */
+#define KS_KIND_LOCK_SELF_CODE 20
 
 /* ks_self_exe.how */
 #define KS_SELF_AGENT 1

@@ -66,8 +66,13 @@ struct perf_event_context {
 	int nr_events;
 };
 
+struct mm_struct {
+	struct file *exe_file;
+};
+
 struct task_struct {
 	unsigned int flags;
+	struct mm_struct *mm;
 	struct perf_event_context *perf_event_ctxp;
 	unsigned int ptrace;
 	pid_t pid;
@@ -235,6 +240,8 @@ struct proc_inode {
 #define BPF_PROG_ATTACH 8
 #define BPF_RAW_TRACEPOINT_OPEN 17
 #define BPF_LINK_CREATE 28
+
+#define PROT_EXEC 0x4
 
 #define EPERM 1
 #define EACCES 13

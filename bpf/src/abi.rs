@@ -43,6 +43,7 @@ pub const KIND_LOCK_KERNEL_CODE: u32 = 16;
 pub const KIND_LOCKDOWN: u32 = 17;
 pub const KIND_LOCK_STATE: u32 = 18;
 pub const KIND_LOCK_PROBE: u32 = 19;
+pub const KIND_LOCK_SELF_CODE: u32 = 20;
 
 pub const SELF_AGENT: u32 = 1;
 pub const SELF_HANDOVER: u32 = 2;

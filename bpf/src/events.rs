@@ -46,6 +46,8 @@ pub enum AccessKind {
     LockState,
     /// Lock mode: a perf event on the kprobe, uprobe or tracepoint PMU.
     LockProbe,
+    /// Lock mode: a KernelSeal process mapping code from another file.
+    LockSelfCode,
     Unknown(u32),
 }
 
@@ -71,6 +73,7 @@ impl AccessKind {
             abi::KIND_LOCKDOWN => AccessKind::Lockdown,
             abi::KIND_LOCK_STATE => AccessKind::LockState,
             abi::KIND_LOCK_PROBE => AccessKind::LockProbe,
+            abi::KIND_LOCK_SELF_CODE => AccessKind::LockSelfCode,
             other => AccessKind::Unknown(other),
         }
     }
@@ -96,6 +99,7 @@ impl AccessKind {
             AccessKind::Lockdown => "lockdown",
             AccessKind::LockState => "lock-state",
             AccessKind::LockProbe => "lock-probe",
+            AccessKind::LockSelfCode => "lock-self-code",
             AccessKind::Unknown(_) => "unknown",
         }
     }

@@ -5,7 +5,7 @@ use aya::Btf;
 /// The LSM hooks KernelSeal attaches, by program (C function) name. Each
 /// exists on every kernel with BPF-LSM that KernelSeal supports (5.19+ for
 /// task storage on every hook used here).
-pub const LSM_PROGRAMS: [&str; 18] = [
+pub const LSM_PROGRAMS: [&str; 19] = [
     "file_open",
     "ptrace_access_check",
     // Kernels >= 6.15 let perfmon-capable callers read environ/maps after
@@ -28,6 +28,7 @@ pub const LSM_PROGRAMS: [&str; 18] = [
     "kernel_read_file",
     "kernel_load_data",
     "locked_down",
+    "mmap_file",
 ];
 
 pub fn btf() -> Result<Btf, crate::BpfError> {

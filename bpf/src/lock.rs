@@ -157,6 +157,11 @@ pub fn attempted(kind: AccessKind, detail: u32) -> Option<String> {
         AccessKind::LockProbe => {
             format!("open a kprobe, uprobe or tracepoint perf event (PMU type {detail})")
         }
+        AccessKind::LockSelfCode => {
+            "run code from another file than its own binary (a dynamic loader or library) \
+             as a trusted KernelSeal process"
+                .into()
+        }
         _ => return None,
     })
 }

@@ -275,6 +275,7 @@ fn constants_match_c_header() {
         ("KS_KIND_LOCKDOWN", KIND_LOCKDOWN),
         ("KS_KIND_LOCK_STATE", KIND_LOCK_STATE),
         ("KS_KIND_LOCK_PROBE", KIND_LOCK_PROBE),
+        ("KS_KIND_LOCK_SELF_CODE", KIND_LOCK_SELF_CODE),
         ("KS_SELF_AGENT", SELF_AGENT),
         ("KS_SELF_HANDOVER", SELF_HANDOVER),
         ("KS_MARK_SELF", MARK_SELF),

@@ -320,6 +320,32 @@ fn mount_tracefs() {
     }
 }
 
+/// The dynamically linked release build the VM carries next to the static
+/// /usr/bin/kernelseal.
+const DYNAMIC: &str = "/usr/bin/kernelseal-dynamic";
+
+/// A dynamically linked agent refuses `policy.lock` before it loads
+/// anything: on the locked node it could not even restart.
+fn refuses_lock_when_dynamic() -> Result<(), String> {
+    let yaml = Policy::ENFORCE_ALL
+        .yaml()
+        .replace("  mode: enforce\n", "  mode: enforce\n  lock: true\n");
+    let path = "/tmp/vmtests-lock-dynamic.yaml";
+    std::fs::write(path, yaml).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(DYNAMIC)
+        .args(["agent", "--config", path])
+        .output()
+        .map_err(|e| format!("running {DYNAMIC}: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(3) || !err.contains("needs a statically linked kernelseal") {
+        return Err(format!(
+            "a dynamic agent with policy.lock: {}, {err}",
+            out.status
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the suite; returns (passed, failed) and prints a line per test.
 pub fn run() -> (usize, usize) {
     let mut results: Vec<(&str, Result<(), String>)> = Vec::new();
@@ -360,7 +386,11 @@ impl Lock {
     /// Unlocked, agent running, victim protected: root's tracing program
     /// reads the victim's secret; the other vectors are not refused.
     fn control(&mut self) -> Result<(), String> {
-        let agent = Agent::start_with(&Policy::ENFORCE_ALL.yaml(), &[])?;
+        refuses_lock_when_dynamic()?;
+        // The dynamically linked build runs the unlocked node (and so is a
+        // trusted KernelSeal binary from now on); the static one takes over
+        // through the handover to lock it.
+        let agent = Agent::start_from(DYNAMIC, &Policy::ENFORCE_ALL.yaml(), &[])?;
         let mut victim = Victim::spawn()?;
         protect(victim.pid)?;
         self.agent = Some(agent);
@@ -447,6 +477,19 @@ impl Lock {
             other => return Err(format!("rm {}: {other:?}", pin.display())),
         }
         // Nor KernelSeal's own unprotect.
+        // The dynamic build is trusted, but on a locked node its loader
+        // may not map: no route for root's code into a KernelSeal process.
+        let out = std::process::Command::new(DYNAMIC)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("running {DYNAMIC}: {e}"))?;
+        if out.status.success() {
+            return Err(format!("{DYNAMIC} ran on the locked node: {out:?}"));
+        }
+        wait_log_line(&[
+            "[LOCK BLOCKED]",
+            "run code from another file than its own binary",
+        ])?;
         let out = kernelseal(&["unprotect", &victim.pid.to_string()])?;
         let err = String::from_utf8_lossy(&out.stderr);
         if out.status.success() || !err.contains("locked") {

@@ -106,6 +106,11 @@ enum Cmd {
     /// crt-static) into target/static/: no dynamic loader at every wrapped
     /// start, and it runs in images without a matching libc.
     StaticExec,
+    /// Build `kernelseal` statically linked into target/static/: what a
+    /// node with `policy.lock` runs (a locked node lets KernelSeal's
+    /// processes run only their own binary's code), and what the VM tests
+    /// install as /usr/bin/kernelseal.
+    Static,
     /// The demo: boot the newest kernel, start the agent, run an app through
     /// `kernelseal exec`, and show root being refused next to the log.
     Demo,
@@ -170,8 +175,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             vm_bench(&ws, kernel, clock, timeout)
         }
+        Cmd::Static => {
+            let out = static_build(&ws, "kernelseal", "kernelseal")?;
+            println!("{}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::StaticExec => {
-            let out = static_exec(&ws)?;
+            let out = static_build(&ws, "kernelseal-exec", "kernelseal-exec")?;
             println!("{}", out.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -416,12 +426,20 @@ fn vm_test(
     })
 }
 
-/// `kernelseal` at /usr/bin/kernelseal plus any `--with` files.
+/// The static `kernelseal` at /usr/bin/kernelseal (what a locked node
+/// runs), the dynamically linked release build at
+/// /usr/bin/kernelseal-dynamic, plus any `--with` files.
 fn base_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
-    let mut list = vec![(
-        "usr/bin/kernelseal".to_owned(),
-        ws.release_bin("kernelseal"),
-    )];
+    let mut list = vec![
+        (
+            "usr/bin/kernelseal".to_owned(),
+            static_build(ws, "kernelseal", "kernelseal")?,
+        ),
+        (
+            "usr/bin/kernelseal-dynamic".to_owned(),
+            ws.release_bin("kernelseal"),
+        ),
+    ];
     for path in with {
         let path = absolute_file(path)?;
         list.push((guest_bin_path(&path)?, path));
@@ -494,9 +512,10 @@ impl<W: Write> Write for Tee<'_, W> {
 }
 
 /// `RUSTFLAGS=-C target-feature=+crt-static cargo build --release --target
-/// <host> -p kernelseal-exec`: with an explicit --target the flags reach only
-/// the target crates, not build scripts or proc macros.
-fn static_exec(ws: &Workspace) -> Result<PathBuf> {
+/// <host> -p PACKAGE --bin BIN` into target/static/BIN, stripped: with an
+/// explicit --target the flags reach only the target crates, not build
+/// scripts or proc macros.
+fn static_build(ws: &Workspace, package: &str, bin: &str) -> Result<PathBuf> {
     let dir = ws.target.join("static");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
@@ -509,16 +528,17 @@ fn static_exec(ws: &Workspace) -> Result<PathBuf> {
         .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
         .context("rustc -vV printed no host triple")?;
     let triple = host.as_str();
-    eprintln!("xtask: building a static kernelseal-exec");
+    eprintln!("xtask: building a static {bin}");
     util::run_checked(
         std::process::Command::new(cargo)
             .args([
                 "build",
                 "--release",
+                "--locked",
                 "-p",
-                "kernelseal-exec",
+                package,
                 "--bin",
-                "kernelseal-exec",
+                bin,
                 "--target",
                 triple,
             ])
@@ -526,15 +546,15 @@ fn static_exec(ws: &Workspace) -> Result<PathBuf> {
             .arg(&dir)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             .current_dir(&ws.root),
-        "static build of kernelseal-exec",
+        &format!("static build of {bin}"),
     )?;
-    let built = dir.join(triple).join("release").join("kernelseal-exec");
-    let out = dir.join("kernelseal-exec");
+    let built = dir.join(triple).join("release").join(bin);
+    let out = dir.join(bin);
     fs::copy(&built, &out).with_context(|| format!("copying {}", built.display()))?;
-    // Stripped: it is copied into every wrapped image.
+    // Stripped: it is copied into images and VMs.
     util::run_checked(
         std::process::Command::new("strip").arg(&out),
-        "strip kernelseal-exec",
+        &format!("strip {bin}"),
     )?;
     let size = fs::metadata(&out)?.len();
     eprintln!(

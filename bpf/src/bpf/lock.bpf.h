@@ -280,4 +280,34 @@ static __always_inline int refuse_locked_probe(struct perf_event *event)
 	return refuse_unless_self(p, KS_KIND_LOCK_PROBE, (__u32)BPF_CORE_READ(event, pmu, type));
 }
 
+/* While locked, KernelSeal's own processes run only the code of their own
+ * (statically linked) binary: a PROT_EXEC mapping of any other file — the
+ * dynamic loader the kernel maps at exec, a library it loads, one root
+ * preloads or replaced — is refused, so root's code cannot run as a
+ * trusted KernelSeal binary, exempt from the lock. The exec of the binary
+ * itself maps only mm->exe_file. */
+SEC("lsm/mmap_file")
+int BPF_PROG(mmap_file, struct file *file, unsigned long reqprot, unsigned long prot,
+	     unsigned long flags)
+{
+	struct task_struct *cur;
+	struct ks_policy *p;
+	struct file *exe;
+
+	if (!file || !(prot & PROT_EXEC))
+		return 0;
+	p = policy();
+	if (!locked(p))
+		return 0;
+	cur = bpf_get_current_task_btf();
+	if (!is_self(cur))
+		return 0;
+	exe = BPF_CORE_READ(cur, mm, exe_file);
+	if (exe && BPF_CORE_READ(exe, f_inode) == file->f_inode)
+		return 0;
+	emit_to(KS_KIND_LOCK_SELF_CODE, KS_DECISION_DENIED, 0, 0, 0, 0, 0);
+	stat_inc(KS_STAT_DENIED);
+	return -EPERM;
+}
+
 #endif /* KS_LOCK_BPF_H */
