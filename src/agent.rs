@@ -448,7 +448,7 @@ fn refuse_lock_on_dynamic_binary() -> Result<(), String> {
         Ok(true) => Err(
             "policy.lock needs a statically linked kernelseal (a locked node lets KernelSeal's \
              processes run only their own binary's code, never a dynamic loader or a library): \
-             build it with `cargo xtask static` (target/static/kernelseal)"
+             build it with cargo xtask static (target/static/kernelseal)"
                 .into(),
         ),
         Err(e) => Err(format!(
