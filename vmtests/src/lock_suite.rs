@@ -168,12 +168,20 @@ fn perf_kprobe() -> libc::c_long {
         return -1;
     };
     let func = c"do_sys_openat2";
-    // perf_event_attr: type, size, config, ..., config1 (kprobe_func) at 56.
+    // The name outlives the call.
+    open_close_perf_event(pmu, 0, func.as_ptr() as u64)
+}
+
+/// perf_event_open of a CPU-wide event (closed again): the fd, or -1 with
+/// errno. perf_event_attr: type at 0, size at 4, config at 8, config1 at 56.
+fn open_close_perf_event(pmu_type: u32, config: u64, config1: u64) -> libc::c_long {
     let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&pmu.to_ne_bytes());
+    attr[0..4].copy_from_slice(&pmu_type.to_ne_bytes());
     attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
-    attr[56..64].copy_from_slice(&(func.as_ptr() as u64).to_ne_bytes());
-    // SAFETY: a zeroed attr of the size it declares; the name outlives it.
+    attr[8..16].copy_from_slice(&config.to_ne_bytes());
+    attr[56..64].copy_from_slice(&config1.to_ne_bytes());
+    // SAFETY: a zeroed attr of the size it declares; config1 is either 0 or
+    // a name the caller keeps alive across the call.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
@@ -268,26 +276,8 @@ fn perf_tracepoint() -> libc::c_long {
         unsafe { *libc::__errno_location() = libc::ENOSYS };
         return -1;
     }
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&2u32.to_ne_bytes()); // PERF_TYPE_TRACEPOINT
-    attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
-    attr[8..16].copy_from_slice(&id.to_ne_bytes());
-    // SAFETY: a zeroed attr of the size it declares.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            attr.as_ptr(),
-            -1,
-            0,
-            -1,
-            crate::leaks_suite::PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: the fd was just opened here.
-        unsafe { libc::close(fd as i32) };
-    }
-    fd
+    const PERF_TYPE_TRACEPOINT: u32 = 2;
+    open_close_perf_event(PERF_TYPE_TRACEPOINT, id, 0)
 }
 
 type Vector = (&'static str, fn() -> libc::c_long);
