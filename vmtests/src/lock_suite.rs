@@ -33,19 +33,14 @@ struct Loot {
 // SAFETY: plain old data, the layout of the C struct.
 unsafe impl aya::Pod for Loot {}
 
-/// Loads the snoop program for process `tgid` (reading its environment, or
-/// `addr` when not 0) and pokes it into making syscalls until the program
-/// copied something: `Ok(bytes)`, or the load's error.
-fn snoop(
-    tgid: u32,
-    addr: u64,
-    mut poke: impl FnMut() -> Result<(), String>,
-) -> Result<Result<Vec<u8>, String>, String> {
+/// Loads the snoop program for `pid` and makes the victim run syscalls
+/// until the program copied its environment: `Ok(environment)`, or the
+/// load's error.
+fn snoop(victim: &mut Victim) -> Result<Result<String, String>, String> {
     let btf = Btf::from_sys_fs().map_err(|e| e.to_string())?;
     let mut ebpf = match EbpfLoader::new()
         .btf(Some(&btf))
-        .override_global("target_tgid", &tgid, true)
-        .override_global("target_addr", &addr, true)
+        .override_global("target_tgid", &victim.pid, true)
         .load(SNOOP)
     {
         Ok(e) => e,
@@ -63,7 +58,7 @@ fn snoop(
         return Ok(Err(error_chain(&e)));
     }
     for _ in 0..50 {
-        poke()?;
+        victim.ask("hups")?;
         let loot: Array<_, Loot> = Array::try_from(
             ebpf.map("snoop_loot")
                 .ok_or("snoop object has no snoop_loot")?,
@@ -72,57 +67,11 @@ fn snoop(
         let l = loot.get(&0, 0).map_err(|e| e.to_string())?;
         if l.got == 1 {
             let len = (l.len as usize).min(l.env.len());
-            return Ok(Ok(l.env[..len].to_vec()));
+            return Ok(Ok(String::from_utf8_lossy(&l.env[..len]).into_owned()));
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    Err("the snoop program loaded but never ran in its target".into())
-}
-
-/// The snoop program on a victim's environment.
-fn snoop_environment(victim: &mut Victim) -> Result<Result<String, String>, String> {
-    let pid = victim.pid;
-    Ok(snoop(pid, 0, || victim.ask("hups").map(|_| ()))?
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
-}
-
-/// The agent's secret memory pool (start, end), from its maps (readable
-/// while blockMaps is off).
-fn secret_pool_of(agent: u32) -> Result<(u64, u64), String> {
-    let maps = std::fs::read_to_string(format!("/proc/{agent}/maps"))
-        .map_err(|e| format!("/proc/{agent}/maps: {e}"))?;
-    let line = maps
-        .lines()
-        .find(|l| l.contains("secretmem"))
-        .ok_or_else(|| format!("the agent maps no secret memory:\n{maps}"))?;
-    let range = line.split_whitespace().next().unwrap_or_default();
-    let (start, end) = range.split_once('-').unwrap_or_default();
-    let hex = |v: &str| u64::from_str_radix(v, 16).map_err(|e| format!("{line}: {e}"));
-    Ok((hex(start)?, hex(end)?))
-}
-
-/// Root's tracing program, run in the agent's own context, reads a value
-/// the agent holds in secret memory (the page by page search stops at the
-/// first page holding it).
-fn snoop_agent_secret(agent: u32, value: &str) -> Result<Result<(), String>, String> {
-    let (start, end) = secret_pool_of(agent)?;
-    let pages = ((end - start) / 4096).min(64);
-    for page in 0..pages {
-        let tick = || {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            Ok(())
-        };
-        match snoop(agent, start + page * 4096, tick)? {
-            Ok(bytes) if bytes.windows(value.len()).any(|w| w == value.as_bytes()) => {
-                return Ok(Ok(()));
-            }
-            Ok(_) => {}
-            Err(e) => return Ok(Err(e)),
-        }
-    }
-    Err(format!(
-        "{value:?} not found in the first {pages} pages of the agent's secret memory"
-    ))
+    Err("the snoop program loaded but never ran in the victim".into())
 }
 
 fn refused_eperm(label: &str, rc: libc::c_long) -> Result<(), String> {
@@ -431,24 +380,11 @@ impl Lock {
         // The dynamically linked build runs the unlocked node (and so is a
         // trusted KernelSeal binary from now on); the static one takes over
         // through the handover to lock it.
-        // blockMaps off: the attacker finds the agent's secret memory in
-        // its maps (the lock does not depend on hiding it).
-        let unlocked = Policy {
-            maps: false,
-            ..Policy::ENFORCE_ALL
-        };
-        let agent = Agent::start_from(DYNAMIC, &unlocked.yaml(), &[])?;
-        let agent_pid = agent.pid;
+        let agent = Agent::start_from(DYNAMIC, &Policy::ENFORCE_ALL.yaml(), &[])?;
         let mut victim = Victim::spawn()?;
         protect(victim.pid)?;
         self.agent = Some(agent);
-        // A wrapped start makes the agent fetch a value into its pool.
-        let _wrapped = Victim::spawn_wrapped()?;
-        match snoop_agent_secret(agent_pid, "wrapped-secret-value")? {
-            Ok(()) => {}
-            Err(e) => return Err(format!("control: the snoop program did not load: {e}")),
-        }
-        match snoop_environment(&mut victim)? {
+        match snoop(&mut victim)? {
             Ok(env) if env.contains(SECRET_VALUE) => {}
             Ok(_) => {
                 return Err(
@@ -488,27 +424,12 @@ impl Lock {
         if let Some(a) = self.agent.take() {
             a.stop()?;
         }
-        let yaml = Policy {
-            maps: false,
-            ..Policy::ENFORCE_ALL
-        }
-        .yaml()
-        .replace("  mode: enforce\n", "  mode: enforce\n  lock: true\n");
-        let agent = Agent::start_with(&yaml, &[])?;
-        let agent_pid = agent.pid;
-        self.agent = Some(agent);
+        let yaml = Policy::ENFORCE_ALL
+            .yaml()
+            .replace("  mode: enforce\n", "  mode: enforce\n  lock: true\n");
+        self.agent = Some(Agent::start_with(&yaml, &[])?);
         wait_log_line(&["[LOCK] the node is locked until reboot"])?;
-        let _wrapped = Victim::spawn_wrapped()?;
-        match snoop_agent_secret(agent_pid, "wrapped-secret-value")? {
-            Ok(()) => return Err("locked: the snoop program read the agent's secret memory".into()),
-            Err(e) if e.contains("os error 1") || e.contains("Operation not permitted") => {}
-            Err(e) => {
-                return Err(format!(
-                    "locked: snoop of the agent failed, but not with EPERM: {e}"
-                ));
-            }
-        }
-        match snoop_environment(victim)? {
+        match snoop(victim)? {
             Ok(env) => {
                 return Err(format!(
                     "locked: the snoop program loaded and read {} bytes",
@@ -587,7 +508,7 @@ impl Lock {
         crate::suite::all_refused("locked, agent killed", victim.pid, victim.pid, victim.addr)?;
         let agent = Agent::start_with(&Policy::ENFORCE_ALL.yaml(), &["--unpin-on-exit"])?;
         wait_log_line(&["[LOCK] the node was locked by an earlier agent"])?;
-        if let Ok(env) = snoop_environment(victim)? {
+        if let Ok(env) = snoop(victim)? {
             return Err(format!("after restart: snoop read {} bytes", env.len()));
         }
         refused_eperm("finit_module after restart", finit_module())?;

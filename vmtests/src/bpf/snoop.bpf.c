@@ -1,10 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * The attacker's tracing program of the lock-mode tests: on every syscall
- * of one process it copies that process's environment (mm->env_start..), or
- * the memory at a given address, out with bpf_probe_read_user, as root's
- * own BPF program would — in that process's context, where even its secret
- * memory (memfd_secret) is mapped. Without lock
+ * of one process it copies that process's environment (mm->env_start..) out
+ * with bpf_probe_read_user, as root's own BPF program would. Without lock
  * mode it loads and reads a protected process's secret; with it, the load
  * must be refused.
  */
@@ -43,9 +41,6 @@ struct {
 } snoop_loot SEC(".maps");
 
 const volatile __u32 target_tgid = 0;
-/* 0: the environment; else the address to copy LOOT_LEN bytes from (the
- * agent's secret memory pool, read in the agent's own context). */
-const volatile __u64 target_addr = 0;
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
@@ -60,14 +55,9 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	l = bpf_map_lookup_elem(&snoop_loot, &zero);
 	if (!l || l->got)
 		return 0;
-	if (target_addr) {
-		start = target_addr;
-		len = LOOT_LEN;
-	} else {
-		start = BPF_CORE_READ(task, mm, env_start);
-		end = BPF_CORE_READ(task, mm, env_end);
-		len = end - start;
-	}
+	start = BPF_CORE_READ(task, mm, env_start);
+	end = BPF_CORE_READ(task, mm, env_end);
+	len = end - start;
 	if (len > LOOT_LEN)
 		len = LOOT_LEN;
 	if (len == 0)
