@@ -73,49 +73,35 @@ fn strip_location_prefix(message: &str) -> String {
 }
 
 /// serde's messages quote the scalar they were given: "unknown variant
-/// `…`", "invalid type: string \"…\"". YAML lets a literal secret
-/// `value` be anchored and aliased into any field (`delivery: *pw`), so the
-/// quoted text is cut; what was expected (the allowed variants, the type)
-/// and the location stay.
+/// `…`", "invalid type: string \"…\"", "integer `1234`", "value `…` is
+/// not a finite number". YAML lets a literal secret `value` be anchored
+/// and aliased into any field (`delivery: *pw`), so everything from the
+/// first quote to the last one before serde's own ", expected …" clause is
+/// cut, whatever the message; what was expected (the allowed variants, the
+/// type) and the location stay. Field names are the schema's or the
+/// author's keys, not values: "unknown field `x`" keeps its name.
 fn without_input(message: &str) -> String {
-    // `unknown variant `<input>`, expected …` (the input is not escaped,
-    // so the end is the last "`, ").
-    if let Some(rest) = message.strip_prefix("unknown variant `") {
-        return match rest.rfind("`, ") {
-            Some(end) => format!("unknown variant, {}", &rest[end + 3..]),
-            None => "unknown variant".into(),
-        };
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        return message.to_string();
     }
-    // `string "<input>"` as serde's `Unexpected::Str` prints it (Debug
-    // escaping, so the end is the first unescaped quote).
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(at) = rest.find("string \"") {
-        out.push_str(&rest[..at + "string".len()]);
-        let quoted = &rest[at + "string \"".len()..];
-        let mut end = None;
-        let mut escaped = false;
-        for (i, c) in quoted.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => {
-                    end = Some(i);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        match end {
-            Some(i) => rest = &quoted[i + 1..],
-            None => {
-                rest = "";
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+    let is_quote = |c: char| c == '`' || c == '"';
+    // serde's "expected" clause comes last and quotes nothing of the input;
+    // a split whose tail holds a quote would be inside the input.
+    let (head, tail) = match message.rfind(", expected") {
+        Some(at) if !message[at..].contains(is_quote) => message.split_at(at),
+        _ => (message, ""),
+    };
+    let (Some(first), Some(last)) = (head.find(is_quote), head.rfind(is_quote)) else {
+        return message.to_string();
+    };
+    let before = head[..first].trim_end();
+    let after = if last > first { head[last + 1..].trim_start() } else { "" };
+    let joined = match (before.is_empty(), after.is_empty()) {
+        (_, true) => before.to_string(),
+        (true, false) => after.to_string(),
+        (false, false) => format!("{before} {after}"),
+    };
+    format!("{joined}{tail}")
 }
 
 #[cfg(test)]
@@ -135,6 +121,19 @@ mod tests {
         assert_eq!(
             without_input("unknown field `x`, expected one of a"),
             "unknown field `x`, expected one of a"
+        );
+        assert_eq!(
+            without_input("invalid type: integer `1234`, expected a string"),
+            "invalid type: integer, expected a string"
+        );
+        assert_eq!(
+            without_input("value `9e999` is not a finite number"),
+            "value is not a finite number"
+        );
+        // ", expected" inside the input is not serde's clause.
+        assert_eq!(
+            without_input("unknown variant `a, expected b`"),
+            "unknown variant"
         );
     }
 }
