@@ -19,7 +19,7 @@ use crate::policy::KernelPolicy;
 use crate::tamper::{MarkRegistry, PinWatch, TamperReport, Tampered};
 use crate::trust::{self, AdmittedBuild};
 
-const POLICY_MAP: &str = "ks_policy";
+pub(crate) const POLICY_MAP: &str = "ks_policy";
 const EVENTS_MAP: &str = "ks_events";
 const STATS_MAP: &str = "ks_stats";
 const BINARIES_MAP: &str = "ks_exec_binaries";
@@ -528,11 +528,7 @@ impl Gate {
                 what: "a policy change",
             });
         }
-        self.write_policy(policy.to_raw())?;
-        if policy.lock {
-            self.freeze_policy()?;
-        }
-        Ok(())
+        self.write_then_freeze(policy)
     }
 
     /// The policy at start: on a node locked by an earlier agent the policy
@@ -543,7 +539,16 @@ impl Gate {
             self.policy = found;
             return Ok(());
         }
-        self.set_policy(policy)
+        self.write_then_freeze(policy)
+    }
+
+    /// An unlocked node's policy written; a locked one is frozen after.
+    fn write_then_freeze(&mut self, policy: KernelPolicy) -> Result<(), BpfError> {
+        self.write_policy(policy.to_raw())?;
+        if policy.lock {
+            self.freeze_policy()?;
+        }
+        Ok(())
     }
 
     /// Whether the policy in the kernel is locked (policy.lock, by this or
@@ -583,10 +588,7 @@ impl Gate {
             .maps
             .get(POLICY_MAP)
             .ok_or(BpfError::MissingMap { map: POLICY_MAP })?;
-        let arr: Array<&MapData, RawPolicy> =
-            Array::try_from(map).map_err(|_| BpfError::MissingMap { map: POLICY_MAP })?;
-        arr.get(&0, 0)
-            .map_err(|e| map_error("lookup", POLICY_MAP, e))
+        read_policy_map(map)
     }
 
     /// Compares the pins, the policy, the exec filter and the marks set
@@ -757,6 +759,14 @@ fn attach(ebpf: &mut Ebpf, btf: &Btf, name: &'static str) -> Result<(FdLink, u32
         .map(|i| i.program_id())
         .map_err(|e| refused(error_chain(&e)))?;
     Ok((link, id))
+}
+
+/// The one entry of a policy map (the gate's, or a pinned one).
+pub(crate) fn read_policy_map(map: &Map) -> Result<RawPolicy, BpfError> {
+    let arr: Array<&MapData, RawPolicy> =
+        Array::try_from(map).map_err(|_| BpfError::MissingMap { map: POLICY_MAP })?;
+    arr.get(&0, 0)
+        .map_err(|e| map_error("lookup", POLICY_MAP, e))
 }
 
 fn map_error(op: &'static str, map: &'static str, e: aya::maps::MapError) -> BpfError {

@@ -102,22 +102,15 @@ impl KernelPolicy {
 /// locked: for commands that change marks without a gate of their own.
 /// `false` when nothing is pinned there.
 pub fn pinned_policy_locked(pin_dir: &std::path::Path) -> Result<bool, crate::BpfError> {
-    use aya::maps::{Array, MapData};
-    let path = crate::PinLayout::new(pin_dir).map("ks_policy");
+    let path = crate::PinLayout::new(pin_dir).map(crate::gate::POLICY_MAP);
     if !path.exists() {
         return Ok(false);
     }
-    let data = MapData::from_pin(&path).map_err(|e| crate::BpfError::Adopt {
+    let data = aya::maps::MapData::from_pin(&path).map_err(|e| crate::BpfError::Adopt {
         dir: pin_dir.display().to_string(),
         reason: format!("policy map: {e}"),
     })?;
-    let map = aya::maps::Map::Array(data);
-    let arr: Array<&MapData, RawPolicy> =
-        Array::try_from(&map).map_err(|_| crate::BpfError::MissingMap { map: "ks_policy" })?;
-    let raw = arr.get(&0, 0).map_err(|e| crate::BpfError::Adopt {
-        dir: pin_dir.display().to_string(),
-        reason: format!("policy map: {e}"),
-    })?;
+    let raw = crate::gate::read_policy_map(&aya::maps::Map::Array(data))?;
     Ok(raw.flags & abi::POLICY_LOCK != 0)
 }
 
