@@ -16,17 +16,24 @@ static __always_inline bool locked(const struct ks_policy *p)
 	return p && (p->flags & KS_POLICY_LOCK) && p->mode == KS_MODE_ENFORCE;
 }
 
+/* A lock refusal, logged and counted; `detail` goes to the event's
+ * ptrace_mode field. Lock mode has no audit: the policy is enforce. */
+static __always_inline int deny_locked(__u32 kind, __u32 detail)
+{
+	emit_to(kind, KS_DECISION_DENIED, detail, 0, 0, 0, 0);
+	stat_inc(KS_STAT_DENIED);
+	return -EPERM;
+}
+
 /* A lock refusal for any process but the agent and trusted KernelSeal
- * binaries; `detail` goes to the event's ptrace_mode field. */
-static __always_inline int refuse_unless_self(const struct ks_policy *p, __u32 kind, __u32 detail)
+ * binaries. */
+static __always_inline int refuse_unless_self(__u32 kind, __u32 detail)
 {
 	struct task_struct *cur = bpf_get_current_task_btf();
 
 	if (is_self(cur) || is_agent(cur))
 		return 0;
-	emit_to(kind, KS_DECISION_DENIED, detail, 0, 0, 0, 0);
-	stat_inc(KS_STAT_DENIED);
-	return -EPERM;
+	return deny_locked(kind, detail);
 }
 
 /* An instruction as the programs read it raw (not relocated). */
@@ -162,7 +169,7 @@ int BPF_PROG(bpf_prog_load, struct bpf_prog *prog)
 		if (!scan.helper)
 			return 0;
 	}
-	return refuse_unless_self(p, KS_KIND_LOCK_BPF,
+	return refuse_unless_self(KS_KIND_LOCK_BPF,
 				  ((__u32)BPF_PROG_LOAD << 16) | (scan.helper << 8) | (type & 0xff));
 }
 
@@ -200,7 +207,7 @@ int BPF_PROG(bpf, int cmd, union bpf_attr *attr)
 	default:
 		return 0;
 	}
-	return refuse_unless_self(p, KS_KIND_LOCK_BPF, ((__u32)cmd << 16) | (attach_type & 0xff));
+	return refuse_unless_self(KS_KIND_LOCK_BPF, ((__u32)cmd << 16) | (attach_type & 0xff));
 }
 
 /* finit_module and kexec_file_load: asked before the kernel reads a byte. */
@@ -217,7 +224,7 @@ int BPF_PROG(kernel_read_file, struct file *file, enum kernel_read_file_id id)
 	    !(bpf_core_enum_value_exists(enum kernel_read_file_id, READING_MODULE_COMPRESSED) &&
 	      id == bpf_core_enum_value(enum kernel_read_file_id, READING_MODULE_COMPRESSED)))
 		return 0;
-	return refuse_unless_self(p, KS_KIND_LOCK_KERNEL_CODE, (1u << 16) | (__u32)id);
+	return refuse_unless_self(KS_KIND_LOCK_KERNEL_CODE, (1u << 16) | (__u32)id);
 }
 
 /* init_module (before the image is copied in) and kexec_load. */
@@ -234,7 +241,7 @@ int BPF_PROG(kernel_load_data, enum kernel_load_data_id id)
 	    !(bpf_core_enum_value_exists(enum kernel_load_data_id, LOADING_MODULE_COMPRESSED) &&
 	      id == bpf_core_enum_value(enum kernel_load_data_id, LOADING_MODULE_COMPRESSED)))
 		return 0;
-	return refuse_unless_self(p, KS_KIND_LOCK_KERNEL_CODE, (2u << 16) | (__u32)id);
+	return refuse_unless_self(KS_KIND_LOCK_KERNEL_CODE, (2u << 16) | (__u32)id);
 }
 
 /* The kernel's own checklist of ways root reaches kernel and process
@@ -247,7 +254,7 @@ int BPF_PROG(locked_down, int what)
 
 	if (!locked(p) || what <= 0)
 		return 0;
-	return refuse_unless_self(p, KS_KIND_LOCKDOWN, (__u32)what);
+	return refuse_unless_self(KS_KIND_LOCKDOWN, (__u32)what);
 }
 
 /* Whether a PMU is "kprobe" or "uprobe": dynamic probes on any kernel or
@@ -277,7 +284,7 @@ static __always_inline int refuse_locked_probe(struct perf_event *event)
 	if (BPF_CORE_READ(event, attr.type) != KS_PERF_TYPE_TRACEPOINT &&
 	    !probe_pmu(BPF_CORE_READ(event, pmu)))
 		return 0;
-	return refuse_unless_self(p, KS_KIND_LOCK_PROBE, (__u32)BPF_CORE_READ(event, pmu, type));
+	return refuse_unless_self(KS_KIND_LOCK_PROBE, (__u32)BPF_CORE_READ(event, pmu, type));
 }
 
 /* While locked, KernelSeal's own processes run only the code of their own
@@ -305,9 +312,7 @@ int BPF_PROG(mmap_file, struct file *file, unsigned long reqprot, unsigned long 
 	exe = BPF_CORE_READ(cur, mm, exe_file);
 	if (exe && BPF_CORE_READ(exe, f_inode) == file->f_inode)
 		return 0;
-	emit_to(KS_KIND_LOCK_SELF_CODE, KS_DECISION_DENIED, 0, 0, 0, 0, 0);
-	stat_inc(KS_STAT_DENIED);
-	return -EPERM;
+	return deny_locked(KS_KIND_LOCK_SELF_CODE, 0);
 }
 
 #endif /* KS_LOCK_BPF_H */

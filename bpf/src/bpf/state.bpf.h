@@ -36,11 +36,8 @@ static __always_inline int refuse_state_even_self(void)
 {
 	struct ks_policy *p = policy();
 
-	if (locked(p)) {
-		emit_to(KS_KIND_LOCK_STATE, KS_DECISION_DENIED, 0, 0, 0, 0, 0);
-		stat_inc(KS_STAT_DENIED);
-		return -EPERM;
-	}
+	if (locked(p))
+		return deny_locked(KS_KIND_LOCK_STATE, 0);
 	return refuse_state();
 }
 
