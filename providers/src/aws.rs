@@ -313,18 +313,27 @@ impl SecretProvider for AwsProvider {
         let Some(c) = &self.credentials else {
             return Ok(());
         };
+        // The variant only: the chain below it carries STS's own message,
+        // which can quote the request (the pod's token among it).
         match c.provide_credentials().await {
             Ok(_) => Ok(()),
-            Err(e @ (CredentialsError::ProviderTimedOut(_) | CredentialsError::Unhandled(_))) => {
-                Err(Error::Unavailable {
-                    reference: format!("providers.{} login", self.name),
-                    what: "AWS credentials".into(),
-                    message: chain(&e),
-                })
-            }
-            Err(e) => Err(Error::Auth {
+            Err(CredentialsError::ProviderTimedOut(_)) => Err(Error::Unavailable {
+                reference: format!("providers.{} login", self.name),
+                what: "AWS credentials".into(),
+                message: "the credential provider timed out".into(),
+            }),
+            Err(CredentialsError::Unhandled(_)) => Err(Error::Unavailable {
+                reference: format!("providers.{} login", self.name),
+                what: "AWS credentials".into(),
+                message: "the credential provider failed".into(),
+            }),
+            Err(CredentialsError::CredentialsNotLoaded(_)) => Err(Error::Auth {
                 provider: self.name.clone(),
-                message: chain(&e),
+                message: "no credentials were loaded".into(),
+            }),
+            Err(_) => Err(Error::Auth {
+                provider: self.name.clone(),
+                message: "the credential provider refused the identity".into(),
             }),
         }
     }
