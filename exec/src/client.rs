@@ -65,8 +65,9 @@ pub fn ask(socket: &str, binary: &str, timeout: Duration, heap: &SecretHeap) -> 
     let mut backoff = Duration::from_millis(50);
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        // The last answer worth retrying, and whether it was "no binding".
-        let (last, no_binding) = match once(socket, binary, remaining, heap) {
+        // The last answer worth retrying: a "no binding" reason as the agent
+        // gave it, anything else with what failed in front.
+        let last = match once(socket, binary, remaining, heap) {
             Ok(ExecResponse::Ok {
                 env,
                 missing,
@@ -104,12 +105,12 @@ pub fn ask(socket: &str, binary: &str, timeout: Duration, heap: &SecretHeap) -> 
                 reason,
                 retry: true,
                 ..
-            }) if reason.starts_with(NO_BINDING) => (reason, true),
+            }) if reason.starts_with(NO_BINDING) => reason,
             Ok(ExecResponse::Refused {
                 reason,
                 retry: true,
                 ..
-            }) => (format!("the agent refused: {reason}"), false),
+            }) => format!("the agent refused: {reason}"),
             // Protocol errors will not fix themselves.
             Err(
                 e @ (ProtocolError::Malformed(_)
@@ -118,12 +119,12 @@ pub fn ask(socket: &str, binary: &str, timeout: Duration, heap: &SecretHeap) -> 
             ) => {
                 return Outcome::Failed(e.to_string());
             }
-            Err(ProtocolError::Io(e)) => (format!("agent at {socket} unavailable: {e}"), false),
+            Err(ProtocolError::Io(e)) => format!("agent at {socket} unavailable: {e}"),
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             let why = format!("{last} (gave up after {:.1}s)", timeout.as_secs_f64());
-            return match no_binding {
+            return match last.starts_with(NO_BINDING) {
                 true => Outcome::NoBinding(why),
                 false => Outcome::Failed(why),
             };
