@@ -243,7 +243,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
                     what,
                     message,
                 }
-            } else if status >= 500 || status == 429 || code == "ThrottlingException" {
+            } else if crate::upstream::is_unavailable(status) || code == "ThrottlingException" {
                 Error::Unavailable {
                     reference: rs.to_string(),
                     what: format!("AWS Secrets Manager in {region}"),

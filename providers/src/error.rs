@@ -153,7 +153,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Unavailable { .. } | Error::Timeout { .. } => true,
-            Error::Upstream { status, .. } => status.is_none_or(|s| s >= 500 || s == 429),
+            Error::Upstream { status, .. } => status.is_none_or(crate::upstream::is_unavailable),
             _ => false,
         }
     }
@@ -168,7 +168,7 @@ impl Error {
             Error::Unavailable { .. } | Error::Timeout { .. } => true,
             Error::Upstream {
                 status: Some(s), ..
-            } => *s >= 500 || *s == 429,
+            } => crate::upstream::is_unavailable(*s),
             _ => false,
         }
     }

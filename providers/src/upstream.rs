@@ -9,6 +9,13 @@
 //! text ends up in gRPC statuses, pod events and logs. So the error names
 //! the status class and a short fixed reason, and nothing else.
 
+/// Whether an HTTP status says the upstream is unavailable for now (a
+/// server error or throttling), not that it refused: the cache serves a
+/// stale value and retries through these, never through a refusal.
+pub(crate) fn is_unavailable(status: u16) -> bool {
+    status >= 500 || status == 429
+}
+
 /// A short fixed reason for an HTTP status.
 pub(crate) fn http_reason(status: u16) -> &'static str {
     match status {

@@ -148,7 +148,7 @@ impl VaultProvider {
         drop(creds);
         if !(200..300).contains(&status) {
             let text = self.refusal(status);
-            if status >= 500 || status == 429 {
+            if crate::upstream::is_unavailable(status) {
                 return Err(Error::Unavailable {
                     reference: self.login_ref(),
                     what: self.what(),
@@ -256,7 +256,7 @@ impl VaultProvider {
             return Ok(());
         }
         let text = self.refusal(status);
-        if status >= 500 || status == 429 {
+        if crate::upstream::is_unavailable(status) {
             return Err(Error::Unavailable {
                 reference: self.login_ref(),
                 what: self.what(),

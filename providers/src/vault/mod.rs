@@ -287,7 +287,7 @@ impl VaultProvider {
                         message: String::new(),
                     });
                 }
-                s if s >= 500 || s == 429 => {
+                s if crate::upstream::is_unavailable(s) => {
                     return Err(Error::Unavailable {
                         reference: rs,
                         what: self.what(),
@@ -389,7 +389,7 @@ impl VaultProvider {
         let (status, resp) = self.send(req, &rs).await?;
         if !(200..300).contains(&status) {
             let message = self.refusal(status);
-            return Err(if status >= 500 {
+            return Err(if crate::upstream::is_unavailable(status) {
                 Error::Unavailable {
                     reference: rs,
                     what: self.what(),
