@@ -140,22 +140,18 @@ impl KubernetesProvider {
             .await
             .map_err(|e| transport(&e))?;
         let status = resp.status().as_u16();
-        let declared = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
-        let body = match crate::limit::check_declared(declared, MAX_ANSWER_BYTES) {
-            Err(x) => Err(ReadError::Exceeded(x)),
-            Ok(()) => read_body(resp.into_body(), MAX_ANSWER_BYTES).await,
-        }
-        .map_err(|e| match e {
-            ReadError::Exceeded(x) => Error::TooLarge {
-                reference: rs.to_string(),
-                what: "Kubernetes API".into(),
-                limit: x.limit,
-            },
-            ReadError::Transport(e) => transport(&e),
-        })?;
+        // read_body refuses an announced length over the bound before
+        // reading, and stops a streamed body past it.
+        let body = read_body(resp.into_body(), MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::Exceeded(x) => Error::TooLarge {
+                    reference: rs.to_string(),
+                    what: "Kubernetes API".into(),
+                    limit: x.limit,
+                },
+                ReadError::Transport(e) => transport(&e),
+            })?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|e| Error::Format {
                 reference: rs.to_string(),
@@ -179,7 +175,7 @@ impl KubernetesProvider {
                 what,
                 message,
             },
-            c if c >= 500 || c == 429 => Error::Unavailable {
+            c if crate::upstream::is_unavailable(c) => Error::Unavailable {
                 reference: rs,
                 what: "Kubernetes API".into(),
                 message,
