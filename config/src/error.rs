@@ -95,7 +95,11 @@ fn without_input(message: &str) -> String {
         return message.to_string();
     };
     let before = head[..first].trim_end();
-    let after = if last > first { head[last + 1..].trim_start() } else { "" };
+    let after = if last > first {
+        head[last + 1..].trim_start()
+    } else {
+        ""
+    };
     let joined = match (before.is_empty(), after.is_empty()) {
         (_, true) => before.to_string(),
         (true, false) => after.to_string(),
