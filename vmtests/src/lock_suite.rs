@@ -27,51 +27,190 @@ const PIN_ROOT: &str = "/sys/fs/bpf/kernelseal";
 struct Loot {
     got: u32,
     len: u32,
-    env: [u8; 4096],
+    addr: u64,
+    bytes: [u8; 4096],
 }
 
 // SAFETY: plain old data, the layout of the C struct.
 unsafe impl aya::Pod for Loot {}
 
-/// Loads the snoop program for `pid` and makes the victim run syscalls
-/// until the program copied its environment: `Ok(environment)`, or the
-/// load's error.
-fn snoop(victim: &mut Victim) -> Result<Result<String, String>, String> {
-    let btf = Btf::from_sys_fs().map_err(|e| e.to_string())?;
-    let mut ebpf = match EbpfLoader::new()
-        .btf(Some(&btf))
-        .override_global("target_tgid", &victim.pid, true)
-        .load(SNOOP)
-    {
-        Ok(e) => e,
-        Err(e) => return Ok(Err(error_chain(&e))),
-    };
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut("sys_enter")
-        .ok_or("snoop object has no sys_enter")?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    if let Err(e) = program.load("sys_enter", &btf) {
-        return Ok(Err(error_chain(&e)));
+/// Root's tracing program, attached to every syscall of one process.
+struct Snoop {
+    ebpf: aya::Ebpf,
+}
+
+impl Snoop {
+    /// Loads and attaches the program for process `tgid`: `Ok(Err(why))`
+    /// when the kernel refuses either.
+    fn load(tgid: u32) -> Result<Result<Snoop, String>, String> {
+        let mut snoop = match Snoop::load_detached(tgid)? {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(snoop.attach()?.map(|()| snoop))
     }
-    if let Err(e) = program.attach() {
-        return Ok(Err(error_chain(&e)));
+
+    /// Loads the program for process `tgid` without attaching it.
+    fn load_detached(tgid: u32) -> Result<Result<Snoop, String>, String> {
+        let btf = Btf::from_sys_fs().map_err(|e| e.to_string())?;
+        let ebpf = match EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("target_tgid", &tgid, true)
+            .load(SNOOP)
+        {
+            Ok(e) => e,
+            Err(e) => return Ok(Err(error_chain(&e))),
+        };
+        let mut snoop = Snoop { ebpf };
+        // Idle until the first read asks for something.
+        snoop.request(Loot {
+            got: 1,
+            len: 0,
+            addr: 0,
+            bytes: [0; 4096],
+        })?;
+        if let Err(e) = snoop.program()?.load("sys_enter", &btf) {
+            return Ok(Err(error_chain(&e)));
+        }
+        Ok(Ok(snoop))
     }
-    for _ in 0..50 {
-        victim.ask("hups")?;
-        let loot: Array<_, Loot> = Array::try_from(
-            ebpf.map("snoop_loot")
+
+    fn program(&mut self) -> Result<&mut BtfTracePoint, String> {
+        self.ebpf
+            .program_mut("sys_enter")
+            .ok_or("snoop object has no sys_enter")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())
+    }
+
+    /// `Ok(Err(why))` when the kernel refuses the attachment.
+    fn attach(&mut self) -> Result<Result<(), String>, String> {
+        Ok(self
+            .program()?
+            .attach()
+            .map(|_| ())
+            .map_err(|e| error_chain(&e)))
+    }
+
+    fn loot(&mut self) -> Result<Array<&mut aya::maps::MapData, Loot>, String> {
+        Array::try_from(
+            self.ebpf
+                .map_mut("snoop_loot")
                 .ok_or("snoop object has no snoop_loot")?,
         )
-        .map_err(|e| e.to_string())?;
-        let l = loot.get(&0, 0).map_err(|e| e.to_string())?;
-        if l.got == 1 {
-            let len = (l.len as usize).min(l.env.len());
-            return Ok(Ok(String::from_utf8_lossy(&l.env[..len]).into_owned()));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        .map_err(|e| e.to_string())
     }
-    Err("the snoop program loaded but never ran in the victim".into())
+
+    fn request(&mut self, loot: Loot) -> Result<(), String> {
+        self.loot()?.set(0, loot, 0).map_err(|e| e.to_string())
+    }
+
+    /// What the program copies on the process's next syscall (`poke` makes
+    /// one happen): the environment for `addr` 0, else the page at `addr`.
+    fn read(
+        &mut self,
+        addr: u64,
+        mut poke: impl FnMut() -> Result<(), String>,
+    ) -> Result<Vec<u8>, String> {
+        self.request(Loot {
+            got: 0,
+            len: 0,
+            addr,
+            bytes: [0; 4096],
+        })?;
+        for _ in 0..50 {
+            poke()?;
+            let l = self.loot()?.get(&0, 0).map_err(|e| e.to_string())?;
+            if l.got == 1 {
+                let len = (l.len as usize).min(l.bytes.len());
+                return Ok(l.bytes[..len].to_vec());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Err(format!(
+            "the snoop program loaded but never ran in its target (addr {addr:#x})"
+        ))
+    }
+}
+
+/// The victim's environment as root's tracing program reads it, or why the
+/// program was refused.
+fn snoop_environment(victim: &mut Victim) -> Result<Result<String, String>, String> {
+    let mut snoop = match Snoop::load(victim.pid)? {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    let bytes = snoop.read(0, || victim.ask("hups").map(|_| ()))?;
+    Ok(Ok(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// The agent's secret memory mappings, from its maps (readable while
+/// blockMaps is off: the lock does not depend on hiding them).
+fn secret_memory_of(agent: u32) -> Result<Vec<(u64, u64)>, String> {
+    let maps = std::fs::read_to_string(format!("/proc/{agent}/maps"))
+        .map_err(|e| format!("/proc/{agent}/maps: {e}"))?;
+    let mut ranges = Vec::new();
+    for line in maps.lines().filter(|l| l.contains("secretmem")) {
+        let range = line.split_whitespace().next().unwrap_or_default();
+        let (start, end) = range.split_once('-').unwrap_or_default();
+        let hex = |v: &str| u64::from_str_radix(v, 16).map_err(|e| format!("{line}: {e}"));
+        ranges.push((hex(start)?, hex(end)?));
+    }
+    if ranges.is_empty() {
+        return Err(format!("the agent maps no secret memory:\n{maps}"));
+    }
+    Ok(ranges)
+}
+
+/// Whether root's tracing program, run in the agent's own context, finds
+/// `value` (which the agent holds in its cache) in the agent's secret
+/// memory (`Ok(Ok(pages read))`), or `Ok(Err(why))` when the program is
+/// refused.
+fn snoop_agent_secret(agent: u32, value: &str) -> Result<Result<usize, String>, String> {
+    let mut snoop = match Snoop::load(agent)? {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    // The agent's timers make syscalls; a short wait is the poke.
+    let tick = || {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        Ok(())
+    };
+    let ranges = secret_memory_of(agent)?;
+    let mut pages = 0;
+    for (start, end) in &ranges {
+        for addr in (*start..*end).step_by(4096).take(256) {
+            let page = snoop.read(addr, tick)?;
+            pages += 1;
+            // Pool blocks are aligned to their power-of-two size, so a
+            // small value never straddles two pages.
+            if page.windows(value.len()).any(|w| w == value.as_bytes()) {
+                return Ok(Ok(pages));
+            }
+        }
+    }
+    Err(format!(
+        "the snoop program read {pages} pages of the agent's secret memory \
+         ({} mappings) without finding the cached value",
+        ranges.len()
+    ))
+}
+
+/// A binding whose value the agent caches (a file source, unlike the
+/// literals of the other bindings, which sit in secret memory only during a
+/// delivery).
+const POOL_BINDING: &str = "  - name: cached\n    selector:\n      binary: ks-pool-victim\n    secretRefs:\n      - name: POOL_SECRET\n        source: { fileRef: { path: /tmp/ks-pool-secret, ttl: 1h } }\n";
+const POOL_VICTIM: &str = "ks-pool-victim";
+const POOL_SECRET: &str = "pool-secret-d41c8f0e";
+
+fn write_pool_secret() -> Result<(), String> {
+    std::fs::write("/tmp/ks-pool-secret", POOL_SECRET)
+        .map_err(|e| format!("/tmp/ks-pool-secret: {e}"))
+}
+
+/// Whether an error chain ends in EPERM.
+fn is_eperm(error: &str) -> bool {
+    error.contains("os error 1)") || error.contains("Operation not permitted")
 }
 
 fn refused_eperm(label: &str, rc: libc::c_long) -> Result<(), String> {
@@ -302,7 +441,7 @@ const VECTORS: [Vector; 11] = [
     }),
 ];
 
-fn mount_tracefs() {
+pub(crate) fn mount_tracefs() {
     if !std::path::Path::new("/sys/kernel/tracing/trace").exists() {
         let _ = std::process::Command::new("mount")
             .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
@@ -367,6 +506,8 @@ pub fn run() -> (usize, usize) {
 struct Lock {
     agent: Option<Agent>,
     victim: Option<Victim>,
+    /// Root's tracing program, loaded before the lock and attached after.
+    early_snoop: Option<Snoop>,
     /// Vectors whose control did not tell a refusal apart (EPERM or ENOSYS
     /// before the lock): reported, not tested.
     untestable: Vec<String>,
@@ -380,11 +521,32 @@ impl Lock {
         // The dynamically linked build runs the unlocked node (and so is a
         // trusted KernelSeal binary from now on); the static one takes over
         // through the handover to lock it.
-        let agent = Agent::start_from(DYNAMIC, &Policy::ENFORCE_ALL.yaml(), &[])?;
+        // blockMaps off: the attacker finds the agent's secret memory in
+        // its maps.
+        let unlocked = Policy {
+            maps: false,
+            ..Policy::ENFORCE_ALL
+        };
+        write_pool_secret()?;
+        let agent = Agent::start_from(DYNAMIC, &unlocked.yaml_with(POOL_BINDING, ""), &[])?;
+        let agent_pid = agent.pid;
         let mut victim = Victim::spawn()?;
         protect(victim.pid)?;
         self.agent = Some(agent);
-        match snoop(&mut victim)? {
+        // Its delivery leaves the file's value in the agent's cache.
+        let _pool_victim = Victim::spawn_wrapped_named(POOL_VICTIM)?;
+        match snoop_agent_secret(agent_pid, POOL_SECRET)? {
+            Ok(pages) => println!(
+                "note: unlocked, root's tracing program read the agent's cached value \
+                 from its secret memory (page {pages})"
+            ),
+            Err(e) => {
+                return Err(format!(
+                    "control: the snoop program for the agent did not load: {e}"
+                ));
+            }
+        }
+        match snoop_environment(&mut victim)? {
             Ok(env) if env.contains(SECRET_VALUE) => {}
             Ok(_) => {
                 return Err(
@@ -393,6 +555,10 @@ impl Lock {
             }
             Err(e) => return Err(format!("control: the snoop program did not load: {e}")),
         }
+        self.early_snoop = Some(
+            Snoop::load_detached(victim.pid)?
+                .map_err(|e| format!("control: the snoop program did not load: {e}"))?,
+        );
         let id = std::fs::read_to_string("/sys/kernel/tracing/events/syscalls/sys_enter_openat/id")
             .ok()
             .and_then(|t| t.trim().parse::<u64>().ok())
@@ -425,21 +591,48 @@ impl Lock {
             a.stop()?;
         }
         let yaml = Policy::ENFORCE_ALL
-            .yaml()
+            .yaml_with(POOL_BINDING, "")
             .replace("  mode: enforce\n", "  mode: enforce\n  lock: true\n");
-        self.agent = Some(Agent::start_with(&yaml, &[])?);
+        let agent = Agent::start_with(&yaml, &[])?;
+        let agent_pid = agent.pid;
+        self.agent = Some(agent);
         wait_log_line(&["[LOCK] the node is locked until reboot"])?;
-        match snoop(victim)? {
+        let _pool_victim = Victim::spawn_wrapped_named(POOL_VICTIM)?;
+        match snoop_agent_secret(agent_pid, POOL_SECRET)? {
+            Ok(_) => return Err("locked: the snoop program read the agent's cache".into()),
+            Err(e) if is_eperm(&e) => {}
+            Err(e) => {
+                return Err(format!(
+                    "locked: snoop of the agent failed, but not with EPERM: {e}"
+                ));
+            }
+        }
+        match snoop_environment(victim)? {
             Ok(env) => {
                 return Err(format!(
                     "locked: the snoop program loaded and read {} bytes",
                     env.len()
                 ));
             }
-            Err(e) if e.contains("os error 1") || e.contains("Operation not permitted") => {}
+            Err(e) if is_eperm(&e) => {}
             Err(e) => return Err(format!("locked: snoop failed, but not with EPERM: {e}")),
         }
         wait_log_line(&["[LOCK BLOCKED]", "load a BPF program (type tracing)"])?;
+        let mut early = self
+            .early_snoop
+            .take()
+            .ok_or("no program loaded before the lock (control failed)")?;
+        match early.attach()? {
+            Ok(()) => {
+                return Err("locked: a tracing program loaded before the lock was attached".into());
+            }
+            Err(e) if is_eperm(&e) => {}
+            Err(e) => {
+                return Err(format!(
+                    "locked: attaching a program loaded before the lock failed, but not with EPERM: {e}"
+                ));
+            }
+        }
         let mut refused = Vec::new();
         for (name, call) in VECTORS {
             if self.untestable.iter().any(|u| u.starts_with(name)) {
@@ -508,7 +701,7 @@ impl Lock {
         crate::suite::all_refused("locked, agent killed", victim.pid, victim.pid, victim.addr)?;
         let agent = Agent::start_with(&Policy::ENFORCE_ALL.yaml(), &["--unpin-on-exit"])?;
         wait_log_line(&["[LOCK] the node was locked by an earlier agent"])?;
-        if let Ok(env) = snoop(victim)? {
+        if let Ok(env) = snoop_environment(victim)? {
             return Err(format!("after restart: snoop read {} bytes", env.len()));
         }
         refused_eperm("finit_module after restart", finit_module())?;

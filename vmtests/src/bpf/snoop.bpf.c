@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * The attacker's tracing program of the lock-mode tests: on every syscall
- * of one process it copies that process's environment (mm->env_start..) out
- * with bpf_probe_read_user, as root's own BPF program would. Without lock
- * mode it loads and reads a protected process's secret; with it, the load
+ * The attacker's tracing program of the lock-mode tests: on a syscall of
+ * one process it copies that process's environment (mm->env_start..), or
+ * the page at loot.addr, out with bpf_probe_read_user, as root's own BPF
+ * program would. Run in the process's own context it reads even its secret
+ * memory (memfd_secret is only unmapped from the kernel's direct map, not
+ * from its owner). Without lock mode it loads and reads a protected
+ * process's environment and the agent's secret memory; with it, the load
  * must be refused.
  */
 #include "ks_core.h"
@@ -30,7 +33,9 @@ struct pt_regs;
 struct loot {
 	__u32 got;
 	__u32 len;
-	char env[LOOT_LEN];
+	/* Set by user space: 0 for the environment, else a page to copy. */
+	__u64 addr;
+	char bytes[LOOT_LEN];
 };
 
 struct {
@@ -55,14 +60,19 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	l = bpf_map_lookup_elem(&snoop_loot, &zero);
 	if (!l || l->got)
 		return 0;
-	start = BPF_CORE_READ(task, mm, env_start);
-	end = BPF_CORE_READ(task, mm, env_end);
-	len = end - start;
+	if (l->addr) {
+		start = l->addr;
+		len = LOOT_LEN;
+	} else {
+		start = BPF_CORE_READ(task, mm, env_start);
+		end = BPF_CORE_READ(task, mm, env_end);
+		len = end - start;
+	}
 	if (len > LOOT_LEN)
 		len = LOOT_LEN;
 	if (len == 0)
 		return 0;
-	if (bpf_probe_read_user(l->env, len, (void *)start) == 0) {
+	if (bpf_probe_read_user(l->bytes, len, (void *)start) == 0) {
 		l->len = len;
 		l->got = 1;
 	}
