@@ -14,6 +14,7 @@ mod floor;
 mod identity_suite;
 mod leaks_suite;
 mod lock_suite;
+mod lock_tools;
 mod pins_suite;
 mod secret_files_suite;
 mod state_suite;
@@ -245,6 +246,16 @@ fn main() -> ExitCode {
             println!("  {:<18} {}", v.name(), v.attempt(pid, pid, 0x1000));
         }
         return ExitCode::SUCCESS;
+    }
+    if args.first().map(String::as_str) == Some("lock-tools") {
+        // Locks the VM it runs in: never part of the suite.
+        return match lock_tools::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("lock-tools failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if args.first().map(String::as_str) == Some("bench") {
         return match bench::run(&args[1..]) {
