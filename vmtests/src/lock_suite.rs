@@ -659,6 +659,8 @@ impl Lock {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
             other => return Err(format!("rm {}: {other:?}", pin.display())),
         }
+        // Nor writes to its maps or detaching its programs.
+        crate::state_suite::maps_and_links_out_of_reach().map_err(|e| format!("locked: {e}"))?;
         // Nor KernelSeal's own unprotect.
         // The dynamic build is trusted, but on a locked node its loader
         // may not map: no route for root's code into a KernelSeal process.
@@ -699,12 +701,16 @@ impl Lock {
         let mut agent = self.agent.take().ok_or("no agent (locked test failed)")?;
         agent.kill9();
         crate::suite::all_refused("locked, agent killed", victim.pid, victim.pid, victim.addr)?;
+        crate::state_suite::maps_and_links_out_of_reach()
+            .map_err(|e| format!("locked, agent killed: {e}"))?;
         let agent = Agent::start_with(&Policy::ENFORCE_ALL.yaml(), &["--unpin-on-exit"])?;
         wait_log_line(&["[LOCK] the node was locked by an earlier agent"])?;
         if let Ok(env) = snoop_environment(victim)? {
             return Err(format!("after restart: snoop read {} bytes", env.len()));
         }
         refused_eperm("finit_module after restart", finit_module())?;
+        crate::state_suite::maps_and_links_out_of_reach()
+            .map_err(|e| format!("after restart: {e}"))?;
         // --unpin-on-exit is ignored: the pins and the programs stay.
         agent.stop()?;
         if !std::path::Path::new(PIN_ROOT).join("ks_marks").exists() {

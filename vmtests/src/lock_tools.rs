@@ -64,6 +64,21 @@ const TOOLS: &[Tool] = &[
         ],
     },
     Tool {
+        name: "perf record, CPU-wide sampling of instruction pointers",
+        argv: &[
+            "perf",
+            "record",
+            "-e",
+            "cpu-clock",
+            "-a",
+            "-o",
+            "/tmp/perf.data",
+            "--",
+            "sleep",
+            "1",
+        ],
+    },
+    Tool {
         name: "perf record, tracepoint",
         argv: &[
             "perf",
@@ -199,7 +214,7 @@ fn run_bounded(exe: &str, args: &[&str], limit: Duration) -> Outcome {
     let last = text
         .lines()
         .map(str::trim)
-        .rfind(|l| !l.is_empty())
+        .rfind(|l| l.chars().any(char::is_alphabetic))
         .unwrap_or_default()
         .chars()
         .take(110)
