@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use kernelseal_bpf::{Event, ExecFilter, Gate, GateOptions, KernelPolicy};
 
 fn thread_cpu() -> Duration {
+    // SAFETY: rusage is plain integers, for which all-zero is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage fills the struct we own.
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };

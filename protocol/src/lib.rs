@@ -5,6 +5,8 @@
 //! (64 KiB at most); responses carry secret values (4 MiB at most). The
 //! wrapper links this crate and nothing async, so it stays small.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};

@@ -7,6 +7,8 @@
 //! `kube_api` (feature `kube-api`) stands in for the Kubernetes API's pod
 //! list.
 
+#![forbid(unsafe_code)]
+
 #[cfg(feature = "kube-api")]
 pub mod kube_api;
 
