@@ -1,0 +1,96 @@
+//! Reloading the config (SIGHUP, or the file changed on disk): the policy
+//! and the exec filter are swapped in the running gate; marks stay.
+
+use std::path::Path;
+
+use kernelseal_bpf::{Gate, KernelMode};
+use kernelseal_config::Config;
+use tracing::{error, info, warn};
+
+use super::{exec_filter, kernel_policy};
+use crate::event_log::EventLog;
+
+pub fn reload(path: &Path, secrets_dev: u64, gate: Option<&mut Gate>, log: &mut EventLog) {
+    let config = match kernelseal_config::load_file(path) {
+        Ok(l) => l.config,
+        Err(e) => {
+            error!("[CONFIG] reload failed, keeping the current policy: {e}");
+            return;
+        }
+    };
+    let policy = kernel_policy(&config, secrets_dev);
+    let Some(gate) = gate else {
+        warn!("[CONFIG] the agent started in mode=disabled; restart it to enforce");
+        return;
+    };
+    if policy.mode == KernelMode::Disabled {
+        warn!("[CONFIG] switching a running gate to mode=disabled needs a restart; policy kept");
+        return;
+    }
+    let (filter, names) = match exec_filter(&config) {
+        Ok(f) => f,
+        Err(e) => {
+            error!("[CONFIG] reload failed, keeping the current policy: {e}");
+            return;
+        }
+    };
+    // Marks live in the kernel and are untouched: running processes stay
+    // protected across a reload.
+    if let Err(e) = gate
+        .set_filter(filter)
+        .and_then(|()| gate.set_policy(policy))
+    {
+        error!("[CONFIG] applying the new policy failed: {e}");
+        return;
+    }
+    log.names = names;
+    log_filter(&config);
+    log_policy(&config);
+}
+
+pub fn log_policy(config: &Config) {
+    let p = &config.policy;
+    info!(
+        "[CONFIG] Policy configured: mode={}, environ={}, mem={}, maps={}, ptrace={}, selfRead={}, auditAll={}, inherit={}, perf={}",
+        p.mode,
+        p.block_environ,
+        p.block_mem,
+        p.block_maps,
+        p.block_ptrace,
+        p.allow_self_read,
+        p.audit_all,
+        p.inherit_protection,
+        p.block_perf
+    );
+}
+
+pub const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What identifies a config file's content cheaply: modification time and
+/// size of the file the path resolves to now.
+pub fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+pub fn log_filter(config: &Config) {
+    for b in &config.secrets {
+        let b = &b.value;
+        let count = b.secret_refs.len();
+        if let Some(bin) = &b.selector.binary {
+            info!("[REGISTER] Registered {count} secrets for binary: {bin}");
+        }
+        if let Some(path) = &b.selector.path {
+            info!("[REGISTER] Registered {count} secrets for path: {path}");
+        }
+    }
+    if config.policy.kernel_binary_filter {
+        info!(
+            "[FILTER] Kernel-side binary filtering ENABLED - exec events only for configured binaries"
+        );
+    } else {
+        info!(
+            "[FILTER] Kernel-side binary filtering DISABLED by config - monitoring all processes"
+        );
+    }
+}
