@@ -1,7 +1,7 @@
 //! `kernelseal check`: one line per requirement for enforcement, each
 //! failure with its fix; exit 0 only when enforcement is possible.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use kernelseal_bpf::{ExecFilter, Gate, GateOptions, KernelPolicy, PinLayout, abi, kernel};
@@ -34,35 +34,82 @@ impl Report {
 
 pub fn run(args: &CheckArgs) -> Result<(), Failure> {
     let mut r = Report { failed: 0 };
-    let version = kernel::version();
-    match version {
+    report_kernel(&r);
+    let privileged = check_privileges(&mut r);
+    let btf = check_btf(&mut r);
+    check_lsm_list(&mut r);
+    if kernel::has_perfmon_fallback() {
+        r.ok(
+            "perfmon fallback",
+            "this kernel (>= 6.15) lets perfmon-capable callers read environ/maps after an LSM \
+             refusal; the capable program refuses that too",
+        );
+    }
+    // Loading needs both; without them the probes would only repeat why.
+    if privileged && btf {
+        probe(
+            &mut r,
+            true,
+            "LSM programs load and attach",
+            "see the kernel's reason; a sandbox or container runtime may forbid BPF trampolines (run on the host or privileged)",
+        );
+        probe(
+            &mut r,
+            false,
+            "tp_btf exec monitor",
+            "the kernel or sandbox refuses tp_btf programs; exec events are unavailable",
+        );
+    }
+    report_pins(&r, &args.pin_dir);
+    report_lock(&r, &args.pin_dir);
+    verdict(&r)
+}
+
+fn report_kernel(r: &Report) {
+    match kernel::version() {
         Some((maj, min)) => r.ok("kernel", format!("{maj}.{min}")),
         None => r.info(
             "kernel",
             "version unreadable from /proc/sys/kernel/osrelease",
         ),
     }
+}
 
-    let privileged = crate::caps::check_bpf_privileges();
-    match &privileged {
-        Ok(()) => r.ok("privileges", "root or CAP_BPF + CAP_PERFMON"),
-        Err(why) => r.fail(
-            "privileges",
-            why,
-            "run as root or add CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN",
-        ),
+fn check_privileges(r: &mut Report) -> bool {
+    match crate::caps::check_bpf_privileges() {
+        Ok(()) => {
+            r.ok("privileges", "root or CAP_BPF + CAP_PERFMON");
+            true
+        }
+        Err(why) => {
+            r.fail(
+                "privileges",
+                why,
+                "run as root or add CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN",
+            );
+            false
+        }
     }
+}
 
-    let btf = kernel::btf();
-    match &btf {
-        Ok(_) => r.ok("BTF", "/sys/kernel/btf/vmlinux"),
-        Err(e) => r.fail(
-            "BTF",
-            e.to_string(),
-            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
-        ),
+fn check_btf(r: &mut Report) -> bool {
+    match kernel::btf() {
+        Ok(_) => {
+            r.ok("BTF", "/sys/kernel/btf/vmlinux");
+            true
+        }
+        Err(e) => {
+            r.fail(
+                "BTF",
+                e.to_string(),
+                "use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+            );
+            false
+        }
     }
+}
 
+fn check_lsm_list(r: &mut Report) {
     match kernel::active_lsms() {
         Some(list) if list.iter().any(|l| l == "bpf") => r.ok("LSM list", list.join(",")),
         Some(list) => r.fail(
@@ -79,38 +126,18 @@ pub fn run(args: &CheckArgs) -> Result<(), Failure> {
             "mount securityfs: mount -t securityfs none /sys/kernel/security",
         ),
     }
+}
 
-    if kernel::has_perfmon_fallback() {
-        r.ok(
-            "perfmon fallback",
-            "this kernel (>= 6.15) lets perfmon-capable callers read environ/maps after an LSM \
-             refusal; the capable program refuses that too",
-        );
-    }
-
-    if privileged.is_ok() && btf.is_ok() {
-        probe(
-            &mut r,
-            true,
-            "LSM programs load and attach",
-            "see the kernel's reason; a sandbox or container runtime may forbid BPF trampolines (run on the host or privileged)",
-        );
-        probe(
-            &mut r,
-            false,
-            "tp_btf exec monitor",
-            "the kernel or sandbox refuses tp_btf programs; exec events are unavailable",
-        );
-    }
-
-    let layout = PinLayout::new(&args.pin_dir);
+/// Which pin layouts are on disk and which programs they hold.
+fn report_pins(r: &Report, pin_dir: &Path) {
+    let layout = PinLayout::new(pin_dir);
     let versions = layout.versions();
     if versions.is_empty() {
         r.info(
             "pins",
             format!(
                 "none under {} (no agent has run, or it unpinned)",
-                args.pin_dir.display()
+                pin_dir.display()
             ),
         );
     }
@@ -125,13 +152,15 @@ pub fn run(args: &CheckArgs) -> Result<(), Failure> {
             "pins",
             format!(
                 "v{v} ({current}) under {}: {}",
-                args.pin_dir.display(),
+                pin_dir.display(),
                 links.join(", ")
             ),
         );
     }
+}
 
-    match kernelseal_bpf::pinned_policy_locked(&args.pin_dir) {
+fn report_lock(r: &Report, pin_dir: &Path) {
+    match kernelseal_bpf::pinned_policy_locked(pin_dir) {
         Ok(true) => r.info(
             "lock",
             "LOCKED (policy.lock) until reboot: no process but KernelSeal loads BPF programs, \
@@ -141,7 +170,9 @@ pub fn run(args: &CheckArgs) -> Result<(), Failure> {
         Ok(false) => r.info("lock", "not locked"),
         Err(e) => r.info("lock", format!("unknown: {e}")),
     }
+}
 
+fn verdict(r: &Report) -> Result<(), Failure> {
     if r.failed == 0 {
         println!("enforcement is possible on this host");
         Ok(())
