@@ -7,6 +7,10 @@ use serde_json::Value;
 
 use crate::error::Error;
 
+mod source;
+
+pub use source::ObjectSource;
+
 /// Keys of an `objects` entry.
 const OBJECT_KEYS: &[&str] = &[
     "objectName",
@@ -40,43 +44,6 @@ pub struct Object {
     pub canonical: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ObjectSource {
-    Vault {
-        path: String,
-        key: String,
-        version: Option<u64>,
-    },
-    Aws {
-        secret_id: String,
-        json_key: Option<String>,
-        version_stage: Option<String>,
-        version_id: Option<String>,
-    },
-    K8sSecret {
-        name: String,
-        key: String,
-    },
-    File {
-        path: String,
-    },
-    Env {
-        var: String,
-    },
-}
-
-impl ObjectSource {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ObjectSource::Vault { .. } => "vault",
-            ObjectSource::Aws { .. } => "aws",
-            ObjectSource::K8sSecret { .. } => "k8sSecret",
-            ObjectSource::File { .. } => "file",
-            ObjectSource::Env { .. } => "env",
-        }
-    }
-}
-
 /// How the fetched value is turned into file contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -94,32 +61,7 @@ pub(crate) fn parse_object(
     texts: Option<&BTreeMap<String, String>>,
 ) -> Result<Object, Error> {
     let fallback = format!("objects[{index}]");
-    let Value::Object(map) = entry else {
-        return Err(Error::Object {
-            object: fallback,
-            field: "objects".into(),
-            message: "each entry must be a mapping with objectName and a source".into(),
-        });
-    };
-    let mut fields: BTreeMap<&str, String> = BTreeMap::new();
-    for (k, v) in map {
-        let text = match v {
-            _ if texts.is_some_and(|t| t.contains_key(k)) && !v.is_object() && !v.is_array() => {
-                texts.and_then(|t| t.get(k)).cloned().unwrap_or_default()
-            }
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            _ => {
-                return Err(Error::Object {
-                    object: fallback,
-                    field: k.clone(),
-                    message: "must be a string".into(),
-                });
-            }
-        };
-        fields.insert(k.as_str(), text);
-    }
+    let fields = entry_fields(&fallback, entry, texts)?;
     let name = fields.get("objectName").cloned().unwrap_or_default();
     // The name is checked before any error names the object by it: a name
     // with a newline or ESC would forge lines in the driver's and our logs.
@@ -130,140 +72,23 @@ pub(crate) fn parse_object(
             message,
         });
     }
-    let object = name.clone();
-    let err = |field: &str, message: String| Error::Object {
-        object: object.clone(),
-        field: field.to_string(),
-        message,
+    let entry = Entry {
+        object: name.clone(),
+        fields,
     };
-    if let Some(k) = fields.keys().find(|k| !OBJECT_KEYS.contains(k)) {
-        return Err(err(
+    if let Some(k) = entry.fields.keys().find(|k| !OBJECT_KEYS.contains(k)) {
+        return Err(entry.error(
             k,
             "unknown key; sources are vaultPath, awsSecretId, k8sSecret, file, env".into(),
         ));
     }
-    let take = |k: &str| fields.get(k).cloned().filter(|s| !s.is_empty());
-    let sources: Vec<&str> = ["vaultPath", "awsSecretId", "k8sSecret", "file", "env"]
-        .into_iter()
-        .filter(|k| fields.contains_key(k))
-        .collect();
-    let source = match sources.as_slice() {
-        [] => {
-            return Err(err(
-                "source",
-                "none given; set one of vaultPath, awsSecretId, k8sSecret, file, env".into(),
-            ));
-        }
-        [one] => *one,
-        many => {
-            return Err(err(
-                "source",
-                format!("set only one of {}", many.join(", ")),
-            ));
-        }
-    };
-    let required = |k: &str| take(k).ok_or_else(|| err(k, "missing or empty".into()));
-    // Keys that belong to another source are mistakes, not extras.
-    let allowed: &[&str] = match source {
-        "vaultPath" => &["vaultPath", "vaultKey", "vaultVersion"],
-        "awsSecretId" => &["awsSecretId", "jsonKey", "versionStage", "versionId"],
-        "k8sSecret" => &["k8sSecret", "k8sKey"],
-        "file" => &["file"],
-        _ => &["env"],
-    };
-    if let Some(k) = fields
-        .keys()
-        .find(|k| !["objectName", "filePermission", "encoding"].contains(k) && !allowed.contains(k))
-    {
-        return Err(err(k, format!("does not apply to a {source} object")));
-    }
-    let source = match source {
-        "vaultPath" => {
-            let path = required("vaultPath")?.trim_matches('/').to_string();
-            if path
-                .split('/')
-                .any(|s| s.is_empty() || s == "." || s == "..")
-            {
-                return Err(err("vaultPath", "not a secret path".into()));
-            }
-            let version = take("vaultVersion")
-                .map(|v| {
-                    v.parse::<u64>()
-                        .map_err(|_| err("vaultVersion", format!("{v:?} is not a version number")))
-                })
-                .transpose()?;
-            ObjectSource::Vault {
-                path,
-                key: required("vaultKey")?,
-                version,
-            }
-        }
-        "awsSecretId" => {
-            let version_stage = take("versionStage");
-            let version_id = take("versionId");
-            if version_stage.is_some() && version_id.is_some() {
-                return Err(err(
-                    "versionStage",
-                    "set versionId or versionStage, not both".into(),
-                ));
-            }
-            ObjectSource::Aws {
-                secret_id: required("awsSecretId")?,
-                json_key: take("jsonKey"),
-                version_stage,
-                version_id,
-            }
-        }
-        "k8sSecret" => {
-            let name = required("k8sSecret")?;
-            // A DNS-1123 subdomain: no '/', so no other namespace or path.
-            let dns = name.len() <= 253
-                && name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
-                })
-                && !name.starts_with(['-', '.'])
-                && !name.ends_with(['-', '.']);
-            if !dns {
-                return Err(err(
-                    "k8sSecret",
-                    format!("{name:?} is not a Secret name (the pod's own namespace is implied)"),
-                ));
-            }
-            ObjectSource::K8sSecret {
-                name,
-                key: required("k8sKey")?,
-            }
-        }
-        "file" => {
-            let path = required("file")?;
-            if !path.starts_with('/') {
-                return Err(err("file", format!("{path:?} is not an absolute path")));
-            }
-            ObjectSource::File { path }
-        }
-        _ => ObjectSource::Env {
-            var: required("env")?,
-        },
-    };
-    let mode = take("filePermission")
-        .map(|p| parse_octal_mode(&p).map_err(|m| err("filePermission", m)))
+    let source = source::parse(&entry)?;
+    let mode = entry
+        .optional("filePermission")
+        .map(|p| parse_octal_mode(&p).map_err(|m| entry.error("filePermission", m)))
         .transpose()?;
-    let encoding = match take("encoding")
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("utf-8") | Some("utf8") => Encoding::Utf8,
-        Some("base64") => Encoding::Base64,
-        Some("hex") => Encoding::Hex,
-        Some(other) => {
-            return Err(err(
-                "encoding",
-                format!("{other:?}: use utf-8, base64 or hex"),
-            ));
-        }
-    };
-    let canonical = serde_json::to_string(&fields).unwrap_or_default();
+    let encoding = parse_encoding(&entry)?;
+    let canonical = serde_json::to_string(&entry.fields).unwrap_or_default();
     Ok(Object {
         name,
         source,
@@ -271,6 +96,90 @@ pub(crate) fn parse_object(
         encoding,
         canonical,
     })
+}
+
+/// An entry's keys with their values as text (the class's YAML may write
+/// numbers and booleans; `texts` holds the values as the YAML spelled them).
+fn entry_fields<'a>(
+    fallback: &str,
+    entry: &'a Value,
+    texts: Option<&BTreeMap<String, String>>,
+) -> Result<BTreeMap<&'a str, String>, Error> {
+    let Value::Object(map) = entry else {
+        return Err(Error::Object {
+            object: fallback.into(),
+            field: "objects".into(),
+            message: "each entry must be a mapping with objectName and a source".into(),
+        });
+    };
+    let mut fields = BTreeMap::new();
+    for (k, v) in map {
+        let text = match v {
+            _ if texts.is_some_and(|t| t.contains_key(k)) && !v.is_object() && !v.is_array() => {
+                texts.and_then(|t| t.get(k)).cloned().unwrap_or_default()
+            }
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(Error::Object {
+                    object: fallback.into(),
+                    field: k.clone(),
+                    message: "must be a string".into(),
+                });
+            }
+        };
+        fields.insert(k.as_str(), text);
+    }
+    Ok(fields)
+}
+
+/// One entry's fields, named by its (checked) objectName in every error.
+pub(crate) struct Entry<'a> {
+    object: String,
+    fields: BTreeMap<&'a str, String>,
+}
+
+impl Entry<'_> {
+    pub(crate) fn error(&self, field: &str, message: String) -> Error {
+        Error::Object {
+            object: self.object.clone(),
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.fields.contains_key(key)
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.fields.keys().copied()
+    }
+
+    /// The value of `key`; an empty value counts as not given.
+    pub(crate) fn optional(&self, key: &str) -> Option<String> {
+        self.fields.get(key).cloned().filter(|s| !s.is_empty())
+    }
+
+    pub(crate) fn required(&self, key: &str) -> Result<String, Error> {
+        self.optional(key)
+            .ok_or_else(|| self.error(key, "missing or empty".into()))
+    }
+}
+
+fn parse_encoding(entry: &Entry) -> Result<Encoding, Error> {
+    match entry
+        .optional("encoding")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("utf-8") | Some("utf8") => Ok(Encoding::Utf8),
+        Some("base64") => Ok(Encoding::Base64),
+        Some("hex") => Ok(Encoding::Hex),
+        Some(other) => Err(entry.error("encoding", format!("{other:?}: use utf-8, base64 or hex"))),
+    }
 }
 
 /// Longest segment of an object name: Linux's NAME_MAX, which the driver

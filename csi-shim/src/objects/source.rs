@@ -1,0 +1,158 @@
+//! An object's source (`vaultPath`, `awsSecretId`, `k8sSecret`, `file`,
+//! `env`): exactly one per entry, each with the keys that belong to it.
+
+use super::Entry;
+use crate::error::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectSource {
+    Vault {
+        path: String,
+        key: String,
+        version: Option<u64>,
+    },
+    Aws {
+        secret_id: String,
+        json_key: Option<String>,
+        version_stage: Option<String>,
+        version_id: Option<String>,
+    },
+    K8sSecret {
+        name: String,
+        key: String,
+    },
+    File {
+        path: String,
+    },
+    Env {
+        var: String,
+    },
+}
+
+impl ObjectSource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ObjectSource::Vault { .. } => "vault",
+            ObjectSource::Aws { .. } => "aws",
+            ObjectSource::K8sSecret { .. } => "k8sSecret",
+            ObjectSource::File { .. } => "file",
+            ObjectSource::Env { .. } => "env",
+        }
+    }
+}
+
+/// The keys that name a source, one of which an entry must set.
+const SOURCE_KEYS: [&str; 5] = ["vaultPath", "awsSecretId", "k8sSecret", "file", "env"];
+
+pub(super) fn parse(entry: &Entry) -> Result<ObjectSource, Error> {
+    let source = which_source(entry)?;
+    match source {
+        "vaultPath" => vault(entry),
+        "awsSecretId" => aws(entry),
+        "k8sSecret" => k8s_secret(entry),
+        "file" => file(entry),
+        _ => Ok(ObjectSource::Env {
+            var: entry.required("env")?,
+        }),
+    }
+}
+
+/// The one source key set; keys that belong to another source are
+/// mistakes, not extras.
+fn which_source(entry: &Entry) -> Result<&'static str, Error> {
+    let sources: Vec<&str> = SOURCE_KEYS.into_iter().filter(|k| entry.has(k)).collect();
+    let source = match sources.as_slice() {
+        [] => {
+            return Err(entry.error(
+                "source",
+                "none given; set one of vaultPath, awsSecretId, k8sSecret, file, env".into(),
+            ));
+        }
+        [one] => *one,
+        many => {
+            return Err(entry.error("source", format!("set only one of {}", many.join(", "))));
+        }
+    };
+    let allowed: &[&str] = match source {
+        "vaultPath" => &["vaultPath", "vaultKey", "vaultVersion"],
+        "awsSecretId" => &["awsSecretId", "jsonKey", "versionStage", "versionId"],
+        "k8sSecret" => &["k8sSecret", "k8sKey"],
+        "file" => &["file"],
+        _ => &["env"],
+    };
+    if let Some(k) = entry
+        .keys()
+        .find(|k| !["objectName", "filePermission", "encoding"].contains(k) && !allowed.contains(k))
+    {
+        return Err(entry.error(k, format!("does not apply to a {source} object")));
+    }
+    Ok(source)
+}
+
+fn vault(entry: &Entry) -> Result<ObjectSource, Error> {
+    let path = entry.required("vaultPath")?.trim_matches('/').to_string();
+    if path
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(entry.error("vaultPath", "not a secret path".into()));
+    }
+    let version = entry
+        .optional("vaultVersion")
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| entry.error("vaultVersion", format!("{v:?} is not a version number")))
+        })
+        .transpose()?;
+    Ok(ObjectSource::Vault {
+        path,
+        key: entry.required("vaultKey")?,
+        version,
+    })
+}
+
+fn aws(entry: &Entry) -> Result<ObjectSource, Error> {
+    let version_stage = entry.optional("versionStage");
+    let version_id = entry.optional("versionId");
+    if version_stage.is_some() && version_id.is_some() {
+        return Err(entry.error(
+            "versionStage",
+            "set versionId or versionStage, not both".into(),
+        ));
+    }
+    Ok(ObjectSource::Aws {
+        secret_id: entry.required("awsSecretId")?,
+        json_key: entry.optional("jsonKey"),
+        version_stage,
+        version_id,
+    })
+}
+
+fn k8s_secret(entry: &Entry) -> Result<ObjectSource, Error> {
+    let name = entry.required("k8sSecret")?;
+    // A DNS-1123 subdomain: no '/', so no other namespace or path.
+    let dns = name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with(['-', '.']);
+    if !dns {
+        return Err(entry.error(
+            "k8sSecret",
+            format!("{name:?} is not a Secret name (the pod's own namespace is implied)"),
+        ));
+    }
+    Ok(ObjectSource::K8sSecret {
+        name,
+        key: entry.required("k8sKey")?,
+    })
+}
+
+fn file(entry: &Entry) -> Result<ObjectSource, Error> {
+    let path = entry.required("file")?;
+    if !path.starts_with('/') {
+        return Err(entry.error("file", format!("{path:?} is not an absolute path")));
+    }
+    Ok(ObjectSource::File { path })
+}
