@@ -6,6 +6,7 @@
 //! weaken protection; every error names the file, the line where the parser
 //! knows it, and the field path.
 
+mod duration;
 mod error;
 mod fields;
 pub mod input;
@@ -13,6 +14,7 @@ mod policy;
 mod schema;
 mod validate;
 
+pub use duration::{DurationError, parse_duration};
 pub use error::ConfigError;
 pub use fields::known_fields;
 pub use policy::{Mode, Policy};

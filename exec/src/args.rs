@@ -44,21 +44,6 @@ pub struct Args {
     pub command: Vec<OsString>,
 }
 
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
 /// `Err(message)` for bad usage; `Ok(None)` for --help/--version (printed).
 pub fn parse(argv: &[OsString], default_socket: String) -> Result<Option<Args>, String> {
     let mut args = Args {
@@ -104,7 +89,7 @@ pub fn parse(argv: &[OsString], default_socket: String) -> Result<Option<Args>, 
             "--socket" => args.socket = value("--socket")?,
             "--timeout" => {
                 let v = value("--timeout")?;
-                args.timeout = parse_duration(&v).ok_or_else(|| {
+                args.timeout = kernelseal_config::parse_duration(&v).map_err(|_| {
                     format!("--timeout {v:?} is not a duration (e.g. 500ms, 15s, 2m)")
                 })?;
             }
@@ -248,10 +233,16 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("15"), Some(Duration::from_secs(15)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5h"), None);
-        assert_eq!(parse_duration("-1s"), None);
+        // The config's syntax (kernelseal_config::parse_duration), which
+        // now also takes hours and days.
+        let timeout = |t: &str| {
+            parse(&v(&["--timeout", t, "--", "app"]), "s".into()).map(|a| a.map(|a| a.timeout))
+        };
+        assert_eq!(timeout("15"), Ok(Some(Duration::from_secs(15))));
+        assert_eq!(timeout("2m"), Ok(Some(Duration::from_secs(120))));
+        assert_eq!(timeout("1.5s"), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(timeout("5h"), Ok(Some(Duration::from_secs(5 * 3600))));
+        assert!(timeout("-1s").is_err());
+        assert!(timeout("5x").is_err());
     }
 }

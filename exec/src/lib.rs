@@ -11,7 +11,7 @@ pub mod secret_heap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-pub use args::{Args, OnError, USAGE, parse, parse_duration};
+pub use args::{Args, OnError, USAGE, parse};
 pub use client::{Outcome, ask};
 pub use launch::{BadVariable, Launch, Prepared, check};
 pub use secret_heap::{Backing, SecretHeap};

@@ -38,7 +38,7 @@ pub use file::FileProvider;
 pub use kernelseal_secretmem::Backing;
 pub use kubernetes::KubernetesProvider;
 pub use limit::{MAX_ANSWER_BYTES, MAX_VALUE_BYTES};
-pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef, parse_duration};
+pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef};
 pub use registry::Registry;
 pub use settings::{
     AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, ProviderSettings, SecretIdSource,

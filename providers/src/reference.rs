@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kernelseal_config::Source;
 use kernelseal_config::VaultEngine;
+use kernelseal_config::{Source, parse_duration};
 use secrecy::{ExposeSecret, SecretBox};
 
 use crate::error::Error;
@@ -256,73 +256,18 @@ impl std::fmt::Debug for SecretRef {
 
 fn parse_ttl_field(text: Option<&str>, r: &SecretRef) -> Result<Option<Duration>, Error> {
     text.map(|t| {
-        parse_duration(t).map_err(|message| Error::InvalidRef {
+        parse_duration(t).map_err(|e| Error::InvalidRef {
             reference: r.to_string(),
             field: format!("{}.ttl", r.kind()),
-            message,
+            message: e.to_string(),
         })
     })
     .transpose()
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h`, `1h30m`, `2d`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("{text:?} is not a duration like 30s, 5m, 1h30m"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{text:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86400)),
-            _ => {
-                return Err(format!(
-                    "{text:?}: unknown unit {unit:?}; use ms, s, m, h or d"
-                ));
-            }
-        };
-        total = total.saturating_add(d);
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("m").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn literal_never_displayed() {

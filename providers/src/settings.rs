@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::reference::{KvEngine, parse_duration};
+use kernelseal_config::parse_duration;
+
+use crate::reference::KvEngine;
 
 /// Default projected service-account token, used for Vault kubernetes auth.
 pub const DEFAULT_SA_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
@@ -279,7 +281,9 @@ impl<'a> Obj<'a> {
                 .as_u64()
                 .map(|s| Some(Duration::from_secs(s)))
                 .ok_or_else(|| self.err(key, "must be a whole number of seconds or like 30s")),
-            Some(Value::String(s)) => parse_duration(s).map(Some).map_err(|m| self.err(key, m)),
+            Some(Value::String(s)) => parse_duration(s)
+                .map(Some)
+                .map_err(|e| self.err(key, e.to_string())),
             Some(_) => Err(self.err(key, "must be a duration like 30s, 5m")),
         }
     }
