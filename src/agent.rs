@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use kernelseal_bpf::{BpfError, Event, Gate, KernelMode};
+use kernelseal_bpf::{BpfError, Event, Gate, KernelPolicy};
 use kernelseal_config::{Config, LogFormat, Mode};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -24,7 +24,7 @@ mod shutdown;
 mod static_binary;
 mod watchdog;
 
-pub use policy::{exec_filter, kernel_policy};
+pub use policy::exec_filter;
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
@@ -140,13 +140,13 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
         Mode::Disabled => 0,
         _ => policy::secrets_dev(&args.secrets_dir, &args.pin_dir),
     };
-    let policy = kernel_policy(&config, secrets_dev);
+    let policy = KernelPolicy::new(config.policy, secrets_dev);
     info!("[CONFIG] Policy applied: mode={}", config.policy.mode);
     harden_self();
 
     let (filter, names) = exec_filter(&config).map_err(Failure::config)?;
     let mut log = EventLog::new(names);
-    let mut gate = if policy.mode == KernelMode::Disabled {
+    let mut gate = if policy.mode() == Mode::Disabled {
         warn!(
             "[WARN] policy.mode=disabled: the LSM programs are not loaded and NOTHING is \
              protected; use this for local testing only"

@@ -5,7 +5,8 @@
 
 use std::ffi::CString;
 
-use kernelseal_bpf::{Gate, KernelMode, KernelPolicy};
+use kernelseal_bpf::{Gate, KernelPolicy};
+use kernelseal_config::Mode;
 
 /// Forks a child that only waits to be killed.
 fn spawn_idle_child() -> Result<libc::pid_t, String> {
@@ -33,11 +34,11 @@ fn reap(pid: libc::pid_t) {
 /// Ok(description) when the gate behaves as `policy` says; Err(why) when it
 /// does not (the caller fails closed).
 pub fn run(gate: &Gate, policy: &KernelPolicy) -> Result<String, String> {
-    let file = if policy.block_environ {
+    let file = if policy.switches.block_environ {
         "environ"
-    } else if policy.block_mem {
+    } else if policy.switches.block_mem {
         "mem"
-    } else if policy.block_maps {
+    } else if policy.switches.block_maps {
         "maps"
     } else {
         return Ok("skipped: no /proc file kind is blocked by the policy".into());
@@ -65,15 +66,15 @@ fn probe(
         // SAFETY: closing what we opened.
         unsafe { libc::close(fd) };
     }
-    match (policy.mode, fd >= 0) {
-        (KernelMode::Enforce, false) if errno == libc::EACCES => Ok(format!(
+    match (policy.mode(), fd >= 0) {
+        (Mode::Enforce, false) if errno == libc::EACCES => Ok(format!(
             "opening /proc/<marked>/{file} was refused (EACCES)"
         )),
-        (KernelMode::Enforce, true) => Err(format!(
+        (Mode::Enforce, true) => Err(format!(
             "a marked process's /proc/{file} was readable: the LSM programs are attached but \
              not running (is \"bpf\" in the lsm= boot parameter?)"
         )),
-        (KernelMode::Enforce, false) => Err(format!(
+        (Mode::Enforce, false) => Err(format!(
             "opening /proc/<marked>/{file} failed with errno {errno}, not the expected EACCES"
         )),
         (_, true) => Ok(format!(

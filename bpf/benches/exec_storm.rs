@@ -28,10 +28,8 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(5000);
     // Every exec reported: the storm measures the event path itself.
-    let policy = KernelPolicy {
-        exec_filter: false,
-        ..KernelPolicy::inert()
-    };
+    let mut policy = KernelPolicy::inert();
+    policy.switches.kernel_binary_filter = false;
     let mut gate = match Gate::open(GateOptions {
         lsm: false,
         ..GateOptions::new(policy, ExecFilter::default(), None)

@@ -26,7 +26,7 @@ pub use gate::{EXEC_TRACEPOINT, Gate, GateOptions, Origin, ProgramRef, Stats};
 pub use guarded::{GuardedFiles, kernel_dev};
 pub use marks::{MarkState, Marks};
 pub use pins::PinLayout;
-pub use policy::{KernelMode, KernelPolicy, pinned_policy_locked};
+pub use policy::{KernelPolicy, pinned_policy_locked};
 pub use process::{ProcessFacts, Tracer, tracer_of};
 pub use sys::{pidfd_alive, pidfd_open};
 pub use tamper::{CheckFailure, Finding, MarkRegistry, TamperReport, Tampered};

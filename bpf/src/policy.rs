@@ -1,90 +1,93 @@
-//! The policy as the kernel programs see it.
+//! The policy as the kernel programs see it: the config's `policy:`
+//! switches as parsed (one type from the file to the map), plus what only
+//! the running node knows.
+
+use kernelseal_config::{Mode, Policy};
 
 use crate::abi::{self, RawPolicy};
 
-/// `policy.mode` of the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelMode {
-    Disabled,
-    Audit,
-    Enforce,
-}
-
-/// The switches of `policy:`, as one value the agent writes into the
-/// policy map. Changing it takes effect on the next access, no reload.
+/// What the agent writes into the policy map. Changing it takes effect on
+/// the next access, no reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelPolicy {
-    pub mode: KernelMode,
-    pub block_environ: bool,
-    pub block_mem: bool,
-    pub block_maps: bool,
-    pub block_ptrace: bool,
-    /// blockPerf: perf events that could sample a protected process.
-    pub block_perf: bool,
+    /// `policy:` of the config.
+    pub switches: Policy,
     /// The running kernel has the perfmon fallback of 6.15
     /// ([`crate::kernel::has_perfmon_fallback`]); not a config switch.
     pub perfmon_fallback: bool,
-    pub allow_self_read: bool,
-    pub audit_all: bool,
-    pub inherit_protection: bool,
-    /// kernelBinaryFilter: exec events only for configured binaries.
-    pub exec_filter: bool,
     /// Kernel dev_t ([`crate::kernel_dev`]) of the tmpfs that holds
     /// delivered files; 0 makes the programs check every tmpfs open.
     pub secrets_dev: u64,
-    /// policy.lock: written last, then the map is frozen until reboot.
-    pub lock: bool,
 }
 
 impl KernelPolicy {
+    /// The config's switches on this node.
+    pub fn new(switches: Policy, secrets_dev: u64) -> Self {
+        KernelPolicy {
+            switches,
+            perfmon_fallback: crate::kernel::has_perfmon_fallback(),
+            secrets_dev,
+        }
+    }
+
     /// A policy under which the programs refuse nothing and report nothing
     /// (no access events; exec events only for an empty filter): for probes.
     pub fn inert() -> Self {
         KernelPolicy {
-            mode: KernelMode::Disabled,
-            block_environ: false,
-            block_mem: false,
-            block_maps: false,
-            block_ptrace: false,
-            block_perf: false,
+            switches: Policy {
+                mode: Mode::Disabled,
+                block_environ: false,
+                block_mem: false,
+                block_maps: false,
+                block_ptrace: false,
+                block_perf: false,
+                allow_self_read: true,
+                audit_all: false,
+                kernel_binary_filter: true,
+                inherit_protection: false,
+                lock: false,
+            },
             perfmon_fallback: false,
-            allow_self_read: true,
-            audit_all: false,
-            inherit_protection: false,
-            exec_filter: true,
             secrets_dev: 0,
-            lock: false,
         }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.switches.mode
+    }
+
+    /// policy.lock: written last, then the map is frozen until reboot.
+    pub fn lock(&self) -> bool {
+        self.switches.lock
     }
 
     /// This policy without the lock: what the programs enforce while they
     /// are being attached (a locked policy would refuse the attaching).
-    pub fn unlocked(self) -> Self {
-        KernelPolicy {
-            lock: false,
-            ..self
-        }
+    pub fn unlocked(mut self) -> Self {
+        self.switches.lock = false;
+        self
     }
 
     pub fn to_raw(self) -> RawPolicy {
-        let mode = match self.mode {
-            KernelMode::Disabled => abi::MODE_DISABLED,
-            KernelMode::Audit => abi::MODE_AUDIT,
-            KernelMode::Enforce => abi::MODE_ENFORCE,
+        let p = &self.switches;
+        let mode = match p.mode {
+            Mode::Disabled => abi::MODE_DISABLED,
+            Mode::Audit => abi::MODE_AUDIT,
+            Mode::Enforce => abi::MODE_ENFORCE,
         };
         let mut flags = 0;
         for (on, bit) in [
-            (self.block_environ, abi::POLICY_BLOCK_ENVIRON),
-            (self.block_mem, abi::POLICY_BLOCK_MEM),
-            (self.block_maps, abi::POLICY_BLOCK_MAPS),
-            (self.block_ptrace, abi::POLICY_BLOCK_PTRACE),
-            (self.block_perf, abi::POLICY_BLOCK_PERF),
+            (p.block_environ, abi::POLICY_BLOCK_ENVIRON),
+            (p.block_mem, abi::POLICY_BLOCK_MEM),
+            (p.block_maps, abi::POLICY_BLOCK_MAPS),
+            (p.block_ptrace, abi::POLICY_BLOCK_PTRACE),
+            (p.block_perf, abi::POLICY_BLOCK_PERF),
             (self.perfmon_fallback, abi::POLICY_PERFMON_FALLBACK),
-            (self.allow_self_read, abi::POLICY_ALLOW_SELF_READ),
-            (self.audit_all, abi::POLICY_AUDIT_ALL),
-            (self.inherit_protection, abi::POLICY_INHERIT),
-            (self.exec_filter, abi::POLICY_EXEC_FILTER),
-            (self.lock, abi::POLICY_LOCK),
+            (p.allow_self_read, abi::POLICY_ALLOW_SELF_READ),
+            (p.audit_all, abi::POLICY_AUDIT_ALL),
+            (p.inherit_protection, abi::POLICY_INHERIT),
+            (p.kernel_binary_filter, abi::POLICY_EXEC_FILTER),
+            (p.lock, abi::POLICY_LOCK),
         ] {
             if on {
                 flags |= bit;
@@ -121,19 +124,13 @@ mod tests {
     #[test]
     fn flags_map_one_to_one() {
         let all_off = KernelPolicy {
-            mode: KernelMode::Audit,
-            block_environ: false,
-            block_mem: false,
-            block_maps: false,
-            block_ptrace: false,
-            block_perf: false,
-            perfmon_fallback: false,
-            allow_self_read: false,
-            audit_all: false,
-            inherit_protection: false,
-            exec_filter: false,
-            secrets_dev: 0,
-            lock: false,
+            switches: Policy {
+                mode: Mode::Audit,
+                allow_self_read: false,
+                kernel_binary_filter: false,
+                ..KernelPolicy::inert().switches
+            },
+            ..KernelPolicy::inert()
         };
         assert_eq!(
             all_off.to_raw(),
@@ -144,8 +141,11 @@ mod tests {
             }
         );
         let env_only = KernelPolicy {
-            block_environ: true,
-            mode: KernelMode::Enforce,
+            switches: Policy {
+                block_environ: true,
+                mode: Mode::Enforce,
+                ..all_off.switches
+            },
             ..all_off
         };
         assert_eq!(
@@ -157,12 +157,18 @@ mod tests {
             }
         );
         let inherit = KernelPolicy {
-            inherit_protection: true,
+            switches: Policy {
+                inherit_protection: true,
+                ..all_off.switches
+            },
             ..all_off
         };
         assert_eq!(inherit.to_raw().flags, abi::POLICY_INHERIT);
         let locked = KernelPolicy {
-            lock: true,
+            switches: Policy {
+                lock: true,
+                ..all_off.switches
+            },
             ..all_off
         };
         assert_eq!(locked.to_raw().flags, abi::POLICY_LOCK);

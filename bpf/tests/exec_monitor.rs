@@ -7,23 +7,19 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
-use kernelseal_bpf::{Event, ExecEvent, ExecFilter, Gate, GateOptions, KernelMode, KernelPolicy};
+use kernelseal_bpf::{Event, ExecEvent, ExecFilter, Gate, GateOptions, KernelPolicy};
+use kernelseal_config::{Mode, Policy};
 
 fn policy(exec_filter: bool) -> KernelPolicy {
     KernelPolicy {
-        mode: KernelMode::Audit,
-        block_environ: true,
-        block_mem: true,
-        block_maps: true,
-        block_ptrace: true,
-        block_perf: true,
+        switches: Policy {
+            mode: Mode::Audit,
+            block_maps: true,
+            kernel_binary_filter: exec_filter,
+            ..Policy::default()
+        },
         perfmon_fallback: false,
-        allow_self_read: true,
-        audit_all: false,
-        inherit_protection: true,
-        exec_filter,
         secrets_dev: 0,
-        lock: false,
     }
 }
 

@@ -30,7 +30,7 @@ impl std::fmt::Display for Mode {
 }
 
 /// The `policy:` section. Defaults are the original KernelSeal's.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Policy {
     pub mode: Mode,

@@ -20,7 +20,7 @@ pub fn open_gate(
     if let Err(why) = crate::caps::check_bpf_privileges() {
         return Err(unenforceable(format!("protection requested but {why}")));
     }
-    if policy.lock {
+    if policy.lock() {
         refuse_lock_on_dynamic_binary().map_err(unenforceable)?;
     }
     match kernelseal_bpf::kernel::active_lsms() {
@@ -46,7 +46,7 @@ pub fn open_gate(
     log_origin(&gate, pin_dir);
     info!("[OK] Exec monitor BPF programs loaded and attached");
     log_admitted_builds(&gate);
-    log_lock(&gate, policy.lock);
+    log_lock(&gate, policy.lock());
     // Before the agent marks itself allowed: it is an ordinary accessor now.
     match crate::selftest::run(&gate, &policy) {
         Ok(what) => info!("[OK] self-test: {what}"),

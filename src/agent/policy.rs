@@ -1,37 +1,13 @@
-//! What the agent tells the kernel: the policy, the exec filter, and where
-//! delivered files live.
+//! What the agent tells the kernel besides the policy: the exec filter,
+//! and where delivered files live.
 
 use std::path::Path;
 
-use kernelseal_bpf::{BpfError, ExecFilter, GuardedFiles, KernelMode, KernelPolicy, PinLayout};
-use kernelseal_config::{Config, Mode};
+use kernelseal_bpf::{BpfError, ExecFilter, GuardedFiles, PinLayout};
+use kernelseal_config::Config;
 use tracing::info;
 
 use crate::event_log::BindingNames;
-
-/// The kernel's policy for a config. `secrets_dev` from [`secrets_dev`].
-pub fn kernel_policy(config: &Config, secrets_dev: u64) -> KernelPolicy {
-    let p = &config.policy;
-    KernelPolicy {
-        mode: match p.mode {
-            Mode::Disabled => KernelMode::Disabled,
-            Mode::Audit => KernelMode::Audit,
-            Mode::Enforce => KernelMode::Enforce,
-        },
-        block_environ: p.block_environ,
-        block_mem: p.block_mem,
-        block_maps: p.block_maps,
-        block_ptrace: p.block_ptrace,
-        block_perf: p.block_perf,
-        perfmon_fallback: kernelseal_bpf::kernel::has_perfmon_fallback(),
-        allow_self_read: p.allow_self_read,
-        audit_all: p.audit_all,
-        inherit_protection: p.inherit_protection,
-        exec_filter: p.kernel_binary_filter,
-        secrets_dev,
-        lock: p.lock,
-    }
-}
 
 /// The exec filter and binding names of a config: binding ids are the
 /// 1-based positions in `secrets`.

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use kernelseal_bpf::{Gate, KernelMode};
-use kernelseal_config::Config;
+use kernelseal_bpf::{Gate, KernelPolicy};
+use kernelseal_config::{Config, Mode};
 use tracing::{error, info, warn};
 
-use super::{exec_filter, kernel_policy};
+use super::exec_filter;
 use crate::event_log::EventLog;
 
 pub fn reload(path: &Path, secrets_dev: u64, gate: Option<&mut Gate>, log: &mut EventLog) {
@@ -18,12 +18,12 @@ pub fn reload(path: &Path, secrets_dev: u64, gate: Option<&mut Gate>, log: &mut 
             return;
         }
     };
-    let policy = kernel_policy(&config, secrets_dev);
+    let policy = KernelPolicy::new(config.policy, secrets_dev);
     let Some(gate) = gate else {
         warn!("[CONFIG] the agent started in mode=disabled; restart it to enforce");
         return;
     };
-    if policy.mode == KernelMode::Disabled {
+    if policy.mode() == Mode::Disabled {
         warn!("[CONFIG] switching a running gate to mode=disabled needs a restart; policy kept");
         return;
     }

@@ -35,7 +35,7 @@ impl Gate {
     /// An unlocked node's policy written; a locked one is frozen after.
     fn write_then_freeze(&mut self, policy: KernelPolicy) -> Result<(), BpfError> {
         self.write_policy(policy.to_raw())?;
-        if policy.lock {
+        if policy.lock() {
             self.freeze_policy()?;
         }
         Ok(())
