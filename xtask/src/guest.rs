@@ -1,5 +1,6 @@
-//! What runs inside the guest and what comes back from it: the `/init`
-//! script, and the marker protocol on the payload's channel (ttyS1).
+//! What runs inside the guest and what comes back from it: the executables
+//! every guest gets, the `/init` script, and the marker protocol on the
+//! payload's channel (ttyS1).
 //!
 //! `/init` surrounds the payload's output with two marker lines carrying a
 //! per-run nonce (so no payload can produce them by accident): one when the
@@ -7,8 +8,40 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+use crate::util::{Workspace, absolute_file};
+
+/// The static `kernelseal` at /usr/bin/kernelseal (what a locked node
+/// runs), the dynamically linked release build at
+/// /usr/bin/kernelseal-dynamic, plus any `--with` files.
+pub fn base_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
+    let mut list = vec![
+        (
+            "usr/bin/kernelseal".to_owned(),
+            ws.cargo_build_static("kernelseal", "kernelseal")?,
+        ),
+        (
+            "usr/bin/kernelseal-dynamic".to_owned(),
+            ws.release_bin("kernelseal"),
+        ),
+    ];
+    for path in with {
+        let path = absolute_file(path)?;
+        list.push((bin_path(&path)?, path));
+    }
+    Ok(list)
+}
+
+/// Where a host executable lands in the guest: /usr/bin/<basename>.
+pub fn bin_path(host: &Path) -> Result<String> {
+    let name = host
+        .file_name()
+        .with_context(|| format!("{} has no file name", host.display()))?;
+    Ok(format!("/usr/bin/{}", name.to_string_lossy()))
+}
 
 /// A per-run random token, so the payload cannot fake the markers by accident.
 pub fn nonce() -> Result<String> {

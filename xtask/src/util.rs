@@ -1,7 +1,8 @@
 //! Small helpers: locating the workspace, running commands with clear errors,
-//! building the workspace's binaries.
+//! building the workspace's binaries (release, or statically linked).
 
 use std::env;
+use std::fs;
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,6 +51,48 @@ impl Workspace {
         )
     }
 
+    /// `RUSTFLAGS=-C target-feature=+crt-static cargo build --release --target
+    /// <host> -p PACKAGE --bin BIN` into target/static/BIN, stripped: with an
+    /// explicit --target the flags reach only the target crates, not build
+    /// scripts or proc macros.
+    pub fn cargo_build_static(&self, package: &str, bin: &str) -> Result<PathBuf> {
+        let dir = self.target.join("static");
+        let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let triple = host_triple()?;
+        eprintln!("xtask: building a static {bin}");
+        run_checked(
+            Command::new(cargo)
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "-p",
+                    package,
+                    "--bin",
+                    bin,
+                    "--target",
+                    &triple,
+                ])
+                .arg("--target-dir")
+                .arg(&dir)
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .current_dir(&self.root),
+            &format!("static build of {bin}"),
+        )?;
+        let built = dir.join(&triple).join("release").join(bin);
+        let out = dir.join(bin);
+        fs::copy(&built, &out).with_context(|| format!("copying {}", built.display()))?;
+        // Stripped: it is copied into images and VMs.
+        run_checked(Command::new("strip").arg(&out), &format!("strip {bin}"))?;
+        let size = fs::metadata(&out)?.len();
+        eprintln!(
+            "xtask: {} ({:.2} MB stripped, static)",
+            out.display(),
+            size as f64 / 1e6
+        );
+        Ok(out)
+    }
+
     /// Whether the workspace has a package of this name (`cargo pkgid` fails
     /// when it does not).
     pub fn has_package(&self, name: &str) -> Result<bool> {
@@ -61,6 +104,27 @@ impl Workspace {
             .context("running cargo pkgid")?;
         Ok(out.status.success())
     }
+}
+
+/// The host's target triple, as `rustc -vV` names it.
+fn host_triple() -> Result<String> {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let version = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV for the host triple")?;
+    String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .context("rustc -vV printed no host triple")
+}
+
+/// `path` made absolute, after checking that it is a file.
+pub fn absolute_file(path: &Path) -> Result<PathBuf> {
+    if !path.is_file() {
+        bail!("{}: no such file", path.display());
+    }
+    fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))
 }
 
 /// Runs `cmd` with inherited output; a failure names `what`. A missing program

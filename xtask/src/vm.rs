@@ -63,6 +63,21 @@ pub struct VmOutcome {
     pub total_time: Duration,
 }
 
+impl VmOutcome {
+    /// One line for the harness's output: boot time, exit status, total.
+    pub fn timing(&self, kernel: &Kernel) -> String {
+        let boot = self
+            .boot_time
+            .map_or_else(|| "?".to_owned(), |b| format!("{:.1} s", b.as_secs_f64()));
+        format!(
+            "{}: booted in {boot}, exit status {}, VM total {:.1} s",
+            kernel.release,
+            self.exit_status,
+            self.total_time.as_secs_f64()
+        )
+    }
+}
+
 /// Boots the VM and runs the payload, passing its output to `out` as it
 /// arrives. A VM that ends without an exit marker, or runs past the timeout,
 /// is an error that shows the tail of the kernel console.

@@ -1,5 +1,6 @@
-//! `vm-bench`: which clock the hook-cost benchmark measures with, and the
-//! closing summary that repeats each kernel's figures under that mode.
+//! `vm-bench`: the hook-cost benchmark on each kernel, which clock it
+//! measures with, and the closing summary that repeats each kernel's
+//! figures under that mode.
 //!
 //! The guest (`kernelseal-vmtests bench`) prints two lines per operation,
 //! `bench: <operation>  <detached> -> <attached> <unit> (<percent>) …` and
@@ -8,8 +9,62 @@
 //! figures the summary collects.
 
 use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
 
-use crate::vm::Clock;
+use anyhow::Result;
+
+use crate::kernel::{self, Series};
+use crate::util::{Workspace, absolute_file};
+use crate::vm::{self, Clock};
+use crate::{busybox, guest, runner};
+
+/// Runs `kernelseal-vmtests bench` on each kernel, its output on stdout,
+/// then a summary of every kernel's figures headed by the mode.
+pub fn run(ws: &Workspace, series: &[Series], clock: Clock, timeout: u64) -> Result<ExitCode> {
+    runner::build_with_kernelseal(ws)?;
+    let runner_bin = absolute_file(&ws.release_bin(runner::PACKAGE))?;
+    let busybox = busybox::ensure(&ws.vm_dir())?;
+    let payload = guest::bin_path(&runner_bin)?;
+    let mut results = Vec::new();
+    for &one in series {
+        let kernel = kernel::ensure(&ws.vm_dir(), one)?;
+        let mut executables = guest::base_executables(ws, &[])?;
+        executables.push((payload.clone(), runner_bin.clone()));
+        let spec = vm::VmSpec {
+            kernel: &kernel,
+            busybox: &busybox,
+            executables,
+            payload: payload.clone(),
+            args: guest_args(clock),
+            timeout: Duration::from_secs(timeout),
+            label: format!("vm-bench-{}", one.as_str()),
+            clock,
+        };
+        println!(
+            "=== vm-bench on {} ({}, timeout {timeout} s) ===",
+            kernel.release,
+            mode_name(clock)
+        );
+        let run = runner::run_logged(ws, &spec)?;
+        let problem = match run.exit {
+            Ok(0) => None,
+            Ok(status) => Some(format!("exit status {status}")),
+            Err(vm_error) => Some(vm_error),
+        };
+        results.push(KernelBench {
+            kernel: kernel.release.clone(),
+            figures: figures(&run.output),
+            problem,
+        });
+    }
+    let all_ok = report(clock, &results, &mut io::stdout().lock())?;
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
 
 /// The clock's name in the summary and in the guest's arguments.
 pub fn mode_name(clock: Clock) -> &'static str {

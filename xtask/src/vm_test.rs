@@ -6,6 +6,89 @@
 //! failure: such a run must never read as a pass.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::kernel::{self, Kernel, Series};
+use crate::util::{Workspace, absolute_file};
+use crate::{busybox, guest, runner, vm};
+
+/// Runs the runner on each kernel, its output on stdout, then one line per
+/// kernel and the overall `vmtest: N passed, M failed`.
+pub fn run(
+    ws: &Workspace,
+    series: &[Series],
+    runner_override: Option<PathBuf>,
+    timeout: u64,
+    with: &[PathBuf],
+    args: Vec<String>,
+) -> Result<ExitCode> {
+    let runner_bin = build_runner(ws, runner_override)?;
+    let busybox = busybox::ensure(&ws.vm_dir())?;
+    // Fetch every kernel first, so a missing one fails before any long boot.
+    let kernels = series
+        .iter()
+        .map(|&s| kernel::ensure(&ws.vm_dir(), s))
+        .collect::<Result<Vec<Kernel>>>()?;
+    let payload = guest::bin_path(&runner_bin)?;
+    let mut results = Vec::new();
+    for kernel in &kernels {
+        let mut executables = guest::base_executables(ws, with)?;
+        executables.push((payload.clone(), runner_bin.clone()));
+        let spec = vm::VmSpec {
+            kernel,
+            busybox: &busybox,
+            executables,
+            payload: payload.clone(),
+            args: args.clone(),
+            timeout: Duration::from_secs(timeout),
+            label: format!("vm-test-{}", kernel.series.as_str()),
+            clock: vm::Clock::Wall,
+        };
+        // On stdout, so the runner's output of each kernel is headed there.
+        println!("=== vm-test on {} ===", kernel.release);
+        let run = runner::run_logged(ws, &spec)?;
+        results.push(judge(kernel.series.as_str(), &run.output, run.exit));
+    }
+    let all_ok = report(&results, &mut io::stdout().lock())?;
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Builds the release `kernelseal` and, unless `--runner` names one, the
+/// runner; returns the runner's absolute path.
+fn build_runner(ws: &Workspace, runner_override: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(path) = runner_override {
+        ws.cargo_build_release(&["-p", "kernelseal", "--bin", "kernelseal"])?;
+        return absolute_file(&path);
+    }
+    let default = ws.release_bin(runner::PACKAGE);
+    if ws.has_package(runner::PACKAGE)? {
+        // Always rebuild so a stale runner is never tested.
+        runner::build_with_kernelseal(ws)?;
+    } else if default.is_file() {
+        ws.cargo_build_release(&["-p", "kernelseal", "--bin", "kernelseal"])?;
+        eprintln!(
+            "xtask: warning: no package {}; using the existing {}",
+            runner::PACKAGE,
+            default.display()
+        );
+    } else {
+        bail!(
+            "no test runner: {} does not exist and the workspace has no package \
+             {} to build it from (pass --runner PATH)",
+            default.display(),
+            runner::PACKAGE
+        );
+    }
+    absolute_file(&default)
+}
 
 /// What one kernel's run produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
