@@ -20,6 +20,8 @@
 //! Each command is one module of the same name (`static`, a Rust keyword,
 //! is `r#static`); this file only parses and dispatches.
 
+#![forbid(unsafe_code)]
+
 mod busybox;
 mod demo;
 mod guest;
