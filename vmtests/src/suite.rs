@@ -1,6 +1,8 @@
-//! The privileged suite: the attack matrix of design.md section 8 against
+//! The privileged suite: the attack matrix (`attacks::ALL`: environ, task
+//! environ, mem, maps, ptrace attach and seize, process_vm_readv, pidfd_getfd) against
 //! processes marked with `kernelseal protect`, in enforce and audit mode,
-//! per switch, and the allow → deny → allow round trip.
+//! per switch, and the allow → deny → allow round trip. docs/architecture.md
+//! maps the code this suite drives.
 
 use std::process::Command;
 
