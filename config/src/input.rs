@@ -34,8 +34,7 @@ pub enum InputError {
     NotRegular {
         what: &'static str,
         name: String,
-        /// "a FIFO", "a character device", "a directory", …
-        kind: &'static str,
+        kind: FileKind,
     },
     #[error("{what} {name} is {}over the {limit}-byte limit", size_prefix(*size))]
     TooLarge {
@@ -62,24 +61,52 @@ impl InputError {
     }
 }
 
-/// What a file type is called in errors.
-pub fn kind_name(ft: std::fs::FileType) -> &'static str {
-    if ft.is_file() {
-        "a regular file"
-    } else if ft.is_dir() {
-        "a directory"
-    } else if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_symlink() {
-        "a symlink"
-    } else {
-        "an unknown file type"
+/// What a path turned out to be when a regular file was wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+    Symlink,
+    Unknown,
+}
+
+impl FileKind {
+    /// `None` for a regular file.
+    pub fn of(ft: std::fs::FileType) -> Option<FileKind> {
+        Some(if ft.is_file() {
+            return None;
+        } else if ft.is_dir() {
+            FileKind::Directory
+        } else if ft.is_fifo() {
+            FileKind::Fifo
+        } else if ft.is_char_device() {
+            FileKind::CharDevice
+        } else if ft.is_block_device() {
+            FileKind::BlockDevice
+        } else if ft.is_socket() {
+            FileKind::Socket
+        } else if ft.is_symlink() {
+            FileKind::Symlink
+        } else {
+            FileKind::Unknown
+        })
+    }
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileKind::Directory => "a directory",
+            FileKind::Fifo => "a FIFO",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Socket => "a socket",
+            FileKind::Symlink => "a symlink",
+            FileKind::Unknown => "an unknown file type",
+        })
     }
 }
 
@@ -114,11 +141,11 @@ pub fn regular(file: &File, name: &str, what: &'static str) -> Result<Metadata, 
         name: name.to_string(),
         error,
     })?;
-    if !meta.file_type().is_file() {
+    if let Some(kind) = FileKind::of(meta.file_type()) {
         return Err(InputError::NotRegular {
             what,
             name: name.to_string(),
-            kind: kind_name(meta.file_type()),
+            kind,
         });
     }
     Ok(meta)
@@ -292,7 +319,13 @@ mod tests {
         // Blocking here (an open without O_NONBLOCK) would hang the test.
         let e = read(&f, "config", LIMIT).unwrap_err();
         assert!(
-            matches!(e, InputError::NotRegular { kind: "a FIFO", .. }),
+            matches!(
+                e,
+                InputError::NotRegular {
+                    kind: FileKind::Fifo,
+                    ..
+                }
+            ),
             "{e:?}"
         );
         std::fs::remove_dir_all(dir).unwrap();
@@ -306,7 +339,7 @@ mod tests {
             matches!(
                 e,
                 InputError::NotRegular {
-                    kind: "a directory",
+                    kind: FileKind::Directory,
                     ..
                 }
             ),

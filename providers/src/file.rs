@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use kernelseal_config::input::{self, InputError};
+use kernelseal_config::input::{self, FileKind, InputError};
 use zeroize::Zeroizing;
 
 use crate::SecretProvider;
@@ -199,7 +199,7 @@ fn input_problem(e: &InputError) -> FileProblem {
     match e {
         InputError::Io { error, .. } => io_problem(error),
         InputError::NotRegular {
-            kind: "a directory",
+            kind: FileKind::Directory,
             ..
         } => FileProblem::IsDirectory,
         InputError::NotRegular { .. } => FileProblem::NotRegular,
