@@ -71,19 +71,11 @@ impl Transport {
         endpoint: &E,
         token: Option<&Token>,
     ) -> Result<Reply, SendError> {
-        let request = self.build(endpoint, token)?;
-        let (parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        // An endpoint without query fields still leaves an empty `?`.
-        let url = format!("{}{}", self.address, path.trim_end_matches('?'));
-        let mut outgoing = self.http.request(parts.method, url).headers(parts.headers);
-        if !body.is_empty() {
-            // Wiped when reqwest drops the last reference to it.
-            outgoing = outgoing
-                .header(CONTENT_TYPE, "application/json")
-                .body(Bytes::from_owner(Zeroizing::new(body)));
-        }
-        let response = outgoing.send().await.map_err(SendError::Transport)?;
+        let response = self
+            .prepare(endpoint, token)?
+            .send()
+            .await
+            .map_err(SendError::Transport)?;
         let status = response.status().as_u16();
         // Error answers are bounded too: a refusal can be as large as a value.
         let body = read_reqwest(response, MAX_ANSWER_BYTES)
@@ -93,6 +85,26 @@ impl Transport {
                 ReadError::Transport(e) => SendError::Transport(e),
             })?;
         Ok(Reply { status, body })
+    }
+
+    /// The request vaultrs builds, moved under the configured address.
+    fn prepare<E: Endpoint>(
+        &self,
+        endpoint: &E,
+        token: Option<&Token>,
+    ) -> Result<reqwest::RequestBuilder, SendError> {
+        let (parts, body) = self.build(endpoint, token)?.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // An endpoint without query fields still leaves an empty `?`.
+        let url = format!("{}{}", self.address, path.trim_end_matches('?'));
+        let outgoing = self.http.request(parts.method, url).headers(parts.headers);
+        if body.is_empty() {
+            return Ok(outgoing);
+        }
+        // Wiped when reqwest drops the last reference to it.
+        Ok(outgoing
+            .header(CONTENT_TYPE, "application/json")
+            .body(Bytes::from_owner(Zeroizing::new(body))))
     }
 
     /// The request as vaultrs builds it, the token header marked sensitive.
@@ -133,4 +145,117 @@ fn header_token(token: Option<&Token>) -> String {
 /// without making one, which would be one more copy of the token.
 fn header_safe(text: &str) -> bool {
     text.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use reqwest::header::HeaderValue;
+    use secrecy::SecretBox;
+    use vaultrs::api::auth::kubernetes::requests::LoginWithKubernetesRequest;
+    use vaultrs::api::kv1::requests::GetSecretRequest;
+    use vaultrs::api::kv2::requests::ReadSecretRequest;
+    use vaultrs::api::token::requests::RenewTokenSelfRequest;
+
+    use super::*;
+
+    fn transport(address: &str, namespace: Option<&str>) -> Transport {
+        crate::install_crypto_provider();
+        Transport::new(reqwest::Client::new(), address, namespace)
+    }
+
+    fn prepared<E: Endpoint>(t: &Transport, e: &E, token: Option<&Token>) -> reqwest::Request {
+        t.prepare(e, token).unwrap().build().unwrap()
+    }
+
+    fn token(text: &str) -> Token {
+        Arc::new(SecretBox::new(text.into()))
+    }
+
+    #[test]
+    fn urls_keep_a_path_in_the_address() {
+        let t = transport("https://proxy.example/vault", None);
+        let read = ReadSecretRequest {
+            mount: "secret".into(),
+            path: "team/app".into(),
+            version: Some(3),
+        };
+        let r = prepared(&t, &read, None);
+        assert_eq!(
+            r.url().as_str(),
+            "https://proxy.example/vault/v1/secret/data/team/app?version=3"
+        );
+        assert_eq!(r.method(), "GET");
+        let latest = ReadSecretRequest {
+            version: None,
+            ..read
+        };
+        assert_eq!(
+            prepared(&t, &latest, None).url().as_str(),
+            "https://proxy.example/vault/v1/secret/data/team/app"
+        );
+        let kv1 = GetSecretRequest {
+            mount: "database".into(),
+            path: "creds/app".into(),
+        };
+        assert_eq!(
+            prepared(&t, &kv1, None).url().as_str(),
+            "https://proxy.example/vault/v1/database/creds/app"
+        );
+        // vaultrs 0.8 writes this path with a leading tab; it must not show.
+        let renew = prepared(&t, &RenewTokenSelfRequest { increment: None }, None);
+        assert_eq!(
+            renew.url().as_str(),
+            "https://proxy.example/vault/v1/auth/token/renew-self"
+        );
+        assert_eq!(renew.method(), "POST");
+        assert!(renew.body().is_none());
+    }
+
+    #[test]
+    fn headers_and_login_body() {
+        let t = transport("http://127.0.0.1:8200", Some("team-a"));
+        let login = LoginWithKubernetesRequest {
+            mount: "k8s".into(),
+            role: "app".into(),
+            jwt: "eyJ.jwt".into(),
+        };
+        let r = prepared(&t, &login, None);
+        assert_eq!(r.url().as_str(), "http://127.0.0.1:8200/v1/auth/k8s/login");
+        assert!(r.headers().get("X-Vault-Token").is_none());
+        assert_eq!(r.headers()["X-Vault-Namespace"], "team-a");
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        let body: serde_json::Value =
+            serde_json::from_slice(r.body().unwrap().as_bytes().unwrap()).unwrap();
+        assert_eq!(body, serde_json::json!({"role": "app", "jwt": "eyJ.jwt"}));
+
+        let read = GetSecretRequest {
+            mount: "kv".into(),
+            path: "x".into(),
+        };
+        let r = prepared(&t, &read, Some(&token("hvs.token")));
+        let sent = &r.headers()["X-Vault-Token"];
+        assert_eq!(sent, "hvs.token");
+        assert!(sent.is_sensitive());
+        assert!(!format!("{:?}", r.headers()).contains("hvs.token"));
+        // A token or namespace that cannot be a header is left out (vaultrs
+        // would panic on it); Vault then refuses the request.
+        let t = transport("http://127.0.0.1:8200", Some("team\na"));
+        let r = prepared(&t, &read, Some(&token("hvs.bad\ntoken")));
+        assert!(r.headers().get("X-Vault-Token").is_none());
+        assert!(r.headers().get("X-Vault-Namespace").is_none());
+    }
+
+    #[test]
+    fn header_safe_is_http_rule() {
+        for c in (0u8..=127).map(char::from).chain(['é', '€', '\u{10FFFF}']) {
+            let text = format!("a{c}b");
+            assert_eq!(
+                header_safe(&text),
+                HeaderValue::from_str(&text).is_ok(),
+                "{c:?}"
+            );
+        }
+    }
 }
