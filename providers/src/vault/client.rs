@@ -2,10 +2,14 @@
 //! connection pool, no redirects, and the roots Vault's certificate is
 //! checked against (the system's plus `caCert`), or none (`tlsSkipVerify`).
 //!
-//! Built here rather than by vaultrs (`VaultClient::new`): vaultrs reads
-//! `caCert` without a size bound, has no pool or connect-timeout settings,
-//! and its reqwest build turns to the platform verifier, which refuses to
-//! build a client at all on a system without a CA bundle, even for `http://`.
+//! Built here rather than by vaultrs (`VaultClient::new`): its `Client`
+//! trait ties requests to rustify's client, which reads answers without a
+//! bound (see [`super::transport`]); it reads `caCert` without a bound and
+//! has no pool or connect-timeout settings. The roots are loaded here, as
+//! reqwest 0.12 did, rather than by reqwest 0.13's platform verifier,
+//! which refuses to build the client when neither the system nor `caCert`
+//! gives a root: the provider would fail at start instead of at the
+//! handshake with an error that names `caCert`.
 
 use std::time::Duration;
 
