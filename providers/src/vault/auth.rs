@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretBox;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use vaultrs::api::token::requests::{LookupTokenSelfRequest, RenewTokenSelfRequest};
 use zeroize::Zeroizing;
 
-use super::{Response, Token, VaultProvider};
+use super::credentials::{self, Credential, Login};
+use super::envelope::Envelope;
+use super::transport::Reply;
+use super::{Token, VaultProvider};
 use crate::error::Error;
-use crate::file::{MAX_TOKEN_BYTES, read_setting_file};
-use crate::settings::{SecretIdSource, VaultAuth};
+use crate::settings::VaultAuth;
 
 pub(super) struct TokenState {
     pub(super) token: Token,
@@ -34,15 +36,6 @@ impl TokenState {
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct AuthBlock {
-    client_token: SecretBox<str>,
-    #[serde(default)]
-    lease_duration: u64,
-    #[serde(default)]
-    renewable: bool,
-}
-
 impl VaultProvider {
     fn can_login(&self) -> bool {
         matches!(
@@ -53,100 +46,26 @@ impl VaultProvider {
         )
     }
 
-    /// Gets a token: static (env/file) or by logging in.
-    async fn login(&self) -> Result<TokenState, Error> {
-        let auth_err = |message: String| Error::Auth {
+    fn auth_error(&self, message: String) -> Error {
+        Error::Auth {
             provider: self.name.clone(),
             message,
+        }
+    }
+
+    /// Gets a token: static (env/file) or by logging in.
+    async fn login(&self) -> Result<TokenState, Error> {
+        let login = match credentials::read(&self.name, &self.settings.auth)? {
+            Credential::Token(token) => return Ok(static_token(token)),
+            Credential::Login(login) => login,
         };
-        // Bounded and regular files only: a FIFO or /dev/zero named here
-        // must not hang or fill the agent.
-        let read_secret_file = |path: &std::path::Path, what: &'static str| {
-            let bytes = read_setting_file(path, what, MAX_TOKEN_BYTES)
-                .map_err(|e| auth_err(e.to_string()))?;
-            std::str::from_utf8(&bytes)
-                .map(|s| Zeroizing::new(s.trim().to_string()))
-                .map_err(|_| auth_err(format!("{what} {} is not UTF-8 text", path.display())))
-        };
-        let (mount, role, body, creds): (&str, &str, Zeroizing<Vec<u8>>, Vec<Zeroizing<String>>) =
-            match &self.settings.auth {
-                VaultAuth::TokenEnv(var) => {
-                    let t = std::env::var(var)
-                        .map_err(|_| auth_err(format!("environment variable {var} is not set")))?;
-                    return Ok(static_token(Zeroizing::new(t)));
-                }
-                VaultAuth::TokenFile(path) => {
-                    return Ok(static_token(read_secret_file(path, "token file")?));
-                }
-                VaultAuth::Kubernetes {
-                    role,
-                    jwt_file,
-                    mount,
-                } => {
-                    let jwt = read_secret_file(jwt_file, "service-account token")?;
-                    #[derive(Serialize)]
-                    struct Login<'a> {
-                        role: &'a str,
-                        jwt: &'a str,
-                    }
-                    let body = Zeroizing::new(
-                        serde_json::to_vec(&Login { role, jwt: &jwt }).unwrap_or_default(),
-                    );
-                    (mount, role, body, vec![jwt])
-                }
-                VaultAuth::KubernetesJwt { role, jwt, mount } => {
-                    let jwt = Zeroizing::new(jwt.expose().to_string());
-                    #[derive(Serialize)]
-                    struct Login<'a> {
-                        role: &'a str,
-                        jwt: &'a str,
-                    }
-                    let body = Zeroizing::new(
-                        serde_json::to_vec(&Login { role, jwt: &jwt }).unwrap_or_default(),
-                    );
-                    (mount, role, body, vec![jwt])
-                }
-                VaultAuth::AppRole {
-                    role_id,
-                    secret_id,
-                    mount,
-                } => {
-                    let sid = match secret_id {
-                        SecretIdSource::Env(var) => {
-                            Zeroizing::new(std::env::var(var).map_err(|_| {
-                                auth_err(format!("environment variable {var} is not set"))
-                            })?)
-                        }
-                        SecretIdSource::File(p) => read_secret_file(p, "secret_id file")?,
-                    };
-                    #[derive(Serialize)]
-                    struct Login<'a> {
-                        role_id: &'a str,
-                        secret_id: &'a str,
-                    }
-                    let body = Zeroizing::new(
-                        serde_json::to_vec(&Login {
-                            role_id,
-                            secret_id: &sid,
-                        })
-                        .unwrap_or_default(),
-                    );
-                    (mount, role_id, body, vec![sid])
-                }
-            };
-        let url = format!("{}/v1/auth/{mount}/login", self.settings.address);
+        let mount = login.mount();
         tracing::debug!(provider = %self.name, mount, "vault login");
-        let req = self
-            .http
-            .post(&url)
-            .headers(self.headers(None))
-            .header("Content-Type", "application/json")
-            .body(body.to_vec());
-        let (status, resp) = self.send(req, &self.login_ref()).await?;
-        // The credentials sent are wiped when `creds` drops; Vault's error
-        // text (which could echo them) is not read at all.
-        drop(creds);
+        let reply = self.send_login(&login).await?;
+        let status = reply.status;
         if !(200..300).contains(&status) {
+            // Vault's error text (which could echo the credential) is not
+            // read at all.
             let text = self.refusal(status);
             if crate::upstream::is_unavailable(status) {
                 return Err(Error::Unavailable {
@@ -155,19 +74,17 @@ impl VaultProvider {
                     message: text,
                 });
             }
-            return Err(auth_err(format!(
-                "login at auth/{mount} with role {role:?} refused: {text}"
+            return Err(self.auth_error(format!(
+                "login at auth/{mount} with role {:?} refused: {text}",
+                login.role()
             )));
         }
-        let parsed: Response = serde_json::from_slice(&resp).map_err(|e| {
-            auth_err(format!(
-                "login answer is not Vault JSON: {:?}",
-                e.classify()
-            ))
+        let parsed = Envelope::parse(&reply.body, |category| {
+            self.auth_error(format!("login answer is not Vault JSON: {category:?}"))
         })?;
         let a = parsed
             .auth
-            .ok_or_else(|| auth_err("login answer has no auth block".into()))?;
+            .ok_or_else(|| self.auth_error("login answer has no auth block".into()))?;
         let ttl = Duration::from_secs(a.lease_duration);
         Ok(TokenState {
             token: Arc::new(a.client_token),
@@ -178,27 +95,29 @@ impl VaultProvider {
         })
     }
 
+    /// `POST /v1/auth/{mount}/login` (no token). The credential is wiped
+    /// when the caller drops `login`.
+    async fn send_login(&self, login: &Login) -> Result<Reply, Error> {
+        let reference = self.login_ref();
+        match login {
+            Login::Kubernetes(request) => self.call(request, None, &reference).await,
+            Login::AppRole(request) => self.call(request, None, &reference).await,
+        }
+    }
+
     /// `POST /v1/auth/token/renew-self`.
     async fn renew_self(&self, token: &Token) -> Result<(Duration, bool), Error> {
-        let url = format!("{}/v1/auth/token/renew-self", self.settings.address);
-        let req = self
-            .http
-            .post(&url)
-            .headers(self.headers(Some(token)))
-            .header("Content-Type", "application/json")
-            .body("{}");
-        let (status, body) = self.send(req, &self.login_ref()).await?;
-        if !(200..300).contains(&status) {
-            return Err(Error::Auth {
-                provider: self.name.clone(),
-                message: format!("token renewal refused: {}", self.refusal(status)),
-            });
+        let renew = RenewTokenSelfRequest { increment: None };
+        let reply = self.call(&renew, Some(token), &self.login_ref()).await?;
+        if !(200..300).contains(&reply.status) {
+            return Err(self.auth_error(format!(
+                "token renewal refused: {}",
+                self.refusal(reply.status)
+            )));
         }
-        let parsed: Response = serde_json::from_slice(&body).unwrap_or_default();
-        let a = parsed.auth.ok_or_else(|| Error::Auth {
-            provider: self.name.clone(),
-            message: "renewal answer has no auth block".into(),
-        })?;
+        let a = Envelope::parse_or_default(&reply.body)
+            .auth
+            .ok_or_else(|| self.auth_error("renewal answer has no auth block".into()))?;
         Ok((Duration::from_secs(a.lease_duration), a.renewable))
     }
 
@@ -249,9 +168,10 @@ impl VaultProvider {
             return Ok(());
         }
         let token = self.token().await?;
-        let url = format!("{}/v1/auth/token/lookup-self", self.settings.address);
-        let req = self.http.get(&url).headers(self.headers(Some(&token)));
-        let (status, _body) = self.send(req, &self.login_ref()).await?;
+        let reply = self
+            .call(&LookupTokenSelfRequest {}, Some(&token), &self.login_ref())
+            .await?;
+        let status = reply.status;
         if (200..300).contains(&status) {
             return Ok(());
         }
@@ -264,10 +184,7 @@ impl VaultProvider {
             });
         }
         self.forget(&token).await;
-        Err(Error::Auth {
-            provider: self.name.clone(),
-            message: format!("token refused: {text}"),
-        })
+        Err(self.auth_error(format!("token refused: {text}")))
     }
 
     /// Drops `used` after a 403 so that the next call logs in (or re-reads a
