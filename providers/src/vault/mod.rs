@@ -7,11 +7,12 @@
 //! classification and parsing are this module's (see [`transport`] and
 //! [`envelope`] for why, and docs/providers.md).
 //!
-//! The API (Vault's HTTP API, as docs/providers.md lists it): `GET /v1/{mount}/data/{path}` (KV v2, optional
-//! `?version=N`) → `data.data.{key}` and `data.metadata.version`; `GET
-//! /v1/{mount}/{path}` (KV v1 and generic reads such as dynamic secrets) →
-//! `data.{key}` with `lease_id`/`lease_duration`/`renewable`; `X-Vault-Token`
-//! and `X-Vault-Namespace` headers; `POST /v1/auth/{mount}/login`; `POST
+//! The API (Vault's HTTP API, as docs/providers.md lists it): `GET
+//! /v1/{mount}/data/{path}` (KV v2, optional `?version=N`) →
+//! `data.data.{key}` and `data.metadata.version`; `GET /v1/{mount}/{path}`
+//! (KV v1 and generic reads such as dynamic secrets) → `data.{key}` with
+//! `lease_id`/`lease_duration`/`renewable`; `X-Vault-Token` and
+//! `X-Vault-Namespace` headers; `POST /v1/auth/{mount}/login`; `POST
 //! /v1/auth/token/renew-self`; `PUT /v1/sys/leases/renew`; errors as
 //! `{"errors": [...]}`.
 
