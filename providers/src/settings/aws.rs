@@ -1,0 +1,68 @@
+//! `type: aws`: regions, failover, endpoints and the profile.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::fields::{Obj, url};
+use crate::error::Error;
+
+pub(super) const AWS_KEYS: &[&str] = &[
+    "region",
+    "failoverRegion",
+    "endpoints",
+    "profile",
+    "timeout",
+    "cacheTtl",
+];
+
+/// `type: aws`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AwsSettings {
+    /// Primary region; without it the SDK's chain (`AWS_REGION`, profile) decides.
+    pub region: Option<String>,
+    /// Tried when the primary fails with a 5xx or a network error.
+    pub failover_region: Option<String>,
+    /// Endpoint per region (local stacks, VPC endpoints). `AWS_ENDPOINT_URL`
+    /// applies to every region where this map has no entry.
+    pub endpoints: BTreeMap<String, String>,
+    /// Named profile of the shared config files.
+    pub profile: Option<String>,
+    pub timeout: Duration,
+    pub cache_ttl: Option<Duration>,
+}
+
+impl AwsSettings {
+    pub fn parse(provider: &str, settings: &BTreeMap<String, Value>) -> Result<Self, Error> {
+        let mut o = Obj::root(provider, settings);
+        o.only(AWS_KEYS)?;
+        let region = o.string("region")?;
+        let failover_region = o.string("failoverRegion")?;
+        if failover_region.is_some() && failover_region == region {
+            return Err(o.err("failoverRegion", "is the same as region"));
+        }
+        let mut endpoints = BTreeMap::new();
+        if let Some(mut e) = o.object("endpoints")? {
+            let keys: Vec<String> = e.map.keys().map(|k| k.to_string()).collect();
+            for k in keys {
+                let v = e.required(&k)?;
+                let v = url(&e, &k, v)?;
+                endpoints.insert(k, v);
+            }
+            e.finish()?;
+        }
+        let profile = o.string("profile")?;
+        let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(10));
+        let cache_ttl = o.duration("cacheTtl")?;
+        o.finish()?;
+        Ok(AwsSettings {
+            region,
+            failover_region,
+            endpoints,
+            profile,
+            timeout,
+            cache_ttl,
+        })
+    }
+}
