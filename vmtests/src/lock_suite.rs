@@ -106,7 +106,8 @@ impl Snoop {
     }
 
     /// What the program copies on the process's next syscall (`poke` makes
-    /// one happen): the environment for `addr` 0, else the page at `addr`.
+    /// one happen): the environment for `addr` 0, else the page at `addr`;
+    /// empty when the page is not faulted in.
     fn read(
         &mut self,
         addr: u64,
@@ -177,11 +178,16 @@ fn snoop_agent_secret(agent: u32, value: &str) -> Result<Result<usize, String>, 
         Ok(())
     };
     let ranges = secret_memory_of(agent)?;
-    let mut pages = 0;
+    let (mut pages, mut unreadable) = (0, 0);
     for (start, end) in &ranges {
         for addr in (*start..*end).step_by(4096).take(256) {
             let page = snoop.read(addr, tick)?;
             pages += 1;
+            if page.is_empty() {
+                // Not faulted in yet: nothing of the cache there.
+                unreadable += 1;
+                continue;
+            }
             // Pool blocks are aligned to their power-of-two size, so a
             // small value never straddles two pages.
             if page.windows(value.len()).any(|w| w == value.as_bytes()) {
@@ -191,7 +197,7 @@ fn snoop_agent_secret(agent: u32, value: &str) -> Result<Result<usize, String>, 
     }
     Err(format!(
         "the snoop program read {pages} pages of the agent's secret memory \
-         ({} mappings) without finding the cached value",
+         ({} mappings, {unreadable} pages not faulted in) without finding the cached value",
         ranges.len()
     ))
 }

