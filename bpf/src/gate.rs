@@ -7,7 +7,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{BtfTracePoint, Lsm};
 use aya::{Btf, Ebpf, EbpfLoader};
 
-use crate::abi::{self, LAYOUT_VERSION, RawBinding, RawFileKey, RawPolicy};
+use crate::abi::{self, LAYOUT_VERSION, RawFileKey, RawFileOwner, RawPolicy};
 
 use crate::error::BpfError;
 use crate::events::EventStream;
@@ -427,7 +427,7 @@ impl Gate {
             .ok_or(BpfError::MissingMap {
                 map: GUARDED_FILES_MAP,
             })?;
-        let mut target: aya::maps::HashMap<&mut MapData, RawFileKey, RawBinding> =
+        let mut target: aya::maps::HashMap<&mut MapData, RawFileKey, RawFileOwner> =
             aya::maps::HashMap::try_from(target)
                 .map_err(|e| map_error("open", GUARDED_FILES_MAP, e))?;
         for version in layout.versions() {

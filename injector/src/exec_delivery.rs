@@ -83,7 +83,7 @@ pub async fn deliver_on_exec(d: &Delivery, pid: u32, filename: &str) {
     for b in &selected {
         for (name, sref) in &b.refs {
             match d.cache.get(sref).await {
-                Ok(v) => files.push((name.clone(), v.expose_bytes().to_vec())),
+                Ok(v) => files.push((name.clone(), v)),
                 Err(e) => {
                     warn!(
                         pid,
@@ -97,10 +97,10 @@ pub async fn deliver_on_exec(d: &Delivery, pid: u32, filename: &str) {
     if files.is_empty() {
         return;
     }
-    let owner = crate::files::next_delivery_id();
+    let owner_id = crate::files::next_owner_id();
     if let Some(marks) = &d.marks
         && let Err(why) =
-            crate::protect::protect_caller(marks, &caller, selected[0].id, owner, d.enforce)
+            crate::protect::protect_caller(marks, &caller, selected[0].id, owner_id, d.enforce)
     {
         warn!(pid, "[FILE] not writing secrets for PID {pid}: {why}");
         d.metrics.secrets_denied.inc();
@@ -113,11 +113,8 @@ pub async fn deliver_on_exec(d: &Delivery, pid: u32, filename: &str) {
         .map_err(|e| crate::InjectError::Identity(e.to_string()))
         .and_then(|fd| {
             d.file_store()?
-                .deliver(pid, caller.uid, caller.gid, owner, &files, fd)
+                .deliver(pid, caller.uid, caller.gid, owner_id, &files, fd)
         });
-    for (_, v) in files.iter_mut() {
-        zeroize::Zeroize::zeroize(v);
-    }
     match result {
         Ok(written) => {
             track(d, &caller, &selected, Some(&written));
@@ -146,7 +143,7 @@ fn names_a_program(b: &PreparedBinding) -> bool {
 /// replace them under the app. The mark is checked too, so a reused PID
 /// whose old owner's cleanup is still pending is not mistaken for it.
 fn already_delivered(d: &Delivery, pid: u32) -> bool {
-    let Some(owner) = d.files.as_ref().and_then(|f| f.owner_of(pid)) else {
+    let Some(owner_id) = d.files.as_ref().and_then(|f| f.owner_of(pid)) else {
         return false;
     };
     match &d.marks {
@@ -154,7 +151,7 @@ fn already_delivered(d: &Delivery, pid: u32) -> bool {
             .state(pid)
             .ok()
             .flatten()
-            .is_some_and(|m| m.file_owner == owner),
+            .is_some_and(|m| m.owner_id == owner_id),
         None => true,
     }
 }

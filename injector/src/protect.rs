@@ -20,12 +20,12 @@ pub(crate) fn protect_caller(
     marks: &Marks,
     caller: &Caller,
     binding_id: u32,
-    file_owner: u32,
+    owner_id: u32,
     enforce: bool,
 ) -> Result<(), String> {
     let pid = caller.pid;
     marks
-        .protect_pidfd(&caller.pidfd, pid, binding_id, file_owner)
+        .protect_pidfd(&caller.pidfd, pid, binding_id, owner_id)
         .map_err(|e| format!("cannot protect the caller: {e}"))?;
     let tracer = tracer_of(pid, std::os::fd::AsFd::as_fd(&caller.pidfd))
         .map_err(|e| format!("cannot check the caller for a debugger: {e}"))?;

@@ -441,7 +441,7 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
         }
     }
     let mut env = Vec::new();
-    let mut files: Vec<(String, zeroize::Zeroizing<Vec<u8>>)> = Vec::new();
+    let mut files: Vec<(String, kernelseal_providers::SecretValue)> = Vec::new();
     let mut missing = Vec::new();
     let mut warnings = Vec::new();
     for b in &selected {
@@ -454,10 +454,7 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
                 .observe_fetch(provider, started.elapsed(), fetched.is_ok());
             match fetched {
                 Ok(v) if b.delivery == kernelseal_config::Delivery::File => {
-                    files.push((
-                        name.clone(),
-                        zeroize::Zeroizing::new(v.expose_bytes().to_vec()),
-                    ));
+                    files.push((name.clone(), v));
                     got += 1;
                 }
                 Ok(v) => match v.expose_str().filter(|s| !s.contains('\0')) {
@@ -493,15 +490,15 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
     }
     // Protect, verify, and only then release. A file delivery's id goes in
     // the mark first, so the files are guarded for this tree alone.
-    let file_owner = if files.is_empty() {
+    let owner_id = if files.is_empty() {
         0
     } else {
-        crate::files::next_delivery_id()
+        crate::files::next_owner_id()
     };
     let protected = match &d.marks {
         Some(marks) => {
             if let Err(why) =
-                crate::protect::protect_caller(marks, caller, selected[0].id, file_owner, d.enforce)
+                crate::protect::protect_caller(marks, caller, selected[0].id, owner_id, d.enforce)
             {
                 warn!(
                     pid = caller.pid,
@@ -525,22 +522,14 @@ async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecRespon
     };
     let mut delivered_files = None;
     if !files.is_empty() {
-        let plain: Vec<(String, Vec<u8>)> =
-            files.iter().map(|(n, v)| (n.clone(), v.to_vec())).collect();
         let result = caller
             .pidfd
             .try_clone()
             .map_err(|e| InjectError::Identity(e.to_string()))
             .and_then(|fd| {
                 d.file_store()?
-                    .deliver(caller.pid, caller.uid, caller.gid, file_owner, &plain, fd)
+                    .deliver(caller.pid, caller.uid, caller.gid, owner_id, &files, fd)
             });
-        drop(
-            plain
-                .into_iter()
-                .map(|(_, v)| zeroize::Zeroizing::new(v))
-                .collect::<Vec<_>>(),
-        );
         match result {
             Ok(written) => {
                 info!(
