@@ -29,13 +29,13 @@ use kernelseal_providers::SecretValue;
 use tokio::io::unix::AsyncFd;
 use tracing::{error, info, warn};
 
-use crate::error::InjectError;
+use crate::error::{FilesProblem, InjectError};
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// Why a delivery is refused when the root path no longer leads to the
 /// directory the agent holds.
-const ROOT_CHANGED: &str = "the secrets directory is no longer the one the agent verified at \
+pub(crate) const ROOT_CHANGED: &str = "the secrets directory is no longer the one the agent verified at \
      start (something was mounted over it or it was replaced); refusing to write secrets \
      there — restart the agent after fixing it";
 
@@ -82,10 +82,16 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn err(path: &Path, reason: impl std::fmt::Display) -> InjectError {
+fn err(path: &Path, problem: impl Into<FilesProblem>) -> InjectError {
     InjectError::Files {
         path: path.display().to_string(),
-        reason: reason.to_string(),
+        problem: problem.into(),
+    }
+}
+
+impl From<&'static str> for FilesProblem {
+    fn from(reason: &'static str) -> Self {
+        FilesProblem::Refused(reason)
     }
 }
 
@@ -105,12 +111,7 @@ impl Root {
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|e| {
-                err(
-                    &path,
-                    format!("cannot open it as a directory (not a symlink): {e}"),
-                )
-            })?;
+            .map_err(|e| err(&path, FilesProblem::OpenRoot(e)))?;
         check_tmpfs(dir.as_fd(), &path)?;
         let id = Inode::of(&dir.metadata().map_err(|e| err(&path, e))?);
         Ok(Root {
@@ -130,7 +131,7 @@ impl Root {
         match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if Inode::of(&meta) == self.id => Ok(()),
             Ok(_) => Err(err(&self.path, ROOT_CHANGED)),
-            Err(e) => Err(err(&self.path, format!("{ROOT_CHANGED} ({e})"))),
+            Err(e) => Err(err(&self.path, FilesProblem::RootGone { source: e })),
         }
     }
 }

@@ -196,11 +196,14 @@ fn names_in(dir: &Path) -> Vec<String> {
 
 fn assert_refused_as_changed(result: Result<Arc<DeliveredFiles>, InjectError>) {
     match result {
-        Err(InjectError::Files { reason, .. }) => assert!(
-            reason.contains("no longer the one the agent verified")
-                && reason.contains("restart the agent"),
-            "{reason}"
-        ),
+        Err(InjectError::Files { problem, .. }) => {
+            let reason = problem.to_string();
+            assert!(
+                reason.contains("no longer the one the agent verified")
+                    && reason.contains("restart the agent"),
+                "{reason}"
+            )
+        }
         other => panic!("not refused as a changed directory: {other:?}"),
     }
 }
