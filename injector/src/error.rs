@@ -80,6 +80,12 @@ pub enum FilesProblem {
     Io(#[from] io::Error),
 }
 
+impl From<&'static str> for FilesProblem {
+    fn from(reason: &'static str) -> Self {
+        FilesProblem::Refused(reason)
+    }
+}
+
 /// Why a binding cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum BindingProblem {

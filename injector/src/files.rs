@@ -35,9 +35,9 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// Why a delivery is refused when the root path no longer leads to the
 /// directory the agent holds.
-pub(crate) const ROOT_CHANGED: &str = "the secrets directory is no longer the one the agent verified at \
-     start (something was mounted over it or it was replaced); refusing to write secrets \
-     there — restart the agent after fixing it";
+pub(crate) const ROOT_CHANGED: &str = "the secrets directory is no longer the one the agent \
+     verified at start (something was mounted over it or it was replaced); refusing to write \
+     secrets there — restart the agent after fixing it";
 
 /// A file or directory as the kernel guard knows it: `stat`'s st_dev and
 /// st_ino.
@@ -86,12 +86,6 @@ fn err(path: &Path, problem: impl Into<FilesProblem>) -> InjectError {
     InjectError::Files {
         path: path.display().to_string(),
         problem: problem.into(),
-    }
-}
-
-impl From<&'static str> for FilesProblem {
-    fn from(reason: &'static str) -> Self {
-        FilesProblem::Refused(reason)
     }
 }
 

@@ -33,6 +33,14 @@ fn me() -> Caller {
     Caller::of(&a).unwrap()
 }
 
+/// Why planning for `occasion` refuses.
+async fn plan_refused(s: &ServingState, caller: &Caller, occasion: Occasion<'_>) -> Refusal {
+    match plan(s, caller, occasion).await {
+        Ok(_) => panic!("planned, not refused"),
+        Err(r) => r,
+    }
+}
+
 const UNSET: &str = "KERNELSEAL_DELIVER_TEST_UNSET";
 
 #[tokio::test]
@@ -87,10 +95,7 @@ async fn no_binding_and_a_name_from_two_bindings_are_refused_before_any_fetch() 
         "  - name: a\n    selector: { binary: app }\n    secretRefs:\n      - { name: X, source: { value: one } }\n  - name: b\n    selector: { binary: app }\n    secretRefs:\n      - { name: X, source: { value: two } }\n",
     );
     let caller = me();
-    let none = plan(&s, &caller, Occasion::Request { binary: "other" })
-        .await
-        .err()
-        .unwrap();
+    let none = plan_refused(&s, &caller, Occasion::Request { binary: "other" }).await;
     assert_eq!(
         none.reason(),
         format!(
@@ -99,10 +104,7 @@ async fn no_binding_and_a_name_from_two_bindings_are_refused_before_any_fetch() 
         )
     );
     assert!(!none.retry());
-    let shared = plan(&s, &caller, Occasion::Request { binary: "app" })
-        .await
-        .err()
-        .unwrap();
+    let shared = plan_refused(&s, &caller, Occasion::Request { binary: "app" }).await;
     assert_eq!(
         shared.reason(),
         "X is delivered by both binding \"a\" and \"b\": a config error"
@@ -188,10 +190,7 @@ async fn an_exec_takes_what_it_can_and_counts_each_secret_it_could_not_get() {
     let s = state(&format!(
         "  - name: named\n    delivery: file\n    selector: {{ binary: app }}\n    secretRefs:\n      - {{ name: a.txt, source: {{ envRef: {UNSET} }} }}\n"
     ));
-    let refusal = plan(&s, &caller, Occasion::Exec { filename: "app" })
-        .await
-        .err()
-        .unwrap();
+    let refusal = plan_refused(&s, &caller, Occasion::Exec { filename: "app" }).await;
     assert!(matches!(refusal, Refusal::NothingFetched), "{refusal:?}");
     assert_eq!(s.metrics.secrets_denied.get(), 1);
 }
