@@ -168,9 +168,9 @@ struct ks_task_mark {
 	__u32 binding_id;
 	/* Kind recorded by file_open for the ptrace_access_check that follows. */
 	__u32 pending_kind;
-	/* Delivery whose guarded files this task (and its descendants) may
+	/* Owner id of the guarded files this task (and its descendants) may
 	 * open; 0 for none. */
-	__u32 file_owner;
+	__u32 owner_id;
 	/* Set by ptrace_access_check for this opener: the refused (or, with
 	 * pending_kind KS_KIND_FD, link-followed) protected target, as
 	 * tgid << 32 | binding_id. A refusal makes the perfmon fallback of
@@ -213,6 +213,12 @@ struct ks_exec_event {
 /* Exec filter: value of both the binary and the path maps. */
 struct ks_binding {
 	__u32 binding_id;
+};
+
+/* A guarded secret file's owner (ks_guarded_files value): the owner id the
+ * agent put in the mark of the process tree it delivered the file to. */
+struct ks_file_owner {
+	__u32 owner_id;
 };
 
 /* A guarded secret file: the kernel's s_dev and the inode number. */

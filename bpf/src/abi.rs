@@ -104,7 +104,7 @@ pub struct RawTaskMark {
     pub flags: u32,
     pub binding_id: u32,
     pub pending_kind: u32,
-    pub file_owner: u32,
+    pub owner_id: u32,
     pub pending_target: u64,
 }
 
@@ -152,6 +152,13 @@ pub struct RawBinding {
     pub binding_id: u32,
 }
 
+/// `struct ks_file_owner`
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawFileOwner {
+    pub owner_id: u32,
+}
+
 /// `struct ks_file_key`: the kernel's `s_dev` (MAJOR << 20 | MINOR) and inode.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -181,6 +188,8 @@ unsafe impl aya::Pod for RawPolicy {}
 unsafe impl aya::Pod for RawTaskMark {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawBinding {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawFileOwner {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawBinaryKey {}
 // SAFETY: as above.

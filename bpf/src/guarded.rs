@@ -1,17 +1,17 @@
-//! Delivered secret files the kernel guards: inode → delivery id, opened
+//! Delivered secret files the kernel guards: inode → owner id, opened
 //! through the agent's pins by the delivery side.
 
 use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData};
 
-use crate::abi::{RawBinding, RawFileKey};
+use crate::abi::{RawFileKey, RawFileOwner};
 use crate::error::BpfError;
 use crate::gate::GUARDED_FILES_MAP;
 use crate::pins::PinLayout;
 
 pub struct GuardedFiles {
-    map: HashMap<MapData, RawFileKey, RawBinding>,
+    map: HashMap<MapData, RawFileKey, RawFileOwner>,
 }
 
 fn map_err(op: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
@@ -41,25 +41,19 @@ impl GuardedFiles {
         Ok(GuardedFiles { map })
     }
 
-    /// Guards a file (by `stat`'s st_dev and st_ino) for a delivery id.
-    pub fn guard(&mut self, st_dev: u64, ino: u64, delivery: u32) -> Result<(), BpfError> {
+    /// Guards a file (by `stat`'s st_dev and st_ino) for an owner id.
+    pub fn guard(&mut self, st_dev: u64, ino: u64, owner_id: u32) -> Result<(), BpfError> {
         let key = RawFileKey {
             dev: kernel_dev(st_dev),
             ino,
         };
         self.map
-            .insert(
-                key,
-                RawBinding {
-                    binding_id: delivery,
-                },
-                0,
-            )
+            .insert(key, RawFileOwner { owner_id }, 0)
             .map_err(map_err("update"))
     }
 
-    /// Every guarded file: (kernel dev, inode) → delivery id.
-    pub fn entries(&self) -> Vec<(RawFileKey, RawBinding)> {
+    /// Every guarded file: (kernel dev, inode) → owner id.
+    pub fn entries(&self) -> Vec<(RawFileKey, RawFileOwner)> {
         self.map.iter().filter_map(Result::ok).collect()
     }
 

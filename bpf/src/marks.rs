@@ -23,9 +23,9 @@ pub struct MarkState {
     pub protected: bool,
     pub agent: bool,
     pub binding_id: u32,
-    /// The file delivery this process (or the ancestor it inherited the
-    /// mark from) may open; 0 for none.
-    pub file_owner: u32,
+    /// The owner id of the delivered files this process (or the ancestor
+    /// it inherited the mark from) may open; 0 for none.
+    pub owner_id: u32,
 }
 
 /// A handle on the marks map: either the one a [`crate::Gate`] loaded, or the
@@ -159,7 +159,7 @@ impl Marks {
                     let expected = ExpectedMark {
                         flags: mark.flags,
                         binding_id,
-                        file_owner: 0,
+                        owner_id: 0,
                     };
                     w.insert(facts.tgid, Watched { pidfd, expected });
                 }
@@ -177,19 +177,19 @@ impl Marks {
     }
 
     /// Marks the process a pidfd names (a caller of the agent socket, taken
-    /// from SO_PEERPIDFD) and reads the mark back. A non-zero `file_owner`
+    /// from SO_PEERPIDFD) and reads the mark back. A non-zero `owner_id`
     /// lets its process tree open the secret files guarded under that id.
     pub fn protect_pidfd(
         &self,
         pidfd: &OwnedFd,
         pid: u32,
         binding_id: u32,
-        file_owner: u32,
+        owner_id: u32,
     ) -> Result<(), BpfError> {
         let mark = RawTaskMark {
             flags: abi::MARK_PROTECTED,
             binding_id,
-            file_owner,
+            owner_id,
             ..Default::default()
         };
         let key = std::os::fd::AsRawFd::as_raw_fd(pidfd);
@@ -212,7 +212,7 @@ impl Marks {
                     let expected = ExpectedMark {
                         flags: mark.flags,
                         binding_id,
-                        file_owner,
+                        owner_id,
                     };
                     w.insert(
                         pid,
@@ -298,7 +298,7 @@ impl Marks {
         let expected = ExpectedMark {
             flags: m.flags & (abi::MARK_PROTECTED | abi::MARK_AGENT),
             binding_id,
-            file_owner: m.file_owner,
+            owner_id: m.owner_id,
         };
         watched.insert(pid, Watched { pidfd, expected });
         Ok(true)
@@ -364,7 +364,7 @@ impl Marks {
                 protected: m.flags & abi::MARK_PROTECTED != 0,
                 agent: m.flags & abi::MARK_AGENT != 0,
                 binding_id: m.binding_id,
-                file_owner: m.file_owner,
+                owner_id: m.owner_id,
             }))
     }
 }

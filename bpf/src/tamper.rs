@@ -151,7 +151,7 @@ pub(crate) struct ExpectedMark {
     /// `MARK_PROTECTED` and `MARK_AGENT` bits.
     pub flags: u32,
     pub binding_id: u32,
-    pub file_owner: u32,
+    pub owner_id: u32,
 }
 
 const MARK_BITS: u32 = abi::MARK_PROTECTED | abi::MARK_AGENT;
@@ -163,7 +163,7 @@ impl ExpectedMark {
         RawTaskMark {
             flags: self.flags,
             binding_id: self.binding_id,
-            file_owner: self.file_owner,
+            owner_id: self.owner_id,
             ..found.unwrap_or_default()
         }
     }
@@ -207,10 +207,10 @@ pub(crate) fn mark_check(
             flag_names(found.flags)
         ));
     }
-    if found.file_owner != expected.file_owner {
+    if found.owner_id != expected.owner_id {
         parts.push(format!(
             "file owner {} -> {}",
-            expected.file_owner, found.file_owner
+            expected.owner_id, found.owner_id
         ));
     }
     if found.binding_id != expected.binding_id {
@@ -479,19 +479,19 @@ mod tests {
         );
     }
 
-    fn expected(flags: u32, binding_id: u32, file_owner: u32) -> ExpectedMark {
+    fn expected(flags: u32, binding_id: u32, owner_id: u32) -> ExpectedMark {
         ExpectedMark {
             flags,
             binding_id,
-            file_owner,
+            owner_id,
         }
     }
 
-    fn raw(flags: u32, binding_id: u32, file_owner: u32) -> RawTaskMark {
+    fn raw(flags: u32, binding_id: u32, owner_id: u32) -> RawTaskMark {
         RawTaskMark {
             flags,
             binding_id,
-            file_owner,
+            owner_id,
             ..Default::default()
         }
     }
@@ -573,7 +573,7 @@ mod tests {
             RawTaskMark {
                 flags: abi::MARK_PROTECTED,
                 binding_id: 2,
-                file_owner: 3,
+                owner_id: 3,
                 pending_kind: abi::KIND_MEM,
                 pending_target: 42,
             }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
 
 use kernelseal_bpf::abi::{
-    RawBinaryKey, RawBinding, RawEvent, RawExecEvent, RawFileKey, RawPathKey, RawPolicy,
-    RawSelfExe, RawTaskMark, RawTrust,
+    RawBinaryKey, RawBinding, RawEvent, RawExecEvent, RawFileKey, RawFileOwner, RawPathKey,
+    RawPolicy, RawSelfExe, RawTaskMark, RawTrust,
 };
 use object::{Object, ObjectSection};
 
@@ -116,7 +116,7 @@ fn task_mark_matches_c() {
             ("flags", offset_of!(RawTaskMark, flags)),
             ("binding_id", offset_of!(RawTaskMark, binding_id)),
             ("pending_kind", offset_of!(RawTaskMark, pending_kind)),
-            ("file_owner", offset_of!(RawTaskMark, file_owner)),
+            ("owner_id", offset_of!(RawTaskMark, owner_id)),
             ("pending_target", offset_of!(RawTaskMark, pending_target)),
         ],
     );
@@ -177,6 +177,12 @@ fn filter_keys_match_c() {
         "ks_binding",
         size_of::<RawBinding>(),
         &[("binding_id", 0)],
+    );
+    check(
+        &l,
+        "ks_file_owner",
+        size_of::<RawFileOwner>(),
+        &[("owner_id", 0)],
     );
     check(
         &l,

@@ -25,18 +25,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kernelseal_bpf::GuardedFiles;
+use kernelseal_providers::SecretValue;
 use tokio::io::unix::AsyncFd;
 use tracing::{error, info, warn};
 
-use crate::error::InjectError;
+use crate::error::{FilesProblem, InjectError};
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// Why a delivery is refused when the root path no longer leads to the
 /// directory the agent holds.
-const ROOT_CHANGED: &str = "the secrets directory is no longer the one the agent verified at \
-     start (something was mounted over it or it was replaced); refusing to write secrets \
-     there — restart the agent after fixing it";
+pub(crate) const ROOT_CHANGED: &str = "the secrets directory is no longer the one the agent \
+     verified at start (something was mounted over it or it was replaced); refusing to write \
+     secrets there — restart the agent after fixing it";
 
 /// A file or directory as the kernel guard knows it: `stat`'s st_dev and
 /// st_ino.
@@ -58,15 +59,16 @@ impl Inode {
 /// The kernel's table of guarded inodes, as the file store uses it; a
 /// trait so that tests can record the calls without a BPF map.
 pub trait InodeGuard: Send {
-    /// Only the owner of `delivery` (and the agent) may open it from now.
-    fn guard(&mut self, inode: Inode, delivery: u32) -> io::Result<()>;
+    /// Only the process tree marked with `owner_id` (and the agent) may
+    /// open it from now.
+    fn guard(&mut self, inode: Inode, owner_id: u32) -> io::Result<()>;
     /// Removing an inode that is not guarded is no error.
     fn unguard(&mut self, inode: Inode) -> io::Result<()>;
 }
 
 impl InodeGuard for GuardedFiles {
-    fn guard(&mut self, inode: Inode, delivery: u32) -> io::Result<()> {
-        GuardedFiles::guard(self, inode.dev, inode.ino, delivery).map_err(io::Error::other)
+    fn guard(&mut self, inode: Inode, owner_id: u32) -> io::Result<()> {
+        GuardedFiles::guard(self, inode.dev, inode.ino, owner_id).map_err(io::Error::other)
     }
 
     fn unguard(&mut self, inode: Inode) -> io::Result<()> {
@@ -80,10 +82,10 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn err(path: &Path, reason: impl std::fmt::Display) -> InjectError {
+fn err(path: &Path, problem: impl Into<FilesProblem>) -> InjectError {
     InjectError::Files {
         path: path.display().to_string(),
-        reason: reason.to_string(),
+        problem: problem.into(),
     }
 }
 
@@ -103,12 +105,7 @@ impl Root {
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|e| {
-                err(
-                    &path,
-                    format!("cannot open it as a directory (not a symlink): {e}"),
-                )
-            })?;
+            .map_err(|e| err(&path, FilesProblem::OpenRoot(e)))?;
         check_tmpfs(dir.as_fd(), &path)?;
         let id = Inode::of(&dir.metadata().map_err(|e| err(&path, e))?);
         Ok(Root {
@@ -128,7 +125,7 @@ impl Root {
         match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if Inode::of(&meta) == self.id => Ok(()),
             Ok(_) => Err(err(&self.path, ROOT_CHANGED)),
-            Err(e) => Err(err(&self.path, format!("{ROOT_CHANGED} ({e})"))),
+            Err(e) => Err(err(&self.path, FilesProblem::RootGone { source: e })),
         }
     }
 }
@@ -163,7 +160,7 @@ pub struct FileStore {
     root: Arc<Root>,
     /// `None` in `mode: disabled` (files unguarded).
     guard: Option<SharedGuard>,
-    /// PID → delivery id of the directory written for it, until it exits.
+    /// PID → owner id of the directory written for it, until it exits.
     owners: Arc<Mutex<HashMap<u32, u32>>>,
     /// One delivery, rotation or removal at a time: the exit cleanup of a
     /// PID's old directory must not race a new delivery making the reused
@@ -180,7 +177,7 @@ pub struct DeliveredFiles {
     pid: u32,
     uid: u32,
     gid: u32,
-    delivery: u32,
+    owner_id: u32,
     dir: Inode,
     state: Mutex<Files>,
 }
@@ -198,8 +195,8 @@ impl DeliveredFiles {
         &self.path
     }
 
-    pub fn delivery(&self) -> u32 {
-        self.delivery
+    pub fn owner_id(&self) -> u32 {
+        self.owner_id
     }
 
     pub fn dir_inode(&self) -> Inode {
@@ -248,26 +245,26 @@ impl FileStore {
         &self.root.path
     }
 
-    /// The delivery id of the files written for `pid`, while it runs.
+    /// The owner id of the files written for `pid`, while it runs.
     pub fn owner_of(&self, pid: u32) -> Option<u32> {
         lock(&self.owners).get(&pid).copied()
     }
 
     /// Writes the files and returns what was written, for rotations. The
-    /// caller is already marked with `delivery` as its file owner.
+    /// caller is already marked with `owner_id`.
     pub fn deliver(
         &self,
         pid: u32,
         uid: u32,
         gid: u32,
-        delivery: u32,
-        secrets: &[(String, Vec<u8>)],
+        owner_id: u32,
+        secrets: &[(String, SecretValue)],
         pidfd: OwnedFd,
     ) -> Result<Arc<DeliveredFiles>, InjectError> {
         let files = {
             let _busy = lock(&self.busy);
             self.verify_root(pid)?;
-            let (dir, files) = self.make_dir(pid, uid, gid, delivery)?;
+            let (dir, files) = self.make_dir(pid, uid, gid, owner_id)?;
             let mut state = Files::default();
             if let Err(e) = self.fill(dir.as_fd(), &files, &mut state, secrets) {
                 self.remove_locked(&files, &mut state);
@@ -277,7 +274,7 @@ impl FileStore {
             files
         };
         let files = Arc::new(files);
-        lock(&self.owners).insert(pid, delivery);
+        lock(&self.owners).insert(pid, owner_id);
         self.cleanup_on_exit(files.clone(), pidfd);
         Ok(files)
     }
@@ -302,7 +299,7 @@ impl FileStore {
         pid: u32,
         uid: u32,
         gid: u32,
-        delivery: u32,
+        owner_id: u32,
     ) -> Result<(OwnedFd, DeliveredFiles), InjectError> {
         let name = pid_name(pid);
         let path = self.root.path.join(pid.to_string());
@@ -318,7 +315,7 @@ impl FileStore {
                 return Err(err(&path, e));
             }
         };
-        if let Err(e) = self.guard(dir, delivery) {
+        if let Err(e) = self.guard(dir, owner_id) {
             let _ = at::remove_tree(self.root.fd(), &name);
             self.unguard(dir);
             return Err(err(&path, e));
@@ -328,7 +325,7 @@ impl FileStore {
             pid,
             uid,
             gid,
-            delivery,
+            owner_id,
             dir,
             state: Mutex::default(),
         };
@@ -341,10 +338,10 @@ impl FileStore {
         dir: BorrowedFd,
         files: &DeliveredFiles,
         state: &mut Files,
-        secrets: &[(String, Vec<u8>)],
+        secrets: &[(String, SecretValue)],
     ) -> Result<(), InjectError> {
-        for (name, bytes) in secrets {
-            let inode = self.write_one(dir, files, name, bytes)?;
+        for (name, value) in secrets {
+            let inode = self.write_one(dir, files, name, value.expose_bytes())?;
             state.set(name, inode);
         }
         std::os::unix::fs::fchown(dir, Some(files.uid), Some(files.gid))
@@ -372,7 +369,7 @@ impl FileStore {
                 return Err(err(&tmp_path, e));
             }
         };
-        let filled = self.guard(inode, files.delivery).and_then(|()| {
+        let filled = self.guard(inode, files.owner_id).and_then(|()| {
             file.write_all(bytes)?;
             std::os::unix::fs::fchown(&file, Some(files.uid), Some(files.gid))?;
             at::rename(dir, &tmp, &target)
@@ -387,9 +384,9 @@ impl FileStore {
         Ok(inode)
     }
 
-    fn guard(&self, inode: Inode, delivery: u32) -> io::Result<()> {
+    fn guard(&self, inode: Inode, owner_id: u32) -> io::Result<()> {
         match &self.guard {
-            Some(g) => lock(g).guard(inode, delivery),
+            Some(g) => lock(g).guard(inode, owner_id),
             None => Ok(()),
         }
     }
@@ -486,7 +483,7 @@ impl FileStore {
             {
                 let mut owners = lock(&store.owners);
                 // A reused PID may have a newer delivery by now.
-                if owners.get(&files.pid) == Some(&files.delivery) {
+                if owners.get(&files.pid) == Some(&files.owner_id) {
                     owners.remove(&files.pid);
                 }
             }
@@ -498,9 +495,10 @@ impl FileStore {
     }
 }
 
-/// Delivery ids start at a random point: a restarted agent must not hand a
-/// new process the id of a live older delivery whose guards are pinned.
-pub fn next_delivery_id() -> u32 {
+/// Owner ids start at a random point: a restarted agent must not hand a
+/// new process the owner id of a live older delivery whose guards are
+/// pinned.
+pub fn next_owner_id() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     if NEXT.load(Ordering::Relaxed) == 0 {

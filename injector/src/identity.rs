@@ -43,10 +43,7 @@ fn peer_cred(fd: libc::c_int) -> Result<libc::ucred, InjectError> {
         )
     };
     if rc != 0 {
-        return Err(InjectError::Identity(format!(
-            "SO_PEERCRED: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(InjectError::PeerCred(std::io::Error::last_os_error()));
     }
     Ok(cred)
 }
@@ -152,12 +149,9 @@ impl Caller {
                 // Older kernels: open a pidfd now and check it still names the
                 // process that connected (same start time before and after).
                 let before = start_time(pid);
-                let p = kernelseal_bpf::pidfd_open(pid)
-                    .map_err(|e| InjectError::Identity(e.to_string()))?;
+                let p = kernelseal_bpf::pidfd_open(pid).map_err(InjectError::CallerPidfd)?;
                 if before.is_none() || start_time(pid) != before {
-                    return Err(InjectError::Identity(format!(
-                        "PID {pid} changed while being identified"
-                    )));
+                    return Err(InjectError::CallerChanged { pid });
                 }
                 p
             }

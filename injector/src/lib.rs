@@ -1,9 +1,11 @@
 //! KernelSeal's delivery side: who is calling (identity), which bindings
-//! apply (select), and the agent socket that protects, then releases
-//! (server).
+//! apply (select), one delivery that plans, then protects and releases
+//! (deliver), and its two callers: the agent socket (server) and the
+//! exec-time file delivery (exec_delivery).
 
 mod admission;
 pub mod cgroup;
+mod deliver;
 mod error;
 mod exec_delivery;
 pub mod files;
@@ -17,14 +19,18 @@ pub mod rotate;
 pub mod select;
 pub mod server;
 mod socket_log;
+mod state;
 
 pub use admission::ConnLimits;
-pub use error::InjectError;
+pub use deliver::SECRETS_DIR_VAR;
+pub use error::{BindingProblem, FilesProblem, InjectError, SocketProblem};
 pub use exec_delivery::deliver_on_exec;
 pub use files::{DeliveredFiles, FileStore, Inode, InodeGuard, SharedGuard};
 pub use identity::Caller;
 pub use metrics::{AccessLabels, Metrics, SocketLabels, TamperLabels, serve_http};
 pub use pods::{PodIndex, PodInfo};
+pub use protect::ProtectError;
 pub use rotate::{LiveSet, watch};
 pub use select::{PreparedBinding, prepare};
-pub use server::{Delivery, REQUEST_TIMEOUT, ServeOptions, Shared, bind, serve, unbind};
+pub use server::{REQUEST_TIMEOUT, ServeOptions, bind, serve, unbind};
+pub use state::{ServingState, Shared};

@@ -5,7 +5,7 @@ use tracing::warn;
 
 use crate::identity::Caller;
 use crate::select::PodCaller;
-use crate::server::Delivery;
+use crate::state::ServingState;
 
 /// The caller's pod, when pod identity applies here.
 pub(crate) struct PodIdentity {
@@ -60,13 +60,28 @@ impl PodIdentity {
     }
 }
 
+/// `podIdentity: required` and no known pod: the caller gets nothing.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PodRequired {
+    #[error("podIdentity: required and the caller is not in a Kubernetes pod")]
+    NotInPod,
+    #[error("podIdentity: required and pod {pod_uid} is not (yet) known on this node")]
+    UnknownPod { pod_uid: String },
+}
+
+impl PodRequired {
+    /// A pod the node's list does not show yet may be there on a retry.
+    pub(crate) fn retry(&self) -> bool {
+        matches!(self, PodRequired::UnknownPod { .. })
+    }
+}
+
 /// Pod identity: the kernel's cgroup path names the pod; the node's pod
-/// list says who that pod is. `Err((reason, retry))` under
-/// `podIdentity: required` when there is no known pod.
+/// list says who that pod is.
 pub(crate) async fn pod_identity(
     caller: &Caller,
-    d: &Delivery,
-) -> Result<PodIdentity, (String, bool)> {
+    d: &ServingState,
+) -> Result<PodIdentity, PodRequired> {
     // Outside Kubernetes nothing asks for the cgroup: not read.
     let wanted = d.pods.is_some() || d.pod_identity == kernelseal_config::PodIdentityMode::Required;
     let pod_cgroup = wanted.then(|| caller.pod_cgroup()).flatten();
@@ -86,14 +101,12 @@ pub(crate) async fn pod_identity(
         _ => None,
     };
     if d.pod_identity == kernelseal_config::PodIdentityMode::Required && pod.is_none() {
-        let why = match &pod_cgroup {
-            Some(pc) => format!("pod {} is not (yet) known on this node", pc.pod_uid),
-            None => "the caller is not in a Kubernetes pod".to_string(),
-        };
-        return Err((
-            format!("podIdentity: required and {why}"),
-            pod_cgroup.is_some(),
-        ));
+        return Err(match pod_cgroup {
+            Some(pc) => PodRequired::UnknownPod {
+                pod_uid: pc.pod_uid,
+            },
+            None => PodRequired::NotInPod,
+        });
     }
     Ok(PodIdentity {
         cgroup: pod_cgroup,

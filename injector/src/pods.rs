@@ -101,8 +101,9 @@ impl PodIndex {
     async fn relist(&self, cache: &mut Cache) -> Result<(), InjectError> {
         cache.listed = Some(Instant::now());
         let lp = ListParams::default().fields(&format!("spec.nodeName={}", self.node));
-        let pods = self.api.list(&lp).await.map_err(|e| {
-            InjectError::Identity(format!("listing the pods of node {}: {e}", self.node))
+        let pods = self.api.list(&lp).await.map_err(|e| InjectError::PodList {
+            node: self.node.clone(),
+            source: Box::new(e),
         })?;
         cache.pods = pods
             .items

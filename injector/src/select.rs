@@ -5,7 +5,7 @@
 use kernelseal_config::{Binding, Config, Delivery, OnRotate, Selector};
 use kernelseal_providers::SecretRef;
 
-use crate::error::InjectError;
+use crate::error::{BindingProblem, InjectError};
 use crate::identity::Caller;
 
 /// A binding ready to serve: its kernel id (1-based position) and refs.
@@ -52,11 +52,13 @@ fn prepare_one(id: u32, b: &Binding) -> Result<PreparedBinding, InjectError> {
                 .source()
                 .ok_or_else(|| InjectError::Binding {
                     binding: b.name.clone(),
-                    reason: format!("{}: no source", r.value.name),
+                    problem: BindingProblem::NoSource {
+                        secret: r.value.name.clone(),
+                    },
                 })?;
             let sref = SecretRef::from_source(&source).map_err(|e| InjectError::Binding {
                 binding: b.name.clone(),
-                reason: e.to_string(),
+                problem: BindingProblem::Ref(e),
             })?;
             Ok((r.value.name.clone(), sref))
         })

@@ -1,34 +1,27 @@
-//! The agent socket: identify the caller, select its bindings, resolve the
-//! secrets, mark the caller protected, verify the mark, and only then reply
-//! with the values.
+//! The agent socket: identify the caller, read its request, and answer
+//! with the delivery of [`crate::deliver`] (protect, verify, and only then
+//! the values) or the refusal.
 
-use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kernelseal_bpf::Marks;
 use kernelseal_protocol::{
-    EnvVar, ExecRequest, ExecResponse, MAX_REQUEST_BYTES, PROTOCOL_VERSION, decode_request,
+    ExecRequest, ExecResponse, MAX_REQUEST_BYTES, PROTOCOL_VERSION, ProtocolError, decode_request,
     encode_frame,
 };
-use kernelseal_providers::Cache;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::RwLock;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::admission::{Admission, ConnLimits, Limit, Slot};
-use crate::error::InjectError;
+use crate::deliver::{Occasion, Refusal, deliver};
+use crate::error::{InjectError, SocketProblem};
 use crate::identity::Caller;
-use crate::pod_identity::pod_identity;
-use crate::select::{PreparedBinding, matches};
 use crate::socket_log::{Event, SocketLog};
-
-/// Tells a file-delivery app where its files are.
-pub const SECRETS_DIR_VAR: &str = "KERNELSEAL_SECRETS_DIR";
+use crate::state::{ServingState, Shared};
 
 /// A request must arrive this fast: an idle client cannot hold a
 /// connection. The wrapper sends its request as it connects.
@@ -40,75 +33,41 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the counts of ended log windows are written.
 const LOG_FLUSH: Duration = Duration::from_secs(1);
 
-/// What a delivery needs, swapped whole on reload.
-pub struct Delivery {
-    pub bindings: Vec<PreparedBinding>,
-    pub cache: Cache,
-    /// `None` in `mode: disabled`: secrets are delivered unprotected.
-    pub marks: Option<Arc<Marks>>,
-    /// `policy.mode: enforce`: a traced caller is refused, not just logged.
-    pub enforce: bool,
-    pub metrics: Arc<crate::Metrics>,
-    /// Processes delivered to, for rotation (outlives a reload).
-    pub live: Arc<crate::LiveSet>,
-    /// Where `delivery: file` bindings write: `None` until a config with
-    /// such a binding opened the secrets directory.
-    pub files: Option<Arc<crate::FileStore>>,
-    /// Dropped with this delivery: stops its rotation watcher.
-    pub stop_watch: Option<tokio::sync::oneshot::Sender<()>>,
-    /// `None` when pod identity is disabled or not available here.
-    pub pods: Option<Arc<crate::PodIndex>>,
-    pub pod_identity: kernelseal_config::PodIdentityMode,
-}
-
-impl Delivery {
-    /// The file store, for a `delivery: file` binding.
-    pub(crate) fn file_store(&self) -> Result<&Arc<crate::FileStore>, InjectError> {
-        self.files.as_ref().ok_or_else(|| InjectError::Files {
-            path: "(none)".into(),
-            reason: "no secrets directory is open: the config had no delivery: file binding".into(),
-        })
-    }
-}
-
-pub type Shared = Arc<RwLock<Arc<Delivery>>>;
-
 /// Binds the socket: a socket left by a dead agent is replaced; a live
 /// agent's socket or any other file is refused, never removed.
 pub fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, InjectError> {
-    let err = |reason: String| InjectError::Socket {
+    let err = |problem: SocketProblem| InjectError::Socket {
         path: path.display().to_string(),
-        reason,
+        problem,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|source| {
+            err(SocketProblem::CreateDir {
+                dir: dir.display().to_string(),
+                source,
+            })
+        })?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(err("another agent is serving on it".into()));
+                return Err(err(SocketProblem::InUse));
             }
-            std::fs::remove_file(path)
-                .map_err(|e| err(format!("removing the stale socket: {e}")))?;
+            std::fs::remove_file(path).map_err(|e| err(SocketProblem::RemoveStale(e)))?;
             warn!(
                 "[SOCKET] replaced a stale socket at {} (left by an agent that died)",
                 path.display()
             );
         }
-        Ok(_) => {
-            return Err(err(
-                "exists and is not a socket; refusing to remove it".into()
-            ));
-        }
+        Ok(_) => return Err(err(SocketProblem::NotASocket)),
         Err(_) => {}
     }
-    let listener = UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
+    let listener = UnixListener::bind(path).map_err(|e| err(e.into()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(e.into()))?;
     if let Some(gid) = group {
         std::os::unix::fs::chown(path, None, Some(gid))
-            .map_err(|e| err(format!("chown to gid {gid}: {e}")))?;
+            .map_err(|source| err(SocketProblem::Chown { gid, source }))?;
     }
     Ok(listener)
 }
@@ -254,8 +213,8 @@ impl Server {
 
     /// One connection, start to end; its place is freed when `slot` drops.
     async fn connection(&self, stream: UnixStream, slot: Slot) {
-        let delivery = self.shared.read().await.clone();
-        let Err(e) = handle(stream, &slot, &delivery).await else {
+        let state = self.shared.read().await.clone();
+        let Err(e) = handle(stream, &slot, &state).await else {
             return;
         };
         match e {
@@ -269,10 +228,12 @@ impl Server {
                 Event::ReplyTimeout,
                 format_args!("[SOCKET] closed a connection: {e}"),
             ),
-            ConnError::BadRequest { .. } | ConnError::Failed(_) => self.log.record(
-                Event::RequestFailed,
-                format_args!("[SOCKET] request failed: {e}"),
-            ),
+            ConnError::BadRequest { .. } | ConnError::ReplyFailed { .. } | ConnError::Failed(_) => {
+                self.log.record(
+                    Event::RequestFailed,
+                    format_args!("[SOCKET] request failed: {e}"),
+                )
+            }
         }
     }
 }
@@ -286,23 +247,37 @@ enum ConnError {
     RequestTimeout { pid: u32, uid: u32 },
     #[error("PID {pid} (uid {uid}) did not take its reply within {}s", REPLY_TIMEOUT.as_secs())]
     ReplyTimeout { pid: u32, uid: u32 },
-    #[error("PID {pid}: bad request: {reason}")]
-    BadRequest { pid: u32, reason: String },
+    #[error("PID {pid}: bad request: {problem}")]
+    BadRequest {
+        pid: u32,
+        #[source]
+        problem: RequestProblem,
+    },
+    #[error("PID {pid}: sending the reply failed: {source}")]
+    ReplyFailed { pid: u32, source: std::io::Error },
     #[error(transparent)]
     Failed(#[from] InjectError),
 }
 
-async fn read_request(stream: &mut UnixStream) -> Result<ExecRequest, String> {
+/// What is wrong with a request as it arrived.
+#[derive(Debug, thiserror::Error)]
+enum RequestProblem {
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error("request of {size} bytes is over the {MAX_REQUEST_BYTES}-byte limit")]
+    TooLarge { size: u32 },
+    #[error("early eof")]
+    EarlyEof,
+    #[error(transparent)]
+    Decode(#[from] ProtocolError),
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<ExecRequest, RequestProblem> {
     let mut len = [0u8; 4];
-    stream
-        .read_exact(&mut len)
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.read_exact(&mut len).await?;
     let size = u32::from_be_bytes(len);
     if size > MAX_REQUEST_BYTES {
-        return Err(format!(
-            "request of {size} bytes is over the {MAX_REQUEST_BYTES}-byte limit"
-        ));
+        return Err(RequestProblem::TooLarge { size });
     }
     // Grown as bytes arrive, not allocated from the claimed size: a peer
     // that announces 64 KiB and sends nothing costs nothing.
@@ -310,12 +285,11 @@ async fn read_request(stream: &mut UnixStream) -> Result<ExecRequest, String> {
     (&mut *stream)
         .take(u64::from(size))
         .read_to_end(&mut body)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if body.len() < size as usize {
-        return Err("early eof".into());
+        return Err(RequestProblem::EarlyEof);
     }
-    decode_request(&body).map_err(|e| e.to_string())
+    Ok(decode_request(&body)?)
 }
 
 async fn reply(stream: &mut UnixStream, res: &ExecResponse) -> std::io::Result<()> {
@@ -334,23 +308,27 @@ fn refused(reason: impl Into<String>, retry: bool) -> ExecResponse {
     }
 }
 
-async fn handle(mut stream: UnixStream, slot: &Slot, d: &Delivery) -> Result<(), ConnError> {
+async fn handle(
+    mut stream: UnixStream,
+    slot: &Slot,
+    state: &ServingState,
+) -> Result<(), ConnError> {
     let caller = Caller::of(&stream)?;
     let req = match read_unless_evicted(&mut stream, slot, &caller).await {
         Ok(r) => r,
-        Err(ConnError::BadRequest { pid, reason }) => {
-            let why = refused(format!("bad request: {reason}"), false);
+        Err(ConnError::BadRequest { pid, problem }) => {
+            let why = refused(format!("bad request: {problem}"), false);
             let _ = send(&mut stream, &why, &caller).await;
-            return Err(ConnError::BadRequest { pid, reason });
+            return Err(ConnError::BadRequest { pid, problem });
         }
         Err(e) => return Err(e),
     };
     if !slot.mark_busy() {
         return Err(ConnError::Evicted);
     }
-    let res = respond(&caller, &req, d).await;
+    let res = respond(&caller, &req, state).await;
     if let ExecResponse::Refused { .. } = &res {
-        d.metrics.secrets_denied.inc();
+        state.metrics.secrets_denied.inc();
     }
     send(&mut stream, &res, &caller).await
 }
@@ -365,7 +343,7 @@ async fn read_unless_evicted(
     tokio::select! {
         read = tokio::time::timeout(REQUEST_TIMEOUT, read_request(stream)) => match read {
             Ok(Ok(req)) => Ok(req),
-            Ok(Err(reason)) => Err(ConnError::BadRequest { pid: caller.pid, reason }),
+            Ok(Err(problem)) => Err(ConnError::BadRequest { pid: caller.pid, problem }),
             Err(_) => Err(ConnError::RequestTimeout { pid: caller.pid, uid: caller.uid }),
         },
         () = slot.evicted() => Err(ConnError::Evicted),
@@ -381,10 +359,10 @@ async fn send(
 ) -> Result<(), ConnError> {
     match tokio::time::timeout(REPLY_TIMEOUT, reply(stream, res)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ConnError::Failed(InjectError::Socket {
-            path: "peer".into(),
-            reason: e.to_string(),
-        })),
+        Ok(Err(source)) => Err(ConnError::ReplyFailed {
+            pid: caller.pid,
+            source,
+        }),
         Err(_) => Err(ConnError::ReplyTimeout {
             pid: caller.pid,
             uid: caller.uid,
@@ -392,236 +370,43 @@ async fn send(
     }
 }
 
-async fn respond(caller: &Caller, req: &ExecRequest, d: &Delivery) -> ExecResponse {
-    let pods = match pod_identity(caller, d).await {
-        Ok(p) => p,
-        Err((reason, retry)) => return refused(reason, retry),
-    };
-    let pod_caller = pods.caller();
-    let selected: Vec<&PreparedBinding> = d
-        .bindings
-        .iter()
-        .filter(|b| matches(b, caller, &req.binary, pod_caller))
-        .collect();
-    if selected.is_empty() {
-        // A wrapped app without its secrets is a misconfiguration: refused,
-        // so the wrapper fails rather than starting it empty. A pod or
-        // container the list does not show yet may match on a retry.
-        let pod = pods.describe();
-        let retry = pods.incomplete() && d.bindings.iter().any(|b| b.needs_pod_identity());
-        warn!(
-            pid = caller.pid,
-            binary = %req.binary,
-            "[INJECT] no binding matched PID {} ({}, uid {}{pod})",
-            caller.pid,
-            req.binary,
-            caller.uid
-        );
-        let who = format!(
-            "PID {} ({}, uid {}{pod})",
-            caller.pid, req.binary, caller.uid
-        );
-        return ExecResponse::no_binding(&who, retry);
-    }
-    // The same variable from two bindings: which wins would be arbitrary.
-    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
-    for b in &selected {
-        for (name, _) in &b.refs {
-            if let Some(other) = owner.insert(name, &b.name)
-                && other != b.name
-            {
-                return refused(
-                    format!(
-                        "{name} is delivered by both binding {other:?} and {:?}: a config error",
-                        b.name
-                    ),
-                    false,
-                );
-            }
-        }
-    }
-    let mut env = Vec::new();
-    let mut files: Vec<(String, zeroize::Zeroizing<Vec<u8>>)> = Vec::new();
-    let mut missing = Vec::new();
-    let mut warnings = Vec::new();
-    for b in &selected {
-        let mut got = 0;
-        for (name, sref) in &b.refs {
-            let started = std::time::Instant::now();
-            let fetched = d.cache.get(sref).await;
-            let provider = sref.provider_name().unwrap_or(sref.kind());
-            d.metrics
-                .observe_fetch(provider, started.elapsed(), fetched.is_ok());
-            match fetched {
-                Ok(v) if b.delivery == kernelseal_config::Delivery::File => {
-                    files.push((
-                        name.clone(),
-                        zeroize::Zeroizing::new(v.expose_bytes().to_vec()),
-                    ));
-                    got += 1;
-                }
-                Ok(v) => match v.expose_str().filter(|s| !s.contains('\0')) {
-                    Some(s) => {
-                        env.push(EnvVar {
-                            name: name.clone(),
-                            value: s.to_string(),
-                        });
-                        got += 1;
-                    }
-                    None => {
-                        missing.push(name.clone());
-                        warnings.push(format!("{name}: value is not text without NUL bytes; cannot go in the environment"));
-                    }
-                },
-                Err(e) => {
-                    warn!(binding = %b.name, secret = %name, "[INJECT] {name} of binding {} failed: {e}", b.name);
-                    missing.push(name.clone());
-                    warnings.push(format!("{name}: {e}"));
-                }
-            }
-        }
-        if got == 0 && !b.refs.is_empty() {
-            return refused(
-                format!(
-                    "no secret of binding {:?} could be resolved: {}",
-                    b.name,
-                    warnings.join("; ")
-                ),
-                true,
-            );
-        }
-    }
-    // Protect, verify, and only then release. A file delivery's id goes in
-    // the mark first, so the files are guarded for this tree alone.
-    let file_owner = if files.is_empty() {
-        0
-    } else {
-        crate::files::next_delivery_id()
-    };
-    let protected = match &d.marks {
-        Some(marks) => {
-            if let Err(why) =
-                crate::protect::protect_caller(marks, caller, selected[0].id, file_owner, d.enforce)
-            {
-                warn!(
-                    pid = caller.pid,
-                    "[INJECT] refusing PID {}: {why}", caller.pid
-                );
-                return refused(why, false);
-            }
-            info!(
-                pid = caller.pid,
-                "[PROTECT] PID {} marked as protected", caller.pid
-            );
-            true
-        }
-        None => {
-            warn!(
-                pid = caller.pid,
-                "[WARN] delivering to PID {} UNPROTECTED (mode disabled)", caller.pid
-            );
-            false
-        }
-    };
-    let mut delivered_files = None;
-    if !files.is_empty() {
-        let plain: Vec<(String, Vec<u8>)> =
-            files.iter().map(|(n, v)| (n.clone(), v.to_vec())).collect();
-        let result = caller
-            .pidfd
-            .try_clone()
-            .map_err(|e| InjectError::Identity(e.to_string()))
-            .and_then(|fd| {
-                d.file_store()?
-                    .deliver(caller.pid, caller.uid, caller.gid, file_owner, &plain, fd)
-            });
-        drop(
-            plain
-                .into_iter()
-                .map(|(_, v)| zeroize::Zeroizing::new(v))
-                .collect::<Vec<_>>(),
-        );
-        match result {
-            Ok(written) => {
-                info!(
-                    pid = caller.pid,
-                    "[FILE] Secrets written to {} for PID {}",
-                    written.path().display(),
-                    caller.pid
-                );
-                env.push(EnvVar {
-                    name: SECRETS_DIR_VAR.into(),
-                    value: written.path().display().to_string(),
-                });
-                delivered_files = Some(written);
-            }
-            Err(e) => return refused(format!("writing the secret files failed: {e}"), true),
-        }
-    }
-    track(d, caller, &selected, delivered_files.as_ref());
-    // Secrets delivered: env variables and file names (the directory
-    // variable is a location, not a secret).
-    let names: Vec<&str> = env
-        .iter()
-        .map(|v| v.name.as_str())
-        .filter(|n| *n != SECRETS_DIR_VAR)
-        .chain(files.iter().map(|(n, _)| n.as_str()))
-        .collect();
-    d.metrics.secrets_injected.inc_by(names.len() as u64);
-    let bindings: Vec<String> = selected.iter().map(|b| b.name.clone()).collect();
-    info!(pid = caller.pid, uid = caller.uid, bindings = ?bindings, "[INJECT] Secrets injected into PID {}: [{}]", caller.pid, names.join(", "));
-    ExecResponse::Ok {
-        version: PROTOCOL_VERSION,
-        bindings,
-        env,
-        missing,
-        protected,
-        warnings,
+/// The answer to a wrapper's request: its delivery, or why not.
+async fn respond(caller: &Caller, req: &ExecRequest, state: &ServingState) -> ExecResponse {
+    let binary = req.binary.as_str();
+    match deliver(state, caller, Occasion::Request { binary }).await {
+        Ok(d) => ExecResponse::Ok {
+            version: PROTOCOL_VERSION,
+            bindings: d.bindings,
+            env: d.env,
+            missing: d.missing,
+            protected: d.protected,
+            warnings: d.warnings,
+        },
+        Err(refusal) => refusal_reply(caller, &refusal),
     }
 }
 
-/// Remembers a process delivered to, so rotations reach it: one entry per
-/// binding, with its files when the binding delivers files.
-pub(crate) fn track(
-    d: &Delivery,
-    caller: &Caller,
-    selected: &[&PreparedBinding],
-    delivered: Option<&Arc<crate::DeliveredFiles>>,
-) {
-    for b in selected {
-        let pidfd = match caller.pidfd.try_clone() {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(
-                    pid = caller.pid,
-                    "[ROTATE] PID {} will not hear of rotations: {e}", caller.pid
-                );
-                return;
-            }
-        };
-        let files = match (delivered, &d.files, b.delivery) {
-            (Some(written), Some(store), kernelseal_config::Delivery::File) => {
-                Some(crate::rotate::LiveFiles {
-                    store: store.clone(),
-                    files: written.clone(),
-                    names: b
-                        .refs
-                        .iter()
-                        .filter_map(|(n, r)| Some((r.cache_key()?, n.clone())))
-                        .collect(),
-                })
-            }
-            _ => None,
-        };
-        d.live.add(crate::rotate::Live {
-            pid: caller.pid,
-            pidfd,
-            binding: b.name.clone(),
-            on_rotate: b.on_rotate.clone(),
-            keys: b.refs.iter().filter_map(|(_, r)| r.cache_key()).collect(),
-            files,
-        });
+/// The refusal as the wrapper is told it (a "no binding matched" one is
+/// told apart by its prefix: [`ExecResponse::is_no_binding`]).
+fn refusal_reply(caller: &Caller, refusal: &Refusal) -> ExecResponse {
+    match refusal {
+        Refusal::NoBinding {
+            pid,
+            uid,
+            program,
+            pod,
+            ..
+        } => warn!(
+            pid, binary = %program,
+            "[INJECT] no binding matched PID {pid} ({program}, uid {uid}{pod})"
+        ),
+        Refusal::Protect(_) => warn!(
+            pid = caller.pid,
+            "[INJECT] refusing PID {}: {refusal}", caller.pid
+        ),
+        _ => {}
     }
+    refused(refusal.reason(), refusal.retry())
 }
 
 /// Removes the socket file on shutdown.

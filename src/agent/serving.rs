@@ -1,5 +1,5 @@
 //! The agent's delivery side, wired: metrics endpoint, pod identity, the
-//! socket server and its reloadable `Delivery`.
+//! socket server and its reloadable `ServingState`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -17,14 +17,14 @@ use crate::exit::Failure;
 
 /// What outlives a reload: metrics, the processes delivered to, the pod
 /// index, the delivered files, and the slot the socket server reads the
-/// current delivery from.
+/// current serving state from.
 pub struct Serving {
     pub metrics: Arc<Metrics>,
     kept: Kept,
     pub shared: Shared,
 }
 
-/// The parts of a delivery that a reload keeps.
+/// The parts of the serving state that a reload keeps.
 #[derive(Clone)]
 struct Kept {
     metrics: Arc<Metrics>,
@@ -67,7 +67,7 @@ impl Serving {
             files: Arc::default(),
             guard,
         };
-        let d = delivery(config, gate, args, &kept)?;
+        let d = serving_state(config, gate, args, &kept)?;
         let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
         let listener = kernelseal_injector::bind(&args.socket, gid).map_err(Failure::runtime)?;
         let shared: Shared = Arc::new(tokio::sync::RwLock::new(Arc::new(d)));
@@ -97,13 +97,14 @@ impl Serving {
         })
     }
 
-    /// Rebuilds the delivery from the config file; keeps the old one on error.
+    /// Rebuilds the serving state from the config file; keeps the old one
+    /// on error.
     pub async fn reload(&self, args: &AgentArgs, gate: Option<&Gate>) {
         let config = match kernelseal_config::load_file(&args.config) {
             Ok(l) => l.config,
             Err(_) => return, // reported by the policy reload
         };
-        match delivery(&config, gate, args, &self.kept) {
+        match serving_state(&config, gate, args, &self.kept) {
             Ok(d) => *self.shared.write().await = Arc::new(d),
             Err(e) => error!(
                 "[CONFIG] bindings not reloaded, keeping the current ones: {}",
@@ -156,16 +157,16 @@ fn socket_gid(group: &str) -> Result<u32, Failure> {
     Ok(unsafe { (*gr).gr_gid })
 }
 
-fn delivery(
+fn serving_state(
     config: &Config,
     gate: Option<&Gate>,
     args: &AgentArgs,
     kept: &Kept,
-) -> Result<kernelseal_injector::Delivery, Failure> {
+) -> Result<kernelseal_injector::ServingState, Failure> {
     let registry = kernelseal_providers::Registry::from_config(config).map_err(Failure::config)?;
     let cache = kernelseal_providers::Cache::new(std::sync::Arc::new(registry), Default::default());
     // The refresher holds the cache weakly; the watcher holds it until
-    // `stop_watch`, dropped with this delivery on a reload, ends it.
+    // `stop_watch`, dropped with this serving state on a reload, ends it.
     cache.spawn_refresher();
     let (stop_watch, stop) = tokio::sync::oneshot::channel();
     tokio::spawn(kernelseal_injector::watch(
@@ -197,7 +198,7 @@ fn delivery(
         .iter()
         .any(|b| b.delivery == kernelseal_config::Delivery::File);
     let files = file_store(args, kept, wants_files)?;
-    Ok(kernelseal_injector::Delivery {
+    Ok(kernelseal_injector::ServingState {
         bindings,
         cache,
         marks,

@@ -71,7 +71,7 @@ struct RawTaskMark {
     flags: u32,
     binding_id: u32,
     pending_kind: u32,
-    file_owner: u32,
+    owner_id: u32,
     pending_target: u64,
 }
 
@@ -258,8 +258,8 @@ fn delete_mark_and_see_it_restored(marks: &OwnedFd, pid: u32) -> TestResult {
         || {
             let now: Option<RawTaskMark> = lookup(marks, &raw)?;
             Ok(now.is_some_and(|m| {
-                (m.flags, m.binding_id, m.file_owner)
-                    == (before.flags, before.binding_id, before.file_owner)
+                (m.flags, m.binding_id, m.owner_id)
+                    == (before.flags, before.binding_id, before.owner_id)
             }))
         },
     )?;

@@ -30,7 +30,7 @@ int BPF_PROG(task_alloc, struct task_struct *task, unsigned long clone_flags, in
 	 * ordinary protected process. */
 	child->flags = KS_MARK_PROTECTED;
 	child->binding_id = parent->binding_id;
-	child->file_owner = parent->file_owner;
+	child->owner_id = parent->owner_id;
 	stat_inc(KS_STAT_INHERITED);
 	return 0;
 }
@@ -125,7 +125,7 @@ static __always_inline void keep_leader_mark(struct task_struct *cur)
 		return;
 	own->flags |= KS_MARK_PROTECTED;
 	own->binding_id = leader->binding_id;
-	own->file_owner = leader->file_owner;
+	own->owner_id = leader->owner_id;
 }
 
 /* A process traced before it execs a protected binary would keep its

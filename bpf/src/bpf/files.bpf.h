@@ -7,7 +7,7 @@
 #ifndef KS_FILES_BPF_H
 #define KS_FILES_BPF_H
 
-static __always_inline struct ks_binding *guarded(__u64 dev, struct inode *inode)
+static __always_inline struct ks_file_owner *guarded(__u64 dev, struct inode *inode)
 {
 	struct ks_file_key key = { .dev = dev, .ino = inode->i_ino };
 
@@ -20,7 +20,7 @@ static __always_inline int guard_file(struct file *file)
 {
 	struct task_struct *cur;
 	struct ks_task_mark *m;
-	struct ks_binding *owner;
+	struct ks_file_owner *owner;
 	struct ks_policy *p;
 	__u64 dev;
 
@@ -44,18 +44,18 @@ static __always_inline int guard_file(struct file *file)
 	if (is_agent(cur))
 		return 0;
 	m = mark_of(cur);
-	if (m && m->file_owner == owner->binding_id)
+	if (m && m->owner_id == owner->owner_id)
 		return 0;
 	m = mark_of(cur->group_leader);
-	if (m && m->file_owner == owner->binding_id)
+	if (m && m->owner_id == owner->owner_id)
 		return 0;
-	return decide(p, KS_KIND_FILE, cur, owner->binding_id, -EACCES);
+	return decide(p, KS_KIND_FILE, cur, owner->owner_id, -EACCES);
 }
 
 
 /* The guard of a delivered file, or of a file replaced by a rename over it,
  * on the secrets directory's filesystem. */
-static __always_inline struct ks_binding *guarded_entry(const struct ks_policy *p,
+static __always_inline struct ks_file_owner *guarded_entry(const struct ks_policy *p,
 							struct dentry *dentry)
 {
 	struct inode *inode = dentry->d_inode;
@@ -75,7 +75,7 @@ static __always_inline struct ks_binding *guarded_entry(const struct ks_policy *
  * owner's, would make cleanup by name unguard the wrong file. */
 static __always_inline int guard_names(struct dentry *old, struct dentry *new)
 {
-	struct ks_binding *owner;
+	struct ks_file_owner *owner;
 	struct ks_policy *p;
 
 	p = policy();
@@ -86,7 +86,7 @@ static __always_inline int guard_names(struct dentry *old, struct dentry *new)
 		owner = guarded_entry(p, new);
 	if (!owner || is_agent(bpf_get_current_task_btf()))
 		return 0;
-	return decide(p, KS_KIND_FILE_LINK, bpf_get_current_task_btf(), owner->binding_id, -EPERM);
+	return decide(p, KS_KIND_FILE_LINK, bpf_get_current_task_btf(), owner->owner_id, -EPERM);
 }
 
 SEC("lsm/inode_link")

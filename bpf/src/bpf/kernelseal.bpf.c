@@ -39,12 +39,12 @@ struct {
 	__type(value, __u64);
 } ks_stats SEC(".maps");
 
-/* Delivered secret files (on tmpfs) and the delivery that owns each. */
+/* Delivered secret files (on tmpfs) and the owner id of each. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct ks_file_key);
-	__type(value, struct ks_binding);
+	__type(value, struct ks_file_owner);
 } ks_guarded_files SEC(".maps");
 
 /* Exec filter: bindings selected by binary (basename) or by exact path. */

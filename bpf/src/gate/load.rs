@@ -14,7 +14,7 @@ use super::{
     EXEC_TRACEPOINT, GUARDED_FILES_MAP, Gate, LinkHold, MARKS_MAP, Origin, POLICY_MAP, ProgramRef,
     VERSIONED_MAPS, error_chain, map_error, object_hash,
 };
-use crate::abi::{RawBinding, RawFileKey, RawPolicy};
+use crate::abi::{RawFileOwner, RawFileKey, RawPolicy};
 use crate::error::BpfError;
 use crate::filter::ExecFilter;
 use crate::marks::Marks;
@@ -189,7 +189,7 @@ impl Gate {
             .ok_or(BpfError::MissingMap {
                 map: GUARDED_FILES_MAP,
             })?;
-        let mut target: aya::maps::HashMap<&mut MapData, RawFileKey, RawBinding> =
+        let mut target: aya::maps::HashMap<&mut MapData, RawFileKey, RawFileOwner> =
             aya::maps::HashMap::try_from(target)
                 .map_err(|e| map_error("open", GUARDED_FILES_MAP, e))?;
         for version in layout.versions() {

@@ -24,7 +24,7 @@ enum Seen {
 enum Call {
     Guard {
         inode: Inode,
-        delivery: u32,
+        owner_id: u32,
         seen: Seen,
     },
     Unguard(Inode),
@@ -39,14 +39,14 @@ struct Recorder {
 }
 
 impl InodeGuard for Recorder {
-    fn guard(&mut self, inode: Inode, delivery: u32) -> io::Result<()> {
+    fn guard(&mut self, inode: Inode, owner_id: u32) -> io::Result<()> {
         let seen = find(&self.area, inode).unwrap_or(Seen::Missing);
         self.calls.push(Call::Guard {
             inode,
-            delivery,
+            owner_id,
             seen,
         });
-        self.guarded.insert(inode, delivery);
+        self.guarded.insert(inode, owner_id);
         Ok(())
     }
 
@@ -161,20 +161,24 @@ fn me() -> (u32, u32) {
     (meta.uid(), meta.gid())
 }
 
-fn secrets(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+fn secrets(list: &[(&str, &str)]) -> Vec<(String, SecretValue)> {
     list.iter()
-        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .map(|(n, v)| {
+            let bytes = zeroize::Zeroizing::new(v.as_bytes().to_vec());
+            let meta = kernelseal_providers::Metadata::new("test", "test");
+            (n.to_string(), SecretValue::new(bytes, meta))
+        })
         .collect()
 }
 
 fn deliver(
     store: &FileStore,
     app: &App,
-    delivery: u32,
+    owner_id: u32,
     list: &[(&str, &str)],
 ) -> Result<Arc<DeliveredFiles>, InjectError> {
     let (uid, gid) = me();
-    store.deliver(app.pid(), uid, gid, delivery, &secrets(list), app.pidfd())
+    store.deliver(app.pid(), uid, gid, owner_id, &secrets(list), app.pidfd())
 }
 
 fn calls(recorder: &Arc<Mutex<Recorder>>) -> Vec<Call> {
@@ -192,11 +196,14 @@ fn names_in(dir: &Path) -> Vec<String> {
 
 fn assert_refused_as_changed(result: Result<Arc<DeliveredFiles>, InjectError>) {
     match result {
-        Err(InjectError::Files { reason, .. }) => assert!(
-            reason.contains("no longer the one the agent verified")
-                && reason.contains("restart the agent"),
-            "{reason}"
-        ),
+        Err(InjectError::Files { problem, .. }) => {
+            let reason = problem.to_string();
+            assert!(
+                reason.contains("no longer the one the agent verified")
+                    && reason.contains("restart the agent"),
+                "{reason}"
+            )
+        }
         other => panic!("not refused as a changed directory: {other:?}"),
     }
 }
@@ -225,7 +232,7 @@ async fn the_directory_is_guarded_before_any_file_is_made_and_each_file_before_i
         calls[0],
         Call::Guard {
             inode: inode_at(written.path()),
-            delivery: 7,
+            owner_id: 7,
             seen: Seen::Dir { entries: 0 },
         },
         "the directory first, while empty"
@@ -236,7 +243,7 @@ async fn the_directory_is_guarded_before_any_file_is_made_and_each_file_before_i
             *call,
             Call::Guard {
                 inode: inode_at(&path),
-                delivery: 7,
+                owner_id: 7,
                 seen: Seen::File { len: 0 },
             },
             "{name} guarded while still empty"
@@ -411,7 +418,7 @@ async fn a_rotation_unguards_the_recorded_inode_not_what_the_path_names() {
         [
             Call::Guard {
                 inode: second,
-                delivery: 5,
+                owner_id: 5,
                 seen: Seen::File { len: 0 },
             },
             Call::Unguard(first),
@@ -425,7 +432,7 @@ async fn a_rotation_unguards_the_recorded_inode_not_what_the_path_names() {
         [
             Call::Guard {
                 inode: third,
-                delivery: 5,
+                owner_id: 5,
                 seen: Seen::File { len: 0 },
             },
             Call::Unguard(second),

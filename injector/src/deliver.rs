@@ -1,0 +1,151 @@
+//! One delivery, whatever started it: a wrapper's request on the agent
+//! socket, or the kernel marking a process at exec.
+//!
+//! [`plan`] finds out what the caller gets without touching it: pod
+//! identity, the bindings that select it, the check that no name comes
+//! from two of them, the fetch. [`release`] then protects the caller,
+//! verifies the mark, writes its files, tracks it for rotations and counts
+//! the delivery. Either step can end in a [`Refusal`]: why the caller gets
+//! nothing, and whether asking again may help.
+
+mod plan;
+mod refusal;
+mod release;
+
+use kernelseal_config::Delivery as Kind;
+use kernelseal_providers::{SecretRef, SecretValue};
+use tracing::{info, warn};
+
+use crate::identity::Caller;
+use crate::select::PreparedBinding;
+use crate::state::ServingState;
+
+pub(crate) use plan::{Plan, plan};
+pub(crate) use refusal::Refusal;
+pub(crate) use release::{Delivered, release};
+
+/// Tells a file-delivery app where its files are.
+pub const SECRETS_DIR_VAR: &str = "KERNELSEAL_SECRETS_DIR";
+
+/// Plans and, when nothing refuses, releases.
+pub(crate) async fn deliver(
+    state: &ServingState,
+    caller: &Caller,
+    occasion: Occasion<'_>,
+) -> Result<Delivered, Refusal> {
+    let plan = plan(state, caller, occasion).await?;
+    release(state, caller, occasion, plan)
+}
+
+/// What started a delivery; the steps are the same, these are the
+/// differences.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Occasion<'a> {
+    /// A wrapper asks on the agent socket, for the program it is about to
+    /// exec; it is answered either way.
+    Request { binary: &'a str },
+    /// The kernel marked a process at exec by its file name. Nobody asked:
+    /// what happens is only logged.
+    Exec { filename: &'a str },
+}
+
+impl Occasion<'_> {
+    /// The program the caller runs, for `binary` and `path` selectors.
+    fn program(&self) -> &str {
+        match self {
+            Occasion::Request { binary } => binary,
+            Occasion::Exec { filename } => filename,
+        }
+    }
+
+    /// After exec an environment can no longer be set, so only files are
+    /// delivered, and only for bindings that name a program: the kernel
+    /// matched the exec by file name alone, which authorizes nothing, and a
+    /// process that did not ask gets nothing from bindings that would
+    /// answer any caller.
+    fn offers(&self, b: &PreparedBinding) -> bool {
+        match self {
+            Occasion::Request { .. } => true,
+            Occasion::Exec { .. } => {
+                b.delivery == Kind::File
+                    && (b.selector.binary.is_some() || b.selector.path.is_some())
+            }
+        }
+    }
+
+    /// A wrapped app without a binding's secrets is a misconfiguration: the
+    /// wrapper is refused, so it fails rather than starting the app empty.
+    /// A process marked at exec runs anyway: it gets the files that could
+    /// be fetched.
+    fn takes_what_it_can(&self) -> bool {
+        matches!(self, Occasion::Exec { .. })
+    }
+
+    /// Gets one secret. The provider metrics time a wrapper's fetches; an
+    /// exec-time delivery counts each secret it could not get as a denial
+    /// instead (see [`Occasion::fetch_failed`]).
+    async fn fetch(
+        &self,
+        state: &ServingState,
+        sref: &SecretRef,
+    ) -> Result<SecretValue, kernelseal_providers::Error> {
+        let started = std::time::Instant::now();
+        let fetched = state.cache.get(sref).await;
+        if let Occasion::Request { .. } = self {
+            let provider = sref.provider_name().unwrap_or(sref.kind());
+            state
+                .metrics
+                .observe_fetch(provider, started.elapsed(), fetched.is_ok());
+        }
+        fetched
+    }
+
+    fn fetch_failed(
+        &self,
+        state: &ServingState,
+        pid: u32,
+        binding: &str,
+        name: &str,
+        e: &kernelseal_providers::Error,
+    ) {
+        match self {
+            Occasion::Request { .. } => warn!(
+                binding = %binding, secret = %name,
+                "[INJECT] {name} of binding {binding} failed: {e}"
+            ),
+            Occasion::Exec { .. } => {
+                warn!(
+                    pid,
+                    "[FILE] {name} of binding {binding} for PID {pid} failed: {e}"
+                );
+                state.metrics.secrets_denied.inc();
+            }
+        }
+    }
+
+    /// Says the caller is protected now. A process marked at exec was
+    /// announced from the kernel's exec event already.
+    fn protected(&self, pid: u32) {
+        if let Occasion::Request { .. } = self {
+            info!(pid, "[PROTECT] PID {pid} marked as protected");
+        }
+    }
+
+    fn injected(&self, caller: &Caller, bindings: &[String], names: &[&str]) {
+        let pid = caller.pid;
+        match self {
+            Occasion::Request { .. } => info!(
+                pid, uid = caller.uid, bindings = ?bindings,
+                "[INJECT] Secrets injected into PID {pid}: [{}]", names.join(", ")
+            ),
+            Occasion::Exec { .. } => info!(
+                pid,
+                "[INJECT] Secrets injected into PID {pid}: [{}]",
+                names.join(", ")
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! The plan: what the caller gets, found out without touching it.
+
+use std::collections::BTreeMap;
+
+use kernelseal_config::Delivery as Kind;
+use kernelseal_protocol::EnvVar;
+use kernelseal_providers::SecretValue;
+
+use super::{Occasion, Refusal};
+use crate::identity::Caller;
+use crate::pod_identity::{PodIdentity, pod_identity};
+use crate::select::{PreparedBinding, matches};
+use crate::state::ServingState;
+
+/// What a caller is to get, fetched and not yet released.
+pub(crate) struct Plan<'s> {
+    /// The bindings that select the caller, in config order; the first
+    /// one's id goes in its mark.
+    pub(super) selected: Vec<&'s PreparedBinding>,
+    /// For a wrapper to set in the environment of the program it execs.
+    pub(super) env: Vec<EnvVar>,
+    /// To write as files, by file name.
+    pub(super) files: Vec<(String, SecretValue)>,
+    /// The names of the secrets the caller will not get, and why.
+    pub(super) missing: Vec<String>,
+    pub(super) warnings: Vec<String>,
+}
+
+/// Pod identity, the selection, the check of names, the fetch.
+pub(crate) async fn plan<'s>(
+    state: &'s ServingState,
+    caller: &Caller,
+    occasion: Occasion<'_>,
+) -> Result<Plan<'s>, Refusal> {
+    let pods = pod_identity(caller, state).await?;
+    let selected = select(state, caller, occasion, &pods)?;
+    check_names(&selected)?;
+    fetch(state, caller, occasion, selected).await
+}
+
+/// The bindings whose every selector field matches the caller.
+fn select<'s>(
+    state: &'s ServingState,
+    caller: &Caller,
+    occasion: Occasion<'_>,
+    pods: &PodIdentity,
+) -> Result<Vec<&'s PreparedBinding>, Refusal> {
+    let program = occasion.program();
+    let selected: Vec<&PreparedBinding> = state
+        .bindings
+        .iter()
+        .filter(|b| occasion.offers(b) && matches(b, caller, program, pods.caller()))
+        .collect();
+    if !selected.is_empty() {
+        return Ok(selected);
+    }
+    // A pod or container the list does not show yet may match on a retry.
+    let retry = pods.incomplete() && state.bindings.iter().any(|b| b.needs_pod_identity());
+    Err(Refusal::NoBinding {
+        pid: caller.pid,
+        uid: caller.uid,
+        program: program.to_string(),
+        pod: pods.describe(),
+        retry,
+    })
+}
+
+/// No name comes from two bindings.
+fn check_names(selected: &[&PreparedBinding]) -> Result<(), Refusal> {
+    let mut binding_of: BTreeMap<&str, &str> = BTreeMap::new();
+    for b in selected {
+        for (name, _) in &b.refs {
+            if let Some(first) = binding_of.insert(name, &b.name)
+                && first != b.name
+            {
+                return Err(Refusal::SharedName {
+                    name: name.clone(),
+                    first: first.to_string(),
+                    second: b.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every secret of the selected bindings: as an environment variable or a
+/// file, as its binding says, or missing with the reason.
+async fn fetch<'s>(
+    state: &ServingState,
+    caller: &Caller,
+    occasion: Occasion<'_>,
+    selected: Vec<&'s PreparedBinding>,
+) -> Result<Plan<'s>, Refusal> {
+    let mut plan = Plan {
+        selected: Vec::new(),
+        env: Vec::new(),
+        files: Vec::new(),
+        missing: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for b in &selected {
+        let mut got = 0;
+        for (name, sref) in &b.refs {
+            match occasion.fetch(state, sref).await {
+                Ok(v) if b.delivery == Kind::File => {
+                    plan.files.push((name.clone(), v));
+                    got += 1;
+                }
+                Ok(v) => match v.expose_str().filter(|s| !s.contains('\0')) {
+                    Some(s) => {
+                        plan.env.push(EnvVar {
+                            name: name.clone(),
+                            value: s.to_string(),
+                        });
+                        got += 1;
+                    }
+                    None => {
+                        plan.missing.push(name.clone());
+                        plan.warnings.push(format!(
+                            "{name}: value is not text without NUL bytes; cannot go in the environment"
+                        ));
+                    }
+                },
+                Err(e) => {
+                    occasion.fetch_failed(state, caller.pid, &b.name, name, &e);
+                    plan.missing.push(name.clone());
+                    plan.warnings.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        if got == 0 && !b.refs.is_empty() && !occasion.takes_what_it_can() {
+            return Err(Refusal::Unresolved {
+                binding: b.name.clone(),
+                failures: plan.warnings.join("; "),
+            });
+        }
+    }
+    if plan.env.is_empty() && plan.files.is_empty() && occasion.takes_what_it_can() {
+        return Err(Refusal::NothingFetched);
+    }
+    plan.selected = selected;
+    Ok(plan)
+}

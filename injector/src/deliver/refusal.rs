@@ -1,0 +1,63 @@
+//! Why a caller gets nothing.
+
+use kernelseal_protocol::NO_BINDING;
+
+use crate::error::InjectError;
+use crate::pod_identity::PodRequired;
+use crate::protect::ProtectError;
+
+/// Why a delivery stopped, between or within its steps. Its text
+/// ([`Refusal::reason`]) is what a wrapper is told; it never holds a
+/// secret.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error(transparent)]
+    PodIdentity(#[from] PodRequired),
+    /// The caller as the selectors saw it; `pod`: its pod and container,
+    /// when pod identity looked.
+    #[error("{NO_BINDING}: PID {pid} ({program}, uid {uid}{pod})")]
+    NoBinding {
+        pid: u32,
+        uid: u32,
+        program: String,
+        pod: String,
+        retry: bool,
+    },
+    /// The same name from two bindings: which value wins would be
+    /// arbitrary.
+    #[error("{name} is delivered by both binding {first:?} and {second:?}: a config error")]
+    SharedName {
+        name: String,
+        first: String,
+        second: String,
+    },
+    /// `failures`: every secret the request could not get so far, and why.
+    #[error("no secret of binding {binding:?} could be resolved: {failures}")]
+    Unresolved { binding: String, failures: String },
+    /// A process marked at exec for which no file could be fetched.
+    #[error("no secret could be fetched")]
+    NothingFetched,
+    #[error(transparent)]
+    Protect(#[from] ProtectError),
+    #[error("writing the secret files failed: {0}")]
+    Files(#[source] InjectError),
+}
+
+impl Refusal {
+    pub(crate) fn reason(&self) -> String {
+        self.to_string()
+    }
+
+    /// Whether the same request may succeed later: a pod the node's list
+    /// does not show yet, a provider that may answer again, a write that
+    /// may succeed again. A config error or a caller that cannot be
+    /// protected stays as it is.
+    pub(crate) fn retry(&self) -> bool {
+        match self {
+            Refusal::PodIdentity(p) => p.retry(),
+            Refusal::NoBinding { retry, .. } => *retry,
+            Refusal::SharedName { .. } | Refusal::Protect(_) => false,
+            Refusal::Unresolved { .. } | Refusal::NothingFetched | Refusal::Files(_) => true,
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The pipeline without a kernel (`mode: disabled`: no marks) and without
+//! a secrets directory: what each occasion selects, gets and is refused.
+
+use std::sync::Arc;
+
+use kernelseal_providers::{Cache, Registry};
+
+use super::*;
+use crate::error::{FilesProblem, InjectError};
+use crate::pod_identity::PodRequired;
+
+fn state(secrets: &str) -> ServingState {
+    let text = format!("policy:\n  mode: disabled\nsecrets:\n{secrets}");
+    let config = kernelseal_config::parse_str(&text, "t").unwrap().config;
+    let registry = Registry::from_config(&config).unwrap();
+    ServingState {
+        bindings: crate::prepare(&config).unwrap(),
+        cache: Cache::new(Arc::new(registry), Default::default()),
+        marks: None,
+        enforce: false,
+        metrics: Arc::default(),
+        live: Arc::default(),
+        files: None,
+        stop_watch: None,
+        pods: None,
+        pod_identity: config.pod_identity,
+    }
+}
+
+/// This test process, as a socket peer.
+fn me() -> Caller {
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    Caller::of(&a).unwrap()
+}
+
+/// Why planning for `occasion` refuses.
+async fn plan_refused(s: &ServingState, caller: &Caller, occasion: Occasion<'_>) -> Refusal {
+    match plan(s, caller, occasion).await {
+        Ok(_) => panic!("planned, not refused"),
+        Err(r) => r,
+    }
+}
+
+const UNSET: &str = "KERNELSEAL_DELIVER_TEST_UNSET";
+
+#[tokio::test]
+async fn a_request_gets_its_environment_unprotected_in_mode_disabled() {
+    let s = state(
+        "  - name: app\n    selector: { binary: app }\n    secretRefs:\n      - { name: A, source: { value: one } }\n",
+    );
+    let d = deliver(
+        &s,
+        &me(),
+        Occasion::Request {
+            binary: "/usr/bin/app",
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(d.bindings, ["app"]);
+    assert_eq!(d.env.len(), 1);
+    assert_eq!(
+        (d.env[0].name.as_str(), d.env[0].value.as_str()),
+        ("A", "one")
+    );
+    assert!(!d.protected);
+    assert_eq!(s.metrics.secrets_injected.get(), 1);
+    assert_eq!(s.live.len(), 1, "tracked for rotations");
+}
+
+#[tokio::test]
+async fn a_request_is_refused_when_none_of_a_binding_s_secrets_can_be_had() {
+    let s = state(&format!(
+        "  - name: app\n    selector: {{ binary: app }}\n    secretRefs:\n      - {{ name: A, source: {{ envRef: {UNSET} }} }}\n"
+    ));
+    let refusal = deliver(&s, &me(), Occasion::Request { binary: "app" })
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(refusal, Refusal::Unresolved { .. }), "{refusal:?}");
+    assert!(
+        refusal
+            .reason()
+            .starts_with("no secret of binding \"app\" could be resolved: A: "),
+        "{}",
+        refusal.reason()
+    );
+    assert!(refusal.retry());
+    assert_eq!(s.live.len(), 0, "nothing released");
+}
+
+#[tokio::test]
+async fn no_binding_and_a_name_from_two_bindings_are_refused_before_any_fetch() {
+    let s = state(
+        "  - name: a\n    selector: { binary: app }\n    secretRefs:\n      - { name: X, source: { value: one } }\n  - name: b\n    selector: { binary: app }\n    secretRefs:\n      - { name: X, source: { value: two } }\n",
+    );
+    let caller = me();
+    let none = plan_refused(&s, &caller, Occasion::Request { binary: "other" }).await;
+    assert_eq!(
+        none.reason(),
+        format!(
+            "no binding matched: PID {} (other, uid {})",
+            caller.pid, caller.uid
+        )
+    );
+    assert!(!none.retry());
+    let shared = plan_refused(&s, &caller, Occasion::Request { binary: "app" }).await;
+    assert_eq!(
+        shared.reason(),
+        "X is delivered by both binding \"a\" and \"b\": a config error"
+    );
+    assert!(!shared.retry());
+}
+
+#[tokio::test]
+async fn an_exec_is_offered_only_file_bindings_that_name_a_program() {
+    let s = state(
+        "  - name: env\n    selector: { binary: app }\n    secretRefs:\n      - { name: A, source: { value: one } }\n  - name: anyone\n    delivery: file\n    selector: { uid: 0 }\n    secretRefs:\n      - { name: b.txt, source: { value: two } }\n  - name: named\n    delivery: file\n    selector: { binary: app }\n    secretRefs:\n      - { name: c.txt, source: { value: three } }\n",
+    );
+    let offered: Vec<&str> = s
+        .bindings
+        .iter()
+        .filter(|b| {
+            Occasion::Exec {
+                filename: "/usr/bin/app",
+            }
+            .offers(b)
+        })
+        .map(|b| b.name.as_str())
+        .collect();
+    assert_eq!(offered, ["named"]);
+    assert!(
+        s.bindings
+            .iter()
+            .all(|b| Occasion::Request { binary: "app" }.offers(b))
+    );
+    // Planned like a request, then refused at the write: this state has
+    // no secrets directory.
+    let caller = me();
+    let p = plan(
+        &s,
+        &caller,
+        Occasion::Exec {
+            filename: "/usr/bin/app",
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.selected.len(), 1);
+    assert_eq!(p.files.len(), 1);
+    let refusal = release(
+        &s,
+        &caller,
+        Occasion::Exec {
+            filename: "/usr/bin/app",
+        },
+        p,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(
+            &refusal,
+            Refusal::Files(InjectError::Files {
+                problem: FilesProblem::Refused(_),
+                ..
+            })
+        ),
+        "{refusal:?}"
+    );
+    assert_eq!(
+        refusal.reason(),
+        "writing the secret files failed: secret files at (none): no secrets directory is \
+         open: the config had no delivery: file binding"
+    );
+    assert!(refusal.retry());
+}
+
+#[tokio::test]
+async fn an_exec_takes_what_it_can_and_counts_each_secret_it_could_not_get() {
+    let s = state(&format!(
+        "  - name: named\n    delivery: file\n    selector: {{ binary: app }}\n    secretRefs:\n      - {{ name: a.txt, source: {{ envRef: {UNSET} }} }}\n      - {{ name: b.txt, source: {{ value: two }} }}\n"
+    ));
+    let caller = me();
+    let p = plan(&s, &caller, Occasion::Exec { filename: "app" })
+        .await
+        .unwrap();
+    assert_eq!(p.files.len(), 1, "the one that could be had");
+    assert_eq!(s.metrics.secrets_denied.get(), 1);
+    let s = state(&format!(
+        "  - name: named\n    delivery: file\n    selector: {{ binary: app }}\n    secretRefs:\n      - {{ name: a.txt, source: {{ envRef: {UNSET} }} }}\n"
+    ));
+    let refusal = plan_refused(&s, &caller, Occasion::Exec { filename: "app" }).await;
+    assert!(matches!(refusal, Refusal::NothingFetched), "{refusal:?}");
+    assert_eq!(s.metrics.secrets_denied.get(), 1);
+}
+
+#[test]
+fn pod_identity_refusals_say_whether_the_pod_may_yet_be_listed() {
+    let unknown = Refusal::from(PodRequired::UnknownPod {
+        pod_uid: "1b2c".into(),
+    });
+    assert_eq!(
+        unknown.reason(),
+        "podIdentity: required and pod 1b2c is not (yet) known on this node"
+    );
+    assert!(unknown.retry());
+    let outside = Refusal::from(PodRequired::NotInPod);
+    assert_eq!(
+        outside.reason(),
+        "podIdentity: required and the caller is not in a Kubernetes pod"
+    );
+    assert!(!outside.retry());
+}
