@@ -14,7 +14,7 @@ use super::{
     EXEC_TRACEPOINT, GUARDED_FILES_MAP, Gate, LinkHold, MARKS_MAP, Origin, POLICY_MAP, ProgramRef,
     VERSIONED_MAPS, error_chain, map_error, object_hash,
 };
-use crate::abi::{RawFileOwner, RawFileKey, RawPolicy};
+use crate::abi::{RawFileKey, RawFileOwner, RawPolicy};
 use crate::error::BpfError;
 use crate::filter::ExecFilter;
 use crate::marks::Marks;
