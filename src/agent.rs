@@ -88,23 +88,14 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
     Ok(loaded.config)
 }
 
-/// What the agent refuses at start beyond the schema: provider settings,
-/// each binding's refs (durations, versionId with versionStage) and the
-/// exec filter's keys. Nothing is contacted, read or loaded, so the agent
-/// runs it before it touches the kernel, and `config validate` runs it too.
-pub fn check_config(config: &Config) -> anyhow::Result<()> {
-    kernelseal_providers::check_settings(config)?;
-    kernelseal_injector::prepare(config)?;
-    exec_filter(config)?;
-    Ok(())
-}
-
 pub fn run(args: AgentArgs) -> Result<(), Failure> {
     let config = load_config(&args.config)?;
     // Before any program is loaded or pinned: a config error must not
     // leave kernel state behind.
-    check_config(&config)
-        .map_err(|e| Failure::config(e.context(format!("{}", args.config.display()))))?;
+    // Every problem at once (kernelseal_injector::check_config).
+    kernelseal_injector::check_config(&config).map_err(|e| {
+        Failure::config(anyhow::Error::new(e).context(format!("{}", args.config.display())))
+    })?;
     let format = match args.log_format {
         Some(LogFormatArg::Json) => LogFormat::Json,
         Some(LogFormatArg::Text) => LogFormat::Text,
@@ -191,8 +182,7 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
                 if stamp != config_stamp {
                     config_stamp = stamp;
                     info!("[CONFIG] {} changed on disk, reloading", args.config.display());
-                    reload::reload(&args.config, secrets_dev, gate.as_mut(), &mut log);
-                    serving.reload(&args, gate.as_ref()).await;
+                    reload_all(&args, secrets_dev, gate.as_mut(), &mut log, &serving).await;
                 }
             }
             _ = tamper_check.tick(), if gate.is_some() => {
@@ -206,8 +196,7 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
                 // What SIGHUP loads, the file poll must not load again.
                 config_stamp = reload::file_stamp(&args.config);
                 info!("[CONFIG] SIGHUP received, reloading {}", args.config.display());
-                reload::reload(&args.config, secrets_dev, gate.as_mut(), &mut log);
-                serving.reload(&args, gate.as_ref()).await;
+                reload_all(&args, secrets_dev, gate.as_mut(), &mut log, &serving).await;
             }
             _ = flush.tick() => {
                 log.flush();
@@ -227,6 +216,22 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
     shutdown::stop(gate, &args);
     info!("[STOP] KernelSeal agent stopped");
     Ok(())
+}
+
+/// The policy, then the bindings, of the config file as it is now; a file
+/// that fails a check changes neither.
+async fn reload_all(
+    args: &AgentArgs,
+    secrets_dev: u64,
+    mut gate: Option<&mut Gate>,
+    log: &mut EventLog,
+    serving: &serving::Serving,
+) {
+    let Some(config) = reload::load_checked(&args.config) else {
+        return;
+    };
+    reload::apply_policy(&config, secrets_dev, gate.as_deref_mut(), log);
+    serving.reload(&config, args, gate.as_deref()).await;
 }
 
 /// Logs one kernel event; a binary the kernel marked at exec is watched

@@ -135,7 +135,7 @@ fn validate(file: &std::path::Path) -> Result<(), Failure> {
         file.display().to_string()
     };
     let invalid = |e: &dyn std::fmt::Display| Failure::config(anyhow::anyhow!("{name}: {e}"));
-    agent::check_config(&loaded.config).map_err(|e| invalid(&e))?;
+    kernelseal_injector::check_config(&loaded.config).map_err(|e| invalid(&e))?;
     for w in &loaded.warnings {
         println!("warning: {name}: {w}");
     }

@@ -36,11 +36,12 @@ pub fn prepare(config: &Config) -> Result<Vec<PreparedBinding>, InjectError> {
         .secrets
         .iter()
         .enumerate()
-        .map(|(i, b)| prepare_one(i as u32 + 1, &b.value))
+        .map(|(i, b)| prepare_binding(i as u32 + 1, &b.value))
         .collect()
 }
 
-fn prepare_one(id: u32, b: &Binding) -> Result<PreparedBinding, InjectError> {
+/// One binding's refs, parsed; `id` is its 1-based position in `secrets`.
+pub(crate) fn prepare_binding(id: u32, b: &Binding) -> Result<PreparedBinding, InjectError> {
     let refs = b
         .secret_refs
         .iter()

@@ -42,7 +42,7 @@ pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef};
 pub use registry::Registry;
 pub use settings::{
     AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, ProviderSettings, SecretIdSource,
-    VaultAuth, VaultSettings, check_settings, known_settings,
+    VaultAuth, VaultSettings, known_settings,
 };
 pub use upstream::aws_error_code;
 pub use value::{Lease, Metadata, SecretValue, content_tag, secret_memory};

@@ -74,16 +74,6 @@ impl ProviderSettings {
     }
 }
 
-/// Parses every provider's settings, as the agent does at start, without
-/// building a client, reading a file or contacting anything
-/// (`kernelseal config validate`).
-pub fn check_settings(config: &kernelseal_config::Config) -> Result<(), Error> {
-    for (name, spec) in &config.providers {
-        ProviderSettings::parse(name, &spec.value)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

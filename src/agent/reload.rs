@@ -1,5 +1,7 @@
-//! Reloading the config (SIGHUP, or the file changed on disk): the policy
-//! and the exec filter are swapped in the running gate; marks stay.
+//! Reloading the config (SIGHUP, or the file changed on disk): a config
+//! that fails any check changes nothing; a good one's policy and exec
+//! filter are swapped in the running gate (marks stay), then its bindings
+//! in the serving state.
 
 use std::path::Path;
 
@@ -10,14 +12,33 @@ use tracing::{error, info, warn};
 use super::exec_filter;
 use crate::event_log::EventLog;
 
-pub fn reload(path: &Path, secrets_dev: u64, gate: Option<&mut Gate>, log: &mut EventLog) {
-    let config = match kernelseal_config::load_file(path) {
-        Ok(l) => l.config,
+/// The config file as it is now, when it loads and passes every check
+/// ([`kernelseal_injector::check_config`]); otherwise `None`, logged, and
+/// nothing of it is applied.
+pub fn load_checked(path: &Path) -> Option<Config> {
+    let loaded = kernelseal_config::load_file(path)
+        .map_err(|e| e.to_string())
+        .and_then(|l| {
+            kernelseal_injector::check_config(&l.config)
+                .map(|()| l.config)
+                .map_err(|e| e.to_string())
+        });
+    match loaded {
+        Ok(config) => Some(config),
         Err(e) => {
             error!("[CONFIG] reload failed, keeping the current policy: {e}");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Swaps a checked config's policy and exec filter into the running gate.
+pub fn apply_policy(
+    config: &Config,
+    secrets_dev: u64,
+    gate: Option<&mut Gate>,
+    log: &mut EventLog,
+) {
     let policy = KernelPolicy::new(config.policy, secrets_dev);
     let Some(gate) = gate else {
         warn!("[CONFIG] the agent started in mode=disabled; restart it to enforce");
@@ -27,7 +48,7 @@ pub fn reload(path: &Path, secrets_dev: u64, gate: Option<&mut Gate>, log: &mut 
         warn!("[CONFIG] switching a running gate to mode=disabled needs a restart; policy kept");
         return;
     }
-    let (filter, names) = match exec_filter(&config) {
+    let (filter, names) = match exec_filter(config) {
         Ok(f) => f,
         Err(e) => {
             error!("[CONFIG] reload failed, keeping the current policy: {e}");
@@ -44,8 +65,8 @@ pub fn reload(path: &Path, secrets_dev: u64, gate: Option<&mut Gate>, log: &mut 
         return;
     }
     log.names = names;
-    log_filter(&config);
-    log_policy(&config);
+    log_filter(config);
+    log_policy(config);
 }
 
 pub fn log_policy(config: &Config) {

@@ -97,14 +97,10 @@ impl Serving {
         })
     }
 
-    /// Rebuilds the serving state from the config file; keeps the old one
-    /// on error.
-    pub async fn reload(&self, args: &AgentArgs, gate: Option<&Gate>) {
-        let config = match kernelseal_config::load_file(&args.config) {
-            Ok(l) => l.config,
-            Err(_) => return, // reported by the policy reload
-        };
-        match serving_state(&config, gate, args, &self.kept) {
+    /// Rebuilds the serving state from a checked config; keeps the old one
+    /// when it cannot be built (a provider's client, the secrets directory).
+    pub async fn reload(&self, config: &Config, args: &AgentArgs, gate: Option<&Gate>) {
+        match serving_state(config, gate, args, &self.kept) {
             Ok(d) => *self.shared.write().await = Arc::new(d),
             Err(e) => error!(
                 "[CONFIG] bindings not reloaded, keeping the current ones: {}",
