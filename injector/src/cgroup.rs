@@ -1,7 +1,7 @@
 //! Pod UID and container ID from a process's cgroup path: the first half of
-//! pod identity (the pod watch that maps a UID to namespace, labels and
-//! service account is the second, not built yet). Covers cgroup v1 and v2,
-//! the systemd and cgroupfs drivers, containerd, CRI-O and docker.
+//! pod identity (the node's pod list, `pods.rs`, maps a UID to namespace,
+//! labels and service account: the second). Covers cgroup v1 and v2, the
+//! systemd and cgroupfs drivers, containerd, CRI-O and docker.
 
 /// What a cgroup path says about the container a process runs in.
 #[derive(Debug, Clone, PartialEq, Eq)]
