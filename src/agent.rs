@@ -88,13 +88,12 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
     Ok(loaded.config)
 }
 
-/// What the agent refuses at start beyond the schema: provider settings,
-/// each binding's refs (durations, versionId with versionStage) and the
-/// exec filter's keys. Nothing is contacted, read or loaded, so the agent
+/// What the agent refuses at start beyond the schema: provider settings
+/// and the exec filter's keys (each binding's refs were checked when the
+/// config was parsed). Nothing is contacted, read or loaded, so the agent
 /// runs it before it touches the kernel, and `config validate` runs it too.
 pub fn check_config(config: &Config) -> anyhow::Result<()> {
     kernelseal_providers::check_settings(config)?;
-    kernelseal_injector::prepare(config)?;
     exec_filter(config)?;
     Ok(())
 }
