@@ -32,25 +32,25 @@ pub(crate) fn current() -> String {
 }
 
 /// `secrets:`, recording each binding's index while it is read.
-pub(crate) fn bindings<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    deserializer.deserialize_seq(Indexed {
-        set: |at, i| at.binding = i,
-        element: PhantomData,
-    })
+pub(crate) fn bindings<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Vec<T>, D::Error> {
+    indexed(deserializer, |at, i| at.binding = i)
 }
 
 /// `secretRefs:`, recording each secret's index while it is read.
-pub(crate) fn secret_refs<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
+pub(crate) fn secret_refs<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Vec<T>, D::Error> {
+    indexed(deserializer, |at, j| at.secret = j)
+}
+
+fn indexed<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+    set: fn(&mut Position, Option<usize>),
+) -> Result<Vec<T>, D::Error> {
     deserializer.deserialize_seq(Indexed {
-        set: |at, j| at.secret = j,
+        set,
         element: PhantomData,
     })
 }
