@@ -382,3 +382,16 @@ fn a_literal_value_is_never_shown_by_a_parsed_config() {
         assert!(!shown.contains("hunter2"), "{shown}");
     }
 }
+
+#[test]
+fn a_value_aliased_into_a_ttl_is_not_echoed() {
+    let e = err(
+        "secrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - { name: A, source: { value: &s hunter2 } }\n      - { name: B, source: { fileRef: { path: /x, ttl: *s } } }\n",
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+    assert!(
+        e.starts_with("cfg.yaml:6:")
+            && e.contains("secrets[0].secretRefs[1].source.fileRef.ttl: not a duration"),
+        "{e}"
+    );
+}
