@@ -19,6 +19,19 @@ pub enum DurationError {
     TooLarge { text: String },
 }
 
+impl DurationError {
+    /// What is wrong, without the text itself: a config may alias a secret
+    /// `value` into a duration field, and this is what its error shows.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DurationError::Empty => "empty duration",
+            DurationError::Malformed { .. } => "not a duration like 30s, 5m, 1h30m",
+            DurationError::UnknownUnit { .. } => "unknown unit; use ms, s, m, h or d",
+            DurationError::TooLarge { .. } => "number too large",
+        }
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     if t.is_empty() {

@@ -10,10 +10,8 @@
 use serde::de::{self, DeserializeOwned, Visitor};
 
 use crate::policy::Policy;
-use crate::schema::{
-    AwsRef, Binding, Config, FileRefSpec, Monitoring, SecretKeyRef, SecretRefSpec, Selector,
-    SourceSpec, VaultRef,
-};
+use crate::schema::{Binding, Config, Monitoring, SecretRefSpec, Selector};
+use crate::source::{AwsRefSpec, FileRefSpec, SecretKeyRefSpec, SourceSpec, VaultRefSpec};
 
 /// Every field path of the config file the parser accepts, in the form the
 /// reference uses: `policy.blockEnviron`, `secrets[].selector.uid`,
@@ -39,10 +37,10 @@ pub fn known_fields() -> Vec<String> {
     add(&format!("{source}fileRef."), names_of::<FileRefSpec>());
     add(
         &format!("{source}secretKeyRef."),
-        names_of::<SecretKeyRef>(),
+        names_of::<SecretKeyRefSpec>(),
     );
-    add(&format!("{source}vaultRef."), names_of::<VaultRef>());
-    add(&format!("{source}awsRef."), names_of::<AwsRef>());
+    add(&format!("{source}vaultRef."), names_of::<VaultRefSpec>());
+    add(&format!("{source}awsRef."), names_of::<AwsRefSpec>());
     add("monitoring.", names_of::<Monitoring>());
     out
 }

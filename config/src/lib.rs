@@ -12,6 +12,9 @@ mod fields;
 pub mod input;
 mod policy;
 mod schema;
+mod secret_ref;
+mod source;
+mod source_path;
 mod validate;
 
 pub use duration::{DurationError, parse_duration};
@@ -19,10 +22,11 @@ pub use error::ConfigError;
 pub use fields::known_fields;
 pub use policy::{Mode, Policy};
 pub use schema::{
-    AwsRef, Binding, Config, Delivery, FileRef, LogFormat, Monitoring, OnRotate, PodIdentityMode,
-    ProviderSpec, SecretKeyRef, SecretRefSpec, Selector, SourceSpec, VaultEngine, VaultRef,
+    Binding, Config, Delivery, LogFormat, Monitoring, OnRotate, PodIdentityMode, ProviderSpec,
+    SecretRefSpec, Selector,
 };
-pub use validate::{Source, Warning};
+pub use secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef};
+pub use validate::Warning;
 
 use std::path::Path;
 

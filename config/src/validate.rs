@@ -1,88 +1,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::ConfigError;
-use crate::schema::{
-    AwsRef, Binding, Config, Delivery, FileRef, OnRotate, SecretKeyRef, SourceSpec, VaultRef,
-};
-
-/// A source after validation: exactly one kind.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Source {
-    Value(String),
-    Env(String),
-    File(FileRef),
-    KubernetesSecret(SecretKeyRef),
-    Vault(VaultRef),
-    Aws(AwsRef),
-}
-
-impl Source {
-    /// The source's kind as written in the config.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Source::Value(_) => "value",
-            Source::Env(_) => "envRef",
-            Source::File(_) => "fileRef",
-            Source::KubernetesSecret(_) => "secretKeyRef",
-            Source::Vault(_) => "vaultRef",
-            Source::Aws(_) => "awsRef",
-        }
-    }
-}
-
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Value(_) => f.write_str("Value(<redacted>)"),
-            Source::Env(v) => f.debug_tuple("Env").field(v).finish(),
-            Source::File(v) => f.debug_tuple("File").field(v).finish(),
-            Source::KubernetesSecret(v) => f.debug_tuple("KubernetesSecret").field(v).finish(),
-            Source::Vault(v) => f.debug_tuple("Vault").field(v).finish(),
-            Source::Aws(v) => f.debug_tuple("Aws").field(v).finish(),
-        }
-    }
-}
-
-impl SourceSpec {
-    fn set_fields(&self) -> Vec<&'static str> {
-        let mut set = Vec::new();
-        if self.value.is_some() {
-            set.push("value");
-        }
-        if self.env_ref.is_some() {
-            set.push("envRef");
-        }
-        if self.file_ref.is_some() {
-            set.push("fileRef");
-        }
-        if self.secret_key_ref.is_some() {
-            set.push("secretKeyRef");
-        }
-        if self.vault_ref.is_some() {
-            set.push("vaultRef");
-        }
-        if self.aws_ref.is_some() {
-            set.push("awsRef");
-        }
-        set
-    }
-
-    /// The one source this spec names, or `None` when zero or several are set
-    /// (validation refuses both).
-    pub fn source(&self) -> Option<Source> {
-        if self.set_fields().len() != 1 {
-            return None;
-        }
-        let s = self.clone();
-        s.value
-            .map(Source::Value)
-            .or(s.env_ref.map(Source::Env))
-            .or(s.file_ref.map(Source::File))
-            .or(s.secret_key_ref.map(Source::KubernetesSecret))
-            .or(s.vault_ref.map(Source::Vault))
-            .or(s.aws_ref.map(Source::Aws))
-    }
-}
+use crate::schema::{Binding, Config, Delivery, OnRotate};
+use crate::secret_ref::SecretRef;
 
 /// Something legal but probably not what the author meant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,23 +226,13 @@ fn check_binding(
             ));
         }
         let sline = line_of(&r.source.defined).or(rline);
-        let set = r.source.value.set_fields();
-        let Some(source) = r.source.value.source() else {
-            let found = if set.is_empty() {
-                "none".to_string()
-            } else {
-                set.join(", ")
-            };
-            return Err(c.invalid(
-                sline,
-                format!("{rfield}.source"),
-                format!(
-                    "exactly one of value, envRef, fileRef, secretKeyRef, vaultRef, awsRef must \
-                     be set (found {found})"
-                ),
-            ));
-        };
-        check_source(c, config, &source, &format!("{rfield}.source"), sline)?;
+        check_source(
+            c,
+            config,
+            &r.source.value,
+            &format!("{rfield}.source"),
+            sline,
+        )?;
     }
     Ok(())
 }
@@ -366,13 +276,13 @@ fn check_delivery_name(
 fn check_source(
     c: &Checker<'_>,
     config: &Config,
-    source: &Source,
+    source: &SecretRef,
     field: &str,
     line: Option<u64>,
 ) -> Result<(), ConfigError> {
     let (provider, want, sub) = match source {
-        Source::Value(_) => return Ok(()),
-        Source::Env(name) => {
+        SecretRef::Value(_) => return Ok(()),
+        SecretRef::Env { var: name } => {
             if name.is_empty() || name.contains('=') || name.contains('\0') {
                 return Err(c.invalid(
                     line,
@@ -382,17 +292,17 @@ fn check_source(
             }
             return Ok(());
         }
-        Source::File(f) => {
-            if !f.path().starts_with('/') {
+        SecretRef::File { path, .. } => {
+            if !path.is_absolute() {
                 return Err(c.invalid(
                     line,
                     format!("{field}.fileRef"),
-                    format!("{:?} is not an absolute path", f.path()),
+                    format!("{:?} is not an absolute path", path.to_string_lossy()),
                 ));
             }
             return Ok(());
         }
-        Source::KubernetesSecret(k) => {
+        SecretRef::Kubernetes(k) => {
             if k.name.is_empty() || k.key.is_empty() {
                 return Err(c.invalid(
                     line,
@@ -402,8 +312,8 @@ fn check_source(
             }
             return Ok(());
         }
-        Source::Vault(v) => (v.provider.as_deref(), "vault", "vaultRef"),
-        Source::Aws(a) => (a.provider.as_deref(), "aws", "awsRef"),
+        SecretRef::Vault(v) => (v.provider.as_deref(), "vault", "vaultRef"),
+        SecretRef::Aws(a) => (a.provider.as_deref(), "aws", "awsRef"),
     };
     if let Some(name) = provider {
         match config.providers.get(name) {

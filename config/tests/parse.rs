@@ -1,4 +1,7 @@
-use kernelseal_config::{Mode, Source, parse_str};
+use std::path::Path;
+use std::time::Duration;
+
+use kernelseal_config::{Mode, SecretRef, parse_str};
 
 const ORIGINAL_QUICK_START: &str = r#"version: v1
 policy:
@@ -63,8 +66,11 @@ fn original_quick_start_config_loads() {
     assert_eq!(c.secrets.len(), 1);
     let b = &c.secrets[0].value;
     assert_eq!(b.selector.binary.as_deref(), Some("sleep"));
-    let src = b.secret_refs[0].value.source.value.source().unwrap();
-    assert_eq!(src, Source::Env("KernelSeal_MY_SECRET".into()));
+    let src = &b.secret_refs[0].value.source.value;
+    assert!(
+        matches!(src, SecretRef::Env { var } if var == "KernelSeal_MY_SECRET"),
+        "{src:?}"
+    );
     // Binary-only selection is legal but worth a warning.
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
     assert_eq!(loaded.warnings[0].field, "secrets[0].selector");
@@ -78,7 +84,7 @@ fn design_example_loads_with_every_source_kind() {
         .value
         .secret_refs
         .iter()
-        .map(|r| r.value.source.value.source().unwrap().kind())
+        .map(|r| r.value.source.value.kind())
         .collect();
     assert_eq!(kinds, ["secretKeyRef", "vaultRef", "awsRef", "envRef"]);
     assert_eq!(loaded.config.providers["vault-prod"].value.kind, "vault");
@@ -218,12 +224,10 @@ fn literal_value_never_appears_in_errors_or_debug() {
     );
     let loaded = parse_str(&text, "cfg.yaml").unwrap();
     assert!(!format!("{loaded:?}").contains(secret));
-    let src = loaded.config.secrets[0].value.secret_refs[0]
+    let src = &loaded.config.secrets[0].value.secret_refs[0]
         .value
         .source
-        .value
-        .source()
-        .unwrap();
+        .value;
     assert!(!format!("{src:?}").contains(secret));
 }
 
@@ -255,24 +259,18 @@ fn file_ref_mapping_is_strict() {
     let base = "secrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - name: A\n        source: { fileRef: ";
     // Both forms load.
     let ok = parse_str(&format!("{base}/etc/a }}\n"), "f.yaml").expect("path form");
-    let src = ok.config.secrets[0].value.secret_refs[0]
-        .value
-        .source
-        .value
-        .source();
-    assert!(matches!(src, Some(Source::File(f)) if f.path() == "/etc/a" && f.json_key().is_none()));
+    let src = &ok.config.secrets[0].value.secret_refs[0].value.source.value;
+    assert!(
+        matches!(src, SecretRef::File { path, json_key, .. } if path == Path::new("/etc/a") && json_key.is_none())
+    );
     let ok = parse_str(
         &format!("{base}{{ path: /etc/a.json, jsonKey: k, ttl: 30s }} }}\n"),
         "f.yaml",
     )
     .expect("mapping form");
-    let src = ok.config.secrets[0].value.secret_refs[0]
-        .value
-        .source
-        .value
-        .source();
+    let src = &ok.config.secrets[0].value.secret_refs[0].value.source.value;
     assert!(
-        matches!(src, Some(Source::File(f)) if f.json_key() == Some("k") && f.ttl() == Some("30s"))
+        matches!(src, SecretRef::File { json_key, ttl, .. } if json_key.as_deref() == Some("k") && *ttl == Some(Duration::from_secs(30)))
     );
     // A misspelt jsonKey would deliver the whole file: refused, named, located.
     let e = err(&format!("{base}{{ path: /etc/a.json, jsonkey: k }} }}\n"));
@@ -310,4 +308,90 @@ fn a_value_aliased_into_another_field_is_not_echoed() {
         assert!(t.starts_with("cfg.yaml:"), "{t}");
         assert!(t.contains(want), "{t}");
     }
+}
+
+#[test]
+fn source_errors_name_the_whole_path_and_line() {
+    let e = err(
+        "secrets:\n  - { name: a, selector: { uid: 1 } }\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - { name: A, source: { envRef: X } }\n      - name: B\n        source:\n          fileRef: { path: /x, ttl: 30y }\n",
+    );
+    assert!(
+        e.starts_with("cfg.yaml:9:")
+            && e.contains("secrets[1].secretRefs[1].source.fileRef.ttl: unknown unit"),
+        "{e}"
+    );
+    let e = err(
+        "secrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - { name: A, source: { vaultRef: { path: p, key: k, ttl: soon } } }\n",
+    );
+    assert!(
+        e.contains("secrets[0].secretRefs[0].source.vaultRef.ttl: not a duration"),
+        "{e}"
+    );
+    let e = err(
+        "secrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - { name: A, source: { awsRef: { secretId: s, versionId: v, versionStage: AWSCURRENT } } }\n",
+    );
+    assert!(e.starts_with("cfg.yaml:5:"), "{e}");
+    assert!(
+        e.contains(
+            "secrets[0].secretRefs[0].source.awsRef.versionStage: set versionId or versionStage, not both"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn durations_are_parsed_with_the_source() {
+    let c = parse_str(
+        "secrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - { name: A, source: { vaultRef: { path: p, key: k, engine: kv1, ttl: 1m30s } } }\n      - { name: B, source: { awsRef: { secretId: s, ttl: 250ms } } }\n",
+        "cfg.yaml",
+    )
+    .unwrap()
+    .config;
+    let ttls: Vec<_> = c.secrets[0]
+        .value
+        .secret_refs
+        .iter()
+        .map(|r| r.value.source.value.ttl())
+        .collect();
+    assert_eq!(
+        ttls,
+        [
+            Some(Duration::from_secs(90)),
+            Some(Duration::from_millis(250))
+        ]
+    );
+}
+
+#[test]
+fn a_literal_value_is_never_shown_by_a_parsed_config() {
+    let loaded = parse_str(
+        "secrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - { name: A, source: { value: hunter2 } }\n",
+        "cfg.yaml",
+    )
+    .unwrap();
+    let src = &loaded.config.secrets[0].value.secret_refs[0]
+        .value
+        .source
+        .value;
+    assert_eq!(src.literal_bytes(), Some(&b"hunter2"[..]));
+    for shown in [
+        format!("{loaded:?}"),
+        format!("{:?}", loaded.config),
+        format!("{src} {src:?}"),
+    ] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
+
+#[test]
+fn a_value_aliased_into_a_ttl_is_not_echoed() {
+    let e = err(
+        "secrets:\n  - name: b\n    selector: { uid: 1 }\n    secretRefs:\n      - { name: A, source: { value: &s hunter2 } }\n      - { name: B, source: { fileRef: { path: /x, ttl: *s } } }\n",
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+    assert!(
+        e.starts_with("cfg.yaml:6:")
+            && e.contains("secrets[0].secretRefs[1].source.fileRef.ttl: not a duration"),
+        "{e}"
+    );
 }

@@ -39,12 +39,6 @@ pub enum InjectError {
         #[source]
         problem: FilesProblem,
     },
-    #[error("binding {binding:?}: {problem}")]
-    Binding {
-        binding: String,
-        #[source]
-        problem: BindingProblem,
-    },
 }
 
 /// What went wrong setting up the agent socket.
@@ -84,13 +78,4 @@ impl From<&'static str> for FilesProblem {
     fn from(reason: &'static str) -> Self {
         FilesProblem::Refused(reason)
     }
-}
-
-/// Why a binding cannot be served.
-#[derive(Debug, thiserror::Error)]
-pub enum BindingProblem {
-    #[error("{secret}: no source")]
-    NoSource { secret: String },
-    #[error(transparent)]
-    Ref(#[from] kernelseal_providers::Error),
 }

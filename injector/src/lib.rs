@@ -24,7 +24,7 @@ mod state;
 
 pub use admission::ConnLimits;
 pub use deliver::SECRETS_DIR_VAR;
-pub use error::{BindingProblem, FilesProblem, InjectError, SocketProblem};
+pub use error::{FilesProblem, InjectError, SocketProblem};
 pub use exec_delivery::deliver_on_exec;
 pub use files::{DeliveredFiles, FileStore, Inode, InodeGuard, SharedGuard};
 pub use identity::Caller;

@@ -1,6 +1,7 @@
-//! Every check a config must pass before the agent loads anything, run in
-//! one call so the operator sees every problem at once: each provider's
-//! settings, each binding's refs, each binding's exec-filter entry. Nothing
+//! Every check a config must pass before the agent loads anything beyond
+//! what parsing checks (each ref's source, ttl and versions), run in one
+//! call so the operator sees every problem at once: each provider's
+//! settings, each binding's exec-filter entry. Nothing
 //! is contacted, read or loaded. `kernelseal config validate`, the agent's
 //! start and its reloads all use [`check_config`].
 
@@ -8,16 +9,11 @@ use kernelseal_bpf::{BpfError, ExecFilter};
 use kernelseal_config::Config;
 use kernelseal_providers::ProviderSettings;
 
-use crate::error::InjectError;
-use crate::select;
-
 /// One thing wrong with a config.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigProblem {
     #[error(transparent)]
     Provider(#[from] kernelseal_providers::Error),
-    #[error(transparent)]
-    Binding(#[from] InjectError),
     #[error("binding {binding:?}: {source}")]
     ExecFilter {
         binding: String,
@@ -57,9 +53,6 @@ pub fn check_config(config: &Config) -> Result<(), ConfigProblems> {
     for (i, binding) in config.secrets.iter().enumerate() {
         let id = i as u32 + 1;
         let b = &binding.value;
-        if let Err(e) = select::prepare_binding(id, b) {
-            problems.push(e.into());
-        }
         if let Err(source) =
             filter.add(id, b.selector.binary.as_deref(), b.selector.path.as_deref())
         {
@@ -90,13 +83,14 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let long = "b".repeat(kernelseal_bpf::abi::BINARY_LEN);
+        let long_binary = "b".repeat(kernelseal_bpf::abi::BINARY_LEN);
+        let long_path = format!("/{}", "p".repeat(kernelseal_bpf::abi::PATH_LEN));
         let found = problems(&format!(
-            "providers:\n  vault:\n    type: vault\n    address: vault:8200\nsecrets:\n  - name: bad-ref\n    selector: {{ uid: 0 }}\n    secretRefs:\n      - name: A\n        source: {{ fileRef: {{ path: /a, ttl: 5x }} }}\n  - name: bad-binary\n    selector: {{ binary: {long} }}\n    secretRefs:\n      - name: B\n        source: {{ value: b }}\n",
+            "providers:\n  vault:\n    type: vault\n    address: vault:8200\nsecrets:\n  - name: bad-path\n    selector: {{ path: {long_path} }}\n    secretRefs:\n      - name: A\n        source: {{ value: a }}\n  - name: bad-binary\n    selector: {{ binary: {long_binary} }}\n    secretRefs:\n      - name: B\n        source: {{ value: b }}\n",
         ));
         assert_eq!(found.len(), 3, "{found:#?}");
         assert!(found[0].contains("address"), "{}", found[0]);
-        assert!(found[1].contains("bad-ref"), "{}", found[1]);
+        assert!(found[1].contains("bad-path"), "{}", found[1]);
         assert!(found[2].contains("bad-binary"), "{}", found[2]);
     }
 

@@ -326,10 +326,7 @@ mod tests {
         assert_eq!(set.len(), SWEEP_FLOOR + 1, "the exited ones are gone");
         let change = VersionChange {
             key: "k".into(),
-            reference: kernelseal_providers::SecretRef::from_source(
-                &kernelseal_config::Source::Value("x".into()),
-            )
-            .unwrap(),
+            reference: kernelseal_providers::SecretRef::literal("x"),
             old_version: None,
             new_version: None,
         };

@@ -5,7 +5,6 @@
 use kernelseal_config::{Binding, Config, Delivery, OnRotate, Selector};
 use kernelseal_providers::SecretRef;
 
-use crate::error::{BindingProblem, InjectError};
 use crate::identity::Caller;
 
 /// A binding ready to serve: its kernel id (1-based position) and refs.
@@ -31,47 +30,29 @@ impl PreparedBinding {
     }
 }
 
-pub fn prepare(config: &Config) -> Result<Vec<PreparedBinding>, InjectError> {
+pub fn prepare(config: &Config) -> Vec<PreparedBinding> {
     config
         .secrets
         .iter()
         .enumerate()
-        .map(|(i, b)| prepare_binding(i as u32 + 1, &b.value))
+        .map(|(i, b)| prepare_one(i as u32 + 1, &b.value))
         .collect()
 }
 
-/// One binding's refs, parsed; `id` is its 1-based position in `secrets`.
-pub(crate) fn prepare_binding(id: u32, b: &Binding) -> Result<PreparedBinding, InjectError> {
+fn prepare_one(id: u32, b: &Binding) -> PreparedBinding {
     let refs = b
         .secret_refs
         .iter()
-        .map(|r| {
-            let source = r
-                .value
-                .source
-                .value
-                .source()
-                .ok_or_else(|| InjectError::Binding {
-                    binding: b.name.clone(),
-                    problem: BindingProblem::NoSource {
-                        secret: r.value.name.clone(),
-                    },
-                })?;
-            let sref = SecretRef::from_source(&source).map_err(|e| InjectError::Binding {
-                binding: b.name.clone(),
-                problem: BindingProblem::Ref(e),
-            })?;
-            Ok((r.value.name.clone(), sref))
-        })
-        .collect::<Result<_, InjectError>>()?;
-    Ok(PreparedBinding {
+        .map(|r| (r.value.name.clone(), r.value.source.value.clone()))
+        .collect();
+    PreparedBinding {
         id,
         name: b.name.clone(),
         selector: b.selector.clone(),
         refs,
         on_rotate: b.on_rotate.clone(),
         delivery: b.delivery,
-    })
+    }
 }
 
 /// `cgroupPath` matches the caller's cgroup or any cgroup below it.
@@ -143,7 +124,7 @@ mod tests {
             "secrets:\n  - name: b\n    selector: {yaml_selector}\n    secretRefs:\n      - {{ name: A, source: {{ value: x }} }}\n"
         );
         let cfg = kernelseal_config::parse_str(&text, "t").unwrap().config;
-        prepare(&cfg).unwrap().remove(0)
+        prepare(&cfg).remove(0)
     }
 
     #[test]

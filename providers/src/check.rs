@@ -89,39 +89,21 @@ pub async fn check_config(config: &Config) -> Vec<RefCheck> {
     }
 }
 
-type RefRow = (
-    String,
-    String,
-    &'static str,
-    String,
-    Result<SecretRef, Error>,
-);
+type RefRow = (String, String, &'static str, String, SecretRef);
 
 fn each_ref(config: &Config) -> Vec<RefRow> {
     let mut out = Vec::new();
     for b in &config.secrets {
         for sr in &b.value.secret_refs {
             let spec = &sr.value;
-            let (kind, reference, r) = match spec.source.value.source() {
-                Some(src) => {
-                    let r = SecretRef::from_source(&src);
-                    let text = r
-                        .as_ref()
-                        .map(|r| r.to_string())
-                        .unwrap_or_else(|_| src.kind().to_string());
-                    (src.kind(), text, r)
-                }
-                None => (
-                    "none",
-                    "(no source)".to_string(),
-                    Err(Error::InvalidRef {
-                        reference: spec.name.clone(),
-                        field: "source".into(),
-                        message: "exactly one source must be set".into(),
-                    }),
-                ),
-            };
-            out.push((b.value.name.clone(), spec.name.clone(), kind, reference, r));
+            let r = spec.source.value.clone();
+            out.push((
+                b.value.name.clone(),
+                spec.name.clone(),
+                r.kind(),
+                r.to_string(),
+                r,
+            ));
         }
     }
     out
@@ -134,30 +116,27 @@ pub async fn check_with(registry: &Registry, config: &Config) -> Vec<RefCheck> {
     let futs = rows
         .into_iter()
         .map(|(binding, secret, kind, reference, r)| async move {
-            let (provider, result) = match r {
+            let (provider, result) = match registry.resolve(&r) {
                 Err(e) => (None, Err(e)),
-                Ok(r) => match registry.resolve(&r) {
-                    Err(e) => (None, Err(e)),
-                    Ok((name, p)) => {
-                        let res = tokio::time::timeout(CHECK_TIMEOUT, p.fetch(&r))
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(Error::Timeout {
-                                    reference: r.to_string(),
-                                    after: CHECK_TIMEOUT,
-                                })
+                Ok((name, p)) => {
+                    let res = tokio::time::timeout(CHECK_TIMEOUT, p.fetch(&r))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::Timeout {
+                                reference: r.to_string(),
+                                after: CHECK_TIMEOUT,
                             })
-                            .map(|v| {
-                                let m = v.metadata();
-                                CheckedValue {
-                                    version: m.version.clone(),
-                                    lease: m.lease.as_ref().map(|l| l.duration),
-                                    ttl: m.ttl,
-                                }
-                            });
-                        (Some(name), res)
-                    }
-                },
+                        })
+                        .map(|v| {
+                            let m = v.metadata();
+                            CheckedValue {
+                                version: m.version.clone(),
+                                lease: m.lease.as_ref().map(|l| l.duration),
+                                ttl: m.ttl,
+                            }
+                        });
+                    (Some(name), res)
+                }
             };
             RefCheck {
                 binding,

@@ -35,7 +35,7 @@ impl SecretProvider for EnvProvider {
             },
             other => return Err(wrong_kind(other, "env")),
         };
-        let mut meta = Metadata::new(reference.to_string(), reference.kind_provider());
+        let mut meta = Metadata::new(reference.to_string(), local_provider(reference));
         meta.version = Some(content_tag(&bytes));
         Ok(SecretValue::new(bytes, meta))
     }
@@ -48,14 +48,12 @@ pub(crate) fn wrong_kind(r: &SecretRef, provider: &str) -> Error {
     }
 }
 
-impl SecretRef {
-    /// Name of the built-in provider for the local kinds.
-    pub(crate) fn kind_provider(&self) -> &'static str {
-        match self {
-            SecretRef::Value(_) => "value",
-            SecretRef::Env { .. } => "env",
-            SecretRef::File { .. } => "file",
-            _ => "",
-        }
+/// Name of the built-in provider for the local kinds.
+fn local_provider(r: &SecretRef) -> &'static str {
+    match r {
+        SecretRef::Value(_) => "value",
+        SecretRef::Env { .. } => "env",
+        SecretRef::File { .. } => "file",
+        _ => "",
     }
 }

@@ -24,7 +24,7 @@ pub enum Error {
     /// The ref names no usable provider (unknown name, wrong type, ambiguous).
     #[error("{reference}: provider: {message}")]
     Provider { reference: String, message: String },
-    /// A field of the ref itself is unusable (bad ttl, jsonKey on binary…).
+    /// A field of the ref itself is unusable (jsonKey on binary…).
     #[error("{reference}: {field}: {message}")]
     InvalidRef {
         reference: String,

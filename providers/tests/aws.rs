@@ -320,15 +320,11 @@ async fn standard_chain_child() {
         eprintln!("{c}");
     }
     assert!(checks.iter().all(|c| c.is_ok()));
-    let r = SecretRef::from_source(
-        &cfg.secrets[0].value.secret_refs[0]
-            .value
-            .source
-            .value
-            .source()
-            .unwrap(),
-    )
-    .unwrap();
+    let r = cfg.secrets[0].value.secret_refs[0]
+        .value
+        .source
+        .value
+        .clone();
     let reg = kernelseal_providers::Registry::from_config(&cfg).unwrap();
     let v = reg.fetch(&r).await.unwrap();
     assert_eq!(v.expose_str(), Some("chain-token-value"));

@@ -279,10 +279,8 @@ async fn registry_and_check_report() {
     });
     // The single vault and the single aws instance are the defaults.
     assert_eq!(reg.resolve(&vr).unwrap().0, "vault-prod");
-    let ar = SecretRef::from_source(&kernelseal_config::Source::Aws(
-        serde_json::from_value(serde_json::json!({"secretId": "x"})).unwrap(),
-    ))
-    .unwrap();
+    let ar: SecretRef =
+        serde_json::from_value(serde_json::json!({"awsRef": {"secretId": "x"}})).unwrap();
     assert_eq!(reg.resolve(&ar).unwrap().0, "aws-main");
     // Wrong type, unknown name, ambiguous default.
     let named = |p: &str| {

@@ -170,7 +170,7 @@ fn serving_state(
         kept.live.clone(),
         stop,
     ));
-    let bindings = kernelseal_injector::prepare(config).map_err(Failure::config)?;
+    let bindings = kernelseal_injector::prepare(config);
     if kept.pods.is_none() {
         for b in bindings.iter().filter(|b| b.needs_pod_identity()) {
             warn!(

@@ -14,7 +14,7 @@ fn state(secrets: &str) -> ServingState {
     let config = kernelseal_config::parse_str(&text, "t").unwrap().config;
     let registry = Registry::from_config(&config).unwrap();
     ServingState {
-        bindings: crate::prepare(&config).unwrap(),
+        bindings: crate::prepare(&config),
         cache: Cache::new(Arc::new(registry), Default::default()),
         marks: None,
         enforce: false,

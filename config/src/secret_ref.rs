@@ -1,0 +1,204 @@
+//! `SecretRef`: one secret's source, as the parser produces it (see
+//! `source.rs`) and the providers fetch it. A ref always names exactly one
+//! kind of source, and its durations are already parsed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretBox};
+
+/// One secret to fetch.
+#[derive(Clone)]
+pub enum SecretRef {
+    /// A literal from the config. Kept in a zeroizing box; never printed.
+    Value(Arc<SecretBox<str>>),
+    Env {
+        var: String,
+    },
+    File {
+        path: PathBuf,
+        json_key: Option<String>,
+        /// Re-read interval for rotation (`fileRef: { ttl: … }`).
+        ttl: Option<Duration>,
+    },
+    Kubernetes(KubernetesRef),
+    Vault(VaultRef),
+    Aws(AwsRef),
+}
+
+/// A key of a Kubernetes Secret. Without a namespace, the provider's
+/// (settings, in-cluster namespace file, kubeconfig context) applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesRef {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub key: String,
+}
+
+/// KV engine version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvEngine {
+    /// KV v1, and any generic read (dynamic secrets: `database/creds/app`).
+    V1,
+    V2,
+}
+
+/// A key of a Vault secret. `mount` and `engine` fall back to the provider's
+/// settings (`mount`, default `secret`; `kvVersion`, default 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultRef {
+    pub provider: Option<String>,
+    pub mount: Option<String>,
+    /// Relative to the mount; the provider adds KV v2's `data/`.
+    pub path: String,
+    pub key: String,
+    pub version: Option<u64>,
+    pub engine: Option<KvEngine>,
+    /// Per-ref cache TTL override.
+    pub ttl: Option<Duration>,
+}
+
+/// A secret in AWS Secrets Manager. At most one of `version_id` and
+/// `version_stage` is set (the parser refuses both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsRef {
+    pub provider: Option<String>,
+    pub secret_id: String,
+    pub json_key: Option<String>,
+    pub version_id: Option<String>,
+    pub version_stage: Option<String>,
+    pub ttl: Option<Duration>,
+}
+
+impl SecretRef {
+    /// A literal value ref (tests, tools).
+    pub fn literal(value: &str) -> Self {
+        SecretRef::Value(Arc::new(SecretBox::new(value.into())))
+    }
+
+    /// The config's name for this kind of source.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SecretRef::Value(_) => "value",
+            SecretRef::Env { .. } => "envRef",
+            SecretRef::File { .. } => "fileRef",
+            SecretRef::Kubernetes(_) => "secretKeyRef",
+            SecretRef::Vault(_) => "vaultRef",
+            SecretRef::Aws(_) => "awsRef",
+        }
+    }
+
+    /// The provider instance named by the ref, if any.
+    pub fn provider_name(&self) -> Option<&str> {
+        match self {
+            SecretRef::Vault(v) => v.provider.as_deref(),
+            SecretRef::Aws(a) => a.provider.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Per-ref TTL override.
+    pub fn ttl(&self) -> Option<Duration> {
+        match self {
+            SecretRef::Vault(v) => v.ttl,
+            SecretRef::Aws(a) => a.ttl,
+            SecretRef::File { ttl, .. } => *ttl,
+            _ => None,
+        }
+    }
+
+    /// Cache key: the ref's text. Literal values are not cached (there is
+    /// nothing to fetch), so their key never needs to name the content.
+    pub fn cache_key(&self) -> Option<String> {
+        match self {
+            SecretRef::Value(_) => None,
+            _ => Some(self.to_string()),
+        }
+    }
+
+    /// The literal's bytes, for the provider that delivers them; `None` for
+    /// every other kind.
+    pub fn literal_bytes(&self) -> Option<&[u8]> {
+        match self {
+            SecretRef::Value(v) => Some(v.expose_secret().as_bytes()),
+            _ => None,
+        }
+    }
+}
+
+// Display names the ref without its content: used in errors, logs, metadata.
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::Value(_) => f.write_str("value <literal>"),
+            SecretRef::Env { var } => write!(f, "envRef {var}"),
+            SecretRef::File { path, json_key, .. } => {
+                write!(f, "fileRef {}", path.display())?;
+                if let Some(k) = json_key {
+                    write!(f, "#{k}")?;
+                }
+                Ok(())
+            }
+            SecretRef::Kubernetes(k) => {
+                f.write_str("secretKeyRef ")?;
+                if let Some(ns) = &k.namespace {
+                    write!(f, "{ns}/")?;
+                }
+                write!(f, "{}#{}", k.name, k.key)
+            }
+            SecretRef::Vault(v) => {
+                f.write_str("vaultRef ")?;
+                if let Some(p) = &v.provider {
+                    write!(f, "{p}:")?;
+                }
+                if let Some(m) = &v.mount {
+                    write!(f, "{}/", m.trim_matches('/'))?;
+                }
+                write!(f, "{}#{}", v.path, v.key)?;
+                if let Some(ver) = v.version {
+                    write!(f, "@v{ver}")?;
+                }
+                if let Some(e) = v.engine {
+                    write!(f, " ({})", if e == KvEngine::V1 { "kv1" } else { "kv2" })?;
+                }
+                Ok(())
+            }
+            SecretRef::Aws(a) => {
+                f.write_str("awsRef ")?;
+                if let Some(p) = &a.provider {
+                    write!(f, "{p}:")?;
+                }
+                f.write_str(&a.secret_id)?;
+                if let Some(k) = &a.json_key {
+                    write!(f, "#{k}")?;
+                }
+                if let Some(v) = &a.version_id {
+                    write!(f, "@{v}")?;
+                }
+                if let Some(s) = &a.version_stage {
+                    write!(f, "@{s}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretRef({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_never_displayed() {
+        let r = SecretRef::literal("hunter2");
+        assert!(!format!("{r} {r:?}").contains("hunter2"));
+        assert_eq!(r.cache_key(), None);
+    }
+}

@@ -1,0 +1,281 @@
+//! Reading a `source:` into a [`SecretRef`]. The mapping is read as written
+//! (every kind optional, strict about unknown fields), then turned into the
+//! one kind it names: zero or several kinds, an unreadable `ttl`, or both
+//! `versionId` and `versionStage` are parse errors, located at the source
+//! and naming its field path.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretBox;
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use zeroize::Zeroize;
+
+use crate::duration::parse_duration;
+use crate::secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef};
+use crate::source_path;
+
+/// Why a `source:` mapping does not make a [`SecretRef`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SourceError {
+    #[error(
+        "exactly one of value, envRef, fileRef, secretKeyRef, vaultRef, awsRef must be set \
+         (found {})",
+        found_list(found)
+    )]
+    NotExactlyOne { found: Vec<&'static str> },
+    /// The duration text is left out: it could be an aliased secret.
+    #[error("{reason}")]
+    Ttl {
+        kind: &'static str,
+        reason: &'static str,
+    },
+    #[error("set versionId or versionStage, not both")]
+    AwsVersionIdAndStage,
+}
+
+fn found_list(found: &[&str]) -> String {
+    if found.is_empty() {
+        "none".to_string()
+    } else {
+        found.join(", ")
+    }
+}
+
+impl SourceError {
+    /// The field below `source` the error is about, if not the source itself.
+    fn field(&self) -> Option<String> {
+        match self {
+            SourceError::NotExactlyOne { .. } => None,
+            SourceError::Ttl { kind, .. } => Some(format!("{kind}.ttl")),
+            SourceError::AwsVersionIdAndStage => Some("awsRef.versionStage".to_string()),
+        }
+    }
+}
+
+/// A source as written: exactly one field must be set.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SourceSpec {
+    /// A literal value. Useful for tests; keep real secrets out of config files.
+    value: Option<Literal>,
+    env_ref: Option<String>,
+    #[serde(default, deserialize_with = "path_or_file_ref")]
+    file_ref: Option<FileRefSpec>,
+    secret_key_ref: Option<SecretKeyRefSpec>,
+    vault_ref: Option<VaultRefSpec>,
+    aws_ref: Option<AwsRefSpec>,
+}
+
+/// The mapping form of `fileRef`, strict like every other section: a
+/// misspelt `jsonKey` must not silently deliver the whole file.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct FileRefSpec {
+    path: String,
+    json_key: Option<String>,
+    /// How often the file is re-read for rotation, e.g. `30s` (default: the
+    /// cache's 5 minutes).
+    ttl: Option<String>,
+}
+
+/// A key of a Kubernetes Secret.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SecretKeyRefSpec {
+    name: String,
+    key: String,
+    namespace: Option<String>,
+}
+
+/// A key of a Vault KV secret. `path` is relative to `mount`; the provider
+/// adds KV v2's `data/`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct VaultRefSpec {
+    provider: Option<String>,
+    mount: Option<String>,
+    path: String,
+    key: String,
+    version: Option<u64>,
+    engine: Option<EngineSpec>,
+    /// Per-ref cache TTL override, e.g. `30s`, `5m`.
+    ttl: Option<String>,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EngineSpec {
+    Kv1,
+    Kv2,
+}
+
+/// A secret in AWS Secrets Manager.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct AwsRefSpec {
+    provider: Option<String>,
+    secret_id: String,
+    json_key: Option<String>,
+    version_id: Option<String>,
+    version_stage: Option<String>,
+    ttl: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        SourceSpec::deserialize(deserializer)?
+            .into_ref()
+            .map_err(|e| {
+                let at = source_path::current();
+                match e.field() {
+                    Some(field) => de::Error::custom(format!("{at}.{field}: {e}")),
+                    None => de::Error::custom(format!("{at}: {e}")),
+                }
+            })
+    }
+}
+
+impl SourceSpec {
+    fn set_fields(&self) -> Vec<&'static str> {
+        [
+            ("value", self.value.is_some()),
+            ("envRef", self.env_ref.is_some()),
+            ("fileRef", self.file_ref.is_some()),
+            ("secretKeyRef", self.secret_key_ref.is_some()),
+            ("vaultRef", self.vault_ref.is_some()),
+            ("awsRef", self.aws_ref.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
+    fn into_ref(self) -> Result<SecretRef, SourceError> {
+        let found = self.set_fields();
+        if found.len() != 1 {
+            return Err(SourceError::NotExactlyOne { found });
+        }
+        let SourceSpec {
+            value,
+            env_ref,
+            file_ref,
+            secret_key_ref,
+            vault_ref,
+            aws_ref,
+        } = self;
+        if let Some(Literal(v)) = value {
+            return Ok(SecretRef::Value(Arc::new(v)));
+        }
+        if let Some(var) = env_ref {
+            return Ok(SecretRef::Env { var });
+        }
+        if let Some(f) = file_ref {
+            return Ok(SecretRef::File {
+                path: PathBuf::from(f.path),
+                json_key: f.json_key,
+                ttl: ttl("fileRef", f.ttl)?,
+            });
+        }
+        if let Some(k) = secret_key_ref {
+            return Ok(SecretRef::Kubernetes(KubernetesRef {
+                namespace: k.namespace,
+                name: k.name,
+                key: k.key,
+            }));
+        }
+        if let Some(v) = vault_ref {
+            return Ok(SecretRef::Vault(VaultRef {
+                provider: v.provider,
+                mount: v.mount,
+                path: v.path,
+                key: v.key,
+                version: v.version,
+                engine: v.engine.map(|e| match e {
+                    EngineSpec::Kv1 => KvEngine::V1,
+                    EngineSpec::Kv2 => KvEngine::V2,
+                }),
+                ttl: ttl("vaultRef", v.ttl)?,
+            }));
+        }
+        let a = aws_ref.ok_or(SourceError::NotExactlyOne { found })?;
+        if a.version_id.is_some() && a.version_stage.is_some() {
+            return Err(SourceError::AwsVersionIdAndStage);
+        }
+        Ok(SecretRef::Aws(AwsRef {
+            provider: a.provider,
+            secret_id: a.secret_id,
+            json_key: a.json_key,
+            version_id: a.version_id,
+            version_stage: a.version_stage,
+            ttl: ttl("awsRef", a.ttl)?,
+        }))
+    }
+}
+
+fn ttl(kind: &'static str, text: Option<String>) -> Result<Option<Duration>, SourceError> {
+    text.map(|t| {
+        parse_duration(&t).map_err(|e| SourceError::Ttl {
+            kind,
+            reason: e.reason(),
+        })
+    })
+    .transpose()
+}
+
+/// A literal `value`, moved into zeroizing memory as it is read; the
+/// string the parser hands over is wiped when it is owned.
+struct Literal(SecretBox<str>);
+
+impl<'de> Deserialize<'de> for Literal {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LiteralVisitor;
+        impl Visitor<'_> for LiteralVisitor {
+            type Value = Literal;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Literal, E> {
+                Ok(Literal(SecretBox::new(Box::from(v))))
+            }
+            fn visit_string<E: de::Error>(self, mut v: String) -> Result<Literal, E> {
+                let literal = self.visit_str(&v);
+                v.zeroize();
+                literal
+            }
+        }
+        deserializer.deserialize_string(LiteralVisitor)
+    }
+}
+
+/// `fileRef: /path` or `fileRef: { path: /path, jsonKey: k, ttl: 30s }`.
+fn path_or_file_ref<'de, D: de::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<FileRefSpec>, D::Error> {
+    struct FileRefVisitor;
+    impl<'de> Visitor<'de> for FileRefVisitor {
+        type Value = Option<FileRefSpec>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a path, or a mapping with path, jsonKey, ttl")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(FileRefSpec {
+                path: v.to_string(),
+                json_key: None,
+                ttl: None,
+            }))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            FileRefSpec::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_any(FileRefVisitor)
+}
