@@ -74,11 +74,7 @@ impl FileProvider {
         let task_ref = r.clone();
         tokio::task::spawn_blocking(move || {
             let r = task_ref;
-            let fail = |problem| Error::File {
-                reference: r.to_string(),
-                path: path.clone(),
-                problem,
-            };
+            let fail = failure(&r, &path);
             let file = open_beneath(&dir, &relative).map_err(|e| fail(beneath_problem(e)))?;
             let name = path.display().to_string();
             let meta =
@@ -139,11 +135,7 @@ fn read(
     json_key: Option<&str>,
     limit: u64,
 ) -> Result<SecretValue, Error> {
-    let fail = |problem| Error::File {
-        reference: r.to_string(),
-        path: path.to_path_buf(),
-        problem,
-    };
+    let fail = failure(r, path);
     // Opened non-blocking and checked on the descriptor: a FIFO swapped in
     // after a check by path would block the open, a device never end.
     let (file, meta) = input::open(path, "fileRef").map_err(|e| fail(input_problem(&e)))?;
@@ -160,11 +152,7 @@ fn read_opened(
     json_key: Option<&str>,
     limit: u64,
 ) -> Result<SecretValue, Error> {
-    let fail = |problem| Error::File {
-        reference: r.to_string(),
-        path: path.to_path_buf(),
-        problem,
-    };
+    let fail = failure(r, path);
     let mut buf = Zeroizing::new(Vec::new());
     let name = path.display().to_string();
     // Sized once from the file's length: no reallocation leaves a copy.
@@ -183,6 +171,15 @@ fn read_opened(
     let mut m = Metadata::new(r.to_string(), "file");
     m.version = Some(format!("mtime:{mtime}/{}", content_tag(&bytes)));
     Ok(SecretValue::new(bytes, m))
+}
+
+/// The error of reading `path` for `r`, for each problem found.
+fn failure<'a>(r: &'a SecretRef, path: &'a Path) -> impl Fn(FileProblem) -> Error + 'a {
+    move |problem| Error::File {
+        reference: r.to_string(),
+        path: path.to_path_buf(),
+        problem,
+    }
 }
 
 fn io_problem(e: &std::io::Error) -> FileProblem {
