@@ -54,6 +54,21 @@ fn config_validate_names_field_and_line_and_exits_2() {
 }
 
 #[test]
+fn config_validate_reports_every_problem_after_parsing_at_once() {
+    let long = "b".repeat(64);
+    let path = tmp_config(
+        "two-problems.yaml",
+        &format!(
+            "providers:\n  vault:\n    type: vault\n    address: vault:8200\nsecrets:\n  - name: too-long\n    selector: {{ binary: {long} }}\n    secretRefs:\n      - {{ name: A, source: {{ value: a }} }}\n"
+        ),
+    );
+    let (code, _, err) = run(&["config", "validate", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("providers.vault.address"), "{err}");
+    assert!(err.contains("binding \"too-long\""), "{err}");
+}
+
+#[test]
 fn missing_config_is_a_usage_error_naming_the_path() {
     let (code, _, err) = run(&["agent", "--config", "/nonexistent/kernelseal.yaml"]);
     assert_eq!(code, 2, "{err}");
