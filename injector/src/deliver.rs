@@ -81,25 +81,6 @@ impl Occasion<'_> {
         matches!(self, Occasion::Exec { .. })
     }
 
-    /// Gets one secret. The provider metrics time a wrapper's fetches; an
-    /// exec-time delivery counts each secret it could not get as a denial
-    /// instead (see [`Occasion::fetch_failed`]).
-    async fn fetch(
-        &self,
-        state: &ServingState,
-        sref: &SecretRef,
-    ) -> Result<SecretValue, kernelseal_providers::Error> {
-        let started = std::time::Instant::now();
-        let fetched = state.cache.get(sref).await;
-        if let Occasion::Request { .. } = self {
-            let provider = sref.provider_name().unwrap_or(sref.kind());
-            state
-                .metrics
-                .observe_fetch(provider, started.elapsed(), fetched.is_ok());
-        }
-        fetched
-    }
-
     fn fetch_failed(
         &self,
         state: &ServingState,
@@ -145,6 +126,22 @@ impl Occasion<'_> {
             ),
         }
     }
+}
+
+/// Gets one secret, timed for the provider metrics whatever started the
+/// delivery (an exec-time delivery also counts each secret it could not
+/// get as a denial, see [`Occasion::fetch_failed`]).
+async fn fetch(
+    state: &ServingState,
+    sref: &SecretRef,
+) -> Result<SecretValue, kernelseal_providers::Error> {
+    let started = std::time::Instant::now();
+    let fetched = state.cache.get(sref).await;
+    let provider = sref.provider_name().unwrap_or(sref.kind());
+    state
+        .metrics
+        .observe_fetch(provider, started.elapsed(), fetched.is_ok());
+    fetched
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ async fn fetch<'s>(
     for b in &selected {
         let mut got = 0;
         for (name, sref) in &b.refs {
-            match occasion.fetch(state, sref).await {
+            match super::fetch(state, sref).await {
                 Ok(v) if b.delivery == Kind::File => {
                     plan.files.push((name.clone(), v));
                     got += 1;
