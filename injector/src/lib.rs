@@ -12,6 +12,7 @@ pub mod files;
 pub mod identity;
 pub mod metrics;
 mod pod_identity;
+pub mod pod_token;
 pub mod pods;
 mod preflight;
 mod protect;
