@@ -18,7 +18,6 @@ pub mod params;
 pub mod server;
 pub mod validate;
 pub mod version;
-mod web_identity;
 
 /// The generated protocol types.
 pub mod proto {

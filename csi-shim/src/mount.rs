@@ -13,7 +13,7 @@ use prost::Message;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::Error;
-use crate::identity::{Identities, Subject};
+use crate::identity::Identities;
 use crate::limits::{Limited, PER_MOUNT, Upstreams};
 use crate::params::{
     AWS_AUDIENCE, Encoding, MountAttributes, Object, ObjectSource, ParamMemo, parse_attributes,
@@ -21,6 +21,7 @@ use crate::params::{
 };
 use crate::proto::{File, MountRequest, MountResponse, ObjectVersion};
 use crate::version::VersionKey;
+use kernelseal_providers::identity::Subject;
 
 /// The driver's default gRPC receive limit.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;

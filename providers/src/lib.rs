@@ -19,6 +19,7 @@ mod check;
 mod env;
 mod error;
 mod file;
+pub mod identity;
 mod json;
 mod kubernetes;
 mod limit;

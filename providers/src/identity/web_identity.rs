@@ -63,7 +63,7 @@ impl PodWebIdentity {
                     Some(se) => (
                         // A known code only, never STS's message: a hostile
                         // or broken endpoint can quote the token in it.
-                        kernelseal_providers::aws_error_code(se.code()).to_string(),
+                        crate::aws_error_code(se.code()).to_string(),
                         e.raw_response().is_some_and(|r| {
                             r.status().as_u16() < 500 && r.status().as_u16() != 429
                         }),
