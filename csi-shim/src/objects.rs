@@ -330,6 +330,24 @@ mod tests {
     }
 
     #[test]
+    fn vault_paths_the_client_cannot_send_are_refused() {
+        let long = "p".repeat(4097);
+        let e = objects(&format!(
+            "- objectName: a\n  vaultPath: {long}\n  vaultKey: k\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("vaultPath"), "{e}");
+        // At the bound the path passes; the class then only lacks its
+        // vaultAddress.
+        let ok = "p".repeat(4096);
+        let e = objects(&format!(
+            "- objectName: a\n  vaultPath: {ok}\n  vaultKey: k\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("vaultAddress"), "{e}");
+    }
+
+    #[test]
     fn names_the_driver_cannot_write_are_refused() {
         let long = "a".repeat(256);
         refused(&format!("- objectName: d/{long}\n  env: A\n"), 0, &long);

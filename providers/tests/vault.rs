@@ -409,6 +409,18 @@ async fn kv2_and_kv1_with_kubernetes_login() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::InvalidRef { .. }), "{e}");
+    // A path near HTTP's URI limit: refused before any request (vaultrs
+    // would panic re-parsing the URL), and the ref stays usable.
+    for len in [4_097, 65_532 - "http://127.0.0.1:1/secret/data/".len()] {
+        let e = p
+            .fetch(&SecretRef::Vault(vref(&"p".repeat(len), "k")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidRef { ref field, .. } if field == "vaultRef.path"),
+            "{e}"
+        );
+    }
     // Forbidden path: one fresh login, then a clear 403 with Vault's text.
     let e = p
         .fetch(&SecretRef::Vault(vref("forbidden", "k")))

@@ -41,6 +41,10 @@ impl ObjectSource {
     }
 }
 
+/// Longest `vaultPath`: Vault's own paths are far shorter, and the HTTP
+/// client cannot take a URL near 64 KiB.
+const MAX_VAULT_PATH_BYTES: usize = 4096;
+
 /// The keys that name a source, one of which an entry must set.
 const SOURCE_KEYS: [&str; 5] = ["vaultPath", "awsSecretId", "k8sSecret", "file", "env"];
 
@@ -96,6 +100,12 @@ fn vault(entry: &Entry) -> Result<ObjectSource, Error> {
         .any(|s| s.is_empty() || s == "." || s == "..")
     {
         return Err(entry.error("vaultPath", "not a secret path".into()));
+    }
+    if path.len() > MAX_VAULT_PATH_BYTES {
+        return Err(entry.error(
+            "vaultPath",
+            format!("longer than {MAX_VAULT_PATH_BYTES} bytes"),
+        ));
     }
     let version = entry
         .optional("vaultVersion")

@@ -16,6 +16,9 @@ use crate::reference::{KvEngine, SecretRef, VaultRef};
 use crate::upstream::http_reason;
 use crate::value::{Lease, Metadata, SecretValue, content_tag};
 
+/// Longest mount plus path of a ref: Vault's own paths are far shorter.
+const MAX_LOCATION_BYTES: usize = 4096;
+
 /// Where a ref points: engine, mount and path, checked.
 struct Location {
     engine: KvEngine,
@@ -58,6 +61,14 @@ impl VaultProvider {
                 .any(|s| s.is_empty() || s == "." || s == "..")
         {
             return Err(bad("mount", format!("{mount:?} is not a mount path")));
+        }
+        // vaultrs re-parses the URL it was given with `/v1` in front and
+        // panics when that crosses http's URI limit: refuse far before.
+        if mount.len() + path.len() > MAX_LOCATION_BYTES {
+            return Err(bad(
+                "path",
+                format!("mount and path together exceed {MAX_LOCATION_BYTES} bytes"),
+            ));
         }
         if v.version.is_some() && engine == KvEngine::V1 {
             return Err(bad("version", "version pinning needs KV v2".into()));
