@@ -218,20 +218,28 @@ async fn serve(args: AgentArgs, config: Config, open_files: u64) -> Result<(), F
     Ok(())
 }
 
-/// The policy, then the bindings, of the config file as it is now; a file
-/// that fails a check changes neither.
+/// The policy, the exec filter and the bindings of the config file as it
+/// is now; a file that fails a check, or whose bindings cannot be built,
+/// changes none of them.
 async fn reload_all(
     args: &AgentArgs,
     secrets_dev: u64,
-    mut gate: Option<&mut Gate>,
+    gate: Option<&mut Gate>,
     log: &mut EventLog,
     serving: &serving::Serving,
 ) {
     let Some(config) = reload::load_checked(&args.config) else {
         return;
     };
-    reload::apply_policy(&config, secrets_dev, gate.as_deref_mut(), log);
-    serving.reload(&config, args, gate.as_deref()).await;
+    // Bindings built before anything changes: the kernel's exec filter
+    // numbers bindings by position, so the filter and the bindings change
+    // together or not at all.
+    let Some(state) = serving.prepare(&config, args, gate.as_deref()) else {
+        return;
+    };
+    if reload::apply_policy(&config, secrets_dev, gate, log) {
+        serving.install(state).await;
+    }
 }
 
 /// Logs one kernel event; a binary the kernel marked at exec is watched

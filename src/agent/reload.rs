@@ -32,41 +32,56 @@ pub fn load_checked(path: &Path) -> Option<Config> {
     }
 }
 
-/// Swaps a checked config's policy and exec filter into the running gate.
+/// Swaps a checked config's policy and exec filter into the running gate,
+/// and says whether its bindings may follow: only when the kernel's exec
+/// filter now numbers the bindings as the config does (a filter entry is a
+/// binding's position), or when there is no gate to disagree.
 pub fn apply_policy(
     config: &Config,
     secrets_dev: u64,
     gate: Option<&mut Gate>,
     log: &mut EventLog,
-) {
+) -> bool {
     let policy = KernelPolicy::new(config.policy, secrets_dev);
     let Some(gate) = gate else {
         warn!("[CONFIG] the agent started in mode=disabled; restart it to enforce");
-        return;
+        return true;
     };
     if policy.mode() == Mode::Disabled {
-        warn!("[CONFIG] switching a running gate to mode=disabled needs a restart; policy kept");
-        return;
+        warn!(
+            "[CONFIG] switching a running gate to mode=disabled needs a restart; policy and \
+             bindings kept"
+        );
+        return false;
     }
     let (filter, names) = match exec_filter(config) {
         Ok(f) => f,
         Err(e) => {
             error!("[CONFIG] reload failed, keeping the current policy: {e}");
-            return;
+            return false;
         }
     };
+    // The policy first: if it fails, nothing changed. A locked node keeps
+    // its policy until reboot, but its bindings may still change.
+    match gate.is_locked() {
+        Ok(true) => warn!("[CONFIG] the node is locked: the policy in the kernel stays"),
+        _ => {
+            if let Err(e) = gate.set_policy(policy) {
+                error!("[CONFIG] applying the new policy failed: {e}; bindings kept");
+                return false;
+            }
+        }
+    }
     // Marks live in the kernel and are untouched: running processes stay
     // protected across a reload.
-    if let Err(e) = gate
-        .set_filter(filter)
-        .and_then(|()| gate.set_policy(policy))
-    {
-        error!("[CONFIG] applying the new policy failed: {e}");
-        return;
+    if let Err(e) = gate.set_filter(filter) {
+        error!("[CONFIG] applying the new exec filter failed: {e}; bindings kept");
+        return false;
     }
     log.names = names;
     log_filter(config);
     log_policy(config);
+    true
 }
 
 pub fn log_policy(config: &Config) {

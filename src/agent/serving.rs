@@ -97,16 +97,30 @@ impl Serving {
         })
     }
 
-    /// Rebuilds the serving state from a checked config; keeps the old one
-    /// when it cannot be built (a provider's client, the secrets directory).
-    pub async fn reload(&self, config: &Config, args: &AgentArgs, gate: Option<&Gate>) {
+    /// The serving state of a checked config, built but not in force yet;
+    /// `None` (logged) when it cannot be built (a provider's client, the
+    /// secrets directory). Dropping it undoes it: its tasks end with it.
+    pub fn prepare(
+        &self,
+        config: &Config,
+        args: &AgentArgs,
+        gate: Option<&Gate>,
+    ) -> Option<kernelseal_injector::ServingState> {
         match serving_state(config, gate, args, &self.kept) {
-            Ok(d) => *self.shared.write().await = Arc::new(d),
-            Err(e) => error!(
-                "[CONFIG] bindings not reloaded, keeping the current ones: {}",
-                e.message()
-            ),
+            Ok(state) => Some(state),
+            Err(e) => {
+                error!(
+                    "[CONFIG] bindings not reloaded, keeping the current ones: {}",
+                    e.message()
+                );
+                None
+            }
         }
+    }
+
+    /// Puts a prepared serving state in force.
+    pub async fn install(&self, state: kernelseal_injector::ServingState) {
+        *self.shared.write().await = Arc::new(state);
     }
 }
 
