@@ -81,9 +81,11 @@ impl<'a> Obj<'a> {
                 .as_u64()
                 .map(|s| Some(Duration::from_secs(s)))
                 .ok_or_else(|| self.err(key, "must be a whole number of seconds or like 30s")),
+            // The reason without the text: a YAML alias can put a secret
+            // literal here.
             Some(Value::String(s)) => parse_duration(s)
                 .map(Some)
-                .map_err(|e| self.err(key, e.to_string())),
+                .map_err(|e| self.err(key, e.reason())),
             Some(_) => Err(self.err(key, "must be a duration like 30s, 5m")),
         }
     }
