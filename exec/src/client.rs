@@ -61,7 +61,10 @@ fn ignore_sigpipe() {
 /// request is sent.
 pub fn ask(socket: &str, binary: &str, timeout: Duration, heap: &SecretHeap) -> Outcome {
     ignore_sigpipe();
-    let deadline = Instant::now() + timeout;
+    // A timeout beyond what the clock can add is as good as forever.
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(u64::from(u32::MAX)));
     let mut backoff = Duration::from_millis(50);
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
