@@ -61,18 +61,6 @@ fn still_open(s: &UnixStream) -> bool {
     }
 }
 
-/// Waits (generously) until `cond` holds; false if it never did.
-async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while tokio::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_start_http2_are_closed() {
     let keys = tempfile::tempdir().unwrap();
@@ -94,7 +82,7 @@ async fn connections_that_never_start_http2_are_closed() {
     }
     let gauge = s.metrics.connections.clone();
     assert!(
-        eventually(|| gauge.get() == 1).await,
+        support::eventually(|| gauge.get() == 1).await,
         "{} connections counted open, only the client's should be",
         gauge.get()
     );
@@ -137,7 +125,11 @@ async fn connections_over_the_limit_are_closed_at_once() {
     // The support client holds one; two raw ones fill the bound.
     let a = UnixStream::connect(&s.socket).await.unwrap();
     let b = UnixStream::connect(&s.socket).await.unwrap();
-    assert!(eventually(|| gauge.get() == 3).await, "{}", gauge.get());
+    assert!(
+        support::eventually(|| gauge.get() == 3).await,
+        "{}",
+        gauge.get()
+    );
     let mut over = UnixStream::connect(&s.socket).await.unwrap();
     assert!(closed_by_server(&mut over).await, "the fourth was kept");
     assert_eq!(s.metrics.connections_refused.get(), 1);
@@ -150,7 +142,11 @@ async fn connections_over_the_limit_are_closed_at_once() {
 
     // One closes: its slot is free again for a real client.
     drop(a);
-    assert!(eventually(|| gauge.get() == 2).await, "{}", gauge.get());
+    assert!(
+        support::eventually(|| gauge.get() == 2).await,
+        "{}",
+        gauge.get()
+    );
     let mut client = connect(&s.socket).await;
     let r = client.mount(mount_request()).await.unwrap().into_inner();
     assert_eq!(r.files[0].contents, b"env-secret-alpha-1");
@@ -171,7 +167,7 @@ async fn a_client_keeps_working_after_its_connection_aged_out() {
     assert_eq!(r.files[0].contents, b"env-secret-alpha-1");
     let gauge = s.metrics.connections.clone();
     assert!(
-        eventually(|| gauge.get() == 0).await,
+        support::eventually(|| gauge.get() == 0).await,
         "the client's connection was not closed at its age"
     );
     // The same client reconnects by itself, as the driver's does.

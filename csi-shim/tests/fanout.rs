@@ -220,18 +220,6 @@ fn vault_mount(
     request(attrs.to_string())
 }
 
-/// Waits (generously) until `cond` holds; false if it never did.
-async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mount_fetches_a_bounded_number_at_once_in_order() {
     let (addr, counts) = standin(PER_MOUNT).await;
@@ -255,7 +243,7 @@ async fn one_mount_fetches_a_bounded_number_at_once_in_order() {
 
     // The connections the burst opened are not all kept.
     assert!(
-        eventually(|| counts.open.load(Ordering::SeqCst) <= POOL_IDLE).await,
+        support::eventually(|| counts.open.load(Ordering::SeqCst) <= POOL_IDLE).await,
         "{} connections still open to Vault",
         counts.open.load(Ordering::SeqCst)
     );

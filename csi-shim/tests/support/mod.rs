@@ -270,3 +270,16 @@ pub fn assert_clean(text: &str, secrets: &[&str]) {
         assert!(!text.contains(s), "secret {s:?} leaked: {text}");
     }
 }
+
+/// Waits (generously: 30 s, which only a failing test spends) until `cond`
+/// holds; false if it never did.
+pub async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cond()
+}
