@@ -26,15 +26,16 @@ pub fn run(ws: &Workspace, series: &[Series], clock: Clock, timeout: u64) -> Res
     let runner_bin = absolute_file(&ws.release_bin(runner::PACKAGE))?;
     let busybox = busybox::ensure(&ws.vm_dir())?;
     let payload = guest::bin_path(&runner_bin)?;
+    // Built once for every kernel.
+    let mut executables = guest::base_executables(ws, &[])?;
+    executables.push((payload.clone(), runner_bin.clone()));
     let mut results = Vec::new();
     for &one in series {
         let kernel = kernel::ensure(&ws.vm_dir(), one)?;
-        let mut executables = guest::base_executables(ws, &[])?;
-        executables.push((payload.clone(), runner_bin.clone()));
         let spec = vm::VmSpec {
             kernel: &kernel,
             busybox: &busybox,
-            executables,
+            executables: executables.clone(),
             payload: payload.clone(),
             args: guest_args(clock),
             timeout: Duration::from_secs(timeout),

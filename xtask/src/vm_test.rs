@@ -34,14 +34,15 @@ pub fn run(
         .map(|&s| kernel::ensure(&ws.vm_dir(), s))
         .collect::<Result<Vec<Kernel>>>()?;
     let payload = guest::bin_path(&runner_bin)?;
+    // Built once for every kernel.
+    let mut executables = guest::base_executables(ws, with)?;
+    executables.push((payload.clone(), runner_bin.clone()));
     let mut results = Vec::new();
     for kernel in &kernels {
-        let mut executables = guest::base_executables(ws, with)?;
-        executables.push((payload.clone(), runner_bin.clone()));
         let spec = vm::VmSpec {
             kernel,
             busybox: &busybox,
-            executables,
+            executables: executables.clone(),
             payload: payload.clone(),
             args: args.clone(),
             timeout: Duration::from_secs(timeout),
