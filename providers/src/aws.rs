@@ -5,6 +5,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::interceptors::BeforeDeserializationInterceptorContextMut;
 use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, Region, RuntimeComponents};
@@ -274,17 +275,16 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
             message: format!("cannot build the request: {}", chain(e)),
         },
         _ => {
+            // Credentials are resolved before the request goes out; their
+            // failure's chain carries STS's own message, which can quote the
+            // request (a web identity token among it): the variant only.
+            if let Some(c) = credentials_failure(e) {
+                return credentials_error(c, rs, &format!("AWS credentials for {region}"));
+            }
             let text = chain(e);
             if is_tls(e) {
                 Error::Tls {
                     reference: rs.to_string(),
-                    message: text,
-                }
-            } else if text.contains("credentials") {
-                // No credentials in the chain: not worth a failover or a retry.
-                Error::Upstream {
-                    reference: rs.to_string(),
-                    status: None,
                     message: text,
                 }
             } else {
@@ -295,6 +295,43 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
                 }
             }
         }
+    }
+}
+
+/// The credentials failure somewhere in an error's chain, if any.
+fn credentials_failure<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a CredentialsError> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(c) = err.downcast_ref::<CredentialsError>() {
+            return Some(c);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// A credentials failure by its variant alone: the chain below it carries
+/// STS's own message, which can quote the request (a pod's token among it).
+/// Timeouts and unhandled failures may pass; the rest is not worth a
+/// failover or a retry.
+fn credentials_error(e: &CredentialsError, reference: &str, what: &str) -> Error {
+    let unavailable = |message: &str| Error::Unavailable {
+        reference: reference.to_string(),
+        what: what.to_string(),
+        message: message.into(),
+    };
+    let refused = |message: &str| Error::Upstream {
+        reference: reference.to_string(),
+        status: None,
+        message: message.into(),
+    };
+    match e {
+        CredentialsError::ProviderTimedOut(_) => unavailable("the credential provider timed out"),
+        CredentialsError::Unhandled(_) => unavailable("the credential provider failed"),
+        CredentialsError::CredentialsNotLoaded(_) => refused("no credentials were loaded"),
+        _ => refused("the credential provider refused the identity"),
     }
 }
 
@@ -309,32 +346,26 @@ impl SecretProvider for AwsProvider {
     /// no caller of its own to check.
     async fn authenticate(&self) -> Result<(), Error> {
         use aws_credential_types::provider::ProvideCredentials;
-        use aws_credential_types::provider::error::CredentialsError;
         let Some(c) = &self.credentials else {
             return Ok(());
         };
-        // The variant only: the chain below it carries STS's own message,
-        // which can quote the request (the pod's token among it).
         match c.provide_credentials().await {
             Ok(_) => Ok(()),
-            Err(CredentialsError::ProviderTimedOut(_)) => Err(Error::Unavailable {
-                reference: format!("providers.{} login", self.name),
-                what: "AWS credentials".into(),
-                message: "the credential provider timed out".into(),
-            }),
-            Err(CredentialsError::Unhandled(_)) => Err(Error::Unavailable {
-                reference: format!("providers.{} login", self.name),
-                what: "AWS credentials".into(),
-                message: "the credential provider failed".into(),
-            }),
-            Err(CredentialsError::CredentialsNotLoaded(_)) => Err(Error::Auth {
-                provider: self.name.clone(),
-                message: "no credentials were loaded".into(),
-            }),
-            Err(_) => Err(Error::Auth {
-                provider: self.name.clone(),
-                message: "the credential provider refused the identity".into(),
-            }),
+            Err(e) => Err(
+                match credentials_error(
+                    &e,
+                    &format!("providers.{} login", self.name),
+                    "AWS credentials",
+                ) {
+                    // A refusal of the identity itself is the provider's login
+                    // failing, not one ref's.
+                    Error::Upstream { message, .. } => Error::Auth {
+                        provider: self.name.clone(),
+                        message,
+                    },
+                    other => other,
+                },
+            ),
         }
     }
 

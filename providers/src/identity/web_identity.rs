@@ -64,9 +64,8 @@ impl PodWebIdentity {
                         // A known code only, never STS's message: a hostile
                         // or broken endpoint can quote the token in it.
                         crate::aws_error_code(se.code()).to_string(),
-                        e.raw_response().is_some_and(|r| {
-                            r.status().as_u16() < 500 && r.status().as_u16() != 429
-                        }),
+                        e.raw_response()
+                            .is_some_and(|r| !crate::upstream::is_unavailable(r.status().as_u16())),
                     ),
                     None => (format!("STS unreachable ({})", short_kind(&e)), false),
                 };
