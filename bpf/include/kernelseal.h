@@ -84,7 +84,8 @@
  * 255: a kfunc or kernel variable), or a tracing attachment (detail:
  * cmd << 16 | attach type). */
 #define KS_KIND_LOCK_BPF 15
-/* A kernel module, kexec image or security policy handed to the kernel
+/* A kernel module or kexec image handed to the kernel (firmware and LSM
+ * policies are not refused: README, lock mode limits)
  * (detail: 1 << 16 | kernel_read_file id, or 2 << 16 | kernel_load_data id). */
 #define KS_KIND_LOCK_KERNEL_CODE 16
 /* A lockdown reason (detail: enum lockdown_reason of the running kernel):

@@ -91,6 +91,8 @@ static __always_inline bool reads_memory(__s32 helper)
 {
 	switch (helper) {
 	case 4:   /* probe_read */
+	case 6:   /* trace_printk: %s reads any kernel address */
+	case 35:  /* get_current_task: a task pointer to read from */
 	case 36:  /* probe_write_user */
 	case 45:  /* probe_read_str */
 	case 112: /* probe_read_user */
@@ -105,7 +107,9 @@ static __always_inline bool reads_memory(__s32 helper)
 	case 153: /* per_cpu_ptr */
 	case 154: /* this_cpu_ptr */
 	case 158: /* get_current_task_btf */
+	case 165: /* snprintf: %s/%pks read any kernel address, into a map */
 	case 175: /* task_pt_regs */
+	case 177: /* trace_vprintk: as trace_printk */
 	case 180: /* find_vma */
 	case 191: /* copy_from_user_task */
 		return true;
@@ -190,22 +194,18 @@ static __always_inline bool tracing_attach_type(__u32 attach_type)
 SEC("lsm/bpf")
 int BPF_PROG(bpf, int cmd, union bpf_attr *attr)
 {
-	struct ks_policy *p = policy();
 	__u32 attach_type = 0;
 
-	if (!locked(p))
+	/* The command first: every bpf() call passes here (map lookups by
+	 * the node's own agents), and only three commands concern the lock. */
+	if (cmd != BPF_RAW_TRACEPOINT_OPEN && cmd != BPF_PROG_ATTACH && cmd != BPF_LINK_CREATE)
 		return 0;
-	switch (cmd) {
-	case BPF_RAW_TRACEPOINT_OPEN:
-		break;
-	case BPF_PROG_ATTACH:
-	case BPF_LINK_CREATE:
+	if (!locked(policy()))
+		return 0;
+	if (cmd != BPF_RAW_TRACEPOINT_OPEN) {
 		bpf_probe_read_kernel(&attach_type, sizeof(attach_type), (void *)attr + 8);
 		if (!tracing_attach_type(attach_type))
 			return 0;
-		break;
-	default:
-		return 0;
 	}
 	return refuse_unless_self(KS_KIND_LOCK_BPF, ((__u32)cmd << 16) | (attach_type & 0xff));
 }
