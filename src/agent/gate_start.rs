@@ -96,7 +96,7 @@ fn log_origin(gate: &Gate, pin_dir: &std::path::Path) {
 
 /// A locked node runs KernelSeal's processes on their own binary's code
 /// only: a dynamically linked agent would lock itself out of its restart.
-fn refuse_lock_on_dynamic_binary() -> Result<(), String> {
+pub fn refuse_lock_on_dynamic_binary() -> Result<(), String> {
     let exe = std::path::Path::new("/proc/self/exe");
     match static_binary::needs_interpreter(exe) {
         Ok(false) => Ok(()),

@@ -27,7 +27,9 @@ impl Gate {
         let found = self.read_policy()?;
         if found.flags & abi::POLICY_LOCK != 0 {
             self.policy = found;
-            return Ok(());
+            // Locked means frozen: an earlier agent may have died between
+            // its write and its freeze.
+            return self.freeze_policy();
         }
         self.write_then_freeze(policy)
     }
@@ -57,7 +59,11 @@ impl Gate {
             Map::Array(d) => d,
             _ => return Err(BpfError::MissingMap { map: POLICY_MAP }),
         };
-        crate::sys::map_freeze(data.fd().as_fd()).map_err(|source| BpfError::Freeze { source })
+        match crate::sys::map_freeze(data.fd().as_fd()) {
+            // EBUSY: frozen already, which is what was asked.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+            other => other.map_err(|source| BpfError::Freeze { source }),
+        }
     }
 
     pub(super) fn write_policy(&mut self, raw: RawPolicy) -> Result<(), BpfError> {
