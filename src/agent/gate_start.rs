@@ -115,32 +115,27 @@ pub fn refuse_lock_on_dynamic_binary() -> Result<(), String> {
 /// What lock mode means on this node now; a crash kernel loaded before the
 /// lock is the one way left to read memory without a reboot of our choosing.
 fn log_lock(gate: &Gate, requested: bool) {
-    match gate.is_locked() {
-        Ok(true) => {
-            if requested {
-                info!(
-                    "[LOCK] the node is locked until reboot: no process but KernelSeal loads BPF \
-                     programs, kernel modules or kexec images or uses the kernel's lockdown \
-                     reasons; KernelSeal's policy and pins cannot change"
-                );
-            } else {
-                warn!(
-                    "[LOCK] the node was locked by an earlier agent: the policy in the kernel \
-                     stands until reboot; this config's policy section is not applied"
-                );
-            }
-            if std::fs::read_to_string("/sys/kernel/kexec_crash_loaded")
-                .is_ok_and(|v| v.trim() == "1")
-            {
-                warn!(
-                    "[LOCK] a crash kernel (kdump) was loaded before the lock: a kernel panic \
-                     boots it with all of memory readable; unload it (kexec -p -u) before \
-                     locking where that matters"
-                );
-            }
-        }
-        Ok(false) => {}
-        Err(e) => warn!("[LOCK] cannot read whether the node is locked: {e}"),
+    if !gate.is_locked() {
+        return;
+    }
+    if requested {
+        info!(
+            "[LOCK] the node is locked until reboot: no process but KernelSeal loads BPF \
+             programs, kernel modules or kexec images or uses the kernel's lockdown \
+             reasons; KernelSeal's policy and pins cannot change"
+        );
+    } else {
+        warn!(
+            "[LOCK] the node was locked by an earlier agent: the policy in the kernel \
+             stands until reboot; this config's policy section is not applied"
+        );
+    }
+    if std::fs::read_to_string("/sys/kernel/kexec_crash_loaded").is_ok_and(|v| v.trim() == "1") {
+        warn!(
+            "[LOCK] a crash kernel (kdump) was loaded before the lock: a kernel panic \
+             boots it with all of memory readable; unload it (kexec -p -u) before \
+             locking where that matters"
+        );
     }
 }
 

@@ -63,20 +63,19 @@ pub fn apply_policy(
     };
     // The policy first: if it fails, nothing changed. A locked node keeps
     // its policy until reboot, but its bindings may still change.
-    match gate.is_locked() {
-        Ok(true) => warn!("[CONFIG] the node is locked: the policy in the kernel stays"),
-        _ => {
-            // Locking by reload takes the same check as locking at start.
-            if policy.lock()
-                && let Err(why) = super::gate_start::refuse_lock_on_dynamic_binary()
-            {
-                error!("[CONFIG] reload failed, keeping the current policy: {why}");
-                return false;
-            }
-            if let Err(e) = gate.set_policy(policy) {
-                error!("[CONFIG] applying the new policy failed: {e}; bindings kept");
-                return false;
-            }
+    if gate.is_locked() {
+        warn!("[CONFIG] the node is locked: the policy in the kernel stays");
+    } else {
+        // Locking by reload takes the same check as locking at start.
+        if policy.lock()
+            && let Err(why) = super::gate_start::refuse_lock_on_dynamic_binary()
+        {
+            error!("[CONFIG] reload failed, keeping the current policy: {why}");
+            return false;
+        }
+        if let Err(e) = gate.set_policy(policy) {
+            error!("[CONFIG] applying the new policy failed: {e}; bindings kept");
+            return false;
         }
     }
     // Marks live in the kernel and are untouched: running processes stay

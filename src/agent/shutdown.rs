@@ -23,7 +23,7 @@ pub fn stop(mut gate: Option<Gate>, args: &AgentArgs) {
         );
     }
     if let Some(mut g) = gate.take() {
-        if g.is_locked().unwrap_or(false) {
+        if g.is_locked() {
             info!(
                 "[STOP] the node is locked (policy.lock): the programs stay pinned and enforcing \
                  until reboot, and only this build can take them over (no handover)"

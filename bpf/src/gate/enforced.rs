@@ -13,7 +13,7 @@ use crate::tamper::{TamperReport, Tampered};
 
 impl Gate {
     pub fn set_policy(&mut self, policy: KernelPolicy) -> Result<(), BpfError> {
-        if self.is_locked()? {
+        if self.is_locked() {
             return Err(BpfError::Locked {
                 what: "a policy change",
             });
@@ -28,8 +28,15 @@ impl Gate {
         if found.flags & abi::POLICY_LOCK != 0 {
             self.policy = found;
             // Locked means frozen: an earlier agent may have died between
-            // its write and its freeze.
-            return self.freeze_policy();
+            // its write and its freeze. The kernel strips write access from
+            // a frozen map's fds, so freezing one again is EPERM (or EBUSY):
+            // frozen already.
+            return match self.freeze_policy() {
+                Err(BpfError::Freeze { source }) if source.raw_os_error() == Some(libc::EPERM) => {
+                    Ok(())
+                }
+                other => other,
+            };
         }
         self.write_then_freeze(policy)
     }
@@ -44,9 +51,11 @@ impl Gate {
     }
 
     /// Whether the policy in the kernel is locked (policy.lock, by this or
-    /// an earlier agent): then it and the pins stay until reboot.
-    pub fn is_locked(&self) -> Result<bool, BpfError> {
-        Ok(self.read_policy()?.flags & abi::POLICY_LOCK != 0)
+    /// an earlier agent): then it and the pins stay until reboot. What the
+    /// gate wrote or adopted says so: a locked policy map is frozen, so the
+    /// kernel's copy cannot differ from it.
+    pub fn is_locked(&self) -> bool {
+        self.policy.flags & abi::POLICY_LOCK != 0
     }
 
     fn freeze_policy(&mut self) -> Result<(), BpfError> {
