@@ -210,19 +210,23 @@ int BPF_PROG(bpf, int cmd, union bpf_attr *attr)
 	return refuse_unless_self(KS_KIND_LOCK_BPF, ((__u32)cmd << 16) | (attach_type & 0xff));
 }
 
+/* Module and kexec image ids. The kernel generates enum kernel_load_data_id
+ * (LOADING_*) from the same list as enum kernel_read_file_id (READING_*),
+ * so one set of relocated values serves both hooks. */
+static __always_inline bool kernel_code_id(int id)
+{
+	return id == bpf_core_enum_value(enum kernel_read_file_id, READING_MODULE) ||
+	       id == bpf_core_enum_value(enum kernel_read_file_id, READING_KEXEC_IMAGE) ||
+	       id == bpf_core_enum_value(enum kernel_read_file_id, READING_KEXEC_INITRAMFS) ||
+	       (bpf_core_enum_value_exists(enum kernel_read_file_id, READING_MODULE_COMPRESSED) &&
+		id == bpf_core_enum_value(enum kernel_read_file_id, READING_MODULE_COMPRESSED));
+}
+
 /* finit_module and kexec_file_load: asked before the kernel reads a byte. */
 SEC("lsm/kernel_read_file")
 int BPF_PROG(kernel_read_file, struct file *file, enum kernel_read_file_id id)
 {
-	struct ks_policy *p = policy();
-
-	if (!locked(p))
-		return 0;
-	if (id != bpf_core_enum_value(enum kernel_read_file_id, READING_MODULE) &&
-	    id != bpf_core_enum_value(enum kernel_read_file_id, READING_KEXEC_IMAGE) &&
-	    id != bpf_core_enum_value(enum kernel_read_file_id, READING_KEXEC_INITRAMFS) &&
-	    !(bpf_core_enum_value_exists(enum kernel_read_file_id, READING_MODULE_COMPRESSED) &&
-	      id == bpf_core_enum_value(enum kernel_read_file_id, READING_MODULE_COMPRESSED)))
+	if (!kernel_code_id(id) || !locked(policy()))
 		return 0;
 	return refuse_unless_self(KS_KIND_LOCK_KERNEL_CODE, (1u << 16) | (__u32)id);
 }
@@ -231,15 +235,7 @@ int BPF_PROG(kernel_read_file, struct file *file, enum kernel_read_file_id id)
 SEC("lsm/kernel_load_data")
 int BPF_PROG(kernel_load_data, enum kernel_load_data_id id)
 {
-	struct ks_policy *p = policy();
-
-	if (!locked(p))
-		return 0;
-	if (id != bpf_core_enum_value(enum kernel_load_data_id, LOADING_MODULE) &&
-	    id != bpf_core_enum_value(enum kernel_load_data_id, LOADING_KEXEC_IMAGE) &&
-	    id != bpf_core_enum_value(enum kernel_load_data_id, LOADING_KEXEC_INITRAMFS) &&
-	    !(bpf_core_enum_value_exists(enum kernel_load_data_id, LOADING_MODULE_COMPRESSED) &&
-	      id == bpf_core_enum_value(enum kernel_load_data_id, LOADING_MODULE_COMPRESSED)))
+	if (!kernel_code_id(id) || !locked(policy()))
 		return 0;
 	return refuse_unless_self(KS_KIND_LOCK_KERNEL_CODE, (2u << 16) | (__u32)id);
 }
