@@ -165,8 +165,10 @@ fn change(args: &ChangeArgs, op: Op) -> Result<(), Failure> {
     each(&args.marks, |pid| changer.change(op, pid))
 }
 
-/// On a locked node (policy.lock) marks are only ever added: the agent, the
-/// pinned map and this command alike refuse to remove one.
+/// On a locked node (policy.lock) marks are only ever added: the agent (its
+/// admin socket) and this command refuse to remove one. The kernel does not:
+/// a trusted KernelSeal process may still write the marks map, and root's
+/// code cannot run as one while locked (`lock-self-code`).
 pub fn refuse_on_locked_node(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     match kernelseal_bpf::pinned_policy_locked(pin_dir) {
         Ok(false) => Ok(()),
