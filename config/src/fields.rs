@@ -9,6 +9,7 @@
 
 use serde::de::{self, DeserializeOwned, Visitor};
 
+use crate::identity::IdentitySpec;
 use crate::policy::Policy;
 use crate::schema::{Binding, Config, Monitoring, SecretRefSpec, Selector};
 use crate::source::{AwsRefSpec, FileRefSpec, SecretKeyRefSpec, SourceSpec, VaultRefSpec};
@@ -32,6 +33,8 @@ pub fn known_fields() -> Vec<String> {
     // `onRotate` is `none`, `restart` or `{ signal: NAME }`: one variant
     // carries a value, and so is a field.
     add("secrets[].onRotate.", &["signal"]);
+    // `identity` is `agent`, `pod` or a mapping of these.
+    add("secrets[].identity.", names_of::<IdentitySpec>());
     add("secrets[].secretRefs[].", names_of::<SecretRefSpec>());
     add(source, names_of::<SourceSpec>());
     add(&format!("{source}fileRef."), names_of::<FileRefSpec>());

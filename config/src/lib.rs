@@ -9,6 +9,7 @@
 mod duration;
 mod error;
 mod fields;
+mod identity;
 pub mod input;
 mod policy;
 mod schema;
@@ -20,6 +21,7 @@ mod validate;
 pub use duration::{DurationError, parse_duration};
 pub use error::ConfigError;
 pub use fields::known_fields;
+pub use identity::{Identity, IdentityMode};
 pub use policy::{Mode, Policy};
 pub use schema::{
     Binding, Config, Delivery, LogFormat, Monitoring, OnRotate, PodIdentityMode, ProviderSpec,

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::identity::Identity;
 use crate::policy::Policy;
 use crate::secret_ref::SecretRef;
 use crate::source_path;
@@ -78,6 +79,9 @@ pub struct Binding {
     pub delivery: Delivery,
     #[serde(default)]
     pub on_rotate: Option<OnRotate>,
+    /// Whose login reads the binding's Vault and AWS secrets.
+    #[serde(default)]
+    pub identity: Identity,
 }
 
 /// Which processes a binding applies to. Every field that is set must match.

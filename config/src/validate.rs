@@ -202,6 +202,7 @@ fn check_binding(
             format!("unknown signal {s:?}; use one of {}", SIGNALS.join(", ")),
         ));
     }
+    check_identity(c, config, binding, field, line)?;
     if binding.secret_refs.is_empty() {
         c.warn(
             line,
@@ -233,6 +234,108 @@ fn check_binding(
             &format!("{rfield}.source"),
             sline,
         )?;
+    }
+    Ok(())
+}
+
+/// `identity: pod` needs a pod to check the token against, a wrapper to
+/// bring the token, and sources that can be read with it.
+fn check_identity(
+    c: &mut Checker<'_>,
+    config: &Config,
+    binding: &Binding,
+    field: &str,
+    line: Option<u64>,
+) -> Result<(), ConfigError> {
+    let id = &binding.identity;
+    let ifield = format!("{field}.identity");
+    if !id.is_pod() {
+        if id.vault_role.is_some() || id.aws_role_arn.is_some() {
+            return Err(c.invalid(
+                line,
+                ifield,
+                "vaultRole and awsRoleArn name the pod's login: they need mode: pod",
+            ));
+        }
+        return Ok(());
+    }
+    if config.pod_identity == crate::PodIdentityMode::Disabled {
+        return Err(c.invalid(
+            line,
+            ifield,
+            "identity: pod needs pod identity (podIdentity is disabled): the pod's token is \
+             only accepted for the pod the kernel says is calling",
+        ));
+    }
+    if let Some(role) = &id.vault_role
+        && (role.trim().is_empty() || role.contains('/'))
+    {
+        return Err(c.invalid(
+            line,
+            format!("{ifield}.vaultRole"),
+            format!("{role:?} is not a Vault role name"),
+        ));
+    }
+    if let Some(arn) = &id.aws_role_arn
+        && !(arn.starts_with("arn:") && arn.contains(":role/"))
+    {
+        return Err(c.invalid(
+            line,
+            format!("{ifield}.awsRoleArn"),
+            format!("{arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+        ));
+    }
+    let sel = &binding.selector;
+    if binding.delivery == Delivery::File && (sel.binary.is_some() || sel.path.is_some()) {
+        return Err(c.invalid(
+            line,
+            ifield,
+            "identity: pod with delivery: file and a binary or path selector: such a binding is \
+             also delivered to processes the kernel marks at exec, which bring no token, and a \
+             token file inside the process's own filesystem is a path the process controls; \
+             select by pod (namespace, serviceAccount, labels, container) and let the wrapper \
+             deliver the files, or use identity: agent",
+        ));
+    }
+    let mut remote = false;
+    for (j, r) in binding.secret_refs.iter().enumerate() {
+        match &r.value.source.value {
+            SecretRef::Kubernetes(_) => {
+                return Err(c.invalid(
+                    line_of(&r.defined).or(line),
+                    format!("{field}.secretRefs[{j}].source.secretKeyRef"),
+                    "identity: pod cannot read Kubernetes Secrets: the agent reads them with its \
+                     own RBAC, not as the pod; keep this secret in a binding with identity: agent",
+                ));
+            }
+            SecretRef::Vault(_) | SecretRef::Aws(_) => {
+                let want = if let SecretRef::Vault(_) = &r.value.source.value {
+                    "vault"
+                } else {
+                    "aws"
+                };
+                if !config.providers.values().any(|p| p.value.kind == want) {
+                    return Err(c.invalid(
+                        line_of(&r.defined).or(line),
+                        format!("{field}.secretRefs[{j}].source"),
+                        format!(
+                            "identity: pod logs in to {want} as the pod through a configured \
+                             provider (providers: {{ NAME: {{ type: {want}, … }} }}); none is \
+                             configured"
+                        ),
+                    ));
+                }
+                remote = true;
+            }
+            _ => {}
+        }
+    }
+    if !remote {
+        c.warn(
+            line,
+            ifield,
+            "identity: pod has no effect here: the binding has no vaultRef or awsRef",
+        );
     }
     Ok(())
 }

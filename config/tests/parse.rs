@@ -395,3 +395,91 @@ fn a_value_aliased_into_a_ttl_is_not_echoed() {
         "{e}"
     );
 }
+
+const POD_IDENTITY: &str = r#"version: v1
+providers:
+  vault: { type: vault, address: "https://vault:8200" }
+secrets:
+  - name: web
+    selector: { namespace: shop, serviceAccount: web }
+    identity: pod
+    secretRefs:
+      - { name: DB_PASSWORD, source: { vaultRef: { path: web/db, key: password } } }
+"#;
+
+#[test]
+fn identity_pod_loads_and_defaults_to_agent() {
+    use kernelseal_config::IdentityMode;
+    let loaded = parse_str(POD_IDENTITY, "t.yaml").unwrap();
+    assert_eq!(
+        loaded.config.secrets[0].value.identity.mode,
+        IdentityMode::Pod
+    );
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let agent = parse_str(ORIGINAL_QUICK_START, "t.yaml").unwrap();
+    assert_eq!(
+        agent.config.secrets[0].value.identity.mode,
+        IdentityMode::Agent
+    );
+}
+
+#[test]
+fn identity_pod_refuses_what_it_cannot_do_naming_the_field() {
+    let cases = [
+        (
+            POD_IDENTITY.replace("identity: pod", "identity: { mode: agent, vaultRole: web }"),
+            "secrets[0].identity: vaultRole and awsRoleArn name the pod's login",
+        ),
+        (
+            POD_IDENTITY.replace("version: v1\n", "version: v1\npodIdentity: disabled\n"),
+            "podIdentity is disabled",
+        ),
+        (
+            POD_IDENTITY.replace("identity: pod", "identity: { mode: pod, awsRoleArn: web }"),
+            "secrets[0].identity.awsRoleArn: \"web\" is not an IAM role ARN",
+        ),
+        (
+            POD_IDENTITY.replace("identity: pod", "identity: { mode: pod, vaultRole: a/b }"),
+            "secrets[0].identity.vaultRole",
+        ),
+        (
+            POD_IDENTITY.replace(
+                "selector: { namespace: shop, serviceAccount: web }",
+                "selector: { binary: web, namespace: shop }\n    delivery: file",
+            ),
+            "processes the kernel marks at exec, which bring no token",
+        ),
+        (
+            POD_IDENTITY.replace(
+                "{ vaultRef: { path: web/db, key: password } }",
+                "{ secretKeyRef: { name: db, key: password } }",
+            ),
+            "secrets[0].secretRefs[0].source.secretKeyRef: identity: pod cannot read Kubernetes Secrets",
+        ),
+        (
+            POD_IDENTITY.replace(
+                "  vault: { type: vault, address: \"https://vault:8200\" }\n",
+                "  aws: { type: aws }\n",
+            ),
+            "secrets[0].secretRefs[0].source: identity: pod logs in to vault as the pod through a configured provider",
+        ),
+        (
+            POD_IDENTITY.replace("identity: pod", "identity: pods"),
+            "7:15: identity is unknown; use agent, pod, or a mapping",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = err(&text);
+        assert!(e.contains(want), "{want:?} not in {e:?}");
+    }
+    let no_remote = POD_IDENTITY.replace(
+        "{ vaultRef: { path: web/db, key: password } }",
+        "{ envRef: DB_PASSWORD }",
+    );
+    let w = parse_str(&no_remote, "t.yaml").unwrap().warnings;
+    assert!(
+        w.iter()
+            .any(|w| w.message.contains("identity: pod has no effect")),
+        "{w:?}"
+    );
+}
