@@ -8,13 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_credential_types::provider::SharedCredentialsProvider;
 use kernelseal_providers::identity::{
-    PodWebIdentity, Slot, Slots, Subject, Upstreams, fingerprint,
+    Slot, Slots, Subject, Upstreams, aws_as_pod, fingerprint, vault_as_pod,
 };
 use kernelseal_providers::{
-    AwsProvider, AwsSettings, CacheOptions, Error as PError, InlineJwt, KvEngine, SecretProvider,
-    VaultAuth, VaultProvider, VaultSettings,
+    AwsProvider, AwsSettings, CacheOptions, Error as PError, KvEngine, PodAuth, SecretProvider,
+    VaultAuth, VaultSettings,
 };
 use secrecy::ExposeSecret;
 
@@ -54,24 +53,23 @@ impl Identities {
     ) -> Result<Arc<Slot>, Error> {
         let fp = fingerprint(token.expose_secret());
         let name = format!("vault@{}/{}", subject.namespace, subject.service_account);
-        let build = || -> Result<Arc<dyn SecretProvider>, PError> {
-            let settings = VaultSettings {
-                address: p.address.clone(),
-                namespace: p.namespace.clone(),
-                ca_cert: None,
-                tls_skip_verify: false,
-                mount: "secret".into(),
-                kv_version: KvEngine::V2,
-                auth: VaultAuth::KubernetesJwt {
-                    role: p.role.clone(),
-                    jwt: InlineJwt::new(token.expose_secret()),
-                    mount: p.mount_path.clone(),
-                },
-                timeout: Duration::from_secs(10),
-                cache_ttl: None,
-            };
-            Ok(Arc::new(VaultProvider::new(&name, settings)?))
+        let settings = VaultSettings {
+            address: p.address.clone(),
+            namespace: p.namespace.clone(),
+            ca_cert: None,
+            tls_skip_verify: false,
+            mount: "secret".into(),
+            kv_version: KvEngine::V2,
+            // Replaced by the pod's login; the token never comes from here.
+            auth: VaultAuth::TokenEnv(String::new()),
+            pod_auth: PodAuth {
+                mount: p.mount_path.clone(),
+                audience: p.audience.clone(),
+            },
+            timeout: Duration::from_secs(10),
+            cache_ttl: None,
         };
+        let build = || vault_as_pod(&name, &settings, &p.role, token.expose_secret());
         let slot = self.vault.get_or_make((p.clone(), subject.clone()), || {
             let limit = self.upstreams.limit(&format!("vault:{}", p.address));
             Slot::new("vault", &self.opts, limit)
@@ -108,19 +106,10 @@ impl Identities {
         let name = format!("aws@{}/{}", subject.namespace, subject.service_account);
         let (fp, build): (Vec<u8>, Builder) = match (token, &p.role_arn) {
             (Some(t), Some(arn)) => {
-                let (arn, jwt) = (arn.clone(), t.expose_secret());
-                let session = session_name(subject);
-                let region = p.region.clone();
+                let jwt = t.expose_secret();
                 (
                     fingerprint(jwt),
-                    Box::new(move || {
-                        let creds = PodWebIdentity::new(arn, jwt, session, region);
-                        Arc::new(AwsProvider::with_credentials(
-                            &name,
-                            settings,
-                            SharedCredentialsProvider::new(creds),
-                        )) as Arc<dyn SecretProvider>
-                    }),
+                    Box::new(move || aws_as_pod(&name, &settings, arn, jwt, subject)),
                 )
             }
             // No pod token: the node's identity, nothing of the pod's to check.
@@ -147,19 +136,4 @@ impl Identities {
             })?;
         Ok(slot)
     }
-}
-
-/// An STS session name from the pod's identity (`[\w+=,.@-]`, ≤ 64).
-fn session_name(s: &Subject) -> String {
-    let raw = format!("kernelseal-{}-{}", s.namespace, s.service_account);
-    raw.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect()
 }

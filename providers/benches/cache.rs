@@ -78,6 +78,7 @@ async fn run() {
         mount: "secret".into(),
         kv_version: KvEngine::V2,
         auth: VaultAuth::TokenFile(token_file),
+        pod_auth: Default::default(),
         timeout: Duration::from_secs(10),
         cache_ttl: None,
     };

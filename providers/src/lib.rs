@@ -42,8 +42,8 @@ pub use limit::{MAX_ANSWER_BYTES, MAX_VALUE_BYTES};
 pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef};
 pub use registry::Registry;
 pub use settings::{
-    AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, ProviderSettings, SecretIdSource,
-    VaultAuth, VaultSettings, known_settings,
+    AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, PodAuth, ProviderSettings,
+    STS_AUDIENCE, SecretIdSource, VaultAuth, VaultSettings, known_settings,
 };
 pub use upstream::aws_error_code;
 pub use value::{Lease, Metadata, SecretValue, content_tag, secret_memory};

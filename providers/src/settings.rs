@@ -12,13 +12,14 @@ mod fields;
 mod kubernetes;
 mod vault;
 
-use aws::AWS_KEYS;
-pub use aws::AwsSettings;
+use aws::{AWS_KEYS, AWS_POD_AUTH_KEYS};
+pub use aws::{AwsSettings, STS_AUDIENCE};
 use kubernetes::KUBERNETES_KEYS;
 pub use kubernetes::KubernetesSettings;
-pub use vault::{InlineJwt, SecretIdSource, VaultAuth, VaultSettings};
+pub use vault::{InlineJwt, PodAuth, SecretIdSource, VaultAuth, VaultSettings};
 use vault::{
-    VAULT_APPROLE_KEYS, VAULT_AUTH_METHODS, VAULT_KEYS, VAULT_KUBERNETES_KEYS, VAULT_TOKEN_KEYS,
+    VAULT_APPROLE_KEYS, VAULT_AUTH_METHODS, VAULT_KEYS, VAULT_KUBERNETES_KEYS, VAULT_POD_AUTH_KEYS,
+    VAULT_TOKEN_KEYS,
 };
 
 /// Default projected service-account token, used for Vault kubernetes auth.
@@ -41,7 +42,9 @@ pub fn known_settings() -> Vec<(&'static str, String)> {
     add("vault", "auth.token.", VAULT_TOKEN_KEYS);
     add("vault", "auth.kubernetes.", VAULT_KUBERNETES_KEYS);
     add("vault", "auth.approle.", VAULT_APPROLE_KEYS);
+    add("vault", "podAuth.", VAULT_POD_AUTH_KEYS);
     add("aws", "", AWS_KEYS);
+    add("aws", "podAuth.", AWS_POD_AUTH_KEYS);
     add("kubernetes", "", KUBERNETES_KEYS);
     out
 }
@@ -156,6 +159,7 @@ mod tests {
                 "region" => json!("eu-west-1"),
                 "failoverRegion" => json!("eu-central-1"),
                 "mount" => json!("kv"),
+                "podAuth" => json!({"audience": "vault"}),
                 _ => json!("/some/value"),
             }
         }

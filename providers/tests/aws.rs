@@ -42,6 +42,7 @@ fn provider(region: &str, failover: Option<&str>, endpoints: &[(&str, &str)]) ->
         profile: None,
         timeout: std::time::Duration::from_secs(10),
         cache_ttl: None,
+        ..AwsSettings::default()
     };
     AwsProvider::with_credentials("aws-test", settings, creds())
 }

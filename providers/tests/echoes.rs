@@ -128,6 +128,7 @@ fn vault_settings(addr: &str, auth: VaultAuth) -> VaultSettings {
         mount: "secret".into(),
         kv_version: KvEngine::V2,
         auth,
+        pod_auth: Default::default(),
         timeout: Duration::from_secs(5),
         cache_ttl: None,
     }

@@ -181,6 +181,7 @@ fn vault_provider(addr: &str, dir: &tempfile::TempDir) -> VaultProvider {
             mount: "secret".into(),
             kv_version: KvEngine::V2,
             auth: VaultAuth::TokenFile(token),
+            pod_auth: Default::default(),
             timeout: Duration::from_secs(30),
             cache_ttl: None,
         },
@@ -284,6 +285,7 @@ async fn aws_refuses_an_oversized_streamed_answer() {
         profile: None,
         timeout: Duration::from_secs(30),
         cache_ttl: None,
+        ..AwsSettings::default()
     };
     let creds =
         SharedCredentialsProvider::new(Credentials::new("testing", "testing", None, None, "test"));

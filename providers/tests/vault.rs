@@ -119,6 +119,7 @@ impl Standin {
             mount: "secret".into(),
             kv_version: KvEngine::V2,
             auth,
+            pod_auth: Default::default(),
             timeout: Duration::from_secs(5),
             cache_ttl: None,
         }

@@ -10,6 +10,8 @@
 //! within one TTL. The provider of the last admitted token serves the
 //! slot's upstream reads (the older tokens may expire).
 
+mod logins;
+mod pod_reads;
 mod upstreams;
 mod web_identity;
 
@@ -19,6 +21,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use logins::{aws_as_pod, session_name, vault_as_pod};
+pub use pod_reads::{LoginKind, PodLogin, PodProvider, PodReads};
 pub use upstreams::{Limited, PER_UPSTREAM, Upstreams};
 pub use web_identity::PodWebIdentity;
 

@@ -15,10 +15,15 @@ pub(super) const AWS_KEYS: &[&str] = &[
     "profile",
     "timeout",
     "cacheTtl",
+    "podAuth",
 ];
+pub(super) const AWS_POD_AUTH_KEYS: &[&str] = &["audience"];
+
+/// The audience STS requires of a web identity token by default.
+pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
 
 /// `type: aws`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsSettings {
     /// Primary region; without it the SDK's chain (`AWS_REGION`, profile) decides.
     pub region: Option<String>,
@@ -31,6 +36,23 @@ pub struct AwsSettings {
     pub profile: Option<String>,
     pub timeout: Duration,
     pub cache_ttl: Option<Duration>,
+    /// `podAuth.audience`: what the pod's token for
+    /// `AssumeRoleWithWebIdentity` must carry (`sts.amazonaws.com`).
+    pub pod_audience: String,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings {
+            region: None,
+            failover_region: None,
+            endpoints: BTreeMap::new(),
+            profile: None,
+            timeout: Duration::from_secs(10),
+            cache_ttl: None,
+            pod_audience: STS_AUDIENCE.to_string(),
+        }
+    }
 }
 
 impl AwsSettings {
@@ -55,6 +77,15 @@ impl AwsSettings {
         let profile = o.string("profile")?;
         let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(10));
         let cache_ttl = o.duration("cacheTtl")?;
+        let pod_audience = match o.object("podAuth")? {
+            None => STS_AUDIENCE.to_string(),
+            Some(mut p) => {
+                p.only(AWS_POD_AUTH_KEYS)?;
+                let a = p.string("audience")?.unwrap_or(STS_AUDIENCE.to_string());
+                p.finish()?;
+                a
+            }
+        };
         o.finish()?;
         Ok(AwsSettings {
             region,
@@ -63,6 +94,7 @@ impl AwsSettings {
             profile,
             timeout,
             cache_ttl,
+            pod_audience,
         })
     }
 }

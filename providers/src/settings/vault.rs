@@ -22,10 +22,12 @@ pub(super) const VAULT_KEYS: &[&str] = &[
     "timeout",
     "cacheTtl",
     "auth",
+    "podAuth",
 ];
 pub(super) const VAULT_AUTH_METHODS: &[&str] = &["token", "kubernetes", "approle"];
 pub(super) const VAULT_TOKEN_KEYS: &[&str] = &["env", "file"];
 pub(super) const VAULT_KUBERNETES_KEYS: &[&str] = &["role", "jwtFile", "mount"];
+pub(super) const VAULT_POD_AUTH_KEYS: &[&str] = &["mount", "audience"];
 pub(super) const VAULT_APPROLE_KEYS: &[&str] = &["roleId", "secretIdFile", "secretIdEnv", "mount"];
 
 /// `type: vault`.
@@ -44,9 +46,30 @@ pub struct VaultSettings {
     /// Default KV engine when a ref sets none (2).
     pub kv_version: KvEngine,
     pub auth: VaultAuth,
+    /// How bindings with `identity: pod` log in as the calling pod.
+    pub pod_auth: PodAuth,
     /// Per-request timeout of the HTTP client.
     pub timeout: Duration,
     pub cache_ttl: Option<Duration>,
+}
+
+/// `podAuth`: the kubernetes auth mount that logs pods in, and the
+/// audience their tokens must carry for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodAuth {
+    /// `kubernetes` by default.
+    pub mount: String,
+    /// `vault` by default, as vault-csi-provider's.
+    pub audience: String,
+}
+
+impl Default for PodAuth {
+    fn default() -> Self {
+        PodAuth {
+            mount: "kubernetes".into(),
+            audience: "vault".into(),
+        }
+    }
 }
 
 /// How the Vault provider gets its token.
@@ -140,6 +163,10 @@ impl VaultSettings {
             None => VaultAuth::TokenEnv("VAULT_TOKEN".into()),
             Some(a) => parse_vault_auth(a)?,
         };
+        let pod_auth = match o.object("podAuth")? {
+            None => PodAuth::default(),
+            Some(p) => parse_pod_auth(p)?,
+        };
         o.finish()?;
         Ok(VaultSettings {
             address,
@@ -149,10 +176,23 @@ impl VaultSettings {
             mount,
             kv_version,
             auth,
+            pod_auth,
             timeout,
             cache_ttl,
         })
     }
+}
+
+fn parse_pod_auth(mut p: Obj<'_>) -> Result<PodAuth, Error> {
+    p.only(VAULT_POD_AUTH_KEYS)?;
+    let defaults = PodAuth::default();
+    let mount = match p.string("mount")? {
+        Some(m) => segment(&p, "mount", m)?,
+        None => defaults.mount,
+    };
+    let audience = p.string("audience")?.unwrap_or(defaults.audience);
+    p.finish()?;
+    Ok(PodAuth { mount, audience })
 }
 
 fn parse_vault_auth(mut a: Obj<'_>) -> Result<VaultAuth, Error> {

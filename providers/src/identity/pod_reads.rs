@@ -1,0 +1,180 @@
+//! The agent's reads for bindings with `identity: pod`: each Vault or AWS
+//! ref is read by a login of the calling pod (its token, its role), in
+//! the slot of (provider, role, namespace, service account). Pods that
+//! share a service account and role share the login and the cache.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kernelseal_config::Config;
+
+use super::{Slot, Slots, Subject, Upstreams, fingerprint, logins};
+use crate::settings::{AwsSettings, ProviderSettings, VaultSettings};
+use crate::{CacheOptions, Error, SecretRef, SecretValue};
+
+/// Who reads: the pod's identity, its token for the provider's audience,
+/// and the role its login asks for.
+pub struct PodLogin<'a> {
+    pub subject: &'a Subject,
+    pub token: &'a str,
+    /// The Vault role, or the IAM role ARN.
+    pub role: &'a str,
+}
+
+/// The kind of login a ref read as the pod takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginKind {
+    /// Vault kubernetes auth: the role is a Vault role name.
+    Vault,
+    /// STS web identity: the role is an IAM role ARN.
+    Aws,
+}
+
+/// The provider a ref is read through as the pod.
+#[derive(Debug, Clone, Copy)]
+pub struct PodProvider<'a> {
+    pub name: &'a str,
+    pub kind: LoginKind,
+    /// What the pod's token must carry in `aud` for this provider.
+    pub audience: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SlotKey {
+    provider: String,
+    role: String,
+    subject: Subject,
+}
+
+/// The configured Vault and AWS providers, and one slot per identity.
+pub struct PodReads {
+    vault: BTreeMap<String, VaultSettings>,
+    aws: BTreeMap<String, AwsSettings>,
+    opts: CacheOptions,
+    upstreams: Arc<Upstreams>,
+    slots: Slots<SlotKey>,
+}
+
+impl PodReads {
+    /// From the config's `providers:`; nothing is contacted.
+    pub fn from_config(
+        config: &Config,
+        opts: CacheOptions,
+        upstreams: Arc<Upstreams>,
+    ) -> Result<Self, Error> {
+        let mut vault = BTreeMap::new();
+        let mut aws = BTreeMap::new();
+        for (name, spec) in &config.providers {
+            match ProviderSettings::parse(name, &spec.value)? {
+                ProviderSettings::Vault(s) => {
+                    vault.insert(name.clone(), s);
+                }
+                ProviderSettings::Aws(s) => {
+                    aws.insert(name.clone(), s);
+                }
+                ProviderSettings::Kubernetes(_) => {}
+            }
+        }
+        Ok(PodReads {
+            vault,
+            aws,
+            opts,
+            upstreams,
+            slots: Slots::default(),
+        })
+    }
+
+    /// The provider `r` is read through as the pod: the one it names, or
+    /// the only one of its type. `None` for a source that is not remote
+    /// (read by the agent as ever) or names no configured provider (config
+    /// validation refuses that).
+    pub fn provider_of(&self, r: &SecretRef) -> Option<PodProvider<'_>> {
+        match r {
+            SecretRef::Vault(v) => {
+                let (name, s) = configured(&self.vault, v.provider.as_deref())?;
+                Some(PodProvider {
+                    name,
+                    kind: LoginKind::Vault,
+                    audience: &s.pod_auth.audience,
+                })
+            }
+            SecretRef::Aws(a) => {
+                let (name, s) = configured(&self.aws, a.provider.as_deref())?;
+                Some(PodProvider {
+                    name,
+                    kind: LoginKind::Aws,
+                    audience: &s.pod_audience,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// `r` as `login` may read it: from the identity's cache, or upstream
+    /// once the token has passed a login (within the cache TTL).
+    pub async fn get(&self, r: &SecretRef, login: &PodLogin<'_>) -> Result<SecretValue, Error> {
+        let slot = self.admitted(r, login).await?;
+        slot.get(r).await
+    }
+
+    async fn admitted(&self, r: &SecretRef, login: &PodLogin<'_>) -> Result<Arc<Slot>, Error> {
+        let p = self.provider_of(r).ok_or_else(|| Error::Auth {
+            provider: r.kind().into(),
+            message: "no configured provider reads this ref as the pod".into(),
+        })?;
+        let key = SlotKey {
+            provider: p.name.to_string(),
+            role: login.role.to_string(),
+            subject: login.subject.clone(),
+        };
+        let s = login.subject;
+        let name = format!("{}@{}/{}", p.name, s.namespace, s.service_account);
+        let fp = fingerprint(login.token);
+        match p.kind {
+            LoginKind::Vault => {
+                let settings = &self.vault[p.name];
+                let slot = self.slots.get_or_make(key, || {
+                    let limit = self.upstreams.limit(&format!("vault:{}", settings.address));
+                    Slot::new("vault", &self.opts, limit)
+                });
+                slot.admit(&fp, || {
+                    logins::vault_as_pod(&name, settings, login.role, login.token)
+                })
+                .await?;
+                Ok(slot)
+            }
+            LoginKind::Aws => {
+                let settings = &self.aws[p.name];
+                let slot = self.slots.get_or_make(key, || {
+                    let region = settings.region.as_deref().unwrap_or("default");
+                    Slot::new(
+                        "aws",
+                        &self.opts,
+                        self.upstreams.limit(&format!("aws:{region}")),
+                    )
+                });
+                slot.admit(&fp, || {
+                    Ok(logins::aws_as_pod(
+                        &name,
+                        settings,
+                        login.role,
+                        login.token,
+                        s,
+                    ))
+                })
+                .await?;
+                Ok(slot)
+            }
+        }
+    }
+}
+
+/// The provider named, or the only one of its type (as the registry picks).
+fn configured<'m, S>(map: &'m BTreeMap<String, S>, name: Option<&str>) -> Option<(&'m str, &'m S)> {
+    match name {
+        Some(n) => map.get_key_value(n),
+        None if map.len() == 1 => map.iter().next(),
+        None => None,
+    }
+    .map(|(k, v)| (k.as_str(), v))
+}
