@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 pub const USAGE: &str = "\
-usage: kernelseal-exec [--socket PATH] [--timeout DURATION] [--on-error fail|continue] [--verbose] -- CMD [ARGS...]
+usage: kernelseal-exec [--socket PATH] [--timeout DURATION] [--on-error fail|continue] [--token-file PATH]... [--verbose] -- CMD [ARGS...]
 
 Asks the KernelSeal agent for the secrets bound to CMD, sets them in the
 environment, disables core dumps, and execs CMD in place (same PID). The agent
@@ -16,6 +16,10 @@ memory (memfd_secret) where the kernel offers it.
   --socket PATH       agent socket (default $KERNELSEAL_SOCKET or /run/kernelseal/kernelseal.sock)
   --timeout DURATION  how long to retry an agent that is down or refusing (default 15s; e.g. 500ms, 30s, 2m)
   --on-error MODE     fail (default): exit 125 with the reason; continue: exec CMD without secrets, say so on stderr
+  --token-file PATH   the pod's service-account token for bindings with identity: pod (a file, or
+                      a directory of one token per audience; repeatable; at most 3 tokens). Default:
+                      the files in /var/run/secrets/kernelseal.io/tokens when it exists. Sent to the
+                      agent, which accepts it only for the pod the kernel says is calling.
   --verbose           say what was delivered (names only)
 Options with a value also take the --name=value form.
 
@@ -40,6 +44,7 @@ pub struct Args {
     pub timeout: Duration,
     pub on_error: OnError,
     pub verbose: bool,
+    pub tokens: crate::tokens::TokenSource,
     /// CMD and its arguments, passed on byte for byte (not necessarily UTF-8).
     pub command: Vec<OsString>,
 }
@@ -51,6 +56,7 @@ pub fn parse(argv: &[OsString], default_socket: String) -> Result<Option<Args>, 
         timeout: Duration::from_secs(15),
         on_error: OnError::Fail,
         verbose: false,
+        tokens: crate::tokens::TokenSource::Default,
         command: Vec::new(),
     };
     let mut it = argv.iter();
@@ -69,7 +75,12 @@ pub fn parse(argv: &[OsString], default_socket: String) -> Result<Option<Args>, 
                 .map(str::to_string)
                 .ok_or_else(|| format!("{name} {v:?} is not UTF-8"))
         };
-        if inline.is_some() && !matches!(flag, "--socket" | "--timeout" | "--on-error") {
+        if inline.is_some()
+            && !matches!(
+                flag,
+                "--socket" | "--timeout" | "--on-error" | "--token-file"
+            )
+        {
             return Err(format!("unknown option {flag} (or it takes no value)"));
         }
         // Options are text; anything else is where CMD starts.
@@ -100,6 +111,13 @@ pub fn parse(argv: &[OsString], default_socket: String) -> Result<Option<Args>, 
                     other => return Err(format!("--on-error {other:?}: use fail or continue")),
                 }
             }
+            "--token-file" => {
+                let path = std::path::PathBuf::from(value("--token-file")?);
+                match &mut args.tokens {
+                    crate::tokens::TokenSource::Given(paths) => paths.push(path),
+                    default => *default = crate::tokens::TokenSource::Given(vec![path]),
+                }
+            }
             "-v" | "--verbose" => args.verbose = true,
             opt if opt.starts_with('-') => return Err(format!("unknown option {opt}")),
             "" if a.as_encoded_bytes().first() == Some(&b'-') => {
@@ -123,6 +141,25 @@ mod tests {
 
     fn v(s: &[&str]) -> Vec<OsString> {
         s.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn token_files_repeat_and_default_to_the_projected_directory() {
+        use crate::tokens::TokenSource;
+        let a = parse(&v(&["app"]), "/d".into()).unwrap().unwrap();
+        assert_eq!(a.tokens, TokenSource::Default);
+        let a = parse(
+            &v(&["--token-file", "/t/vault", "--token-file=/t/sts", "app"]),
+            "/d".into(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            a.tokens,
+            TokenSource::Given(vec!["/t/vault".into(), "/t/sts".into()])
+        );
+        let e = parse(&v(&["--token-file"]), "/d".into()).unwrap_err();
+        assert!(e.contains("--token-file needs a value"), "{e}");
     }
 
     #[test]

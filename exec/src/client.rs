@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::secret_heap::SecretHeap;
 use kernelseal_protocol::{
-    EnvVar, ExecRequest, ExecResponse, MAX_RESPONSE_BYTES, NO_BINDING, PROTOCOL_VERSION,
-    ProtocolError, decode_response, encode, read_frame, write_frame,
+    EnvVar, ExecRequest, ExecResponse, MAX_RESPONSE_BYTES, NO_BINDING, ProtocolError,
+    decode_response, encode, read_frame, write_frame,
 };
 
 pub enum Outcome {
@@ -28,7 +28,7 @@ pub enum Outcome {
 
 fn once(
     socket: &str,
-    binary: &str,
+    req: &ExecRequest,
     remaining: Duration,
     heap: &SecretHeap,
 ) -> Result<ExecResponse, ProtocolError> {
@@ -36,11 +36,9 @@ fn once(
     let io_timeout = Some(remaining.max(Duration::from_millis(10)));
     stream.set_read_timeout(io_timeout)?;
     stream.set_write_timeout(io_timeout)?;
-    let req = ExecRequest {
-        version: PROTOCOL_VERSION,
-        binary: binary.to_string(),
-    };
-    write_frame(&mut stream, &encode(&req))?;
+    // The encoded request may hold tokens: wiped once sent.
+    let body = zeroize::Zeroizing::new(encode(req));
+    write_frame(&mut stream, &body)?;
     // While the agent works on the answer: map the secret heap (and fault
     // its first pages in), so the reply and all built from it land there
     // and the set-up costs no time of its own.
@@ -59,7 +57,7 @@ fn ignore_sigpipe() {
 
 /// Asks the agent, retrying until `timeout`. `heap` is activated once the
 /// request is sent.
-pub fn ask(socket: &str, binary: &str, timeout: Duration, heap: &SecretHeap) -> Outcome {
+pub fn ask(socket: &str, req: &ExecRequest, timeout: Duration, heap: &SecretHeap) -> Outcome {
     ignore_sigpipe();
     // A timeout beyond what the clock can add is as good as forever.
     let deadline = Instant::now()
@@ -70,7 +68,7 @@ pub fn ask(socket: &str, binary: &str, timeout: Duration, heap: &SecretHeap) -> 
         let remaining = deadline.saturating_duration_since(Instant::now());
         // The last answer worth retrying: a "no binding" reason as the agent
         // gave it, anything else with what failed in front.
-        let last = match once(socket, binary, remaining, heap) {
+        let last = match once(socket, req, remaining, heap) {
             Ok(ExecResponse::Ok {
                 env,
                 missing,

@@ -7,6 +7,7 @@ mod args;
 mod client;
 mod launch;
 pub mod secret_heap;
+mod tokens;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub use args::{Args, OnError, USAGE, parse};
 pub use client::{Outcome, ask};
 pub use launch::{BadVariable, Launch, Prepared, check};
 pub use secret_heap::{Backing, SecretHeap};
+pub use tokens::{TokenSource, read_tokens};
 
 pub const EXIT_AGENT: i32 = 125;
 pub const EXIT_NOT_EXECUTABLE: i32 = 126;
@@ -84,9 +86,25 @@ pub fn main_with(argv: &[OsString], heap: &SecretHeap) -> i32 {
         ));
         return EXIT_NOT_FOUND;
     };
+    let tokens = match read_tokens(&args.tokens) {
+        Ok(t) => t,
+        // A token the user named and that cannot be read is a failure
+        // whatever --on-error says: the agent would refuse the bindings
+        // that need it, for a reason less clear than this one.
+        Err(e) => {
+            warn(format!("no secrets for {}: {e}", binary.display()));
+            return EXIT_AGENT;
+        }
+    };
     // Before the request: the secret heap is activated once it is sent.
     let launch = Launch::new(&binary, &args.command[0], &args.command[1..]);
-    let outcome = ask(&args.socket, &binary.to_string_lossy(), args.timeout, heap);
+    let request = kernelseal_protocol::ExecRequest {
+        version: kernelseal_protocol::PROTOCOL_VERSION,
+        binary: binary.to_string_lossy().into_owned(),
+        tokens,
+    };
+    let outcome = ask(&args.socket, &request, args.timeout, heap);
+    drop(request);
     let backing = secret_heap::active_backing();
     let mut secrets = Vec::new();
     match outcome {

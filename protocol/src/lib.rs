@@ -16,6 +16,13 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_REQUEST_BYTES: u32 = 64 * 1024;
 pub const MAX_RESPONSE_BYTES: u32 = 4 * 1024 * 1024;
 pub const DEFAULT_SOCKET: &str = "/run/kernelseal/kernelseal.sock";
+/// Where the wrapper finds the pod's projected service-account tokens
+/// (one file per audience) unless told otherwise.
+pub const DEFAULT_TOKEN_DIR: &str = "/var/run/secrets/kernelseal.io/tokens";
+/// Tokens one request carries at most (one per audience: Vault, STS…).
+pub const MAX_TOKENS: usize = 3;
+/// Longest token accepted: a projected token is about 1 KiB.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// How the reason of a refusal starts when no binding selects the caller.
 /// A refusal rather than a message of its own, so that a wrapper of any
@@ -31,6 +38,44 @@ pub struct ExecRequest {
     /// Absolute path of the executable the caller will exec. A claim by the
     /// caller, not proof: bindings must not rely on it alone.
     pub binary: String,
+    /// The pod's service-account tokens, for bindings that read as the
+    /// pod (`identity: pod`). Claims, not proof: the agent checks them
+    /// against the caller's pod, and Vault or STS verify the signature.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<ServiceAccountToken>,
+}
+
+/// A service-account token (a JWT) as the wrapper sends it. Wiped when
+/// dropped; never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ServiceAccountToken(String);
+
+impl ServiceAccountToken {
+    pub fn new(token: String) -> Self {
+        ServiceAccountToken(token)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The token, moved out into memory that wipes itself.
+    pub fn into_zeroizing(mut self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(std::mem::take(&mut self.0))
+    }
+}
+
+impl Drop for ServiceAccountToken {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for ServiceAccountToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceAccountToken(<redacted>)")
+    }
 }
 
 /// One environment variable to set. The value is wiped when dropped.
@@ -182,26 +227,43 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     serde_json::to_vec(msg).expect("protocol messages always serialize")
 }
 
+/// Decodes a request. Like [`decode_response`], the error never quotes
+/// the input: a request may carry tokens.
 pub fn decode_request(body: &[u8]) -> Result<ExecRequest, ProtocolError> {
-    let req: ExecRequest =
-        serde_json::from_slice(body).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    let req: ExecRequest = serde_json::from_slice(body).map_err(|e| malformed(&e))?;
+    if req.tokens.len() > MAX_TOKENS {
+        return Err(ProtocolError::Malformed(format!(
+            "{} tokens (at most {MAX_TOKENS})",
+            req.tokens.len()
+        )));
+    }
+    if let Some(t) = req.tokens.iter().find(|t| t.0.len() > MAX_TOKEN_BYTES) {
+        return Err(ProtocolError::Malformed(format!(
+            "a token of {} bytes (at most {MAX_TOKEN_BYTES})",
+            t.0.len()
+        )));
+    }
     if req.version != PROTOCOL_VERSION {
         return Err(ProtocolError::Version(req.version));
     }
     Ok(req)
 }
 
+/// The kind and place of a JSON error, never its text (which can quote
+/// the input).
+fn malformed(e: &serde_json::Error) -> ProtocolError {
+    let place = match e.line() {
+        0 => String::new(),
+        line => format!(" at line {line} column {}", e.column()),
+    };
+    ProtocolError::Malformed(format!("{:?} error{place}", e.classify()))
+}
+
 /// Decodes a response. serde_json's error text can quote the input
 /// ("invalid type: string \"…\""), so the error names only the kind and
 /// place: a malformed response cannot leak a value through it.
 pub fn decode_response(mut body: Vec<u8>) -> Result<ExecResponse, ProtocolError> {
-    let res = serde_json::from_slice::<ExecResponse>(&body).map_err(|e| {
-        let place = match e.line() {
-            0 => String::new(),
-            line => format!(" at line {line} column {}", e.column()),
-        };
-        ProtocolError::Malformed(format!("{:?} error{place}", e.classify()))
-    });
+    let res = serde_json::from_slice::<ExecResponse>(&body).map_err(|e| malformed(&e));
     body.zeroize();
     let res = res?;
     let version = match &res {
@@ -262,8 +324,13 @@ mod tests {
         let req = ExecRequest {
             version: 1,
             binary: "/usr/bin/app".into(),
+            tokens: vec![],
         };
         assert_eq!(decode_request(&encode(&req)).unwrap(), req);
+        assert!(
+            !String::from_utf8(encode(&req)).unwrap().contains("tokens"),
+            "no tokens, no field: an agent of an earlier release refuses unknown fields"
+        );
         let e = decode_request(br#"{"version":2,"binary":"/x"}"#).unwrap_err();
         assert!(matches!(e, ProtocolError::Version(2)));
         assert!(decode_request(br#"{"version":1}"#).is_err());
@@ -303,6 +370,33 @@ mod tests {
             retry: false,
         };
         assert!(!other.is_no_binding());
+    }
+
+    #[test]
+    fn tokens_are_bounded_and_stay_out_of_debug_and_errors() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzZWNyZXQifQ.c2lnbmF0dXJl";
+        let req = ExecRequest {
+            version: 1,
+            binary: "/usr/bin/app".into(),
+            tokens: vec![ServiceAccountToken::new(jwt.into())],
+        };
+        let back = decode_request(&encode(&req)).unwrap();
+        assert_eq!(back.tokens[0].expose(), jwt);
+        assert!(!format!("{back:?}").contains(jwt));
+        let wrong_type = format!(r#"{{"version":1,"binary":"/x","tokens":"{jwt}"}}"#);
+        let e = decode_request(wrong_type.as_bytes()).unwrap_err();
+        assert!(!e.to_string().contains(jwt), "{e}");
+        let many = ExecRequest {
+            tokens: vec![ServiceAccountToken::new("t".into()); MAX_TOKENS + 1],
+            ..req.clone()
+        };
+        assert!(decode_request(&encode(&many)).is_err());
+        let big = ExecRequest {
+            tokens: vec![ServiceAccountToken::new("t".repeat(MAX_TOKEN_BYTES + 1))],
+            ..req
+        };
+        let e = decode_request(&encode(&big)).unwrap_err();
+        assert!(e.to_string().contains("at most 16384"), "{e}");
     }
 
     #[test]
