@@ -8,6 +8,7 @@
 //! the delivery. Either step can end in a [`Refusal`]: why the caller gets
 //! nothing, and whether asking again may help.
 
+mod as_pod;
 mod plan;
 mod refusal;
 mod release;
@@ -42,8 +43,12 @@ pub(crate) async fn deliver(
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Occasion<'a> {
     /// A wrapper asks on the agent socket, for the program it is about to
-    /// exec; it is answered either way.
-    Request { binary: &'a str },
+    /// exec, with the pod's service-account tokens it found; it is
+    /// answered either way.
+    Request {
+        binary: &'a str,
+        tokens: &'a [crate::pod_token::PodToken],
+    },
     /// The kernel marked a process at exec by its file name. Nobody asked:
     /// what happens is only logged.
     Exec { filename: &'a str },
@@ -53,8 +58,16 @@ impl Occasion<'_> {
     /// The program the caller runs, for `binary` and `path` selectors.
     fn program(&self) -> &str {
         match self {
-            Occasion::Request { binary } => binary,
+            Occasion::Request { binary, .. } => binary,
             Occasion::Exec { filename } => filename,
+        }
+    }
+
+    /// The tokens the caller sent: none at exec.
+    fn tokens(&self) -> &[crate::pod_token::PodToken] {
+        match self {
+            Occasion::Request { tokens, .. } => tokens,
+            Occasion::Exec { .. } => &[],
         }
     }
 
@@ -66,9 +79,14 @@ impl Occasion<'_> {
     fn offers(&self, b: &PreparedBinding) -> bool {
         match self {
             Occasion::Request { .. } => true,
+            // A binding that reads as the pod needs the pod's token, which
+            // nobody brings at exec (config validation refuses such file
+            // bindings with a program selector; this holds whatever the
+            // config says).
             Occasion::Exec { .. } => {
                 b.delivery == Kind::File
                     && (b.selector.binary.is_some() || b.selector.path.is_some())
+                    && !b.identity.is_pod()
             }
         }
     }
@@ -128,15 +146,20 @@ impl Occasion<'_> {
     }
 }
 
-/// Gets one secret, timed for the provider metrics whatever started the
-/// delivery (an exec-time delivery also counts each secret it could not
-/// get as a denial, see [`Occasion::fetch_failed`]).
+/// Gets one secret — as the pod when `login` says so — timed for the
+/// provider metrics whatever started the delivery (an exec-time delivery
+/// also counts each secret it could not get as a denial, see
+/// [`Occasion::fetch_failed`]).
 async fn fetch(
     state: &ServingState,
     sref: &SecretRef,
+    login: Option<kernelseal_providers::identity::PodLogin<'_>>,
 ) -> Result<SecretValue, kernelseal_providers::Error> {
     let started = std::time::Instant::now();
-    let fetched = state.cache.get(sref).await;
+    let fetched = match login {
+        Some(l) => state.pod_reads.get(sref, &l).await,
+        None => state.cache.get(sref).await,
+    };
     let provider = sref.provider_name().unwrap_or(sref.kind());
     state
         .metrics

@@ -67,7 +67,7 @@ fn report(state: &ServingState, pid: u32, filename: &str, refusal: &Refusal) {
             warn!(pid, "[FILE] not writing secrets for PID {pid}: {why}");
             true
         }
-        Refusal::SharedName { .. } | Refusal::Unresolved { .. } => {
+        Refusal::SharedName { .. } | Refusal::Unresolved { .. } | Refusal::AsPod { .. } => {
             warn!(pid, "[FILE] no files for PID {pid}: {why}");
             true
         }

@@ -22,6 +22,32 @@ impl PodIdentity {
         })
     }
 
+    /// A caller in `pod`, at pod level (tests of what follows selection).
+    #[cfg(test)]
+    pub(crate) fn in_pod(pod: crate::PodInfo) -> Self {
+        PodIdentity {
+            cgroup: Some(crate::cgroup::PodCgroup {
+                pod_uid: pod.uid.clone(),
+                container_id: None,
+            }),
+            pod: Some(pod),
+        }
+    }
+
+    /// A caller outside any pod.
+    #[cfg(test)]
+    pub(crate) fn host() -> Self {
+        PodIdentity {
+            cgroup: None,
+            pod: None,
+        }
+    }
+
+    /// The caller's pod, when the node's list shows it.
+    pub(crate) fn pod(&self) -> Option<&crate::PodInfo> {
+        self.pod.as_ref()
+    }
+
     /// The caller's container name, when the pod list shows its ID.
     fn container(&self) -> Option<&str> {
         let pc = self.caller()?;

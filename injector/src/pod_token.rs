@@ -194,23 +194,31 @@ struct NamedAccount {
     name: String,
 }
 
+/// Tokens shaped as the kubelet projects them, unsigned (the agent never
+/// verifies the signature), for tests here and of the deliveries.
 #[cfg(test)]
-mod tests {
-    use std::collections::{BTreeMap, HashMap};
-    use std::time::Duration;
+pub(crate) mod test_tokens {
+    use base64::Engine;
+    use zeroize::Zeroizing;
 
-    use super::*;
+    use super::PodToken;
 
-    const SIGNATURE: &str = "c2lnbmF0dXJlLW5vdC1jaGVja2Vk";
+    pub(crate) const SIGNATURE: &str = "c2lnbmF0dXJlLW5vdC1jaGVja2Vk";
 
-    fn jwt(claims: serde_json::Value) -> PodToken {
+    pub(crate) fn jwt(claims: serde_json::Value) -> PodToken {
         let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
         let header = b64(br#"{"alg":"RS256","kid":"k"}"#);
         let payload = b64(claims.to_string().as_bytes());
         PodToken::new(Zeroizing::new(format!("{header}.{payload}.{SIGNATURE}")))
     }
 
-    fn projected(uid: &str, ns: &str, sa: &str, aud: serde_json::Value, exp: u64) -> PodToken {
+    pub(crate) fn projected(
+        uid: &str,
+        ns: &str,
+        sa: &str,
+        aud: serde_json::Value,
+        exp: u64,
+    ) -> PodToken {
         jwt(serde_json::json!({
             "aud": aud,
             "exp": exp,
@@ -223,6 +231,16 @@ mod tests {
             }
         }))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::time::Duration;
+
+    use super::*;
+
+    use super::test_tokens::{SIGNATURE, jwt, projected};
 
     fn pod(uid: &str, ns: &str, sa: &str) -> PodInfo {
         PodInfo {

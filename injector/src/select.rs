@@ -16,6 +16,8 @@ pub struct PreparedBinding {
     pub refs: Vec<(String, SecretRef)>,
     pub on_rotate: Option<OnRotate>,
     pub delivery: Delivery,
+    /// Whose login reads its Vault and AWS refs.
+    pub identity: kernelseal_config::Identity,
 }
 
 impl PreparedBinding {
@@ -52,6 +54,7 @@ fn prepare_one(id: u32, b: &Binding) -> PreparedBinding {
         refs,
         on_rotate: b.on_rotate.clone(),
         delivery: b.delivery,
+        identity: b.identity.clone(),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::admission::{Admission, ConnLimits, Limit, Slot};
 use crate::deliver::{Occasion, Refusal, deliver};
 use crate::error::{InjectError, SocketProblem};
 use crate::identity::Caller;
+use crate::pod_token::PodToken;
 use crate::socket_log::{Event, SocketLog};
 use crate::state::{ServingState, Shared};
 
@@ -280,8 +281,9 @@ async fn read_request(stream: &mut UnixStream) -> Result<ExecRequest, RequestPro
         return Err(RequestProblem::TooLarge { size });
     }
     // Grown as bytes arrive, not allocated from the claimed size: a peer
-    // that announces 64 KiB and sends nothing costs nothing.
-    let mut body = Vec::new();
+    // that announces 64 KiB and sends nothing costs nothing. Wiped: it may
+    // hold tokens.
+    let mut body = zeroize::Zeroizing::new(Vec::new());
     (&mut *stream)
         .take(u64::from(size))
         .read_to_end(&mut body)
@@ -326,7 +328,7 @@ async fn handle(
     if !slot.mark_busy() {
         return Err(ConnError::Evicted);
     }
-    let res = respond(&caller, &req, state).await;
+    let res = respond(&caller, req, state).await;
     if let ExecResponse::Refused { .. } = &res {
         state.metrics.secrets_denied.inc();
     }
@@ -371,9 +373,17 @@ async fn send(
 }
 
 /// The answer to a wrapper's request: its delivery, or why not.
-async fn respond(caller: &Caller, req: &ExecRequest, state: &ServingState) -> ExecResponse {
-    let binary = req.binary.as_str();
-    match deliver(state, caller, Occasion::Request { binary }).await {
+async fn respond(caller: &Caller, req: ExecRequest, state: &ServingState) -> ExecResponse {
+    let ExecRequest { binary, tokens, .. } = req;
+    let tokens: Vec<PodToken> = tokens
+        .into_iter()
+        .map(|t| PodToken::new(t.into_zeroizing()))
+        .collect();
+    let occasion = Occasion::Request {
+        binary: &binary,
+        tokens: &tokens,
+    };
+    match deliver(state, caller, occasion).await {
         Ok(d) => ExecResponse::Ok {
             version: PROTOCOL_VERSION,
             bindings: d.bindings,
@@ -400,7 +410,7 @@ fn refusal_reply(caller: &Caller, refusal: &Refusal) -> ExecResponse {
             pid, binary = %program,
             "[INJECT] no binding matched PID {pid} ({program}, uid {uid}{pod})"
         ),
-        Refusal::Protect(_) => warn!(
+        Refusal::Protect(_) | Refusal::AsPod { .. } => warn!(
             pid = caller.pid,
             "[INJECT] refusing PID {}: {refusal}", caller.pid
         ),
@@ -436,6 +446,7 @@ mod tests {
         let req = ExecRequest {
             version: PROTOCOL_VERSION,
             binary: "/bin/sh".into(),
+            tokens: vec![],
         };
         let frame = encode_frame(&req);
         client.write_all(&frame[..frame.len() - 1]).unwrap();

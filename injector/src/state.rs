@@ -15,6 +15,8 @@ use crate::select::PreparedBinding;
 pub struct ServingState {
     pub bindings: Vec<PreparedBinding>,
     pub cache: Cache,
+    /// Reads of bindings with `identity: pod`, as the calling pod.
+    pub pod_reads: Arc<kernelseal_providers::identity::PodReads>,
     /// `None` in `mode: disabled`: secrets are delivered unprotected.
     pub marks: Option<Arc<Marks>>,
     /// `policy.mode: enforce`: a traced caller is refused, not just logged.

@@ -37,6 +37,9 @@ struct Kept {
     files: Arc<Mutex<Option<Arc<FileStore>>>>,
     /// The kernel's guarded inodes; `None` in `mode: disabled`.
     guard: Option<SharedGuard>,
+    /// One bound on requests at once per Vault address or AWS region,
+    /// over every identity the agent reads as, across reloads.
+    upstreams: Arc<kernelseal_providers::identity::Upstreams>,
 }
 
 impl Serving {
@@ -66,6 +69,7 @@ impl Serving {
             pods,
             files: Arc::default(),
             guard,
+            upstreams: Arc::default(),
         };
         let d = serving_state(config, gate, args, &kept)?;
         let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
@@ -175,6 +179,12 @@ fn serving_state(
 ) -> Result<kernelseal_injector::ServingState, Failure> {
     let registry = kernelseal_providers::Registry::from_config(config).map_err(Failure::config)?;
     let cache = kernelseal_providers::Cache::new(std::sync::Arc::new(registry), Default::default());
+    let pod_reads = kernelseal_providers::identity::PodReads::from_config(
+        config,
+        Default::default(),
+        kept.upstreams.clone(),
+    )
+    .map_err(Failure::config)?;
     // The refresher holds the cache weakly; the watcher holds it until
     // `stop_watch`, dropped with this serving state on a reload, ends it.
     cache.spawn_refresher();
@@ -211,6 +221,7 @@ fn serving_state(
     Ok(kernelseal_injector::ServingState {
         bindings,
         cache,
+        pod_reads: std::sync::Arc::new(pod_reads),
         marks,
         enforce: config.policy.mode == kernelseal_config::Mode::Enforce,
         metrics: kept.metrics.clone(),

@@ -1,11 +1,13 @@
 //! The plan: what the caller gets, found out without touching it.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use kernelseal_config::Delivery as Kind;
 use kernelseal_protocol::EnvVar;
 use kernelseal_providers::SecretValue;
 
+use super::as_pod::PodLogins;
 use super::{Occasion, Refusal};
 use crate::identity::Caller;
 use crate::pod_identity::{PodIdentity, pod_identity};
@@ -35,7 +37,16 @@ pub(crate) async fn plan<'s>(
     let pods = pod_identity(caller, state).await?;
     let selected = select(state, caller, occasion, &pods)?;
     check_names(&selected)?;
-    fetch(state, caller, occasion, selected).await
+    // Before any upstream call: a caller with another pod's token gets
+    // nothing read on its behalf.
+    let logins = PodLogins::check(
+        &state.pod_reads,
+        &pods,
+        &selected,
+        occasion.tokens(),
+        SystemTime::now(),
+    )?;
+    fetch(state, caller, occasion, selected, logins.as_ref()).await
 }
 
 /// The bindings whose every selector field matches the caller.
@@ -85,12 +96,14 @@ fn check_names(selected: &[&PreparedBinding]) -> Result<(), Refusal> {
 }
 
 /// Every secret of the selected bindings: as an environment variable or a
-/// file, as its binding says, or missing with the reason.
+/// file, as its binding says, or missing with the reason. `logins` reads
+/// the refs of bindings with `identity: pod`.
 async fn fetch<'s>(
     state: &ServingState,
     caller: &Caller,
     occasion: Occasion<'_>,
     selected: Vec<&'s PreparedBinding>,
+    logins: Option<&PodLogins<'_>>,
 ) -> Result<Plan<'s>, Refusal> {
     let mut plan = Plan {
         selected: Vec::new(),
@@ -102,7 +115,10 @@ async fn fetch<'s>(
     for b in &selected {
         let mut got = 0;
         for (name, sref) in &b.refs {
-            match super::fetch(state, sref).await {
+            let login = logins
+                .filter(|_| b.identity.is_pod())
+                .and_then(|l| l.login(&state.pod_reads, b, sref));
+            match super::fetch(state, sref, login).await {
                 Ok(v) if b.delivery == Kind::File => {
                     plan.files.push((name.clone(), v));
                     got += 1;

@@ -2,6 +2,7 @@
 
 use kernelseal_protocol::NO_BINDING;
 
+use super::as_pod::AsPodRefusal;
 use crate::error::InjectError;
 use crate::pod_identity::PodRequired;
 use crate::protect::ProtectError;
@@ -37,6 +38,13 @@ pub(crate) enum Refusal {
     /// A process marked at exec for which no file could be fetched.
     #[error("no secret could be fetched")]
     NothingFetched,
+    /// A binding with `identity: pod` cannot read as the caller's pod.
+    #[error("binding {binding:?} reads as the pod (identity: pod): {why}")]
+    AsPod {
+        binding: String,
+        #[source]
+        why: Box<AsPodRefusal>,
+    },
     #[error(transparent)]
     Protect(#[from] ProtectError),
     #[error("writing the secret files failed: {0}")]
@@ -56,6 +64,7 @@ impl Refusal {
         match self {
             Refusal::PodIdentity(p) => p.retry(),
             Refusal::NoBinding { retry, .. } => *retry,
+            Refusal::AsPod { why, .. } => why.retry(),
             Refusal::SharedName { .. } | Refusal::Protect(_) => false,
             Refusal::Unresolved { .. } | Refusal::NothingFetched | Refusal::Files(_) => true,
         }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use kernelseal_providers::identity::PodReads;
 use kernelseal_providers::{Cache, Registry};
 
 use super::*;
@@ -13,9 +14,11 @@ fn state(secrets: &str) -> ServingState {
     let text = format!("policy:\n  mode: disabled\nsecrets:\n{secrets}");
     let config = kernelseal_config::parse_str(&text, "t").unwrap().config;
     let registry = Registry::from_config(&config).unwrap();
+    let pod_reads = PodReads::from_config(&config, Default::default(), Arc::default()).unwrap();
     ServingState {
         bindings: crate::prepare(&config),
         cache: Cache::new(Arc::new(registry), Default::default()),
+        pod_reads: Arc::new(pod_reads),
         marks: None,
         enforce: false,
         metrics: Arc::default(),
@@ -53,6 +56,7 @@ async fn a_request_gets_its_environment_unprotected_in_mode_disabled() {
         &me(),
         Occasion::Request {
             binary: "/usr/bin/app",
+            tokens: &[],
         },
     )
     .await
@@ -73,10 +77,17 @@ async fn a_request_is_refused_when_none_of_a_binding_s_secrets_can_be_had() {
     let s = state(&format!(
         "  - name: app\n    selector: {{ binary: app }}\n    secretRefs:\n      - {{ name: A, source: {{ envRef: {UNSET} }} }}\n"
     ));
-    let refusal = deliver(&s, &me(), Occasion::Request { binary: "app" })
-        .await
-        .err()
-        .unwrap();
+    let refusal = deliver(
+        &s,
+        &me(),
+        Occasion::Request {
+            binary: "app",
+            tokens: &[],
+        },
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(matches!(refusal, Refusal::Unresolved { .. }), "{refusal:?}");
     assert!(
         refusal
@@ -95,7 +106,15 @@ async fn no_binding_and_a_name_from_two_bindings_are_refused_before_any_fetch() 
         "  - name: a\n    selector: { binary: app }\n    secretRefs:\n      - { name: X, source: { value: one } }\n  - name: b\n    selector: { binary: app }\n    secretRefs:\n      - { name: X, source: { value: two } }\n",
     );
     let caller = me();
-    let none = plan_refused(&s, &caller, Occasion::Request { binary: "other" }).await;
+    let none = plan_refused(
+        &s,
+        &caller,
+        Occasion::Request {
+            binary: "other",
+            tokens: &[],
+        },
+    )
+    .await;
     assert_eq!(
         none.reason(),
         format!(
@@ -104,7 +123,15 @@ async fn no_binding_and_a_name_from_two_bindings_are_refused_before_any_fetch() 
         )
     );
     assert!(!none.retry());
-    let shared = plan_refused(&s, &caller, Occasion::Request { binary: "app" }).await;
+    let shared = plan_refused(
+        &s,
+        &caller,
+        Occasion::Request {
+            binary: "app",
+            tokens: &[],
+        },
+    )
+    .await;
     assert_eq!(
         shared.reason(),
         "X is delivered by both binding \"a\" and \"b\": a config error"
@@ -129,11 +156,13 @@ async fn an_exec_is_offered_only_file_bindings_that_name_a_program() {
         .map(|b| b.name.as_str())
         .collect();
     assert_eq!(offered, ["named"]);
-    assert!(
-        s.bindings
-            .iter()
-            .all(|b| Occasion::Request { binary: "app" }.offers(b))
-    );
+    assert!(s.bindings.iter().all(|b| {
+        Occasion::Request {
+            binary: "app",
+            tokens: &[],
+        }
+        .offers(b)
+    }));
     // Planned like a request, then refused at the write: this state has
     // no secrets directory.
     let caller = me();
