@@ -4,7 +4,8 @@
 //! and AWS's own policies for that service account decide what it reads.
 //!
 //! Written `identity: pod`, or as a mapping when the role is not the
-//! default: `identity: { mode: pod, vaultRole: web, awsRoleArn: arn:… }`.
+//! default: `identity: { vaultRole: web, awsRoleArn: arn:… }` (`mode`
+//! defaults to `pod` there).
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -48,15 +49,21 @@ impl Identity {
     }
 }
 
-/// The mapping form of `identity`.
+/// The mapping form of `identity`. It exists to name the pod's roles, so
+/// its `mode` is `pod` unless it says otherwise.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct IdentitySpec {
+    #[serde(default = "pod")]
     mode: IdentityMode,
     #[serde(default)]
     vault_role: Option<String>,
     #[serde(default)]
     aws_role_arn: Option<String>,
+}
+
+fn pod() -> IdentityMode {
+    IdentityMode::Pod
 }
 
 impl<'de> Deserialize<'de> for Identity {
@@ -125,6 +132,8 @@ mod tests {
                 .unwrap();
         assert_eq!(long.vault_role.as_deref(), Some("web"));
         assert_eq!(long.aws_role_arn.as_deref(), Some("arn:aws:iam::1:role/w"));
+        let implied = parse("identity: { vaultRole: web }").unwrap();
+        assert_eq!(implied.mode, IdentityMode::Pod);
         let typo = parse("identity: pods").unwrap_err();
         assert!(typo.contains("use agent, pod"), "{typo}");
         let unknown = parse("identity: { mode: pod, role: x }").unwrap_err();
