@@ -5,12 +5,18 @@
 //! here, as a dev-dependency of each. The binary's own tests, which run the
 //! real agent and wrapper, share the child reaper and the poll loop.
 //! `kube_api` (feature `kube-api`) stands in for the Kubernetes API's pod
-//! list.
+//! list; `vault` (feature `vault`) for HashiCorp Vault with kubernetes auth
+//! and ACL policies, and `sa_token` mints the service-account tokens a pod
+//! logs in with.
 
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "kube-api")]
 pub mod kube_api;
+#[cfg(feature = "vault")]
+pub mod sa_token;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
