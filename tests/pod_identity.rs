@@ -288,6 +288,10 @@ fn each_pod_reads_vault_as_itself_and_is_refused_the_others_secret() {
         err.contains("binding \"web-reads-billing\"") && err.contains("permission denied"),
         "the refusal names the binding and Vault's answer: {err}"
     );
+    assert!(
+        !err.contains("gave up after"),
+        "Vault's no is final: not retried until the timeout: {err}"
+    );
     assert_clean("the wrapper", &(out + &err), &[BILLING_SECRET, &web_jwt]);
 
     // A caller presenting another pod's token: refused before any call.

@@ -114,6 +114,9 @@ async fn fetch<'s>(
     };
     for b in &selected {
         let mut got = 0;
+        // Whether asking again may help: only when an upstream could not
+        // be asked. A refusal (403, not found) is its word and stays.
+        let mut transient = false;
         for (name, sref) in &b.refs {
             let login = logins
                 .filter(|_| b.identity.is_pod())
@@ -139,6 +142,7 @@ async fn fetch<'s>(
                     }
                 },
                 Err(e) => {
+                    transient |= e.is_retryable();
                     occasion.fetch_failed(state, caller.pid, &b.name, name, &e);
                     plan.missing.push(name.clone());
                     plan.warnings.push(format!("{name}: {e}"));
@@ -149,6 +153,7 @@ async fn fetch<'s>(
             return Err(Refusal::Unresolved {
                 binding: b.name.clone(),
                 failures: plan.warnings.join("; "),
+                retry: transient,
             });
         }
     }

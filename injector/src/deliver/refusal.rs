@@ -32,9 +32,15 @@ pub(crate) enum Refusal {
         first: String,
         second: String,
     },
-    /// `failures`: every secret the request could not get so far, and why.
+    /// `failures`: every secret the request could not get so far, and
+    /// why; `retry` when one of them was an upstream that could not be
+    /// asked (down, timed out, 5xx), not one that said no.
     #[error("no secret of binding {binding:?} could be resolved: {failures}")]
-    Unresolved { binding: String, failures: String },
+    Unresolved {
+        binding: String,
+        failures: String,
+        retry: bool,
+    },
     /// A process marked at exec for which no file could be fetched.
     #[error("no secret could be fetched")]
     NothingFetched,
@@ -66,7 +72,8 @@ impl Refusal {
             Refusal::NoBinding { retry, .. } => *retry,
             Refusal::AsPod { why, .. } => why.retry(),
             Refusal::SharedName { .. } | Refusal::Protect(_) => false,
-            Refusal::Unresolved { .. } | Refusal::NothingFetched | Refusal::Files(_) => true,
+            Refusal::Unresolved { retry, .. } => *retry,
+            Refusal::NothingFetched | Refusal::Files(_) => true,
         }
     }
 }
