@@ -416,6 +416,15 @@ fn aws_reads_as_the_pod_through_web_identity() {
     });
     let api = node(&rt);
     let d = dir("aws");
+    // web's service account carries IRSA's annotation; billing's none.
+    api.pods(|p| {
+        p.add_service_account(
+            "shop",
+            "web",
+            json!({ "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/web" }),
+        );
+        p.add_service_account("shop", "billing", json!({}));
+    });
     let config = r#"version: v1
 policy: { mode: disabled }
 podIdentity: required
@@ -423,8 +432,18 @@ providers:
   aws: { type: aws, region: us-east-1 }
 secrets:
   - name: web
-    selector: { serviceAccount: web }
-    identity: { mode: pod, awsRoleArn: "arn:aws:iam::123456789012:role/web" }
+    selector: { serviceAccount: web, binary: printenv }
+    identity: pod
+    secretRefs:
+      - { name: API_KEY, source: { awsRef: { secretId: shop/web, jsonKey: api_key } } }
+  - name: web-named-role
+    selector: { serviceAccount: web, binary: env }
+    identity: { awsRoleArn: "arn:aws:iam::123456789012:role/web-explicit" }
+    secretRefs:
+      - { name: API_KEY, source: { awsRef: { secretId: shop/web, jsonKey: api_key } } }
+  - name: billing
+    selector: { serviceAccount: billing }
+    identity: pod
     secretRefs:
       - { name: API_KEY, source: { awsRef: { secretId: shop/web, jsonKey: api_key } } }
 "#;
@@ -444,10 +463,38 @@ secrets:
         ..web_token()
     };
     let (tok, jwt) = token_file(&d, "sts-token", &sts);
+    // The role from the service account's annotation…
     let out = wrapped_in(&web_cg, &agent.socket, &tok, &["printenv", "API_KEY"]);
     let (stdout, err) = text(&out);
     assert!(out.status.success(), "{err}");
     assert_eq!(stdout.trim(), "aws-web-key-Q81");
+    // …or the one the binding names.
+    let named = wrapped_in(&web_cg, &agent.socket, &tok, &["env"]);
+    let (stdout, err) = text(&named);
+    assert!(named.status.success(), "{err}");
+    assert!(stdout.contains("API_KEY=aws-web-key-Q81"), "{stdout}");
+    // Neither: refused with what to set.
+    let billing_cg = ContainerCgroup::new(BILLING_UID, BILLING_CID);
+    let billing_sts = TokenSpec {
+        audiences: vec!["sts.amazonaws.com".into()],
+        ..billing_token()
+    };
+    let (billing_tok, _) = token_file(&d, "billing-sts-token", &billing_sts);
+    let none = wrapped_in(
+        &billing_cg,
+        &agent.socket,
+        &billing_tok,
+        &["printenv", "API_KEY"],
+    );
+    let (_, err) = text(&none);
+    assert_eq!(none.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(
+            "no IAM role is named: set identity.awsRoleArn on the binding or annotate service \
+             account shop/billing with eks.amazonaws.com/role-arn"
+        ),
+        "{err}"
+    );
     // A Vault-audience token is not one STS takes: refused by the agent.
     let (vault_tok, _) = token_file(&d, "vault-token", &web_token());
     let wrong = wrapped_in(&web_cg, &agent.socket, &vault_tok, &["printenv", "API_KEY"]);

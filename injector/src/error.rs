@@ -23,6 +23,13 @@ pub enum InjectError {
         node: String,
         source: Box<kube::Error>,
     },
+    /// A service account's annotations could not be read.
+    #[error("reading service account {namespace}/{name}: {source}")]
+    ServiceAccount {
+        namespace: String,
+        name: String,
+        source: Box<kube::Error>,
+    },
     /// The caller's pidfd, kept for its files' cleanup, could not be
     /// duplicated.
     #[error("duplicating the pidfd of PID {pid}: {source}")]

@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod rotate;
 pub mod select;
 pub mod server;
+mod service_accounts;
 mod socket_log;
 mod state;
 
@@ -36,4 +37,5 @@ pub use protect::ProtectError;
 pub use rotate::{LiveSet, watch};
 pub use select::{PreparedBinding, prepare};
 pub use server::{REQUEST_TIMEOUT, ServeOptions, bind, serve, unbind};
+pub use service_accounts::ROLE_ARN_ANNOTATION;
 pub use state::{ServingState, Shared};

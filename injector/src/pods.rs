@@ -81,6 +81,8 @@ struct Cache {
 pub struct PodIndex {
     api: Api<Pod>,
     node: String,
+    /// The IAM roles of service accounts, for `identity: pod` reads of AWS.
+    pub accounts: crate::service_accounts::ServiceAccountRoles,
     /// Held across a list: callers that need the same list wait for it
     /// and then read its result instead of listing again.
     cache: Mutex<Cache>,
@@ -89,6 +91,7 @@ pub struct PodIndex {
 impl PodIndex {
     pub fn new(client: kube::Client, node: impl Into<String>) -> Self {
         PodIndex {
+            accounts: crate::service_accounts::ServiceAccountRoles::new(client.clone()),
             api: Api::all(client),
             node: node.into(),
             cache: Mutex::new(Cache {

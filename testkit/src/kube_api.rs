@@ -1,7 +1,9 @@
-//! A stand-in for the one Kubernetes API call the agent's pod identity
+//! A stand-in for the Kubernetes API calls the agent's pod identity
 //! makes: `GET /api/v1/pods?fieldSelector=spec.nodeName=<node>`, a
-//! `PodList`, over plain HTTP on 127.0.0.1 (kube-rs's `Client` takes an
-//! `http://` server from a kubeconfig).
+//! `PodList`, and `GET /api/v1/namespaces/<ns>/serviceaccounts/<name>`
+//! (the IAM role annotation of `identity: pod`), over plain HTTP on
+//! 127.0.0.1 (kube-rs's `Client` takes an `http://` server from a
+//! kubeconfig).
 //!
 //! It follows the documented API where the agent could trip on it:
 //! a bearer token is required (none or an unknown one: 401 `Status`), a
@@ -45,6 +47,8 @@ type Hook = Box<dyn FnOnce(&mut Pods) + Send>;
 pub struct Pods {
     items: Vec<Value>,
     resource_version: u64,
+    /// Service accounts by (namespace, name).
+    accounts: HashMap<(String, String), Value>,
 }
 
 impl Pods {
@@ -93,6 +97,22 @@ impl Pods {
     pub fn add(&mut self, pod: Value) {
         self.resource_version += 1;
         self.items.push(pod);
+    }
+
+    /// A service account with these annotations.
+    pub fn add_service_account(&mut self, namespace: &str, name: &str, annotations: Value) {
+        self.resource_version += 1;
+        let sa = json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {
+                "name": name, "namespace": namespace,
+                "uid": format!("sa-{namespace}-{name}"),
+                "resourceVersion": self.resource_version.to_string(),
+                "annotations": annotations
+            }
+        });
+        self.accounts
+            .insert((namespace.to_string(), name.to_string()), sa);
     }
 }
 
@@ -143,6 +163,7 @@ impl KubeApi {
             pods: Mutex::new(Pods {
                 items: Vec::new(),
                 resource_version: 1,
+                accounts: HashMap::new(),
             }),
             lists: AtomicUsize::new(0),
             after_next_list: Mutex::new(None),
@@ -248,6 +269,12 @@ async fn handle(
             );
         }
     };
+    if let Some(rest) = uri.path().strip_prefix("/api/v1/namespaces/")
+        && let Some((namespace, name)) = rest.split_once("/serviceaccounts/")
+        && !name.contains('/')
+    {
+        return service_account(&inner, &method, user, namespace, name);
+    }
     if uri.path() != "/api/v1/pods" {
         return status(
             StatusCode::NOT_FOUND,
@@ -298,4 +325,34 @@ async fn handle(
         body
     };
     axum::Json(body).into_response()
+}
+
+/// `GET` of one service account: the agent's identity may `get` them, the
+/// one without pod rights may not; a missing one is the API's 404.
+fn service_account(inner: &Inner, method: &Method, user: &str, ns: &str, name: &str) -> Response {
+    if method != Method::GET {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource: {method}"),
+        );
+    }
+    if user == NO_LIST_USER {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "serviceaccounts \"{name}\" is forbidden: User \"{user}\" cannot get resource \"serviceaccounts\" in API group \"\" in the namespace \"{ns}\""
+            ),
+        );
+    }
+    let pods = inner.pods.lock().unwrap();
+    match pods.accounts.get(&(ns.to_string(), name.to_string())) {
+        Some(sa) => axum::Json(sa.clone()).into_response(),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("serviceaccounts \"{name}\" not found"),
+        ),
+    }
 }

@@ -27,14 +27,24 @@ pub(crate) enum AsPodRefusal {
     #[error(transparent)]
     Token(#[from] TokenRefusal),
     #[error(
-        "it reads AWS as the pod but names no IAM role (set identity.awsRoleArn on the binding)"
+        "it reads AWS as the pod but no IAM role is named: set identity.awsRoleArn on the \
+         binding or annotate service account {namespace}/{service_account} with {annotation}",
+        annotation = crate::ROLE_ARN_ANNOTATION
     )]
-    NoAwsRole,
+    NoAwsRole {
+        namespace: String,
+        service_account: String,
+    },
+    #[error("the IAM role of the pod's service account could not be read: {0}")]
+    AwsRoleUnknown(String),
 }
 
 impl AsPodRefusal {
     pub(crate) fn retry(&self) -> bool {
-        matches!(self, AsPodRefusal::NotAPod { retry: true, .. })
+        matches!(
+            self,
+            AsPodRefusal::NotAPod { retry: true, .. } | AsPodRefusal::AwsRoleUnknown(_)
+        )
     }
 }
 
@@ -43,6 +53,8 @@ pub(crate) struct PodLogins<'t> {
     subject: Subject,
     /// Tokens checked for the pod, with the audience each was checked for.
     tokens: Vec<(String, &'t PodToken)>,
+    /// The service account's annotated IAM role, for bindings naming none.
+    annotated_role: Option<String>,
 }
 
 impl<'t> PodLogins<'t> {
@@ -50,8 +62,9 @@ impl<'t> PodLogins<'t> {
     /// that the caller is a known pod and sent a token of that pod for
     /// the provider's audience. `None` when no selected binding reads as
     /// the pod.
-    pub(crate) fn check(
+    pub(crate) async fn check(
         reads: &PodReads,
+        index: Option<&crate::PodIndex>,
         pods: &PodIdentity,
         selected: &[&PreparedBinding],
         tokens: &'t [PodToken],
@@ -82,14 +95,19 @@ impl<'t> PodLogins<'t> {
                 service_account: pod.service_account.clone(),
             },
             tokens: Vec::new(),
+            annotated_role: None,
         };
         for b in as_pod {
             for (_, sref) in &b.refs {
                 let Some(p) = reads.provider_of(sref) else {
                     continue;
                 };
-                if p.kind == LoginKind::Aws && b.identity.aws_role_arn.is_none() {
-                    return Err(refuse(b, AsPodRefusal::NoAwsRole));
+                if p.kind == LoginKind::Aws
+                    && b.identity.aws_role_arn.is_none()
+                    && logins.annotated_role.is_none()
+                {
+                    let arn = annotated_role(index, &logins.subject).await;
+                    logins.annotated_role = Some(arn.map_err(|why| refuse(b, why))?);
                 }
                 if logins.token_for(p.audience).is_some() {
                     continue;
@@ -123,13 +141,38 @@ impl<'t> PodLogins<'t> {
                 .vault_role
                 .as_deref()
                 .unwrap_or(&self.subject.service_account),
-            LoginKind::Aws => b.identity.aws_role_arn.as_deref()?,
+            LoginKind::Aws => b
+                .identity
+                .aws_role_arn
+                .as_deref()
+                .or(self.annotated_role.as_deref())?,
         };
         Some(PodLogin {
             subject: &self.subject,
             token: self.token_for(p.audience)?.expose(),
             role,
         })
+    }
+}
+
+/// The IAM role the pod's service account is annotated with.
+async fn annotated_role(
+    index: Option<&crate::PodIndex>,
+    subject: &Subject,
+) -> Result<String, AsPodRefusal> {
+    let none = || AsPodRefusal::NoAwsRole {
+        namespace: subject.namespace.clone(),
+        service_account: subject.service_account.clone(),
+    };
+    let index = index.ok_or_else(none)?;
+    match index
+        .accounts
+        .role_arn(&subject.namespace, &subject.service_account)
+        .await
+    {
+        Ok(Some(arn)) => Ok(arn),
+        Ok(None) => Err(none()),
+        Err(e) => Err(AsPodRefusal::AwsRoleUnknown(e.to_string())),
     }
 }
 
@@ -201,8 +244,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_pods_own_token_logs_in_with_its_service_account_as_role() {
+    #[tokio::test]
+    async fn the_pods_own_token_logs_in_with_its_service_account_as_role() {
         let (reads, bindings) = reads_and_bindings(VAULT_BINDING);
         let b = &bindings[0];
         let tokens = [
@@ -210,7 +253,8 @@ mod tests {
             projected(UID, "shop", "web", json!(["vault"]), 2_000),
         ];
         let pods = PodIdentity::in_pod(web_pod());
-        let logins = PodLogins::check(&reads, &pods, &[b], &tokens, now())
+        let logins = PodLogins::check(&reads, None, &pods, &[b], &tokens, now())
+            .await
             .unwrap()
             .unwrap();
         let (_, vault_ref) = &b.refs[0];
@@ -229,31 +273,34 @@ mod tests {
         );
     }
 
-    #[test]
-    fn nothing_to_check_without_a_binding_that_reads_as_the_pod() {
+    #[tokio::test]
+    async fn nothing_to_check_without_a_binding_that_reads_as_the_pod() {
         let agent = VAULT_BINDING.replace("    identity: pod\n", "");
         let (reads, bindings) = reads_and_bindings(&agent);
-        let r = PodLogins::check(&reads, &PodIdentity::host(), &[&bindings[0]], &[], now());
+        let r = PodLogins::check(
+            &reads,
+            None,
+            &PodIdentity::host(),
+            &[&bindings[0]],
+            &[],
+            now(),
+        )
+        .await;
         assert!(r.unwrap().is_none());
     }
 
-    #[test]
-    fn refusals_come_before_any_read_and_say_why() {
+    #[tokio::test]
+    async fn refusals_come_before_any_read_and_say_why() {
         let (reads, bindings) = reads_and_bindings(VAULT_BINDING);
         let b = &bindings[0];
         let pods = PodIdentity::in_pod(web_pod());
-        let host = refusal(PodLogins::check(
-            &reads,
-            &PodIdentity::host(),
-            &[b],
-            &[],
-            now(),
-        ));
+        let host =
+            refusal(PodLogins::check(&reads, None, &PodIdentity::host(), &[b], &[], now()).await);
         assert!(
             matches!(host, AsPodRefusal::NotAPod { retry: false, .. }),
             "{host}"
         );
-        let none = refusal(PodLogins::check(&reads, &pods, &[b], &[], now()));
+        let none = refusal(PodLogins::check(&reads, None, &pods, &[b], &[], now()).await);
         assert_eq!(
             none,
             AsPodRefusal::NoToken {
@@ -267,7 +314,7 @@ mod tests {
             json!(["vault"]),
             2_000,
         )];
-        let e = refusal(PodLogins::check(&reads, &pods, &[b], &other, now()));
+        let e = refusal(PodLogins::check(&reads, None, &pods, &[b], &other, now()).await);
         assert!(
             matches!(e, AsPodRefusal::Token(TokenRefusal::OtherPod { .. })),
             "{e}"
@@ -277,13 +324,13 @@ mod tests {
             projected("0000-other", "shop", "web", json!(["vault"]), 2_000),
             projected(UID, "shop", "web", json!(["vault"]), 2_000),
         ];
-        let e = refusal(PodLogins::check(&reads, &pods, &[b], &both, now()));
+        let e = refusal(PodLogins::check(&reads, None, &pods, &[b], &both, now()).await);
         assert!(
             matches!(e, AsPodRefusal::Token(TokenRefusal::OtherPod { .. })),
             "{e}"
         );
         let expired = [projected(UID, "shop", "web", json!(["vault"]), 999)];
-        let e = refusal(PodLogins::check(&reads, &pods, &[b], &expired, now()));
+        let e = refusal(PodLogins::check(&reads, None, &pods, &[b], &expired, now()).await);
         assert!(
             matches!(e, AsPodRefusal::Token(TokenRefusal::Expired { .. })),
             "{e}"
@@ -303,8 +350,8 @@ mod tests {
         assert!(!r.retry());
     }
 
-    #[test]
-    fn aws_needs_a_role_arn() {
+    #[tokio::test]
+    async fn aws_needs_a_role_arn() {
         let aws = "  - name: web\n    selector: { serviceAccount: web }\n    identity: pod\n    secretRefs:\n      - { name: KEY, source: { awsRef: { secretId: web/key } } }\n";
         let (reads, bindings) = reads_and_bindings(aws);
         let pods = PodIdentity::in_pod(web_pod());
@@ -315,21 +362,23 @@ mod tests {
             json!(["sts.amazonaws.com"]),
             2_000,
         )];
-        let e = refusal(PodLogins::check(
-            &reads,
-            &pods,
-            &[&bindings[0]],
-            &tokens,
-            now(),
-        ));
-        assert_eq!(e, AsPodRefusal::NoAwsRole);
+        let e =
+            refusal(PodLogins::check(&reads, None, &pods, &[&bindings[0]], &tokens, now()).await);
+        assert_eq!(
+            e,
+            AsPodRefusal::NoAwsRole {
+                namespace: "shop".into(),
+                service_account: "web".into()
+            }
+        );
         let with_arn = aws.replace(
             "identity: pod",
             "identity: { mode: pod, awsRoleArn: 'arn:aws:iam::111122223333:role/web' }",
         );
         let (reads, bindings) = reads_and_bindings(&with_arn);
         let b = &bindings[0];
-        let logins = PodLogins::check(&reads, &pods, &[b], &tokens, now())
+        let logins = PodLogins::check(&reads, None, &pods, &[b], &tokens, now())
+            .await
             .unwrap()
             .unwrap();
         let login = logins.login(&reads, b, &b.refs[0].1).unwrap();

@@ -41,11 +41,13 @@ pub(crate) async fn plan<'s>(
     // nothing read on its behalf.
     let logins = PodLogins::check(
         &state.pod_reads,
+        state.pods.as_deref(),
         &pods,
         &selected,
         occasion.tokens(),
         SystemTime::now(),
-    )?;
+    )
+    .await?;
     fetch(state, caller, occasion, selected, logins.as_ref()).await
 }
 
