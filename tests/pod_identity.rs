@@ -147,6 +147,12 @@ secrets:
     identity: pod
     secretRefs:
       - {{ name: DB_PASSWORD, source: {{ vaultRef: {{ path: billing/db, key: password }} }} }}
+  - name: web-rotating
+    selector: {{ serviceAccount: web, binary: sh }}
+    identity: pod
+    onRotate: restart
+    secretRefs:
+      - {{ name: DB_PASSWORD, source: {{ vaultRef: {{ path: web/db, key: password, ttl: 1s }} }} }}
   - name: billing
     selector: {{ serviceAccount: billing, binary: printenv }}
     identity: pod
@@ -213,9 +219,13 @@ fn billing_token() -> TokenSpec {
 
 /// `cmd` through the wrapper, inside the container's cgroup.
 fn wrapped_in(cgroup: &ContainerCgroup, socket: &Path, token: &Path, cmd: &[&str]) -> Output {
+    wrapper_in(cgroup, socket, token, cmd).output().unwrap()
+}
+
+fn wrapper_in(cgroup: &ContainerCgroup, socket: &Path, token: &Path, cmd: &[&str]) -> Command {
     let procs = cgroup.0.join("cgroup.procs");
-    Command::new("sh")
-        .arg("-c")
+    let mut c = Command::new("sh");
+    c.arg("-c")
         .arg(r#"echo $$ > "$0" && exec "$@""#)
         .arg(&procs)
         .arg(bin())
@@ -228,9 +238,8 @@ fn wrapped_in(cgroup: &ContainerCgroup, socket: &Path, token: &Path, cmd: &[&str
         .arg(token)
         .arg("--")
         .args(cmd)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(Stdio::null());
+    c
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -389,6 +398,51 @@ fn a_rotated_token_is_used_by_the_next_request_and_an_expired_one_is_refused() {
         &read(&agent.log),
         &[&new_jwt, WEB_SECRET],
     );
+}
+
+#[test]
+fn a_secret_read_as_the_pod_rotates_while_the_app_runs() {
+    let _node = one_at_a_time();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = node(&rt);
+    let vault = vault();
+    let d = dir("rotates");
+    let agent = start_agent(&d, &api, &config(vault.addr()), &[]);
+    let web_cg = ContainerCgroup::new(WEB_UID, WEB_CID);
+    let (tok, _) = token_file(&d, "token", &web_token());
+    let script = r#"trap 'kill $! 2>/dev/null; echo "restarted; had $DB_PASSWORD"; exit 0' TERM; echo started; sleep 60 & wait"#;
+    let mut app = Reaped(
+        wrapper_in(&web_cg, &agent.socket, &tok, &["sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        10,
+        || read(&agent.log).contains("[INJECT] Secrets injected into PID"),
+        || format!("not delivered: {}", read(&agent.log)),
+    );
+    // A new version in Vault: the identity's cache sees it on refresh
+    // (ttl 1s) and the binding's onRotate restarts the app.
+    vault.put_secret("web/db", json!({ "password": "web-db-pass-v2" }));
+    wait_until(
+        15,
+        || matches!(app.0.try_wait(), Ok(Some(_))),
+        || format!("not restarted: {}", read(&agent.log)),
+    );
+    let mut out = String::new();
+    std::io::Read::read_to_string(app.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(
+        out.contains(&format!("restarted; had {WEB_SECRET}")),
+        "{out}"
+    );
+    let log = read(&agent.log);
+    assert!(
+        log.contains("terminated for a restart with the new value (binding web-rotating)"),
+        "{log}"
+    );
+    assert_clean("the agent's log", &log, &[WEB_SECRET, "web-db-pass-v2"]);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use kernelseal_config::OnRotate;
 use kernelseal_providers::VersionChange;
+use kernelseal_providers::identity::PodReads;
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
@@ -233,29 +234,46 @@ fn drops(status: &str, sig: i32) -> bool {
     bit("SigIgn") || (nested_init && !bit("SigCgt"))
 }
 
-/// Follows one cache's version changes until `stop` is dropped (the
-/// delivery it belongs to was replaced by a reload).
+/// Follows the version changes of one serving state — its cache's, and
+/// those of values read as pods — until `stop` is dropped (the delivery it
+/// belongs to was replaced by a reload).
 pub async fn watch(
     cache: kernelseal_providers::Cache,
+    pod_reads: std::sync::Arc<PodReads>,
     live: std::sync::Arc<LiveSet>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut changes = cache.subscribe();
+    let mut pod_changes = pod_reads.subscribe();
     loop {
-        let next = tokio::select! {
+        tokio::select! {
             _ = &mut stop => return,
-            c = changes.recv() => c,
-        };
-        match next {
-            Ok(change) => {
-                let value = cache.get(&change.reference).await.ok();
-                live.on_change(&change, value.as_ref().map(|v| v.expose_bytes()));
-            }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!("[ROTATE] {n} version change(s) missed (too many at once)");
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
+            c = changes.recv() => match c {
+                Ok(change) => {
+                    let value = cache.get(&change.reference).await.ok();
+                    live.on_change(&change, value.as_ref().map(|v| v.expose_bytes()));
+                }
+                Err(e) => if !missed(e) { return },
+            },
+            c = pod_changes.recv() => match c {
+                Ok(pc) => {
+                    let value = pc.value().await;
+                    live.on_change(&pc.change, value.as_ref().map(|v| v.expose_bytes()));
+                }
+                Err(e) => if !missed(e) { return },
+            },
         }
+    }
+}
+
+/// Logs changes lost to a full queue; `false` when the channel closed.
+fn missed(e: broadcast::error::RecvError) -> bool {
+    match e {
+        broadcast::error::RecvError::Lagged(n) => {
+            warn!("[ROTATE] {n} version change(s) missed (too many at once)");
+            true
+        }
+        broadcast::error::RecvError::Closed => false,
     }
 }
 

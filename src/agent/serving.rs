@@ -179,18 +179,21 @@ fn serving_state(
 ) -> Result<kernelseal_injector::ServingState, Failure> {
     let registry = kernelseal_providers::Registry::from_config(config).map_err(Failure::config)?;
     let cache = kernelseal_providers::Cache::new(std::sync::Arc::new(registry), Default::default());
-    let pod_reads = kernelseal_providers::identity::PodReads::from_config(
-        config,
-        Default::default(),
-        kept.upstreams.clone(),
-    )
-    .map_err(Failure::config)?;
+    let pod_reads = std::sync::Arc::new(
+        kernelseal_providers::identity::PodReads::from_config(
+            config,
+            Default::default(),
+            kept.upstreams.clone(),
+        )
+        .map_err(Failure::config)?,
+    );
     // The refresher holds the cache weakly; the watcher holds it until
     // `stop_watch`, dropped with this serving state on a reload, ends it.
     cache.spawn_refresher();
     let (stop_watch, stop) = tokio::sync::oneshot::channel();
     tokio::spawn(kernelseal_injector::watch(
         cache.clone(),
+        pod_reads.clone(),
         kept.live.clone(),
         stop,
     ));
@@ -221,7 +224,7 @@ fn serving_state(
     Ok(kernelseal_injector::ServingState {
         bindings,
         cache,
-        pod_reads: std::sync::Arc::new(pod_reads),
+        pod_reads,
         marks,
         enforce: config.policy.mode == kernelseal_config::Mode::Enforce,
         metrics: kept.metrics.clone(),

@@ -23,6 +23,10 @@ pub(crate) struct Plan<'s> {
     pub(super) env: Vec<EnvVar>,
     /// To write as files, by file name.
     pub(super) files: Vec<(String, SecretValue)>,
+    /// Per selected binding, (secret name, key its rotations are announced
+    /// under): the cache key, or for a ref read as the pod one naming the
+    /// identity too.
+    pub(super) rotation_keys: Vec<Vec<(String, String)>>,
     /// The names of the secrets the caller will not get, and why.
     pub(super) missing: Vec<String>,
     pub(super) warnings: Vec<String>,
@@ -111,6 +115,7 @@ async fn fetch<'s>(
         selected: Vec::new(),
         env: Vec::new(),
         files: Vec::new(),
+        rotation_keys: Vec::new(),
         missing: Vec::new(),
         warnings: Vec::new(),
     };
@@ -119,10 +124,16 @@ async fn fetch<'s>(
         // Whether asking again may help: only when an upstream could not
         // be asked. A refusal (403, not found) is its word and stays.
         let mut transient = false;
+        let mut keys = Vec::new();
         for (name, sref) in &b.refs {
             let login = logins
                 .filter(|_| b.identity.is_pod())
                 .and_then(|l| l.login(&state.pod_reads, b, sref));
+            let key = match &login {
+                Some(l) => state.pod_reads.rotation_key(sref, l),
+                None => sref.cache_key(),
+            };
+            keys.extend(key.map(|k| (name.clone(), k)));
             match super::fetch(state, sref, login).await {
                 Ok(v) if b.delivery == Kind::File => {
                     plan.files.push((name.clone(), v));
@@ -151,6 +162,7 @@ async fn fetch<'s>(
                 }
             }
         }
+        plan.rotation_keys.push(keys);
         if got == 0 && !b.refs.is_empty() && !occasion.takes_what_it_can() {
             return Err(Refusal::Unresolved {
                 binding: b.name.clone(),

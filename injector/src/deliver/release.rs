@@ -52,7 +52,13 @@ pub(crate) fn release(
             value: w.path().display().to_string(),
         });
     }
-    track(state, caller, &plan.selected, written.as_ref());
+    track(
+        state,
+        caller,
+        &plan.selected,
+        &plan.rotation_keys,
+        written.as_ref(),
+    );
     let bindings: Vec<String> = plan.selected.iter().map(|b| b.name.clone()).collect();
     // Secrets delivered: env variables and file names (the directory
     // variable is a location, not a secret).
@@ -134,9 +140,10 @@ fn track(
     state: &ServingState,
     caller: &Caller,
     selected: &[&PreparedBinding],
+    rotation_keys: &[Vec<(String, String)>],
     written: Option<&Arc<DeliveredFiles>>,
 ) {
-    for b in selected {
+    for (b, keys) in selected.iter().zip(rotation_keys) {
         let pidfd = match caller.pidfd.try_clone() {
             Ok(p) => p,
             Err(e) => {
@@ -151,11 +158,7 @@ fn track(
             (Some(written), Some(store), Kind::File) => Some(LiveFiles {
                 store: store.clone(),
                 files: written.clone(),
-                names: b
-                    .refs
-                    .iter()
-                    .filter_map(|(n, r)| Some((r.cache_key()?, n.clone())))
-                    .collect(),
+                names: keys.iter().map(|(n, k)| (k.clone(), n.clone())).collect(),
             }),
             _ => None,
         };
@@ -164,7 +167,7 @@ fn track(
             pidfd,
             binding: b.name.clone(),
             on_rotate: b.on_rotate.clone(),
-            keys: b.refs.iter().filter_map(|(_, r)| r.cache_key()).collect(),
+            keys: keys.iter().map(|(_, k)| k.clone()).collect(),
             files,
         });
     }

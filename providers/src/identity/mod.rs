@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use logins::{aws_as_pod, session_name, vault_as_pod};
-pub use pod_reads::{LoginKind, PodLogin, PodProvider, PodReads};
+pub use pod_reads::{LoginKind, PodChange, PodLogin, PodProvider, PodReads};
 pub use upstreams::{Limited, PER_UPSTREAM, Upstreams};
 pub use web_identity::PodWebIdentity;
 
@@ -176,6 +176,14 @@ impl Slot {
                 Err(e)
             }
         }
+    }
+
+    /// The slot's version changes (as its cache reports them), with its
+    /// values refreshed in the background as the agent's own cache is, so
+    /// that rotations of values read as a pod are seen while the pods run.
+    pub(crate) fn follow_changes(&self) -> tokio::sync::broadcast::Receiver<crate::VersionChange> {
+        self.cache.spawn_refresher();
+        self.cache.subscribe()
     }
 
     /// The value of `r` for an admitted token.

@@ -4,13 +4,18 @@
 //! share a service account and role share the login and the cache.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::broadcast;
 
 use kernelseal_config::Config;
 
 use super::{Slot, Slots, Subject, Upstreams, fingerprint, logins};
 use crate::settings::{AwsSettings, ProviderSettings, VaultSettings};
-use crate::{CacheOptions, Error, SecretRef, SecretValue};
+use crate::{CacheOptions, Error, SecretRef, SecretValue, VersionChange};
+
+/// Version changes waiting for the rotation watcher, over all identities.
+const CHANGES_QUEUED: usize = 256;
 
 /// Who reads: the pod's identity, its token for the provider's audience,
 /// and the role its login asks for.
@@ -46,6 +51,32 @@ struct SlotKey {
     subject: Subject,
 }
 
+impl SlotKey {
+    /// The identity as rotation keys name it.
+    fn identity(&self) -> String {
+        format!(
+            "{}@{}@{}/{}",
+            self.provider, self.role, self.subject.namespace, self.subject.service_account
+        )
+    }
+}
+
+/// A version change of a value read as a pod. Its `change.key` names the
+/// identity as well as the ref ([`PodReads::rotation_key`]): the same ref
+/// read by two service accounts changes for each on its own.
+#[derive(Clone)]
+pub struct PodChange {
+    pub change: VersionChange,
+    slot: Weak<Slot>,
+}
+
+impl PodChange {
+    /// The new value, as the identity's login reads it.
+    pub async fn value(&self) -> Option<SecretValue> {
+        self.slot.upgrade()?.get(&self.change.reference).await.ok()
+    }
+}
+
 /// The configured Vault and AWS providers, and one slot per identity.
 pub struct PodReads {
     vault: BTreeMap<String, VaultSettings>,
@@ -53,6 +84,7 @@ pub struct PodReads {
     opts: CacheOptions,
     upstreams: Arc<Upstreams>,
     slots: Slots<SlotKey>,
+    changes: broadcast::Sender<PodChange>,
 }
 
 impl PodReads {
@@ -81,7 +113,50 @@ impl PodReads {
             opts,
             upstreams,
             slots: Slots::default(),
+            changes: broadcast::channel(CHANGES_QUEUED).0,
         })
+    }
+
+    /// Version changes of values read as pods, for rotations.
+    pub fn subscribe(&self) -> broadcast::Receiver<PodChange> {
+        self.changes.subscribe()
+    }
+
+    /// The key under which a rotation of `r` read by `login` is announced
+    /// ([`PodChange`]); `None` for a ref not read as the pod.
+    pub fn rotation_key(&self, r: &SecretRef, login: &PodLogin<'_>) -> Option<String> {
+        let p = self.provider_of(r)?;
+        let key = SlotKey {
+            provider: p.name.to_string(),
+            role: login.role.to_string(),
+            subject: login.subject.clone(),
+        };
+        Some(format!("{}|{}", key.identity(), r.cache_key()?))
+    }
+
+    /// A new slot: its changes are forwarded, qualified by its identity.
+    fn made(&self, key: &SlotKey, slot: Arc<Slot>) -> Arc<Slot> {
+        let mut changes = slot.follow_changes();
+        let (tx, weak, identity) = (self.changes.clone(), Arc::downgrade(&slot), key.identity());
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(mut change) => {
+                        change.key = format!("{identity}|{}", change.key);
+                        let _ = tx.send(PodChange {
+                            change,
+                            slot: weak.clone(),
+                        });
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("[ROTATE] {n} version change(s) of {identity} missed");
+                    }
+                    // The slot is gone (a reload, or the table was full).
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        slot
     }
 
     /// The provider `r` is read through as the pod: the one it names, or
@@ -133,9 +208,9 @@ impl PodReads {
         match p.kind {
             LoginKind::Vault => {
                 let settings = &self.vault[p.name];
-                let slot = self.slots.get_or_make(key, || {
+                let slot = self.slots.get_or_make(key.clone(), || {
                     let limit = self.upstreams.limit(&format!("vault:{}", settings.address));
-                    Slot::new("vault", &self.opts, limit)
+                    self.made(&key, Slot::new("vault", &self.opts, limit))
                 });
                 slot.admit(&fp, || {
                     logins::vault_as_pod(&name, settings, login.role, login.token)
