@@ -37,28 +37,8 @@ fn service_account(i: usize) -> String {
     format!("sa-{i:02}")
 }
 
-fn cgroup2_root() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .find(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|t| t.starts_with("cgroup2 "))
-        })
-        .and_then(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .expect("a cgroup2 hierarchy")
-}
-
-/// The pod's container cgroup, as the kubelet and containerd name it.
 fn container_cgroup(i: usize) -> PathBuf {
-    cgroup2_root()
-        .join("kubepods.slice/kubepods-besteffort.slice")
-        .join(format!(
-            "kubepods-besteffort-pod{}.slice",
-            pod_uid(i).replace('-', "_")
-        ))
-        .join(format!("cri-containerd-{}.scope", container_id(i)))
+    kernelseal_testkit::cgroup::container_cgroup(&pod_uid(i), &container_id(i))
 }
 
 fn vault() -> VaultStandin {
@@ -150,23 +130,23 @@ fn start_agent(dir: &Path, api: &KubeApi, vault: &VaultStandin, identity: &str) 
     Agent { child, socket }
 }
 
-/// The agent's CPU time so far (user + system), from /proc/PID/stat.
+/// The agent's CPU time so far, all threads, in nanoseconds as the
+/// scheduler counts it (/proc/PID/task/*/schedstat: clock ticks are too
+/// coarse for a few hundred deliveries).
 fn cpu_of(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = after_comm
-        .split(' ')
-        .skip(11)
-        .take(2)
-        .map(|v| v.parse().unwrap())
-        .collect();
-    // SAFETY: sysconf has no memory preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Duration::from_secs_f64((f[0] + f[1]) as f64 / hz)
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("schedstat"));
+        total += stat
+            .ok()
+            .and_then(|s| s.split(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(total)
 }
 
-/// One wrapper start inside pod `i`'s container cgroup; its wall time.
-fn start_in_pod(i: usize, socket: &Path, token: &Path, procs: &std::fs::File) -> Child {
+/// One wrapper start inside a pod's container cgroup (`procs`).
+fn start_in_pod(socket: &Path, token: &Path, procs: &std::fs::File) -> Child {
     let fd = procs.as_raw_fd();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kernelseal"));
     cmd.arg("exec")
@@ -177,7 +157,6 @@ fn start_in_pod(i: usize, socket: &Path, token: &Path, procs: &std::fs::File) ->
         .args(["--timeout", "60s", "--", "/bin/true"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let _ = i;
     // SAFETY: between fork and exec the child only calls write(2) on a
     // descriptor opened before the fork, with a static buffer.
     unsafe {
@@ -197,26 +176,27 @@ struct Burst {
     agent_cpu: Duration,
 }
 
-/// 200 starts at once; each one's time from spawn to exit.
+/// 200 starts at once; each one's time from its spawn to its exit, taken
+/// by a thread of its own as soon as it exits.
 fn burst(agent: &Agent, tokens: &[PathBuf], procs: &[std::fs::File]) -> Burst {
     let cpu_before = cpu_of(agent.child.id());
-    let mut running = Vec::new();
+    let mut waiters = Vec::new();
     for _ in 0..STARTS_PER_POD {
-        for i in 0..PODS {
+        for (token, procs) in tokens.iter().zip(procs) {
             let t = Instant::now();
-            running.push((t, start_in_pod(i, &agent.socket, &tokens[i], &procs[i])));
+            let child = start_in_pod(&agent.socket, token, procs);
+            waiters.push(std::thread::spawn(move || {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "a start failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                t.elapsed()
+            }));
         }
     }
-    let mut latencies = Vec::new();
-    for (t, child) in running {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "a start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        latencies.push(t.elapsed());
-    }
+    let mut latencies: Vec<Duration> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
     latencies.sort();
     Burst {
         latencies,
@@ -232,7 +212,7 @@ fn report(name: &str, b: &Burst, vault: &VaultStandin, before: (usize, [usize; 2
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let n = b.latencies.len();
     println!(
-        "pod_identity_burst: {name:<22} logins {:>3}  reads {} = {:>3}, {} = {:>3}   p50 {:>7.1} ms  p99 {:>7.1} ms   agent CPU {:>6.0} us/delivery",
+        "pod_identity_burst: {name:<22} logins {:>3}  reads {} = {:>3}, {} = {:>3}   p50 {:>6.1} ms  p99 {:>6.1} ms   agent CPU {:>5.0} us/delivery",
         vault.logins() - before.0,
         SECRETS[0],
         vault.reads(SECRETS[0]) - before.1[0],

@@ -12,25 +12,12 @@ use kernelseal_testkit::{Reaped, wait_until};
 
 const SECRET: &str = "delivery-s3cret-VALUE";
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kernelseal")
-}
+mod support;
 
-struct Agent {
-    _child: Reaped,
-    log: PathBuf,
-    socket: PathBuf,
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
+use support::{Agent, bin, read};
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ks-delivery-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    support::scratch("delivery", name)
 }
 
 fn start_agent(d: &Path) -> Agent {
@@ -43,35 +30,11 @@ fn start_agent(d: &Path) -> Agent {
     )
 }
 
-/// The real agent on `config_text` with its socket, log and config in `d`;
-/// returns once it logged that it runs.
+/// The real agent on `config_text`, with `extra` arguments.
 fn start_agent_with(d: &Path, config_text: &str, extra: &[&std::ffi::OsStr]) -> Agent {
-    let config = d.join("config.yaml");
-    std::fs::write(&config, config_text).unwrap();
-    let socket = d.join("agent.sock");
-    let log = d.join("agent.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(bin())
-        .args(["agent", "--config"])
-        .arg(&config)
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    wait_until(
-        20,
-        || read(&log).contains("agent running"),
-        || format!("agent did not start: {}", read(&log)),
-    );
-    Agent {
-        _child: Reaped(child),
-        log,
-        socket,
-    }
+    support::start_agent(d, config_text, |c| {
+        c.args(extra);
+    })
 }
 
 fn wrap(socket: &Path, extra: &[&str], cmd: &[&str]) -> std::process::Output {

@@ -13,7 +13,11 @@ use kernelseal_testkit::kube_api::{AGENT_TOKEN, KubeApi, pod};
 use kernelseal_testkit::sa_token::{CLUSTER_KEY, TokenSpec, mint};
 use kernelseal_testkit::vault::{Policy, Role, VaultSpec, VaultStandin};
 use kernelseal_testkit::{Moto, Reaped, wait_until};
+
+mod support;
+
 use serde_json::json;
+use support::{Agent, bin, read};
 
 const NODE: &str = "node-a";
 const WEB_UID: &str = "5f0c2a9e-1b7d-4e3a-9c41-0d8e6b2f7a11";
@@ -31,34 +35,8 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     NODE_LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kernelseal")
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ks-podid-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// The cgroup v2 hierarchy's mount point (`/sys/fs/cgroup`, or
-/// `/sys/fs/cgroup/unified` on a hybrid host).
-fn cgroup2_root() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .find(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|t| t.starts_with("cgroup2 "))
-        })
-        .and_then(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .expect("no cgroup2 hierarchy mounted: pod identity needs one")
+    support::scratch("podid", name)
 }
 
 /// A container's cgroup as the kubelet (systemd driver) and containerd
@@ -67,13 +45,7 @@ struct ContainerCgroup(PathBuf);
 
 impl ContainerCgroup {
     fn new(pod_uid: &str, container_id: &str) -> Self {
-        let dir = cgroup2_root()
-            .join("kubepods.slice/kubepods-besteffort.slice")
-            .join(format!(
-                "kubepods-besteffort-pod{}.slice",
-                pod_uid.replace('-', "_")
-            ))
-            .join(format!("cri-containerd-{container_id}.scope"));
+        let dir = kernelseal_testkit::cgroup::container_cgroup(pod_uid, container_id);
         std::fs::create_dir_all(&dir).expect("create a kubelet-shaped cgroup (run as root)");
         ContainerCgroup(dir)
     }
@@ -162,42 +134,13 @@ secrets:
     )
 }
 
-struct Agent {
-    _child: Reaped,
-    log: PathBuf,
-    socket: PathBuf,
-}
-
 fn start_agent(d: &Path, api: &KubeApi, config_text: &str, env: &[(&str, &str)]) -> Agent {
-    let config = d.join("config.yaml");
-    std::fs::write(&config, config_text).unwrap();
     let kubeconfig = api.kubeconfig(d, AGENT_TOKEN);
-    let socket = d.join("agent.sock");
-    let log = d.join("agent.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(bin())
-        .args(["agent", "--config"])
-        .arg(&config)
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("NODE_NAME", NODE)
-        .envs(env.iter().copied())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    wait_until(
-        20,
-        || read(&log).contains("agent running"),
-        || format!("agent did not start: {}", read(&log)),
-    );
-    Agent {
-        _child: Reaped(child),
-        log,
-        socket,
-    }
+    support::start_agent(d, config_text, |c| {
+        c.env("KUBECONFIG", &kubeconfig)
+            .env("NODE_NAME", NODE)
+            .envs(env.iter().copied());
+    })
 }
 
 /// A projected token of `pod_uid`'s pod, written where the wrapper is

@@ -7,9 +7,11 @@
 //! `kube_api` (feature `kube-api`) stands in for the Kubernetes API's pod
 //! list; `vault` (feature `vault`) for HashiCorp Vault with kubernetes auth
 //! and ACL policies, and `sa_token` mints the service-account tokens a pod
-//! logs in with.
+//! logs in with. `cgroup` makes the cgroups a pod's container runs in.
 
 #![forbid(unsafe_code)]
+
+pub mod cgroup;
 
 #[cfg(feature = "kube-api")]
 pub mod kube_api;
