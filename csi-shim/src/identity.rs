@@ -13,7 +13,7 @@ use kernelseal_providers::identity::{
 };
 use kernelseal_providers::{
     AwsProvider, AwsSettings, CacheOptions, Error as PError, KvEngine, PodAuth, SecretProvider,
-    VaultAuth, VaultSettings,
+    VaultAuth, VaultProvider, VaultSettings,
 };
 use secrecy::ExposeSecret;
 
@@ -69,7 +69,10 @@ impl Identities {
             timeout: Duration::from_secs(10),
             cache_ttl: None,
         };
-        let build = || vault_as_pod(&name, &settings, &p.role, token.expose_secret());
+        let build = || {
+            let server = VaultProvider::new(&name, settings)?;
+            Ok(vault_as_pod(&server, &name, &p.role, token.expose_secret()))
+        };
         let slot = self.vault.get_or_make((p.clone(), subject.clone()), || {
             let limit = self.upstreams.limit(&format!("vault:{}", p.address));
             Slot::new("vault", &self.opts, limit)

@@ -159,6 +159,16 @@ async fn an_exec_is_offered_only_file_bindings_that_name_a_program() {
         .map(|b| b.name.as_str())
         .collect();
     assert_eq!(offered, ["named"]);
+    // A binding that reads as the pod needs a token, which no exec brings:
+    // never offered there, even if a config got past validation.
+    let mut as_pod = s.bindings[2].clone();
+    as_pod.identity.mode = kernelseal_config::IdentityMode::Pod;
+    assert!(
+        !Occasion::Exec {
+            filename: "/usr/bin/app"
+        }
+        .offers(&as_pod)
+    );
     assert!(s.bindings.iter().all(|b| {
         Occasion::Request {
             binary: "app",

@@ -7,26 +7,17 @@ use std::sync::Arc;
 use aws_credential_types::provider::SharedCredentialsProvider;
 
 use super::{PodWebIdentity, Subject};
-use crate::{
-    AwsProvider, AwsSettings, Error, InlineJwt, SecretProvider, VaultAuth, VaultProvider,
-    VaultSettings,
-};
+use crate::{AwsProvider, AwsSettings, SecretProvider, VaultProvider};
 
-/// A Vault provider of `settings` whose login is `role` at the settings'
-/// pod auth mount (`podAuth.mount`) with `jwt`.
+/// A provider of `server` (its settings and HTTP client) whose login is
+/// `role` at its pod auth mount (`podAuth.mount`) with `jwt`.
 pub fn vault_as_pod(
+    server: &VaultProvider,
     name: &str,
-    settings: &VaultSettings,
     role: &str,
     jwt: &str,
-) -> Result<Arc<dyn SecretProvider>, Error> {
-    let mut s = settings.clone();
-    s.auth = VaultAuth::KubernetesJwt {
-        role: role.to_string(),
-        jwt: InlineJwt::new(jwt),
-        mount: settings.pod_auth.mount.clone(),
-    };
-    Ok(Arc::new(VaultProvider::new(name, s)?))
+) -> Arc<dyn SecretProvider> {
+    Arc::new(server.with_pod_login(name, role, jwt))
 }
 
 /// An AWS provider of `settings` whose credentials come from

@@ -12,7 +12,7 @@ use kernelseal_config::Config;
 
 use super::{Slot, Slots, Subject, Upstreams, fingerprint, logins};
 use crate::settings::{AwsSettings, ProviderSettings, VaultSettings};
-use crate::{CacheOptions, Error, SecretRef, SecretValue, VersionChange};
+use crate::{CacheOptions, Error, SecretRef, SecretValue, VaultProvider, VersionChange};
 
 /// Version changes waiting for the rotation watcher, over all identities.
 const CHANGES_QUEUED: usize = 256;
@@ -77,9 +77,17 @@ impl PodChange {
     }
 }
 
+/// One configured Vault: its settings, and a provider whose HTTP client
+/// every identity's login shares (one connection pool, TLS roots read
+/// once).
+struct VaultServer {
+    settings: VaultSettings,
+    server: VaultProvider,
+}
+
 /// The configured Vault and AWS providers, and one slot per identity.
 pub struct PodReads {
-    vault: BTreeMap<String, VaultSettings>,
+    vault: BTreeMap<String, VaultServer>,
     aws: BTreeMap<String, AwsSettings>,
     opts: CacheOptions,
     upstreams: Arc<Upstreams>,
@@ -99,7 +107,14 @@ impl PodReads {
         for (name, spec) in &config.providers {
             match ProviderSettings::parse(name, &spec.value)? {
                 ProviderSettings::Vault(s) => {
-                    vault.insert(name.clone(), s);
+                    let server = VaultProvider::new(name, s.clone())?;
+                    vault.insert(
+                        name.clone(),
+                        VaultServer {
+                            settings: s,
+                            server,
+                        },
+                    );
                 }
                 ProviderSettings::Aws(s) => {
                     aws.insert(name.clone(), s);
@@ -170,7 +185,7 @@ impl PodReads {
                 Some(PodProvider {
                     name,
                     kind: LoginKind::Vault,
-                    audience: &s.pod_auth.audience,
+                    audience: &s.settings.pod_auth.audience,
                 })
             }
             SecretRef::Aws(a) => {
@@ -207,13 +222,19 @@ impl PodReads {
         let fp = fingerprint(login.token);
         match p.kind {
             LoginKind::Vault => {
-                let settings = &self.vault[p.name];
+                let vault = &self.vault[p.name];
                 let slot = self.slots.get_or_make(key.clone(), || {
-                    let limit = self.upstreams.limit(&format!("vault:{}", settings.address));
+                    let address = &vault.settings.address;
+                    let limit = self.upstreams.limit(&format!("vault:{address}"));
                     self.made(&key, Slot::new("vault", &self.opts, limit))
                 });
                 slot.admit(&fp, || {
-                    logins::vault_as_pod(&name, settings, login.role, login.token)
+                    Ok(logins::vault_as_pod(
+                        &vault.server,
+                        &name,
+                        login.role,
+                        login.token,
+                    ))
                 })
                 .await?;
                 Ok(slot)

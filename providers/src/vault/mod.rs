@@ -27,7 +27,7 @@ use crate::SecretProvider;
 use crate::env::wrong_kind;
 use crate::error::{Error, chain, is_tls};
 use crate::reference::SecretRef;
-use crate::settings::VaultSettings;
+use crate::settings::{VaultAuth, VaultSettings};
 use crate::upstream::answered;
 use crate::value::SecretValue;
 
@@ -76,6 +76,27 @@ impl VaultProvider {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A provider of the same server, over the same HTTP client (its
+    /// connection pool and TLS roots, built once), whose login is `role`
+    /// at the pod auth mount (`podAuth.mount`) with a pod's `jwt`: the
+    /// per-identity logins of `identity: pod` and the CSI provider.
+    pub fn with_pod_login(&self, name: &str, role: &str, jwt: &str) -> VaultProvider {
+        let auth = VaultAuth::KubernetesJwt {
+            role: role.to_string(),
+            jwt: crate::InlineJwt::new(jwt),
+            mount: self.settings.pod_auth.mount.clone(),
+        };
+        VaultProvider {
+            name: name.to_string(),
+            settings: VaultSettings {
+                auth,
+                ..self.settings.clone()
+            },
+            transport: self.transport.clone(),
+            state: Mutex::new(None),
+        }
     }
 
     fn login_ref(&self) -> String {

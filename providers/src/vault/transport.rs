@@ -28,7 +28,9 @@ const REQUEST_BASE: &str = "http://vault";
 /// Vault's HTTP API version, the first path segment.
 const API_VERSION: &str = "v1";
 
-/// One Vault server's address and namespace over one HTTP client.
+/// One Vault server's address and namespace over one HTTP client (a
+/// clone shares the client and its connection pool).
+#[derive(Clone)]
 pub(super) struct Transport {
     http: reqwest::Client,
     /// `https://vault:8200`, no trailing slash.
