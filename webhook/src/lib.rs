@@ -1,0 +1,35 @@
+//! `kernelseal webhook`: a mutating admission webhook that wraps annotated
+//! pods, so that one annotation is all a user writes.
+//!
+//! # Design
+//!
+//! A review goes through three steps, each its own module:
+//!
+//! - [`annotations`] reads what the pod asks for (`kernelseal.io/inject`,
+//!   `…/containers`, `…/on-error`, `…/timeout`, `…/token-audience`) and
+//!   refuses a bad value naming the annotation;
+//! - [`patch`] builds the JSON Patch that makes the pod what
+//!   `deploy/examples/sidecar/app.yaml` is by hand: an init container
+//!   copying the static wrapper into an in-memory volume, the wrapper in
+//!   front of each selected container's command, the agent's socket
+//!   directory read-only, the socket group, the pod's projected token for
+//!   `identity: pod`, and `kernelseal.io/status: injected`;
+//! - [`review`] decodes the `AdmissionReview`, decides whether the pod is
+//!   one to touch (annotated or in a namespace that asks for it, not
+//!   injected yet, not in the webhook's own namespace) and answers —
+//!   `dryRun` reviews the same — never panicking on what it is sent.
+//!
+//! A container without `command` runs its image's ENTRYPOINT and CMD,
+//! which only the image's registry knows: [`patch`] takes them from an
+//! [`patch::Entrypoints`] lookup and refuses the pod, naming the image and
+//! what to do, when it has none.
+
+#![forbid(unsafe_code)]
+
+pub mod annotations;
+pub mod patch;
+pub mod review;
+
+pub use annotations::{AnnotationError, Injection};
+pub use patch::{Entrypoint, Entrypoints, NoRegistry, PatchError, Settings};
+pub use review::{Trigger, review};

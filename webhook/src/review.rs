@@ -1,0 +1,217 @@
+//! One `AdmissionReview`: whether the pod is one to wrap, and the answer.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::DynamicObject;
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
+};
+
+use crate::annotations;
+use crate::patch::{Entrypoints, PatchError, Settings, wrap};
+
+/// What makes a pod one to wrap, by the path the API server calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `/mutate`: the pod says `kernelseal.io/inject: "true"`.
+    Annotation,
+    /// `/mutate-namespace` (the namespace is labelled for injection): every
+    /// pod, unless it says `kernelseal.io/inject: "false"`.
+    Namespace,
+}
+
+/// What was decided, for the log line and the metrics (no secret in it:
+/// names and reasons only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Wrapped these containers.
+    Patched(Vec<String>),
+    /// Left alone, and why.
+    Skipped(&'static str),
+    /// Refused with this message (the pod is not created).
+    Refused(String),
+}
+
+/// A review that cannot be answered with an `AdmissionResponse`: the API
+/// server gets an HTTP error, and the webhook's `failurePolicy` decides.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("the body is not an AdmissionReview: {0}")]
+    Malformed(String),
+    #[error(
+        "apiVersion {api_version:?} kind {kind:?}: only {META_API_VERSION_V1} {META_KIND} is served"
+    )]
+    WrongType { api_version: String, kind: String },
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+    /// An image's ENTRYPOINT could not be read (registry down, refusing):
+    /// not the pod's fault, so not a denial.
+    #[error("{0}")]
+    Lookup(PatchError),
+}
+
+/// Who the review is about, for the log line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subject {
+    pub namespace: String,
+    /// The pod's name, or its owner's `generateName` prefix.
+    pub name: String,
+    pub dry_run: bool,
+}
+
+/// The reviewed answer with what was decided.
+pub struct Reviewed {
+    pub review: AdmissionReview<DynamicObject>,
+    pub subject: Subject,
+    pub decision: Decision,
+}
+
+/// Answers one review: patched, left alone or refused.
+pub fn review(
+    body: &[u8],
+    trigger: Trigger,
+    own_namespace: &str,
+    settings: &Settings,
+    images: &dyn Entrypoints,
+) -> Result<Reviewed, ReviewError> {
+    let request = decode(body)?;
+    let subject = Subject {
+        namespace: request.namespace.clone().unwrap_or_default(),
+        name: request.name.clone(),
+        dry_run: request.dry_run,
+    };
+    let response = AdmissionResponse::from(&request);
+    let (response, decision) = match decide(&request, trigger, own_namespace, settings, images) {
+        Ok(Outcome::Wrap(ops, containers)) => {
+            (with_ops(response, ops)?, Decision::Patched(containers))
+        }
+        Ok(Outcome::Skip(why)) => (response, Decision::Skipped(why)),
+        Err(Denial::Refused(why)) => (response.deny(&why), Decision::Refused(why)),
+        Err(Denial::Lookup(e)) => return Err(ReviewError::Lookup(e)),
+    };
+    let mut subject = subject;
+    if subject.name.is_empty() {
+        subject.name = generate_name(&request);
+    }
+    Ok(Reviewed {
+        review: response.into_review(),
+        subject,
+        decision,
+    })
+}
+
+fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(describe(&e)))?;
+    if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
+        return Err(ReviewError::WrongType {
+            api_version: review.types.api_version,
+            kind: review.types.kind,
+        });
+    }
+    review.request.ok_or(ReviewError::NoRequest)
+}
+
+/// serde's message without the input it may quote.
+fn describe(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
+enum Denial {
+    Refused(String),
+    Lookup(PatchError),
+}
+
+enum Outcome {
+    /// Leave the pod alone, for this reason.
+    Skip(&'static str),
+    /// The patch, and the containers it wraps.
+    Wrap(Vec<serde_json::Value>, Vec<String>),
+}
+
+fn decide(
+    request: &AdmissionRequest<DynamicObject>,
+    trigger: Trigger,
+    own_namespace: &str,
+    settings: &Settings,
+    images: &dyn Entrypoints,
+) -> Result<Outcome, Denial> {
+    if let Some(why) = not_ours(request, own_namespace) {
+        return Ok(Outcome::Skip(why));
+    }
+    let pod = pod_of(request).map_err(Denial::Refused)?;
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    if annotations::injected(&annotations) {
+        return Ok(Outcome::Skip("already injected"));
+    }
+    let asked = annotations::asks(&annotations).map_err(|e| Denial::Refused(e.to_string()))?;
+    match (trigger, asked) {
+        (Trigger::Annotation, Some(true)) | (Trigger::Namespace, None | Some(true)) => {}
+        (_, Some(false)) => return Ok(Outcome::Skip("opted out")),
+        (Trigger::Annotation, None) => return Ok(Outcome::Skip("not annotated")),
+    }
+    let injection = annotations::read(&annotations).map_err(|e| Denial::Refused(e.to_string()))?;
+    let ops = wrap(&pod, &injection, settings, images).map_err(|e| match e {
+        PatchError::NoEntrypoint { .. } => Denial::Lookup(e),
+        other => Denial::Refused(other.to_string()),
+    })?;
+    let spec = pod.spec.as_ref();
+    let containers = match &injection.containers {
+        Some(names) => names.clone(),
+        None => spec
+            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default(),
+    };
+    Ok(Outcome::Wrap(ops, containers))
+}
+
+/// Why a request is none of this webhook's business, if it is not.
+fn not_ours(
+    request: &AdmissionRequest<DynamicObject>,
+    own_namespace: &str,
+) -> Option<&'static str> {
+    if request.kind.kind != "Pod" || !request.kind.group.is_empty() {
+        return Some("not a pod");
+    }
+    if request.operation != Operation::Create {
+        return Some("not a creation");
+    }
+    if request.namespace.as_deref() == Some(own_namespace) {
+        return Some("in the webhook's own namespace");
+    }
+    None
+}
+
+fn pod_of(request: &AdmissionRequest<DynamicObject>) -> Result<Pod, String> {
+    let object = request
+        .object
+        .as_ref()
+        .ok_or_else(|| "the review carries no pod".to_string())?;
+    let value = serde_json::to_value(object).map_err(|e| format!("the pod: {}", describe(&e)))?;
+    serde_json::from_value(value)
+        .map_err(|e| format!("the pod is not a valid Pod: {}", describe(&e)))
+}
+
+fn generate_name(request: &AdmissionRequest<DynamicObject>) -> String {
+    request
+        .object
+        .as_ref()
+        .and_then(|o| o.metadata.generate_name.clone())
+        .map(|g| format!("{g}*"))
+        .unwrap_or_default()
+}
+
+fn with_ops(
+    response: AdmissionResponse,
+    ops: Vec<serde_json::Value>,
+) -> Result<AdmissionResponse, ReviewError> {
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
+        .map_err(|e| ReviewError::Malformed(format!("building the patch: {}", describe(&e))))?;
+    response
+        .with_patch(patch)
+        .map_err(|e| ReviewError::Malformed(e.to_string()))
+}

@@ -1,0 +1,515 @@
+//! Reviews of pods as the API server sends them for a Deployment's
+//! ReplicaSet (generateName, ownerReferences, defaulted fields, the
+//! service-account volume the ServiceAccount admission plugin added): the
+//! returned JSON Patch is applied to the pod, the result checked field by
+//! field and validated with `kubernetes-validate --strict`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use kernelseal_webhook::review::{Decision, ReviewError, Reviewed};
+use kernelseal_webhook::{Entrypoint, Entrypoints, NoRegistry, Settings, Trigger, review};
+use serde_json::{Value, json};
+
+const OWN_NAMESPACE: &str = "kernelseal";
+const WRAPPER: &str = "/kernelseal/bin/kernelseal-exec";
+
+/// A container as the API server defaults it.
+fn container(name: &str, image: &str, command: Option<&[&str]>) -> Value {
+    let mut c = json!({
+        "name": name,
+        "image": image,
+        "resources": {},
+        "volumeMounts": [{
+            "name": "kube-api-access-7xk2p",
+            "readOnly": true,
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"
+        }],
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "imagePullPolicy": "IfNotPresent"
+    });
+    if let Some(cmd) = command {
+        c["command"] = json!(cmd);
+    }
+    c
+}
+
+/// A ReplicaSet's pod, as the API server sends it to a mutating webhook.
+fn deployment_pod(annotations: Value, containers: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "web-6d4cf56db6-",
+            "namespace": "shop",
+            "creationTimestamp": null,
+            "labels": { "app": "web", "pod-template-hash": "6d4cf56db6" },
+            "annotations": annotations,
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-6d4cf56db6",
+                "uid": "0b5f3c1e-2d4a-4f6b-8c7d-9e0f1a2b3c4d",
+                "controller": true, "blockOwnerDeletion": true
+            }]
+        },
+        "spec": {
+            "volumes": [{
+                "name": "kube-api-access-7xk2p",
+                "projected": {
+                    "sources": [
+                        { "serviceAccountToken": { "expirationSeconds": 3607, "path": "token" } },
+                        { "configMap": { "name": "kube-root-ca.crt", "items": [{ "key": "ca.crt", "path": "ca.crt" }] } },
+                        { "downwardAPI": { "items": [{ "path": "namespace", "fieldRef": { "apiVersion": "v1", "fieldPath": "metadata.namespace" } }] } }
+                    ],
+                    "defaultMode": 420
+                }
+            }],
+            "containers": containers,
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "web",
+            "serviceAccount": "web",
+            "securityContext": {},
+            "schedulerName": "default-scheduler",
+            "tolerations": [
+                { "key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300 }
+            ],
+            "priority": 0,
+            "enableServiceLinks": true,
+            "preemptionPolicy": "PreemptLowerPriority"
+        },
+        "status": {}
+    })
+}
+
+fn admission_review(pod: &Value, namespace: &str, dry_run: bool) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "kind": "AdmissionReview",
+        "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": { "group": "", "version": "v1", "kind": "Pod" },
+            "resource": { "group": "", "version": "v1", "resource": "pods" },
+            "requestKind": { "group": "", "version": "v1", "kind": "Pod" },
+            "requestResource": { "group": "", "version": "v1", "resource": "pods" },
+            "name": "",
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {
+                "username": "system:serviceaccount:kube-system:replicaset-controller",
+                "uid": "f1d9b8e2-0000-4000-8000-000000000001",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]
+            },
+            "object": pod,
+            "oldObject": null,
+            "dryRun": dry_run,
+            "options": { "kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1" }
+        }
+    }))
+    .unwrap()
+}
+
+struct Images(HashMap<&'static str, Entrypoint>);
+
+impl Entrypoints for Images {
+    fn lookup(&self, image: &str) -> Result<Entrypoint, String> {
+        self.0
+            .get(image)
+            .cloned()
+            .ok_or_else(|| format!("{image} is not in the test's registry"))
+    }
+}
+
+fn run(pod: &Value, images: &dyn Entrypoints) -> Reviewed {
+    review(
+        &admission_review(pod, "shop", false),
+        Trigger::Annotation,
+        OWN_NAMESPACE,
+        &Settings::default(),
+        images,
+    )
+    .unwrap()
+}
+
+/// The pod with the response's patch applied; the response must allow it.
+fn patched(pod: &Value, r: &Reviewed) -> Value {
+    let resp = r.review.response.as_ref().unwrap();
+    assert!(resp.allowed, "{:?}", resp.result);
+    assert_eq!(resp.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+    let wire = serde_json::to_value(resp).unwrap();
+    assert_eq!(wire["patchType"], "JSONPatch");
+    let patch: json_patch::Patch = serde_json::from_slice(resp.patch.as_ref().unwrap()).unwrap();
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &patch).unwrap();
+    out
+}
+
+fn validate_all(pods: &[Value]) {
+    let dir = std::env::temp_dir().join(format!("ks-webhook-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<PathBuf> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut p = p.clone();
+            // A created pod has a name; kubernetes-validate wants one.
+            p["metadata"]["name"] = json!(format!("web-6d4cf56db6-x{i}"));
+            let f = dir.join(format!("pod-{i}.json"));
+            std::fs::write(&f, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
+            f
+        })
+        .collect();
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.37.0"])
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate (scripts/setup installs it from PyPI)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("passed").count(), files.len(), "{text}");
+}
+
+fn annotated() -> Value {
+    json!({ "kernelseal.io/inject": "true" })
+}
+
+#[test]
+fn a_container_with_a_command_is_wrapped_and_the_pod_gets_what_it_needs() {
+    let pod = deployment_pod(
+        annotated(),
+        vec![container(
+            "web",
+            "registry.example/web:1.4",
+            Some(&["/app/server", "--port=8080"]),
+        )],
+    );
+    let r = run(&pod, &NoRegistry);
+    assert_eq!(r.decision, Decision::Patched(vec!["web".into()]));
+    assert_eq!(r.subject.name, "web-6d4cf56db6-*");
+    let p = patched(&pod, &r);
+    let web = &p["spec"]["containers"][0];
+    assert_eq!(
+        web["command"],
+        json!([WRAPPER, "--", "/app/server", "--port=8080"])
+    );
+    assert!(web.get("args").is_none(), "args untouched");
+    assert_eq!(
+        web["volumeMounts"],
+        json!([
+            { "name": "kube-api-access-7xk2p", "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount" },
+            { "name": "kernelseal-bin", "mountPath": "/kernelseal/bin", "readOnly": true },
+            { "name": "kernelseal-run", "mountPath": "/run/kernelseal", "readOnly": true },
+            { "name": "kernelseal-tokens", "mountPath": "/var/run/secrets/kernelseal.io/tokens", "readOnly": true }
+        ])
+    );
+    let init = &p["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "kernelseal-exec");
+    assert_eq!(
+        init["command"],
+        json!(["cp", "/usr/bin/kernelseal-exec", WRAPPER])
+    );
+    assert_eq!(
+        p["spec"]["securityContext"]["supplementalGroups"],
+        json!([7373])
+    );
+    let volumes = p["spec"]["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 4);
+    assert_eq!(volumes[1]["emptyDir"]["medium"], "Memory");
+    assert_eq!(volumes[2]["hostPath"]["path"], "/run/kernelseal");
+    assert_eq!(
+        volumes[3]["projected"]["sources"],
+        json!([{ "serviceAccountToken": { "audience": "vault", "expirationSeconds": 600, "path": "vault" } }])
+    );
+    assert_eq!(
+        p["metadata"]["annotations"]["kernelseal.io/status"],
+        "injected"
+    );
+    validate_all(&[p]);
+}
+
+#[test]
+fn several_containers_init_containers_groups_and_flags() {
+    let mut pod = deployment_pod(
+        json!({
+            "kernelseal.io/inject": "true",
+            "kernelseal.io/containers": "web",
+            "kernelseal.io/on-error": "continue",
+            "kernelseal.io/timeout": "30s",
+            "kernelseal.io/token-audience": "vault,sts.amazonaws.com"
+        }),
+        vec![
+            container("web", "registry.example/web:1.4", Some(&["/app/server"])),
+            container("proxy", "registry.example/envoy:1.30", Some(&["envoy"])),
+        ],
+    );
+    pod["spec"]["initContainers"] = json!([container(
+        "migrate",
+        "registry.example/web:1.4",
+        Some(&["/app/migrate"])
+    )]);
+    pod["spec"]["securityContext"] = json!({ "runAsNonRoot": true, "supplementalGroups": [1000] });
+    let r = run(&pod, &NoRegistry);
+    let p = patched(&pod, &r);
+    assert_eq!(
+        p["spec"]["containers"][0]["command"],
+        json!([
+            WRAPPER,
+            "--timeout",
+            "30000ms",
+            "--on-error",
+            "continue",
+            "--",
+            "/app/server"
+        ])
+    );
+    assert_eq!(
+        p["spec"]["containers"][1], pod["spec"]["containers"][1],
+        "proxy untouched"
+    );
+    let inits = p["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(
+        (inits[0]["name"].as_str(), inits[1]["name"].as_str()),
+        (Some("kernelseal-exec"), Some("migrate"))
+    );
+    assert_eq!(
+        p["spec"]["securityContext"]["supplementalGroups"],
+        json!([1000, 7373])
+    );
+    assert_eq!(p["spec"]["securityContext"]["runAsNonRoot"], true);
+    let sources = &p["spec"]["volumes"][3]["projected"]["sources"];
+    assert_eq!(
+        sources[1]["serviceAccountToken"]["audience"],
+        "sts.amazonaws.com"
+    );
+    assert_eq!(
+        sources[1]["serviceAccountToken"]["path"],
+        "sts.amazonaws.com"
+    );
+    validate_all(&[p]);
+}
+
+#[test]
+fn without_command_the_image_entrypoint_and_cmd_are_used() {
+    let images = Images(HashMap::from([
+        (
+            "registry.example/api:2",
+            Entrypoint {
+                entrypoint: vec!["/docker-entrypoint.sh".into()],
+                cmd: vec!["api".into(), "--serve".into()],
+            },
+        ),
+        (
+            "registry.example/cmd-only:1",
+            Entrypoint {
+                entrypoint: vec![],
+                cmd: vec!["/bin/worker".into()],
+            },
+        ),
+    ]));
+    let mut with_args = container("api", "registry.example/api:2", None);
+    with_args["args"] = json!(["api", "--debug"]);
+    let pod = deployment_pod(
+        annotated(),
+        vec![
+            container("api", "registry.example/api:2", None),
+            container("worker", "registry.example/cmd-only:1", None),
+        ],
+    );
+    let p = patched(&pod, &run(&pod, &images));
+    assert_eq!(
+        p["spec"]["containers"][0]["command"],
+        json!([WRAPPER, "--", "/docker-entrypoint.sh"])
+    );
+    assert_eq!(
+        p["spec"]["containers"][0]["args"],
+        json!(["api", "--serve"]),
+        "CMD kept as args"
+    );
+    assert_eq!(
+        p["spec"]["containers"][1]["command"],
+        json!([WRAPPER, "--"])
+    );
+    assert_eq!(p["spec"]["containers"][1]["args"], json!(["/bin/worker"]));
+    let own_args = deployment_pod(annotated(), vec![with_args]);
+    let q = patched(&own_args, &run(&own_args, &images));
+    assert_eq!(
+        q["spec"]["containers"][0]["command"],
+        json!([WRAPPER, "--", "/docker-entrypoint.sh"])
+    );
+    assert_eq!(
+        q["spec"]["containers"][0]["args"],
+        json!(["api", "--debug"]),
+        "the pod's args win"
+    );
+    validate_all(&[p, q]);
+
+    // No lookup possible: an error for the API server's failurePolicy,
+    // naming the image and what to do.
+    let e = review(
+        &admission_review(&pod, "shop", false),
+        Trigger::Annotation,
+        OWN_NAMESPACE,
+        &Settings::default(),
+        &NoRegistry,
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(e, ReviewError::Lookup(_)), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("\"registry.example/api:2\"") && msg.contains("set `command`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn injected_unannotated_and_own_namespace_pods_are_left_alone_and_dry_run_is_the_same() {
+    let already = deployment_pod(
+        json!({ "kernelseal.io/inject": "true", "kernelseal.io/status": "injected" }),
+        vec![container("web", "w", Some(&["/w"]))],
+    );
+    let plain = deployment_pod(json!({}), vec![container("web", "w", Some(&["/w"]))]);
+    for (pod, why) in [(&already, "already injected"), (&plain, "not annotated")] {
+        let r = run(pod, &NoRegistry);
+        assert_eq!(r.decision, Decision::Skipped(why));
+        let resp = r.review.response.unwrap();
+        assert!(resp.allowed && resp.patch.is_none());
+    }
+    let pod = deployment_pod(annotated(), vec![container("web", "w", Some(&["/w"]))]);
+    let own = review(
+        &admission_review(&pod, OWN_NAMESPACE, false),
+        Trigger::Annotation,
+        OWN_NAMESPACE,
+        &Settings::default(),
+        &NoRegistry,
+    )
+    .unwrap();
+    assert_eq!(
+        own.decision,
+        Decision::Skipped("in the webhook's own namespace")
+    );
+    let dry = review(
+        &admission_review(&pod, "shop", true),
+        Trigger::Annotation,
+        OWN_NAMESPACE,
+        &Settings::default(),
+        &NoRegistry,
+    )
+    .unwrap();
+    assert!(dry.subject.dry_run);
+    assert_eq!(
+        dry.review.response.unwrap().patch,
+        run(&pod, &NoRegistry).review.response.unwrap().patch
+    );
+    // A labelled namespace injects unless the pod opts out.
+    let by_ns = review(
+        &admission_review(&plain, "shop", false),
+        Trigger::Namespace,
+        OWN_NAMESPACE,
+        &Settings::default(),
+        &NoRegistry,
+    )
+    .unwrap();
+    assert_eq!(by_ns.decision, Decision::Patched(vec!["web".into()]));
+    let out = deployment_pod(
+        json!({ "kernelseal.io/inject": "false" }),
+        vec![container("web", "w", Some(&["/w"]))],
+    );
+    let opted = review(
+        &admission_review(&out, "shop", false),
+        Trigger::Namespace,
+        OWN_NAMESPACE,
+        &Settings::default(),
+        &NoRegistry,
+    )
+    .unwrap();
+    assert_eq!(opted.decision, Decision::Skipped("opted out"));
+}
+
+#[test]
+fn collisions_and_bad_annotations_are_refused_by_name() {
+    let mut taken = deployment_pod(annotated(), vec![container("web", "w", Some(&["/w"]))]);
+    taken["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "kernelseal-bin", "emptyDir": {} }));
+    let mut mounted = deployment_pod(annotated(), vec![container("web", "w", Some(&["/w"]))]);
+    mounted["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "x", "mountPath": "/run/kernelseal" }));
+    let typo = deployment_pod(
+        json!({ "kernelseal.io/inject": "true", "kernelseal.io/timeout": "soon" }),
+        vec![container("web", "w", Some(&["/w"]))],
+    );
+    let unknown = deployment_pod(
+        json!({ "kernelseal.io/inject": "true", "kernelseal.io/containers": "db" }),
+        vec![container("web", "w", Some(&["/w"]))],
+    );
+    for (pod, want) in [
+        (
+            taken,
+            "the pod already has a volume named \"kernelseal-bin\"",
+        ),
+        (
+            mounted,
+            "container \"web\" already mounts something at /run/kernelseal",
+        ),
+        (
+            typo,
+            "annotation kernelseal.io/timeout: \"soon\" is not a duration",
+        ),
+        (
+            unknown,
+            "kernelseal.io/containers names \"db\", which is not a container of the pod",
+        ),
+    ] {
+        let r = run(&pod, &NoRegistry);
+        let resp = r.review.response.unwrap();
+        assert!(!resp.allowed && resp.patch.is_none());
+        assert!(
+            resp.result.message.contains(want),
+            "{want:?} not in {:?}",
+            resp.result.message
+        );
+        assert!(matches!(r.decision, Decision::Refused(_)));
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_that_quotes_nothing() {
+    let cases: [(&[u8], &str); 4] = [
+        (b"not json at all", "not an AdmissionReview"),
+        (br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":null}"#, "only admission.k8s.io/v1 AdmissionReview"),
+        (br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#, "has no request"),
+        (br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"secret-looking-uid"}}"#, "not an AdmissionReview"),
+    ];
+    for (body, want) in cases {
+        let e = review(
+            body,
+            Trigger::Annotation,
+            OWN_NAMESPACE,
+            &Settings::default(),
+            &NoRegistry,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains(want), "{want:?} not in {e:?}");
+        assert!(!e.contains("secret-looking-uid"), "{e}");
+    }
+    // A pod that is not a Pod: refused, the uid answered.
+    let mut odd = deployment_pod(annotated(), vec![container("web", "w", Some(&["/w"]))]);
+    odd["spec"]["containers"] = json!("web");
+    let r = run(&odd, &NoRegistry);
+    let resp = r.review.response.unwrap();
+    assert!(!resp.allowed);
+    assert!(
+        resp.result.message.contains("the pod is not a valid Pod"),
+        "{}",
+        resp.result.message
+    );
+}
