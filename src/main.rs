@@ -13,6 +13,7 @@ mod marks_cli;
 mod protected_count;
 mod providers_cli;
 mod selftest;
+mod webhook_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +80,10 @@ enum Command {
     /// Secrets Store CSI Driver tools.
     #[command(subcommand)]
     Csi(csi_cli::CsiCommand),
+    /// Serve the mutating admission webhook that puts kernelseal-exec in
+    /// front of pods annotated `kernelseal.io/inject: "true"` (HTTPS; the
+    /// certificate files are read again when they change).
+    Webhook(webhook_cli::WebhookArgs),
 }
 
 #[derive(Subcommand)]
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Validate { file }) => validate(&file),
         Command::CsiProvider(args) => csi_cli::run(args),
         Command::Csi(cmd) => csi_cli::validate(cmd),
+        Command::Webhook(args) => webhook_cli::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,11 +24,17 @@
 //! [`patch::Entrypoints`] lookup and refuses the pod, naming the image and
 //! what to do, when it has none.
 
+//! [`server`] serves reviews over HTTPS with a certificate [`tls`] reads
+//! again whenever its files change.
+
 #![forbid(unsafe_code)]
 
 pub mod annotations;
+pub mod metrics;
 pub mod patch;
 pub mod review;
+pub mod server;
+pub mod tls;
 
 pub use annotations::{AnnotationError, Injection};
 pub use patch::{Entrypoint, Entrypoints, NoRegistry, PatchError, Settings};

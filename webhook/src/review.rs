@@ -1,10 +1,10 @@
 //! One `AdmissionReview`: whether the pod is one to wrap, and the answer.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::DynamicObject;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
 };
+use kube::core::{DynamicObject, TypeMeta};
 
 use crate::annotations;
 use crate::patch::{Entrypoints, PatchError, Settings, wrap};
@@ -79,7 +79,13 @@ pub fn review(
         name: request.name.clone(),
         dry_run: request.dry_run,
     };
-    let response = AdmissionResponse::from(&request);
+    let mut response = AdmissionResponse::from(&request);
+    // The request's type is not kept by the decoder: the answer names its
+    // own, or the API server refuses it.
+    response.types = TypeMeta {
+        api_version: META_API_VERSION_V1.into(),
+        kind: META_KIND.into(),
+    };
     let (response, decision) = match decide(&request, trigger, own_namespace, settings, images) {
         Ok(Outcome::Wrap(ops, containers)) => {
             (with_ops(response, ops)?, Decision::Patched(containers))

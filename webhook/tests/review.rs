@@ -140,6 +140,12 @@ fn patched(pod: &Value, r: &Reviewed) -> Value {
     assert_eq!(resp.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
     let wire = serde_json::to_value(resp).unwrap();
     assert_eq!(wire["patchType"], "JSONPatch");
+    let whole = serde_json::to_value(&r.review).unwrap();
+    assert_eq!(
+        (&whole["apiVersion"], &whole["kind"]),
+        (&json!("admission.k8s.io/v1"), &json!("AdmissionReview")),
+        "the API server refuses an answer of another type"
+    );
     let patch: json_patch::Patch = serde_json::from_slice(resp.patch.as_ref().unwrap()).unwrap();
     let mut out = pod.clone();
     json_patch::patch(&mut out, &patch).unwrap();

@@ -1,0 +1,131 @@
+//! `kernelseal webhook`: the mutating admission webhook that wraps
+//! annotated pods.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use kernelseal_webhook::server::{Webhook, serve};
+use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
+use kernelseal_webhook::{NoRegistry, Settings};
+
+use crate::exit::Failure;
+
+/// The namespace file of an in-cluster pod.
+const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+#[derive(clap::Args)]
+pub struct WebhookArgs {
+    /// Address to serve HTTPS on (`POST /mutate`, `POST /mutate-namespace`,
+    /// `/healthz`, `/ready`, `/metrics`).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// PEM certificate chain the API server verifies (the Service's name).
+    #[arg(long, value_name = "FILE")]
+    cert_file: PathBuf,
+    /// PEM private key of the certificate.
+    #[arg(long, value_name = "FILE")]
+    key_file: PathBuf,
+    /// How often the certificate files are checked for a new pair
+    /// (cert-manager rotates them in place); new connections use it.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    reload_interval: Duration,
+    /// The KernelSeal image the injected init container copies the static
+    /// wrapper from.
+    #[arg(long, value_name = "IMAGE", default_value = "kernelseal:0.1.0")]
+    image: String,
+    /// The agent's socket directory on the nodes (mounted read-only).
+    #[arg(long, value_name = "DIR", default_value = "/run/kernelseal")]
+    socket_dir: String,
+    /// The agent socket's group (its `--socket-group`), added to the pod's
+    /// supplementalGroups.
+    #[arg(long, value_name = "GID", default_value_t = 7373)]
+    socket_group: i64,
+    /// Life of the projected service-account tokens it mounts.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration)]
+    token_expiry: Duration,
+    /// The webhook's own namespace, whose pods are never touched; default:
+    /// `$POD_NAMESPACE`, else the in-cluster namespace file.
+    #[arg(long, value_name = "NAME")]
+    namespace: Option<String>,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    kernelseal_config::parse_duration(s)
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 10m)"))
+}
+
+fn own_namespace(given: Option<String>) -> Result<String, Failure> {
+    if let Some(n) = given.or_else(|| std::env::var("POD_NAMESPACE").ok()) {
+        return Ok(n);
+    }
+    std::fs::read_to_string(NAMESPACE_FILE)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| {
+            Failure::config(anyhow!(
+                "the webhook's own namespace is unknown: give --namespace or POD_NAMESPACE ({NAMESPACE_FILE}: {e})"
+            ))
+        })
+}
+
+pub fn run(args: WebhookArgs) -> Result<(), Failure> {
+    crate::logging::init(Default::default(), "info");
+    let own_namespace = own_namespace(args.namespace)?;
+    let token_expiry_secs = i64::try_from(args.token_expiry.as_secs())
+        .ok()
+        .filter(|s| *s >= 600)
+        .ok_or_else(|| {
+            Failure::config(anyhow!(
+                "--token-expiry must be at least 10m (the API server's minimum)"
+            ))
+        })?;
+    let cert = ReloadingCert::new(CertFiles {
+        cert: args.cert_file,
+        key: args.key_file,
+    })
+    .map_err(Failure::config)?;
+    let webhook = Arc::new(Webhook {
+        settings: Settings {
+            image: args.image,
+            socket_dir: args.socket_dir,
+            socket_group: args.socket_group,
+            token_expiry_secs,
+        },
+        own_namespace,
+        images: Box::new(NoRegistry),
+        metrics: Default::default(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(anyhow!(e).context("starting the async runtime")))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| Failure::config(anyhow!("--listen {}: {e}", args.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::runtime(anyhow!(e)))?;
+        tokio::spawn(cert.clone().watch(args.reload_interval));
+        tracing::info!(
+            listen = %addr, namespace = %webhook.own_namespace,
+            "[WEBHOOK] serving admission reviews on https://{addr}/mutate"
+        );
+        tokio::select! {
+            () = serve(listener, cert, webhook) => Ok(()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            () = terminate() => Ok(()),
+        }
+    })
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,179 @@
+//! The HTTPS server: `POST /mutate` and `POST /mutate-namespace` answer
+//! reviews; `/healthz`, `/ready` and `/metrics` are for the kubelet and
+//! Prometheus. Every review is one log line (namespace, pod or owner,
+//! decision, time) and counted; a body over [`MAX_BODY`] or slower than
+//! [`READ_TIMEOUT`] is refused without reading on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::metrics::Metrics;
+use crate::patch::{Entrypoints, Settings};
+use crate::review::{Decision, ReviewError, Trigger, review};
+use crate::tls::ReloadingCert;
+
+/// Largest review accepted. The API server sends the whole pod; 3 MiB is
+/// over etcd's object limit (1.5 MiB) twice.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+/// Time to receive a request's head and body, and to finish a TLS
+/// handshake.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every review needs.
+pub struct Webhook {
+    pub settings: Settings,
+    /// Pods here are never touched (the webhook's own).
+    pub own_namespace: String,
+    pub images: Box<dyn Entrypoints + Send + Sync>,
+    pub metrics: Metrics,
+}
+
+/// Serves `listener` over TLS with `cert` until the process ends.
+pub async fn serve(listener: TcpListener, cert: Arc<ReloadingCert>, webhook: Arc<Webhook>) {
+    let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()));
+    let app = router(webhook);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("[WEBHOOK] accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move { connection(tcp, peer, acceptor, app).await });
+    }
+}
+
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Router,
+) {
+    let tls = match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!("[WEBHOOK] TLS handshake with {peer} failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("[WEBHOOK] TLS handshake with {peer} timed out");
+            return;
+        }
+    };
+    let service = TowerToHyperService::new(app);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT);
+    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+        tracing::debug!("[WEBHOOK] connection from {peer} ended: {e}");
+    }
+}
+
+fn router(webhook: Arc<Webhook>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate_annotated))
+        .route("/mutate-namespace", post(mutate_namespace))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/ready", get(|| async { "ready\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(webhook)
+}
+
+async fn metrics(State(w): State<Arc<Webhook>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        w.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn mutate_annotated(State(w): State<Arc<Webhook>>, req: Request) -> Response {
+    mutate(&w, Trigger::Annotation, req).await
+}
+
+async fn mutate_namespace(State(w): State<Arc<Webhook>>, req: Request) -> Response {
+    mutate(&w, Trigger::Namespace, req).await
+}
+
+/// The body, whole, within the size and time bounds.
+async fn body_of(req: Request) -> Result<Bytes, (StatusCode, String)> {
+    let body: Body = req.into_body();
+    match tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the review is over {MAX_BODY} bytes, or its body broke off"),
+        )),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the review did not arrive within {}s",
+                READ_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+async fn mutate(w: &Webhook, trigger: Trigger, req: Request) -> Response {
+    let started = Instant::now();
+    let body = match body_of(req).await {
+        Ok(b) => b,
+        Err((status, why)) => {
+            w.metrics.observe("error", started.elapsed());
+            tracing::warn!("[WEBHOOK] review refused: {why}");
+            return (status, why).into_response();
+        }
+    };
+    match review(
+        &body,
+        trigger,
+        &w.own_namespace,
+        &w.settings,
+        w.images.as_ref(),
+    ) {
+        Ok(r) => {
+            let s = &r.subject;
+            let (label, what) = match &r.decision {
+                Decision::Patched(c) => ("patched", format!("wrapped {}", c.join(", "))),
+                Decision::Skipped(why) => ("skipped", format!("left alone: {why}")),
+                Decision::Refused(why) => ("refused", format!("refused: {why}")),
+            };
+            w.metrics.observe(label, started.elapsed());
+            tracing::info!(
+                namespace = %s.namespace, pod = %s.name, decision = label, dry_run = s.dry_run,
+                "[WEBHOOK] {}/{}: {what} ({} us)",
+                s.namespace, s.name, started.elapsed().as_micros()
+            );
+            axum::Json(r.review).into_response()
+        }
+        Err(e) => {
+            w.metrics.observe("error", started.elapsed());
+            tracing::warn!("[WEBHOOK] review failed: {e}");
+            let status = match e {
+                ReviewError::Lookup(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, e.to_string()).into_response()
+        }
+    }
+}

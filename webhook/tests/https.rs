@@ -1,0 +1,239 @@
+//! The webhook over real HTTPS: a client that verifies the certificate
+//! against the CA that signed it, reviews answered, bad input refused
+//! while the server keeps serving, and the certificate rotated on disk:
+//! new connections get the new one, an open connection is not dropped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kernelseal_webhook::server::{MAX_BODY, Webhook, serve};
+use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
+use kernelseal_webhook::{NoRegistry, Settings};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use serde_json::{Value, json};
+
+/// A CA and a server certificate for `localhost` it signed, as PEM.
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn pki(name: &str) -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("test CA {name}"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// Writes the pair the way cert-manager's Secret volume changes: new
+/// files, then renamed over the old ones.
+fn install(dir: &Path, p: &Pki) -> CertFiles {
+    let files = CertFiles {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+    };
+    for (path, text) in [(&files.key, &p.key_pem), (&files.cert, &p.cert_pem)] {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+    files
+}
+
+fn client(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn review_body(annotations: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": "3f1c2b4a-0000-4000-8000-00000000beef",
+            "kind": { "group": "", "version": "v1", "kind": "Pod" },
+            "resource": { "group": "", "version": "v1", "resource": "pods" },
+            "name": "web-0", "namespace": "shop", "operation": "CREATE",
+            "userInfo": { "username": "admin" },
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": { "name": "web-0", "namespace": "shop", "annotations": annotations },
+                "spec": { "containers": [{ "name": "web", "image": "w", "command": ["/app"] }] }
+            },
+            "dryRun": false
+        }
+    }))
+    .unwrap()
+}
+
+async fn start(dir: &Path) -> (String, Pki) {
+    let p = pki("one");
+    let cert = ReloadingCert::new(install(dir, &p)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let webhook = Arc::new(Webhook {
+        settings: Settings::default(),
+        own_namespace: "kernelseal".into(),
+        images: Box::new(NoRegistry),
+        metrics: Default::default(),
+    });
+    tokio::spawn(cert.clone().watch(Duration::from_millis(50)));
+    tokio::spawn(serve(listener, cert, webhook));
+    (format!("https://localhost:{port}"), p)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ks-webhook-https-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_over_verified_tls_and_bad_input_keeps_the_server_serving() {
+    install_crypto();
+    let dir = scratch("serve");
+    let (base, p) = start(&dir).await;
+    let c = client(&p.ca_pem);
+    let r = c
+        .post(format!("{base}/mutate"))
+        .header("content-type", "application/json")
+        .body(review_body(json!({ "kernelseal.io/inject": "true" })))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(v["response"]["uid"], "3f1c2b4a-0000-4000-8000-00000000beef");
+    assert_eq!(v["response"]["allowed"], true);
+    assert_eq!(v["response"]["patchType"], "JSONPatch");
+
+    let bad: [(Vec<u8>, u16, &str); 3] = [
+        (vec![b' '; MAX_BODY + 1], 413, "over 3145728 bytes"),
+        (b"{not json".to_vec(), 400, "not an AdmissionReview"),
+        (
+            br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1"}"#.to_vec(),
+            400,
+            "only admission.k8s.io/v1 AdmissionReview",
+        ),
+    ];
+    for (body, status, want) in bad {
+        let r = c
+            .post(format!("{base}/mutate"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+        let text = r.text().await.unwrap();
+        assert!(text.contains(want), "{want:?} not in {text:?}");
+    }
+    for (path, want) in [("/healthz", "ok"), ("/ready", "ready")] {
+        let r = c.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(
+            (
+                r.status().as_u16(),
+                r.text().await.unwrap().trim().to_string()
+            ),
+            (200, want.to_string())
+        );
+    }
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kernelseal_webhook_reviews_total{decision=\"patched\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kernelseal_webhook_reviews_total{decision=\"error\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kernelseal_webhook_review_seconds_count 4"),
+        "{metrics}"
+    );
+    // A client that trusts another CA is refused at the handshake.
+    let stranger = client(&pki("other").ca_pem);
+    assert!(
+        stranger
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_served_to_new_connections_without_dropping_open_ones() {
+    install_crypto();
+    let dir = scratch("rotate");
+    let (base, old) = start(&dir).await;
+    let kept = client(&old.ca_pem);
+    let ok = kept.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let new = pki("two");
+    install(&dir, &new);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // A fresh client each time: a new connection, a new handshake.
+        if client(&new.ca_pem)
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        client(&old.ca_pem)
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "new connections no longer get the old certificate"
+    );
+    // The connection opened before the rotation still serves.
+    let again = kept.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    // A broken pair is refused; the current one stays.
+    std::fs::write(dir.join("tls.key"), "not a key").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        client(&new.ca_pem)
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok()
+    );
+}
