@@ -15,6 +15,7 @@ mod identity_suite;
 mod leaks_suite;
 mod lock_suite;
 mod lock_tools;
+mod loopback;
 mod pins_suite;
 mod secret_files_suite;
 mod state_suite;
