@@ -72,19 +72,30 @@ impl Agent {
         extra: &[&str],
         setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
     ) -> Result<Self, String> {
-        Self::start_binary(KERNELSEAL, yaml, extra, setup)
+        Self::start_binary(KERNELSEAL, yaml, extra, &[], setup)
+    }
+
+    /// Like [`Agent::start_with`], with `env` added to the agent's
+    /// environment (`KUBECONFIG`, `NODE_NAME`: what a DaemonSet gives it).
+    pub fn start_with_env(
+        yaml: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        Self::start_binary(KERNELSEAL, yaml, extra, env, || Ok(()))
     }
 
     /// The agent of another KernelSeal binary (a copy: another build, as
     /// far as the kernel can tell).
     pub fn start_from(binary: &str, yaml: &str, extra: &[&str]) -> Result<Self, String> {
-        Self::start_binary(binary, yaml, extra, || Ok(()))
+        Self::start_binary(binary, yaml, extra, &[], || Ok(()))
     }
 
     fn start_binary(
         binary: &str,
         yaml: &str,
         extra: &[&str],
+        env: &[(&str, &str)],
         setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
     ) -> Result<Self, String> {
         use std::os::unix::process::CommandExt;
@@ -101,6 +112,7 @@ impl Agent {
         let child = cmd
             .args(["agent", "--config", CONFIG])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()

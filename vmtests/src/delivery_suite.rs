@@ -209,10 +209,7 @@ pub(crate) fn sample(body: &str, series: &str) -> Option<f64> {
 /// a real refusal counted, health and readiness answered.
 pub fn metrics_count_real_refusals(ctx: &mut Ctx) -> TestResult {
     ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
-    // The VM's loopback starts down.
-    let _ = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status();
+    crate::loopback::loopback_up()?;
     for (path, want) in [("/healthz", 200), ("/ready", 200)] {
         let (status, body) = http_get(path)?;
         if status != want {

@@ -10,9 +10,9 @@ use crate::suite::{Ctx, TestResult};
 const CG_ROOT: &str = "/sys/fs/cgroup";
 const BINDING: &str = "  - name: by-cgroup\n    selector:\n      cgroupPath: /ks-app\n    secretRefs:\n      - name: CG_SECRET\n        source:\n          value: cgroup-secret\n";
 
-/// Moves the calling process into `/sys/fs/cgroup/<name>`. Runs between
-/// fork and exec: syscalls only, no allocation.
-fn join_cgroup(procs: &'static std::ffi::CStr) -> std::io::Result<()> {
+/// Moves the calling process into the cgroup whose `cgroup.procs` is
+/// `procs`. Runs between fork and exec: syscalls only, no allocation.
+pub(crate) fn join_cgroup(procs: &std::ffi::CStr) -> std::io::Result<()> {
     // SAFETY: open/write/close on a NUL-terminated path and a static buffer.
     unsafe {
         let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);

@@ -15,7 +15,9 @@ mod identity_suite;
 mod leaks_suite;
 mod lock_suite;
 mod lock_tools;
+mod loopback;
 mod pins_suite;
+mod pod_identity_suite;
 mod secret_files_suite;
 mod state_suite;
 mod suite;
@@ -133,6 +135,10 @@ const TESTS: &[Test] = &[
     (
         "pod_identity_required_refuses_without_a_known_pod",
         delivery_suite::pod_identity_required_refuses_without_a_known_pod,
+    ),
+    (
+        "pod_identity_wrapper_reads_vault_as_the_pod_and_root_is_refused",
+        pod_identity_suite::wrapper_reads_vault_as_the_pod_and_root_is_refused,
     ),
     (
         "metrics_count_real_refusals",

@@ -91,6 +91,17 @@ pub fn run() -> ! {
                     Err(_) => "env none".to_string(),
                 }
             }
+            cmd if cmd.starts_with("envequals ") => {
+                // The value is compared here, so it never leaves the victim.
+                let (name, want) = cmd["envequals ".len()..]
+                    .split_once(' ')
+                    .unwrap_or((&cmd["envequals ".len()..], ""));
+                match std::env::var(name) {
+                    Ok(v) if v == want => "envequals yes".to_string(),
+                    Ok(_) => "envequals no".to_string(),
+                    Err(_) => "envequals unset".to_string(),
+                }
+            }
             cmd if cmd.starts_with("readpath ") => read_reply(&cmd["readpath ".len()..]),
             "hups" => format!("hups {}", HUPS.load(std::sync::atomic::Ordering::Relaxed)),
             "secretsdir" => {
@@ -209,6 +220,33 @@ impl Victim {
         let link = named_link(name)?;
         let mut cmd = Command::new(crate::agent::KERNELSEAL);
         cmd.args(["exec", "--timeout", "10s", "--"]).arg(link);
+        Self::spawn_cmd(cmd)
+    }
+
+    /// Through `kernelseal exec WRAPPER_ARGS -- <this binary>`, `setup`
+    /// run in the child just before it execs the wrapper (joining a
+    /// cgroup: the wrapper, and the victim it becomes, are then in it).
+    pub fn spawn_wrapped_with(
+        wrapper_args: &[&str],
+        setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(crate::agent::KERNELSEAL);
+        cmd.arg("exec").args(wrapper_args).arg("--").arg(exe);
+        // SAFETY: the suite's setup hooks only make syscalls.
+        unsafe { cmd.pre_exec(setup) };
+        Self::spawn_cmd(cmd)
+    }
+
+    /// Without the wrapper, `setup` run in the child just before it execs.
+    pub fn spawn_with(
+        setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+        // SAFETY: the suite's setup hooks only make syscalls.
+        unsafe { cmd.pre_exec(setup) };
         Self::spawn_cmd(cmd)
     }
 
