@@ -68,7 +68,9 @@ fn exported() -> BTreeMap<String, (String, BTreeSet<String>)> {
             outcome: "ok".into(),
         })
         .inc();
-    let text = format!("{}\n{}", agent.render(), csi.encode());
+    let webhook = kernelseal_webhook::metrics::Metrics::default();
+    webhook.observe("patched", Duration::from_millis(1));
+    let text = format!("{}\n{}\n{}", agent.render(), csi.encode(), webhook.render());
 
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     for line in text.lines() {
@@ -128,7 +130,7 @@ fn metric_tables_match_the_registries() {
     }
     assert_eq!(
         documented, exported,
-        "{DOC}'s metric tables (left) differ from what the agent and the CSI provider export \
+        "{DOC}'s metric tables (left) differ from what the agent, the CSI provider and the webhook export \
          (right)"
     );
 }
@@ -158,7 +160,7 @@ fn every_metric_name_in_the_page_is_a_real_series() {
         }
         assert!(
             series.contains(&name),
-            "{DOC}: {name} is not a series the agent or the CSI provider exports"
+            "{DOC}: {name} is not a series the agent, the CSI provider or the webhook exports"
         );
         seen += 1;
     }
@@ -170,7 +172,7 @@ fn every_metric_name_in_the_page_is_a_real_series() {
 fn source() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut text = String::new();
-    for dir in ["src", "injector/src", "providers/src"] {
+    for dir in ["src", "injector/src", "providers/src", "webhook/src"] {
         let mut stack = vec![root.join(dir)];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).unwrap() {

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::Metrics;
 use crate::patch::{Entrypoints, Settings};
-use crate::review::{Decision, ReviewError, Trigger, review};
+use crate::review::{Decision, ReviewError, Subject, Trigger, review};
 use crate::tls::ReloadingCert;
 
 /// Largest review accepted. The API server sends the whole pod; 3 MiB is
@@ -152,18 +152,13 @@ async fn mutate(w: &Webhook, trigger: Trigger, req: Request) -> Response {
         w.images.as_ref(),
     ) {
         Ok(r) => {
-            let s = &r.subject;
-            let (label, what) = match &r.decision {
-                Decision::Patched(c) => ("patched", format!("wrapped {}", c.join(", "))),
-                Decision::Skipped(why) => ("skipped", format!("left alone: {why}")),
-                Decision::Refused(why) => ("refused", format!("refused: {why}")),
+            let label = match &r.decision {
+                Decision::Patched(_) => "patched",
+                Decision::Skipped(_) => "skipped",
+                Decision::Refused(_) => "refused",
             };
             w.metrics.observe(label, started.elapsed());
-            tracing::info!(
-                namespace = %s.namespace, pod = %s.name, decision = label, dry_run = s.dry_run,
-                "[WEBHOOK] {}/{}: {what} ({} us)",
-                s.namespace, s.name, started.elapsed().as_micros()
-            );
+            log_review(&r.subject, &r.decision, label, started.elapsed());
             axum::Json(r.review).into_response()
         }
         Err(e) => {
@@ -175,5 +170,24 @@ async fn mutate(w: &Webhook, trigger: Trigger, req: Request) -> Response {
             };
             (status, e.to_string()).into_response()
         }
+    }
+}
+
+/// One line per review: who, what was decided, how long it took.
+fn log_review(s: &Subject, decision: &Decision, label: &str, took: Duration) {
+    let (ns, pod, us) = (&s.namespace, &s.name, took.as_micros());
+    match decision {
+        Decision::Patched(c) => tracing::info!(
+            namespace = %ns, pod = %pod, decision = label, dry_run = s.dry_run,
+            "[WEBHOOK] {ns}/{pod}: wrapped {} ({us} us)", c.join(", ")
+        ),
+        Decision::Skipped(why) => tracing::info!(
+            namespace = %ns, pod = %pod, decision = label, dry_run = s.dry_run,
+            "[WEBHOOK] {ns}/{pod}: left alone: {why} ({us} us)"
+        ),
+        Decision::Refused(why) => tracing::info!(
+            namespace = %ns, pod = %pod, decision = label, dry_run = s.dry_run,
+            "[WEBHOOK] {ns}/{pod}: refused: {why} ({us} us)"
+        ),
     }
 }
