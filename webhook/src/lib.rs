@@ -14,13 +14,13 @@
 //!   front of each selected container's command, the agent's socket
 //!   directory read-only, the socket group, the pod's projected token for
 //!   `identity: pod`, and `kernelseal.io/status: injected`;
-//! - [`review`] decodes the `AdmissionReview`, decides whether the pod is
+//! - [`review`](mod@review) decodes the `AdmissionReview`, decides whether the pod is
 //!   one to touch (annotated or in a namespace that asks for it, not
 //!   injected yet, not in the webhook's own namespace) and answers —
 //!   `dryRun` reviews the same — never panicking on what it is sent.
 //!
 //! A container without `command` runs its image's ENTRYPOINT and CMD,
-//! which only the image's registry knows: [`review`] has [`images`] read
+//! which only the image's registry knows: [`review()`] has [`images`] read
 //! them (all of a pod's at once, each once, cached), then [`patch`] —
 //! pure, without I/O — takes them from the answers and refuses the pod,
 //! naming the image and what to do, when there is none.
