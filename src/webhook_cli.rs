@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use kernelseal_webhook::server::{Webhook, serve};
 use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
-use kernelseal_webhook::{NoRegistry, Settings};
+use kernelseal_webhook::{Registry, RegistryConfig, Settings};
 
 use crate::exit::Failure;
 
@@ -50,11 +50,31 @@ pub struct WebhookArgs {
     /// `$POD_NAMESPACE`, else the in-cluster namespace file.
     #[arg(long, value_name = "NAME")]
     namespace: Option<String>,
+    /// A registry (`HOST:PORT`, as image references write it) whose image
+    /// configs are read over plain HTTP; every other one over verified
+    /// HTTPS. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT", value_parser = registry_host)]
+    insecure_registries: Vec<String>,
+    /// How long the ENTRYPOINT/CMD read for a tag is kept (a digest's is
+    /// kept for good); `0s`: tags are read for every pod.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration)]
+    image_cache_ttl: Duration,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
     kernelseal_config::parse_duration(s)
         .map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 10m)"))
+}
+
+/// A registry as image references name it: a host, with a port or not.
+fn registry_host(s: &str) -> Result<String, String> {
+    let bad = s.is_empty() || s.contains('/') || s.chars().any(char::is_whitespace);
+    if bad {
+        return Err(format!(
+            "{s:?} is not a registry: give HOST:PORT as image references write it (no scheme, no path)"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 fn own_namespace(given: Option<String>) -> Result<String, Failure> {
@@ -86,6 +106,12 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
         key: args.key_file,
     })
     .map_err(Failure::config)?;
+    let images = Registry::new(RegistryConfig {
+        insecure: args.insecure_registries,
+        tag_ttl: args.image_cache_ttl,
+        ..RegistryConfig::default()
+    })
+    .map_err(|e| Failure::runtime(anyhow!(e)))?;
     let webhook = Arc::new(Webhook {
         settings: Settings {
             image: args.image,
@@ -94,7 +120,7 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
             token_expiry_secs,
         },
         own_namespace,
-        images: Box::new(NoRegistry),
+        images: Box::new(images),
         metrics: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()

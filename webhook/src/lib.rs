@@ -14,22 +14,24 @@
 //!   front of each selected container's command, the agent's socket
 //!   directory read-only, the socket group, the pod's projected token for
 //!   `identity: pod`, and `kernelseal.io/status: injected`;
-//! - [`review`] decodes the `AdmissionReview`, decides whether the pod is
+//! - [`review`](mod@review) decodes the `AdmissionReview`, decides whether the pod is
 //!   one to touch (annotated or in a namespace that asks for it, not
 //!   injected yet, not in the webhook's own namespace) and answers —
 //!   `dryRun` reviews the same — never panicking on what it is sent.
 //!
 //! A container without `command` runs its image's ENTRYPOINT and CMD,
-//! which only the image's registry knows: [`patch`] takes them from an
-//! [`patch::Entrypoints`] lookup and refuses the pod, naming the image and
-//! what to do, when it has none.
-
+//! which only the image's registry knows: [`review()`] has [`images`] read
+//! them (all of a pod's at once, each once, cached), then [`patch`] —
+//! pure, without I/O — takes them from the answers and refuses the pod,
+//! naming the image and what to do, when there is none.
+//!
 //! [`server`] serves reviews over HTTPS with a certificate [`tls`] reads
 //! again whenever its files change.
 
 #![forbid(unsafe_code)]
 
 pub mod annotations;
+pub mod images;
 pub mod metrics;
 pub mod patch;
 pub mod review;
@@ -37,5 +39,6 @@ pub mod server;
 pub mod tls;
 
 pub use annotations::{AnnotationError, Injection};
-pub use patch::{Entrypoint, Entrypoints, NoRegistry, PatchError, Settings};
+pub use images::{ImageConfigs, LookupError, NoRegistry, Registry, RegistryConfig};
+pub use patch::{Entrypoint, Entrypoints, PatchError, Settings};
 pub use review::{Trigger, review};

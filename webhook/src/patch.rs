@@ -51,19 +51,11 @@ pub struct Entrypoint {
     pub cmd: Vec<String>,
 }
 
-/// Looks up the ENTRYPOINT and CMD of a container's image; `Err` says why
-/// it could not (the reason ends up in the refusal).
+/// The ENTRYPOINT and CMD of a container's image, looked up beforehand
+/// ([`crate::images::look_up_all`] of [`images_to_look_up`]); `Err` says
+/// why there is none (the reason ends up in the refusal).
 pub trait Entrypoints {
     fn lookup(&self, image: &str) -> Result<Entrypoint, String>;
-}
-
-/// No lookup: containers without `command` are refused.
-pub struct NoRegistry;
-
-impl Entrypoints for NoRegistry {
-    fn lookup(&self, _image: &str) -> Result<Entrypoint, String> {
-        Err("this webhook does not look images up".into())
-    }
 }
 
 /// Why a pod cannot be wrapped. Names the container, volume or path.
@@ -123,6 +115,29 @@ pub fn wrap(
         )?;
     }
     Ok(ops)
+}
+
+/// The images whose ENTRYPOINT and CMD [`wrap`] needs: those of the
+/// selected containers without `command` (none if the selection names a
+/// container the pod lacks: `wrap` refuses it).
+pub fn images_to_look_up(pod: &Pod, injection: &Injection) -> Vec<String> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    let Ok(selected) = selected(&spec.containers, injection) else {
+        return Vec::new();
+    };
+    selected
+        .into_iter()
+        .map(|i| &spec.containers[i])
+        .filter(|c| command_of(c).is_none())
+        .map(|c| c.image.clone().unwrap_or_default())
+        .collect()
+}
+
+/// A container's own command, if it has one.
+fn command_of(c: &Container) -> Option<&Vec<String>> {
+    c.command.as_ref().filter(|cmd| !cmd.is_empty())
 }
 
 /// The indices of the containers to wrap.
@@ -333,7 +348,7 @@ fn wrap_container(
 ) -> Result<(), PatchError> {
     let base = format!("/spec/containers/{i}");
     let mut command = wrapper_prefix(injection);
-    match c.command.as_ref().filter(|cmd| !cmd.is_empty()) {
+    match command_of(c) {
         Some(cmd) => command.extend(cmd.iter().cloned()),
         None => {
             let image = c.image.clone().unwrap_or_default();

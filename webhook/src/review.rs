@@ -6,8 +6,9 @@ use kube::core::admission::{
 };
 use kube::core::{DynamicObject, TypeMeta};
 
-use crate::annotations;
-use crate::patch::{Entrypoints, PatchError, Settings, wrap};
+use crate::annotations::{self, Injection};
+use crate::images::{self, ImageConfigs};
+use crate::patch::{self, PatchError, Settings, wrap};
 
 /// What makes a pod one to wrap, by the path the API server calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +66,14 @@ pub struct Reviewed {
     pub decision: Decision,
 }
 
-/// Answers one review: patched, left alone or refused.
-pub fn review(
+/// Answers one review: patched, left alone or refused. The images of
+/// wrapped containers without `command` are looked up in `images` first.
+pub async fn review(
     body: &[u8],
     trigger: Trigger,
     own_namespace: &str,
     settings: &Settings,
-    images: &dyn Entrypoints,
+    images: &dyn ImageConfigs,
 ) -> Result<Reviewed, ReviewError> {
     let request = decode(body)?;
     let subject = Subject {
@@ -86,7 +88,8 @@ pub fn review(
         api_version: META_API_VERSION_V1.into(),
         kind: META_KIND.into(),
     };
-    let (response, decision) = match decide(&request, trigger, own_namespace, settings, images) {
+    let decided = decide(&request, trigger, own_namespace, settings, images).await;
+    let (response, decision) = match decided {
         Ok(Outcome::Wrap(ops, containers)) => {
             (with_ops(response, ops)?, Decision::Patched(containers))
         }
@@ -139,29 +142,19 @@ enum Outcome {
     Wrap(Vec<serde_json::Value>, Vec<String>),
 }
 
-fn decide(
+async fn decide(
     request: &AdmissionRequest<DynamicObject>,
     trigger: Trigger,
     own_namespace: &str,
     settings: &Settings,
-    images: &dyn Entrypoints,
+    images: &dyn ImageConfigs,
 ) -> Result<Outcome, Denial> {
-    if let Some(why) = not_ours(request, own_namespace) {
-        return Ok(Outcome::Skip(why));
-    }
-    let pod = pod_of(request).map_err(Denial::Refused)?;
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    if annotations::injected(&annotations) {
-        return Ok(Outcome::Skip("already injected"));
-    }
-    let asked = annotations::asks(&annotations).map_err(|e| Denial::Refused(e.to_string()))?;
-    match (trigger, asked) {
-        (Trigger::Annotation, Some(true)) | (Trigger::Namespace, None | Some(true)) => {}
-        (_, Some(false)) => return Ok(Outcome::Skip("opted out")),
-        (Trigger::Annotation, None) => return Ok(Outcome::Skip("not annotated")),
-    }
-    let injection = annotations::read(&annotations).map_err(|e| Denial::Refused(e.to_string()))?;
-    let ops = wrap(&pod, &injection, settings, images).map_err(|e| match e {
+    let (pod, injection) = match wanted(request, trigger, own_namespace)? {
+        Wanted::Skip(why) => return Ok(Outcome::Skip(why)),
+        Wanted::Wrap(pod, injection) => (pod, injection),
+    };
+    let found = images::look_up_all(images, patch::images_to_look_up(&pod, &injection)).await;
+    let ops = wrap(&pod, &injection, settings, &found).map_err(|e| match e {
         PatchError::NoEntrypoint { .. } => Denial::Lookup(e),
         other => Denial::Refused(other.to_string()),
     })?;
@@ -173,6 +166,35 @@ fn decide(
             .unwrap_or_default(),
     };
     Ok(Outcome::Wrap(ops, containers))
+}
+
+enum Wanted {
+    Skip(&'static str),
+    Wrap(Box<Pod>, Injection),
+}
+
+/// Whether the pod is one to wrap, and how it asks to be.
+fn wanted(
+    request: &AdmissionRequest<DynamicObject>,
+    trigger: Trigger,
+    own_namespace: &str,
+) -> Result<Wanted, Denial> {
+    if let Some(why) = not_ours(request, own_namespace) {
+        return Ok(Wanted::Skip(why));
+    }
+    let pod = pod_of(request).map_err(Denial::Refused)?;
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    if annotations::injected(&annotations) {
+        return Ok(Wanted::Skip("already injected"));
+    }
+    let asked = annotations::asks(&annotations).map_err(|e| Denial::Refused(e.to_string()))?;
+    match (trigger, asked) {
+        (Trigger::Annotation, Some(true)) | (Trigger::Namespace, None | Some(true)) => {}
+        (_, Some(false)) => return Ok(Wanted::Skip("opted out")),
+        (Trigger::Annotation, None) => return Ok(Wanted::Skip("not annotated")),
+    }
+    let injection = annotations::read(&annotations).map_err(|e| Denial::Refused(e.to_string()))?;
+    Ok(Wanted::Wrap(Box::new(pod), injection))
 }
 
 /// Why a request is none of this webhook's business, if it is not.

@@ -19,8 +19,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::images::ImageConfigs;
 use crate::metrics::Metrics;
-use crate::patch::{Entrypoints, Settings};
+use crate::patch::Settings;
 use crate::review::{Decision, ReviewError, Subject, Trigger, review};
 use crate::tls::ReloadingCert;
 
@@ -36,7 +37,8 @@ pub struct Webhook {
     pub settings: Settings,
     /// Pods here are never touched (the webhook's own).
     pub own_namespace: String,
-    pub images: Box<dyn Entrypoints + Send + Sync>,
+    /// Where images' ENTRYPOINT and CMD are read.
+    pub images: Box<dyn ImageConfigs>,
     pub metrics: Metrics,
 }
 
@@ -150,7 +152,9 @@ async fn mutate(w: &Webhook, trigger: Trigger, req: Request) -> Response {
         &w.own_namespace,
         &w.settings,
         w.images.as_ref(),
-    ) {
+    )
+    .await
+    {
         Ok(r) => {
             let label = match &r.decision {
                 Decision::Patched(_) => "patched",

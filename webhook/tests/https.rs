@@ -177,6 +177,26 @@ async fn reviews_over_verified_tls_and_bad_input_keeps_the_server_serving() {
         metrics.contains("kernelseal_webhook_review_seconds_count 4"),
         "{metrics}"
     );
+    // An image that cannot be looked up is no answer but an error, for the
+    // API server's failurePolicy, naming the image and what to do.
+    let mut body: Value =
+        serde_json::from_slice(&review_body(json!({ "kernelseal.io/inject": "true" }))).unwrap();
+    body["request"]["object"]["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("command");
+    let r = c
+        .post(format!("{base}/mutate"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("its image \"w\"") && text.contains("set `command`"),
+        "{text}"
+    );
     // A client that trusts another CA is refused at the handshake.
     let stranger = client(&pki("other").ca_pem);
     assert!(

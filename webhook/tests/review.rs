@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kernelseal_webhook::review::{Decision, ReviewError, Reviewed};
-use kernelseal_webhook::{Entrypoint, Entrypoints, NoRegistry, Settings, Trigger, review};
+use kernelseal_webhook::{
+    Entrypoint, ImageConfigs, LookupError, NoRegistry, Settings, Trigger, review,
+};
 use serde_json::{Value, json};
 
 const OWN_NAMESPACE: &str = "kernelseal";
@@ -113,16 +115,21 @@ fn admission_review(pod: &Value, namespace: &str, dry_run: bool) -> Vec<u8> {
 
 struct Images(HashMap<&'static str, Entrypoint>);
 
-impl Entrypoints for Images {
-    fn lookup(&self, image: &str) -> Result<Entrypoint, String> {
+#[async_trait::async_trait]
+impl ImageConfigs for Images {
+    async fn entrypoint(&self, image: &str) -> Result<Entrypoint, LookupError> {
         self.0
             .get(image)
             .cloned()
-            .ok_or_else(|| format!("{image} is not in the test's registry"))
+            .ok_or_else(|| LookupError::NotFound {
+                image: image.into(),
+                registry: "the test's".into(),
+                why: "not in its map".into(),
+            })
     }
 }
 
-fn run(pod: &Value, images: &dyn Entrypoints) -> Reviewed {
+async fn run(pod: &Value, images: &dyn ImageConfigs) -> Reviewed {
     review(
         &admission_review(pod, "shop", false),
         Trigger::Annotation,
@@ -130,6 +137,7 @@ fn run(pod: &Value, images: &dyn Entrypoints) -> Reviewed {
         &Settings::default(),
         images,
     )
+    .await
     .unwrap()
 }
 
@@ -182,8 +190,8 @@ fn annotated() -> Value {
     json!({ "kernelseal.io/inject": "true" })
 }
 
-#[test]
-fn a_container_with_a_command_is_wrapped_and_the_pod_gets_what_it_needs() {
+#[tokio::test]
+async fn a_container_with_a_command_is_wrapped_and_the_pod_gets_what_it_needs() {
     let pod = deployment_pod(
         annotated(),
         vec![container(
@@ -192,7 +200,7 @@ fn a_container_with_a_command_is_wrapped_and_the_pod_gets_what_it_needs() {
             Some(&["/app/server", "--port=8080"]),
         )],
     );
-    let r = run(&pod, &NoRegistry);
+    let r = run(&pod, &NoRegistry).await;
     assert_eq!(r.decision, Decision::Patched(vec!["web".into()]));
     assert_eq!(r.subject.name, "web-6d4cf56db6-*");
     let p = patched(&pod, &r);
@@ -236,8 +244,8 @@ fn a_container_with_a_command_is_wrapped_and_the_pod_gets_what_it_needs() {
     validate_all(&[p]);
 }
 
-#[test]
-fn several_containers_init_containers_groups_and_flags() {
+#[tokio::test]
+async fn several_containers_init_containers_groups_and_flags() {
     let mut pod = deployment_pod(
         json!({
             "kernelseal.io/inject": "true",
@@ -257,7 +265,7 @@ fn several_containers_init_containers_groups_and_flags() {
         Some(&["/app/migrate"])
     )]);
     pod["spec"]["securityContext"] = json!({ "runAsNonRoot": true, "supplementalGroups": [1000] });
-    let r = run(&pod, &NoRegistry);
+    let r = run(&pod, &NoRegistry).await;
     let p = patched(&pod, &r);
     assert_eq!(
         p["spec"]["containers"][0]["command"],
@@ -297,8 +305,8 @@ fn several_containers_init_containers_groups_and_flags() {
     validate_all(&[p]);
 }
 
-#[test]
-fn without_command_the_image_entrypoint_and_cmd_are_used() {
+#[tokio::test]
+async fn without_command_the_image_entrypoint_and_cmd_are_used() {
     let images = Images(HashMap::from([
         (
             "registry.example/api:2",
@@ -324,7 +332,7 @@ fn without_command_the_image_entrypoint_and_cmd_are_used() {
             container("worker", "registry.example/cmd-only:1", None),
         ],
     );
-    let p = patched(&pod, &run(&pod, &images));
+    let p = patched(&pod, &run(&pod, &images).await);
     assert_eq!(
         p["spec"]["containers"][0]["command"],
         json!([WRAPPER, "--", "/docker-entrypoint.sh"])
@@ -340,7 +348,7 @@ fn without_command_the_image_entrypoint_and_cmd_are_used() {
     );
     assert_eq!(p["spec"]["containers"][1]["args"], json!(["/bin/worker"]));
     let own_args = deployment_pod(annotated(), vec![with_args]);
-    let q = patched(&own_args, &run(&own_args, &images));
+    let q = patched(&own_args, &run(&own_args, &images).await);
     assert_eq!(
         q["spec"]["containers"][0]["command"],
         json!([WRAPPER, "--", "/docker-entrypoint.sh"])
@@ -361,6 +369,7 @@ fn without_command_the_image_entrypoint_and_cmd_are_used() {
         &Settings::default(),
         &NoRegistry,
     )
+    .await
     .err()
     .unwrap();
     assert!(matches!(e, ReviewError::Lookup(_)), "{e}");
@@ -371,15 +380,15 @@ fn without_command_the_image_entrypoint_and_cmd_are_used() {
     );
 }
 
-#[test]
-fn injected_unannotated_and_own_namespace_pods_are_left_alone_and_dry_run_is_the_same() {
+#[tokio::test]
+async fn injected_unannotated_and_own_namespace_pods_are_left_alone_and_dry_run_is_the_same() {
     let already = deployment_pod(
         json!({ "kernelseal.io/inject": "true", "kernelseal.io/status": "injected" }),
         vec![container("web", "w", Some(&["/w"]))],
     );
     let plain = deployment_pod(json!({}), vec![container("web", "w", Some(&["/w"]))]);
     for (pod, why) in [(&already, "already injected"), (&plain, "not annotated")] {
-        let r = run(pod, &NoRegistry);
+        let r = run(pod, &NoRegistry).await;
         assert_eq!(r.decision, Decision::Skipped(why));
         let resp = r.review.response.unwrap();
         assert!(resp.allowed && resp.patch.is_none());
@@ -392,6 +401,7 @@ fn injected_unannotated_and_own_namespace_pods_are_left_alone_and_dry_run_is_the
         &Settings::default(),
         &NoRegistry,
     )
+    .await
     .unwrap();
     assert_eq!(
         own.decision,
@@ -404,11 +414,12 @@ fn injected_unannotated_and_own_namespace_pods_are_left_alone_and_dry_run_is_the
         &Settings::default(),
         &NoRegistry,
     )
+    .await
     .unwrap();
     assert!(dry.subject.dry_run);
     assert_eq!(
         dry.review.response.unwrap().patch,
-        run(&pod, &NoRegistry).review.response.unwrap().patch
+        run(&pod, &NoRegistry).await.review.response.unwrap().patch
     );
     // A labelled namespace injects unless the pod opts out.
     let by_ns = review(
@@ -418,6 +429,7 @@ fn injected_unannotated_and_own_namespace_pods_are_left_alone_and_dry_run_is_the
         &Settings::default(),
         &NoRegistry,
     )
+    .await
     .unwrap();
     assert_eq!(by_ns.decision, Decision::Patched(vec!["web".into()]));
     let out = deployment_pod(
@@ -431,12 +443,13 @@ fn injected_unannotated_and_own_namespace_pods_are_left_alone_and_dry_run_is_the
         &Settings::default(),
         &NoRegistry,
     )
+    .await
     .unwrap();
     assert_eq!(opted.decision, Decision::Skipped("opted out"));
 }
 
-#[test]
-fn collisions_and_bad_annotations_are_refused_by_name() {
+#[tokio::test]
+async fn collisions_and_bad_annotations_are_refused_by_name() {
     let mut taken = deployment_pod(annotated(), vec![container("web", "w", Some(&["/w"]))]);
     taken["spec"]["volumes"]
         .as_array_mut()
@@ -473,7 +486,7 @@ fn collisions_and_bad_annotations_are_refused_by_name() {
             "kernelseal.io/containers names \"db\", which is not a container of the pod",
         ),
     ] {
-        let r = run(&pod, &NoRegistry);
+        let r = run(&pod, &NoRegistry).await;
         let resp = r.review.response.unwrap();
         assert!(!resp.allowed && resp.patch.is_none());
         assert!(
@@ -485,8 +498,8 @@ fn collisions_and_bad_annotations_are_refused_by_name() {
     }
 }
 
-#[test]
-fn bad_input_is_an_error_that_quotes_nothing() {
+#[tokio::test]
+async fn bad_input_is_an_error_that_quotes_nothing() {
     let cases: [(&[u8], &str); 4] = [
         (b"not json at all", "not an AdmissionReview"),
         (br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":null}"#, "only admission.k8s.io/v1 AdmissionReview"),
@@ -501,6 +514,7 @@ fn bad_input_is_an_error_that_quotes_nothing() {
             &Settings::default(),
             &NoRegistry,
         )
+        .await
         .err()
         .unwrap()
         .to_string();
@@ -510,7 +524,7 @@ fn bad_input_is_an_error_that_quotes_nothing() {
     // A pod that is not a Pod: refused, the uid answered.
     let mut odd = deployment_pod(annotated(), vec![container("web", "w", Some(&["/w"]))]);
     odd["spec"]["containers"] = json!("web");
-    let r = run(&odd, &NoRegistry);
+    let r = run(&odd, &NoRegistry).await;
     let resp = r.review.response.unwrap();
     assert!(!resp.allowed);
     assert!(

@@ -1,0 +1,326 @@
+//! The lookup itself: an image's manifest, then its config, from the
+//! registry its reference names (see [`super`] for what is and is not
+//! done).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::{
+    IMAGE_CONFIG_MEDIA_TYPE, IMAGE_DOCKER_CONFIG_MEDIA_TYPE, ImageIndexEntry, OciImageManifest,
+};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::Deserialize;
+
+use super::cache::{Answer, Cache, Found, Key};
+use super::{ImageConfigs, LookupError, failure};
+use crate::patch::Entrypoint;
+
+/// Largest image config read. Configs are a few KiB (their history grows
+/// with the layers); this bounds what a hostile registry can make the
+/// webhook hold.
+pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+
+/// How the registries are spoken to, and what is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// Registries (`HOST:PORT` as image references write them) spoken to
+    /// over plain HTTP; every other one over verified HTTPS.
+    pub insecure: Vec<String>,
+    /// How long a tag's answer is kept (a digest's is kept for good).
+    pub tag_ttl: Duration,
+    /// Answers kept at most: this many digests, and this many tags.
+    pub capacity: usize,
+    /// Time for one lookup, every request included.
+    pub timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            insecure: Vec::new(),
+            tag_ttl: Duration::from_secs(300),
+            capacity: 1024,
+            // Under the API server's default webhook timeout (10 s), so
+            // that the refusal, not the API server's timeout, is what the
+            // user reads.
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("building the registry client: {0}")]
+pub struct RegistryError(#[source] oci_client::errors::OciDistributionError);
+
+/// Reads images' ENTRYPOINT and CMD from their registries, anonymously.
+pub struct Registry {
+    client: Client,
+    cache: Cache,
+    timeout: Duration,
+}
+
+impl Registry {
+    /// Installs aws-lc-rs as the process's rustls provider if there is
+    /// none yet: the HTTP client brings none of its own, so that the
+    /// process keeps one.
+    pub fn new(config: RegistryConfig) -> Result<Registry, RegistryError> {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Losing a race to another installer leaves that one: fine.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
+        let protocol = if config.insecure.is_empty() {
+            ClientProtocol::Https
+        } else {
+            ClientProtocol::HttpsExcept(config.insecure.clone())
+        };
+        // `Client::new` would fall back to a default client on error,
+        // dropping the protocol and timeouts: `try_from` says why instead.
+        let client = Client::try_from(ClientConfig {
+            protocol,
+            platform_resolver: Some(Box::new(platform)),
+            connect_timeout: Some(config.timeout),
+            read_timeout: Some(config.timeout),
+            user_agent: concat!("kernelseal-webhook/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        })
+        .map_err(RegistryError)?;
+        Ok(Registry {
+            client,
+            cache: Cache::new(config.tag_ttl, config.capacity),
+            timeout: config.timeout,
+        })
+    }
+
+    async fn fetch_within(&self, reference: &Reference) -> Answer {
+        match tokio::time::timeout(self.timeout, self.fetch(reference)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(LookupError::TimedOut {
+                image: reference.whole(),
+                registry: reference.resolve_registry().into(),
+                after: self.timeout,
+            }),
+        }
+    }
+
+    async fn fetch(&self, reference: &Reference) -> Answer {
+        let auth = RegistryAuth::Anonymous;
+        let (manifest, digest, index_digest) = self
+            .client
+            .pull_image_manifest_and_list_digest(reference, &auth)
+            .await
+            .map_err(|e| failure::classify(e, reference))?;
+        let config = self.config_of(reference, &manifest).await?;
+        let entrypoint = entrypoint_of(&config).map_err(|why| LookupError::NotAnImage {
+            image: reference.whole(),
+            why,
+        })?;
+        Ok(Found {
+            entrypoint,
+            pinned: pinned(reference, &index_digest.unwrap_or(digest)),
+        })
+    }
+
+    /// The config blob, checked for type and size before it is read.
+    async fn config_of(
+        &self,
+        reference: &Reference,
+        manifest: &OciImageManifest,
+    ) -> Result<Vec<u8>, LookupError> {
+        let not_an_image = |why: String| LookupError::NotAnImage {
+            image: reference.whole(),
+            why,
+        };
+        let descriptor = &manifest.config;
+        if descriptor.media_type != IMAGE_CONFIG_MEDIA_TYPE
+            && descriptor.media_type != IMAGE_DOCKER_CONFIG_MEDIA_TYPE
+        {
+            return Err(not_an_image(format!(
+                "its config is {:?}, an artifact's",
+                descriptor.media_type
+            )));
+        }
+        if usize::try_from(descriptor.size).map_or(true, |s| s > MAX_CONFIG_BYTES) {
+            return Err(not_an_image(format!(
+                "its config is {} bytes, over {MAX_CONFIG_BYTES}",
+                descriptor.size
+            )));
+        }
+        let mut stream = self
+            .client
+            .pull_blob_stream(reference, descriptor)
+            .await
+            .map_err(|e| failure::classify(e, reference))?;
+        let mut config = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            // The stream checks the blob's digest at its end.
+            let chunk = chunk.map_err(|e| LookupError::Failed {
+                image: reference.whole(),
+                registry: reference.resolve_registry().into(),
+                why: format!("reading its config: {}", failure::chain(&e)),
+            })?;
+            if config.len() + chunk.len() > MAX_CONFIG_BYTES {
+                return Err(not_an_image(format!(
+                    "its config is over {MAX_CONFIG_BYTES} bytes"
+                )));
+            }
+            config.extend_from_slice(&chunk);
+        }
+        Ok(config)
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageConfigs for Registry {
+    async fn entrypoint(&self, image: &str) -> Result<Entrypoint, LookupError> {
+        let reference = Reference::try_from(image).map_err(|e| LookupError::Reference {
+            image: image.into(),
+            why: e.to_string(),
+        })?;
+        let key = match reference.digest() {
+            Some(d) => Key::Digest(pinned(&reference, d)),
+            None => Key::Tag(reference.whole()),
+        };
+        self.cache
+            .answer(&key, self.fetch_within(&reference))
+            .await
+            .map(|found| found.entrypoint)
+    }
+}
+
+/// `registry/repository@digest`: what a digest's answer is kept under.
+fn pinned(reference: &Reference, digest: &str) -> String {
+    format!(
+        "{}/{}@{digest}",
+        reference.registry(),
+        reference.repository()
+    )
+}
+
+/// The image of an index to read: `linux` on the webhook's own
+/// architecture, else `linux/amd64`, else the first `linux` one.
+fn platform(manifests: &[ImageIndexEntry]) -> Option<String> {
+    let linux_on = |arch: Option<&str>| {
+        manifests.iter().find(|m| {
+            m.platform.as_ref().is_some_and(|p| {
+                p.os.to_string() == "linux" && arch.is_none_or(|a| p.architecture.to_string() == a)
+            })
+        })
+    };
+    linux_on(Some(own_architecture()))
+        .or_else(|| linux_on(Some("amd64")))
+        .or_else(|| linux_on(None))
+        .map(|m| m.digest.clone())
+}
+
+/// This process's architecture as images name it (Go's `GOARCH`).
+fn own_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        other => other,
+    }
+}
+
+/// The parts of an image config read here.
+#[derive(Deserialize)]
+struct ImageConfig {
+    #[serde(default)]
+    config: Option<ExecConfig>,
+}
+
+#[derive(Deserialize)]
+struct ExecConfig {
+    #[serde(rename = "Entrypoint", default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    cmd: Option<Vec<String>>,
+}
+
+fn entrypoint_of(config: &[u8]) -> Result<Entrypoint, String> {
+    let parsed: ImageConfig = serde_json::from_slice(config).map_err(|e| {
+        format!(
+            "its config is not an image config ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    let exec = parsed.config.unwrap_or(ExecConfig {
+        entrypoint: None,
+        cmd: None,
+    });
+    Ok(Entrypoint {
+        entrypoint: exec.entrypoint.unwrap_or_default(),
+        cmd: exec.cmd.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entrypoint_and_cmd_are_read_and_absent_or_null_ones_are_empty() {
+        let full = br#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],
+            "Entrypoint":["/docker-entrypoint.sh"],"Cmd":["nginx","-g","daemon off;"]},
+            "rootfs":{"type":"layers","diff_ids":[]}}"#;
+        assert_eq!(
+            entrypoint_of(full),
+            Ok(Entrypoint {
+                entrypoint: vec!["/docker-entrypoint.sh".into()],
+                cmd: vec!["nginx".into(), "-g".into(), "daemon off;".into()],
+            })
+        );
+        for bare in [
+            &br#"{"config":{"Entrypoint":null,"Cmd":["/bin/sh"]}}"#[..],
+            br#"{"config":{"Cmd":["/bin/sh"]}}"#,
+        ] {
+            assert_eq!(
+                entrypoint_of(bare).map(|e| (e.entrypoint, e.cmd)),
+                Ok((vec![], vec!["/bin/sh".to_string()]))
+            );
+        }
+        assert_eq!(entrypoint_of(b"{}"), Ok(Entrypoint::default()));
+        let e = entrypoint_of(b"<html>secret</html>").unwrap_err();
+        assert!(
+            e.contains("not an image config") && !e.contains("secret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_index_resolves_to_linux_on_this_architecture_then_amd64() {
+        let entry = |os: &str, arch: &str, digest: &str| -> ImageIndexEntry {
+            serde_json::from_value(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest, "size": 1,
+                "platform": { "os": os, "architecture": arch }
+            }))
+            .unwrap()
+        };
+        let attestation = entry("unknown", "unknown", "sha256:att");
+        let index = [
+            attestation.clone(),
+            entry("windows", own_architecture(), "sha256:win"),
+            entry("linux", "s390x", "sha256:s390x"),
+            entry("linux", "amd64", "sha256:amd64"),
+            entry("linux", own_architecture(), "sha256:own"),
+        ];
+        let want = if own_architecture() == "amd64" {
+            "sha256:amd64"
+        } else {
+            "sha256:own"
+        };
+        assert_eq!(platform(&index).as_deref(), Some(want));
+        assert_eq!(
+            platform(&[attestation.clone(), entry("linux", "s390x", "sha256:s390x")]).as_deref(),
+            Some("sha256:s390x")
+        );
+        assert_eq!(platform(&[attestation]), None);
+    }
+}
