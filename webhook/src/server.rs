@@ -44,8 +44,13 @@ pub struct Webhook {
 
 /// Serves `listener` over TLS with `cert` until the process ends.
 pub async fn serve(listener: TcpListener, cert: Arc<ReloadingCert>, webhook: Arc<Webhook>) {
+    serve_router(listener, cert, router(webhook)).await
+}
+
+/// Serves any `app` with the webhook's TLS and connection handling (the
+/// benchmark's floor serves a constant answer this way).
+pub async fn serve_router(listener: TcpListener, cert: Arc<ReloadingCert>, app: Router) {
     let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()));
-    let app = router(webhook);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,

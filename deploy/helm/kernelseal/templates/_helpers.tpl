@@ -1,7 +1,9 @@
 {{/*
 Helpers of the KernelSeal chart. The templates keep to plain Go template
 syntax and Helm's standard functions (include, toYaml, nindent, quote,
-default, trunc, dict, list): they render with Helm 3 and Helm 4.
+default, trunc, dict, list; for the webhook's generated certificate
+lookup, dig, genCA, genSignedCert, b64enc): they render with Helm 3 and
+Helm 4.
 */}}
 
 {{/* The name prefix of every object: the release name when it already

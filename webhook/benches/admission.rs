@@ -1,0 +1,210 @@
+//! Admission latency: 1,000 reviews over 32 concurrent HTTPS connections
+//! to the webhook, the pod's image config cached (a container without
+//! `command`, its image in a local registry looked up once), against the
+//! same TLS server answering a constant `allowed: true` — the floor — in
+//! the same run; then one cold lookup against the local registry.
+//!
+//!   cargo bench -p kernelseal-webhook --bench admission [-- REVIEWS]
+//!
+//! Needs Debian's docker-registry and skopeo (scripts/setup installs them).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::post;
+use kernelseal_webhook::server::{Webhook, serve, serve_router};
+use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
+use kernelseal_webhook::{Registry, RegistryConfig, Settings};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use serde_json::{Value, json};
+use support::registry::{Layout, TestRegistry};
+
+const CONNECTIONS: usize = 32;
+
+/// A CA, and the server's certificate files it signed for `localhost`.
+fn certificate(dir: &std::path::Path) -> (String, CertFiles) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let files = CertFiles {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+    };
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    (ca.pem(), files)
+}
+
+fn review_body(image: &str, uid: usize) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": format!("00000000-0000-4000-8000-{uid:012}"),
+            "kind": { "group": "", "version": "v1", "kind": "Pod" },
+            "resource": { "group": "", "version": "v1", "resource": "pods" },
+            "namespace": "shop", "operation": "CREATE",
+            "userInfo": { "username": "system:serviceaccount:kube-system:replicaset-controller" },
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "generateName": "web-6d4cf56db6-", "namespace": "shop",
+                    "annotations": { "kernelseal.io/inject": "true" }
+                },
+                "spec": {
+                    "serviceAccountName": "web",
+                    "containers": [{ "name": "web", "image": image }]
+                }
+            },
+            "dryRun": false
+        }
+    }))
+    .unwrap()
+}
+
+async fn start_server(
+    app_or_webhook: Result<Router, Arc<Webhook>>,
+    cert: Arc<ReloadingCert>,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    match app_or_webhook {
+        Ok(app) => tokio::spawn(serve_router(listener, cert, app)),
+        Err(w) => tokio::spawn(serve(listener, cert, w)),
+    };
+    format!("https://localhost:{port}/mutate")
+}
+
+/// `reviews` reviews over [`CONNECTIONS`] clients (one connection each);
+/// each review's time, sorted.
+async fn run(url: &str, ca: &str, image: &str, reviews: usize) -> Vec<Duration> {
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
+        let (url, image) = (url.to_string(), image.to_string());
+        let mine: Vec<usize> = (0..reviews).filter(|i| i % CONNECTIONS == c).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut took = Vec::new();
+            for i in mine {
+                let body = review_body(&image, i);
+                let t = Instant::now();
+                let r = client.post(&url).body(body).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let v: Value = r.json().await.unwrap();
+                took.push(t.elapsed());
+                assert_eq!(v["response"]["allowed"], true, "{v}");
+            }
+            took
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let reviews: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1000);
+    let Some(registry) = TestRegistry::start("the admission benchmark") else {
+        return;
+    };
+    let mut layout = Layout::new("bench-app");
+    layout.image(
+        "amd64",
+        json!({ "Entrypoint": ["/app/serve"], "Cmd": ["--port", "8080"] }),
+        "application/vnd.oci.image.config.v1+json",
+        Some("1.0"),
+    );
+    registry.push(&layout, "1.0", "app:1.0");
+    let image = format!("{}/app:1.0", registry.host);
+    let dir = std::env::temp_dir().join(format!("ks-webhook-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, files) = certificate(&dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cert = ReloadingCert::new(files).unwrap();
+        let lookups = || {
+            Registry::new(RegistryConfig {
+                insecure: vec![registry.host.clone()],
+                ..RegistryConfig::default()
+            })
+            .unwrap()
+        };
+        let webhook = Arc::new(Webhook {
+            settings: Settings::default(),
+            own_namespace: "kernelseal".into(),
+            images: Box::new(lookups()),
+            metrics: Default::default(),
+        });
+        let floor_answer = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "response": { "uid": "00000000-0000-4000-8000-000000000000", "allowed": true }
+        });
+        let floor = Router::new().route(
+            "/mutate",
+            post(move |_body: axum::body::Bytes| {
+                let answer = floor_answer.clone();
+                async move { axum::Json(answer) }
+            }),
+        );
+        let floor_url = start_server(Ok(floor), cert.clone()).await;
+        let url = start_server(Err(webhook), cert.clone()).await;
+        // Cold: the first review looks the image up in the registry.
+        let t = Instant::now();
+        run(&url, &ca, &image, 1).await;
+        let cold = t.elapsed();
+        // Warm-up of both, then the measured rounds, interleaved twice.
+        run(&floor_url, &ca, &image, CONNECTIONS * 4).await;
+        run(&url, &ca, &image, CONNECTIONS * 4).await;
+        let (mut f, mut w) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            f.extend(run(&floor_url, &ca, &image, reviews / 2).await);
+            w.extend(run(&url, &ca, &image, reviews / 2).await);
+        }
+        f.sort();
+        w.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!("admission: {reviews} reviews, {CONNECTIONS} connections, image config cached");
+        for (name, v) in [("floor (constant allowed: true)", &f), ("webhook (patched)", &w)] {
+            println!(
+                "admission: {name:<31} p50 {:>7.3} ms  p99 {:>7.3} ms",
+                ms(pct(v, 0.5)),
+                ms(pct(v, 0.99))
+            );
+        }
+        println!(
+            "admission: webhook/floor p50 {:.2}x p99 {:.2}x (goal <= 1.5x)",
+            pct(&w, 0.5).as_secs_f64() / pct(&f, 0.5).as_secs_f64(),
+            pct(&w, 0.99).as_secs_f64() / pct(&f, 0.99).as_secs_f64()
+        );
+        println!(
+            "admission: cold review (image looked up in the local registry, new TLS connection) {:.1} ms",
+            ms(cold)
+        );
+    });
+}
