@@ -66,6 +66,22 @@ pub struct Reviewed {
     pub decision: Decision,
 }
 
+impl Reviewed {
+    /// The answer as the API server reads it. `response.patch` is a
+    /// `[]byte`, which Kubernetes' JSON carries base64-encoded; kube's type
+    /// serializes it as an array of numbers (kube-rs #1781), so it is
+    /// encoded here.
+    pub fn to_json(&self) -> serde_json::Value {
+        use base64::Engine;
+        let mut v = serde_json::to_value(&self.review).unwrap_or_default();
+        if let Some(patch) = self.review.response.as_ref().and_then(|r| r.patch.as_ref()) {
+            v["response"]["patch"] =
+                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+        }
+        v
+    }
+}
+
 /// Answers one review: patched, left alone or refused. The images of
 /// wrapped containers without `command` are looked up in `images` first.
 pub async fn review(

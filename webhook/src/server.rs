@@ -168,7 +168,7 @@ async fn mutate(w: &Webhook, trigger: Trigger, req: Request) -> Response {
             };
             w.metrics.observe(label, started.elapsed());
             log_review(&r.subject, &r.decision, label, started.elapsed());
-            axum::Json(r.review).into_response()
+            axum::Json(r.to_json()).into_response()
         }
         Err(e) => {
             w.metrics.observe("error", started.elapsed());

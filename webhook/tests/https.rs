@@ -126,6 +126,13 @@ async fn reviews_over_verified_tls_and_bad_input_keeps_the_server_serving() {
     assert_eq!(v["response"]["uid"], "3f1c2b4a-0000-4000-8000-00000000beef");
     assert_eq!(v["response"]["allowed"], true);
     assert_eq!(v["response"]["patchType"], "JSONPatch");
+    // `[]byte` in Kubernetes' JSON: a base64 string holding the JSON Patch.
+    let wire = v["response"]["patch"]
+        .as_str()
+        .expect("the patch is a base64 string");
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, wire).unwrap();
+    let ops: Value = serde_json::from_slice(&raw).unwrap();
+    assert!(ops.as_array().is_some_and(|o| !o.is_empty()), "{ops}");
 
     let bad: [(Vec<u8>, u16, &str); 3] = [
         (vec![b' '; MAX_BODY + 1], 413, "over 3145728 bytes"),
