@@ -8,6 +8,8 @@
 //!
 //! Needs Debian's docker-registry and skopeo (scripts/setup installs them).
 
+// The tests' registry harness; the benchmark uses part of it.
+#[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -73,8 +73,19 @@ impl Reviewed {
     /// encoded here.
     pub fn to_json(&self) -> serde_json::Value {
         use base64::Engine;
-        let mut v = serde_json::to_value(&self.review).unwrap_or_default();
-        if let Some(patch) = self.review.response.as_ref().and_then(|r| r.patch.as_ref()) {
+        let Some(response) = &self.review.response else {
+            return serde_json::to_value(&self.review).unwrap_or_default();
+        };
+        // Serialized without the patch: as kube's numbers it would be a
+        // JSON value per byte.
+        let mut bare = response.clone();
+        let patch = bare.patch.take();
+        let mut v = serde_json::json!({
+            "apiVersion": META_API_VERSION_V1,
+            "kind": META_KIND,
+            "response": serde_json::to_value(&bare).unwrap_or_default(),
+        });
+        if let Some(patch) = patch {
             v["response"]["patch"] =
                 serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
         }
@@ -91,19 +102,16 @@ pub async fn review(
     settings: &Settings,
     images: &dyn ImageConfigs,
 ) -> Result<Reviewed, ReviewError> {
-    let request = decode(body)?;
+    let request = match decode(body)? {
+        Decoded::Pod(r) => r,
+        Decoded::Unreadable(r, why) => return Ok(unreadable(&r, own_namespace, why)),
+    };
     let subject = Subject {
         namespace: request.namespace.clone().unwrap_or_default(),
         name: request.name.clone(),
         dry_run: request.dry_run,
     };
-    let mut response = AdmissionResponse::from(&request);
-    // The request's type is not kept by the decoder: the answer names its
-    // own, or the API server refuses it.
-    response.types = TypeMeta {
-        api_version: META_API_VERSION_V1.into(),
-        kind: META_KIND.into(),
-    };
+    let response = response_to(&request);
     let decided = decide(&request, trigger, own_namespace, settings, images).await;
     let (response, decision) = match decided {
         Ok(Outcome::Wrap(ops, containers)) => {
@@ -124,16 +132,74 @@ pub async fn review(
     })
 }
 
-fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(describe(&e)))?;
-    if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
+/// The answer to `request`, allowed until decided otherwise.
+fn response_to<T: kube::Resource>(request: &AdmissionRequest<T>) -> AdmissionResponse {
+    let mut response = AdmissionResponse::from(request);
+    // The request's type is not kept by the decoder: the answer names its
+    // own, or the API server refuses it.
+    response.types = TypeMeta {
+        api_version: META_API_VERSION_V1.into(),
+        kind: META_KIND.into(),
+    };
+    response
+}
+
+/// A review's request: its object read straight into a `Pod` (one pass,
+/// no generic JSON tree), or — when it is no valid Pod — only as far as
+/// answering it needs.
+enum Decoded {
+    Pod(AdmissionRequest<Pod>),
+    Unreadable(AdmissionRequest<DynamicObject>, String),
+}
+
+fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
+    match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        Ok(review) => {
+            check_type(&review.types)?;
+            Ok(Decoded::Pod(review.request.ok_or(ReviewError::NoRequest)?))
+        }
+        Err(typed) => {
+            let review: AdmissionReview<DynamicObject> =
+                serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(describe(&e)))?;
+            check_type(&review.types)?;
+            let request = review.request.ok_or(ReviewError::NoRequest)?;
+            let why = format!("the pod is not a valid Pod: {}", describe(&typed));
+            Ok(Decoded::Unreadable(request, why))
+        }
+    }
+}
+
+fn check_type(types: &TypeMeta) -> Result<(), ReviewError> {
+    if types.api_version != META_API_VERSION_V1 || types.kind != META_KIND {
         return Err(ReviewError::WrongType {
-            api_version: review.types.api_version,
-            kind: review.types.kind,
+            api_version: types.api_version.clone(),
+            kind: types.kind.clone(),
         });
     }
-    review.request.ok_or(ReviewError::NoRequest)
+    Ok(())
+}
+
+/// The answer to a review whose object is no valid Pod: none of ours, or
+/// refused.
+fn unreadable(
+    request: &AdmissionRequest<DynamicObject>,
+    own_namespace: &str,
+    why: String,
+) -> Reviewed {
+    let response = response_to(request);
+    let (response, decision) = match not_ours(request, own_namespace) {
+        Some(skip) => (response, Decision::Skipped(skip)),
+        None => (response.deny(&why), Decision::Refused(why)),
+    };
+    Reviewed {
+        review: response.into_review(),
+        subject: Subject {
+            namespace: request.namespace.clone().unwrap_or_default(),
+            name: request.name.clone(),
+            dry_run: request.dry_run,
+        },
+        decision,
+    }
 }
 
 /// serde's message without the input it may quote.
@@ -159,7 +225,7 @@ enum Outcome {
 }
 
 async fn decide(
-    request: &AdmissionRequest<DynamicObject>,
+    request: &AdmissionRequest<Pod>,
     trigger: Trigger,
     own_namespace: &str,
     settings: &Settings,
@@ -191,7 +257,7 @@ enum Wanted {
 
 /// Whether the pod is one to wrap, and how it asks to be.
 fn wanted(
-    request: &AdmissionRequest<DynamicObject>,
+    request: &AdmissionRequest<Pod>,
     trigger: Trigger,
     own_namespace: &str,
 ) -> Result<Wanted, Denial> {
@@ -214,8 +280,8 @@ fn wanted(
 }
 
 /// Why a request is none of this webhook's business, if it is not.
-fn not_ours(
-    request: &AdmissionRequest<DynamicObject>,
+fn not_ours<T: kube::Resource>(
+    request: &AdmissionRequest<T>,
     own_namespace: &str,
 ) -> Option<&'static str> {
     if request.kind.kind != "Pod" || !request.kind.group.is_empty() {
@@ -230,17 +296,14 @@ fn not_ours(
     None
 }
 
-fn pod_of(request: &AdmissionRequest<DynamicObject>) -> Result<Pod, String> {
-    let object = request
+fn pod_of(request: &AdmissionRequest<Pod>) -> Result<Pod, String> {
+    request
         .object
-        .as_ref()
-        .ok_or_else(|| "the review carries no pod".to_string())?;
-    let value = serde_json::to_value(object).map_err(|e| format!("the pod: {}", describe(&e)))?;
-    serde_json::from_value(value)
-        .map_err(|e| format!("the pod is not a valid Pod: {}", describe(&e)))
+        .clone()
+        .ok_or_else(|| "the review carries no pod".to_string())
 }
 
-fn generate_name(request: &AdmissionRequest<DynamicObject>) -> String {
+fn generate_name(request: &AdmissionRequest<Pod>) -> String {
     request
         .object
         .as_ref()
