@@ -103,7 +103,7 @@ pub async fn review(
     images: &dyn ImageConfigs,
 ) -> Result<Reviewed, ReviewError> {
     let request = match decode(body)? {
-        Decoded::Pod(r) => r,
+        Decoded::Pod(r) => *r,
         Decoded::Unreadable(r, why) => return Ok(unreadable(&r, own_namespace, why)),
     };
     let subject = Subject {
@@ -148,7 +148,7 @@ fn response_to<T: kube::Resource>(request: &AdmissionRequest<T>) -> AdmissionRes
 /// no generic JSON tree), or — when it is no valid Pod — only as far as
 /// answering it needs.
 enum Decoded {
-    Pod(AdmissionRequest<Pod>),
+    Pod(Box<AdmissionRequest<Pod>>),
     Unreadable(AdmissionRequest<DynamicObject>, String),
 }
 
@@ -156,7 +156,8 @@ fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
     match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => {
             check_type(&review.types)?;
-            Ok(Decoded::Pod(review.request.ok_or(ReviewError::NoRequest)?))
+            let request = review.request.ok_or(ReviewError::NoRequest)?;
+            Ok(Decoded::Pod(Box::new(request)))
         }
         Err(typed) => {
             let review: AdmissionReview<DynamicObject> =
