@@ -149,7 +149,7 @@ fn response_to<T: kube::Resource>(request: &AdmissionRequest<T>) -> AdmissionRes
 /// answering it needs.
 enum Decoded {
     Pod(Box<AdmissionRequest<Pod>>),
-    Unreadable(AdmissionRequest<DynamicObject>, String),
+    Unreadable(Box<AdmissionRequest<DynamicObject>>, String),
 }
 
 fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
@@ -165,7 +165,7 @@ fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
             check_type(&review.types)?;
             let request = review.request.ok_or(ReviewError::NoRequest)?;
             let why = format!("the pod is not a valid Pod: {}", describe(&typed));
-            Ok(Decoded::Unreadable(request, why))
+            Ok(Decoded::Unreadable(Box::new(request), why))
         }
     }
 }
