@@ -24,6 +24,7 @@ mod suite;
 mod tamper_suite;
 mod tracer_suite;
 mod victim;
+mod webhook_suite;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -139,6 +140,10 @@ const TESTS: &[Test] = &[
     (
         "pod_identity_wrapper_reads_vault_as_the_pod_and_root_is_refused",
         pod_identity_suite::wrapper_reads_vault_as_the_pod_and_root_is_refused,
+    ),
+    (
+        "webhook_patched_command_runs_wrapped_and_root_is_refused",
+        webhook_suite::patched_command_runs_wrapped_and_root_is_refused,
     ),
     (
         "metrics_count_real_refusals",

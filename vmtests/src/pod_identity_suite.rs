@@ -29,29 +29,29 @@ use crate::victim::Victim;
 /// The stand-ins' files: the kubeconfig and the pods' token files.
 const DIR: &str = "/tmp/ks-podid";
 const CG_ROOT: &str = "/sys/fs/cgroup";
-const NODE: &str = "vm-node-1";
-const NAMESPACE: &str = "shop";
-const WEB_POD: &str = "web-7d9f4c6b8-x2kq9";
-const WEB_UID: &str = "6b1e0c7a-3f52-4d9e-8a17-c4d2e9f05b31";
-const WEB_CID: &str = "9c0f3b7e1a2d4c5b6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
+pub(crate) const NODE: &str = "vm-node-1";
+pub(crate) const NAMESPACE: &str = "shop";
+pub(crate) const WEB_POD: &str = "web-7d9f4c6b8-x2kq9";
+pub(crate) const WEB_UID: &str = "6b1e0c7a-3f52-4d9e-8a17-c4d2e9f05b31";
+pub(crate) const WEB_CID: &str = "9c0f3b7e1a2d4c5b6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
 const BILLING_POD: &str = "billing-5c8d7f9b6-m4t7r";
 const BILLING_UID: &str = "d27a5e91-0c4b-4f86-9e3a-71b6c5d8e2f0";
 const BILLING_CID: &str = "3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f";
-const WEB_SECRET: &str = "vm-web-db-pass-Q7r2";
-const WEB_PATH: &str = "web/db";
+pub(crate) const WEB_SECRET: &str = "vm-web-db-pass-Q7r2";
+pub(crate) const WEB_PATH: &str = "web/db";
 
 /// The pods' binding: selected by service account, read as the pod.
 const BINDING: &str = "  - name: pod-web\n    selector: { serviceAccount: web }\n    identity: pod\n    secretRefs:\n      - { name: DB_PASSWORD, source: { vaultRef: { path: web/db, key: password } } }\n";
 
 /// A container's cgroup as the kubelet (systemd driver) and containerd
 /// name it; removed, innermost first, on drop.
-struct ContainerCgroup {
+pub(crate) struct ContainerCgroup {
     dir: PathBuf,
     procs: CString,
 }
 
 impl ContainerCgroup {
-    fn create(pod_uid: &str, container_id: &str) -> Result<Self, String> {
+    pub(crate) fn create(pod_uid: &str, container_id: &str) -> Result<Self, String> {
         let dir = Path::new(CG_ROOT)
             .join("kubepods.slice/kubepods-besteffort.slice")
             .join(format!(
@@ -70,7 +70,7 @@ impl ContainerCgroup {
     }
 
     /// A setup hook that moves the child it runs in into this cgroup.
-    fn joiner(&self) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+    pub(crate) fn joiner(&self) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
         let procs = self.procs.clone();
         move || join_cgroup(&procs)
     }
@@ -177,6 +177,20 @@ fn kubeconfig(api: &KubeApi) -> Result<String, String> {
     Ok(path.to_string_lossy().into_owned())
 }
 
+/// What the API server puts in a projected token of pod `pod_name` of
+/// this node (audience `vault`, an hour); signed by [`token`].
+pub(crate) fn token_spec(pod_name: &str, account: &str, uid: &str) -> TokenSpec {
+    TokenSpec {
+        node_name: NODE.to_string(),
+        ..TokenSpec::new(NAMESPACE, account, pod_name, uid)
+    }
+}
+
+/// The token `spec` says, signed with the stand-in cluster's key.
+pub(crate) fn token(spec: &TokenSpec) -> String {
+    mint(spec, CLUSTER_KEY)
+}
+
 /// A pod's projected token (audience `vault`), written where the wrapper
 /// is told to read it; returns the file and the token.
 fn token_file(
@@ -185,14 +199,64 @@ fn token_file(
     account: &str,
     uid: &str,
 ) -> Result<(String, String), String> {
-    let spec = TokenSpec {
-        node_name: NODE.to_string(),
-        ..TokenSpec::new(NAMESPACE, account, pod_name, uid)
-    };
-    let jwt = mint(&spec, CLUSTER_KEY);
+    let jwt = token(&token_spec(pod_name, account, uid));
     let path = format!("{DIR}/{name}");
     std::fs::write(&path, &jwt).map_err(|e| format!("{path}: {e}"))?;
     Ok((path, jwt))
+}
+
+/// The node's stand-in cluster: the Kubernetes API with web's and
+/// billing's pods ([`node`]), Vault ([`vault`]) and the agent's kubeconfig,
+/// on the guest's loopback for as long as it lives.
+pub(crate) struct StandinCluster {
+    /// Kept to serve the node's pods, never read.
+    _api: KubeApi,
+    pub(crate) vault: VaultStandin,
+    kubeconfig: String,
+    /// Serves the API stand-in; dropped after it.
+    pub(crate) runtime: tokio::runtime::Runtime,
+}
+
+impl StandinCluster {
+    pub(crate) fn start() -> Result<Self, String> {
+        loopback_up()?;
+        std::fs::create_dir_all(DIR).map_err(|e| format!("{DIR}: {e}"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("the Kubernetes API stand-in's runtime: {e}"))?;
+        let api = node(&runtime)?;
+        let vault = vault()?;
+        let kubeconfig = kubeconfig(&api)?;
+        Ok(StandinCluster {
+            _api: api,
+            vault,
+            kubeconfig,
+            runtime,
+        })
+    }
+
+    /// Runs `body` with the agent of a DaemonSet on this node (its
+    /// kubeconfig and node name, `podIdentity: required`, web's binding
+    /// [`BINDING`] reading this Vault as the pod), then restarts the
+    /// suite's agent, whatever `body` gave.
+    pub(crate) fn with_agent(
+        &self,
+        ctx: &mut Ctx,
+        body: impl FnOnce() -> TestResult,
+    ) -> TestResult {
+        let top = format!(
+            "podIdentity: required\nproviders:\n  vault: {{ type: vault, address: \"{}\" }}\n",
+            self.vault.addr()
+        );
+        let yaml = Policy::ENFORCE_ALL.yaml_with(BINDING, &top);
+        let env = [
+            ("KUBECONFIG", self.kubeconfig.as_str()),
+            ("NODE_NAME", NODE),
+        ];
+        with_agent(ctx, &yaml, &env, body)
+    }
 }
 
 /// Runs `body` with the agent restarted on `yaml` with `env`, then
@@ -242,7 +306,7 @@ fn wrap_true_in(cgroup: &ContainerCgroup, token: &str) -> Result<(Option<i32>, S
 
 /// The process's cgroup must be `cgroup`: the kernel's word the agent
 /// identifies the pod by.
-fn in_cgroup(label: &str, pid: u32, cgroup: &ContainerCgroup) -> TestResult {
+pub(crate) fn in_cgroup(label: &str, pid: u32, cgroup: &ContainerCgroup) -> TestResult {
     let path = format!("/proc/{pid}/cgroup");
     let got = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     if got.trim() == cgroup.proc_line() {
@@ -261,27 +325,13 @@ fn in_cgroup(label: &str, pid: u32, cgroup: &ContainerCgroup) -> TestResult {
 /// A caller there presenting billing's token is refused before Vault sees
 /// a login. Neither the secret nor a token reaches the agent's log.
 pub fn wrapper_reads_vault_as_the_pod_and_root_is_refused(ctx: &mut Ctx) -> TestResult {
-    loopback_up()?;
-    std::fs::create_dir_all(DIR).map_err(|e| format!("{DIR}: {e}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("the Kubernetes API stand-in's runtime: {e}"))?;
-    let api = node(&runtime)?;
-    let vault = vault()?;
-    let kubeconfig = kubeconfig(&api)?;
-    let top = format!(
-        "podIdentity: required\nproviders:\n  vault: {{ type: vault, address: \"{}\" }}\n",
-        vault.addr()
-    );
-    let yaml = Policy::ENFORCE_ALL.yaml_with(BINDING, &top);
+    let cluster = StandinCluster::start()?;
+    let vault = &cluster.vault;
     let web_cg = ContainerCgroup::create(WEB_UID, WEB_CID)?;
     let (web_token, web_jwt) = token_file("web-token", WEB_POD, "web", WEB_UID)?;
     let (billing_token, billing_jwt) =
         token_file("billing-token", BILLING_POD, "billing", BILLING_UID)?;
-    let env = [("KUBECONFIG", kubeconfig.as_str()), ("NODE_NAME", NODE)];
-    with_agent(ctx, &yaml, &env, || {
+    cluster.with_agent(ctx, || {
         // Another pod's token: refused on its claims, Vault never asked.
         let (code, err) = wrap_true_in(&web_cg, &billing_token)?;
         if code != Some(125)
@@ -333,19 +383,25 @@ pub fn wrapper_reads_vault_as_the_pod_and_root_is_refused(ctx: &mut Ctx) -> Test
         wait_log_line(&[
             "binding \"pod-web\" reads as the pod (identity: pod): the service-account token belongs to pod",
         ])?;
-        let log = log_text();
-        for (what, value) in [
+        not_in_agent_log(&[
             ("the secret", WEB_SECRET),
             ("web's token", web_jwt.as_str()),
             ("billing's token", billing_jwt.as_str()),
-        ] {
-            // A line that cut the token could still hold its signature, the
-            // part that makes it usable.
-            let signature = value.rsplit('.').next().unwrap_or(value);
-            if log.contains(value) || log.contains(signature) {
-                return Err(format!("{what} is in the agent's log"));
-            }
-        }
-        Ok(())
+        ])
     })
+}
+
+/// None of `values` (named by the first of each pair) is in the agent's
+/// log, nor the last `.`-separated part of any.
+pub(crate) fn not_in_agent_log(values: &[(&str, &str)]) -> TestResult {
+    let log = log_text();
+    for (what, value) in values {
+        // A line that cut a token could still hold its signature, the part
+        // that makes it usable.
+        let signature = value.rsplit('.').next().unwrap_or(value);
+        if log.contains(value) || log.contains(signature) {
+            return Err(format!("{what} is in the agent's log"));
+        }
+    }
+    Ok(())
 }

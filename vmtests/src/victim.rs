@@ -102,6 +102,12 @@ pub fn run() -> ! {
                     Err(_) => "envequals unset".to_string(),
                 }
             }
+            cmd if cmd.starts_with("envmatches ") => {
+                let (name, file) = cmd["envmatches ".len()..]
+                    .split_once(' ')
+                    .unwrap_or((&cmd["envmatches ".len()..], ""));
+                env_matches_file(name, file)
+            }
             cmd if cmd.starts_with("readpath ") => read_reply(&cmd["readpath ".len()..]),
             "hups" => format!("hups {}", HUPS.load(std::sync::atomic::Ordering::Relaxed)),
             "secretsdir" => {
@@ -144,6 +150,18 @@ pub fn run() -> ! {
         out.flush().ok();
     }
     std::process::exit(0)
+}
+
+/// Whether environment variable `name` holds what `file` does: the value
+/// expected is read here from a file, so that neither it nor the one
+/// received crosses the suite's pipe.
+fn env_matches_file(name: &str, file: &str) -> String {
+    match (std::env::var(name), std::fs::read_to_string(file)) {
+        (Err(_), _) => "envmatches unset".to_string(),
+        (Ok(_), Err(e)) => format!("envmatches unreadable {}", e.raw_os_error().unwrap_or(0)),
+        (Ok(got), Ok(want)) if got == want => "envmatches yes".to_string(),
+        (Ok(_), Ok(_)) => "envmatches no".to_string(),
+    }
 }
 
 /// "read <len>" or "read err <errno>".
@@ -250,13 +268,34 @@ impl Victim {
         Self::spawn_cmd(cmd)
     }
 
+    /// `command_line` as given (its program first, `victim` among its
+    /// arguments), `setup` run in the child just before it execs.
+    pub fn spawn_command_line(
+        command_line: &[String],
+        setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        use std::os::unix::process::CommandExt;
+        let (program, args) = command_line.split_first().ok_or("an empty command line")?;
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        // SAFETY: the suite's setup hooks only make syscalls.
+        unsafe { cmd.pre_exec(setup) };
+        Self::start(cmd)
+    }
+
     fn spawn_exe(exe: std::path::PathBuf) -> Result<Self, String> {
         Self::spawn_cmd(Command::new(exe))
     }
 
     fn spawn_cmd(mut cmd: Command) -> Result<Self, String> {
+        cmd.arg("victim");
+        Self::start(cmd)
+    }
+
+    /// Starts `cmd`, which runs this binary as `victim`, and reads its
+    /// ready line.
+    fn start(mut cmd: Command) -> Result<Self, String> {
         let mut child = cmd
-            .arg("victim")
             .env(SECRET_ENV, SECRET_VALUE)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
