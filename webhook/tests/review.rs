@@ -141,6 +141,20 @@ async fn run(pod: &Value, images: &dyn ImageConfigs) -> Reviewed {
     .unwrap()
 }
 
+/// `pod` reviewed as sent from `namespace` (`dry_run` or not) to the
+/// path of `trigger`; no image lookups.
+async fn review_as(pod: &Value, namespace: &str, dry_run: bool, trigger: Trigger) -> Reviewed {
+    review(
+        &admission_review(pod, namespace, dry_run),
+        trigger,
+        OWN_NAMESPACE,
+        &Settings::default(),
+        &NoRegistry,
+    )
+    .await
+    .unwrap()
+}
+
 /// The pod with the response's patch applied; the response must allow it.
 fn patched(pod: &Value, r: &Reviewed) -> Value {
     let resp = r.review.response.as_ref().unwrap();
@@ -394,57 +408,25 @@ async fn injected_unannotated_and_own_namespace_pods_are_left_alone_and_dry_run_
         assert!(resp.allowed && resp.patch.is_none());
     }
     let pod = deployment_pod(annotated(), vec![container("web", "w", Some(&["/w"]))]);
-    let own = review(
-        &admission_review(&pod, OWN_NAMESPACE, false),
-        Trigger::Annotation,
-        OWN_NAMESPACE,
-        &Settings::default(),
-        &NoRegistry,
-    )
-    .await
-    .unwrap();
+    let own = review_as(&pod, OWN_NAMESPACE, false, Trigger::Annotation).await;
     assert_eq!(
         own.decision,
         Decision::Skipped("in the webhook's own namespace")
     );
-    let dry = review(
-        &admission_review(&pod, "shop", true),
-        Trigger::Annotation,
-        OWN_NAMESPACE,
-        &Settings::default(),
-        &NoRegistry,
-    )
-    .await
-    .unwrap();
+    let dry = review_as(&pod, "shop", true, Trigger::Annotation).await;
     assert!(dry.subject.dry_run);
     assert_eq!(
         dry.review.response.unwrap().patch,
         run(&pod, &NoRegistry).await.review.response.unwrap().patch
     );
     // A labelled namespace injects unless the pod opts out.
-    let by_ns = review(
-        &admission_review(&plain, "shop", false),
-        Trigger::Namespace,
-        OWN_NAMESPACE,
-        &Settings::default(),
-        &NoRegistry,
-    )
-    .await
-    .unwrap();
+    let by_ns = review_as(&plain, "shop", false, Trigger::Namespace).await;
     assert_eq!(by_ns.decision, Decision::Patched(vec!["web".into()]));
     let out = deployment_pod(
         json!({ "kernelseal.io/inject": "false" }),
         vec![container("web", "w", Some(&["/w"]))],
     );
-    let opted = review(
-        &admission_review(&out, "shop", false),
-        Trigger::Namespace,
-        OWN_NAMESPACE,
-        &Settings::default(),
-        &NoRegistry,
-    )
-    .await
-    .unwrap();
+    let opted = review_as(&out, "shop", false, Trigger::Namespace).await;
     assert_eq!(opted.decision, Decision::Skipped("opted out"));
 }
 
