@@ -6,6 +6,8 @@
 //! name (a patch must never replace what the user wrote), and a list or
 //! map the pod lacks is added whole rather than appended to.
 
+use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
@@ -95,7 +97,7 @@ pub fn wrap(
     injection: &Injection,
     settings: &Settings,
     images: &dyn Entrypoints,
-) -> Result<Vec<Value>, PatchError> {
+) -> Result<Vec<PatchOperation>, PatchError> {
     let spec = pod.spec.as_ref().ok_or(PatchError::NoSpec)?;
     let selected = selected(&spec.containers, injection)?;
     check_names(pod, injection)?;
@@ -188,26 +190,22 @@ fn our_volumes(injection: &Injection) -> Vec<&'static str> {
     v
 }
 
-/// `/`-separated JSON Pointer segment (RFC 6901).
-fn pointer_segment(s: &str) -> String {
-    s.replace('~', "~0").replace('/', "~1")
+/// An `add` at the path of these segments (escaped as RFC 6901 says).
+fn add<'t>(path: impl IntoIterator<Item: Into<Token<'t>>>, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(path),
+        value,
+    })
 }
 
-fn add(path: String, value: Value) -> Value {
-    json!({ "op": "add", "path": path, "value": value })
-}
-
-fn annotate(pod: &Pod, ops: &mut Vec<Value>) {
+fn annotate(pod: &Pod, ops: &mut Vec<PatchOperation>) {
     match &pod.metadata.annotations {
         None => ops.push(add(
-            "/metadata/annotations".into(),
+            ["metadata", "annotations"],
             json!({ annotations::STATUS: annotations::STATUS_INJECTED }),
         )),
         Some(_) => ops.push(add(
-            format!(
-                "/metadata/annotations/{}",
-                pointer_segment(annotations::STATUS)
-            ),
+            ["metadata", "annotations", annotations::STATUS],
             json!(annotations::STATUS_INJECTED),
         )),
     }
@@ -215,7 +213,7 @@ fn annotate(pod: &Pod, ops: &mut Vec<Value>) {
 
 /// First of the init containers: any init container wrapped later finds
 /// the wrapper there.
-fn add_init_container(pod: &Pod, settings: &Settings, ops: &mut Vec<Value>) {
+fn add_init_container(pod: &Pod, settings: &Settings, ops: &mut Vec<PatchOperation>) {
     let init = json!({
         "name": INIT_CONTAINER,
         "image": settings.image,
@@ -238,9 +236,9 @@ fn add_init_container(pod: &Pod, settings: &Settings, ops: &mut Vec<Value>) {
         .and_then(|s| s.init_containers.as_ref())
         .is_some_and(|i| !i.is_empty());
     if has_init {
-        ops.push(add("/spec/initContainers/0".into(), init));
+        ops.push(add(["spec", "initContainers", "0"], init));
     } else {
-        ops.push(add("/spec/initContainers".into(), json!([init])));
+        ops.push(add(["spec", "initContainers"], json!([init])));
     }
 }
 
@@ -259,7 +257,12 @@ pub fn token_file(audience: &str) -> String {
         .collect()
 }
 
-fn add_volumes(pod: &Pod, injection: &Injection, settings: &Settings, ops: &mut Vec<Value>) {
+fn add_volumes(
+    pod: &Pod,
+    injection: &Injection,
+    settings: &Settings,
+    ops: &mut Vec<PatchOperation>,
+) {
     let mut volumes = vec![
         json!({ "name": BIN_VOLUME, "emptyDir": { "medium": "Memory", "sizeLimit": "8Mi" } }),
         json!({
@@ -286,30 +289,30 @@ fn add_volumes(pod: &Pod, injection: &Injection, settings: &Settings, ops: &mut 
         ops.extend(
             volumes
                 .into_iter()
-                .map(|v| add("/spec/volumes/-".into(), v)),
+                .map(|v| add(["spec", "volumes", "-"], v)),
         );
     } else {
-        ops.push(add("/spec/volumes".into(), Value::Array(volumes)));
+        ops.push(add(["spec", "volumes"], Value::Array(volumes)));
     }
 }
 
 /// The socket's group, so that a non-root app may connect.
-fn add_group(pod: &Pod, settings: &Settings, ops: &mut Vec<Value>) {
+fn add_group(pod: &Pod, settings: &Settings, ops: &mut Vec<PatchOperation>) {
     let g = settings.socket_group;
     let sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     match sc {
         None => ops.push(add(
-            "/spec/securityContext".into(),
+            ["spec", "securityContext"],
             json!({ "supplementalGroups": [g] }),
         )),
         Some(sc) => match &sc.supplemental_groups {
             None => ops.push(add(
-                "/spec/securityContext/supplementalGroups".into(),
+                ["spec", "securityContext", "supplementalGroups"],
                 json!([g]),
             )),
             Some(groups) if groups.contains(&g) => {}
             Some(_) => ops.push(add(
-                "/spec/securityContext/supplementalGroups/-".into(),
+                ["spec", "securityContext", "supplementalGroups", "-"],
                 json!(g),
             )),
         },
@@ -344,9 +347,9 @@ fn wrap_container(
     injection: &Injection,
     settings: &Settings,
     images: &dyn Entrypoints,
-    ops: &mut Vec<Value>,
+    ops: &mut Vec<PatchOperation>,
 ) -> Result<(), PatchError> {
-    let base = format!("/spec/containers/{i}");
+    let index = i.to_string();
     let mut command = wrapper_prefix(injection);
     match command_of(c) {
         Some(cmd) => command.extend(cmd.iter().cloned()),
@@ -368,11 +371,14 @@ fn wrap_container(
             }
             command.extend(ep.entrypoint);
             if args_missing && !ep.cmd.is_empty() {
-                ops.push(add(format!("{base}/args"), json!(ep.cmd)));
+                ops.push(add(["spec", "containers", &index, "args"], json!(ep.cmd)));
             }
         }
     }
-    ops.push(add(format!("{base}/command"), json!(command)));
+    ops.push(add(
+        ["spec", "containers", &index, "command"],
+        json!(command),
+    ));
     let mut mounts = vec![
         json!({ "name": BIN_VOLUME, "mountPath": WRAPPER_DIR, "readOnly": true }),
         json!({ "name": RUN_VOLUME, "mountPath": settings.socket_dir, "readOnly": true }),
@@ -396,11 +402,14 @@ fn wrap_container(
         }
     }
     match &c.volume_mounts {
-        None => ops.push(add(format!("{base}/volumeMounts"), Value::Array(mounts))),
+        None => ops.push(add(
+            ["spec", "containers", &index, "volumeMounts"],
+            Value::Array(mounts),
+        )),
         Some(_) => ops.extend(
             mounts
                 .into_iter()
-                .map(|m| add(format!("{base}/volumeMounts/-"), m)),
+                .map(|m| add(["spec", "containers", &index, "volumeMounts", "-"], m)),
         ),
     }
     Ok(())

@@ -60,37 +60,54 @@ pub struct Subject {
 }
 
 /// The reviewed answer with what was decided.
+#[derive(Clone)]
 pub struct Reviewed {
-    pub review: AdmissionReview<DynamicObject>,
+    pub response: AdmissionResponse,
     pub subject: Subject,
     pub decision: Decision,
 }
 
 impl Reviewed {
-    /// The answer as the API server reads it. `response.patch` is a
-    /// `[]byte`, which Kubernetes' JSON carries base64-encoded; kube's type
-    /// serializes it as an array of numbers (kube-rs #1781), so it is
-    /// encoded here.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// The `AdmissionReview` as the API server reads it. `response.patch`
+    /// is a `[]byte`, which Kubernetes' JSON carries base64-encoded; kube's
+    /// type serializes it as an array of numbers (kube-rs #1781), so it is
+    /// written here, in the one pass that writes the whole answer.
+    pub fn into_json(self) -> Vec<u8> {
         use base64::Engine;
-        let Some(response) = &self.review.response else {
-            return serde_json::to_value(&self.review).unwrap_or_default();
+        let mut response = self.response;
+        let patch = response
+            .patch
+            .take()
+            .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+        let answer = Answer {
+            api_version: META_API_VERSION_V1,
+            kind: META_KIND,
+            response: Answered {
+                response: &response,
+                patch,
+            },
         };
-        // Serialized without the patch: as kube's numbers it would be a
-        // JSON value per byte.
-        let mut bare = response.clone();
-        let patch = bare.patch.take();
-        let mut v = serde_json::json!({
-            "apiVersion": META_API_VERSION_V1,
-            "kind": META_KIND,
-            "response": serde_json::to_value(&bare).unwrap_or_default(),
-        });
-        if let Some(patch) = patch {
-            v["response"]["patch"] =
-                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
-        }
-        v
+        // Plain structs, strings and maps with string keys: nothing here
+        // can fail to serialize.
+        serde_json::to_vec(&answer).unwrap_or_default()
     }
+}
+
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    response: Answered<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Answered<'a> {
+    /// Everything but the patch (taken out of it).
+    #[serde(flatten)]
+    response: &'a AdmissionResponse,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
 }
 
 /// Answers one review: patched, left alone or refused. The images of
@@ -126,7 +143,7 @@ pub async fn review(
         subject.name = generate_name(&request);
     }
     Ok(Reviewed {
-        review: response.into_review(),
+        response,
         subject,
         decision,
     })
@@ -193,7 +210,7 @@ fn unreadable(
         None => (response.deny(&why), Decision::Refused(why)),
     };
     Reviewed {
-        review: response.into_review(),
+        response,
         subject: Subject {
             namespace: request.namespace.clone().unwrap_or_default(),
             name: request.name.clone(),
@@ -222,7 +239,7 @@ enum Outcome {
     /// Leave the pod alone, for this reason.
     Skip(&'static str),
     /// The patch, and the containers it wraps.
-    Wrap(Vec<serde_json::Value>, Vec<String>),
+    Wrap(json_patch::Patch, Vec<String>),
 }
 
 async fn decide(
@@ -248,7 +265,7 @@ async fn decide(
             .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default(),
     };
-    Ok(Outcome::Wrap(ops, containers))
+    Ok(Outcome::Wrap(json_patch::Patch(ops), containers))
 }
 
 enum Wanted {
@@ -315,10 +332,8 @@ fn generate_name(request: &AdmissionRequest<Pod>) -> String {
 
 fn with_ops(
     response: AdmissionResponse,
-    ops: Vec<serde_json::Value>,
+    patch: json_patch::Patch,
 ) -> Result<AdmissionResponse, ReviewError> {
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
-        .map_err(|e| ReviewError::Malformed(format!("building the patch: {}", describe(&e))))?;
     response
         .with_patch(patch)
         .map_err(|e| ReviewError::Malformed(e.to_string()))

@@ -77,7 +77,7 @@ async fn run(containers: Value, images: &dyn ImageConfigs) -> Result<Reviewed, R
 
 /// The pod's containers once the answer's patch is applied.
 fn patched_containers(containers: Value, r: &Reviewed) -> Value {
-    let resp = r.review.response.as_ref().unwrap();
+    let resp = &r.response;
     assert!(resp.allowed, "{:?}", resp.result);
     let patch: json_patch::Patch = serde_json::from_slice(resp.patch.as_ref().unwrap()).unwrap();
     let mut pod =
