@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 use support::registry::{Layout, TestRegistry};
 
 const CONNECTIONS: usize = 32;
+/// Each side's reviews are measured in this many rounds, alternating.
+const ROUNDS: usize = 4;
 
 /// A CA, and the server's certificate files it signed for `localhost`.
 fn certificate(dir: &std::path::Path) -> (String, CertFiles) {
@@ -85,18 +87,27 @@ async fn start_server(
     format!("https://localhost:{port}/mutate")
 }
 
-/// `reviews` reviews over [`CONNECTIONS`] clients (one connection each);
-/// each review's time, sorted.
-async fn run(url: &str, ca: &str, image: &str, reviews: usize) -> Vec<Duration> {
+/// [`CONNECTIONS`] clients of one server, each holding one connection
+/// open between rounds, as the API server keeps its connections.
+fn clients(ca: &str) -> Vec<reqwest::Client> {
+    (0..CONNECTIONS)
+        .map(|_| {
+            reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `reviews` reviews spread over `clients`, each client one at a time;
+/// each review's time.
+async fn run(clients: &[reqwest::Client], url: &str, image: &str, reviews: usize) -> Vec<Duration> {
     let mut tasks = Vec::new();
-    for c in 0..CONNECTIONS {
-        let client = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
-            .pool_max_idle_per_host(1)
-            .build()
-            .unwrap();
-        let (url, image) = (url.to_string(), image.to_string());
-        let mine: Vec<usize> = (0..reviews).filter(|i| i % CONNECTIONS == c).collect();
+    for (c, client) in clients.iter().enumerate() {
+        let (client, url, image) = (client.clone(), url.to_string(), image.to_string());
+        let mine: Vec<usize> = (0..reviews).filter(|i| i % clients.len() == c).collect();
         tasks.push(tokio::spawn(async move {
             let mut took = Vec::new();
             for i in mine {
@@ -115,8 +126,16 @@ async fn run(url: &str, ca: &str, image: &str, reviews: usize) -> Vec<Duration> 
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    all.sort();
     all
+}
+
+/// CPU time of this whole process (server and clients) so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -178,15 +197,22 @@ fn main() {
         let url = start_server(Err(webhook), cert.clone()).await;
         // Cold: the first review looks the image up in the registry.
         let t = Instant::now();
-        run(&url, &ca, &image, 1).await;
+        run(&clients(&ca), &url, &image, 1).await;
         let cold = t.elapsed();
-        // Warm-up of both, then the measured rounds, interleaved twice.
-        run(&floor_url, &ca, &image, CONNECTIONS * 4).await;
-        run(&url, &ca, &image, CONNECTIONS * 4).await;
+        // Connections opened and warm, then the measured rounds of both,
+        // interleaved so that both see the machine as it is.
+        let (floor_clients, webhook_clients) = (clients(&ca), clients(&ca));
+        run(&floor_clients, &floor_url, &image, CONNECTIONS * 4).await;
+        run(&webhook_clients, &url, &image, CONNECTIONS * 4).await;
         let (mut f, mut w) = (Vec::new(), Vec::new());
-        for _ in 0..2 {
-            f.extend(run(&floor_url, &ca, &image, reviews / 2).await);
-            w.extend(run(&url, &ca, &image, reviews / 2).await);
+        let (mut f_cpu, mut w_cpu) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..ROUNDS {
+            let t = cpu_time();
+            f.extend(run(&floor_clients, &floor_url, &image, reviews / ROUNDS).await);
+            f_cpu += cpu_time() - t;
+            let t = cpu_time();
+            w.extend(run(&webhook_clients, &url, &image, reviews / ROUNDS).await);
+            w_cpu += cpu_time() - t;
         }
         f.sort();
         w.sort();
@@ -203,6 +229,12 @@ fn main() {
             "admission: webhook/floor p50 {:.2}x p99 {:.2}x (goal <= 1.5x)",
             pct(&w, 0.5).as_secs_f64() / pct(&f, 0.5).as_secs_f64(),
             pct(&w, 0.99).as_secs_f64() / pct(&f, 0.99).as_secs_f64()
+        );
+        let per = |cpu: Duration, n: usize| cpu.as_secs_f64() * 1e6 / n as f64;
+        println!(
+            "admission: CPU per review (clients and server together): floor {:.1} us, webhook {:.1} us",
+            per(f_cpu, f.len()),
+            per(w_cpu, w.len())
         );
         println!(
             "admission: cold review (image looked up in the local registry, new TLS connection) {:.1} ms",
