@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use kernelseal_webhook::server::{Webhook, serve};
 use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
-use kernelseal_webhook::{Registry, RegistryConfig, Settings};
+use kernelseal_webhook::{Patcher, Registry, RegistryConfig, Settings};
 
 use crate::exit::Failure;
 
@@ -113,12 +113,12 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
     })
     .map_err(|e| Failure::runtime(anyhow!(e)))?;
     let webhook = Arc::new(Webhook {
-        settings: Settings {
+        patcher: Patcher::new(Settings {
             image: args.image,
             socket_dir: args.socket_dir,
             socket_group: args.socket_group,
             token_expiry_secs,
-        },
+        }),
         own_namespace,
         images: Box::new(images),
         metrics: Default::default(),

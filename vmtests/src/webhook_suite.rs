@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use kernelseal_testkit::sa_token::TokenSpec;
 use kernelseal_webhook::patch::{BIN_VOLUME, INIT_CONTAINER, RUN_VOLUME, TOKEN_VOLUME};
-use kernelseal_webhook::{NoRegistry, Settings, Trigger, review};
+use kernelseal_webhook::{NoRegistry, Patcher, Settings, Trigger, review};
 use serde_json::{Value, json};
 
 use crate::agent::{KERNELSEAL, wait_log_line};
@@ -153,14 +153,11 @@ fn patched(runtime: &tokio::runtime::Runtime, pod: &Value) -> Result<Value, Stri
             &body,
             Trigger::Annotation,
             OWN_NAMESPACE,
-            &Settings::default(),
+            &Patcher::new(Settings::default()),
             &NoRegistry,
         ))
         .map_err(|e| format!("the review failed: {e}"))?;
-    let response = reviewed
-        .review
-        .response
-        .ok_or("the webhook's review has no response")?;
+    let response = reviewed.response;
     if !response.allowed {
         return Err(format!(
             "the webhook refused the pod: {}",

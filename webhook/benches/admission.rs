@@ -20,7 +20,7 @@ use axum::Router;
 use axum::routing::post;
 use kernelseal_webhook::server::{Webhook, serve, serve_router};
 use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
-use kernelseal_webhook::{Registry, RegistryConfig, Settings};
+use kernelseal_webhook::{Patcher, Registry, RegistryConfig, Settings};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{Value, json};
 use support::registry::{Layout, TestRegistry};
@@ -131,8 +131,9 @@ async fn run(clients: &[reqwest::Client], url: &str, image: &str, reviews: usize
 
 /// CPU time of this whole process (server and clients) so far.
 fn cpu_time() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct it is given.
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes into the struct it is given.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
@@ -177,7 +178,7 @@ fn main() {
             .unwrap()
         };
         let webhook = Arc::new(Webhook {
-            settings: Settings::default(),
+            patcher: Patcher::new(Settings::default()),
             own_namespace: "kernelseal".into(),
             images: Box::new(lookups()),
             metrics: Default::default(),

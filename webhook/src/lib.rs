@@ -40,5 +40,5 @@ pub mod tls;
 
 pub use annotations::{AnnotationError, Injection};
 pub use images::{ImageConfigs, LookupError, NoRegistry, Registry, RegistryConfig};
-pub use patch::{Entrypoint, Entrypoints, PatchError, Settings};
+pub use patch::{Entrypoint, Entrypoints, PatchError, Patcher, Settings};
 pub use review::{Trigger, review};

@@ -5,13 +5,19 @@
 //! container of ours whose name or path the pod already uses is refused by
 //! name (a patch must never replace what the user wrote), and a list or
 //! map the pod lacks is added whole rather than appended to.
+//!
+//! The patch is written straight to the bytes the answer carries
+//! ([`parts`]); tests read it back with the `json-patch` crate.
 
-use json_patch::jsonptr::{PointerBuf, Token};
-use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
 use crate::annotations::{self, Injection};
+
+mod parts;
+
+use parts::{Add, Piece, add};
+pub use parts::{Patch, Patcher};
 
 /// Where the wrapper is copied to, in every wrapped container.
 pub const WRAPPER_DIR: &str = "/kernelseal/bin";
@@ -91,32 +97,25 @@ pub enum PatchError {
     MountCollision { container: String, path: String },
 }
 
-/// The operations that wrap `pod` as `injection` asks.
-pub fn wrap(
+/// The patch that wraps `pod` as `injection` asks.
+pub fn wrap<'a>(
     pod: &Pod,
     injection: &Injection,
-    settings: &Settings,
+    patcher: &'a Patcher,
     images: &dyn Entrypoints,
-) -> Result<Vec<PatchOperation>, PatchError> {
+) -> Result<Patch<'a>, PatchError> {
     let spec = pod.spec.as_ref().ok_or(PatchError::NoSpec)?;
     let selected = selected(&spec.containers, injection)?;
     check_names(pod, injection)?;
     let mut ops = Vec::new();
     annotate(pod, &mut ops);
-    add_init_container(pod, settings, &mut ops);
-    add_volumes(pod, injection, settings, &mut ops);
-    add_group(pod, settings, &mut ops);
+    add_init_container(pod, patcher, &mut ops);
+    add_volumes(pod, injection, patcher, &mut ops);
+    add_group(pod, &patcher.settings, &mut ops);
     for i in selected {
-        wrap_container(
-            i,
-            &spec.containers[i],
-            injection,
-            settings,
-            images,
-            &mut ops,
-        )?;
+        wrap_container(i, &spec.containers[i], injection, patcher, images, &mut ops)?;
     }
-    Ok(ops)
+    Ok(Patch(ops))
 }
 
 /// The images whose ENTRYPOINT and CMD [`wrap`] needs: those of the
@@ -190,46 +189,23 @@ fn our_volumes(injection: &Injection) -> Vec<&'static str> {
     v
 }
 
-/// An `add` at the path of these segments (escaped as RFC 6901 says).
-fn add<'t>(path: impl IntoIterator<Item: Into<Token<'t>>>, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(path),
-        value,
-    })
-}
-
-fn annotate(pod: &Pod, ops: &mut Vec<PatchOperation>) {
+fn annotate(pod: &Pod, ops: &mut Vec<Add<'_>>) {
     match &pod.metadata.annotations {
         None => ops.push(add(
             ["metadata", "annotations"],
-            json!({ annotations::STATUS: annotations::STATUS_INJECTED }),
+            Piece::Built(json!({ annotations::STATUS: annotations::STATUS_INJECTED })),
         )),
         Some(_) => ops.push(add(
             ["metadata", "annotations", annotations::STATUS],
-            json!(annotations::STATUS_INJECTED),
+            Piece::Built(json!(annotations::STATUS_INJECTED)),
         )),
     }
 }
 
 /// First of the init containers: any init container wrapped later finds
 /// the wrapper there.
-fn add_init_container(pod: &Pod, settings: &Settings, ops: &mut Vec<PatchOperation>) {
-    let init = json!({
-        "name": INIT_CONTAINER,
-        "image": settings.image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["cp", WRAPPER_IN_IMAGE, format!("{WRAPPER_DIR}/kernelseal-exec")],
-        "securityContext": {
-            "allowPrivilegeEscalation": false,
-            "readOnlyRootFilesystem": true,
-            "capabilities": { "drop": ["ALL"] }
-        },
-        "resources": {
-            "requests": { "cpu": "10m", "memory": "16Mi" },
-            "limits": { "cpu": "100m", "memory": "32Mi" }
-        },
-        "volumeMounts": [{ "name": BIN_VOLUME, "mountPath": WRAPPER_DIR }]
-    });
+fn add_init_container<'a>(pod: &Pod, patcher: &'a Patcher, ops: &mut Vec<Add<'a>>) {
+    let init = Piece::Written(&patcher.init_container);
     let has_init = pod
         .spec
         .as_ref()
@@ -238,7 +214,7 @@ fn add_init_container(pod: &Pod, settings: &Settings, ops: &mut Vec<PatchOperati
     if has_init {
         ops.push(add(["spec", "initContainers", "0"], init));
     } else {
-        ops.push(add(["spec", "initContainers"], json!([init])));
+        ops.push(add(["spec", "initContainers"], Piece::List(vec![init])));
     }
 }
 
@@ -257,32 +233,27 @@ pub fn token_file(audience: &str) -> String {
         .collect()
 }
 
-fn add_volumes(
-    pod: &Pod,
-    injection: &Injection,
-    settings: &Settings,
-    ops: &mut Vec<PatchOperation>,
-) {
+fn add_volumes<'a>(pod: &Pod, injection: &Injection, patcher: &'a Patcher, ops: &mut Vec<Add<'a>>) {
     let mut volumes = vec![
-        json!({ "name": BIN_VOLUME, "emptyDir": { "medium": "Memory", "sizeLimit": "8Mi" } }),
-        json!({
-            "name": RUN_VOLUME,
-            "hostPath": { "path": settings.socket_dir, "type": "DirectoryOrCreate" }
-        }),
+        Piece::Written(&patcher.bin_volume),
+        Piece::Written(&patcher.run_volume),
     ];
     if !injection.token_audiences.is_empty() {
+        let expiry = patcher.settings.token_expiry_secs;
         let sources: Vec<Value> = injection
             .token_audiences
             .iter()
             .map(|a| {
                 json!({ "serviceAccountToken": {
                     "audience": a,
-                    "expirationSeconds": settings.token_expiry_secs,
+                    "expirationSeconds": expiry,
                     "path": token_file(a)
                 } })
             })
             .collect();
-        volumes.push(json!({ "name": TOKEN_VOLUME, "projected": { "sources": sources } }));
+        volumes.push(Piece::Built(
+            json!({ "name": TOKEN_VOLUME, "projected": { "sources": sources } }),
+        ));
     }
     let has = pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).is_some();
     if has {
@@ -292,28 +263,28 @@ fn add_volumes(
                 .map(|v| add(["spec", "volumes", "-"], v)),
         );
     } else {
-        ops.push(add(["spec", "volumes"], Value::Array(volumes)));
+        ops.push(add(["spec", "volumes"], Piece::List(volumes)));
     }
 }
 
 /// The socket's group, so that a non-root app may connect.
-fn add_group(pod: &Pod, settings: &Settings, ops: &mut Vec<PatchOperation>) {
+fn add_group(pod: &Pod, settings: &Settings, ops: &mut Vec<Add<'_>>) {
     let g = settings.socket_group;
     let sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     match sc {
         None => ops.push(add(
             ["spec", "securityContext"],
-            json!({ "supplementalGroups": [g] }),
+            Piece::Built(json!({ "supplementalGroups": [g] })),
         )),
         Some(sc) => match &sc.supplemental_groups {
             None => ops.push(add(
                 ["spec", "securityContext", "supplementalGroups"],
-                json!([g]),
+                Piece::Built(json!([g])),
             )),
             Some(groups) if groups.contains(&g) => {}
             Some(_) => ops.push(add(
                 ["spec", "securityContext", "supplementalGroups", "-"],
-                json!(g),
+                Piece::Built(json!(g)),
             )),
         },
     }
@@ -341,13 +312,13 @@ fn wrapper_prefix(injection: &Injection) -> Vec<String> {
 /// `command` is set, the CMD is dropped. So a container without `command`
 /// gets ENTRYPOINT after the wrapper, and, without `args` too, CMD as its
 /// `args`.
-fn wrap_container(
+fn wrap_container<'a>(
     i: usize,
     c: &Container,
     injection: &Injection,
-    settings: &Settings,
+    patcher: &'a Patcher,
     images: &dyn Entrypoints,
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Vec<Add<'a>>,
 ) -> Result<(), PatchError> {
     let index = i.to_string();
     let mut command = wrapper_prefix(injection);
@@ -371,40 +342,45 @@ fn wrap_container(
             }
             command.extend(ep.entrypoint);
             if args_missing && !ep.cmd.is_empty() {
-                ops.push(add(["spec", "containers", &index, "args"], json!(ep.cmd)));
+                ops.push(add(
+                    ["spec", "containers", &index, "args"],
+                    Piece::Built(json!(ep.cmd)),
+                ));
             }
         }
     }
     ops.push(add(
         ["spec", "containers", &index, "command"],
-        json!(command),
+        Piece::Built(json!(command)),
     ));
-    let mut mounts = vec![
-        json!({ "name": BIN_VOLUME, "mountPath": WRAPPER_DIR, "readOnly": true }),
-        json!({ "name": RUN_VOLUME, "mountPath": settings.socket_dir, "readOnly": true }),
+    let has_token = !injection.token_audiences.is_empty();
+    let ours = [
+        Some(WRAPPER_DIR),
+        Some(patcher.settings.socket_dir.as_str()),
+        has_token.then_some(kernelseal_protocol::DEFAULT_TOKEN_DIR),
     ];
-    if !injection.token_audiences.is_empty() {
-        mounts.push(json!({
-            "name": TOKEN_VOLUME,
-            "mountPath": kernelseal_protocol::DEFAULT_TOKEN_DIR,
-            "readOnly": true
-        }));
+    if let Some(m) = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| ours.contains(&Some(m.mount_path.as_str())))
+    {
+        return Err(PatchError::MountCollision {
+            container: c.name.clone(),
+            path: m.mount_path.clone(),
+        });
     }
-    for m in c.volume_mounts.iter().flatten() {
-        let taken = mounts
-            .iter()
-            .any(|o| o["mountPath"] == m.mount_path.as_str());
-        if taken {
-            return Err(PatchError::MountCollision {
-                container: c.name.clone(),
-                path: m.mount_path.clone(),
-            });
-        }
+    let mut mounts = vec![
+        Piece::Written(&patcher.bin_mount),
+        Piece::Written(&patcher.run_mount),
+    ];
+    if has_token {
+        mounts.push(Piece::Written(&patcher.token_mount));
     }
     match &c.volume_mounts {
         None => ops.push(add(
             ["spec", "containers", &index, "volumeMounts"],
-            Value::Array(mounts),
+            Piece::List(mounts),
         )),
         Some(_) => ops.extend(
             mounts

@@ -1,5 +1,7 @@
 //! One `AdmissionReview`: whether the pod is one to wrap, and the answer.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
@@ -8,7 +10,7 @@ use kube::core::{DynamicObject, TypeMeta};
 
 use crate::annotations::{self, Injection};
 use crate::images::{self, ImageConfigs};
-use crate::patch::{self, PatchError, Settings, wrap};
+use crate::patch::{self, PatchError, Patcher, wrap};
 
 /// What makes a pod one to wrap, by the path the API server calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +86,7 @@ impl Reviewed {
             kind: META_KIND,
             response: Answered {
                 response: &response,
+                patch_type: patch.as_ref().map(|_| "JSONPatch"),
                 patch,
             },
         };
@@ -108,6 +111,10 @@ struct Answered<'a> {
     response: &'a AdmissionResponse,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch: Option<String>,
+    /// kube sets it only with a `json_patch::Patch`; this webhook writes
+    /// its patch itself.
+    #[serde(rename = "patchType", skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
 }
 
 /// Answers one review: patched, left alone or refused. The images of
@@ -116,7 +123,7 @@ pub async fn review(
     body: &[u8],
     trigger: Trigger,
     own_namespace: &str,
-    settings: &Settings,
+    patcher: &Patcher,
     images: &dyn ImageConfigs,
 ) -> Result<Reviewed, ReviewError> {
     let request = match decode(body)? {
@@ -129,10 +136,12 @@ pub async fn review(
         dry_run: request.dry_run,
     };
     let response = response_to(&request);
-    let decided = decide(&request, trigger, own_namespace, settings, images).await;
+    let decided = decide(&request, trigger, own_namespace, patcher, images).await;
     let (response, decision) = match decided {
-        Ok(Outcome::Wrap(ops, containers)) => {
-            (with_ops(response, ops)?, Decision::Patched(containers))
+        Ok(Outcome::Wrap(patch, containers)) => {
+            let mut response = response;
+            response.patch = Some(patch);
+            (response, Decision::Patched(containers))
         }
         Ok(Outcome::Skip(why)) => (response, Decision::Skipped(why)),
         Err(Denial::Refused(why)) => (response.deny(&why), Decision::Refused(why)),
@@ -238,23 +247,23 @@ enum Denial {
 enum Outcome {
     /// Leave the pod alone, for this reason.
     Skip(&'static str),
-    /// The patch, and the containers it wraps.
-    Wrap(json_patch::Patch, Vec<String>),
+    /// The patch, written, and the containers it wraps.
+    Wrap(Vec<u8>, Vec<String>),
 }
 
 async fn decide(
     request: &AdmissionRequest<Pod>,
     trigger: Trigger,
     own_namespace: &str,
-    settings: &Settings,
+    patcher: &Patcher,
     images: &dyn ImageConfigs,
 ) -> Result<Outcome, Denial> {
     let (pod, injection) = match wanted(request, trigger, own_namespace)? {
         Wanted::Skip(why) => return Ok(Outcome::Skip(why)),
         Wanted::Wrap(pod, injection) => (pod, injection),
     };
-    let found = images::look_up_all(images, patch::images_to_look_up(&pod, &injection)).await;
-    let ops = wrap(&pod, &injection, settings, &found).map_err(|e| match e {
+    let found = images::look_up_all(images, patch::images_to_look_up(pod, &injection)).await;
+    let patch = wrap(pod, &injection, patcher, &found).map_err(|e| match e {
         PatchError::NoEntrypoint { .. } => Denial::Lookup(e),
         other => Denial::Refused(other.to_string()),
     })?;
@@ -265,36 +274,40 @@ async fn decide(
             .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default(),
     };
-    Ok(Outcome::Wrap(json_patch::Patch(ops), containers))
+    Ok(Outcome::Wrap(patch.to_bytes(), containers))
 }
 
-enum Wanted {
+enum Wanted<'r> {
     Skip(&'static str),
-    Wrap(Box<Pod>, Injection),
+    Wrap(&'r Pod, Injection),
 }
 
 /// Whether the pod is one to wrap, and how it asks to be.
-fn wanted(
-    request: &AdmissionRequest<Pod>,
+fn wanted<'r>(
+    request: &'r AdmissionRequest<Pod>,
     trigger: Trigger,
     own_namespace: &str,
-) -> Result<Wanted, Denial> {
+) -> Result<Wanted<'r>, Denial> {
     if let Some(why) = not_ours(request, own_namespace) {
         return Ok(Wanted::Skip(why));
     }
-    let pod = pod_of(request).map_err(Denial::Refused)?;
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    if annotations::injected(&annotations) {
+    let pod = request
+        .object
+        .as_ref()
+        .ok_or_else(|| Denial::Refused("the review carries no pod".into()))?;
+    let none = BTreeMap::new();
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&none);
+    if annotations::injected(annotations) {
         return Ok(Wanted::Skip("already injected"));
     }
-    let asked = annotations::asks(&annotations).map_err(|e| Denial::Refused(e.to_string()))?;
+    let asked = annotations::asks(annotations).map_err(|e| Denial::Refused(e.to_string()))?;
     match (trigger, asked) {
         (Trigger::Annotation, Some(true)) | (Trigger::Namespace, None | Some(true)) => {}
         (_, Some(false)) => return Ok(Wanted::Skip("opted out")),
         (Trigger::Annotation, None) => return Ok(Wanted::Skip("not annotated")),
     }
-    let injection = annotations::read(&annotations).map_err(|e| Denial::Refused(e.to_string()))?;
-    Ok(Wanted::Wrap(Box::new(pod), injection))
+    let injection = annotations::read(annotations).map_err(|e| Denial::Refused(e.to_string()))?;
+    Ok(Wanted::Wrap(pod, injection))
 }
 
 /// Why a request is none of this webhook's business, if it is not.
@@ -314,13 +327,6 @@ fn not_ours<T: kube::Resource>(
     None
 }
 
-fn pod_of(request: &AdmissionRequest<Pod>) -> Result<Pod, String> {
-    request
-        .object
-        .clone()
-        .ok_or_else(|| "the review carries no pod".to_string())
-}
-
 fn generate_name(request: &AdmissionRequest<Pod>) -> String {
     request
         .object
@@ -328,13 +334,4 @@ fn generate_name(request: &AdmissionRequest<Pod>) -> String {
         .and_then(|o| o.metadata.generate_name.clone())
         .map(|g| format!("{g}*"))
         .unwrap_or_default()
-}
-
-fn with_ops(
-    response: AdmissionResponse,
-    patch: json_patch::Patch,
-) -> Result<AdmissionResponse, ReviewError> {
-    response
-        .with_patch(patch)
-        .map_err(|e| ReviewError::Malformed(e.to_string()))
 }

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::images::ImageConfigs;
 use crate::metrics::Metrics;
-use crate::patch::Settings;
+use crate::patch::Patcher;
 use crate::review::{Decision, ReviewError, Subject, Trigger, review};
 use crate::tls::ReloadingCert;
 
@@ -34,7 +34,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every review needs.
 pub struct Webhook {
-    pub settings: Settings,
+    /// How pods are wrapped.
+    pub patcher: Patcher,
     /// Pods here are never touched (the webhook's own).
     pub own_namespace: String,
     /// Where images' ENTRYPOINT and CMD are read.
@@ -161,7 +162,7 @@ async fn mutate(w: &Webhook, trigger: Trigger, req: Request) -> Response {
         &body,
         trigger,
         &w.own_namespace,
-        &w.settings,
+        &w.patcher,
         w.images.as_ref(),
     )
     .await

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kernelseal_webhook::server::{MAX_BODY, Webhook, serve};
 use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
-use kernelseal_webhook::{NoRegistry, Settings};
+use kernelseal_webhook::{NoRegistry, Patcher, Settings};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{Value, json};
 
@@ -86,7 +86,7 @@ async fn start(dir: &Path) -> (String, Pki) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let webhook = Arc::new(Webhook {
-        settings: Settings::default(),
+        patcher: Patcher::new(Settings::default()),
         own_namespace: "kernelseal".into(),
         images: Box::new(NoRegistry),
         metrics: Default::default(),

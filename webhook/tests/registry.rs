@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use kernelseal_webhook::review::{ReviewError, Reviewed};
 use kernelseal_webhook::{
-    Entrypoint, ImageConfigs, LookupError, Registry, RegistryConfig, Settings, Trigger, review,
+    Entrypoint, ImageConfigs, LookupError, Patcher, Registry, RegistryConfig, Settings, Trigger,
+    review,
 };
 use serde_json::{Value, json};
 use support::registry::{Layout, TestRegistry, unused_port};
@@ -69,7 +70,7 @@ async fn run(containers: Value, images: &dyn ImageConfigs) -> Result<Reviewed, R
         &admission_review(containers),
         Trigger::Annotation,
         "kernelseal",
-        &Settings::default(),
+        &Patcher::new(Settings::default()),
         images,
     )
     .await

@@ -11,7 +11,7 @@ use std::process::Command;
 use base64::Engine;
 use kernelseal_webhook::review::{Decision, ReviewError, Reviewed};
 use kernelseal_webhook::{
-    Entrypoint, ImageConfigs, LookupError, NoRegistry, Settings, Trigger, review,
+    Entrypoint, ImageConfigs, LookupError, NoRegistry, Patcher, Settings, Trigger, review,
 };
 use serde_json::{Value, json};
 
@@ -135,7 +135,7 @@ async fn run(pod: &Value, images: &dyn ImageConfigs) -> Reviewed {
         &admission_review(pod, "shop", false),
         Trigger::Annotation,
         OWN_NAMESPACE,
-        &Settings::default(),
+        &Patcher::new(Settings::default()),
         images,
     )
     .await
@@ -149,7 +149,7 @@ async fn review_as(pod: &Value, namespace: &str, dry_run: bool, trigger: Trigger
         &admission_review(pod, namespace, dry_run),
         trigger,
         OWN_NAMESPACE,
-        &Settings::default(),
+        &Patcher::new(Settings::default()),
         &NoRegistry,
     )
     .await
@@ -389,7 +389,7 @@ async fn without_command_the_image_entrypoint_and_cmd_are_used() {
         &admission_review(&pod, "shop", false),
         Trigger::Annotation,
         OWN_NAMESPACE,
-        &Settings::default(),
+        &Patcher::new(Settings::default()),
         &NoRegistry,
     )
     .await
@@ -501,7 +501,7 @@ async fn bad_input_is_an_error_that_quotes_nothing() {
             body,
             Trigger::Annotation,
             OWN_NAMESPACE,
-            &Settings::default(),
+            &Patcher::new(Settings::default()),
             &NoRegistry,
         )
         .await
