@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use kernelseal_webhook::server::{Webhook, serve};
+use kernelseal_webhook::server::{Webhook, serve_until};
 use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
 use kernelseal_webhook::{Patcher, Registry, RegistryConfig, Settings};
 
@@ -59,6 +59,12 @@ pub struct WebhookArgs {
     /// kept for good); `0s`: tags are read for every pod.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration)]
     image_cache_ttl: Duration,
+    /// On SIGTERM: `/ready` answers 503 at once, reviews go on being
+    /// answered this long (while the Service's endpoints drop this pod:
+    /// with failurePolicy Fail a review finding no webhook fails the pod),
+    /// then the connections open finish their review (10 s at most).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    shutdown_delay: Duration,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -122,6 +128,7 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
         own_namespace,
         images: Box::new(images),
         metrics: Default::default(),
+        stopping: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -139,19 +146,24 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
             listen = %addr, namespace = %webhook.own_namespace,
             "[WEBHOOK] serving admission reviews on https://{addr}/mutate"
         );
-        tokio::select! {
-            () = serve(listener, cert, webhook) => Ok(()),
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            () = terminate() => Ok(()),
-        }
+        let stop = stop_signal().map_err(|e| Failure::runtime(anyhow!(e)))?;
+        serve_until(listener, cert, webhook, stop, args.shutdown_delay).await;
+        Ok(())
     })
 }
 
-async fn terminate() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(_) => std::future::pending().await,
-    }
+/// Resolves on the first SIGTERM or SIGINT, saying which.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!("[WEBHOOK] {name} received");
+    })
 }

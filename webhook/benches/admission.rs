@@ -203,6 +203,7 @@ fn main() {
             own_namespace: "kernelseal".into(),
             images: Box::new(lookups()),
             metrics: Default::default(),
+            stopping: Default::default(),
         });
         let floor_answer = json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",

@@ -3,9 +3,17 @@
 //! Prometheus. Every review is one log line (namespace, pod or owner,
 //! decision, time) and counted; a body over [`MAX_BODY`] or slower than
 //! [`READ_TIMEOUT`] is refused without reading on.
+//!
+//! Stopping ([`serve_until`]) is graceful, because with `failurePolicy:
+//! Fail` a review that finds no webhook fails a pod's creation: `/ready`
+//! turns 503 at once, reviews go on being answered for a delay while the
+//! Service's endpoints drop this pod, then no connection is accepted and
+//! those open finish the review under way (at most [`READ_TIMEOUT`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -15,6 +23,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -41,25 +50,84 @@ pub struct Webhook {
     /// Where images' ENTRYPOINT and CMD are read.
     pub images: Box<dyn ImageConfigs>,
     pub metrics: Metrics,
+    /// Set once stopping: `/ready` answers 503.
+    pub stopping: AtomicBool,
 }
 
 /// Serves `listener` over TLS with `cert` until the process ends.
 pub async fn serve(listener: TcpListener, cert: Arc<ReloadingCert>, webhook: Arc<Webhook>) {
-    serve_router(listener, cert, router(webhook)).await
+    serve_until(
+        listener,
+        cert,
+        webhook,
+        std::future::pending(),
+        Duration::ZERO,
+    )
+    .await
 }
 
-/// Serves any `app` with the webhook's TLS and connection handling (the
-/// benchmark's floor serves a constant answer this way).
+/// Serves until `stop` resolves, then stops as the module says, answering
+/// for `delay` more; returns once every connection is closed or after
+/// [`READ_TIMEOUT`].
+pub async fn serve_until(
+    listener: TcpListener,
+    cert: Arc<ReloadingCert>,
+    webhook: Arc<Webhook>,
+    stop: impl Future<Output = ()>,
+    delay: Duration,
+) {
+    let app = router(webhook.clone());
+    let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()));
+    let open = GracefulShutdown::new();
+    accept_until(&listener, &acceptor, &app, &open, stop).await;
+    webhook.stopping.store(true, Ordering::SeqCst);
+    tracing::info!(
+        "[WEBHOOK] stopping: not ready; answering for {}s more",
+        delay.as_secs_f32()
+    );
+    accept_until(&listener, &acceptor, &app, &open, tokio::time::sleep(delay)).await;
+    drop(listener);
+    let connections = open.count();
+    tracing::info!("[WEBHOOK] no longer accepting; closing {connections} connection(s)");
+    match tokio::time::timeout(READ_TIMEOUT, open.shutdown()).await {
+        Ok(()) => tracing::info!("[WEBHOOK] stopped"),
+        Err(_) => tracing::warn!(
+            "[WEBHOOK] stopped with connections still open after {}s",
+            READ_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// Serves any `app` with the webhook's TLS and connection handling until
+/// the process ends (the benchmark's floor serves a constant answer this
+/// way).
 pub async fn serve_router(listener: TcpListener, cert: Arc<ReloadingCert>, app: Router) {
     let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()));
+    let open = GracefulShutdown::new();
+    accept_until(&listener, &acceptor, &app, &open, std::future::pending()).await
+}
+
+/// Accepts connections, each served by a task of its own, until `until`
+/// resolves.
+async fn accept_until(
+    listener: &TcpListener,
+    acceptor: &TlsAcceptor,
+    app: &Router,
+    open: &GracefulShutdown,
+    until: impl Future<Output = ()>,
+) {
+    tokio::pin!(until);
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("[WEBHOOK] accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let (tcp, peer) = tokio::select! {
+            () = &mut until => return,
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("[WEBHOOK] accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
         };
         // An answer leaves in more than one segment (TLS records, head and
         // body); with Nagle's algorithm the later ones wait for the API
@@ -67,8 +135,8 @@ pub async fn serve_router(listener: TcpListener, cert: Arc<ReloadingCert>, app: 
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("[WEBHOOK] TCP_NODELAY on the connection from {peer}: {e}");
         }
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move { connection(tcp, peer, acceptor, app).await });
+        let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), open.watcher());
+        tokio::spawn(async move { connection(tcp, peer, acceptor, app, watcher).await });
     }
 }
 
@@ -77,6 +145,7 @@ async fn connection(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     app: Router,
+    watcher: Watcher,
 ) {
     let tls = match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
@@ -95,7 +164,8 @@ async fn connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(READ_TIMEOUT);
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+    let served = watcher.watch(builder.serve_connection(TokioIo::new(tls), service));
+    if let Err(e) = served.await {
         tracing::debug!("[WEBHOOK] connection from {peer} ended: {e}");
     }
 }
@@ -105,9 +175,17 @@ fn router(webhook: Arc<Webhook>) -> Router {
         .route("/mutate", post(mutate_annotated))
         .route("/mutate-namespace", post(mutate_namespace))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/ready", get(|| async { "ready\n" }))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(webhook)
+}
+
+async fn ready(State(w): State<Arc<Webhook>>) -> Response {
+    if w.stopping.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
 }
 
 async fn metrics(State(w): State<Arc<Webhook>>) -> Response {

@@ -1,13 +1,14 @@
 //! The webhook over real HTTPS: a client that verifies the certificate
 //! against the CA that signed it, reviews answered, bad input refused
-//! while the server keeps serving, and the certificate rotated on disk:
-//! new connections get the new one, an open connection is not dropped.
+//! while the server keeps serving, the certificate rotated on disk (new
+//! connections get the new one, an open connection is not dropped), and
+//! the server stopped gracefully.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kernelseal_webhook::server::{MAX_BODY, Webhook, serve};
+use kernelseal_webhook::server::{MAX_BODY, Webhook, serve, serve_until};
 use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
 use kernelseal_webhook::{NoRegistry, Patcher, Settings};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -90,6 +91,7 @@ async fn start(dir: &Path) -> (String, Pki) {
         own_namespace: "kernelseal".into(),
         images: Box::new(NoRegistry),
         metrics: Default::default(),
+        stopping: Default::default(),
     });
     tokio::spawn(cert.clone().watch(Duration::from_millis(50)));
     tokio::spawn(serve(listener, cert, webhook));
@@ -263,4 +265,135 @@ async fn a_rotated_certificate_is_served_to_new_connections_without_dropping_ope
             .await
             .is_ok()
     );
+}
+
+/// A review sent by hand over its own TLS connection, its body cut in two
+/// so that it is under way when the server stops.
+struct SlowReview {
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    rest: Vec<u8>,
+}
+
+impl SlowReview {
+    async fn start(port: u16, ca_pem: &str) -> SlowReview {
+        use tokio::io::AsyncWriteExt;
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        let ca = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
+        roots.add(ca).unwrap();
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let body = review_body(json!({ "kernelseal.io/inject": "true" }));
+        let head = format!(
+            "POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        );
+        let (first, rest) = body.split_at(body.len() / 2);
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.write_all(first).await.unwrap();
+        tls.flush().await.unwrap();
+        SlowReview {
+            tls,
+            rest: rest.to_vec(),
+        }
+    }
+
+    /// Sends the rest of the body; the answer's status line and body.
+    async fn finish(mut self) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.tls.write_all(&self.rest).await.unwrap();
+        self.tls.flush().await.unwrap();
+        let mut answer = Vec::new();
+        // The server closes the connection after this answer: it is
+        // stopping.
+        self.tls.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        let status = answer.lines().next().unwrap_or_default().to_string();
+        let body = answer
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        (status, body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_turns_not_ready_answers_for_the_delay_then_finishes_reviews_under_way() {
+    install_crypto();
+    let dir = scratch("stop");
+    let p = pki("stop");
+    let cert = ReloadingCert::new(install(&dir, &p)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let webhook = Arc::new(Webhook {
+        patcher: Patcher::new(Settings::default()),
+        own_namespace: "kernelseal".into(),
+        images: Box::new(NoRegistry),
+        metrics: Default::default(),
+        stopping: Default::default(),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let delay = Duration::from_millis(800);
+    let server = tokio::spawn(serve_until(
+        listener,
+        cert,
+        webhook,
+        async move {
+            let _ = stopped.await;
+        },
+        delay,
+    ));
+    let base = format!("https://localhost:{port}");
+    let kept = client(&p.ca_pem);
+    let ready = |c: reqwest::Client| {
+        let url = format!("{base}/ready");
+        async move { c.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(ready(kept.clone()).await.unwrap(), 200);
+    let slow = SlowReview::start(port, &p.ca_pem).await;
+
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        ready(kept.clone()).await.unwrap(),
+        503,
+        "stopping: /ready says so at once"
+    );
+    let during = client(&p.ca_pem)
+        .post(format!("{base}/mutate"))
+        .body(review_body(json!({ "kernelseal.io/inject": "true" })))
+        .send()
+        .await
+        .expect("during the delay, a new connection is still served");
+    assert_eq!(during.status(), 200);
+
+    tokio::time::sleep(delay).await;
+    let after = client(&p.ca_pem)
+        .get(format!("{base}/healthz"))
+        .send()
+        .await;
+    assert!(
+        after.is_err(),
+        "after the delay no connection is accepted: {after:?}"
+    );
+    let (status, body) = slow.finish().await;
+    assert!(status.ends_with("200 OK"), "{status}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert!(answer["response"]["patch"].is_string(), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server returns once its connections are closed")
+        .unwrap();
 }
