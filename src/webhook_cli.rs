@@ -36,7 +36,9 @@ pub struct WebhookArgs {
     /// wrapper from.
     #[arg(long, value_name = "IMAGE", default_value = "kernelseal:0.1.0")]
     image: String,
-    /// The agent's socket directory on the nodes (mounted read-only).
+    /// The agent's socket directory on the nodes, mounted read-only at the
+    /// same path; the socket in it is `kernelseal.sock` (another directory
+    /// than the default is passed to the wrapper as `--socket`).
     #[arg(long, value_name = "DIR", default_value = "/run/kernelseal")]
     socket_dir: String,
     /// The agent socket's group (its `--socket-group`), added to the pod's

@@ -27,13 +27,17 @@ pub const INIT_CONTAINER: &str = "kernelseal-exec";
 pub const BIN_VOLUME: &str = "kernelseal-bin";
 pub const RUN_VOLUME: &str = "kernelseal-run";
 pub const TOKEN_VOLUME: &str = "kernelseal-tokens";
+/// The agent's socket in [`Settings::socket_dir`], as the agent names it
+/// by default.
+pub const SOCKET_NAME: &str = "kernelseal.sock";
 
 /// How this webhook's pods are wrapped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// The KernelSeal image the init container copies the wrapper from.
     pub image: String,
-    /// The agent's socket directory on the node, mounted at the same path.
+    /// The agent's socket directory on the node, mounted at the same path;
+    /// the socket in it is [`SOCKET_NAME`].
     pub socket_dir: String,
     /// The socket's group (the agent's `--socket-group`).
     pub socket_group: i64,
@@ -291,8 +295,16 @@ fn add_group(pod: &Pod, settings: &Settings, ops: &mut Vec<Add<'_>>) {
 }
 
 /// The wrapper's command line up to `--`.
-fn wrapper_prefix(injection: &Injection) -> Vec<String> {
+fn wrapper_prefix(injection: &Injection, settings: &Settings) -> Vec<String> {
     let mut p = vec![format!("{WRAPPER_DIR}/kernelseal-exec")];
+    let socket = format!(
+        "{}/{SOCKET_NAME}",
+        settings.socket_dir.trim_end_matches('/')
+    );
+    if socket != kernelseal_protocol::DEFAULT_SOCKET {
+        p.push("--socket".into());
+        p.push(socket);
+    }
     if let Some(t) = injection.timeout {
         p.push("--timeout".into());
         p.push(format!("{}ms", t.as_millis()));
@@ -321,7 +333,7 @@ fn wrap_container<'a>(
     ops: &mut Vec<Add<'a>>,
 ) -> Result<(), PatchError> {
     let index = i.to_string();
-    let mut command = wrapper_prefix(injection);
+    let mut command = wrapper_prefix(injection, &patcher.settings);
     match command_of(c) {
         Some(cmd) => command.extend(cmd.iter().cloned()),
         None => {

@@ -268,6 +268,48 @@ async fn a_container_with_a_command_is_wrapped_and_the_pod_gets_what_it_needs() 
 }
 
 #[tokio::test]
+async fn another_socket_directory_is_mounted_and_named_to_the_wrapper() {
+    let pod = deployment_pod(
+        annotated(),
+        vec![container("web", "w", Some(&["/app/server"]))],
+    );
+    let settings = Settings {
+        socket_dir: "/var/lib/kernelseal/run".into(),
+        ..Settings::default()
+    };
+    let r = review(
+        &admission_review(&pod, "shop", false),
+        Trigger::Annotation,
+        OWN_NAMESPACE,
+        &Patcher::new(settings),
+        &NoRegistry,
+    )
+    .await
+    .unwrap();
+    let p = patched(&pod, &r);
+    let web = &p["spec"]["containers"][0];
+    assert_eq!(
+        web["command"],
+        json!([
+            WRAPPER,
+            "--socket",
+            "/var/lib/kernelseal/run/kernelseal.sock",
+            "--",
+            "/app/server"
+        ])
+    );
+    assert_eq!(
+        web["volumeMounts"][2],
+        json!({ "name": "kernelseal-run", "mountPath": "/var/lib/kernelseal/run", "readOnly": true })
+    );
+    assert_eq!(
+        p["spec"]["volumes"][2]["hostPath"]["path"],
+        "/var/lib/kernelseal/run"
+    );
+    validate_all(&[p]);
+}
+
+#[tokio::test]
 async fn several_containers_init_containers_groups_and_flags() {
     let mut pod = deployment_pod(
         json!({
