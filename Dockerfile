@@ -103,12 +103,14 @@ COPY deploy/docker/healthcheck /usr/bin/kernelseal-healthcheck
 # Non-root by default; the agent's manifest sets runAsUser: 0 (see top).
 USER 65532:65532
 
-# The agent's metrics/health port (monitoring.metricsPort) and the CSI
-# provider's --health-addr port.
-EXPOSE 9090 8095
+# The agent's metrics/health port (monitoring.metricsPort), the CSI
+# provider's --health-addr port and the webhook's HTTPS port (--listen).
+EXPOSE 9090 8095 8443
 
-# /healthz of whichever role runs (agent :9090, CSI provider :8095).
-# Kubernetes ignores this and uses the manifests' httpGet probes.
+# /healthz of whichever role runs (agent :9090, CSI provider :8095); the
+# webhook serves /healthz over HTTPS only, which this plain-HTTP check
+# cannot speak. Kubernetes ignores HEALTHCHECK and uses the manifests'
+# httpGet probes (scheme HTTPS for the webhook).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["/usr/bin/kernelseal-healthcheck"]
 
