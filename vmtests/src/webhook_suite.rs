@@ -15,15 +15,16 @@
 //!
 //! | in the patched pod | in the VM |
 //! |---|---|
-//! | `/kernelseal/bin/kernelseal-exec`: the init container's copy of the KernelSeal image's static wrapper, in the in-memory volume `kernelseal-bin` | `/usr/bin/kernelseal exec`. The guest carries no `kernelseal-exec` (xtask's guest.rs gives it the static `kernelseal`, `kernelseal-dynamic` and the runner); `kernelseal exec` is the same wrapper (`kernelseal_exec::main_with`, same flags). The command's first word becomes these two words; nothing else in it changes: the flags and `--` run as the webhook wrote them. |
+//! | the init container `kernelseal-exec`: the KernelSeal image's static wrapper at `/usr/bin/kernelseal-exec`, its command copying it into the in-memory volume `kernelseal-bin` | the guest's static `kernelseal-exec` at the same path (xtask's guest.rs puts it there); the volume is a tmpfs of the same size at the init container's mount path, and the init container's command runs as the webhook wrote it |
+//! | `/kernelseal/bin/kernelseal-exec`: the app container's mount of that volume, read-only | the same tmpfs at the same path: the app's command, wrapper first, runs as the webhook wrote it |
 //! | `/run/kernelseal`: hostPath `/run/kernelseal`, read-only | `/run/kernelseal`: the running agent's socket directory, the same path (checked: the agent's socket is there). |
 //! | `/var/run/secrets/kernelseal.io/tokens`: the projected volume `kernelseal-tokens` (one file per audience: `vault`) | the same path, made for the test and removed after it: a token minted for web's pod with the volume's audience and lifetime, at the volume's file name. The wrapper reads it at its default path; no `--token-file`. |
 //! | the container's command: this runner as `victim` | the same, at the runner's path in the guest |
 //! | the pod created from the reviewed one (`generateName: web-7d9f4c6b8-`) | `web-7d9f4c6b8-x2kq9` of the stand-in node, container `app`: the pod the agent finds behind the cgroup |
 //!
-//! Not run: the init container's `cp` (the guest has no image to copy
-//! from), the socket group (the app runs as root) and the pod's other
-//! volumes.
+//! Not run: the socket group (the app runs as root), the read-only mount
+//! of the wrapper's volume in the app (one mount serves both) and the
+//! pod's other volumes.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ use kernelseal_webhook::patch::{BIN_VOLUME, INIT_CONTAINER, RUN_VOLUME, TOKEN_VO
 use kernelseal_webhook::{NoRegistry, Patcher, Settings, Trigger, review};
 use serde_json::{Value, json};
 
-use crate::agent::{KERNELSEAL, wait_log_line};
+use crate::agent::wait_log_line;
 use crate::pod_identity_suite::{
     ContainerCgroup, NAMESPACE, StandinCluster, WEB_CID, WEB_PATH, WEB_POD, WEB_SECRET, WEB_UID,
     in_cgroup, not_in_agent_log, token, token_spec,
@@ -49,9 +50,6 @@ const OWN_NAMESPACE: &str = "kernelseal";
 /// web's container, as the stand-in node runs it.
 const CONTAINER: &str = "app";
 const REVIEW_UID: &str = "4c1d2e3f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
-/// The wrapper of the guest, in place of the one the pod's init container
-/// copies.
-const WRAPPER_IN_VM: [&str; 2] = [KERNELSEAL, "exec"];
 
 /// The Deployment `web`'s pod, as its ReplicaSet has the API server create
 /// it: annotated for injection, with the wrapper's timeout and on-error
@@ -227,15 +225,81 @@ fn wrapper_in_pod(pod: &Value, app: &Value) -> Result<String, String> {
     Ok(copied_to)
 }
 
-/// The pod's command line as the VM runs it: the pod's wrapper, its first
-/// word, is the guest's; the rest is run as it is.
-fn in_the_vm(command_line: &[String], wrapper: &str) -> Result<Vec<String>, String> {
-    match command_line.split_first() {
-        Some((first, rest)) if first == wrapper => Ok(WRAPPER_IN_VM
-            .iter()
-            .map(|w| w.to_string())
-            .chain(rest.iter().cloned())
-            .collect()),
+/// The in-memory volume the init container copies the wrapper into, as
+/// a tmpfs at its mount path. Unmounted and removed on drop.
+struct BinVolume {
+    path: PathBuf,
+}
+
+impl BinVolume {
+    fn mount(pod: &Value, init: &Value) -> Result<Self, String> {
+        let empty_dir = &volume(pod, BIN_VOLUME)?["emptyDir"];
+        if empty_dir["medium"] != "Memory" {
+            return Err(format!(
+                "{BIN_VOLUME} is not an in-memory emptyDir: {empty_dir}"
+            ));
+        }
+        let path = PathBuf::from(mount_path(init, BIN_VOLUME)?);
+        if path.exists() {
+            return Err(format!("{} exists before the test", path.display()));
+        }
+        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let volume = BinVolume { path };
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs"])
+            .arg(&volume.path)
+            .status()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "mounting a tmpfs at {}: {status}",
+                volume.path.display()
+            ));
+        }
+        Ok(volume)
+    }
+}
+
+impl Drop for BinVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Runs the init container's command as the webhook wrote it; the
+/// wrapper must then be at `copied_to`, executable.
+fn run_init_container(pod: &Value, copied_to: &str) -> TestResult {
+    let init = command_line(container(pod, "initContainers", INIT_CONTAINER)?);
+    let (program, args) = init
+        .split_first()
+        .ok_or("the init container has no command")?;
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|e| format!("the init container's {init:?}: {e}"))?;
+    if !status.success() {
+        return Err(format!("the init container's {init:?}: {status}"));
+    }
+    match std::fs::metadata(copied_to) {
+        Ok(m) if m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(m) => Err(format!(
+            "{copied_to} is not executable ({:o})",
+            m.permissions().mode()
+        )),
+        Err(e) => Err(format!(
+            "the init container copied no wrapper to {copied_to}: {e}"
+        )),
+    }
+}
+
+/// The app's command line starts with the wrapper the init container
+/// copied.
+fn starts_with_wrapper(command_line: &[String], wrapper: &str) -> TestResult {
+    match command_line.first() {
+        Some(first) if first == wrapper => Ok(()),
         _ => Err(format!(
             "the patched command does not start with the wrapper {wrapper}: {command_line:?}"
         )),
@@ -353,7 +417,12 @@ pub fn patched_command_runs_wrapped_and_root_is_refused(ctx: &mut Ctx) -> TestRe
     let pod = deployment_pod(&runner.to_string_lossy());
     let patched = patched(&cluster.runtime, &pod)?;
     let app = container(&patched, "containers", CONTAINER)?;
-    let wrapped = in_the_vm(&command_line(app), &wrapper_in_pod(&patched, app)?)?;
+    let wrapper = wrapper_in_pod(&patched, app)?;
+    let wrapped = command_line(app);
+    starts_with_wrapper(&wrapped, &wrapper)?;
+    let init = container(&patched, "initContainers", INIT_CONTAINER)?;
+    let _bin = BinVolume::mount(&patched, init)?;
+    run_init_container(&patched, &wrapper)?;
     let unwrapped = command_line(container(&pod, "containers", CONTAINER)?);
     socket_dir_is_the_agents(&patched, app)?;
     let expected = expected_secret()?;

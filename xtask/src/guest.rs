@@ -16,7 +16,8 @@ use crate::util::{Workspace, absolute_file};
 
 /// The static `kernelseal` at /usr/bin/kernelseal (what a locked node
 /// runs), the dynamically linked release build at
-/// /usr/bin/kernelseal-dynamic, plus any `--with` files.
+/// /usr/bin/kernelseal-dynamic, the static wrapper at
+/// /usr/bin/kernelseal-exec, plus any `--with` files.
 pub fn base_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
     let mut list = vec![
         (
@@ -26,6 +27,12 @@ pub fn base_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String,
         (
             "usr/bin/kernelseal-dynamic".to_owned(),
             ws.release_bin("kernelseal"),
+        ),
+        // Where the KernelSeal image has it: the webhook's init container
+        // copies it from there (vmtests' webhook_suite.rs).
+        (
+            "usr/bin/kernelseal-exec".to_owned(),
+            ws.cargo_build_static("kernelseal-exec", "kernelseal-exec")?,
         ),
     ];
     for path in with {
