@@ -120,18 +120,13 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
         ..RegistryConfig::default()
     })
     .map_err(|e| Failure::runtime(anyhow!(e)))?;
-    let webhook = Arc::new(Webhook {
-        patcher: Patcher::new(Settings {
-            image: args.image,
-            socket_dir: args.socket_dir,
-            socket_group: args.socket_group,
-            token_expiry_secs,
-        }),
-        own_namespace,
-        images: Box::new(images),
-        metrics: Default::default(),
-        stopping: Default::default(),
+    let patcher = Patcher::new(Settings {
+        image: args.image,
+        socket_dir: args.socket_dir,
+        socket_group: args.socket_group,
+        token_expiry_secs,
     });
+    let webhook = Arc::new(Webhook::new(patcher, own_namespace, Box::new(images)));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -198,13 +198,11 @@ fn main() {
             })
             .unwrap()
         };
-        let webhook = Arc::new(Webhook {
-            patcher: Patcher::new(Settings::default()),
-            own_namespace: "kernelseal".into(),
-            images: Box::new(lookups()),
-            metrics: Default::default(),
-            stopping: Default::default(),
-        });
+        let webhook = Arc::new(Webhook::new(
+            Patcher::new(Settings::default()),
+            "kernelseal".into(),
+            Box::new(lookups()),
+        ));
         let floor_answer = json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "response": { "uid": "00000000-0000-4000-8000-000000000000", "allowed": true }

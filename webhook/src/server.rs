@@ -54,6 +54,19 @@ pub struct Webhook {
     pub stopping: AtomicBool,
 }
 
+impl Webhook {
+    /// A webhook serving from the start, its metrics at zero.
+    pub fn new(patcher: Patcher, own_namespace: String, images: Box<dyn ImageConfigs>) -> Self {
+        Webhook {
+            patcher,
+            own_namespace,
+            images,
+            metrics: Metrics::default(),
+            stopping: AtomicBool::new(false),
+        }
+    }
+}
+
 /// Serves `listener` over TLS with `cert` until the process ends.
 pub async fn serve(listener: TcpListener, cert: Arc<ReloadingCert>, webhook: Arc<Webhook>) {
     serve_until(

@@ -81,21 +81,40 @@ fn review_body(annotations: Value) -> Vec<u8> {
     .unwrap()
 }
 
-async fn start(dir: &Path) -> (String, Pki) {
-    let p = pki("one");
-    let cert = ReloadingCert::new(install(dir, &p)).unwrap();
+/// What a server is started with: a certificate of CA `name` installed in
+/// `dir`, a listener on a free port, a webhook without registry.
+struct Parts {
+    pki: Pki,
+    cert: Arc<ReloadingCert>,
+    listener: tokio::net::TcpListener,
+    port: u16,
+    webhook: Arc<Webhook>,
+}
+
+async fn parts(dir: &Path, name: &str) -> Parts {
+    let pki = pki(name);
+    let cert = ReloadingCert::new(install(dir, &pki)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let webhook = Arc::new(Webhook {
-        patcher: Patcher::new(Settings::default()),
-        own_namespace: "kernelseal".into(),
-        images: Box::new(NoRegistry),
-        metrics: Default::default(),
-        stopping: Default::default(),
-    });
-    tokio::spawn(cert.clone().watch(Duration::from_millis(50)));
-    tokio::spawn(serve(listener, cert, webhook));
-    (format!("https://localhost:{port}"), p)
+    let webhook = Arc::new(Webhook::new(
+        Patcher::new(Settings::default()),
+        "kernelseal".into(),
+        Box::new(NoRegistry),
+    ));
+    Parts {
+        pki,
+        cert,
+        listener,
+        port,
+        webhook,
+    }
+}
+
+async fn start(dir: &Path) -> (String, Pki) {
+    let p = parts(dir, "one").await;
+    tokio::spawn(p.cert.clone().watch(Duration::from_millis(50)));
+    tokio::spawn(serve(p.listener, p.cert, p.webhook));
+    (format!("https://localhost:{}", p.port), p.pki)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -331,18 +350,13 @@ impl SlowReview {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_turns_not_ready_answers_for_the_delay_then_finishes_reviews_under_way() {
     install_crypto();
-    let dir = scratch("stop");
-    let p = pki("stop");
-    let cert = ReloadingCert::new(install(&dir, &p)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let webhook = Arc::new(Webhook {
-        patcher: Patcher::new(Settings::default()),
-        own_namespace: "kernelseal".into(),
-        images: Box::new(NoRegistry),
-        metrics: Default::default(),
-        stopping: Default::default(),
-    });
+    let Parts {
+        pki: p,
+        cert,
+        listener,
+        port,
+        webhook,
+    } = parts(&scratch("stop"), "stop").await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let delay = Duration::from_millis(800);
     let server = tokio::spawn(serve_until(
