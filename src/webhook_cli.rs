@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use kernelseal_webhook::server::{Webhook, serve};
 use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
-use kernelseal_webhook::{Registry, RegistryConfig, Settings};
+use kernelseal_webhook::{PullSecrets, Registry, RegistryConfig, Settings};
 
 use crate::exit::Failure;
 
@@ -59,6 +59,13 @@ pub struct WebhookArgs {
     /// kept for good); `0s`: tags are read for every pod.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration)]
     image_cache_ttl: Duration,
+    /// Look images up with the pod's imagePullSecrets (its service
+    /// account's included), as the kubelet pulls them: each Secret a pod
+    /// names is read with `get` in the pod's namespace, so the webhook's
+    /// identity needs cluster-wide `get` on `secrets`. Off: lookups are
+    /// anonymous and private images are refused.
+    #[arg(long)]
+    pull_secrets: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -106,28 +113,34 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
         key: args.key_file,
     })
     .map_err(Failure::config)?;
-    let images = Registry::new(RegistryConfig {
+    let registry = Registry::new(RegistryConfig {
         insecure: args.insecure_registries,
         tag_ttl: args.image_cache_ttl,
         ..RegistryConfig::default()
     })
     .map_err(|e| Failure::runtime(anyhow!(e)))?;
-    let webhook = Arc::new(Webhook {
-        settings: Settings {
-            image: args.image,
-            socket_dir: args.socket_dir,
-            socket_group: args.socket_group,
-            token_expiry_secs,
-        },
-        own_namespace,
-        images: Box::new(images),
-        metrics: Default::default(),
-    });
+    let settings = Settings {
+        image: args.image,
+        socket_dir: args.socket_dir,
+        socket_group: args.socket_group,
+        token_expiry_secs,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(anyhow!(e).context("starting the async runtime")))?;
     runtime.block_on(async move {
+        let images = if args.pull_secrets {
+            registry.with_pull_secrets(PullSecrets::new(kube_client().await?))
+        } else {
+            registry
+        };
+        let webhook = Arc::new(Webhook {
+            settings,
+            own_namespace,
+            images: Box::new(images),
+            metrics: Default::default(),
+        });
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| Failure::config(anyhow!("--listen {}: {e}", args.listen)))?;
@@ -136,7 +149,7 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::runtime(anyhow!(e)))?;
         tokio::spawn(cert.clone().watch(args.reload_interval));
         tracing::info!(
-            listen = %addr, namespace = %webhook.own_namespace,
+            listen = %addr, namespace = %webhook.own_namespace, pull_secrets = args.pull_secrets,
             "[WEBHOOK] serving admission reviews on https://{addr}/mutate"
         );
         tokio::select! {
@@ -144,6 +157,18 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
             _ = tokio::signal::ctrl_c() => Ok(()),
             () = terminate() => Ok(()),
         }
+    })
+}
+
+/// The API client pull secrets are read with: in-cluster, the pod's
+/// service-account token (the Deployment must mount one); elsewhere
+/// `$KUBECONFIG` or `~/.kube/config`.
+async fn kube_client() -> Result<kube::Client, Failure> {
+    kube::Client::try_default().await.map_err(|e| {
+        Failure::config(anyhow!(
+            "--pull-secrets: no Kubernetes API client ({e}): run in-cluster with a \
+             service-account token mounted, or set KUBECONFIG"
+        ))
     })
 }
 

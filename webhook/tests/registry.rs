@@ -6,6 +6,8 @@
 //! registry that is down, an HTTPS-only client and an artifact are refused
 //! naming the image.
 
+// The registry harness; these tests use part of it.
+#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};
