@@ -386,7 +386,7 @@ async fn without_get_on_secrets_the_refusal_names_the_secret_and_the_rbac_it_nee
     for want in [
         format!("pull secret {NAMESPACE}/regcred: the webhook may not read it (403"),
         "cannot get resource \"secrets\"".into(),
-        "needs `get` on `secrets`".into(),
+        "needs get on secrets".into(),
     ] {
         assert!(msg.contains(&want), "{want:?} not in {msg:?}");
     }

@@ -187,8 +187,8 @@ impl PullSecrets {
 fn api_failure(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(status) if status.code == 403 => format!(
-            "the webhook may not read it (403: {}): its service account needs `get` on \
-             `secrets` (deploy/manifests/webhook/pull-secrets-rbac.yaml; the chart's \
+            "the webhook may not read it (403: {}): its service account needs get on \
+             secrets (deploy/manifests/webhook/pull-secrets-rbac.yaml; the chart's \
              webhook.pullSecrets)",
             status.message
         ),
