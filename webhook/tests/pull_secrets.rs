@@ -44,20 +44,38 @@ const NAMESPACE: &str = "shop";
 const WRAPPER: &str = "/kernelseal/bin/kernelseal-exec";
 
 fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
+    b64_bytes(s.as_bytes())
 }
 
-/// Everything every test's secrets must never show up in.
-fn secrets_in_plain_sight(text: &str) -> Vec<&'static str> {
-    let forms: [(&'static str, String); 4] = [
-        ("the password", PASSWORD.into()),
-        ("the wrong password", WRONG_PASSWORD.into()),
-        ("the auth field", b64(&format!("{USER}:{PASSWORD}"))),
+fn b64_bytes(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// The Secrets' data as the API server sends it (base64 of the docker
+/// configs), registered by [`setup`].
+fn api_forms() -> &'static Mutex<Vec<String>> {
+    static FORMS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    FORMS.get_or_init(Mutex::default)
+}
+
+/// Which forms of the secrets `text` shows: none may show up in an error
+/// or the log.
+fn secrets_in_plain_sight(text: &str) -> Vec<String> {
+    let mut forms: Vec<(String, String)> = vec![
+        ("the password".into(), PASSWORD.into()),
+        ("the wrong password".into(), WRONG_PASSWORD.into()),
+        ("the auth field".into(), b64(&format!("{USER}:{PASSWORD}"))),
         (
-            "the wrong auth field",
+            "the wrong auth field".into(),
             b64(&format!("{USER}:{WRONG_PASSWORD}")),
         ),
     ];
+    for (i, form) in api_forms().lock().unwrap().iter().enumerate() {
+        forms.push((
+            format!("the data of secret #{i} as the API sends it"),
+            form.clone(),
+        ));
+    }
     forms
         .into_iter()
         .filter(|(_, f)| text.contains(f.as_str()))
@@ -152,6 +170,7 @@ async fn setup(name: &str) -> Option<Setup> {
             ("wrongcred", WRONG_PASSWORD, DOCKER_CONFIG_JSON_TYPE),
         ] {
             let (key, value) = docker_config(&host, password, secret_type);
+            api_forms().lock().unwrap().push(b64_bytes(&value));
             p.add_secret(NAMESPACE, secret, secret_type, &[(key, &value)]);
         }
         let (key, value) = docker_config(&host, PASSWORD, DOCKER_CONFIG_JSON_TYPE);

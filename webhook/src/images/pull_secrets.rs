@@ -5,9 +5,12 @@
 //! else.
 //!
 //! The pod as the API server sends it to the webhook already carries its
-//! service account's pull secrets (the ServiceAccount admission plugin adds
-//! them to a pod that names none, and it runs before the mutating
-//! webhooks): the pod's list is the whole list.
+//! service account's pull secrets: the ServiceAccount admission plugin
+//! adds them to a pod that names none
+//! (<https://kubernetes.io/docs/reference/access-authn-authz/service-accounts-admin/#serviceaccount-admission-controller>),
+//! and the API server runs it before the mutating webhooks (its plugin
+//! order, `AllOrderedPlugins` in `pkg/kubeapiserver/options/plugins.go`).
+//! The pod's list is the whole list.
 //!
 //! A secret that does not exist, or holds no registry credential (another
 //! type), is skipped with a warning naming it, as the kubelet skips it;
