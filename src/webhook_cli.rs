@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use kernelseal_webhook::server::{Webhook, serve_until};
 use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
-use kernelseal_webhook::{Patcher, Registry, RegistryConfig, Settings};
+use kernelseal_webhook::{Patcher, PullSecrets, Registry, RegistryConfig, Settings};
 
 use crate::exit::Failure;
 
@@ -67,6 +67,13 @@ pub struct WebhookArgs {
     /// then the connections open finish their review (10 s at most).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
     shutdown_delay: Duration,
+    /// Look images up with the pod's imagePullSecrets (its service
+    /// account's included), as the kubelet pulls them: each Secret a pod
+    /// names is read with `get` in the pod's namespace, so the webhook's
+    /// identity needs cluster-wide `get` on `secrets`. Off: lookups are
+    /// anonymous and private images are refused.
+    #[arg(long)]
+    pull_secrets: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -114,7 +121,7 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
         key: args.key_file,
     })
     .map_err(Failure::config)?;
-    let images = Registry::new(RegistryConfig {
+    let registry = Registry::new(RegistryConfig {
         insecure: args.insecure_registries,
         tag_ttl: args.image_cache_ttl,
         ..RegistryConfig::default()
@@ -126,12 +133,17 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
         socket_group: args.socket_group,
         token_expiry_secs,
     });
-    let webhook = Arc::new(Webhook::new(patcher, own_namespace, Box::new(images)));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(anyhow!(e).context("starting the async runtime")))?;
     runtime.block_on(async move {
+        let images = if args.pull_secrets {
+            registry.with_pull_secrets(PullSecrets::new(kube_client().await?))
+        } else {
+            registry
+        };
+        let webhook = Arc::new(Webhook::new(patcher, own_namespace, Box::new(images)));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| Failure::config(anyhow!("--listen {}: {e}", args.listen)))?;
@@ -140,7 +152,7 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::runtime(anyhow!(e)))?;
         tokio::spawn(cert.clone().watch(args.reload_interval));
         tracing::info!(
-            listen = %addr, namespace = %webhook.own_namespace,
+            listen = %addr, namespace = %webhook.own_namespace, pull_secrets = args.pull_secrets,
             "[WEBHOOK] serving admission reviews on https://{addr}/mutate"
         );
         let stop = stop_signal().map_err(|e| Failure::runtime(anyhow!(e)))?;
@@ -162,5 +174,17 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => "SIGINT",
         };
         tracing::info!("[WEBHOOK] {name} received");
+    })
+}
+
+/// The API client pull secrets are read with: in-cluster, the pod's
+/// service-account token (the Deployment must mount one); elsewhere
+/// `$KUBECONFIG` or `~/.kube/config`.
+async fn kube_client() -> Result<kube::Client, Failure> {
+    kube::Client::try_default().await.map_err(|e| {
+        Failure::config(anyhow!(
+            "--pull-secrets: no Kubernetes API client ({e}): run in-cluster with a \
+             service-account token mounted, or set KUBECONFIG"
+        ))
     })
 }

@@ -127,6 +127,7 @@ fn all_pieces() -> Vec<Piece> {
         "injector/src",
         "bpf/src",
         "csi-shim/src",
+        "webhook/src",
     ] {
         rust_files(&root.join(dir), &mut files);
     }

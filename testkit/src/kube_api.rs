@@ -1,15 +1,19 @@
 //! A stand-in for the Kubernetes API calls the agent's pod identity
 //! makes: `GET /api/v1/pods?fieldSelector=spec.nodeName=<node>`, a
 //! `PodList`, and `GET /api/v1/namespaces/<ns>/serviceaccounts/<name>`
-//! (the IAM role annotation of `identity: pod`), over plain HTTP on
-//! 127.0.0.1 (kube-rs's `Client` takes an `http://` server from a
-//! kubeconfig).
+//! (the IAM role annotation of `identity: pod`); and the one the admission
+//! webhook makes: `GET /api/v1/namespaces/<ns>/secrets/<name>` (a pod's
+//! pull secret). Over plain HTTP on 127.0.0.1 (kube-rs's `Client` takes an
+//! `http://` server from a kubeconfig).
 //!
-//! It follows the documented API where the agent could trip on it:
-//! a bearer token is required (none or an unknown one: 401 `Status`), a
-//! known identity without `list` on pods gets 403 `Status`, the field
-//! selector is honoured (an unsupported field label: 400), and anything
-//! but the pod list is 404. Tests change pods the way the kubelet does
+//! It follows the documented API where a client could trip on it:
+//! a bearer token is required (none or an unknown one: 401 `Status`), an
+//! identity is authorized like its RBAC (the agent's [`AGENT_TOKEN`] may
+//! list pods and get service accounts, the webhook's [`WEBHOOK_TOKEN`]
+//! may get secrets, [`NO_LIST_TOKEN`] nothing: anything else is 403
+//! `Status` worded as the API server words it), the field selector is
+//! honoured (an unsupported field label: 400), a missing object is 404
+//! `Status`, and any other path is 404. Tests change pods the way the kubelet does
 //! (a container's ID published late, a new ID on a restart) and count the
 //! lists, to hold the agent to its rate bounds.
 
@@ -31,6 +35,19 @@ pub const AGENT_TOKEN: &str = "standin-agent-token-5a1f";
 pub const NO_LIST_TOKEN: &str = "standin-no-list-token-77c2";
 /// Who [`NO_LIST_TOKEN`] is, as the 403 names it.
 pub const NO_LIST_USER: &str = "system:serviceaccount:default:no-pods";
+/// A service-account token whose identity may `get` secrets cluster-wide
+/// and nothing else (the webhook's ClusterRole with `--pull-secrets`).
+pub const WEBHOOK_TOKEN: &str = "standin-webhook-token-3e9d";
+/// Who [`WEBHOOK_TOKEN`] is.
+pub const WEBHOOK_USER: &str = "system:serviceaccount:kernelseal:kernelseal-webhook";
+const AGENT_USER: &str = "system:serviceaccount:kernelseal:kernelseal-agent";
+
+/// What each identity may do: (user, verb, resource), all namespaces.
+const GRANTS: &[(&str, &str, &str)] = &[
+    (AGENT_USER, "list", "pods"),
+    (AGENT_USER, "get", "serviceaccounts"),
+    (WEBHOOK_USER, "get", "secrets"),
+];
 
 /// Field labels the API server accepts in a pod list's field selector.
 const POD_FIELDS: &[&str] = &[
@@ -49,6 +66,8 @@ pub struct Pods {
     resource_version: u64,
     /// Service accounts by (namespace, name).
     accounts: HashMap<(String, String), Value>,
+    /// Secrets by (namespace, name).
+    secrets: HashMap<(String, String), Value>,
 }
 
 impl Pods {
@@ -114,6 +133,45 @@ impl Pods {
         self.accounts
             .insert((namespace.to_string(), name.to_string()), sa);
     }
+
+    /// A Secret of `secret_type` whose `data` holds `values` (base64-encoded
+    /// here, as the API carries them).
+    pub fn add_secret(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        secret_type: &str,
+        values: &[(&str, &[u8])],
+    ) {
+        use base64::Engine;
+        self.resource_version += 1;
+        let data: serde_json::Map<String, Value> = values
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    json!(base64::engine::general_purpose::STANDARD.encode(v)),
+                )
+            })
+            .collect();
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {
+                "name": name, "namespace": namespace,
+                "uid": format!("secret-{namespace}-{name}"),
+                "resourceVersion": self.resource_version.to_string()
+            },
+            "type": secret_type,
+            "data": data
+        });
+        self.secrets
+            .insert((namespace.to_string(), name.to_string()), secret);
+    }
+
+    pub fn remove_secret(&mut self, namespace: &str, name: &str) {
+        self.secrets
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
 }
 
 /// A pod as the API server returns it right after scheduling: its
@@ -146,6 +204,8 @@ pub fn pod(namespace: &str, name: &str, uid: &str, node: &str, containers: &[&st
 struct Inner {
     pods: Mutex<Pods>,
     lists: AtomicUsize,
+    /// Secret `get`s answered, whatever the answer.
+    secret_gets: AtomicUsize,
     after_next_list: Mutex<Option<Hook>>,
 }
 
@@ -164,8 +224,10 @@ impl KubeApi {
                 items: Vec::new(),
                 resource_version: 1,
                 accounts: HashMap::new(),
+                secrets: HashMap::new(),
             }),
             lists: AtomicUsize::new(0),
+            secret_gets: AtomicUsize::new(0),
             after_next_list: Mutex::new(None),
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
@@ -194,6 +256,11 @@ impl KubeApi {
         self.inner.lists.load(Ordering::SeqCst)
     }
 
+    /// Secret `get`s served so far (refusals and 404s included).
+    pub fn secret_gets(&self) -> usize {
+        self.inner.secret_gets.load(Ordering::SeqCst)
+    }
+
     /// A kubeconfig for this server and `token`, written into `dir`.
     pub fn kubeconfig(&self, dir: &Path, token: &str) -> PathBuf {
         let path = dir.join("kubeconfig");
@@ -214,6 +281,29 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response {
         "details": { "kind": "pods" }, "code": code.as_u16()
     });
     (code, axum::Json(body)).into_response()
+}
+
+fn allowed(user: &str, verb: &str, resource: &str) -> bool {
+    GRANTS.contains(&(user, verb, resource))
+}
+
+/// The API server's 403 for a namespaced `get`.
+fn forbidden_get(user: &str, resource: &str, ns: &str, name: &str) -> Response {
+    status(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "{resource} \"{name}\" is forbidden: User \"{user}\" cannot get resource \"{resource}\" in API group \"\" in the namespace \"{ns}\""
+        ),
+    )
+}
+
+fn method_not_allowed(method: &Method) -> Response {
+    status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("the server does not allow this method on the requested resource: {method}"),
+    )
 }
 
 /// `key=value`, `key==value` or `key!=value` terms, comma-separated.
@@ -259,8 +349,9 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let user = match token {
-        Some(AGENT_TOKEN) => "system:serviceaccount:kernelseal:kernelseal-agent",
+        Some(AGENT_TOKEN) => AGENT_USER,
         Some(NO_LIST_TOKEN) => NO_LIST_USER,
+        Some(WEBHOOK_TOKEN) => WEBHOOK_USER,
         _ => {
             return status(
                 StatusCode::UNAUTHORIZED,
@@ -275,6 +366,12 @@ async fn handle(
     {
         return service_account(&inner, &method, user, namespace, name);
     }
+    if let Some(rest) = uri.path().strip_prefix("/api/v1/namespaces/")
+        && let Some((namespace, name)) = rest.split_once("/secrets/")
+        && !name.contains('/')
+    {
+        return secret(&inner, &method, user, namespace, name);
+    }
     if uri.path() != "/api/v1/pods" {
         return status(
             StatusCode::NOT_FOUND,
@@ -283,13 +380,9 @@ async fn handle(
         );
     }
     if method != Method::GET {
-        return status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!("the server does not allow this method on the requested resource: {method}"),
-        );
+        return method_not_allowed(&method);
     }
-    if user == NO_LIST_USER {
+    if !allowed(user, "list", "pods") {
         return status(
             StatusCode::FORBIDDEN,
             "Forbidden",
@@ -327,24 +420,14 @@ async fn handle(
     axum::Json(body).into_response()
 }
 
-/// `GET` of one service account: the agent's identity may `get` them, the
-/// one without pod rights may not; a missing one is the API's 404.
+/// `GET` of one service account: the agent's identity may `get` them,
+/// the others may not; a missing one is the API's 404.
 fn service_account(inner: &Inner, method: &Method, user: &str, ns: &str, name: &str) -> Response {
     if method != Method::GET {
-        return status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!("the server does not allow this method on the requested resource: {method}"),
-        );
+        return method_not_allowed(method);
     }
-    if user == NO_LIST_USER {
-        return status(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!(
-                "serviceaccounts \"{name}\" is forbidden: User \"{user}\" cannot get resource \"serviceaccounts\" in API group \"\" in the namespace \"{ns}\""
-            ),
-        );
+    if !allowed(user, "get", "serviceaccounts") {
+        return forbidden_get(user, "serviceaccounts", ns, name);
     }
     let pods = inner.pods.lock().unwrap();
     match pods.accounts.get(&(ns.to_string(), name.to_string())) {
@@ -353,6 +436,27 @@ fn service_account(inner: &Inner, method: &Method, user: &str, ns: &str, name: &
             StatusCode::NOT_FOUND,
             "NotFound",
             format!("serviceaccounts \"{name}\" not found"),
+        ),
+    }
+}
+
+/// `GET` of one secret: only an identity granted `get` on secrets may; a
+/// missing one is the API's 404.
+fn secret(inner: &Inner, method: &Method, user: &str, ns: &str, name: &str) -> Response {
+    if method != Method::GET {
+        return method_not_allowed(method);
+    }
+    inner.secret_gets.fetch_add(1, Ordering::SeqCst);
+    if !allowed(user, "get", "secrets") {
+        return forbidden_get(user, "secrets", ns, name);
+    }
+    let pods = inner.pods.lock().unwrap();
+    match pods.secrets.get(&(ns.to_string(), name.to_string())) {
+        Some(s) => axum::Json(s.clone()).into_response(),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("secrets \"{name}\" not found"),
         ),
     }
 }

@@ -39,6 +39,9 @@ pub mod server;
 pub mod tls;
 
 pub use annotations::{AnnotationError, Injection};
-pub use images::{ImageConfigs, LookupError, NoRegistry, Registry, RegistryConfig};
+pub use images::{
+    ImageConfigs, LookupError, NoRegistry, PullContext, PullSecrets, PulledWith, Registry,
+    RegistryConfig,
+};
 pub use patch::{Entrypoint, Entrypoints, PatchError, Patcher, Settings};
 pub use review::{Trigger, review};

@@ -262,7 +262,8 @@ async fn decide(
         Wanted::Skip(why) => return Ok(Outcome::Skip(why)),
         Wanted::Wrap(pod, injection) => (pod, injection),
     };
-    let found = images::look_up_all(images, patch::images_to_look_up(pod, &injection)).await;
+    let pull = images::PullContext::of(request);
+    let found = images::look_up_all(images, &pull, patch::images_to_look_up(pod, &injection)).await;
     let patch = wrap(pod, &injection, patcher, &found).map_err(|e| match e {
         PatchError::NoEntrypoint { .. } => Denial::Lookup(e),
         other => Denial::Refused(other.to_string()),

@@ -6,20 +6,27 @@
 //! registry that is down, an HTTPS-only client and an artifact are refused
 //! naming the image.
 
+// The registry harness; these tests use part of it.
+#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};
 
 use kernelseal_webhook::review::{ReviewError, Reviewed};
 use kernelseal_webhook::{
-    Entrypoint, ImageConfigs, LookupError, Patcher, Registry, RegistryConfig, Settings, Trigger,
-    review,
+    Entrypoint, ImageConfigs, LookupError, Patcher, PullContext, Registry, RegistryConfig,
+    Settings, Trigger, review,
 };
 use serde_json::{Value, json};
 use support::registry::{Layout, TestRegistry, unused_port};
 
 const WRAPPER: &str = "/kernelseal/bin/kernelseal-exec";
 const IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+/// A pod without pull secrets.
+fn anonymous() -> PullContext {
+    PullContext::default()
+}
 
 fn plain_http(host: &str) -> Registry {
     Registry::new(RegistryConfig {
@@ -148,7 +155,7 @@ async fn by_tag_by_digest_and_through_an_index_the_image_entrypoint_and_cmd_are_
     );
     // The index itself, pinned by digest, resolves the same way.
     let pinned = plain_http(host)
-        .entrypoint(&format!("{host}/multi@{}", index.digest))
+        .entrypoint(&format!("{host}/multi@{}", index.digest), &anonymous())
         .await
         .unwrap();
     assert_eq!(pinned.entrypoint, vec![own.to_string()]);
@@ -168,17 +175,23 @@ async fn a_cached_lookup_makes_no_request_and_concurrent_ones_make_one() {
     };
     let before = registry.settled_requests().await;
     assert_eq!(
-        images.entrypoint(&format!("{host}/app:1.0")).await,
+        images
+            .entrypoint(&format!("{host}/app:1.0"), &anonymous())
+            .await,
         Ok(want.clone())
     );
     let after_first = registry.settled_requests().await;
     assert!(after_first > before, "the first lookup asked the registry");
     assert_eq!(
-        images.entrypoint(&format!("{host}/app:1.0")).await,
+        images
+            .entrypoint(&format!("{host}/app:1.0"), &anonymous())
+            .await,
         Ok(want.clone())
     );
     assert_eq!(
-        images.entrypoint(&format!("{host}/app@{digest}")).await,
+        images
+            .entrypoint(&format!("{host}/app@{digest}"), &anonymous())
+            .await,
         Ok(want.clone()),
         "the digest the tag resolved to is known"
     );
@@ -235,7 +248,9 @@ async fn an_unknown_tag_an_artifact_and_https_to_a_plain_registry_are_refused_na
         assert!(msg.contains(&want), "{want:?} not in {msg:?}");
     }
     assert!(matches!(
-        images.entrypoint(&format!("{host}/nothere:1")).await,
+        images
+            .entrypoint(&format!("{host}/nothere:1"), &anonymous())
+            .await,
         Err(LookupError::NotFound { .. })
     ));
     // Failures are not kept: pushed now, the tag is found.
@@ -248,11 +263,16 @@ async fn an_unknown_tag_an_artifact_and_https_to_a_plain_registry_are_refused_na
     );
     registry.push(&later, "nope", "app:nope");
     assert_eq!(
-        images.entrypoint(&missing).await.map(|e| e.cmd),
+        images
+            .entrypoint(&missing, &anonymous())
+            .await
+            .map(|e| e.cmd),
         Ok(vec!["/later".to_string()])
     );
 
-    let artifact = images.entrypoint(&format!("{host}/thing:1")).await;
+    let artifact = images
+        .entrypoint(&format!("{host}/thing:1"), &anonymous())
+        .await;
     match artifact {
         Err(LookupError::NotAnImage { image, why }) => {
             assert_eq!(image, format!("{host}/thing:1"));
@@ -268,7 +288,7 @@ async fn an_unknown_tag_an_artifact_and_https_to_a_plain_registry_are_refused_na
     // speak.
     let https_only = Registry::new(RegistryConfig::default()).unwrap();
     let e = https_only
-        .entrypoint(&format!("{host}/app:1.0"))
+        .entrypoint(&format!("{host}/app:1.0"), &anonymous())
         .await
         .unwrap_err();
     assert!(matches!(e, LookupError::Unreachable { .. }), "{e}");
@@ -300,7 +320,7 @@ async fn a_registry_that_is_down_is_the_same_kind_of_refusal_and_fast() {
         assert!(msg.contains(&want), "{want:?} not in {msg:?}");
     }
     assert!(matches!(
-        images.entrypoint(&image).await,
+        images.entrypoint(&image, &anonymous()).await,
         Err(LookupError::Unreachable { .. })
     ));
     // A timeout bounds a registry that accepts but never answers.
@@ -314,7 +334,7 @@ async fn a_registry_that_is_down_is_the_same_kind_of_refusal_and_fast() {
     .unwrap();
     let started = Instant::now();
     let e = slow
-        .entrypoint(&format!("{host}/app:1.0"))
+        .entrypoint(&format!("{host}/app:1.0"), &anonymous())
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3), "{e}");

@@ -11,7 +11,8 @@ use std::process::Command;
 use base64::Engine;
 use kernelseal_webhook::review::{Decision, ReviewError, Reviewed};
 use kernelseal_webhook::{
-    Entrypoint, ImageConfigs, LookupError, NoRegistry, Patcher, Settings, Trigger, review,
+    Entrypoint, ImageConfigs, LookupError, NoRegistry, Patcher, PullContext, Settings, Trigger,
+    review,
 };
 use serde_json::{Value, json};
 
@@ -118,7 +119,11 @@ struct Images(HashMap<&'static str, Entrypoint>);
 
 #[async_trait::async_trait]
 impl ImageConfigs for Images {
-    async fn entrypoint(&self, image: &str) -> Result<Entrypoint, LookupError> {
+    async fn entrypoint(
+        &self,
+        image: &str,
+        _pull: &PullContext,
+    ) -> Result<Entrypoint, LookupError> {
         self.0
             .get(image)
             .cloned()

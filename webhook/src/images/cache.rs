@@ -1,6 +1,7 @@
 //! Answers of image lookups, kept: a digest's for good, a tag's for a
 //! while, each map bounded. A lookup under way is joined, not repeated;
-//! a failure is handed to those who joined, then forgotten.
+//! a failure is handed to those who joined, then forgotten. Each answer
+//! belongs to a [`Scope`]: the credential it was read with, or none.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +25,15 @@ pub(super) struct Found {
 
 pub(super) type Answer = Result<Found, LookupError>;
 
+/// Who may be given an answer: every pod (read anonymously), or only a pod
+/// presenting the credential it was read with (identified by an HMAC, see
+/// `registry::CredentialIds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Scope {
+    Anonymous,
+    Credential([u8; 32]),
+}
+
 /// What a reference's answer is kept under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Key {
@@ -39,10 +49,12 @@ struct Slot {
     used: Instant,
 }
 
+type Name = (Scope, String);
+
 #[derive(Default)]
 struct Maps {
-    digests: HashMap<String, Slot>,
-    tags: HashMap<String, Slot>,
+    digests: HashMap<Name, Slot>,
+    tags: HashMap<Name, Slot>,
 }
 
 pub(super) struct Cache {
@@ -62,16 +74,21 @@ impl Cache {
         }
     }
 
-    /// The answer for `key`: the one kept, the one under way, or what
-    /// `fetch` finds (only polled when neither exists).
-    pub async fn answer(&self, key: &Key, fetch: impl Future<Output = Answer>) -> Answer {
-        let cell = self.slot(key);
+    /// The answer for `key` in `scope`: the one kept, the one under way,
+    /// or what `fetch` finds (only polled when neither exists).
+    pub async fn answer(
+        &self,
+        scope: Scope,
+        key: &Key,
+        fetch: impl Future<Output = Answer>,
+    ) -> Answer {
+        let cell = self.slot(scope, key);
         let answer = cell.get_or_init(|| fetch).await.clone();
         match &answer {
-            Err(_) => self.forget(key, &cell),
+            Err(_) => self.forget(scope, key, &cell),
             Ok(found) => {
                 if matches!(key, Key::Tag(_)) {
-                    self.remember_digest(found);
+                    self.remember_digest(scope, found);
                 }
             }
         }
@@ -84,14 +101,14 @@ impl Cache {
     }
 
     /// The kept or running lookup of `key`, or a new empty one.
-    fn slot(&self, key: &Key) -> Arc<OnceCell<Answer>> {
+    fn slot(&self, scope: Scope, key: &Key) -> Arc<OnceCell<Answer>> {
         let now = Instant::now();
         let mut maps = self.lock();
         let (map, name, ttl) = match key {
-            Key::Digest(d) => (&mut maps.digests, d, None),
-            Key::Tag(t) => (&mut maps.tags, t, Some(self.tag_ttl)),
+            Key::Digest(d) => (&mut maps.digests, (scope, d.clone()), None),
+            Key::Tag(t) => (&mut maps.tags, (scope, t.clone()), Some(self.tag_ttl)),
         };
-        if let Some(slot) = map.get_mut(name)
+        if let Some(slot) = map.get_mut(&name)
             && !stale(slot, ttl, now)
         {
             slot.used = now;
@@ -100,7 +117,7 @@ impl Cache {
         make_room(map, self.capacity, ttl, now);
         let answer = Arc::new(OnceCell::new());
         map.insert(
-            name.clone(),
+            name,
             Slot {
                 answer: answer.clone(),
                 created: now,
@@ -111,26 +128,27 @@ impl Cache {
     }
 
     /// Drops a failed lookup, unless another has replaced it already.
-    fn forget(&self, key: &Key, cell: &Arc<OnceCell<Answer>>) {
+    fn forget(&self, scope: Scope, key: &Key, cell: &Arc<OnceCell<Answer>>) {
         let mut maps = self.lock();
         let (map, name) = match key {
-            Key::Digest(d) => (&mut maps.digests, d),
-            Key::Tag(t) => (&mut maps.tags, t),
+            Key::Digest(d) => (&mut maps.digests, (scope, d.clone())),
+            Key::Tag(t) => (&mut maps.tags, (scope, t.clone())),
         };
-        if map.get(name).is_some_and(|s| Arc::ptr_eq(&s.answer, cell)) {
-            map.remove(name);
+        if map.get(&name).is_some_and(|s| Arc::ptr_eq(&s.answer, cell)) {
+            map.remove(&name);
         }
     }
 
-    fn remember_digest(&self, found: &Found) {
+    fn remember_digest(&self, scope: Scope, found: &Found) {
         let now = Instant::now();
         let mut maps = self.lock();
-        if maps.digests.contains_key(&found.pinned) {
+        let name = (scope, found.pinned.clone());
+        if maps.digests.contains_key(&name) {
             return;
         }
         make_room(&mut maps.digests, self.capacity, None, now);
         maps.digests.insert(
-            found.pinned.clone(),
+            name,
             Slot {
                 answer: Arc::new(OnceCell::new_with(Some(Ok(found.clone())))),
                 created: now,
@@ -147,12 +165,7 @@ fn stale(slot: &Slot, ttl: Option<Duration>, now: Instant) -> bool {
 }
 
 /// Below `capacity`: stale entries go first, then the least recently used.
-fn make_room(
-    map: &mut HashMap<String, Slot>,
-    capacity: usize,
-    ttl: Option<Duration>,
-    now: Instant,
-) {
+fn make_room(map: &mut HashMap<Name, Slot>, capacity: usize, ttl: Option<Duration>, now: Instant) {
     if map.len() < capacity {
         return;
     }
@@ -203,13 +216,14 @@ mod tests {
         let want = found("/run", "r.example/app@sha256:aa");
         let key = tag("1");
         let answers = futures_util::future::join_all(
-            (0..5).map(|_| cache.answer(&key, fetch(&count, Ok(want.clone())))),
+            (0..5).map(|_| cache.answer(Scope::Anonymous, &key, fetch(&count, Ok(want.clone())))),
         )
         .await;
         assert_eq!(count.load(Ordering::SeqCst), 1);
         assert!(answers.iter().all(|a| a.as_ref() == Ok(&want)));
         let by_digest = cache
             .answer(
+                Scope::Anonymous,
                 &Key::Digest("r.example/app@sha256:aa".into()),
                 fetch(&count, Ok(found("/other", "x"))),
             )
@@ -223,27 +237,77 @@ mod tests {
         let cache = Cache::new(Duration::from_millis(50), 2);
         let count = AtomicUsize::new(0);
         let ok = || Ok(found("/run", "r.example/app@sha256:aa"));
-        cache.answer(&tag("1"), fetch(&count, ok())).await.unwrap();
-        cache.answer(&tag("1"), fetch(&count, ok())).await.unwrap();
+        cache
+            .answer(Scope::Anonymous, &tag("1"), fetch(&count, ok()))
+            .await
+            .unwrap();
+        cache
+            .answer(Scope::Anonymous, &tag("1"), fetch(&count, ok()))
+            .await
+            .unwrap();
         assert_eq!(count.load(Ordering::SeqCst), 1, "kept");
         tokio::time::sleep(Duration::from_millis(60)).await;
-        cache.answer(&tag("1"), fetch(&count, ok())).await.unwrap();
+        cache
+            .answer(Scope::Anonymous, &tag("1"), fetch(&count, ok()))
+            .await
+            .unwrap();
         assert_eq!(count.load(Ordering::SeqCst), 2, "expired, fetched again");
 
         let failure = LookupError::Disabled;
         let e = cache
-            .answer(&tag("bad"), fetch(&count, Err(failure.clone())))
+            .answer(
+                Scope::Anonymous,
+                &tag("bad"),
+                fetch(&count, Err(failure.clone())),
+            )
             .await;
         assert_eq!(e, Err(failure));
         cache
-            .answer(&tag("bad"), fetch(&count, ok()))
+            .answer(Scope::Anonymous, &tag("bad"), fetch(&count, ok()))
             .await
             .unwrap();
         assert_eq!(count.load(Ordering::SeqCst), 4, "the failure was not kept");
 
-        cache.answer(&tag("2"), fetch(&count, ok())).await.unwrap();
-        cache.answer(&tag("3"), fetch(&count, ok())).await.unwrap();
+        cache
+            .answer(Scope::Anonymous, &tag("2"), fetch(&count, ok()))
+            .await
+            .unwrap();
+        cache
+            .answer(Scope::Anonymous, &tag("3"), fetch(&count, ok()))
+            .await
+            .unwrap();
         assert!(cache.lock().tags.len() <= 2);
         assert!(cache.lock().digests.len() <= 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_read_with_a_credential_is_only_its_own_and_teaches_only_its_digest() {
+        let cache = Cache::new(Duration::from_secs(300), 8);
+        let count = AtomicUsize::new(0);
+        let private = found("/private", "r.example/app@sha256:pp");
+        let alice = Scope::Credential([1; 32]);
+        let got = cache
+            .answer(alice, &tag("1"), fetch(&count, Ok(private.clone())))
+            .await;
+        assert_eq!(got, Ok(private.clone()));
+        let denied = LookupError::Disabled;
+        for other in [Scope::Anonymous, Scope::Credential([2; 32])] {
+            for key in [tag("1"), Key::Digest("r.example/app@sha256:pp".into())] {
+                let e = cache
+                    .answer(other, &key, fetch(&count, Err(denied.clone())))
+                    .await;
+                assert_eq!(e, Err(denied.clone()), "{other:?} {key:?}");
+            }
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 5, "each other scope asked");
+        let again = cache
+            .answer(
+                alice,
+                &Key::Digest("r.example/app@sha256:pp".into()),
+                fetch(&count, Err(denied.clone())),
+            )
+            .await;
+        assert_eq!(again, Ok(private));
+        assert_eq!(count.load(Ordering::SeqCst), 5, "kept for its credential");
     }
 }

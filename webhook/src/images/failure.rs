@@ -5,13 +5,14 @@
 use oci_client::Reference;
 use oci_client::errors::{OciDistributionError as E, OciEnvelope, OciErrorCode};
 
-use super::LookupError;
+use super::{LookupError, PulledWith};
 
 /// Longest part of a registry's error body quoted (it may be a page of
 /// HTML from a proxy).
 const QUOTED: usize = 200;
 
-pub(super) fn classify(e: E, reference: &Reference) -> LookupError {
+/// `e` of a lookup of `reference` made `with` these credentials.
+pub(super) fn classify(e: E, reference: &Reference, with: &PulledWith) -> LookupError {
     let image = reference.whole();
     let registry = reference.resolve_registry().to_string();
     let failed = |why: String| LookupError::Failed {
@@ -23,6 +24,7 @@ pub(super) fn classify(e: E, reference: &Reference) -> LookupError {
         image: image.clone(),
         registry: registry.clone(),
         status,
+        with: with.clone(),
     };
     let not_found = |why: String| LookupError::NotFound {
         image: image.clone(),

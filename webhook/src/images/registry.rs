@@ -12,9 +12,13 @@ use oci_client::manifest::{
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Deserialize;
+use zeroize::{Zeroize, Zeroizing};
 
-use super::cache::{Answer, Cache, Found, Key};
-use super::{ImageConfigs, LookupError, failure};
+use super::cache::{Answer, Cache, Found, Key, Scope};
+use super::docker_config::Credential;
+use super::keyring::{self, Candidate};
+use super::pull_secrets::PullSecrets;
+use super::{ImageConfigs, LookupError, PullContext, PulledWith, failure};
 use crate::patch::Entrypoint;
 
 /// Largest image config read. Configs are a few KiB (their history grows
@@ -55,11 +59,26 @@ impl Default for RegistryConfig {
 #[error("building the registry client: {0}")]
 pub struct RegistryError(#[source] oci_client::errors::OciDistributionError);
 
-/// Reads images' ENTRYPOINT and CMD from their registries, anonymously.
+/// Reads images' ENTRYPOINT and CMD from their registries: anonymously,
+/// or with the pod's pull secrets when [`Registry::with_pull_secrets`]
+/// gave it the means to read them.
 pub struct Registry {
-    client: Client,
+    /// For anonymous lookups, shared: `oci-client` keeps one credential
+    /// per registry and the tokens it earned in a client, so a lookup with
+    /// a credential gets a client of its own ([`Registry::fetch`]).
+    anonymous: Client,
+    config: RegistryConfig,
     cache: Cache,
-    timeout: Duration,
+    pull_secrets: Option<PullSecrets>,
+    credential_ids: CredentialIds,
+}
+
+/// How a lookup authenticates.
+enum Auth {
+    /// Anonymously, and why no credential.
+    Anonymous(PulledWith),
+    /// With each of these in turn until one is not refused.
+    Candidates(Vec<Candidate>),
 }
 
 impl Registry {
@@ -71,48 +90,121 @@ impl Registry {
             // Losing a race to another installer leaves that one: fine.
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         }
-        let protocol = if config.insecure.is_empty() {
-            ClientProtocol::Https
-        } else {
-            ClientProtocol::HttpsExcept(config.insecure.clone())
-        };
-        // `Client::new` would fall back to a default client on error,
-        // dropping the protocol and timeouts: `try_from` says why instead.
-        let client = Client::try_from(ClientConfig {
-            protocol,
-            platform_resolver: Some(Box::new(platform)),
-            connect_timeout: Some(config.timeout),
-            read_timeout: Some(config.timeout),
-            user_agent: concat!("kernelseal-webhook/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        })
-        .map_err(RegistryError)?;
         Ok(Registry {
-            client,
+            anonymous: client(&config).map_err(RegistryError)?,
             cache: Cache::new(config.tag_ttl, config.capacity),
-            timeout: config.timeout,
+            config,
+            pull_secrets: None,
+            credential_ids: CredentialIds::new(),
         })
     }
 
-    async fn fetch_within(&self, reference: &Reference) -> Answer {
-        match tokio::time::timeout(self.timeout, self.fetch(reference)).await {
+    /// Looks images up with the pods' pull secrets, read through
+    /// `pull_secrets`.
+    pub fn with_pull_secrets(mut self, pull_secrets: PullSecrets) -> Registry {
+        self.pull_secrets = Some(pull_secrets);
+        self
+    }
+
+    /// How `reference` is looked up for the pod `pull` describes.
+    async fn auth(&self, reference: &Reference, pull: &PullContext) -> Result<Auth, LookupError> {
+        let Some(pull_secrets) = &self.pull_secrets else {
+            return Ok(Auth::Anonymous(PulledWith::NotRead));
+        };
+        if pull.secret_names.is_empty() {
+            return Ok(Auth::Anonymous(PulledWith::NoneMatched(Vec::new())));
+        }
+        let secrets = pull_secrets.read(pull).await?;
+        let image = format!("{}/{}", reference.registry(), reference.repository());
+        let candidates = keyring::candidates(&secrets, &image);
+        if candidates.is_empty() {
+            return Ok(Auth::Anonymous(PulledWith::NoneMatched(
+                pull.secret_names.clone(),
+            )));
+        }
+        Ok(Auth::Candidates(candidates))
+    }
+
+    /// Each candidate in turn, each answer kept for its credential; the
+    /// first not refused is the answer.
+    async fn with_candidates(
+        &self,
+        reference: &Reference,
+        key: &Key,
+        candidates: Vec<Candidate>,
+    ) -> Answer {
+        let mut refused: Vec<String> = Vec::new();
+        let mut status = 401;
+        for candidate in candidates {
+            let scope = Scope::Credential(self.credential_ids.of(&candidate.credential));
+            let with = PulledWith::Secrets(vec![candidate.secret.clone()]);
+            let fetch = self.fetch_within(reference, Some(&candidate.credential), &with);
+            match self.cache.answer(scope, key, fetch).await {
+                Err(LookupError::Denied { status: s, .. }) => {
+                    status = s;
+                    if !refused.contains(&candidate.secret) {
+                        refused.push(candidate.secret);
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(LookupError::Denied {
+            image: reference.whole(),
+            registry: reference.resolve_registry().into(),
+            status,
+            with: PulledWith::Secrets(refused),
+        })
+    }
+
+    async fn fetch_within(
+        &self,
+        reference: &Reference,
+        credential: Option<&Credential>,
+        with: &PulledWith,
+    ) -> Answer {
+        let timeout = self.config.timeout;
+        match tokio::time::timeout(timeout, self.fetch(reference, credential, with)).await {
             Ok(answer) => answer,
             Err(_) => Err(LookupError::TimedOut {
                 image: reference.whole(),
                 registry: reference.resolve_registry().into(),
-                after: self.timeout,
+                after: timeout,
             }),
         }
     }
 
-    async fn fetch(&self, reference: &Reference) -> Answer {
-        let auth = RegistryAuth::Anonymous;
-        let (manifest, digest, index_digest) = self
-            .client
+    async fn fetch(
+        &self,
+        reference: &Reference,
+        credential: Option<&Credential>,
+        with: &PulledWith,
+    ) -> Answer {
+        let own;
+        let (client, mut auth) = match credential {
+            None => (&self.anonymous, RegistryAuth::Anonymous),
+            Some(c) => {
+                own = client(&self.config).map_err(|e| LookupError::Failed {
+                    image: reference.whole(),
+                    registry: reference.resolve_registry().into(),
+                    why: format!("building its client: {}", failure::chain(&e)),
+                })?;
+                let basic = RegistryAuth::Basic(c.username().into(), c.password().into());
+                (&own, basic)
+            }
+        };
+        let pulled = client
             .pull_image_manifest_and_list_digest(reference, &auth)
-            .await
-            .map_err(|e| failure::classify(e, reference))?;
-        let config = self.config_of(reference, &manifest).await?;
+            .await;
+        // Our copy; the client's own goes with it, unwiped (see the module
+        // documentation).
+        if let RegistryAuth::Basic(user, password) = &mut auth {
+            user.zeroize();
+            password.zeroize();
+        }
+        let (manifest, digest, index_digest) =
+            pulled.map_err(|e| failure::classify(e, reference, with))?;
+        let config = self.config_of(client, reference, &manifest, with).await?;
         let entrypoint = entrypoint_of(&config).map_err(|why| LookupError::NotAnImage {
             image: reference.whole(),
             why,
@@ -126,8 +218,10 @@ impl Registry {
     /// The config blob, checked for type and size before it is read.
     async fn config_of(
         &self,
+        client: &Client,
         reference: &Reference,
         manifest: &OciImageManifest,
+        with: &PulledWith,
     ) -> Result<Vec<u8>, LookupError> {
         let not_an_image = |why: String| LookupError::NotAnImage {
             image: reference.whole(),
@@ -148,11 +242,10 @@ impl Registry {
                 descriptor.size
             )));
         }
-        let mut stream = self
-            .client
+        let mut stream = client
             .pull_blob_stream(reference, descriptor)
             .await
-            .map_err(|e| failure::classify(e, reference))?;
+            .map_err(|e| failure::classify(e, reference, with))?;
         let mut config = Vec::new();
         while let Some(chunk) = stream.next().await {
             // The stream checks the blob's digest at its end.
@@ -174,7 +267,7 @@ impl Registry {
 
 #[async_trait::async_trait]
 impl ImageConfigs for Registry {
-    async fn entrypoint(&self, image: &str) -> Result<Entrypoint, LookupError> {
+    async fn entrypoint(&self, image: &str, pull: &PullContext) -> Result<Entrypoint, LookupError> {
         let reference = Reference::try_from(image).map_err(|e| LookupError::Reference {
             image: image.into(),
             why: e.to_string(),
@@ -183,10 +276,81 @@ impl ImageConfigs for Registry {
             Some(d) => Key::Digest(pinned(&reference, d)),
             None => Key::Tag(reference.whole()),
         };
-        self.cache
-            .answer(&key, self.fetch_within(&reference))
-            .await
-            .map(|found| found.entrypoint)
+        let answer = match self.auth(&reference, pull).await? {
+            Auth::Anonymous(with) => {
+                let fetch = self.fetch_within(&reference, None, &with);
+                let answer = self.cache.answer(Scope::Anonymous, &key, fetch).await;
+                // A refusal joined from another pod's lookup names that
+                // pod's reason: this one's is said.
+                match answer {
+                    Err(LookupError::Denied {
+                        image,
+                        registry,
+                        status,
+                        ..
+                    }) => Err(LookupError::Denied {
+                        image,
+                        registry,
+                        status,
+                        with,
+                    }),
+                    other => other,
+                }
+            }
+            Auth::Candidates(candidates) => {
+                self.with_candidates(&reference, &key, candidates).await
+            }
+        };
+        answer.map(|found| found.entrypoint)
+    }
+}
+
+/// A client of the registries as `config` says.
+fn client(config: &RegistryConfig) -> Result<Client, oci_client::errors::OciDistributionError> {
+    let protocol = if config.insecure.is_empty() {
+        ClientProtocol::Https
+    } else {
+        ClientProtocol::HttpsExcept(config.insecure.clone())
+    };
+    // `Client::new` would fall back to a default client on error, dropping
+    // the protocol and timeouts: `try_from` says why instead.
+    Client::try_from(ClientConfig {
+        protocol,
+        platform_resolver: Some(Box::new(platform)),
+        connect_timeout: Some(config.timeout),
+        read_timeout: Some(config.timeout),
+        user_agent: concat!("kernelseal-webhook/", env!("CARGO_PKG_VERSION")),
+        ..ClientConfig::default()
+    })
+}
+
+/// What an answer read with a credential is kept under: an HMAC-SHA256 of
+/// its user name and password with a random key of this process (no
+/// password, nor an unsalted hash one could test guesses against, is
+/// kept with the answers).
+struct CredentialIds(aws_lc_rs::hmac::Key);
+
+impl CredentialIds {
+    fn new() -> CredentialIds {
+        let mut key = Zeroizing::new([0u8; 32]);
+        // The system's random source failing leaves the key zeroed: ids are
+        // then still distinct per credential, only guessable.
+        let _ = aws_lc_rs::rand::fill(&mut key[..]);
+        CredentialIds(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            &key[..],
+        ))
+    }
+
+    fn of(&self, credential: &Credential) -> [u8; 32] {
+        let mut context = aws_lc_rs::hmac::Context::with_key(&self.0);
+        // Length-prefixed: `ab` + `c` and `a` + `bc` differ.
+        context.update(&(credential.username().len() as u64).to_be_bytes());
+        context.update(credential.username().as_bytes());
+        context.update(credential.password().as_bytes());
+        let mut id = [0u8; 32];
+        id.copy_from_slice(context.sign().as_ref());
+        id
     }
 }
 

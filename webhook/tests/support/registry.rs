@@ -2,7 +2,9 @@
 //! Distribution registry) on 127.0.0.1 with its storage in a temporary
 //! directory, images the test writes itself as an OCI layout and pushes
 //! with `skopeo`, and the registry's access log to count the requests the
-//! webhook makes.
+//! webhook makes. [`TestRegistry::start_private`] requires a user name and
+//! password (Distribution's `htpasswd` auth, bcrypt as it demands) for
+//! every request, pushes included.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ pub struct TestRegistry {
     dir: PathBuf,
     /// `127.0.0.1:PORT`, as image references name it.
     pub host: String,
+    /// `user:password` every request needs, if any.
+    creds: Option<String>,
 }
 
 impl TestRegistry {
@@ -38,6 +42,19 @@ impl TestRegistry {
     /// message naming `what` is skipped; under CI (`CI` set) that fails the
     /// test instead, so a missing install step cannot turn into a skip.
     pub fn start(what: &str) -> Option<TestRegistry> {
+        TestRegistry::start_with(what, None)
+    }
+
+    /// As [`TestRegistry::start`], every request (pushes included) needing
+    /// `user` and `password` over HTTP basic auth. Distribution's
+    /// documentation says htpasswd "MUST be used under TLS"; its 2.8
+    /// serves it over plain HTTP all the same, which on loopback is what a
+    /// test needs.
+    pub fn start_private(what: &str, user: &str, password: &str) -> Option<TestRegistry> {
+        TestRegistry::start_with(what, Some((user, password)))
+    }
+
+    fn start_with(what: &str, auth: Option<(&str, &str)>) -> Option<TestRegistry> {
         let missing: Vec<&str> = ["docker-registry", "skopeo"]
             .into_iter()
             .filter(|t| !on_path(t))
@@ -58,8 +75,20 @@ impl TestRegistry {
             std::env::temp_dir().join(format!("ks-webhook-registry-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("storage")).unwrap();
+        let mut yaml = config_yaml(&dir.join("storage"), port);
+        if let Some((user, password)) = auth {
+            // The lowest cost bcrypt allows: the registry checks it on
+            // every request.
+            let hash = bcrypt::hash(password, 4).expect("bcrypt");
+            let htpasswd = dir.join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kernelseal-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
         let config = dir.join("config.yml");
-        std::fs::write(&config, config_yaml(&dir.join("storage"), port)).unwrap();
+        std::fs::write(&config, yaml).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -74,6 +103,7 @@ impl TestRegistry {
             child,
             dir,
             host: format!("127.0.0.1:{port}"),
+            creds: auth.map(|(u, p)| format!("{u}:{p}")),
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -116,16 +146,21 @@ impl TestRegistry {
         }
     }
 
-    /// Pushes `image` to `REPO:TAG` here with skopeo, digests kept.
+    /// Pushes `image` to `REPO:TAG` here with skopeo, digests kept (with
+    /// the registry's credentials when it has some).
     pub fn push(&self, image: &Layout, reference: &str, repo_tag: &str) {
-        let out = Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--all",
-                "--preserve-digests",
-                "--dest-tls-verify=false",
-            ])
+        let mut skopeo = Command::new("skopeo");
+        skopeo.args([
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ]);
+        if let Some(creds) = &self.creds {
+            skopeo.arg(format!("--dest-creds={creds}"));
+        }
+        let out = skopeo
             .arg(format!("oci:{}:{reference}", image.dir.display()))
             .arg(format!("docker://{}/{repo_tag}", self.host))
             .output()
