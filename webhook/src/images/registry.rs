@@ -18,6 +18,7 @@ use super::cache::{Answer, Cache, Found, Key, Scope};
 use super::docker_config::Credential;
 use super::keyring::{self, Candidate};
 use super::pull_secrets::PullSecrets;
+use super::references::References;
 use super::{ImageConfigs, LookupError, PullContext, PulledWith, failure};
 use crate::patch::Entrypoint;
 
@@ -69,6 +70,7 @@ pub struct Registry {
     anonymous: Client,
     config: RegistryConfig,
     cache: Cache,
+    references: References,
     pull_secrets: Option<PullSecrets>,
     credential_ids: CredentialIds,
 }
@@ -93,6 +95,7 @@ impl Registry {
         Ok(Registry {
             anonymous: client(&config).map_err(RegistryError)?,
             cache: Cache::new(config.tag_ttl, config.capacity),
+            references: References::default(),
             config,
             pull_secrets: None,
             credential_ids: CredentialIds::new(),
@@ -268,10 +271,7 @@ impl Registry {
 #[async_trait::async_trait]
 impl ImageConfigs for Registry {
     async fn entrypoint(&self, image: &str, pull: &PullContext) -> Result<Entrypoint, LookupError> {
-        let reference = Reference::try_from(image).map_err(|e| LookupError::Reference {
-            image: image.into(),
-            why: e.to_string(),
-        })?;
+        let reference = self.references.parse(image)?;
         let key = match reference.digest() {
             Some(d) => Key::Digest(pinned(&reference, d)),
             None => Key::Tag(reference.whole()),

@@ -1,0 +1,76 @@
+//! Image references as parsed, kept by their text: `oci-client` parses
+//! one with a large regular expression (a few microseconds, most of a
+//! cached review's lookup), and a cluster names few distinct images.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use oci_client::Reference;
+
+use super::LookupError;
+
+/// References kept before the table starts afresh.
+const CAPACITY: usize = 4096;
+
+#[derive(Default)]
+pub(super) struct References {
+    parsed: Mutex<HashMap<String, Reference>>,
+}
+
+impl References {
+    /// `image` parsed (completed as the kubelet completes it), or why it is
+    /// no reference. Failures are not kept: they are rare and cheap to
+    /// find again.
+    pub fn parse(&self, image: &str) -> Result<Reference, LookupError> {
+        if let Some(r) = self.lock().get(image) {
+            return Ok(r.clone());
+        }
+        let reference = Reference::try_from(image).map_err(|e| LookupError::Reference {
+            image: image.into(),
+            why: e.to_string(),
+        })?;
+        let mut parsed = self.lock();
+        if parsed.len() >= CAPACITY {
+            parsed.clear();
+        }
+        parsed.insert(image.to_string(), reference.clone());
+        Ok(reference)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Reference>> {
+        // Nothing panics while it is held; a poisoned map is still whole.
+        self.parsed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reference_is_parsed_once_and_completed_as_the_kubelet_does() {
+        let refs = References::default();
+        let first = refs.parse("nginx").unwrap();
+        assert_eq!(first.whole(), "docker.io/library/nginx:latest");
+        assert_eq!(refs.lock().len(), 1);
+        assert_eq!(refs.parse("nginx").unwrap(), first);
+        assert_eq!(refs.lock().len(), 1);
+    }
+
+    #[test]
+    fn a_bad_reference_is_refused_by_name_and_not_kept() {
+        let refs = References::default();
+        let e = refs.parse("app:two words").unwrap_err();
+        assert!(e.to_string().contains("\"app:two words\""), "{e}");
+        assert!(refs.lock().is_empty());
+    }
+
+    #[test]
+    fn a_full_table_starts_afresh() {
+        let refs = References::default();
+        for i in 0..CAPACITY + 1 {
+            refs.parse(&format!("registry.example/app-{i}:1")).unwrap();
+        }
+        assert_eq!(refs.lock().len(), 1);
+    }
+}
