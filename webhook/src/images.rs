@@ -68,6 +68,7 @@ pub mod docker_config;
 mod failure;
 pub mod keyring;
 pub mod pull_secrets;
+mod references;
 pub mod registry;
 
 pub use pull_secrets::PullSecrets;

@@ -82,7 +82,7 @@ pub enum PatchError {
     UnknownContainer(String),
     #[error(
         "container {container:?} has no command, and the ENTRYPOINT of its image {image:?} \
-         could not be read ({why}): set `command` on the container (the webhook then needs no \
+         could not be read ({why}): set command on the container (the webhook then needs no \
          registry)"
     )]
     NoEntrypoint {
@@ -92,7 +92,7 @@ pub enum PatchError {
     },
     #[error(
         "container {container:?} has no command, and its image {image:?} has neither \
-         ENTRYPOINT nor CMD: set `command`"
+         ENTRYPOINT nor CMD: set command on the container"
     )]
     EmptyImage { container: String, image: String },
     #[error("the pod already has a {what} named {name:?}: KernelSeal's would replace it")]

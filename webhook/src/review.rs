@@ -41,7 +41,7 @@ pub enum ReviewError {
     #[error("the body is not an AdmissionReview: {0}")]
     Malformed(String),
     #[error(
-        "apiVersion {api_version:?} kind {kind:?}: only {META_API_VERSION_V1} {META_KIND} is served"
+        "apiVersion {api_version:?} kind {kind:?}: only admission.k8s.io/v1 AdmissionReview is served"
     )]
     WrongType { api_version: String, kind: String },
     #[error("the AdmissionReview has no request")]

@@ -222,7 +222,7 @@ async fn reviews_over_verified_tls_and_bad_input_keeps_the_server_serving() {
     assert_eq!(r.status(), 500);
     let text = r.text().await.unwrap();
     assert!(
-        text.contains("its image \"w\"") && text.contains("set `command`"),
+        text.contains("its image \"w\"") && text.contains("set command on the container"),
         "{text}"
     );
     // A client that trusts another CA is refused at the handshake.

@@ -367,7 +367,7 @@ async fn a_private_image_is_read_with_the_pods_pull_secret_and_only_for_pods_tha
     assert!(matches!(reviewed, ReviewError::Lookup(_)), "{reviewed}");
     let msg = reviewed.to_string();
     assert!(
-        msg.contains("pull secret wrongcred") && msg.contains("set `command`"),
+        msg.contains("pull secret wrongcred") && msg.contains("set command on the container"),
         "{msg}"
     );
     assert!(secrets_in_plain_sight(&format!("{msg} {reviewed:?}")).is_empty());

@@ -243,7 +243,7 @@ async fn an_unknown_tag_an_artifact_and_https_to_a_plain_registry_are_refused_na
     for want in [
         format!("its image \"{missing}\""),
         format!("registry {host} has no such image (404"),
-        "set `command`".to_string(),
+        "set command on the container".to_string(),
     ] {
         assert!(msg.contains(&want), "{want:?} not in {msg:?}");
     }
@@ -315,7 +315,7 @@ async fn a_registry_that_is_down_is_the_same_kind_of_refusal_and_fast() {
     for want in [
         format!("its image \"{image}\""),
         format!("registry {host} could not be reached"),
-        "set `command`".to_string(),
+        "set command on the container".to_string(),
     ] {
         assert!(msg.contains(&want), "{want:?} not in {msg:?}");
     }

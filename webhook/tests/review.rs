@@ -445,7 +445,7 @@ async fn without_command_the_image_entrypoint_and_cmd_are_used() {
     assert!(matches!(e, ReviewError::Lookup(_)), "{e}");
     let msg = e.to_string();
     assert!(
-        msg.contains("\"registry.example/api:2\"") && msg.contains("set `command`"),
+        msg.contains("\"registry.example/api:2\"") && msg.contains("set command on the container"),
         "{msg}"
     );
 }
