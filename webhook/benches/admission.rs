@@ -23,6 +23,7 @@ use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
 use kernelseal_webhook::{Patcher, Registry, RegistryConfig, Settings, Trigger, review};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{Value, json};
+use support::admission::{Sent, admission_review, annotated_pod};
 use support::registry::{Layout, TestRegistry};
 
 const CONNECTIONS: usize = 32;
@@ -48,30 +49,16 @@ fn certificate(dir: &std::path::Path) -> (String, CertFiles) {
     (ca.pem(), files)
 }
 
+/// Review `uid` of a pod whose one container runs its image's ENTRYPOINT.
 fn review_body(image: &str, uid: usize) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
-        "request": {
-            "uid": format!("00000000-0000-4000-8000-{uid:012}"),
-            "kind": { "group": "", "version": "v1", "kind": "Pod" },
-            "resource": { "group": "", "version": "v1", "resource": "pods" },
-            "namespace": "shop", "operation": "CREATE",
-            "userInfo": { "username": "system:serviceaccount:kube-system:replicaset-controller" },
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {
-                    "generateName": "web-6d4cf56db6-", "namespace": "shop",
-                    "annotations": { "kernelseal.io/inject": "true" }
-                },
-                "spec": {
-                    "serviceAccountName": "web",
-                    "containers": [{ "name": "web", "image": image }]
-                }
-            },
-            "dryRun": false
-        }
-    }))
-    .unwrap()
+    let containers = json!([{ "name": "web", "image": image }]);
+    admission_review(
+        &annotated_pod(&containers, json!({})),
+        &Sent {
+            uid: &format!("00000000-0000-4000-8000-{uid:012}"),
+            ..Sent::default()
+        },
+    )
 }
 
 async fn start_server(

@@ -4,6 +4,9 @@
 //! connections get the new one, an open connection is not dropped), and
 //! the server stopped gracefully.
 
+#[allow(dead_code)]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +16,7 @@ use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
 use kernelseal_webhook::{NoRegistry, Patcher, Settings};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{Value, json};
+use support::admission::{Sent, admission_review, annotated_pod};
 
 /// A CA and a server certificate for `localhost` it signed, as PEM.
 struct Pki {
@@ -61,24 +65,22 @@ fn client(ca_pem: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// The uid of every review these tests send.
+const UID: &str = "3f1c2b4a-0000-4000-8000-00000000beef";
+
+/// The review of a pod with these annotations, its container with a
+/// command (no lookup).
 fn review_body(annotations: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
-        "request": {
-            "uid": "3f1c2b4a-0000-4000-8000-00000000beef",
-            "kind": { "group": "", "version": "v1", "kind": "Pod" },
-            "resource": { "group": "", "version": "v1", "resource": "pods" },
-            "name": "web-0", "namespace": "shop", "operation": "CREATE",
-            "userInfo": { "username": "admin" },
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": { "name": "web-0", "namespace": "shop", "annotations": annotations },
-                "spec": { "containers": [{ "name": "web", "image": "w", "command": ["/app"] }] }
-            },
-            "dryRun": false
-        }
-    }))
-    .unwrap()
+    let containers = json!([{ "name": "web", "image": "w", "command": ["/app"] }]);
+    let mut pod = annotated_pod(&containers, json!({}));
+    pod["metadata"]["annotations"] = annotations;
+    admission_review(
+        &pod,
+        &Sent {
+            uid: UID,
+            ..Sent::default()
+        },
+    )
 }
 
 /// What a server is started with: a certificate of CA `name` installed in
@@ -144,7 +146,7 @@ async fn reviews_over_verified_tls_and_bad_input_keeps_the_server_serving() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
-    assert_eq!(v["response"]["uid"], "3f1c2b4a-0000-4000-8000-00000000beef");
+    assert_eq!(v["response"]["uid"], UID);
     assert_eq!(v["response"]["allowed"], true);
     assert_eq!(v["response"]["patchType"], "JSONPatch");
     // `[]byte` in Kubernetes' JSON: a base64 string holding the JSON Patch.

@@ -35,6 +35,7 @@ use kernelseal_webhook::{
     RegistryConfig, Settings, Trigger, review,
 };
 use serde_json::{Value, json};
+use support::admission::{Sent, admission_review, annotated_pod, patched_containers};
 use support::registry::{Layout, TestRegistry};
 
 const USER: &str = "robot-7";
@@ -279,7 +280,7 @@ async fn a_private_image_is_read_with_the_pods_pull_secret_and_only_for_pods_tha
     // wrapped.
     let containers = json!([{ "name": "app", "image": image }]);
     let reviewed = review(
-        &admission_review(&containers, &["missing", "opaque", "regcred"]),
+        &review_with_pull_secrets(&containers, &["missing", "opaque", "regcred"]),
         Trigger::Annotation,
         "kernelseal",
         &Patcher::new(Settings::default()),
@@ -355,7 +356,7 @@ async fn a_private_image_is_read_with_the_pods_pull_secret_and_only_for_pods_tha
     // The same through a review: the API server gets the error (the
     // webhook's failurePolicy decides), naming the image and the secret.
     let reviewed = review(
-        &admission_review(&containers, &["wrongcred"]),
+        &review_with_pull_secrets(&containers, &["wrongcred"]),
         Trigger::Annotation,
         "kernelseal",
         &Patcher::new(Settings::default()),
@@ -420,36 +421,14 @@ async fn without_get_on_secrets_the_refusal_names_the_secret_and_the_rbac_it_nee
     assert!(leaked.is_empty(), "{leaked:?} in the log");
 }
 
-fn admission_review(containers: &Value, pull_secrets: &[&str]) -> Vec<u8> {
+/// The review of a pod with these containers and pull secrets.
+fn review_with_pull_secrets(containers: &Value, pull_secrets: &[&str]) -> Vec<u8> {
     let secrets: Vec<Value> = pull_secrets.iter().map(|n| json!({ "name": n })).collect();
-    serde_json::to_vec(&json!({
-        "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
-        "request": {
-            "uid": "0a0b0c0d-0000-4000-8000-000000000071",
-            "kind": { "group": "", "version": "v1", "kind": "Pod" },
-            "resource": { "group": "", "version": "v1", "resource": "pods" },
-            "name": "", "namespace": NAMESPACE, "operation": "CREATE",
-            "userInfo": { "username": "system:serviceaccount:kube-system:replicaset-controller" },
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {
-                    "generateName": "web-7d9f-",
-                    "annotations": { "kernelseal.io/inject": "true" }
-                },
-                "spec": { "containers": containers, "imagePullSecrets": secrets }
-            },
-            "dryRun": false
-        }
-    }))
-    .unwrap()
-}
-
-fn patched_containers(containers: &Value, r: &kernelseal_webhook::review::Reviewed) -> Value {
-    let resp = &r.response;
-    assert!(resp.allowed, "{:?}", resp.result);
-    let patch: json_patch::Patch = serde_json::from_slice(resp.patch.as_ref().unwrap()).unwrap();
-    let mut pod =
-        json!({ "metadata": { "annotations": {} }, "spec": { "containers": containers } });
-    json_patch::patch(&mut pod, &patch).unwrap();
-    pod["spec"]["containers"].clone()
+    admission_review(
+        &annotated_pod(containers, json!({ "imagePullSecrets": secrets })),
+        &Sent {
+            namespace: NAMESPACE,
+            ..Sent::default()
+        },
+    )
 }

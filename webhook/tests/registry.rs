@@ -18,6 +18,7 @@ use kernelseal_webhook::{
     Settings, Trigger, review,
 };
 use serde_json::{Value, json};
+use support::admission::{Sent, admission_review, annotated_pod, patched_containers};
 use support::registry::{Layout, TestRegistry, unused_port};
 
 const WRAPPER: &str = "/kernelseal/bin/kernelseal-exec";
@@ -48,33 +49,9 @@ fn push_app(registry: &TestRegistry, name: &str) -> String {
     registry.push(&layout, "1.0", "app:1.0");
     manifest.digest
 }
-
-fn admission_review(containers: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
-        "request": {
-            "uid": "0a0b0c0d-0000-4000-8000-000000000017",
-            "kind": { "group": "", "version": "v1", "kind": "Pod" },
-            "resource": { "group": "", "version": "v1", "resource": "pods" },
-            "name": "web-0", "namespace": "shop", "operation": "CREATE",
-            "userInfo": { "username": "admin" },
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {
-                    "name": "web-0", "namespace": "shop",
-                    "annotations": { "kernelseal.io/inject": "true" }
-                },
-                "spec": { "containers": containers }
-            },
-            "dryRun": false
-        }
-    }))
-    .unwrap()
-}
-
 async fn run(containers: Value, images: &dyn ImageConfigs) -> Result<Reviewed, ReviewError> {
     review(
-        &admission_review(containers),
+        &admission_review(&annotated_pod(&containers, json!({})), &Sent::default()),
         Trigger::Annotation,
         "kernelseal",
         &Patcher::new(Settings::default()),
@@ -82,18 +59,6 @@ async fn run(containers: Value, images: &dyn ImageConfigs) -> Result<Reviewed, R
     )
     .await
 }
-
-/// The pod's containers once the answer's patch is applied.
-fn patched_containers(containers: Value, r: &Reviewed) -> Value {
-    let resp = &r.response;
-    assert!(resp.allowed, "{:?}", resp.result);
-    let patch: json_patch::Patch = serde_json::from_slice(resp.patch.as_ref().unwrap()).unwrap();
-    let mut pod =
-        json!({ "metadata": { "annotations": {} }, "spec": { "containers": containers } });
-    json_patch::patch(&mut pod, &patch).unwrap();
-    pod["spec"]["containers"].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_tag_by_digest_and_through_an_index_the_image_entrypoint_and_cmd_are_applied() {
     let Some(registry) = TestRegistry::start("image lookups by tag and digest") else {
@@ -125,7 +90,7 @@ async fn by_tag_by_digest_and_through_an_index_the_image_entrypoint_and_cmd_are_
         { "name": "own", "image": format!("{host}/unlooked:1"), "command": ["/x"] }
     ]);
     let r = run(containers.clone(), &plain_http(host)).await.unwrap();
-    let c = patched_containers(containers, &r);
+    let c = patched_containers(&containers, &r);
     assert_eq!(c[0]["command"], json!([WRAPPER, "--", "/app/serve"]));
     assert_eq!(c[0]["args"], json!(["--port", "8080"]), "CMD as args");
     assert_eq!(c[1]["command"], json!([WRAPPER, "--", "/app/serve"]));
@@ -207,7 +172,7 @@ async fn a_cached_lookup_makes_no_request_and_concurrent_ones_make_one() {
     let containers = json!([{ "name": "app", "image": format!("{host}/app:1.0") }]);
     let reviews = futures_util::future::join_all((0..8).map(|_| run(containers.clone(), &images)));
     for r in reviews.await {
-        let c = patched_containers(containers.clone(), &r.unwrap());
+        let c = patched_containers(&containers, &r.unwrap());
         assert_eq!(c[0]["command"], json!([WRAPPER, "--", "/app/serve"]));
     }
     registry.settled_requests().await;

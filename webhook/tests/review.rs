@@ -4,6 +4,9 @@
 //! returned JSON Patch is applied to the pod, the result checked field by
 //! field and validated with `kubernetes-validate --strict`.
 
+#[allow(dead_code)]
+mod support;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,6 +18,7 @@ use kernelseal_webhook::{
     review,
 };
 use serde_json::{Value, json};
+use support::admission::{Sent, admission_review};
 
 const OWN_NAMESPACE: &str = "kernelseal";
 const WRAPPER: &str = "/kernelseal/bin/kernelseal-exec";
@@ -87,34 +91,6 @@ fn deployment_pod(annotations: Value, containers: Vec<Value>) -> Value {
         "status": {}
     })
 }
-
-fn admission_review(pod: &Value, namespace: &str, dry_run: bool) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "kind": "AdmissionReview",
-        "apiVersion": "admission.k8s.io/v1",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": { "group": "", "version": "v1", "kind": "Pod" },
-            "resource": { "group": "", "version": "v1", "resource": "pods" },
-            "requestKind": { "group": "", "version": "v1", "kind": "Pod" },
-            "requestResource": { "group": "", "version": "v1", "resource": "pods" },
-            "name": "",
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {
-                "username": "system:serviceaccount:kube-system:replicaset-controller",
-                "uid": "f1d9b8e2-0000-4000-8000-000000000001",
-                "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]
-            },
-            "object": pod,
-            "oldObject": null,
-            "dryRun": dry_run,
-            "options": { "kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1" }
-        }
-    }))
-    .unwrap()
-}
-
 struct Images(HashMap<&'static str, Entrypoint>);
 
 #[async_trait::async_trait]
@@ -137,7 +113,7 @@ impl ImageConfigs for Images {
 
 async fn run(pod: &Value, images: &dyn ImageConfigs) -> Reviewed {
     review(
-        &admission_review(pod, "shop", false),
+        &admission_review(pod, &Sent::default()),
         Trigger::Annotation,
         OWN_NAMESPACE,
         &Patcher::new(Settings::default()),
@@ -151,7 +127,14 @@ async fn run(pod: &Value, images: &dyn ImageConfigs) -> Reviewed {
 /// path of `trigger`; no image lookups.
 async fn review_as(pod: &Value, namespace: &str, dry_run: bool, trigger: Trigger) -> Reviewed {
     review(
-        &admission_review(pod, namespace, dry_run),
+        &admission_review(
+            pod,
+            &Sent {
+                namespace,
+                dry_run,
+                ..Sent::default()
+            },
+        ),
         trigger,
         OWN_NAMESPACE,
         &Patcher::new(Settings::default()),
@@ -283,7 +266,7 @@ async fn another_socket_directory_is_mounted_and_named_to_the_wrapper() {
         ..Settings::default()
     };
     let r = review(
-        &admission_review(&pod, "shop", false),
+        &admission_review(&pod, &Sent::default()),
         Trigger::Annotation,
         OWN_NAMESPACE,
         &Patcher::new(settings),
@@ -433,7 +416,7 @@ async fn without_command_the_image_entrypoint_and_cmd_are_used() {
     // No lookup possible: an error for the API server's failurePolicy,
     // naming the image and what to do.
     let e = review(
-        &admission_review(&pod, "shop", false),
+        &admission_review(&pod, &Sent::default()),
         Trigger::Annotation,
         OWN_NAMESPACE,
         &Patcher::new(Settings::default()),

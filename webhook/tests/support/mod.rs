@@ -1,3 +1,5 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests and the benchmark (each uses
+//! part of them).
 
+pub mod admission;
 pub mod registry;
