@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use kernelseal_webhook::metrics::Metrics;
 use kernelseal_webhook::server::{Webhook, serve_until};
 use kernelseal_webhook::tls::{CertFiles, ReloadingCert};
 use kernelseal_webhook::{Patcher, PullSecrets, Registry, RegistryConfig, Settings};
@@ -137,13 +138,19 @@ pub fn run(args: WebhookArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(anyhow!(e).context("starting the async runtime")))?;
+    let metrics = Metrics::default();
     runtime.block_on(async move {
         let images = if args.pull_secrets {
             registry.with_pull_secrets(PullSecrets::new(kube_client().await?))
         } else {
             registry
         };
-        let webhook = Arc::new(Webhook::new(patcher, own_namespace, Box::new(images)));
+        let webhook = Arc::new(Webhook::new(
+            patcher,
+            own_namespace,
+            Box::new(images.counting(metrics.lookup_counts())),
+            metrics,
+        ));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| Failure::config(anyhow!("--listen {}: {e}", args.listen)))?;

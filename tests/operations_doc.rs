@@ -70,6 +70,7 @@ fn exported() -> BTreeMap<String, (String, BTreeSet<String>)> {
         .inc();
     let webhook = kernelseal_webhook::metrics::Metrics::default();
     webhook.observe("patched", Duration::from_millis(1));
+    webhook.lookup_counts().answered(true);
     let text = format!("{}\n{}\n{}", agent.render(), csi.encode(), webhook.render());
 
     let mut types: BTreeMap<String, String> = BTreeMap::new();

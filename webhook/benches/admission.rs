@@ -189,6 +189,7 @@ fn main() {
             Patcher::new(Settings::default()),
             "kernelseal".into(),
             Box::new(lookups()),
+            Default::default(),
         ));
         let floor_answer = json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",

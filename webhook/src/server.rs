@@ -55,13 +55,19 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// A webhook serving from the start, its metrics at zero.
-    pub fn new(patcher: Patcher, own_namespace: String, images: Box<dyn ImageConfigs>) -> Self {
+    /// A webhook serving from the start. `metrics` are those `images`
+    /// counts its lookups in, if it does.
+    pub fn new(
+        patcher: Patcher,
+        own_namespace: String,
+        images: Box<dyn ImageConfigs>,
+        metrics: Metrics,
+    ) -> Self {
         Webhook {
             patcher,
             own_namespace,
             images,
-            metrics: Metrics::default(),
+            metrics,
             stopping: AtomicBool::new(false),
         }
     }

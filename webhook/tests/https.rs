@@ -102,6 +102,7 @@ async fn parts(dir: &Path, name: &str) -> Parts {
         Patcher::new(Settings::default()),
         "kernelseal".into(),
         Box::new(NoRegistry),
+        Default::default(),
     ));
     Parts {
         pki,

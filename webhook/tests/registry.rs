@@ -12,6 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use kernelseal_webhook::metrics::Metrics;
 use kernelseal_webhook::review::{ReviewError, Reviewed};
 use kernelseal_webhook::{
     Entrypoint, ImageConfigs, LookupError, Patcher, PullContext, Registry, RegistryConfig,
@@ -181,6 +182,31 @@ async fn a_cached_lookup_makes_no_request_and_concurrent_ones_make_one() {
         .filter(|l| l.contains("GET /v2/app/manifests/1.0 "))
         .count();
     assert_eq!(manifest_gets, 1, "{:#?}", registry.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_and_registry_reads_are_counted_in_the_metrics() {
+    let Some(registry) = TestRegistry::start("lookup metrics") else {
+        return;
+    };
+    push_app(&registry, "counted");
+    let host = &registry.host;
+    let metrics = Metrics::default();
+    let images = plain_http(host).counting(metrics.lookup_counts());
+    for image in ["app:1.0", "app:1.0", "app:1.0", "nothing:here"] {
+        let _ = images
+            .entrypoint(&format!("{host}/{image}"), &anonymous())
+            .await;
+    }
+    let text = metrics.render();
+    for line in [
+        "kernelseal_webhook_image_lookups_total{outcome=\"found\"} 3",
+        "kernelseal_webhook_image_lookups_total{outcome=\"failed\"} 1",
+        // app:1.0 once, then the cache; a failure is not kept, and read.
+        "kernelseal_webhook_registry_reads_total 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

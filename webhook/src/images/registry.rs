@@ -20,6 +20,7 @@ use super::keyring::{self, Candidate};
 use super::pull_secrets::PullSecrets;
 use super::references::References;
 use super::{ImageConfigs, LookupError, PullContext, PulledWith, failure};
+use crate::metrics::LookupCounts;
 use crate::patch::Entrypoint;
 
 /// Largest image config read. Configs are a few KiB (their history grows
@@ -71,6 +72,7 @@ pub struct Registry {
     config: RegistryConfig,
     cache: Cache,
     references: References,
+    counts: LookupCounts,
     pull_secrets: Option<PullSecrets>,
     credential_ids: CredentialIds,
 }
@@ -96,6 +98,7 @@ impl Registry {
             anonymous: client(&config).map_err(RegistryError)?,
             cache: Cache::new(config.tag_ttl, config.capacity),
             references: References::default(),
+            counts: LookupCounts::default(),
             config,
             pull_secrets: None,
             credential_ids: CredentialIds::new(),
@@ -106,6 +109,13 @@ impl Registry {
     /// `pull_secrets`.
     pub fn with_pull_secrets(mut self, pull_secrets: PullSecrets) -> Registry {
         self.pull_secrets = Some(pull_secrets);
+        self
+    }
+
+    /// Counts its lookups and registry reads in `counts` (the webhook's
+    /// metrics).
+    pub fn counting(mut self, counts: LookupCounts) -> Registry {
+        self.counts = counts;
         self
     }
 
@@ -167,6 +177,7 @@ impl Registry {
         with: &PulledWith,
     ) -> Answer {
         let timeout = self.config.timeout;
+        self.counts.read();
         match tokio::time::timeout(timeout, self.fetch(reference, credential, with)).await {
             Ok(answer) => answer,
             Err(_) => Err(LookupError::TimedOut {
@@ -271,6 +282,14 @@ impl Registry {
 #[async_trait::async_trait]
 impl ImageConfigs for Registry {
     async fn entrypoint(&self, image: &str, pull: &PullContext) -> Result<Entrypoint, LookupError> {
+        let answer = self.look_up(image, pull).await;
+        self.counts.answered(answer.is_ok());
+        answer
+    }
+}
+
+impl Registry {
+    async fn look_up(&self, image: &str, pull: &PullContext) -> Result<Entrypoint, LookupError> {
         let reference = self.references.parse(image)?;
         let key = match reference.digest() {
             Some(d) => Key::Digest(pinned(&reference, d)),
