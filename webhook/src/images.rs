@@ -58,10 +58,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::AdmissionRequest;
 
 use crate::patch::{Entrypoint, Entrypoints};
+use crate::pod::Pod;
 
 mod cache;
 pub mod docker_config;

@@ -14,7 +14,8 @@
 //!   front of each selected container's command, the agent's socket
 //!   directory read-only, the socket group, the pod's projected token for
 //!   `identity: pod`, and `kernelseal.io/status: injected`;
-//! - [`review`](mod@review) decodes the `AdmissionReview`, decides whether the pod is
+//! - [`review`](mod@review) decodes the `AdmissionReview` (the pod as
+//!   [`pod`] reads it: only the fields a patch depends on), decides whether the pod is
 //!   one to touch (annotated or in a namespace that asks for it, not
 //!   injected yet, not in the webhook's own namespace) and answers —
 //!   `dryRun` reviews the same — never panicking on what it is sent.
@@ -34,6 +35,7 @@ pub mod annotations;
 pub mod images;
 pub mod metrics;
 pub mod patch;
+pub mod pod;
 pub mod review;
 pub mod server;
 pub mod tls;

@@ -9,10 +9,10 @@
 //! The patch is written straight to the bytes the answer carries
 //! ([`parts`]); tests read it back with the `json-patch` crate.
 
-use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
 use crate::annotations::{self, Injection};
+use crate::pod::{Container, Pod};
 
 mod parts;
 

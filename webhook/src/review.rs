@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
 };
@@ -11,6 +10,7 @@ use kube::core::{DynamicObject, TypeMeta};
 use crate::annotations::{self, Injection};
 use crate::images::{self, ImageConfigs};
 use crate::patch::{self, PatchError, Patcher, wrap};
+use crate::pod::Pod;
 
 /// What makes a pod one to wrap, by the path the API server calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,89 @@
+//! The pod as this webhook reads it: the fields a patch depends on, every
+//! other one skipped unread. A pod from a Deployment carries env, probes,
+//! resources and more, none of which the webhook needs; reading it all
+//! into `k8s-openapi`'s `Pod` was most of a review's time. The API server
+//! validates the whole pod after the mutating webhooks, so nothing is lost
+//! by not checking the rest here; a field read here of the wrong type
+//! still refuses the pod.
+
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::NamespaceResourceScope;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Pod {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: Option<PodSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    pub containers: Vec<Container>,
+    pub init_containers: Option<Vec<Container>>,
+    pub volumes: Option<Vec<Named>>,
+    pub security_context: Option<PodSecurityContext>,
+    pub image_pull_secrets: Option<Vec<Named>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    pub name: String,
+    pub image: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+}
+
+/// A volume, or a pull secret's reference: its name is all that is read.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Named {
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMount {
+    pub mount_path: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityContext {
+    pub supplemental_groups: Option<Vec<i64>>,
+}
+
+/// What kube's admission types need of the object they carry.
+impl kube::Resource for Pod {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Pod".into()
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        "pods".into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
