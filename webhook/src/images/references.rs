@@ -12,9 +12,19 @@ use super::LookupError;
 /// References kept before the table starts afresh.
 const CAPACITY: usize = 4096;
 
-#[derive(Default)]
 pub(super) struct References {
     parsed: Mutex<HashMap<String, Reference>>,
+}
+
+impl Default for References {
+    /// Compiles the regular expression now: the first time takes tens of
+    /// milliseconds, which the first pod's review should not wait for.
+    fn default() -> Self {
+        let _ = Reference::try_from("kernelseal.invalid/warm-up:1");
+        References {
+            parsed: Mutex::default(),
+        }
+    }
 }
 
 impl References {
