@@ -146,6 +146,7 @@ fn main() {
         let _ = a.kill();
         let _ = a.wait();
     }
+    let _ = std::fs::remove_dir_all(&dir);
     plain.sort();
     floor.sort();
     cgroup.sort();
