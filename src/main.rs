@@ -101,15 +101,16 @@ enum ConfigCommand {
 static HEAP: kernelseal_exec::SecretHeap = kernelseal_exec::SecretHeap::new();
 
 fn main() -> ExitCode {
+    // `kernelseal exec …` is the wrapper itself: its own hand-parsed flags,
+    // then CMD ARGS untouched by clap. First, before anything else starts:
+    // it runs in front of every wrapped program and uses no TLS.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "exec") {
+        let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+        return ExitCode::from(kernelseal_exec::main_with(&argv, &HEAP) as u8);
+    }
     // One rustls crypto provider (aws-lc-rs) for every TLS client, before any
     // is built: with two compiled in, rustls panics on first use.
     kernelseal_providers::install_crypto_provider();
-    // `kernelseal exec …` is the wrapper itself: its own hand-parsed flags,
-    // then CMD ARGS untouched by clap.
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.get(1).is_some_and(|a| a == "exec") {
-        return ExitCode::from(kernelseal_exec::main_with(&argv[2..], &HEAP) as u8);
-    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),

@@ -1,7 +1,8 @@
 //! `#![no_main]`: the wrapper runs before every wrapped program, and std's
 //! runtime start-up (main-thread stack guard, which reads /proc/self/maps
 //! through the LSM hooks; sigaltstack; SIGPIPE) is a measurable share of
-//! its cost for nothing it uses. std itself works: glibc hands it argv.
+//! its cost for nothing it uses. std itself works; argv comes from main's
+//! own arguments.
 #![no_main]
 
 /// The agent's reply and the environment made from it live in secret
@@ -9,8 +10,24 @@
 #[global_allocator]
 static HEAP: kernelseal_exec::SecretHeap = kernelseal_exec::SecretHeap::new();
 
+/// The C runtime's entry point.
+///
+/// # Safety
+///
+/// `argv` holds `argc` valid NUL-terminated strings, as the C runtime
+/// passes them.
 #[unsafe(no_mangle)]
-pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    kernelseal_exec::main_with(&argv, &HEAP)
+pub unsafe extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    use std::os::unix::ffi::OsStrExt;
+    // From main's own arguments, not std::env::args_os(): that is filled by
+    // std's runtime start on musl (only glibc hands argv to std beforehand).
+    let args: Vec<std::ffi::OsString> = (1..usize::try_from(argc).unwrap_or(0))
+        .map(|i| {
+            // SAFETY: i < argc, and argv holds argc valid NUL-terminated
+            // strings, alive for the whole process (main's contract).
+            let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+            std::ffi::OsStr::from_bytes(arg.to_bytes()).to_owned()
+        })
+        .collect();
+    kernelseal_exec::main_with(&args, &HEAP)
 }

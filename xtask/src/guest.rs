@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::util::{Workspace, absolute_file};
+use crate::util::{StaticLibc, Workspace, absolute_file};
 
 /// The static `kernelseal` at /usr/bin/kernelseal (what a locked node
 /// runs), the dynamically linked release build at
@@ -22,7 +22,7 @@ pub fn base_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String,
     let mut list = vec![
         (
             "usr/bin/kernelseal".to_owned(),
-            ws.cargo_build_static("kernelseal", "kernelseal")?,
+            ws.cargo_build_static("kernelseal", "kernelseal", StaticLibc::Glibc)?,
         ),
         (
             "usr/bin/kernelseal-dynamic".to_owned(),
@@ -32,7 +32,11 @@ pub fn base_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String,
         // copies it from there (vmtests' webhook_suite.rs).
         (
             "usr/bin/kernelseal-exec".to_owned(),
-            ws.cargo_build_static("kernelseal-exec", "kernelseal-exec")?,
+            ws.cargo_build_static(
+                "kernelseal-exec",
+                "kernelseal-exec",
+                StaticLibc::for_wrapper()?,
+            )?,
         ),
     ];
     for path in with {

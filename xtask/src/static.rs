@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::util::Workspace;
+use crate::util::{StaticLibc, Workspace};
 
 pub fn run(ws: &Workspace) -> Result<ExitCode> {
-    let out = ws.cargo_build_static("kernelseal", "kernelseal")?;
+    let out = ws.cargo_build_static("kernelseal", "kernelseal", StaticLibc::Glibc)?;
     println!("{}", out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -5,10 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::util::Workspace;
+use crate::util::{StaticLibc, Workspace};
 
 pub fn run(ws: &Workspace) -> Result<ExitCode> {
-    let out = ws.cargo_build_static("kernelseal-exec", "kernelseal-exec")?;
+    let out = ws.cargo_build_static(
+        "kernelseal-exec",
+        "kernelseal-exec",
+        StaticLibc::for_wrapper()?,
+    )?;
     println!("{}", out.display());
     Ok(ExitCode::SUCCESS)
 }
