@@ -49,9 +49,10 @@ COPY . .
 
 # Everything that ships, from the committed Cargo.lock:
 #   - kernelseal (BPF objects built by clang and embedded);
-#   - kernelseal-exec linked statically (glibc crt-static, as `cargo xtask
-#     static-exec` does), for the host triple: it then runs in any image,
-#     with or without a libc. RUSTFLAGS with --target leave build scripts
+#   - kernelseal-exec linked statically (glibc crt-static), for the host
+#     triple: it then runs in any image, with or without a libc. (`cargo
+#     xtask static-exec` links musl where its Rust std is installed: its
+#     static start-up is faster; this build does not install it.) RUSTFLAGS with --target leave build scripts
 #     and proc macros dynamic, as they must be.
 # Both are stripped (the release profile keeps symbols). The cache mounts
 # keep the registry and target/ between builds; the binaries are copied out
