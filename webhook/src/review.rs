@@ -75,24 +75,34 @@ impl Reviewed {
     /// type serializes it as an array of numbers (kube-rs #1781), so it is
     /// written here, in the one pass that writes the whole answer.
     pub fn into_json(self) -> Vec<u8> {
-        use base64::Engine;
         let mut response = self.response;
-        let patch = response
-            .patch
-            .take()
-            .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+        let patch = response.patch.take();
+        let room = patch.as_ref().map_or(0, |p| p.len() / 3 * 4 + 4) + 512;
         let answer = Answer {
             api_version: META_API_VERSION_V1,
             kind: META_KIND,
             response: Answered {
                 response: &response,
                 patch_type: patch.as_ref().map(|_| "JSONPatch"),
-                patch,
+                patch: patch.as_deref().map(Base64),
             },
         };
+        let mut out = Vec::with_capacity(room);
         // Plain structs, strings and maps with string keys: nothing here
         // can fail to serialize.
-        serde_json::to_vec(&answer).unwrap_or_default()
+        let _ = serde_json::to_writer(&mut out, &answer);
+        out
+    }
+}
+
+/// Bytes as a base64 string, written as they are encoded.
+struct Base64<'a>(&'a [u8]);
+
+impl serde::Serialize for Base64<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let shown =
+            base64::display::Base64Display::new(self.0, &base64::engine::general_purpose::STANDARD);
+        serializer.collect_str(&shown)
     }
 }
 
@@ -110,7 +120,7 @@ struct Answered<'a> {
     #[serde(flatten)]
     response: &'a AdmissionResponse,
     #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
+    patch: Option<Base64<'a>>,
     /// kube sets it only with a `json_patch::Patch`; this webhook writes
     /// its patch itself.
     #[serde(rename = "patchType", skip_serializing_if = "Option::is_none")]
