@@ -1,19 +1,37 @@
-//! Image references as parsed, kept by their text: `oci-client` parses
-//! one with a large regular expression (a few microseconds, most of a
-//! cached review's lookup), and a cluster names few distinct images.
+//! Image references as parsed, with the key their answers are cached
+//! under, kept by their text: `oci-client` parses one with a large regular
+//! expression (a few microseconds, most of a cached review's lookup), and
+//! a cluster names few distinct images.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use oci_client::Reference;
 
 use super::LookupError;
+use super::cache::Key;
+
+/// A reference, completed, and what its answer is kept under.
+#[derive(Debug)]
+pub(super) struct Parsed {
+    pub reference: Reference,
+    pub key: Key,
+}
+
+/// `registry/repository@digest`: what a digest's answer is kept under.
+pub(super) fn pinned(reference: &Reference, digest: &str) -> String {
+    format!(
+        "{}/{}@{digest}",
+        reference.registry(),
+        reference.repository()
+    )
+}
 
 /// References kept before the table starts afresh.
 const CAPACITY: usize = 4096;
 
 pub(super) struct References {
-    parsed: Mutex<HashMap<String, Reference>>,
+    parsed: Mutex<HashMap<String, Arc<Parsed>>>,
 }
 
 impl Default for References {
@@ -31,23 +49,28 @@ impl References {
     /// `image` parsed (completed as the kubelet completes it), or why it is
     /// no reference. Failures are not kept: they are rare and cheap to
     /// find again.
-    pub fn parse(&self, image: &str) -> Result<Reference, LookupError> {
-        if let Some(r) = self.lock().get(image) {
-            return Ok(r.clone());
+    pub fn parse(&self, image: &str) -> Result<Arc<Parsed>, LookupError> {
+        if let Some(p) = self.lock().get(image) {
+            return Ok(p.clone());
         }
         let reference = Reference::try_from(image).map_err(|e| LookupError::Reference {
             image: image.into(),
             why: e.to_string(),
         })?;
+        let key = match reference.digest() {
+            Some(d) => Key::Digest(pinned(&reference, d)),
+            None => Key::Tag(reference.whole()),
+        };
+        let found = Arc::new(Parsed { reference, key });
         let mut parsed = self.lock();
         if parsed.len() >= CAPACITY {
             parsed.clear();
         }
-        parsed.insert(image.to_string(), reference.clone());
-        Ok(reference)
+        parsed.insert(image.to_string(), found.clone());
+        Ok(found)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Reference>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Parsed>>> {
         // Nothing panics while it is held; a poisoned map is still whole.
         self.parsed.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -61,10 +84,17 @@ mod tests {
     fn a_reference_is_parsed_once_and_completed_as_the_kubelet_does() {
         let refs = References::default();
         let first = refs.parse("nginx").unwrap();
-        assert_eq!(first.whole(), "docker.io/library/nginx:latest");
+        assert_eq!(first.reference.whole(), "docker.io/library/nginx:latest");
+        assert_eq!(first.key, Key::Tag("docker.io/library/nginx:latest".into()));
         assert_eq!(refs.lock().len(), 1);
-        assert_eq!(refs.parse("nginx").unwrap(), first);
+        assert!(Arc::ptr_eq(&refs.parse("nginx").unwrap(), &first));
         assert_eq!(refs.lock().len(), 1);
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let pinned = refs.parse(&format!("nginx:1@{digest}")).unwrap();
+        assert_eq!(
+            pinned.key,
+            Key::Digest(format!("docker.io/library/nginx@{digest}"))
+        );
     }
 
     #[test]

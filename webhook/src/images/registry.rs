@@ -18,7 +18,7 @@ use super::cache::{Answer, Cache, Found, Key, Scope};
 use super::docker_config::Credential;
 use super::keyring::{self, Candidate};
 use super::pull_secrets::PullSecrets;
-use super::references::References;
+use super::references::{References, pinned};
 use super::{ImageConfigs, LookupError, PullContext, PulledWith, failure};
 use crate::metrics::LookupCounts;
 use crate::patch::Entrypoint;
@@ -290,15 +290,12 @@ impl ImageConfigs for Registry {
 
 impl Registry {
     async fn look_up(&self, image: &str, pull: &PullContext) -> Result<Entrypoint, LookupError> {
-        let reference = self.references.parse(image)?;
-        let key = match reference.digest() {
-            Some(d) => Key::Digest(pinned(&reference, d)),
-            None => Key::Tag(reference.whole()),
-        };
-        let answer = match self.auth(&reference, pull).await? {
+        let parsed = self.references.parse(image)?;
+        let (reference, key) = (&parsed.reference, &parsed.key);
+        let answer = match self.auth(reference, pull).await? {
             Auth::Anonymous(with) => {
-                let fetch = self.fetch_within(&reference, None, &with);
-                let answer = self.cache.answer(Scope::Anonymous, &key, fetch).await;
+                let fetch = self.fetch_within(reference, None, &with);
+                let answer = self.cache.answer(Scope::Anonymous, key, fetch).await;
                 // A refusal joined from another pod's lookup names that
                 // pod's reason: this one's is said.
                 match answer {
@@ -316,9 +313,7 @@ impl Registry {
                     other => other,
                 }
             }
-            Auth::Candidates(candidates) => {
-                self.with_candidates(&reference, &key, candidates).await
-            }
+            Auth::Candidates(candidates) => self.with_candidates(reference, key, candidates).await,
         };
         answer.map(|found| found.entrypoint)
     }
@@ -371,15 +366,6 @@ impl CredentialIds {
         id.copy_from_slice(context.sign().as_ref());
         id
     }
-}
-
-/// `registry/repository@digest`: what a digest's answer is kept under.
-fn pinned(reference: &Reference, digest: &str) -> String {
-    format!(
-        "{}/{}@{digest}",
-        reference.registry(),
-        reference.repository()
-    )
 }
 
 /// The image of an index to read: `linux` on the webhook's own
