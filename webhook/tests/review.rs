@@ -172,7 +172,11 @@ fn patched(pod: &Value, r: &Reviewed) -> Value {
 }
 
 fn validate_all(pods: &[Value]) {
-    let dir = std::env::temp_dir().join(format!("ks-webhook-{}", std::process::id()));
+    // A directory per call: the tests run in parallel threads of one
+    // process, and two writing pod-0.json at once made a file of both.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ks-webhook-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let files: Vec<PathBuf> = pods
         .iter()
@@ -193,6 +197,7 @@ fn validate_all(pods: &[Value]) {
         .expect("kubernetes-validate (scripts/setup installs it from PyPI)");
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches("passed").count(), files.len(), "{text}");
 }
