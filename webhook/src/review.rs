@@ -12,6 +12,10 @@ use crate::images::{self, ImageConfigs};
 use crate::patch::{self, PatchError, Patcher, wrap};
 use crate::pod::Pod;
 
+mod arriving;
+
+use arriving::Envelope;
+
 /// What makes a pod one to wrap, by the path the API server calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -188,42 +192,25 @@ enum Decoded {
     Unreadable(Box<AdmissionRequest<DynamicObject>>, String),
 }
 
-/// The `AdmissionReview` as it arrives. kube's own type flattens its
-/// `TypeMeta`, which makes serde buffer the whole review, every field of
-/// the pod included, before reading it; this one reads it in one pass and
-/// skips what [`Pod`] does not read.
-#[derive(serde::Deserialize)]
-#[serde(bound = "T: serde::de::DeserializeOwned")]
-struct Envelope<T: kube::Resource> {
-    #[serde(rename = "apiVersion")]
-    api_version: String,
-    kind: String,
-    request: Option<AdmissionRequest<T>>,
-}
-
-impl<T: kube::Resource> Envelope<T> {
-    fn types(&self) -> TypeMeta {
-        TypeMeta {
-            api_version: self.api_version.clone(),
-            kind: self.kind.clone(),
-        }
-    }
-}
-
 fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
     match serde_json::from_slice::<Envelope<Pod>>(body) {
         Ok(review) => {
-            check_type(&review.types())?;
+            let types = review.types();
+            check_type(&types)?;
             let request = review.request.ok_or(ReviewError::NoRequest)?;
-            Ok(Decoded::Pod(Box::new(request)))
+            Ok(Decoded::Pod(Box::new(request.into_request(types))))
         }
         Err(typed) => {
             let review: Envelope<DynamicObject> =
                 serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(describe(&e)))?;
-            check_type(&review.types())?;
+            let types = review.types();
+            check_type(&types)?;
             let request = review.request.ok_or(ReviewError::NoRequest)?;
             let why = format!("the pod is not a valid Pod: {}", describe(&typed));
-            Ok(Decoded::Unreadable(Box::new(request), why))
+            Ok(Decoded::Unreadable(
+                Box::new(request.into_request(types)),
+                why,
+            ))
         }
     }
 }
