@@ -8,9 +8,13 @@
 //! list; `vault` (feature `vault`) for HashiCorp Vault with kubernetes auth
 //! and ACL policies, and `sa_token` mints the service-account tokens a pod
 //! logs in with. `cgroup` makes the cgroups a pod's container runs in.
+//! `admission` (feature `admission`) is what the API server sends a
+//! mutating webhook for a Deployment's pod.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "admission")]
+pub mod admission;
 pub mod cgroup;
 
 #[cfg(feature = "kube-api")]

@@ -20,7 +20,7 @@
 //! | `/run/kernelseal`: hostPath `/run/kernelseal`, read-only | `/run/kernelseal`: the running agent's socket directory, the same path (checked: the agent's socket is there). |
 //! | `/var/run/secrets/kernelseal.io/tokens`: the projected volume `kernelseal-tokens` (one file per audience: `vault`) | the same path, made for the test and removed after it: a token minted for web's pod with the volume's audience and lifetime, at the volume's file name. The wrapper reads it at its default path; no `--token-file`. |
 //! | the container's command: this runner as `victim` | the same, at the runner's path in the guest |
-//! | the pod created from the reviewed one (`generateName: web-7d9f4c6b8-`) | `web-7d9f4c6b8-x2kq9` of the stand-in node, container `app`: the pod the agent finds behind the cgroup |
+//! | the pod created from the reviewed one (testkit's Deployment pod, `generateName: web-6d4cf56db6-`) | `web-7d9f4c6b8-x2kq9` of the stand-in node, container `app`: the pod the agent finds behind the cgroup (its name is the stand-in's; the agent matches by cgroup, namespace and service account) |
 //!
 //! Not run: the socket group (the app runs as root), the read-only mount
 //! of the wrapper's volume in the app (one mount serves both) and the
@@ -29,6 +29,7 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use kernelseal_testkit::admission;
 use kernelseal_testkit::sa_token::TokenSpec;
 use kernelseal_webhook::patch::{BIN_VOLUME, INIT_CONTAINER, RUN_VOLUME, TOKEN_VOLUME};
 use kernelseal_webhook::{NoRegistry, Patcher, Settings, Trigger, review};
@@ -55,97 +56,40 @@ const REVIEW_UID: &str = "4c1d2e3f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
 /// it: annotated for injection, with the wrapper's timeout and on-error
 /// mode, its container running `program victim`.
 fn deployment_pod(program: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": "web-7d9f4c6b8-",
-            "namespace": NAMESPACE,
-            "creationTimestamp": null,
-            "labels": { "app": "web", "pod-template-hash": "7d9f4c6b8" },
-            "annotations": {
-                "kernelseal.io/inject": "true",
-                "kernelseal.io/timeout": "10s",
-                "kernelseal.io/on-error": "fail"
-            },
-            "ownerReferences": [{
-                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f4c6b8",
-                "uid": "0b5f3c1e-2d4a-4f6b-8c7d-9e0f1a2b3c4d",
-                "controller": true, "blockOwnerDeletion": true
-            }]
-        },
-        "spec": {
-            "volumes": [{
-                "name": "kube-api-access-7xk2p",
-                "projected": {
-                    "sources": [
-                        { "serviceAccountToken": { "expirationSeconds": 3607, "path": "token" } },
-                        { "configMap": { "name": "kube-root-ca.crt", "items": [{ "key": "ca.crt", "path": "ca.crt" }] } }
-                    ],
-                    "defaultMode": 420
-                }
-            }],
-            "containers": [{
-                "name": CONTAINER,
-                "image": "registry.example/web:1.4",
-                "command": [program],
-                "args": ["victim"],
-                "resources": {},
-                "volumeMounts": [{
-                    "name": "kube-api-access-7xk2p",
-                    "readOnly": true,
-                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"
-                }],
-                "terminationMessagePath": "/dev/termination-log",
-                "terminationMessagePolicy": "File",
-                "imagePullPolicy": "IfNotPresent"
-            }],
-            "restartPolicy": "Always",
-            "terminationGracePeriodSeconds": 30,
-            "dnsPolicy": "ClusterFirst",
-            "serviceAccountName": "web",
-            "serviceAccount": "web",
-            "securityContext": {},
-            "schedulerName": "default-scheduler",
-            "priority": 0,
-            "enableServiceLinks": true
-        },
-        "status": {}
-    })
-}
-
-/// The `AdmissionReview` the API server sends the webhook for `pod`.
-fn admission_review(pod: &Value) -> Vec<u8> {
-    json!({
-        "kind": "AdmissionReview",
-        "apiVersion": "admission.k8s.io/v1",
-        "request": {
-            "uid": REVIEW_UID,
-            "kind": { "group": "", "version": "v1", "kind": "Pod" },
-            "resource": { "group": "", "version": "v1", "resource": "pods" },
-            "requestKind": { "group": "", "version": "v1", "kind": "Pod" },
-            "requestResource": { "group": "", "version": "v1", "resource": "pods" },
-            "name": "",
-            "namespace": NAMESPACE,
-            "operation": "CREATE",
-            "userInfo": {
-                "username": "system:serviceaccount:kube-system:replicaset-controller",
-                "groups": ["system:serviceaccounts", "system:authenticated"]
-            },
-            "object": pod,
-            "oldObject": null,
-            "dryRun": false,
-            "options": { "kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1" }
-        }
-    })
-    .to_string()
-    .into_bytes()
+    let annotations = json!({
+        "kernelseal.io/inject": "true",
+        "kernelseal.io/timeout": "10s",
+        "kernelseal.io/on-error": "fail"
+    });
+    let app = json!({
+        "name": CONTAINER,
+        "image": "registry.example/web:1.4",
+        "command": [program],
+        "args": ["victim"],
+        "resources": {},
+        "volumeMounts": [{
+            "name": "kube-api-access-7xk2p",
+            "readOnly": true,
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"
+        }],
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "imagePullPolicy": "IfNotPresent"
+    });
+    admission::deployment_pod(NAMESPACE, annotations, vec![app])
 }
 
 /// `pod` as the webhook's answer makes it: reviewed (no registry: the
 /// container has its command), the returned JSON Patch applied.
 fn patched(runtime: &tokio::runtime::Runtime, pod: &Value) -> Result<Value, String> {
-    let body = admission_review(pod);
+    let body = admission::admission_review(
+        pod,
+        &admission::Sent {
+            namespace: NAMESPACE,
+            uid: REVIEW_UID,
+            dry_run: false,
+        },
+    );
     let reviewed = runtime
         .block_on(review(
             &body,

@@ -20,6 +20,11 @@ use kernelseal_webhook::{
 use serde_json::{Value, json};
 use support::admission::{Sent, admission_review};
 
+/// web's pod in shop, as its ReplicaSet has the API server create it.
+fn deployment_pod(annotations: Value, containers: Vec<Value>) -> Value {
+    kernelseal_testkit::admission::deployment_pod("shop", annotations, containers)
+}
+
 const OWN_NAMESPACE: &str = "kernelseal";
 const WRAPPER: &str = "/kernelseal/bin/kernelseal-exec";
 
@@ -44,53 +49,6 @@ fn container(name: &str, image: &str, command: Option<&[&str]>) -> Value {
     c
 }
 
-/// A ReplicaSet's pod, as the API server sends it to a mutating webhook.
-fn deployment_pod(annotations: Value, containers: Vec<Value>) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": "web-6d4cf56db6-",
-            "namespace": "shop",
-            "creationTimestamp": null,
-            "labels": { "app": "web", "pod-template-hash": "6d4cf56db6" },
-            "annotations": annotations,
-            "ownerReferences": [{
-                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-6d4cf56db6",
-                "uid": "0b5f3c1e-2d4a-4f6b-8c7d-9e0f1a2b3c4d",
-                "controller": true, "blockOwnerDeletion": true
-            }]
-        },
-        "spec": {
-            "volumes": [{
-                "name": "kube-api-access-7xk2p",
-                "projected": {
-                    "sources": [
-                        { "serviceAccountToken": { "expirationSeconds": 3607, "path": "token" } },
-                        { "configMap": { "name": "kube-root-ca.crt", "items": [{ "key": "ca.crt", "path": "ca.crt" }] } },
-                        { "downwardAPI": { "items": [{ "path": "namespace", "fieldRef": { "apiVersion": "v1", "fieldPath": "metadata.namespace" } }] } }
-                    ],
-                    "defaultMode": 420
-                }
-            }],
-            "containers": containers,
-            "restartPolicy": "Always",
-            "terminationGracePeriodSeconds": 30,
-            "dnsPolicy": "ClusterFirst",
-            "serviceAccountName": "web",
-            "serviceAccount": "web",
-            "securityContext": {},
-            "schedulerName": "default-scheduler",
-            "tolerations": [
-                { "key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300 }
-            ],
-            "priority": 0,
-            "enableServiceLinks": true,
-            "preemptionPolicy": "PreemptLowerPriority"
-        },
-        "status": {}
-    })
-}
 struct Images(HashMap<&'static str, Entrypoint>);
 
 #[async_trait::async_trait]

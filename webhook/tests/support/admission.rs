@@ -1,54 +1,10 @@
-//! `AdmissionReview`s as the API server sends them for a pod's creation,
-//! and what their answers make of the pod.
+//! `AdmissionReview`s as the API server sends them for a pod's creation
+//! (testkit's, shared with the VM test), and what their answers make of
+//! the pod.
 
+pub use kernelseal_testkit::admission::{Sent, admission_review};
 use kernelseal_webhook::review::Reviewed;
 use serde_json::{Value, json};
-
-/// What a review is sent as.
-pub struct Sent<'a> {
-    pub namespace: &'a str,
-    pub uid: &'a str,
-    pub dry_run: bool,
-}
-
-impl Default for Sent<'_> {
-    fn default() -> Self {
-        Sent {
-            namespace: "shop",
-            uid: "705ab4f5-6393-11e8-b7cc-42010a800002",
-            dry_run: false,
-        }
-    }
-}
-
-/// The `AdmissionReview` for creating `pod`, as a ReplicaSet has the API
-/// server create it.
-pub fn admission_review(pod: &Value, sent: &Sent) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "kind": "AdmissionReview",
-        "apiVersion": "admission.k8s.io/v1",
-        "request": {
-            "uid": sent.uid,
-            "kind": { "group": "", "version": "v1", "kind": "Pod" },
-            "resource": { "group": "", "version": "v1", "resource": "pods" },
-            "requestKind": { "group": "", "version": "v1", "kind": "Pod" },
-            "requestResource": { "group": "", "version": "v1", "resource": "pods" },
-            "name": "",
-            "namespace": sent.namespace,
-            "operation": "CREATE",
-            "userInfo": {
-                "username": "system:serviceaccount:kube-system:replicaset-controller",
-                "uid": "f1d9b8e2-0000-4000-8000-000000000001",
-                "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]
-            },
-            "object": pod,
-            "oldObject": null,
-            "dryRun": sent.dry_run,
-            "options": { "kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1" }
-        }
-    }))
-    .unwrap()
-}
 
 /// A pod annotated for injection with these containers (and `spec`'s
 /// other fields from `more_spec`, an object).
