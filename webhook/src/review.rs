@@ -263,8 +263,9 @@ fn unreadable(
     }
 }
 
-/// serde's message without the input it may quote.
-fn describe(e: &serde_json::Error) -> String {
+/// serde's message without the input it may quote (a pod's values, a
+/// pull secret's password).
+pub(crate) fn describe(e: &serde_json::Error) -> String {
     format!(
         "{:?} error at line {} column {}",
         e.classify(),

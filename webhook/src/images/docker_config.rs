@@ -147,15 +147,7 @@ fn entries(format: Format, bytes: &[u8]) -> Result<Vec<Entry>, String> {
         Format::ConfigJson => serde_json::from_slice::<ConfigJson>(bytes).map(|c| c.auths),
         Format::Dockercfg => serde_json::from_slice::<BTreeMap<String, RawEntry>>(bytes),
     }
-    // serde's message may quote the text: only where it failed.
-    .map_err(|e| {
-        format!(
-            "{:?} error at line {} column {}",
-            e.classify(),
-            e.line(),
-            e.column()
-        )
-    })?;
+    .map_err(|e| crate::review::describe(&e))?;
     let mut out = Vec::with_capacity(raw.len());
     for (key, mut entry) in raw {
         let credential = credential_of(&mut entry).map_err(|why| format!("{key:?}: {why}"))?;
