@@ -143,6 +143,12 @@ fn no_binding_is_a_failure_and_the_agent_says_who_asked() {
         log.contains("[INJECT] no binding matched PID") && log.contains("(/usr/bin/touch, uid"),
         "{log}"
     );
+    // The caller's cgroup, which a cgroupPath selector for it must name:
+    // the wrapper runs in this test's cgroup.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) {
+        assert!(log.contains(&format!("cgroup=\"{path}\"")), "{log}");
+    }
 
     let out = wrap(
         &agent.socket,

@@ -134,7 +134,7 @@ impl Occasion<'_> {
         let pid = caller.pid;
         match self {
             Occasion::Request { .. } => info!(
-                pid, uid = caller.uid, bindings = ?bindings,
+                pid, uid = caller.uid, bindings = ?bindings, cgroup = caller.cgroup_if_read(),
                 "[INJECT] Secrets injected into PID {pid}: [{}]", names.join(", ")
             ),
             Occasion::Exec { .. } => info!(

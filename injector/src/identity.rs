@@ -101,6 +101,12 @@ impl Caller {
         self.cgroup.get_or_init(|| cgroup_of(self.pid))
     }
 
+    /// The cgroup path if a selector or pod identity has read it already:
+    /// the log line of a delivery names it without paying for the read.
+    pub fn cgroup_if_read(&self) -> Option<&str> {
+        self.cgroup.get().map(String::as_str)
+    }
+
     /// For tests that need a given cgroup path.
     #[doc(hidden)]
     pub fn with_cgroup(mut self, cgroup: &str) -> Self {

@@ -407,7 +407,9 @@ fn refusal_reply(caller: &Caller, refusal: &Refusal) -> ExecResponse {
             pod,
             ..
         } => warn!(
-            pid, binary = %program,
+            // The path as this host writes it: what a cgroupPath selector
+            // for this caller must name.
+            pid, binary = %program, cgroup = caller.cgroup(),
             "[INJECT] no binding matched PID {pid} ({program}, uid {uid}{pod})"
         ),
         Refusal::Protect(_) | Refusal::AsPod { .. } => warn!(
