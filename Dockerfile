@@ -25,11 +25,17 @@
 #   - init container copying /usr/bin/kernelseal-exec: the default user
 #     below (65532, not root).
 
+# The base images, as build arguments so that scripts/check-image can build
+# this file unchanged from locally made equivalents (no public registry is
+# reachable there); the defaults are the public images.
+ARG RUST_IMAGE=rust:1.95-trixie
+ARG RUNTIME_IMAGE=debian:trixie-slim
+
 # ---------------------------------------------------------------- build --
 # Rust 1.95 (the workspace's rust-version) on Debian trixie, the same
 # release as the runtime stage, so the dynamically linked `kernelseal`
 # finds the glibc it was built against.
-FROM rust:1.95-trixie AS build
+FROM ${RUST_IMAGE} AS build
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
@@ -54,12 +60,20 @@ COPY . .
 #     xtask static-exec` links musl where its Rust std is installed: its
 #     static start-up is faster; this build does not install it.) RUSTFLAGS with --target leave build scripts
 #     and proc macros dynamic, as they must be.
-# Both are stripped (the release profile keeps symbols). The cache mounts
+# cargo judges a workspace crate fresh by mtimes, and COPY keeps the build
+# context's: a file edited while the previous build ran is older than the
+# cached outputs and would be skipped. So every file whose content differs
+# from the last build's (target/sources.sha256) is touched first.
+# Both are stripped (the release profile keeps symbols). A static binary
+# has no program interpreter (PT_INTERP); ldd cannot tell: it exits 0 for
+# glibc's static PIE. The cache mounts
 # keep the registry and target/ between builds; the binaries are copied out
 # of the cached target/ in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p kernelseal --bin kernelseal \
+    (sha256sum --check --quiet target/sources.sha256 2>/dev/null || true) \
+      | sed -n 's/: FAILED$//p' | xargs --no-run-if-empty --delimiter '\n' touch -- \
+ && cargo build --release --locked -p kernelseal --bin kernelseal \
  && host="$(rustc -vV | sed -n 's/^host: //p')" \
  && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked -p kernelseal-exec --bin kernelseal-exec \
@@ -68,13 +82,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/kernelseal /out/kernelseal \
  && cp "target/static/$host/release/kernelseal-exec" /out/kernelseal-exec \
  && strip /out/kernelseal /out/kernelseal-exec \
- && if ldd /out/kernelseal-exec >/dev/null 2>&1; then \
-      echo "kernelseal-exec is not static" >&2; exit 1; \
+ && if readelf --program-headers /out/kernelseal-exec | grep -q INTERP; then \
+      echo "kernelseal-exec is not static: it names a program interpreter" >&2; exit 1; \
     fi \
- && /out/kernelseal --version
+ && /out/kernelseal --version \
+ && find . -path ./target -prune -o -type f -print0 | xargs -0 sha256sum > target/sources.sha256
 
 # -------------------------------------------------------------- runtime --
-FROM debian:trixie-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 
 ARG VERSION=0.1.0
 ARG REVISION=unknown
