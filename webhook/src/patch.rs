@@ -9,14 +9,15 @@
 //! The patch is written straight to the bytes the answer carries
 //! ([`parts`]); tests read it back with the `json-patch` crate.
 
-use serde_json::{Value, json};
-
-use crate::annotations::{self, Injection};
+use crate::annotations::Injection;
 use crate::pod::{Container, Pod};
 
 mod parts;
 
-use parts::{Add, Piece, add};
+use parts::{
+    Add, Path, Piece, Projected, STATUS_PATH, ServiceAccountToken, SupplementalGroups, TokenSource,
+    TokenVolume, add,
+};
 pub use parts::{Patch, Patcher};
 
 /// Where the wrapper is copied to, in every wrapped container.
@@ -104,7 +105,7 @@ pub enum PatchError {
 /// The patch that wraps `pod` as `injection` asks.
 pub fn wrap<'a>(
     pod: &Pod,
-    injection: &Injection,
+    injection: &'a Injection,
     patcher: &'a Patcher,
     images: &dyn Entrypoints,
 ) -> Result<Patch<'a>, PatchError> {
@@ -112,7 +113,7 @@ pub fn wrap<'a>(
     let selected = selected(&spec.containers, injection)?;
     check_names(pod, injection)?;
     let mut ops = Vec::new();
-    annotate(pod, &mut ops);
+    annotate(pod, patcher, &mut ops);
     add_init_container(pod, patcher, &mut ops);
     add_volumes(pod, injection, patcher, &mut ops);
     add_group(pod, &patcher.settings, &mut ops);
@@ -193,15 +194,15 @@ fn our_volumes(injection: &Injection) -> Vec<&'static str> {
     v
 }
 
-fn annotate(pod: &Pod, ops: &mut Vec<Add<'_>>) {
+fn annotate<'a>(pod: &Pod, patcher: &'a Patcher, ops: &mut Vec<Add<'a>>) {
     match &pod.metadata.annotations {
         None => ops.push(add(
-            ["metadata", "annotations"],
-            Piece::Built(json!({ annotations::STATUS: annotations::STATUS_INJECTED })),
+            Path::Fixed("/metadata/annotations"),
+            Piece::Written(&patcher.status_annotations),
         )),
         Some(_) => ops.push(add(
-            ["metadata", "annotations", annotations::STATUS],
-            Piece::Built(json!(annotations::STATUS_INJECTED)),
+            Path::Fixed(STATUS_PATH),
+            Piece::Written(&patcher.status_injected),
         )),
     }
 }
@@ -216,9 +217,12 @@ fn add_init_container<'a>(pod: &Pod, patcher: &'a Patcher, ops: &mut Vec<Add<'a>
         .and_then(|s| s.init_containers.as_ref())
         .is_some_and(|i| !i.is_empty());
     if has_init {
-        ops.push(add(["spec", "initContainers", "0"], init));
+        ops.push(add(Path::Fixed("/spec/initContainers/0"), init));
     } else {
-        ops.push(add(["spec", "initContainers"], Piece::List(vec![init])));
+        ops.push(add(
+            Path::Fixed("/spec/initContainers"),
+            Piece::List(vec![init]),
+        ));
     }
 }
 
@@ -237,37 +241,43 @@ pub fn token_file(audience: &str) -> String {
         .collect()
 }
 
-fn add_volumes<'a>(pod: &Pod, injection: &Injection, patcher: &'a Patcher, ops: &mut Vec<Add<'a>>) {
+fn add_volumes<'a>(
+    pod: &Pod,
+    injection: &'a Injection,
+    patcher: &'a Patcher,
+    ops: &mut Vec<Add<'a>>,
+) {
     let mut volumes = vec![
         Piece::Written(&patcher.bin_volume),
         Piece::Written(&patcher.run_volume),
     ];
     if !injection.token_audiences.is_empty() {
         let expiry = patcher.settings.token_expiry_secs;
-        let sources: Vec<Value> = injection
+        let sources = injection
             .token_audiences
             .iter()
-            .map(|a| {
-                json!({ "serviceAccountToken": {
-                    "audience": a,
-                    "expirationSeconds": expiry,
-                    "path": token_file(a)
-                } })
+            .map(|a| TokenSource {
+                service_account_token: ServiceAccountToken {
+                    audience: a,
+                    expiration_seconds: expiry,
+                    path: token_file(a),
+                },
             })
             .collect();
-        volumes.push(Piece::Built(
-            json!({ "name": TOKEN_VOLUME, "projected": { "sources": sources } }),
-        ));
+        volumes.push(Piece::TokenVolume(TokenVolume {
+            name: TOKEN_VOLUME,
+            projected: Projected { sources },
+        }));
     }
     let has = pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).is_some();
     if has {
         ops.extend(
             volumes
                 .into_iter()
-                .map(|v| add(["spec", "volumes", "-"], v)),
+                .map(|v| add(Path::Fixed("/spec/volumes/-"), v)),
         );
     } else {
-        ops.push(add(["spec", "volumes"], Piece::List(volumes)));
+        ops.push(add(Path::Fixed("/spec/volumes"), Piece::List(volumes)));
     }
 }
 
@@ -277,18 +287,20 @@ fn add_group(pod: &Pod, settings: &Settings, ops: &mut Vec<Add<'_>>) {
     let sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     match sc {
         None => ops.push(add(
-            ["spec", "securityContext"],
-            Piece::Built(json!({ "supplementalGroups": [g] })),
+            Path::Fixed("/spec/securityContext"),
+            Piece::SecurityContext(SupplementalGroups {
+                supplemental_groups: [g],
+            }),
         )),
         Some(sc) => match &sc.supplemental_groups {
             None => ops.push(add(
-                ["spec", "securityContext", "supplementalGroups"],
-                Piece::Built(json!([g])),
+                Path::Fixed("/spec/securityContext/supplementalGroups"),
+                Piece::Groups([g]),
             )),
             Some(groups) if groups.contains(&g) => {}
             Some(_) => ops.push(add(
-                ["spec", "securityContext", "supplementalGroups", "-"],
-                Piece::Built(json!(g)),
+                Path::Fixed("/spec/securityContext/supplementalGroups/-"),
+                Piece::Group(g),
             )),
         },
     }
@@ -332,39 +344,33 @@ fn wrap_container<'a>(
     images: &dyn Entrypoints,
     ops: &mut Vec<Add<'a>>,
 ) -> Result<(), PatchError> {
-    let index = i.to_string();
+    let at = |rest| Path::Container { index: i, rest };
     let mut command = wrapper_prefix(injection, &patcher.settings);
     match command_of(c) {
         Some(cmd) => command.extend(cmd.iter().cloned()),
         None => {
-            let image = c.image.clone().unwrap_or_default();
+            let image = c.image.as_deref().unwrap_or_default();
             let ep = images
-                .lookup(&image)
+                .lookup(image)
                 .map_err(|why| PatchError::NoEntrypoint {
                     container: c.name.clone(),
-                    image: image.clone(),
+                    image: image.into(),
                     why,
                 })?;
             let args_missing = c.args.as_ref().is_none_or(|a| a.is_empty());
             if ep.entrypoint.is_empty() && ep.cmd.is_empty() && args_missing {
                 return Err(PatchError::EmptyImage {
                     container: c.name.clone(),
-                    image,
+                    image: image.into(),
                 });
             }
             command.extend(ep.entrypoint);
             if args_missing && !ep.cmd.is_empty() {
-                ops.push(add(
-                    ["spec", "containers", &index, "args"],
-                    Piece::Built(json!(ep.cmd)),
-                ));
+                ops.push(add(at("/args"), Piece::Strings(ep.cmd)));
             }
         }
     }
-    ops.push(add(
-        ["spec", "containers", &index, "command"],
-        Piece::Built(json!(command)),
-    ));
+    ops.push(add(at("/command"), Piece::Strings(command)));
     let has_token = !injection.token_audiences.is_empty();
     let ours = [
         Some(WRAPPER_DIR),
@@ -390,15 +396,8 @@ fn wrap_container<'a>(
         mounts.push(Piece::Written(&patcher.token_mount));
     }
     match &c.volume_mounts {
-        None => ops.push(add(
-            ["spec", "containers", &index, "volumeMounts"],
-            Piece::List(mounts),
-        )),
-        Some(_) => ops.extend(
-            mounts
-                .into_iter()
-                .map(|m| add(["spec", "containers", &index, "volumeMounts", "-"], m)),
-        ),
+        None => ops.push(add(at("/volumeMounts"), Piece::List(mounts))),
+        Some(_) => ops.extend(mounts.into_iter().map(|m| add(at("/volumeMounts/-"), m))),
     }
     Ok(())
 }

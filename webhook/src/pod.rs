@@ -5,8 +5,13 @@
 //! validates the whole pod after the mutating webhooks, so nothing is lost
 //! by not checking the rest here; a field read here of the wrong type
 //! still refuses the pod.
+//!
+//! The same holds for the metadata: kube's admission types want an
+//! `ObjectMeta`, but only the fields in [`Metadata`] are read into it
+//! (labels, owner references, managed fields… are skipped).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::NamespaceResourceScope;
@@ -14,9 +19,34 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Pod {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "Metadata::read")]
     pub metadata: ObjectMeta,
     pub spec: Option<PodSpec>,
+}
+
+/// The metadata a review reads: the annotations (what the pod asks for),
+/// the namespace (where its pull secrets are), the name or
+/// `generateName` (the log line).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    name: Option<String>,
+    generate_name: Option<String>,
+    namespace: Option<String>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+impl Metadata {
+    fn read<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+        let m = Metadata::deserialize(d)?;
+        Ok(ObjectMeta {
+            name: m.name,
+            generate_name: m.generate_name,
+            namespace: m.namespace,
+            annotations: m.annotations,
+            ..ObjectMeta::default()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -83,8 +83,7 @@ impl Reviewed {
         let patch = response.patch.take();
         let encoded = patch
             .as_ref()
-            .and_then(|p| base64::encoded_len(p.len(), true))
-            .unwrap_or(0);
+            .map_or(0, |p| base64_simd::STANDARD.encoded_length(p.len()));
         let answer = Answer {
             api_version: META_API_VERSION_V1,
             kind: META_KIND,
@@ -110,21 +109,11 @@ impl Reviewed {
 /// the answer: written through serde, its 2 KB were scanned for escapes
 /// again, a visible share of a review.
 fn put_patch(answer: &mut Vec<u8>, patch: &[u8]) {
-    use base64::Engine;
-    let closing = answer.split_off(answer.len().saturating_sub(2));
-    debug_assert_eq!(closing, b"}}");
+    debug_assert!(answer.ends_with(b"}}"));
+    answer.truncate(answer.len().saturating_sub(2));
     answer.extend_from_slice(b",\"patch\":\"");
-    let start = answer.len();
-    answer.resize(
-        start + base64::encoded_len(patch.len(), true).unwrap_or(0),
-        0,
-    );
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(patch, &mut answer[start..])
-        .unwrap_or(0);
-    answer.truncate(start + written);
-    answer.push(b'"');
-    answer.extend_from_slice(&closing);
+    base64_simd::STANDARD.encode_append(patch, answer);
+    answer.extend_from_slice(b"\"}}");
 }
 
 #[derive(serde::Serialize)]
@@ -187,16 +176,11 @@ pub async fn review(
     })
 }
 
-/// The answer to `request`, allowed until decided otherwise.
+/// The answer to `request`, allowed until decided otherwise. Its type is
+/// the request's, which [`decode`] checked is `admission.k8s.io/v1`
+/// `AdmissionReview` (and [`Reviewed::into_json`] writes as such).
 fn response_to<T: kube::Resource>(request: &AdmissionRequest<T>) -> AdmissionResponse {
-    let mut response = AdmissionResponse::from(request);
-    // The request's type is not kept by the decoder: the answer names its
-    // own, or the API server refuses it.
-    response.types = TypeMeta {
-        api_version: META_API_VERSION_V1.into(),
-        kind: META_KIND.into(),
-    };
-    response
+    AdmissionResponse::from(request)
 }
 
 /// A review's request: its object read straight into a `Pod` (one pass,
@@ -210,17 +194,17 @@ enum Decoded {
 fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
     match serde_json::from_slice::<Envelope<Pod>>(body) {
         Ok(review) => {
-            let types = review.types();
+            let (types, request) = review.into_parts();
             check_type(&types)?;
-            let request = review.request.ok_or(ReviewError::NoRequest)?;
+            let request = request.ok_or(ReviewError::NoRequest)?;
             Ok(Decoded::Pod(Box::new(request.into_request(types))))
         }
         Err(typed) => {
             let review: Envelope<DynamicObject> =
                 serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(describe(&e)))?;
-            let types = review.types();
+            let (types, request) = review.into_parts();
             check_type(&types)?;
-            let request = review.request.ok_or(ReviewError::NoRequest)?;
+            let request = request.ok_or(ReviewError::NoRequest)?;
             let why = format!("the pod is not a valid Pod: {}", describe(&typed));
             Ok(Decoded::Unreadable(
                 Box::new(request.into_request(types)),

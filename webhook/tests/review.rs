@@ -516,3 +516,47 @@ async fn bad_input_is_an_error_that_quotes_nothing() {
         resp.result.message
     );
 }
+
+#[tokio::test]
+async fn metadata_is_read_as_far_as_the_review_needs() {
+    let pod = || deployment_pod(annotated(), vec![container("web", "w", Some(&["/w"]))]);
+    // What the review reads, of the wrong type: not answered (kube's
+    // `ObjectMeta`, which the answer to a pod that is no valid Pod is read
+    // with, cannot read it either), as before the metadata was read lean.
+    for (field, odd) in [
+        ("annotations", json!("kernelseal.io/inject=true")),
+        ("annotations", json!({ "kernelseal.io/inject": true })),
+        ("generateName", json!(5)),
+        ("name", json!({})),
+        ("namespace", json!(["shop"])),
+    ] {
+        let mut p = pod();
+        p["metadata"][field] = odd;
+        let answer = review(
+            &admission_review(&p, &Sent::default()),
+            Trigger::Annotation,
+            OWN_NAMESPACE,
+            &Patcher::new(Settings::default()),
+            &NoRegistry,
+        )
+        .await;
+        assert!(
+            matches!(answer, Err(ReviewError::Malformed(_))),
+            "{field}: {:?}",
+            answer.map(|r| r.decision)
+        );
+    }
+    // What it skips is not checked: the API server validates the pod
+    // after the mutating webhooks.
+    let mut p = pod();
+    p["metadata"]["labels"] = json!("app=web");
+    p["metadata"]["ownerReferences"] = json!(7);
+    p["metadata"]["managedFields"] = json!({ "manager": "kubectl" });
+    let r = run(&p, &NoRegistry).await;
+    assert!(
+        matches!(r.decision, Decision::Patched(_)),
+        "{:?}",
+        r.decision
+    );
+    assert_eq!(r.subject.name, "web-6d4cf56db6-*");
+}

@@ -83,11 +83,13 @@ impl Cache {
         fetch: impl Future<Output = Answer>,
     ) -> Answer {
         let cell = self.slot(scope, key);
+        // A kept answer taught its digest when it was found.
+        let kept = cell.initialized();
         let answer = cell.get_or_init(|| fetch).await.clone();
         match &answer {
             Err(_) => self.forget(scope, key, &cell),
             Ok(found) => {
-                if matches!(key, Key::Tag(_)) {
+                if !kept && matches!(key, Key::Tag(_)) {
                     self.remember_digest(scope, found);
                 }
             }

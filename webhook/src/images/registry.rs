@@ -178,7 +178,11 @@ impl Registry {
     ) -> Answer {
         let timeout = self.config.timeout;
         self.counts.read();
-        match tokio::time::timeout(timeout, self.fetch(reference, credential, with)).await {
+        // Boxed: the registry client's future is some 15 KB, which would
+        // otherwise be part of every lookup's future — allocated and
+        // copied for each review even when the cache answers it.
+        let fetch = Box::pin(self.fetch(reference, credential, with));
+        match tokio::time::timeout(timeout, fetch).await {
             Ok(answer) => answer,
             Err(_) => Err(LookupError::TimedOut {
                 image: reference.whole(),

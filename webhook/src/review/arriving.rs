@@ -15,15 +15,17 @@ pub(super) struct Envelope<T: kube::Resource> {
     #[serde(rename = "apiVersion")]
     api_version: String,
     kind: String,
-    pub request: Option<Arriving<T>>,
+    request: Option<Arriving<T>>,
 }
 
 impl<T: kube::Resource> Envelope<T> {
-    pub fn types(&self) -> TypeMeta {
-        TypeMeta {
-            api_version: self.api_version.clone(),
-            kind: self.kind.clone(),
-        }
+    /// The review's type and its request.
+    pub fn into_parts(self) -> (TypeMeta, Option<Arriving<T>>) {
+        let types = TypeMeta {
+            api_version: self.api_version,
+            kind: self.kind,
+        };
+        (types, self.request)
     }
 }
 
