@@ -31,7 +31,8 @@ RUN_FLAGS = [
 # no systemd); the checks run it with `podman healthcheck run`.
 DETACHED = ["-d", "--health-interval", "disable"]
 # The image's default user and the socket group the chart uses.
-IMAGE_USER = "65532:65532"
+IMAGE_UID = 65532
+IMAGE_USER = f"{IMAGE_UID}:{IMAGE_UID}"
 SOCKET_GID = 7373
 APP_UID = 1000
 # runc puts a container's processes under <cgroup parent>/libpod-<id>: the
@@ -71,7 +72,7 @@ def names_cgroup(log: str, message: str, path: str) -> bool:
     return any(message in line and field.search(line) for line in log.splitlines())
 
 
-def wait_for(what: str, ready, timeout: float = 30) -> bool:
+def wait_for(ready, timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready():
@@ -107,6 +108,24 @@ class Checks:
         if stale:
             podman("rm", "-f", "-t", "0", *stale, check=False)
 
+    def start(self, name: str, what: str, ready, *args: str) -> bool:
+        """A detached container `name` from `args`; fails `what` unless
+        `ready()` holds within 30 s."""
+        r = podman("run", *DETACHED, "--name", name, *RUN_FLAGS, *args, check=False)
+        if r.returncode == 0 and wait_for(ready):
+            return True
+        self.phases.fail(what, f"{r.stderr.strip()} {self.logs(name)[-1500:]}")
+        return False
+
+    def stop(self, name: str, what: str, after=lambda: "") -> None:
+        """SIGTERM: `what` passes when the container exits 0 and `after()`,
+        called once it has stopped, finds nothing wrong."""
+        r = podman("stop", "-t", "20", name, check=False)
+        state = podman("inspect", "--format", "{{.State.ExitCode}}", name, check=False).stdout.strip()
+        wrong = after()
+        self.phases.check(what, r.returncode == 0 and state == "0" and not wrong,
+                          f"exit code {state} {wrong} {r.stderr.strip()}")
+
     def logs(self, name: str) -> str:
         r = podman("logs", name, check=False)
         return r.stdout + r.stderr
@@ -122,7 +141,7 @@ class Checks:
         user = podman("image", "inspect", "--format", "{{.Config.User}}", self.tag).stdout.strip()
         r = podman("run", "--rm", *RUN_FLAGS, "--entrypoint", "/usr/bin/id", self.tag, "-u", check=False)
         p.check(f"runs as non-root by default (USER {user}, id -u {r.stdout.strip()})",
-                user == IMAGE_USER and r.stdout.strip() == IMAGE_USER.split(":")[0],
+                user == IMAGE_USER and r.stdout.strip() == str(IMAGE_UID),
                 f"USER {user!r}, id -u {r.stdout.strip()!r} {r.stderr.strip()}")
         r = podman("run", "--rm", *RUN_FLAGS, "--entrypoint", "/usr/bin/ldd", self.tag,
                     "/usr/bin/kernelseal-exec", check=False)
@@ -160,7 +179,7 @@ class Checks:
     def agent_and_app(self) -> None:
         p = self.phases
         sockets = self.shared("kernelseal")
-        wrapper = self.shared("wrapper", owner=int(IMAGE_USER.split(":")[0]))
+        wrapper = self.shared("wrapper", owner=IMAGE_UID)
         etc = self.shared("etc")
         secret = f"from-the-agent-{secrets.token_hex(4)}"
         other = f"for-another-container-{secrets.token_hex(4)}"
@@ -185,18 +204,15 @@ class Checks:
             return
         port = free_port()
         caps = [a for cap in AGENT_CAPS for a in ("--cap-add", cap)]
-        r = podman(
-            "run", *DETACHED, "--name", "ks-check-agent", *RUN_FLAGS, "--user", "0", "--pid", "host",
+        sock = sockets / "kernelseal.sock"
+        if not self.start(
+            "ks-check-agent", "agent container (mode: disabled) serves its socket", sock.exists,
+            "--user", "0", "--pid", "host",
             "--cgroupns", "private", *caps, "-e", f"KERNELSEAL_HEALTH_PORTS={port}",
             "-v", f"{sockets}:/run/kernelseal", "-v", f"{etc}:/etc/kernelseal:ro",
             self.tag, "agent", "--config", "/etc/kernelseal/config.yaml",
             "--socket-group", str(SOCKET_GID), "--metrics-addr", f"127.0.0.1:{port}",
-            check=False,
-        )
-        sock = sockets / "kernelseal.sock"
-        if r.returncode != 0 or not wait_for("the agent's socket", sock.exists):
-            p.fail("agent container (mode: disabled) serves its socket",
-                   f"{r.stderr.strip()} {self.logs('ks-check-agent')[-1500:]}")
+        ):
             return
         st = sock.stat()
         p.check(f"agent container serves {sock.relative_to(ROOT)} (mode 0660, group {SOCKET_GID})",
@@ -206,7 +222,7 @@ class Checks:
         p.check("the agent in its own cgroup namespace joined the host's (--pid host)",
                 "[IDENTITY] joined the cgroup namespace of PID" in log,
                 f"no [IDENTITY] join line in its log: {log[-1500:]}")
-        wait_for("/healthz", lambda: podman("healthcheck", "run", "ks-check-agent", check=False).returncode == 0, 15)
+        wait_for(lambda: podman("healthcheck", "run", "ks-check-agent", check=False).returncode == 0, 15)
         r = podman("healthcheck", "run", "ks-check-agent", check=False)
         p.check("HEALTHCHECK of the agent container: healthy", r.returncode == 0,
                 f"exit {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
@@ -234,10 +250,7 @@ class Checks:
                 break
         else:
             p.ok("the agent's log holds no secret")
-        r = podman("stop", "-t", "20", "ks-check-agent", check=False)
-        state = podman("inspect", "--format", "{{.State.ExitCode}}", "ks-check-agent", check=False).stdout.strip()
-        p.check("agent container stops on SIGTERM with exit 0", r.returncode == 0 and state == "0",
-                f"exit code {state}: {r.stderr.strip()}")
+        self.stop("ks-check-agent", "agent container stops on SIGTERM with exit 0")
 
     def app(self, wrapper: Path, sockets: Path, cgroup_parent: str, name: str) -> tuple[str, str]:
         """Runs /usr/bin/env through the copied wrapper in the plain trixie
@@ -261,7 +274,7 @@ class Checks:
         p = self.phases
         fixture_path = ROOT / "csi-shim/tests/fixtures/mount_request.json"
         fixture = json.loads(fixture_path.read_text())
-        provider_uid = int(IMAGE_USER.split(":")[0])
+        provider_uid = IMAGE_UID
         csi_dir = self.shared("csi", owner=provider_uid)
         data = self.shared("fixture")
         keys = self.shared("csi-key", owner=provider_uid, mode=0o700)
@@ -273,19 +286,15 @@ class Checks:
         env = [a for k, v in fixture["environment"].items() for a in ("-e", f"{k}={v}")]
         # The provider as its DaemonSet runs it: the image's user, no
         # capability; the driver (here the client) is root.
-        r = podman(
-            "run", *DETACHED, "--name", "ks-check-csi", *RUN_FLAGS, "--cap-drop", "all", *env,
-            "-e", f"KERNELSEAL_HEALTH_PORTS={port}",
+        sock = csi_dir / "kernelseal.sock"
+        if not self.start(
+            "ks-check-csi", "CSI provider container serves its socket", sock.exists,
+            "--cap-drop", "all", *env, "-e", f"KERNELSEAL_HEALTH_PORTS={port}",
             "-v", f"{csi_dir}:/csi", "-v", f"{data}:/fixture:ro", "-v", f"{keys}:/key:ro",
             self.tag, "csi-provider", "--socket", "/csi/kernelseal.sock",
             "--health-addr", f"127.0.0.1:{port}", "--hmac-key-file", "/key/hmac.key",
             "--allow-env", "KS_CSI_FIXTURE_", "--allow-file-dir", "/fixture",
-            check=False,
-        )
-        sock = csi_dir / "kernelseal.sock"
-        if r.returncode != 0 or not wait_for("the provider's socket", sock.exists):
-            p.fail("CSI provider container serves its socket",
-                   f"{r.stderr.strip()} {self.logs('ks-check-csi')[-1500:]}")
+        ):
             return
         p.ok("CSI provider container (uid 65532, no capabilities) serves its socket in a shared directory")
         client = ROOT / "csi-shim"
@@ -303,11 +312,8 @@ class Checks:
         r = podman("healthcheck", "run", "ks-check-csi", check=False)
         p.check("HEALTHCHECK of the CSI provider container: healthy", r.returncode == 0,
                 f"exit {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
-        r = podman("stop", "-t", "20", "ks-check-csi", check=False)
-        state = podman("inspect", "--format", "{{.State.ExitCode}}", "ks-check-csi", check=False).stdout.strip()
-        p.check("CSI provider container stops on SIGTERM with exit 0 and removes its socket",
-                r.returncode == 0 and state == "0" and not sock.exists(),
-                f"exit code {state}, socket left: {sock.exists()} {r.stderr.strip()}")
+        self.stop("ks-check-csi", "CSI provider container stops on SIGTERM with exit 0 and removes its socket",
+                  after=lambda: "(socket left behind)" if sock.exists() else "")
         log = self.dir / "csi-provider.log"
         log.write_text(self.logs("ks-check-csi"))
         r = subprocess.run(
@@ -323,25 +329,23 @@ class Checks:
     def webhook(self) -> None:
         p = self.phases
         deploy = check_deploy()
-        tls = self.shared("tls", owner=int(IMAGE_USER.split(":")[0]))
+        tls = self.shared("tls", owner=IMAGE_UID)
         cert, key = tls / "tls.crt", tls / "tls.key"
         why = deploy.self_signed_certificate(cert, key)
         if why:
             p.fail("webhook certificate", why)
             return
         for f in (cert, key):
-            os.chown(f, int(IMAGE_USER.split(":")[0]), int(IMAGE_USER.split(":")[0]))
+            os.chown(f, IMAGE_UID, IMAGE_UID)
         port = free_port()
-        r = podman(
-            "run", *DETACHED, "--name", "ks-check-webhook", *RUN_FLAGS, "--cap-drop", "all",
-            "-v", f"{tls}:/tls:ro", self.tag, "webhook", "--listen", f"127.0.0.1:{port}",
-            "--cert-file", "/tls/tls.crt", "--key-file", "/tls/tls.key", "--namespace", "kernelseal",
-            "--image", self.tag, "--shutdown-delay", "1s",
-            check=False,
-        )
         serving = f"serving admission reviews on https://127.0.0.1:{port}/"
-        if r.returncode != 0 or not wait_for("the webhook", lambda: serving in self.logs("ks-check-webhook")):
-            p.fail("webhook container serves HTTPS", f"{r.stderr.strip()} {self.logs('ks-check-webhook')[-1500:]}")
+        if not self.start(
+            "ks-check-webhook", "webhook container serves HTTPS",
+            lambda: serving in self.logs("ks-check-webhook"),
+            "--cap-drop", "all", "-v", f"{tls}:/tls:ro", self.tag, "webhook",
+            "--listen", f"127.0.0.1:{port}", "--cert-file", "/tls/tls.crt", "--key-file", "/tls/tls.key",
+            "--namespace", "kernelseal", "--image", self.tag, "--shutdown-delay", "1s",
+        ):
             return
         pod = deploy.pod_of_deployment(deploy.INJECTED)
         answer, why = deploy.post_review(port, cert, deploy.admission_review(pod))
@@ -359,7 +363,4 @@ class Checks:
         # only HTTPS. Also shows the healthcheck can fail.
         p.check("HEALTHCHECK of the webhook container: unhealthy, as documented (HTTPS only)",
                 r.returncode != 0, "the plain-HTTP healthcheck passed against an HTTPS-only webhook")
-        r = podman("stop", "-t", "20", "ks-check-webhook", check=False)
-        state = podman("inspect", "--format", "{{.State.ExitCode}}", "ks-check-webhook", check=False).stdout.strip()
-        p.check("webhook container stops on SIGTERM with exit 0", r.returncode == 0 and state == "0",
-                f"exit code {state} {r.stderr.strip()}")
+        self.stop("ks-check-webhook", "webhook container stops on SIGTERM with exit 0")
