@@ -38,7 +38,7 @@ cat /proc/$APP/environ > /dev/null; echo "   exit $?"
 echo "\$ dd if=/proc/$APP/mem"
 dd if=/proc/$APP/mem of=/dev/null bs=1 count=1 2>/tmp/dd.err; echo "   exit $?"; head -1 /tmp/dd.err
 echo "== every vector (ptrace, process_vm_readv, pidfd_getfd included):"
-kernelseal-vmtests attack $APP
+kernelseal-attacks $APP
 echo "== ps still shows it:"
 ps | grep "[s]leep 300"
 sleep 1

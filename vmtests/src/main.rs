@@ -4,7 +4,6 @@
 //! outside the VM (KERNELSEAL_VM=1).
 
 mod agent;
-mod attacks;
 mod bench;
 mod delivery_suite;
 mod dumps_suite;
@@ -25,6 +24,10 @@ mod tamper_suite;
 mod tracer_suite;
 mod victim;
 mod webhook_suite;
+
+// The attack matrix lives in its own crate so the demo can build its
+// attacker without the suite's dependencies.
+use kernelseal_attacks as attacks;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -246,17 +249,6 @@ fn main() -> ExitCode {
              inside the test VM only (cargo xtask vm-test)"
         );
         return ExitCode::from(2);
-    }
-    if args.first().map(String::as_str) == Some("attack") {
-        // For the demo: every vector against one PID, one line each.
-        let Some(pid) = args.get(1).and_then(|p| p.parse::<u32>().ok()) else {
-            eprintln!("usage: kernelseal-vmtests attack PID");
-            return ExitCode::from(2);
-        };
-        for v in attacks::ALL {
-            println!("  {:<18} {}", v.name(), v.attempt(pid, pid, 0x1000));
-        }
-        return ExitCode::SUCCESS;
     }
     if args.first().map(String::as_str) == Some("lock-tools") {
         // Locks the VM it runs in: never part of the suite.

@@ -1,5 +1,6 @@
 //! `demo`: `examples/vm-demo.sh` run as `vm-run` runs a file, on the newest
-//! kernel, with `kernelseal-vmtests` installed for the script's attack step.
+//! kernel, with `kernelseal-attacks` installed for the script's attack step.
+//! It builds as little as it can: `scripts/setup` runs it on a fresh clone.
 
 use std::process::ExitCode;
 
@@ -7,16 +8,17 @@ use anyhow::Result;
 
 use crate::kernel::Series;
 use crate::util::Workspace;
-use crate::{runner, vm_run};
+use crate::vm_run::{self, Guest};
 
 pub fn run(ws: &Workspace) -> Result<ExitCode> {
-    ws.cargo_build_release(&["-p", runner::PACKAGE, "--bin", runner::PACKAGE])?;
+    const ATTACKER: &str = "kernelseal-attacks";
+    ws.cargo_build_release(&["-p", ATTACKER, "--bin", ATTACKER])?;
     let script = ws.root.join("examples/vm-demo.sh");
     vm_run::run(
         ws,
         Series::V6_19,
         300,
-        &[ws.release_bin(runner::PACKAGE)],
+        Guest::Demo(&[ws.release_bin(ATTACKER)]),
         &script,
         Vec::new(),
     )

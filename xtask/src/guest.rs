@@ -46,6 +46,22 @@ pub fn base_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String,
     Ok(list)
 }
 
+/// The demo's guest: the dynamically linked release `kernelseal` (the one
+/// `scripts/setup` built; the VM gets its libraries) at /usr/bin/kernelseal,
+/// plus `with`. The static build, a second compile of every dependency,
+/// matters only to lock mode, which the demo does not show.
+pub fn demo_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
+    let mut list = vec![(
+        "usr/bin/kernelseal".to_owned(),
+        ws.release_bin("kernelseal"),
+    )];
+    for path in with {
+        let path = absolute_file(path)?;
+        list.push((bin_path(&path)?, path));
+    }
+    Ok(list)
+}
+
 /// Where a host executable lands in the guest: /usr/bin/<basename>.
 pub fn bin_path(host: &Path) -> Result<String> {
     let name = host

@@ -169,7 +169,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             with,
             file,
             args,
-        } => vm_run::run(&ws, kernel, timeout, &with, &file, args),
+        } => vm_run::run(
+            &ws,
+            kernel,
+            timeout,
+            vm_run::Guest::Full(&with),
+            &file,
+            args,
+        ),
         Cmd::VmTest {
             kernel,
             runner,

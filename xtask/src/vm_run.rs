@@ -13,11 +13,20 @@ use crate::kernel::{self, Series};
 use crate::util::{Workspace, absolute_file};
 use crate::{busybox, guest, vm};
 
+/// Which KernelSeal builds the guest gets.
+pub enum Guest<'a> {
+    /// `guest::base_executables`: the static and dynamic `kernelseal`, the
+    /// static wrapper, and these files.
+    Full(&'a [PathBuf]),
+    /// `guest::demo_executables`: the dynamic `kernelseal` and these files.
+    Demo(&'a [PathBuf]),
+}
+
 pub fn run(
     ws: &Workspace,
     series: Series,
     timeout: u64,
-    with: &[PathBuf],
+    guest: Guest<'_>,
     file: &Path,
     args: Vec<String>,
 ) -> Result<ExitCode> {
@@ -25,7 +34,10 @@ pub fn run(
     ws.cargo_build_release(&["-p", "kernelseal", "--bin", "kernelseal"])?;
     let kernel = kernel::ensure(&ws.vm_dir(), series)?;
     let busybox = busybox::ensure(&ws.vm_dir())?;
-    let mut executables = guest::base_executables(ws, with)?;
+    let mut executables = match guest {
+        Guest::Full(with) => guest::base_executables(ws, with)?,
+        Guest::Demo(with) => guest::demo_executables(ws, with)?,
+    };
     let payload = guest::bin_path(&file)?;
     executables.push((payload.clone(), file));
     let spec = vm::VmSpec {

@@ -22,12 +22,12 @@ impl fmt::Display for Outcome {
     }
 }
 
-pub(crate) fn errno() -> i32 {
+pub fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// A syscall's return code as an outcome (errno on failure).
-pub(crate) fn outcome(rc: libc::c_int) -> Outcome {
+pub fn outcome(rc: libc::c_int) -> Outcome {
     if rc == 0 {
         Outcome::Allowed
     } else {
@@ -36,7 +36,7 @@ pub(crate) fn outcome(rc: libc::c_int) -> Outcome {
 }
 
 /// One attempt of a test against what it must give.
-pub(crate) fn expect(label: &str, got: Outcome, want: Outcome) -> crate::suite::TestResult {
+pub fn expect(label: &str, got: Outcome, want: Outcome) -> Result<(), String> {
     if got == want {
         Ok(())
     } else {
@@ -44,12 +44,12 @@ pub(crate) fn expect(label: &str, got: Outcome, want: Outcome) -> crate::suite::
     }
 }
 
-pub(crate) fn cstring(s: &str) -> Result<CString, String> {
+pub fn cstring(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|e| e.to_string())
 }
 
 /// Opens `path` with `flags` and closes it at once.
-pub(crate) fn open_outcome(path: &str, flags: libc::c_int) -> Outcome {
+pub fn open_outcome(path: &str, flags: libc::c_int) -> Outcome {
     let Ok(c) = CString::new(path) else {
         return Outcome::Refused(libc::EINVAL);
     };
