@@ -88,32 +88,54 @@ pub struct PodSecurityContext {
     pub supplemental_groups: Option<Vec<i64>>,
 }
 
-/// What kube's admission types need of the object they carry.
-impl kube::Resource for Pod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
+/// A review's object when it is no valid [`Pod`]: read no further than
+/// being JSON, so that any pod gets an answer naming what is wrong with it.
+/// The answer needs nothing of it (the request says whose it is).
+#[derive(Debug, Clone, Default)]
+pub struct Unreadable {
+    metadata: ObjectMeta,
+}
 
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Pod".into()
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        "pods".into()
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+impl<'de> Deserialize<'de> for Unreadable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Unreadable::default())
     }
 }
+
+/// What kube's admission types need of the object they carry.
+macro_rules! pod_resource {
+    ($t:ty) => {
+        impl kube::Resource for $t {
+            type DynamicType = ();
+            type Scope = NamespaceResourceScope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                "Pod".into()
+            }
+
+            fn group(_: &()) -> Cow<'_, str> {
+                "".into()
+            }
+
+            fn version(_: &()) -> Cow<'_, str> {
+                "v1".into()
+            }
+
+            fn plural(_: &()) -> Cow<'_, str> {
+                "pods".into()
+            }
+
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+pod_resource!(Pod);
+pod_resource!(Unreadable);

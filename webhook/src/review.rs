@@ -2,15 +2,15 @@
 
 use std::collections::BTreeMap;
 
+use kube::core::TypeMeta;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, META_API_VERSION_V1, META_KIND, Operation,
 };
-use kube::core::{DynamicObject, TypeMeta};
 
 use crate::annotations::{self, Injection};
 use crate::images::{self, ImageConfigs};
 use crate::patch::{self, PatchError, Patcher, wrap};
-use crate::pod::Pod;
+use crate::pod::{self, Pod};
 
 mod arriving;
 
@@ -188,7 +188,7 @@ fn response_to<T: kube::Resource>(request: &AdmissionRequest<T>) -> AdmissionRes
 /// answering it needs.
 enum Decoded {
     Pod(Box<AdmissionRequest<Pod>>),
-    Unreadable(Box<AdmissionRequest<DynamicObject>>, String),
+    Unreadable(Box<AdmissionRequest<pod::Unreadable>>, String),
 }
 
 fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
@@ -200,7 +200,7 @@ fn decode(body: &[u8]) -> Result<Decoded, ReviewError> {
             Ok(Decoded::Pod(Box::new(request.into_request(types))))
         }
         Err(typed) => {
-            let review: Envelope<DynamicObject> =
+            let review: Envelope<pod::Unreadable> =
                 serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(describe(&e)))?;
             let (types, request) = review.into_parts();
             check_type(&types)?;
@@ -227,7 +227,7 @@ fn check_type(types: &TypeMeta) -> Result<(), ReviewError> {
 /// The answer to a review whose object is no valid Pod: none of ours, or
 /// refused.
 fn unreadable(
-    request: &AdmissionRequest<DynamicObject>,
+    request: &AdmissionRequest<pod::Unreadable>,
     own_namespace: &str,
     why: String,
 ) -> Reviewed {
