@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use kernelseal_testkit::sa_token::{self, CLUSTER_KEY, TokenSpec};
-use kernelseal_testkit::vault::{Policy, Role, VaultSpec, VaultStandin};
+use kernelseal_testkit::vault::{DynamicRole, Policy, Role, VaultSpec, VaultStandin};
 use serde_json::{Value, json};
 
 const POD_UID: &str = "7c1e2d3f-0000-4a5b-8c9d-112233445566";
@@ -423,4 +423,143 @@ fn other_mounts() {
     let a = call(&vault, "GET", "/v1/kv/data/team/db", Some(&token), "");
     assert_eq!(a.body["data"]["data"]["k"], "v");
     assert_eq!(vault.reads("team/db"), 1);
+}
+
+/// `database/creds/app` with a 60 s lease, 90 s at most.
+fn dynamic_vault() -> VaultStandin {
+    VaultStandin::start(
+        VaultSpec::default()
+            .dynamic(
+                "database/creds/app",
+                DynamicRole {
+                    ttl: Duration::from_secs(60),
+                    max_ttl: Duration::from_secs(90),
+                },
+            )
+            .dynamic(
+                "database/creds/brief",
+                DynamicRole {
+                    ttl: Duration::from_secs(1),
+                    max_ttl: Duration::from_secs(1),
+                },
+            )
+            .policy(
+                "db",
+                Policy::new()
+                    .path("database/creds/*", &["read"])
+                    .path("sys/leases/revoke", &["update"]),
+            )
+            .policy(
+                "db-read-only",
+                Policy::new().path("database/creds/app", &["read"]),
+            ),
+    )
+}
+
+fn lease_call(vault: &VaultStandin, what: &str, token: &str, body: Value) -> Answer {
+    call(
+        vault,
+        "PUT",
+        &format!("/v1/sys/leases/{what}"),
+        Some(token),
+        &body.to_string(),
+    )
+}
+
+#[test]
+fn dynamic_credentials_are_one_lease_each_renewed_within_max_ttl_and_revoked() {
+    let vault = dynamic_vault();
+    let token = vault.create_token(&["db"], 0);
+    let creds = |t: &str| call(&vault, "GET", "/v1/database/creds/app", Some(t), "");
+    let (a, b) = (creds(&token), creds(&token));
+    assert_eq!((a.status, b.status), (200, 200), "{}", a.body);
+    assert_ne!(a.body["data"]["username"], b.body["data"]["username"]);
+    assert_ne!(a.body["data"]["password"], b.body["data"]["password"]);
+    assert_ne!(a.body["lease_id"], b.body["lease_id"]);
+    assert_eq!(a.body["lease_duration"], 60);
+    assert_eq!(a.body["renewable"], true);
+    let lease = a.body["lease_id"].as_str().unwrap().to_string();
+    assert!(lease.starts_with("database/creds/app/"), "{lease}");
+    let user = a.body["data"]["username"].as_str().unwrap().to_string();
+    assert!(vault.accepts(&user));
+
+    // The default policy renews and looks up; the increment is capped at
+    // what is left of the 90 s max TTL.
+    let renewed = lease_call(
+        &vault,
+        "renew",
+        &token,
+        json!({ "lease_id": lease, "increment": "1h" }),
+    );
+    assert_eq!(renewed.status, 200, "{}", renewed.body);
+    assert_eq!(renewed.body["lease_id"], lease.as_str());
+    let duration = renewed.body["lease_duration"].as_u64().unwrap();
+    assert!((85..=90).contains(&duration), "{duration}");
+    let looked = lease_call(&vault, "lookup", &token, json!({ "lease_id": lease }));
+    assert_eq!(looked.status, 200, "{}", looked.body);
+    assert_eq!(looked.body["data"]["id"], lease.as_str());
+    assert!(
+        looked.body["data"]["last_renewal"].is_string(),
+        "{}",
+        looked.body
+    );
+
+    // Revoking needs a policy for it: the default policy has none.
+    let reader = vault.create_token(&["db-read-only"], 0);
+    assert_eq!(creds(&reader).status, 200);
+    let refused = lease_call(&vault, "revoke", &reader, json!({ "lease_id": lease }));
+    assert_eq!(refused.status, 403);
+    assert!(vault.accepts(&user));
+    let revoked = lease_call(&vault, "revoke", &token, json!({ "lease_id": lease }));
+    assert_eq!(revoked.status, 204);
+    assert!(!vault.accepts(&user));
+    // Again, and an unknown lease: still 204.
+    assert_eq!(
+        lease_call(&vault, "revoke", &token, json!({ "lease_id": lease })).status,
+        204
+    );
+    let gone = lease_call(&vault, "renew", &token, json!({ "lease_id": lease }));
+    assert_eq!((gone.status, errors(&gone)), (400, vec!["lease not found"]));
+    let gone = lease_call(&vault, "lookup", &token, json!({ "lease_id": lease }));
+    assert_eq!((gone.status, errors(&gone)), (400, vec!["invalid lease"]));
+    let none = lease_call(&vault, "renew", &token, json!({}));
+    assert_eq!(
+        (none.status, errors(&none)),
+        (400, vec!["lease_id must be specified"])
+    );
+
+    let counts = vault.lease_counts();
+    assert_eq!(
+        (
+            counts.issued,
+            counts.renewed,
+            counts.revoked,
+            counts.expired
+        ),
+        (3, 1, 1, 0)
+    );
+    assert_eq!(vault.live_leases(), 2);
+}
+
+#[test]
+fn a_lease_that_runs_out_is_revoked_and_cannot_be_renewed() {
+    let vault = dynamic_vault();
+    let token = vault.create_token(&["db"], 0);
+    let a = call(&vault, "GET", "/v1/database/creds/brief", Some(&token), "");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let user = a.body["data"]["username"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!vault.accepts(&user));
+    let late = lease_call(
+        &vault,
+        "renew",
+        &token,
+        json!({ "lease_id": a.body["lease_id"] }),
+    );
+    assert_eq!((late.status, errors(&late)), (400, vec!["lease not found"]));
+    assert_eq!((vault.live_leases(), vault.lease_counts().expired), (0, 1));
+    // Without a grant on the creds path, no credential.
+    let other = vault.create_token(&["db-read-only"], 0);
+    let refused = call(&vault, "GET", "/v1/database/creds/brief", Some(&other), "");
+    assert_eq!(refused.status, 403);
 }

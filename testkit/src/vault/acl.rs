@@ -43,12 +43,15 @@ impl Policy {
     }
 
     /// The part of Vault's built-in `default` policy that the stand-in
-    /// serves: a token may renew and look up itself and renew leases.
+    /// serves: a token may renew and look up itself, and renew and look up
+    /// leases. Revoking a lease is not in it: a policy must grant
+    /// `update` on `sys/leases/revoke`.
     pub(super) fn vault_default() -> Policy {
         Policy::new()
             .path("auth/token/renew-self", &["update"])
             .path("auth/token/lookup-self", &["read"])
             .path("sys/leases/renew", &["update"])
+            .path("sys/leases/lookup", &["update"])
     }
 }
 

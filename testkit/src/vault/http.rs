@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use serde_json::Value;
 
 use super::kv::{KvStore, Missing};
+use super::leases::LeaseStore;
 use super::reply::{self, BadRequest, Reply};
 use super::tokens::TokenEntry;
 use super::{Shared, login};
@@ -17,6 +18,8 @@ use super::{Shared, login};
 const RENEW_SELF: &str = "auth/token/renew-self";
 const LOOKUP_SELF: &str = "auth/token/lookup-self";
 const RENEW_LEASE: &str = "sys/leases/renew";
+const REVOKE_LEASE: &str = "sys/leases/revoke";
+const LOOKUP_LEASE: &str = "sys/leases/lookup";
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
@@ -64,12 +67,15 @@ async fn handle(
             Value::Null,
             "token",
         ),
-        // KV v2 grants no leases, so none can be renewed.
-        (RENEW_LEASE, _, "update") => reply::bad_request("lease not found"),
+        (RENEW_LEASE, _, "update") => renew_lease(&mut state.leases, &body),
+        (REVOKE_LEASE, _, "update") => revoke_lease(&mut state.leases, &body),
+        (LOOKUP_LEASE, _, "update") => lookup_lease(&mut state.leases, &body),
         (_, Some(p), "read") => read_kv(&state.kv, p, uri.query()),
-        (RENEW_SELF | LOOKUP_SELF | RENEW_LEASE, _, _) | (_, Some(_), _) => {
-            reply::method_not_allowed()
+        (_, None, "read") if state.leases.is_creds_path(path) => {
+            issue_credential(&mut state.leases, path)
         }
+        (RENEW_SELF | LOOKUP_SELF | RENEW_LEASE | REVOKE_LEASE | LOOKUP_LEASE, _, _)
+        | (_, Some(_), _) => reply::method_not_allowed(),
         _ => reply::no_route(path),
     }
 }
@@ -81,6 +87,61 @@ fn renew_self(entry: &mut TokenEntry, client_token: &str, body: &[u8]) -> Reply 
     };
     let lease = entry.renew(increment);
     reply::answer(Value::Null, entry.auth_block(client_token, lease), "token")
+}
+
+fn issue_credential(leases: &mut LeaseStore, creds_path: &str) -> Reply {
+    match leases.issue(creds_path) {
+        Some((lease_id, duration, data)) => reply::leased(&lease_id, duration, data),
+        None => reply::no_route(creds_path),
+    }
+}
+
+/// The `lease_id` of a `sys/leases/*` body: Vault's 400 when it is missing.
+fn lease_id(
+    body: &[u8],
+    missing: &str,
+) -> Result<(String, serde_json::Map<String, Value>), BadRequest> {
+    let fields = reply::json_object(body)?;
+    match fields.get("lease_id").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => Ok((id.to_string(), fields)),
+        _ => Err(BadRequest(missing.into())),
+    }
+}
+
+fn renew_lease(leases: &mut LeaseStore, body: &[u8]) -> Reply {
+    let (id, fields) = match lease_id(body, "lease_id must be specified") {
+        Ok(parsed) => parsed,
+        Err(bad) => return bad.reply(),
+    };
+    let increment = match increment(&fields) {
+        Ok(i) => i,
+        Err(bad) => return bad.reply(),
+    };
+    match leases.renew(&id, increment) {
+        Ok(duration) => reply::leased(&id, duration, Value::Null),
+        Err(e) => reply::bad_request(e.text()),
+    }
+}
+
+/// 204 whether or not the lease exists, as Vault answers.
+fn revoke_lease(leases: &mut LeaseStore, body: &[u8]) -> Reply {
+    match lease_id(body, "lease_id must be specified") {
+        Ok((id, _)) => {
+            leases.revoke(&id);
+            reply::no_content()
+        }
+        Err(bad) => bad.reply(),
+    }
+}
+
+fn lookup_lease(leases: &mut LeaseStore, body: &[u8]) -> Reply {
+    match lease_id(body, "missing lease_id") {
+        Ok((id, _)) => match leases.lookup(&id) {
+            Ok(data) => reply::answer(data, Value::Null, "system"),
+            Err(_) => reply::bad_request("invalid lease"),
+        },
+        Err(bad) => bad.reply(),
+    }
 }
 
 fn read_kv(kv: &KvStore, path: &str, query: Option<&str>) -> Reply {

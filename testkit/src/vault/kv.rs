@@ -85,10 +85,13 @@ fn requested_version(query: Option<&str>) -> Result<u64, Missing> {
 
 /// Now as Vault writes times: `2024-05-01T12:34:56.123456789Z`.
 fn rfc3339_now() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
+    rfc3339(SystemTime::now())
+}
+
+/// `t` as Vault writes times.
+pub(super) fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
     let (year, month, day) = civil_date(secs / 86_400);
     let time = secs % 86_400;
     format!(
@@ -96,7 +99,7 @@ fn rfc3339_now() -> String {
         time / 3600,
         time / 60 % 60,
         time % 60,
-        now.subsec_nanos()
+        since.subsec_nanos()
     )
 }
 

@@ -30,8 +30,20 @@
 //!   token by its TTL (or the increment) and answers its `auth` block.
 //!   `GET /v1/auth/token/lookup-self`: the token's `data` (`policies`,
 //!   `ttl`, `meta`, …).
-//! - `PUT /v1/sys/leases/renew`: 400 `lease not found`, as no secret here
-//!   has a lease.
+//! - `GET /v1/<creds path>` of a dynamic role ([`VaultSpec::dynamic`],
+//!   `database/creds/app`): a new credential (`data.username`,
+//!   `data.password`) per read, with its own `lease_id`
+//!   (`<creds path>/<uuid>`), `lease_duration` (the role's TTL) and
+//!   `renewable: true`.
+//! - `PUT /v1/sys/leases/renew` `{"lease_id","increment"}`: the lease's
+//!   new `lease_duration`, the increment (else the role's TTL) capped at
+//!   what is left of its max TTL; 400 `lease not found` for a lease that
+//!   is unknown, revoked or ran out (Vault's expiration manager revokes a
+//!   lease at the end of its TTL), `lease_id must be specified` without
+//!   one. `PUT /v1/sys/leases/revoke` `{"lease_id"}`: 204, whether or not
+//!   the lease exists. `PUT /v1/sys/leases/lookup`: `data` {`id`,
+//!   `issue_time`, `expire_time`, `last_renewal`, `renewable`, `ttl`}, 400
+//!   `invalid lease` for an unknown one.
 //! - Every request but the login needs a token (`X-Vault-Token` or
 //!   `Authorization: Bearer`) whose policies grant the capability
 //!   (GET → `read`, POST/PUT → `update`, …) on the API path, matched as
@@ -40,26 +52,31 @@
 //!   occurred: permission denied, invalid token`; not granted `1 error
 //!   occurred: permission denied` (each in Vault's multierror text). The
 //!   built-in `default` policy lets a token renew and look up itself and
-//!   renew leases; a `default` in [`VaultSpec::policies`] replaces it.
+//!   renew and look up leases, not revoke them; a `default` in
+//!   [`VaultSpec::policies`] replaces it.
 //! - Other paths: 404 `no handler for route` once the ACL allows the
 //!   request; other methods 405. Malformed JSON: 400 `failed to parse JSON
 //!   input`. The stand-in logs nothing, and no input makes it panic.
 //!
 //! It counts requests received, whatever their answer: logins (total and
-//! per role named), KV reads per path, renewals.
+//! per role named), KV reads per path, renewals; and leases issued,
+//! renewed, revoked and expired ([`LeaseCounts`]), and those live.
 //!
 //! Left out: the API server behind the login (the stand-in checks an HS256
 //! signature where Vault calls TokenReview, so a deleted pod's token still
 //! logs in), `iss` checks (off in Vault's default configuration), namespace
 //! selectors, token max TTL and periodic tokens, writes through the API
-//! (tests write with [`VaultStandin::put_secret`]), KV v1 and dynamic
-//! secrets with leases, KV soft deletion and metadata paths,
+//! (tests write with [`VaultStandin::put_secret`]), KV v1, the dynamic
+//! engines' configuration and role paths (roles come from the spec),
+//! revocation of a token's leases with the token, `sys/leases/revoke-prefix`
+//! and `revoke-force`, KV soft deletion and metadata paths,
 //! `X-Vault-Namespace` (ignored),
 //! percent-decoding of paths, response wrapping, TLS.
 
 mod acl;
 mod http;
 mod kv;
+mod leases;
 mod login;
 mod reply;
 mod spec;
@@ -72,6 +89,7 @@ use std::thread::JoinHandle;
 use serde_json::{Map, Value};
 
 pub use acl::{PathRule, Policy};
+pub use leases::{DynamicRole, LeaseCounts};
 pub use login::{CLOCK_SKEW_LEEWAY_SECS, Role};
 pub use spec::VaultSpec;
 
@@ -80,6 +98,7 @@ struct State {
     roles: BTreeMap<String, Role>,
     policies: BTreeMap<String, Policy>,
     kv: kv::KvStore,
+    leases: leases::LeaseStore,
     tokens: tokens::TokenStore,
 }
 
@@ -150,6 +169,10 @@ impl VaultStandin {
         for (name, role) in &spec.roles {
             role.check(name);
         }
+        let mut leases = leases::LeaseStore::default();
+        for (path, role) in spec.dynamic {
+            leases.add_role(&path, role);
+        }
         let shared = Arc::new(Shared {
             login_path: format!("auth/{}/login", spec.auth_mount),
             kv_data_prefix: format!("{}/data/", spec.kv_mount),
@@ -158,6 +181,7 @@ impl VaultStandin {
                 roles: spec.roles,
                 policies: spec.policies,
                 kv,
+                leases,
                 tokens: tokens::TokenStore::default(),
             }),
             counts: Mutex::new(Counts::default()),
@@ -215,6 +239,27 @@ impl VaultStandin {
     /// renew-self requests received, whatever the answer.
     pub fn renewals(&self) -> usize {
         lock(&self.shared.counts).renewals
+    }
+
+    /// Leases issued, renewed, revoked and expired so far.
+    pub fn lease_counts(&self) -> LeaseCounts {
+        self.shared.state().leases.counts()
+    }
+
+    /// Leases live now (issued, neither revoked nor run out).
+    pub fn live_leases(&self) -> usize {
+        self.shared.state().leases.live()
+    }
+
+    /// Whether a dynamic credential's `username` still works: its lease is
+    /// live.
+    pub fn accepts(&self, username: &str) -> bool {
+        self.shared.state().leases.accepts(username)
+    }
+
+    /// The age of the oldest live lease.
+    pub fn oldest_lease_age(&self) -> Option<std::time::Duration> {
+        self.shared.state().leases.oldest_age()
     }
 
     /// Writes `data` as the next version of `path`.

@@ -39,6 +39,33 @@ pub(super) fn answer(data: Value, auth: Value, mount_type: &str) -> Reply {
     )
 }
 
+/// A 200 answer carrying a lease: a dynamic secret's (with `data`) or a
+/// renewal's (`data` null).
+pub(super) fn leased(lease_id: &str, duration: u64, data: Value) -> Reply {
+    json_reply(
+        StatusCode::OK,
+        &json!({
+            "request_id": crate::sa_token::random_uuid(),
+            "lease_id": lease_id,
+            "renewable": true,
+            "lease_duration": duration,
+            "data": data,
+            "wrap_info": null,
+            "warnings": null,
+            "auth": null,
+        }),
+    )
+}
+
+/// 204, Vault's answer to a write with nothing to say.
+pub(super) fn no_content() -> Reply {
+    let mut reply = StatusCode::NO_CONTENT.into_response();
+    reply
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    reply
+}
+
 /// A request Vault refuses as malformed: the text of its 400.
 pub(super) struct BadRequest(pub(super) String);
 

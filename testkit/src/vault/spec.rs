@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{Policy, Role};
+use super::{DynamicRole, Policy, Role};
 
 /// What the stand-in holds when it starts.
 pub struct VaultSpec {
@@ -19,6 +19,8 @@ pub struct VaultSpec {
     pub policies: BTreeMap<String, Policy>,
     /// Secrets by path under the KV mount, each a JSON object, version 1.
     pub secrets: BTreeMap<String, Value>,
+    /// Dynamic roles by creds path (`database/creds/app`).
+    pub dynamic: BTreeMap<String, DynamicRole>,
 }
 
 impl Default for VaultSpec {
@@ -30,6 +32,7 @@ impl Default for VaultSpec {
             roles: BTreeMap::new(),
             policies: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            dynamic: BTreeMap::new(),
         }
     }
 }
@@ -49,6 +52,13 @@ impl VaultSpec {
     /// object of keys.
     pub fn secret(mut self, path: &str, data: Value) -> VaultSpec {
         self.secrets.insert(path.to_string(), data);
+        self
+    }
+
+    /// A dynamic role read at `creds_path` (`database/creds/app`): each read
+    /// issues a new credential with a lease of `role`'s TTLs.
+    pub fn dynamic(mut self, creds_path: &str, role: DynamicRole) -> VaultSpec {
+        self.dynamic.insert(creds_path.to_string(), role);
         self
     }
 }
