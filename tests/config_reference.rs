@@ -333,6 +333,7 @@ fn base(row: &Row) -> Node {
                     }
                     "vaultRef" => Node::map(&[("path", Node::raw("app")), ("key", Node::raw("k"))]),
                     "awsRef" => Node::map(&[("secretId", Node::raw("prod/app"))]),
+                    "ssmRef" => Node::map(&[("name", Node::raw("/app/x"))]),
                     other => panic!("no minimal source for {other}"),
                 };
                 Node::map(&[(kind, minimal)])

@@ -12,7 +12,9 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use crate::identity::IdentitySpec;
 use crate::policy::Policy;
 use crate::schema::{Binding, Config, Monitoring, SecretRefSpec, Selector};
-use crate::source::{AwsRefSpec, FileRefSpec, SecretKeyRefSpec, SourceSpec, VaultRefSpec};
+use crate::source::{
+    AwsRefSpec, FileRefSpec, SecretKeyRefSpec, SourceSpec, SsmRefSpec, VaultRefSpec,
+};
 
 /// Every field path of the config file the parser accepts, in the form the
 /// reference uses: `policy.blockEnviron`, `secrets[].selector.uid`,
@@ -44,6 +46,7 @@ pub fn known_fields() -> Vec<String> {
     );
     add(&format!("{source}vaultRef."), names_of::<VaultRefSpec>());
     add(&format!("{source}awsRef."), names_of::<AwsRefSpec>());
+    add(&format!("{source}ssmRef."), names_of::<SsmRefSpec>());
     add("monitoring.", names_of::<Monitoring>());
     out
 }

@@ -27,7 +27,7 @@ pub use schema::{
     Binding, Config, Delivery, LogFormat, Monitoring, OnRotate, PodIdentityMode, ProviderSpec,
     SecretRefSpec, Selector,
 };
-pub use secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef};
+pub use secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmRef, VaultRef};
 pub use validate::Warning;
 
 use std::path::Path;

@@ -25,6 +25,7 @@ pub enum SecretRef {
     Kubernetes(KubernetesRef),
     Vault(VaultRef),
     Aws(AwsRef),
+    Ssm(SsmRef),
 }
 
 /// A key of a Kubernetes Secret. Without a namespace, the provider's
@@ -71,6 +72,19 @@ pub struct AwsRef {
     pub ttl: Option<Duration>,
 }
 
+/// A parameter in AWS Systems Manager Parameter Store, read through an
+/// `aws` provider (the same regions, endpoints and credentials as awsRef).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsmRef {
+    pub provider: Option<String>,
+    /// The parameter's name: `/app/db/password`, or a plain `name`.
+    pub name: String,
+    /// Whether a SecureString is decrypted (KMS) before delivery; without
+    /// it, AWS answers a SecureString's ciphertext.
+    pub with_decryption: bool,
+    pub ttl: Option<Duration>,
+}
+
 impl SecretRef {
     /// A literal value ref (tests, tools).
     pub fn literal(value: &str) -> Self {
@@ -86,6 +100,7 @@ impl SecretRef {
             SecretRef::Kubernetes(_) => "secretKeyRef",
             SecretRef::Vault(_) => "vaultRef",
             SecretRef::Aws(_) => "awsRef",
+            SecretRef::Ssm(_) => "ssmRef",
         }
     }
 
@@ -94,6 +109,7 @@ impl SecretRef {
         match self {
             SecretRef::Vault(v) => v.provider.as_deref(),
             SecretRef::Aws(a) => a.provider.as_deref(),
+            SecretRef::Ssm(p) => p.provider.as_deref(),
             _ => None,
         }
     }
@@ -103,6 +119,7 @@ impl SecretRef {
         match self {
             SecretRef::Vault(v) => v.ttl,
             SecretRef::Aws(a) => a.ttl,
+            SecretRef::Ssm(p) => p.ttl,
             SecretRef::File { ttl, .. } => *ttl,
             _ => None,
         }
@@ -181,6 +198,19 @@ impl std::fmt::Display for SecretRef {
                 }
                 Ok(())
             }
+            // The cache keys on this text: a ciphertext and its plaintext
+            // must not share an entry.
+            SecretRef::Ssm(p) => {
+                f.write_str("ssmRef ")?;
+                if let Some(name) = &p.provider {
+                    write!(f, "{name}:")?;
+                }
+                f.write_str(&p.name)?;
+                if !p.with_decryption {
+                    f.write_str(" (withDecryption: false)")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -200,5 +230,24 @@ mod tests {
         let r = SecretRef::literal("hunter2");
         assert!(!format!("{r} {r:?}").contains("hunter2"));
         assert_eq!(r.cache_key(), None);
+    }
+
+    #[test]
+    fn ssm_ciphertext_and_plaintext_have_their_own_cache_keys() {
+        let plain = SsmRef {
+            provider: Some("prod".into()),
+            name: "/app/db/password".into(),
+            with_decryption: true,
+            ttl: None,
+        };
+        let cipher = SsmRef {
+            with_decryption: false,
+            ..plain.clone()
+        };
+        let (plain, cipher) = (SecretRef::Ssm(plain), SecretRef::Ssm(cipher));
+        assert_eq!(plain.to_string(), "ssmRef prod:/app/db/password");
+        assert_ne!(plain.cache_key(), cipher.cache_key());
+        assert_eq!(plain.kind(), "ssmRef");
+        assert_eq!(plain.provider_name(), Some("prod"));
     }
 }

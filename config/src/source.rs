@@ -14,15 +14,15 @@ use serde::de::{self, MapAccess, Visitor};
 use zeroize::Zeroize;
 
 use crate::duration::parse_duration;
-use crate::secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef};
+use crate::secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmRef, VaultRef};
 use crate::source_path;
 
 /// Why a `source:` mapping does not make a [`SecretRef`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum SourceError {
     #[error(
-        "exactly one of value, envRef, fileRef, secretKeyRef, vaultRef, awsRef must be set \
-         (found {})",
+        "exactly one of value, envRef, fileRef, secretKeyRef, vaultRef, awsRef, ssmRef must be \
+         set (found {})",
         found_list(found)
     )]
     NotExactlyOne { found: Vec<&'static str> },
@@ -67,6 +67,7 @@ pub(crate) struct SourceSpec {
     secret_key_ref: Option<SecretKeyRefSpec>,
     vault_ref: Option<VaultRefSpec>,
     aws_ref: Option<AwsRefSpec>,
+    ssm_ref: Option<SsmRefSpec>,
 }
 
 /// The mapping form of `fileRef`, strict like every other section: a
@@ -124,6 +125,17 @@ pub(crate) struct AwsRefSpec {
     ttl: Option<String>,
 }
 
+/// A parameter in AWS Systems Manager Parameter Store.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SsmRefSpec {
+    provider: Option<String>,
+    name: String,
+    /// Decrypt a SecureString (default true).
+    with_decryption: Option<bool>,
+    ttl: Option<String>,
+}
+
 impl<'de> Deserialize<'de> for SecretRef {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         SourceSpec::deserialize(deserializer)?
@@ -147,6 +159,7 @@ impl SourceSpec {
             ("secretKeyRef", self.secret_key_ref.is_some()),
             ("vaultRef", self.vault_ref.is_some()),
             ("awsRef", self.aws_ref.is_some()),
+            ("ssmRef", self.ssm_ref.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -165,6 +178,7 @@ impl SourceSpec {
             secret_key_ref,
             vault_ref,
             aws_ref,
+            ssm_ref,
         } = self;
         if let Some(Literal(v)) = value {
             return Ok(SecretRef::Value(Arc::new(v)));
@@ -198,6 +212,14 @@ impl SourceSpec {
                     EngineSpec::Kv2 => KvEngine::V2,
                 }),
                 ttl: ttl("vaultRef", v.ttl)?,
+            }));
+        }
+        if let Some(p) = ssm_ref {
+            return Ok(SecretRef::Ssm(SsmRef {
+                provider: p.provider,
+                name: p.name,
+                with_decryption: p.with_decryption.unwrap_or(true),
+                ttl: ttl("ssmRef", p.ttl)?,
             }));
         }
         let a = aws_ref.ok_or(SourceError::NotExactlyOne { found })?;

@@ -308,7 +308,7 @@ fn check_identity(
                      own RBAC, not as the pod; keep this secret in a binding with identity: agent",
                 ));
             }
-            SecretRef::Vault(_) | SecretRef::Aws(_) => {
+            SecretRef::Vault(_) | SecretRef::Aws(_) | SecretRef::Ssm(_) => {
                 let want = if let SecretRef::Vault(_) = &r.value.source.value {
                     "vault"
                 } else {
@@ -334,7 +334,7 @@ fn check_identity(
         c.warn(
             line,
             ifield,
-            "identity: pod has no effect here: the binding has no vaultRef or awsRef",
+            "identity: pod has no effect here: the binding has no vaultRef, awsRef or ssmRef",
         );
     }
     Ok(())
@@ -374,6 +374,45 @@ fn check_delivery_name(
             format!("{name:?} is not {what}"),
         ))
     }
+}
+
+/// Longest parameter name AWS lets one create.
+const SSM_NAME_MAX: usize = 1011;
+/// Deepest hierarchy AWS allows (`/a/b/…`, fifteen levels).
+const SSM_LEVELS_MAX: usize = 15;
+
+/// AWS's rules for a parameter name: letters, digits and `_.-`, in a
+/// hierarchy of at most fifteen levels that starts with `/`, or a plain
+/// name without any `/`. Checked here so that a typo is named with its
+/// field, not reported later as a parameter AWS cannot find.
+fn check_ssm_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > SSM_NAME_MAX {
+        return Err(format!("it is longer than {SSM_NAME_MAX} characters"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|ch| !(ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-' | '/')))
+    {
+        return Err(format!(
+            "{bad:?} is not allowed (letters, digits, '_', '.', '-' and '/' are)"
+        ));
+    }
+    if !name.contains('/') {
+        return Ok(());
+    }
+    let Some(below_root) = name.strip_prefix('/') else {
+        return Err("a name with '/' is a hierarchy and must start with '/'".into());
+    };
+    if below_root.split('/').any(str::is_empty) {
+        return Err("a hierarchy has no empty levels and does not end with '/'".into());
+    }
+    if below_root.split('/').count() > SSM_LEVELS_MAX {
+        return Err(format!("a hierarchy has at most {SSM_LEVELS_MAX} levels"));
+    }
+    Ok(())
 }
 
 fn check_source(
@@ -417,6 +456,16 @@ fn check_source(
         }
         SecretRef::Vault(v) => (v.provider.as_deref(), "vault", "vaultRef"),
         SecretRef::Aws(a) => (a.provider.as_deref(), "aws", "awsRef"),
+        SecretRef::Ssm(p) => {
+            if let Err(why) = check_ssm_name(&p.name) {
+                return Err(c.invalid(
+                    line,
+                    format!("{field}.ssmRef.name"),
+                    format!("{:?} is not an SSM parameter name: {why}", p.name),
+                ));
+            }
+            (p.provider.as_deref(), "aws", "ssmRef")
+        }
     };
     if let Some(name) = provider {
         match config.providers.get(name) {

@@ -483,3 +483,125 @@ fn identity_pod_refuses_what_it_cannot_do_naming_the_field() {
         "{w:?}"
     );
 }
+
+fn ssm_binding(source: &str) -> String {
+    format!(
+        "providers:\n  east: {{ type: aws, region: us-east-1 }}\n  vault: {{ type: vault, address: \"https://vault:8200\" }}\nsecrets:\n  - name: b\n    selector: {{ uid: 1 }}\n    secretRefs:\n      - {{ name: A, source: {source} }}\n"
+    )
+}
+
+#[test]
+fn ssm_ref_loads_with_decryption_on_by_default() {
+    let c = parse_str(
+        &ssm_binding("{ ssmRef: { name: /app/db/password, provider: east, ttl: 2m } }"),
+        "cfg.yaml",
+    )
+    .unwrap()
+    .config;
+    let SecretRef::Ssm(p) = &c.secrets[0].value.secret_refs[0].value.source.value else {
+        panic!("not an ssmRef");
+    };
+    assert_eq!(p.name, "/app/db/password");
+    assert!(p.with_decryption);
+    assert_eq!(p.provider.as_deref(), Some("east"));
+    assert_eq!(p.ttl, Some(std::time::Duration::from_secs(120)));
+    for name in [
+        "plain-name_1.x",
+        "/a",
+        "/aws/service/global-infrastructure/version",
+    ] {
+        let c = parse_str(
+            &ssm_binding(&format!(
+                "{{ ssmRef: {{ name: {name}, withDecryption: false }} }}"
+            )),
+            "cfg.yaml",
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .config;
+        let SecretRef::Ssm(p) = &c.secrets[0].value.secret_refs[0].value.source.value else {
+            panic!("not an ssmRef");
+        };
+        assert!(!p.with_decryption);
+        assert_eq!(p.name, name);
+    }
+}
+
+#[test]
+fn ssm_ref_errors_name_the_field() {
+    let field = "secrets[0].secretRefs[0].source.ssmRef";
+    let cases = [
+        (
+            "{ ssmRef: { name: app/db } }",
+            "name",
+            "must start with '/'",
+        ),
+        (
+            "{ ssmRef: { name: \"/app//db\" } }",
+            "name",
+            "no empty levels",
+        ),
+        ("{ ssmRef: { name: /app/db/ } }", "name", "no empty levels"),
+        (
+            "{ ssmRef: { name: \"/app/db pw\" } }",
+            "name",
+            "' ' is not allowed",
+        ),
+        (
+            "{ ssmRef: { name: \"/app/db:3\" } }",
+            "name",
+            "':' is not allowed",
+        ),
+        ("{ ssmRef: { name: \"\" } }", "name", "it is empty"),
+        (
+            "{ ssmRef: { name: /1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16 } }",
+            "name",
+            "at most 15 levels",
+        ),
+        (
+            "{ ssmRef: { name: /a, provider: vault } }",
+            "provider",
+            "not \"aws\"",
+        ),
+        (
+            "{ ssmRef: { name: /a, provider: west } }",
+            "provider",
+            "no provider named",
+        ),
+    ];
+    for (source, sub, want) in cases {
+        let e = err(&ssm_binding(source));
+        assert!(
+            e.starts_with("cfg.yaml:8")
+                && e.contains(&format!("{field}.{sub}: "))
+                && e.contains(want),
+            "{source}: {e}"
+        );
+    }
+    let e = err(&ssm_binding("{ ssmRef: { name: /a, ttl: soon } }"));
+    assert!(e.contains(&format!("{field}.ttl: not a duration")), "{e}");
+    let e = err(&ssm_binding("{ ssmRef: { name: /a, withDecrypt: true } }"));
+    assert!(e.contains("withDecrypt"), "{e}");
+    let e = err(&ssm_binding(
+        "{ ssmRef: { name: /a }, awsRef: { secretId: s } }",
+    ));
+    assert!(
+        e.contains("exactly one of value, envRef, fileRef, secretKeyRef, vaultRef, awsRef, ssmRef")
+            && e.contains("found awsRef, ssmRef"),
+        "{e}"
+    );
+    let long = format!("/{}", "a".repeat(1011));
+    let e = err(&ssm_binding(&format!("{{ ssmRef: {{ name: {long} }} }}")));
+    assert!(e.contains("longer than 1011"), "{e}");
+}
+
+#[test]
+fn ssm_ref_is_read_as_the_pod_through_an_aws_provider() {
+    let pod = "providers:\n  aws: { type: aws, region: us-east-1 }\nsecrets:\n  - name: web\n    selector: { namespace: shop, serviceAccount: web }\n    identity: pod\n    secretRefs:\n      - { name: A, source: { ssmRef: { name: /web/key } } }\n";
+    let loaded = parse_str(pod, "cfg.yaml").unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let e = err(&pod.replace(
+        "  aws: { type: aws, region: us-east-1 }\n",
+        "  v: { type: vault, address: \"https://v:8200\" }\n",
+    ));
+    assert!(e.contains("identity: pod logs in to aws as the pod"), "{e}");
+}

@@ -1,25 +1,21 @@
-//! AWS Secrets Manager: `GetSecretValue` with the AWS SDK, a failover region
-//! for server-side and network failures, and per-region endpoints.
+//! The `aws` provider: AWS Secrets Manager (`GetSecretValue`, here) and
+//! SSM Parameter Store (`ssm.rs`) through one SDK configuration, with a
+//! failover region for server-side and network failures and per-region
+//! endpoints (`aws_sdk.rs`).
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_credential_types::provider::error::CredentialsError;
-use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::interceptors::BeforeDeserializationInterceptorContextMut;
-use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, Region, RuntimeComponents};
-use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::config::Region;
 use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
 
 use crate::SecretProvider;
+use crate::aws_sdk::{Asked, BodyLimit, Regional, classify, credentials_error};
 use crate::env::wrong_kind;
-use crate::error::{Error, chain, is_tls};
+use crate::error::Error;
 use crate::json::select_key;
-use crate::limit::{Limited, MAX_ANSWER_BYTES, check_declared, exceeded_in};
-use crate::reference::{AwsRef, SecretRef};
+use crate::reference::{AwsRef, SecretRef, SsmRef};
 use crate::settings::AwsSettings;
+use crate::ssm::{SsmParameter, SsmPath, SsmReader};
 use crate::value::{Metadata, SecretValue};
 
 /// One AWS account/region setup (one `providers:` entry of `type: aws`, or
@@ -34,8 +30,8 @@ pub struct AwsProvider {
 }
 
 struct Clients {
-    primary: (String, Client),
-    failover: Option<(String, Client)>,
+    secrets_manager: Regional<aws_sdk_secretsmanager::Client>,
+    ssm: Regional<aws_sdk_ssm::Client>,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -78,61 +74,100 @@ impl AwsProvider {
     async fn clients(&self, reference: &str) -> Result<&Clients, Error> {
         self.clients
             .get_or_try_init(|| async {
-                crate::install_crypto_provider();
                 let s = &self.settings;
-                // One SDK attempt per call: the cache layer retries with its
-                // own bounded backoff, and failover must not wait for three.
-                let mut loader = aws_config::defaults(BehaviorVersion::latest())
-                    .retry_config(RetryConfig::standard().with_max_attempts(1))
-                    .timeout_config(
-                        TimeoutConfig::builder()
-                            .connect_timeout(s.timeout.min(std::time::Duration::from_secs(3)))
-                            .operation_timeout(s.timeout)
-                            .build(),
-                    );
-                if let Some(r) = &s.region {
-                    loader = loader.region(Region::new(r.clone()));
-                }
-                if let Some(p) = &s.profile {
-                    loader = loader.profile_name(p);
-                }
-                if let Some(c) = &self.credentials {
-                    loader = loader.credentials_provider(c.clone());
-                }
-                let sdk = loader.load().await;
-                let region = sdk
-                    .region()
-                    .map(|r| r.as_ref().to_string())
-                    .ok_or_else(|| Error::Provider {
-                        reference: reference.to_string(),
-                        message: format!(
-                            "providers.{}: no AWS region: set region in the provider or AWS_REGION",
-                            self.name
-                        ),
-                    })?;
-                let client_for = |region: &str| {
-                    let mut b = aws_sdk_secretsmanager::config::Builder::from(&sdk)
-                        .region(Region::new(region.to_string()));
-                    if let Some(url) = s.endpoints.get(region) {
-                        b = b.endpoint_url(url);
-                    }
-                    b = b.interceptor(BodyLimit);
-                    Client::from_conf(b.build())
-                };
+                let (sdk, region) =
+                    crate::aws_sdk::load(&self.name, s, self.credentials.as_ref(), reference)
+                        .await?;
+                let failover = s.failover_region.as_deref();
                 Ok(Clients {
-                    primary: (region.clone(), client_for(&region)),
-                    failover: s
-                        .failover_region
-                        .as_ref()
-                        .map(|r| (r.clone(), client_for(r))),
+                    secrets_manager: Regional::new(&region, failover, |region| {
+                        let mut b = aws_sdk_secretsmanager::config::Builder::from(&sdk)
+                            .region(Region::new(region.to_string()))
+                            .interceptor(BodyLimit);
+                        if let Some(url) = s.endpoints.get(region) {
+                            b = b.endpoint_url(url);
+                        }
+                        aws_sdk_secretsmanager::Client::from_conf(b.build())
+                    }),
+                    ssm: Regional::new(&region, failover, |region| {
+                        let mut b = aws_sdk_ssm::config::Builder::from(&sdk)
+                            .region(aws_sdk_ssm::config::Region::new(region.to_string()))
+                            .interceptor(BodyLimit);
+                        if let Some(url) = s.ssm_endpoints.get(region) {
+                            b = b.endpoint_url(url);
+                        }
+                        aws_sdk_ssm::Client::from_conf(b.build())
+                    }),
                 })
             })
             .await
     }
 
+    fn ssm_reader<'a>(&'a self, client: &'a aws_sdk_ssm::Client, region: &'a str) -> SsmReader<'a> {
+        SsmReader {
+            client,
+            region,
+            provider: &self.name,
+            cache_ttl: self.settings.cache_ttl,
+        }
+    }
+
+    /// Every parameter below `path` (`GetParametersByPath`, all pages),
+    /// with its value and version, in the failover region if the primary
+    /// is unavailable. Delivering them is for the caller: no ref names
+    /// them one by one.
+    pub async fn ssm_parameters_by_path(&self, path: &SsmPath) -> Result<Vec<SsmParameter>, Error> {
+        let rs = path.to_string();
+        let clients = self.clients(&rs).await?;
+        clients
+            .ssm
+            .call(&self.name, &rs, |region, client| {
+                self.ssm_reader(client, region).by_path(path)
+            })
+            .await
+    }
+
+    async fn fetch_ssm(&self, reference: &SecretRef, p: &SsmRef) -> Result<SecretValue, Error> {
+        let rs = reference.to_string();
+        let clients = self.clients(&rs).await?;
+        clients
+            .ssm
+            .call(&self.name, &rs, |region, client| {
+                self.ssm_reader(client, region).one(reference, p)
+            })
+            .await
+    }
+
+    /// SSM refs read together: `GetParameters`, at most ten names a call.
+    async fn fetch_ssm_many(
+        &self,
+        refs: &[(&SecretRef, &SsmRef)],
+    ) -> Vec<Result<SecretValue, Error>> {
+        let rs = refs.first().map(|(r, _)| r.to_string()).unwrap_or_default();
+        let clients = match self.clients(&rs).await {
+            Ok(c) => c,
+            Err(e) => return refs.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut out = Vec::with_capacity(refs.len());
+        for batch in refs.chunks(crate::ssm::BATCH_MAX) {
+            let text = crate::ssm::batch_text(batch);
+            let answered = clients
+                .ssm
+                .call(&self.name, &text, |region, client| {
+                    self.ssm_reader(client, region).batch(batch)
+                })
+                .await;
+            match answered {
+                Ok(values) => out.extend(values),
+                Err(e) => out.extend(batch.iter().map(|_| Err(e.clone()))),
+            }
+        }
+        out
+    }
+
     async fn get(
         &self,
-        client: &Client,
+        client: &aws_sdk_secretsmanager::Client,
         region: &str,
         r: &SecretRef,
         a: &AwsRef,
@@ -148,7 +183,18 @@ impl AwsProvider {
             .await;
         let mut out = match out {
             Ok(o) => o,
-            Err(e) => return Err(classify(&e, &rs, &a.secret_id, region)),
+            Err(e) => {
+                return Err(classify(
+                    &e,
+                    &rs,
+                    &Asked {
+                        service: "AWS Secrets Manager",
+                        item: &format!("AWS secret {}", a.secret_id),
+                        not_found: &["ResourceNotFoundException"],
+                        region,
+                    },
+                ));
+            }
         };
         let version = out.version_id.take();
         let raw = if let Some(s) = out.secret_string.take() {
@@ -177,161 +223,6 @@ impl AwsProvider {
         meta.version = version;
         meta.ttl = self.settings.cache_ttl;
         Ok(SecretValue::new(bytes, meta))
-    }
-}
-
-/// Bounds every answer to [`MAX_ANSWER_BYTES`]: the SDK reads a whole body
-/// before parsing it, so the bound has to sit between the connection and
-/// the SDK. A declared length over the bound fails at once; any other body
-/// fails as soon as more than the bound has arrived.
-#[derive(Debug)]
-struct BodyLimit;
-
-impl Intercept for BodyLimit {
-    fn name(&self) -> &'static str {
-        "kernelseal-body-limit"
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let response = context.response_mut();
-        let declared = response
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.trim().parse().ok());
-        check_declared(declared, MAX_ANSWER_BYTES)?;
-        let body = response.take_body();
-        *response.body_mut() =
-            aws_smithy_types::body::SdkBody::from_body_1_x(Limited::new(body, MAX_ANSWER_BYTES));
-        Ok(())
-    }
-}
-
-/// Maps an SDK error; `Unavailable`/`Timeout` (network, 5xx) allow failover.
-fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
-    e: &SdkError<E, aws_sdk_secretsmanager::config::http::HttpResponse>,
-    rs: &str,
-    secret_id: &str,
-    region: &str,
-) -> Error {
-    let what = format!("AWS secret {secret_id} in {region}");
-    if let Some(x) = exceeded_in(e) {
-        return Error::TooLarge {
-            reference: rs.to_string(),
-            what: format!("AWS Secrets Manager in {region}"),
-            limit: x.limit,
-        };
-    }
-    match e {
-        SdkError::ServiceError(se) => {
-            let status = se.raw().status().as_u16();
-            let err = se.err();
-            let code = err.code().unwrap_or("");
-            // The code if it is a known one, and the status; never AWS's
-            // message, which can quote the request (see `crate::upstream`).
-            let message = format!(
-                "{} ({})",
-                crate::aws_error_code(err.code()),
-                crate::upstream::http_reason(status)
-            );
-            if code == "ResourceNotFoundException" || status == 404 {
-                Error::NotFound {
-                    reference: rs.to_string(),
-                    what,
-                    message,
-                }
-            } else if crate::upstream::is_unavailable(status) || code == "ThrottlingException" {
-                Error::Unavailable {
-                    reference: rs.to_string(),
-                    what: format!("AWS Secrets Manager in {region}"),
-                    message: format!("HTTP {status}: {message}"),
-                }
-            } else if status == 403 || code.contains("AccessDenied") || code.contains("Signature") {
-                Error::Forbidden {
-                    reference: rs.to_string(),
-                    what,
-                    message,
-                }
-            } else {
-                Error::Upstream {
-                    reference: rs.to_string(),
-                    status: Some(status),
-                    message,
-                }
-            }
-        }
-        SdkError::TimeoutError(_) => Error::Unavailable {
-            reference: rs.to_string(),
-            what: format!("AWS Secrets Manager in {region}"),
-            message: "timed out".into(),
-        },
-        SdkError::ConstructionFailure(_) => Error::Upstream {
-            reference: rs.to_string(),
-            status: None,
-            message: format!("cannot build the request: {}", chain(e)),
-        },
-        _ => {
-            // Credentials are resolved before the request goes out; their
-            // failure's chain carries STS's own message, which can quote the
-            // request (a web identity token among it): the variant only.
-            if let Some(c) = credentials_failure(e) {
-                return credentials_error(c, rs, &format!("AWS credentials for {region}"));
-            }
-            let text = chain(e);
-            if is_tls(e) {
-                Error::Tls {
-                    reference: rs.to_string(),
-                    message: text,
-                }
-            } else {
-                Error::Unavailable {
-                    reference: rs.to_string(),
-                    what: format!("AWS Secrets Manager in {region}"),
-                    message: text,
-                }
-            }
-        }
-    }
-}
-
-/// The credentials failure somewhere in an error's chain, if any.
-fn credentials_failure<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a CredentialsError> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(c) = err.downcast_ref::<CredentialsError>() {
-            return Some(c);
-        }
-        cur = err.source();
-    }
-    None
-}
-
-/// A credentials failure by its variant alone: the chain below it carries
-/// STS's own message, which can quote the request (a pod's token among it).
-/// Timeouts and unhandled failures may pass; the rest is not worth a
-/// failover or a retry.
-fn credentials_error(e: &CredentialsError, reference: &str, what: &str) -> Error {
-    let unavailable = |message: &str| Error::Unavailable {
-        reference: reference.to_string(),
-        what: what.to_string(),
-        message: message.into(),
-    };
-    let refused = |message: &str| Error::Upstream {
-        reference: reference.to_string(),
-        status: None,
-        message: message.into(),
-    };
-    match e {
-        CredentialsError::ProviderTimedOut(_) => unavailable("the credential provider timed out"),
-        CredentialsError::Unhandled(_) => unavailable("the credential provider failed"),
-        CredentialsError::CredentialsNotLoaded(_) => refused("no credentials were loaded"),
-        _ => refused("the credential provider refused the identity"),
     }
 }
 
@@ -370,20 +261,48 @@ impl SecretProvider for AwsProvider {
     }
 
     async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, Error> {
-        let SecretRef::Aws(a) = reference else {
-            return Err(wrong_kind(reference, "aws"));
+        let a = match reference {
+            SecretRef::Aws(a) => a,
+            SecretRef::Ssm(p) => return self.fetch_ssm(reference, p).await,
+            _ => return Err(wrong_kind(reference, "aws")),
         };
-        let clients = self.clients(&reference.to_string()).await?;
-        let (region, client) = &clients.primary;
-        match self.get(client, region, reference, a).await {
-            Err(e) if e.is_retryable() => {
-                let Some((fregion, fclient)) = &clients.failover else {
-                    return Err(e);
-                };
-                tracing::warn!(provider = %self.name, reference = %reference, error = %e, failover = %fregion, "primary region failed; trying the failover region");
-                self.get(fclient, fregion, reference, a).await
+        let rs = reference.to_string();
+        let clients = self.clients(&rs).await?;
+        clients
+            .secrets_manager
+            .call(&self.name, &rs, |region, client| {
+                self.get(client, region, reference, a)
+            })
+            .await
+    }
+
+    /// SSM refs are read in batches (`GetParameters`, ten names a call),
+    /// one batch per setting of `withDecryption`; the others one by one.
+    async fn fetch_many(&self, refs: &[SecretRef]) -> Vec<Result<SecretValue, Error>> {
+        let mut out: Vec<Option<Result<SecretValue, Error>>> = vec![None; refs.len()];
+        for decrypt in [true, false] {
+            let (at, ssm): (Vec<usize>, Vec<(&SecretRef, &SsmRef)>) = refs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| match r {
+                    SecretRef::Ssm(p) if p.with_decryption == decrypt => Some((i, (r, p))),
+                    _ => None,
+                })
+                .unzip();
+            if ssm.is_empty() {
+                continue;
             }
-            other => other,
+            for (i, v) in at.into_iter().zip(self.fetch_ssm_many(&ssm).await) {
+                out[i] = Some(v);
+            }
         }
+        let mut done = Vec::with_capacity(refs.len());
+        for (r, v) in refs.iter().zip(out) {
+            done.push(match v {
+                Some(v) => v,
+                None => self.fetch(r).await,
+            });
+        }
+        done
     }
 }

@@ -13,6 +13,7 @@
 //! libraries' socket buffers are outside its reach.
 
 mod aws;
+mod aws_sdk;
 pub mod beneath;
 mod cache;
 mod check;
@@ -26,6 +27,7 @@ mod limit;
 mod reference;
 mod registry;
 mod settings;
+mod ssm;
 mod upstream;
 mod value;
 mod vault;
@@ -39,12 +41,13 @@ pub use file::FileProvider;
 pub use kernelseal_secretmem::Backing;
 pub use kubernetes::KubernetesProvider;
 pub use limit::{MAX_ANSWER_BYTES, MAX_VALUE_BYTES};
-pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, VaultRef};
+pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmRef, VaultRef};
 pub use registry::Registry;
 pub use settings::{
     AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, PodAuth, ProviderSettings,
     STS_AUDIENCE, SecretIdSource, VaultAuth, VaultSettings, known_settings,
 };
+pub use ssm::{SsmParameter, SsmPath};
 pub use upstream::aws_error_code;
 pub use value::{Lease, Metadata, SecretValue, content_tag, secret_memory};
 pub use vault::VaultProvider;

@@ -128,7 +128,9 @@ impl Registry {
             SecretRef::File { .. } => return Ok(("file".into(), self.file.clone())),
             SecretRef::Kubernetes(_) => "kubernetes",
             SecretRef::Vault(_) => "vault",
-            SecretRef::Aws(_) => "aws",
+            // Parameter Store is read with the same account, regions and
+            // credentials as Secrets Manager.
+            SecretRef::Aws(_) | SecretRef::Ssm(_) => "aws",
         };
         let field = || format!("{}.provider", r.kind());
         if let Some(name) = r.provider_name() {

@@ -30,8 +30,8 @@ pub const DEFAULT_SA_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccoun
 // the schema; the configuration reference's test checks that each one
 // parses and that it is documented.
 /// Every setting each provider type accepts, as `(type, dotted path)`:
-/// `("vault", "auth.kubernetes.role")`. `endpoints` (aws) is a map whose
-/// keys are region names.
+/// `("vault", "auth.kubernetes.role")`. `endpoints` and `ssmEndpoints`
+/// (aws) are maps whose keys are region names.
 pub fn known_settings() -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let mut add = |kind: &'static str, prefix: &str, keys: &[&str]| {
@@ -154,7 +154,7 @@ mod tests {
                 "tlsSkipVerify" => json!(false),
                 "kvVersion" => json!(1),
                 "timeout" | "cacheTtl" => json!("30s"),
-                "endpoints" => json!({"eu-west-1": "https://x.example"}),
+                "endpoints" | "ssmEndpoints" => json!({"eu-west-1": "https://x.example"}),
                 "auth" => json!({"kubernetes": {"role": "app"}}),
                 "region" => json!("eu-west-1"),
                 "failoverRegion" => json!("eu-central-1"),

@@ -188,8 +188,8 @@ impl PodReads {
                     audience: &s.settings.pod_auth.audience,
                 })
             }
-            SecretRef::Aws(a) => {
-                let (name, s) = configured(&self.aws, a.provider.as_deref())?;
+            SecretRef::Aws(_) | SecretRef::Ssm(_) => {
+                let (name, s) = configured(&self.aws, r.provider_name())?;
                 Some(PodProvider {
                     name,
                     kind: LoginKind::Aws,

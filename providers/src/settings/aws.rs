@@ -12,6 +12,7 @@ pub(super) const AWS_KEYS: &[&str] = &[
     "region",
     "failoverRegion",
     "endpoints",
+    "ssmEndpoints",
     "profile",
     "timeout",
     "cacheTtl",
@@ -29,9 +30,13 @@ pub struct AwsSettings {
     pub region: Option<String>,
     /// Tried when the primary fails with a 5xx or a network error.
     pub failover_region: Option<String>,
-    /// Endpoint per region (local stacks, VPC endpoints). `AWS_ENDPOINT_URL`
-    /// applies to every region where this map has no entry.
+    /// Secrets Manager's endpoint per region (local stacks, VPC endpoints).
+    /// `AWS_ENDPOINT_URL` applies to every region where this map has no entry.
     pub endpoints: BTreeMap<String, String>,
+    /// SSM Parameter Store's endpoint per region. A VPC endpoint serves one
+    /// service, so Secrets Manager's are not reused: where this map has no
+    /// entry, `AWS_ENDPOINT_URL_SSM` or `AWS_ENDPOINT_URL` applies.
+    pub ssm_endpoints: BTreeMap<String, String>,
     /// Named profile of the shared config files.
     pub profile: Option<String>,
     pub timeout: Duration,
@@ -47,6 +52,7 @@ impl Default for AwsSettings {
             region: None,
             failover_region: None,
             endpoints: BTreeMap::new(),
+            ssm_endpoints: BTreeMap::new(),
             profile: None,
             timeout: Duration::from_secs(10),
             cache_ttl: None,
@@ -64,16 +70,8 @@ impl AwsSettings {
         if failover_region.is_some() && failover_region == region {
             return Err(o.err("failoverRegion", "is the same as region"));
         }
-        let mut endpoints = BTreeMap::new();
-        if let Some(mut e) = o.object("endpoints")? {
-            let keys: Vec<String> = e.map.keys().map(|k| k.to_string()).collect();
-            for k in keys {
-                let v = e.required(&k)?;
-                let v = url(&e, &k, v)?;
-                endpoints.insert(k, v);
-            }
-            e.finish()?;
-        }
+        let endpoints = region_urls(&mut o, "endpoints")?;
+        let ssm_endpoints = region_urls(&mut o, "ssmEndpoints")?;
         let profile = o.string("profile")?;
         let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(10));
         let cache_ttl = o.duration("cacheTtl")?;
@@ -91,10 +89,26 @@ impl AwsSettings {
             region,
             failover_region,
             endpoints,
+            ssm_endpoints,
             profile,
             timeout,
             cache_ttl,
             pod_audience,
         })
     }
+}
+
+/// A map of region name to endpoint URL.
+fn region_urls(o: &mut Obj<'_>, key: &str) -> Result<BTreeMap<String, String>, Error> {
+    let mut out = BTreeMap::new();
+    if let Some(mut e) = o.object(key)? {
+        let keys: Vec<String> = e.map.keys().map(|k| k.to_string()).collect();
+        for k in keys {
+            let v = e.required(&k)?;
+            let v = url(&e, &k, v)?;
+            out.insert(k, v);
+        }
+        e.finish()?;
+    }
+    Ok(out)
 }
