@@ -28,7 +28,7 @@ pub use schema::{
     SecretRefSpec, Selector,
 };
 pub use secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmRef, VaultRef};
-pub use validate::Warning;
+pub use validate::{Warning, check_ssm_name};
 
 use std::path::Path;
 

@@ -385,7 +385,7 @@ const SSM_LEVELS_MAX: usize = 15;
 /// hierarchy of at most fifteen levels that starts with `/`, or a plain
 /// name without any `/`. Checked here so that a typo is named with its
 /// field, not reported later as a parameter AWS cannot find.
-fn check_ssm_name(name: &str) -> Result<(), String> {
+pub fn check_ssm_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("it is empty".into());
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use kernelseal_providers::{
-    AwsRef, Cache, CacheOptions, KubernetesRef, KvEngine, Registry, SecretRef, SecretValue,
+    AwsRef, Cache, CacheOptions, KubernetesRef, KvEngine, Registry, SecretRef, SecretValue, SsmRef,
     VaultRef,
 };
 use prost::Message;
@@ -179,22 +179,24 @@ impl Mounter {
                     });
                 }
             }
-            ObjectSource::Aws { .. } => match &attrs.params().aws.role_arn {
-                Some(_) if !attrs.pod.tokens.contains_key(AWS_AUDIENCE) => {
-                    return Err(Error::MissingToken {
-                        object: o.name.clone(),
-                        message: format!(
-                            "no service-account token for audience {AWS_AUDIENCE:?} in csi.storage.k8s.io/serviceAccount.tokens; add it to the CSIDriver's tokenRequests"
-                        ),
-                    });
-                }
-                None if !self.policy.aws_node_credentials => {
-                    return Err(refuse(
+            ObjectSource::Aws { .. } | ObjectSource::Ssm { .. } => {
+                match &attrs.params().aws.role_arn {
+                    Some(_) if !attrs.pod.tokens.contains_key(AWS_AUDIENCE) => {
+                        return Err(Error::MissingToken {
+                            object: o.name.clone(),
+                            message: format!(
+                                "no service-account token for audience {AWS_AUDIENCE:?} in csi.storage.k8s.io/serviceAccount.tokens; add it to the CSIDriver's tokenRequests"
+                            ),
+                        });
+                    }
+                    None if !self.policy.aws_node_credentials => {
+                        return Err(refuse(
                         "parameter roleArn is missing, and the node's AWS credentials are off (--allow-aws-node-credentials)".into(),
                     ));
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             ObjectSource::K8sSecret { .. } => {
                 if attrs.pod.namespace.is_empty() {
                     return Err(refuse(
@@ -204,6 +206,27 @@ impl Mounter {
             }
         }
         Ok(())
+    }
+
+    /// `r` read with the pod's AWS identity (`roleArn`, its
+    /// `sts.amazonaws.com` token), or the node's where the flag allows.
+    async fn fetch_as_pod_on_aws(
+        &self,
+        o: &Object,
+        attrs: &MountAttributes,
+        subject: &Subject,
+        r: &SecretRef,
+    ) -> Result<SecretValue, Error> {
+        let p = &attrs.params().aws;
+        let token = p
+            .role_arn
+            .as_ref()
+            .and_then(|_| attrs.pod.tokens.get(AWS_AUDIENCE));
+        let slot = self.identities.aws(p, subject, token, &o.name).await?;
+        slot.get(r).await.map_err(|source| Error::Fetch {
+            object: o.name.clone(),
+            source,
+        })
     }
 
     async fn fetch(&self, o: &Object, attrs: &MountAttributes) -> Result<SecretValue, Error> {
@@ -262,22 +285,27 @@ impl Mounter {
                 version_stage,
                 version_id,
             } => {
-                let p = &attrs.params().aws;
-                let token = p
-                    .role_arn
-                    .as_ref()
-                    .and_then(|_| attrs.pod.tokens.get(AWS_AUDIENCE));
-                let slot = self.identities.aws(p, &subject, token, &o.name).await?;
-                slot.get(&SecretRef::Aws(AwsRef {
+                let r = SecretRef::Aws(AwsRef {
                     provider: None,
                     secret_id: secret_id.clone(),
                     json_key: json_key.clone(),
                     version_id: version_id.clone(),
                     version_stage: version_stage.clone(),
                     ttl: None,
-                }))
-                .await
-                .map_err(fail)
+                });
+                self.fetch_as_pod_on_aws(o, attrs, &subject, &r).await
+            }
+            ObjectSource::Ssm {
+                name,
+                with_decryption,
+            } => {
+                let r = SecretRef::Ssm(SsmRef {
+                    provider: None,
+                    name: name.clone(),
+                    with_decryption: *with_decryption,
+                    ttl: None,
+                });
+                self.fetch_as_pod_on_aws(o, attrs, &subject, &r).await
             }
         }
     }

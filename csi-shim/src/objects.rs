@@ -21,6 +21,8 @@ const OBJECT_KEYS: &[&str] = &[
     "jsonKey",
     "versionStage",
     "versionId",
+    "ssmParameter",
+    "withDecryption",
     "k8sSecret",
     "k8sKey",
     "file",
@@ -79,7 +81,8 @@ pub(crate) fn parse_object(
     if let Some(k) = entry.fields.keys().find(|k| !OBJECT_KEYS.contains(k)) {
         return Err(entry.error(
             k,
-            "unknown key; sources are vaultPath, awsSecretId, k8sSecret, file, env".into(),
+            "unknown key; sources are vaultPath, awsSecretId, ssmParameter, k8sSecret, file, env"
+                .into(),
         ));
     }
     let source = source::parse(&entry)?;

@@ -461,7 +461,23 @@ mod tests {
         let e = params("- objectName: a\n  gcpSecret: x\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "object a: gcpSecret: unknown key; sources are vaultPath, awsSecretId, k8sSecret, file, env"
+            "object a: gcpSecret: unknown key; sources are vaultPath, awsSecretId, ssmParameter, k8sSecret, file, env"
+        );
+        let e = params("- objectName: a\n  ssmParameter: /app/db pass\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("object a: ssmParameter: \"/app/db pass\": "),
+            "{e}"
+        );
+        let e = params("- objectName: a\n  ssmParameter: /app/db\n  withDecryption: yes\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "object a: withDecryption: \"yes\" is not true or false"
+        );
+        let e = params("- objectName: a\n  ssmParameter: /app/db\n  jsonKey: k\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "object a: jsonKey: does not apply to a ssmParameter object"
         );
         let e = params("- objectName: a\n  env: A\n  filePermission: rw\n").unwrap_err();
         assert!(

@@ -1,6 +1,7 @@
 //! AWS objects against moto in server mode: the pod's web identity
 //! (`AssumeRoleWithWebIdentity` with its `sts.amazonaws.com` token, then
-//! `GetSecretValue`), and node credentials only behind the flag.
+//! `GetSecretValue` or SSM's `GetParameter`), and node credentials only
+//! behind the flag.
 
 mod support;
 
@@ -60,6 +61,49 @@ fn aws_web_identity_and_node_credentials_against_moto() {
         assert_eq!(r.files[1].contents, br#"{"token":"aws-json-token-1","user":"web"}"#);
         let again = s.client.mount(req).await.unwrap().into_inner();
         assert_eq!(again.object_version, r.object_version);
+
+        // SSM parameters, with the same identity: a String, a
+        // SecureString decrypted (the default), a missing one.
+        let ssm_conf = aws_sdk_ssm::config::Builder::new()
+            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+            .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("admin", "admin", None, None, "test"))
+            .endpoint_url(&endpoint)
+            .build();
+        let ssm = aws_sdk_ssm::Client::from_conf(ssm_conf);
+        for (name, value, kind) in [
+            ("/prod/web/url", "https://db.internal:5432", aws_sdk_ssm::types::ParameterType::String),
+            ("/prod/web/db-password", "ssm-secure-password-7", aws_sdk_ssm::types::ParameterType::SecureString),
+        ] {
+            ssm.put_parameter()
+                .name(name)
+                .value(value)
+                .r#type(kind)
+                .send()
+                .await
+                .expect("put parameter");
+        }
+        let ssm_objects = "- objectName: url\n  ssmParameter: /prod/web/url\n- objectName: db-password\n  ssmParameter: /prod/web/db-password\n";
+        let r = s
+            .client
+            .mount(request(attributes(ssm_objects, &params, &[("sts.amazonaws.com", STS_JWT)])))
+            .await
+            .expect("mount SSM objects")
+            .into_inner();
+        assert_eq!(r.files[0].contents, b"https://db.internal:5432");
+        assert_eq!(r.files[1].contents, b"ssm-secure-password-7");
+        let e = s
+            .client
+            .mount(request(attributes(
+                "- objectName: gone\n  ssmParameter: /prod/web/none\n",
+                &params,
+                &[("sts.amazonaws.com", STS_JWT)],
+            )))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        assert!(e.message().starts_with("object gone: "), "{}", e.message());
+        assert_clean(&format!("{e:?}"), &[STS_JWT, "ssm-secure-password-7"]);
 
         // A missing secret: an error naming the object.
         let e = s

@@ -1,5 +1,6 @@
-//! An object's source (`vaultPath`, `awsSecretId`, `k8sSecret`, `file`,
-//! `env`): exactly one per entry, each with the keys that belong to it.
+//! An object's source (`vaultPath`, `awsSecretId`, `ssmParameter`,
+//! `k8sSecret`, `file`, `env`): exactly one per entry, each with the keys
+//! that belong to it.
 
 use super::Entry;
 use crate::error::Error;
@@ -16,6 +17,12 @@ pub enum ObjectSource {
         json_key: Option<String>,
         version_stage: Option<String>,
         version_id: Option<String>,
+    },
+    /// An SSM Parameter Store parameter, read with the same AWS identity
+    /// as `awsSecretId` objects.
+    Ssm {
+        name: String,
+        with_decryption: bool,
     },
     K8sSecret {
         name: String,
@@ -34,6 +41,7 @@ impl ObjectSource {
         match self {
             ObjectSource::Vault { .. } => "vault",
             ObjectSource::Aws { .. } => "aws",
+            ObjectSource::Ssm { .. } => "ssm",
             ObjectSource::K8sSecret { .. } => "k8sSecret",
             ObjectSource::File { .. } => "file",
             ObjectSource::Env { .. } => "env",
@@ -46,13 +54,21 @@ impl ObjectSource {
 const MAX_VAULT_PATH_BYTES: usize = 4096;
 
 /// The keys that name a source, one of which an entry must set.
-const SOURCE_KEYS: [&str; 5] = ["vaultPath", "awsSecretId", "k8sSecret", "file", "env"];
+const SOURCE_KEYS: [&str; 6] = [
+    "vaultPath",
+    "awsSecretId",
+    "ssmParameter",
+    "k8sSecret",
+    "file",
+    "env",
+];
 
 pub(super) fn parse(entry: &Entry) -> Result<ObjectSource, Error> {
     let source = which_source(entry)?;
     match source {
         "vaultPath" => vault(entry),
         "awsSecretId" => aws(entry),
+        "ssmParameter" => ssm(entry),
         "k8sSecret" => k8s_secret(entry),
         "file" => file(entry),
         _ => Ok(ObjectSource::Env {
@@ -69,7 +85,8 @@ fn which_source(entry: &Entry) -> Result<&'static str, Error> {
         [] => {
             return Err(entry.error(
                 "source",
-                "none given; set one of vaultPath, awsSecretId, k8sSecret, file, env".into(),
+                "none given; set one of vaultPath, awsSecretId, ssmParameter, k8sSecret, file, env"
+                    .into(),
             ));
         }
         [one] => *one,
@@ -80,6 +97,7 @@ fn which_source(entry: &Entry) -> Result<&'static str, Error> {
     let allowed: &[&str] = match source {
         "vaultPath" => &["vaultPath", "vaultKey", "vaultVersion"],
         "awsSecretId" => &["awsSecretId", "jsonKey", "versionStage", "versionId"],
+        "ssmParameter" => &["ssmParameter", "withDecryption"],
         "k8sSecret" => &["k8sSecret", "k8sKey"],
         "file" => &["file"],
         _ => &["env"],
@@ -135,6 +153,23 @@ fn aws(entry: &Entry) -> Result<ObjectSource, Error> {
         json_key: entry.optional("jsonKey"),
         version_stage,
         version_id,
+    })
+}
+
+fn ssm(entry: &Entry) -> Result<ObjectSource, Error> {
+    let name = entry.required("ssmParameter")?;
+    kernelseal_config::check_ssm_name(&name)
+        .map_err(|why| entry.error("ssmParameter", format!("{name:?}: {why}")))?;
+    let with_decryption = match entry.optional("withDecryption").as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(entry.error("withDecryption", format!("{other:?} is not true or false")));
+        }
+    };
+    Ok(ObjectSource::Ssm {
+        name,
+        with_decryption,
     })
 }
 
