@@ -465,7 +465,8 @@ mod tests {
         );
         let e = params("- objectName: a\n  ssmParameter: /app/db pass\n").unwrap_err();
         assert!(
-            e.to_string().starts_with("object a: ssmParameter: \"/app/db pass\": "),
+            e.to_string()
+                .starts_with("object a: ssmParameter: \"/app/db pass\": "),
             "{e}"
         );
         let e = params("- objectName: a\n  ssmParameter: /app/db\n  withDecryption: yes\n")

@@ -13,6 +13,29 @@ use tonic::Code;
 
 const STS_JWT: &str = "eyJ.web-pod-token-for-sts.sig";
 
+/// A Mount of `objects` (one object, `gone`, that does not exist) fails
+/// NotFound naming the object, with neither the pod's token nor `secret`
+/// in the error.
+async fn missing_is_not_found(
+    s: &mut Server,
+    objects: &str,
+    params: &[(&str, &str)],
+    secret: &str,
+) {
+    let e = s
+        .client
+        .mount(request(attributes(
+            objects,
+            params,
+            &[("sts.amazonaws.com", STS_JWT)],
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().starts_with("object gone: "), "{}", e.message());
+    assert_clean(&format!("{e:?}"), &[STS_JWT, secret]);
+}
+
 #[test]
 fn aws_web_identity_and_node_credentials_against_moto() {
     support::init();
@@ -92,32 +115,22 @@ fn aws_web_identity_and_node_credentials_against_moto() {
             .into_inner();
         assert_eq!(r.files[0].contents, b"https://db.internal:5432");
         assert_eq!(r.files[1].contents, b"ssm-secure-password-7");
-        let e = s
-            .client
-            .mount(request(attributes(
-                "- objectName: gone\n  ssmParameter: /prod/web/none\n",
-                &params,
-                &[("sts.amazonaws.com", STS_JWT)],
-            )))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::NotFound, "{e:?}");
-        assert!(e.message().starts_with("object gone: "), "{}", e.message());
-        assert_clean(&format!("{e:?}"), &[STS_JWT, "ssm-secure-password-7"]);
+        missing_is_not_found(
+            &mut s,
+            "- objectName: gone\n  ssmParameter: /prod/web/none\n",
+            &params,
+            "ssm-secure-password-7",
+        )
+        .await;
 
         // A missing secret: an error naming the object.
-        let e = s
-            .client
-            .mount(request(attributes(
-                "- objectName: gone\n  awsSecretId: prod/none\n",
-                &params,
-                &[("sts.amazonaws.com", STS_JWT)],
-            )))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::NotFound, "{e:?}");
-        assert!(e.message().starts_with("object gone: "), "{}", e.message());
-        assert_clean(&format!("{e:?}"), &[STS_JWT, "aws-json-token-1"]);
+        missing_is_not_found(
+            &mut s,
+            "- objectName: gone\n  awsSecretId: prod/none\n",
+            &params,
+            "aws-json-token-1",
+        )
+        .await;
 
         // Without roleArn: refused, unless node credentials are allowed.
         let node = request(attributes(objects, &[("region", "us-east-1")], &[]));
