@@ -77,6 +77,27 @@ impl Default for Sent<'_> {
     }
 }
 
+/// A container as the API server defaults it: `command` only when given.
+pub fn container(name: &str, image: &str, command: Option<&[&str]>) -> Value {
+    let mut c = json!({
+        "name": name,
+        "image": image,
+        "resources": {},
+        "volumeMounts": [{
+            "name": "kube-api-access-7xk2p",
+            "readOnly": true,
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"
+        }],
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "imagePullPolicy": "IfNotPresent"
+    });
+    if let Some(cmd) = command {
+        c["command"] = json!(cmd);
+    }
+    c
+}
+
 /// The `AdmissionReview` for creating `pod`, sent on behalf of the
 /// ReplicaSet controller.
 pub fn admission_review(pod: &Value, sent: &Sent) -> Vec<u8> {

@@ -61,21 +61,8 @@ fn deployment_pod(program: &str) -> Value {
         "kernelseal.io/timeout": "10s",
         "kernelseal.io/on-error": "fail"
     });
-    let app = json!({
-        "name": CONTAINER,
-        "image": "registry.example/web:1.4",
-        "command": [program],
-        "args": ["victim"],
-        "resources": {},
-        "volumeMounts": [{
-            "name": "kube-api-access-7xk2p",
-            "readOnly": true,
-            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"
-        }],
-        "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "File",
-        "imagePullPolicy": "IfNotPresent"
-    });
+    let mut app = admission::container(CONTAINER, "registry.example/web:1.4", Some(&[program]));
+    app["args"] = json!(["victim"]);
     admission::deployment_pod(NAMESPACE, annotations, vec![app])
 }
 

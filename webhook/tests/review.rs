@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use base64::Engine;
+use kernelseal_testkit::admission::container;
 use kernelseal_webhook::review::{Decision, ReviewError, Reviewed};
 use kernelseal_webhook::{
     Entrypoint, ImageConfigs, LookupError, NoRegistry, Patcher, PullContext, Settings, Trigger,
@@ -27,27 +28,6 @@ fn deployment_pod(annotations: Value, containers: Vec<Value>) -> Value {
 
 const OWN_NAMESPACE: &str = "kernelseal";
 const WRAPPER: &str = "/kernelseal/bin/kernelseal-exec";
-
-/// A container as the API server defaults it.
-fn container(name: &str, image: &str, command: Option<&[&str]>) -> Value {
-    let mut c = json!({
-        "name": name,
-        "image": image,
-        "resources": {},
-        "volumeMounts": [{
-            "name": "kube-api-access-7xk2p",
-            "readOnly": true,
-            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"
-        }],
-        "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "File",
-        "imagePullPolicy": "IfNotPresent"
-    });
-    if let Some(cmd) = command {
-        c["command"] = json!(cmd);
-    }
-    c
-}
 
 struct Images(HashMap<&'static str, Entrypoint>);
 
