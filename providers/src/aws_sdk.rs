@@ -16,7 +16,7 @@ use aws_sdk_secretsmanager::config::interceptors::BeforeDeserializationIntercept
 use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, Region, RuntimeComponents};
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
-use crate::error::{Error, chain, is_tls};
+use crate::error::{Error, chain, transport_error};
 use crate::limit::{Limited, MAX_ANSWER_BYTES, check_declared, exceeded_in};
 use crate::settings::AwsSettings;
 
@@ -223,15 +223,7 @@ pub(crate) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
             if let Some(c) = credentials_failure(e) {
                 return credentials_error(c, rs, &format!("AWS credentials for {region}"));
             }
-            let text = chain(e);
-            if is_tls(e) {
-                Error::Tls {
-                    reference: rs.to_string(),
-                    message: text,
-                }
-            } else {
-                unavailable(text)
-            }
+            transport_error(e, rs, &format!("{service} in {region}"))
         }
     }
 }

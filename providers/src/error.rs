@@ -190,6 +190,28 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
+/// A request that got no answer: a TLS failure, or `what` unavailable
+/// (which a failover or a retry may cure).
+pub(crate) fn transport_error(
+    err: &(dyn std::error::Error + 'static),
+    reference: &str,
+    what: &str,
+) -> Error {
+    let message = chain(err);
+    if is_tls(err) {
+        Error::Tls {
+            reference: reference.to_string(),
+            message,
+        }
+    } else {
+        Error::Unavailable {
+            reference: reference.to_string(),
+            what: what.to_string(),
+            message,
+        }
+    }
+}
+
 /// Whether an error is a TLS failure rather than a plain network one, so
 /// that the user is pointed at `caCert`/`tlsSkipVerify`. rustls errors hide
 /// inside `io::Error`s, whose `source()` skips them, so look inside those too.

@@ -13,7 +13,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::SecretProvider;
 use crate::env::wrong_kind;
-use crate::error::{Error, chain, is_tls};
+use crate::error::{Error, chain, transport_error};
 use crate::limit::{MAX_ANSWER_BYTES, ReadError, read_body};
 use crate::reference::SecretRef;
 use crate::settings::KubernetesSettings;
@@ -113,21 +113,7 @@ impl KubernetesProvider {
         rs: &str,
         what: &str,
     ) -> Result<Secret, Error> {
-        let transport = |e: &kube::Error| {
-            let text = chain(e);
-            if is_tls(e) {
-                Error::Tls {
-                    reference: rs.to_string(),
-                    message: text,
-                }
-            } else {
-                Error::Unavailable {
-                    reference: rs.to_string(),
-                    what: "Kubernetes API".into(),
-                    message: text,
-                }
-            }
-        };
+        let transport = |e: &kube::Error| transport_error(e, rs, "Kubernetes API");
         let req = kube::core::Request::new(Secret::url_path(&(), Some(ns)))
             .get(name, &Default::default())
             .map_err(|e| Error::InvalidRef {
