@@ -150,6 +150,9 @@ impl SsmReader<'_> {
             };
             made.insert(&p.name, v);
         }
+        // AWS answers only the names asked for; anything else is wiped, not
+        // left in the SDK's strings.
+        answered.into_values().for_each(discard);
         Ok(refs
             .iter()
             .map(|(_, p)| made[p.name.as_str()].clone())
@@ -190,6 +193,7 @@ impl SsmReader<'_> {
                 .map_err(|e| classify(&e, &rs, &self.asked(&format!("SSM path {}", path.path))))?;
             for param in answer.parameters.unwrap_or_default() {
                 let Some(name) = param.name.clone() else {
+                    discard(param);
                     continue;
                 };
                 let as_ref = SecretRef::Ssm(SsmRef {
@@ -234,6 +238,11 @@ impl SsmReader<'_> {
         meta.ttl = self.cache_ttl;
         Ok(SecretValue::new(bytes, meta))
     }
+}
+
+/// A parameter not delivered: its value is wiped as it is dropped.
+fn discard(mut param: Parameter) {
+    drop(param.value.take().map(|v| Zeroizing::new(v.into_bytes())));
 }
 
 fn parameter(name: &str) -> String {
