@@ -39,10 +39,7 @@ pub fn base_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String,
             )?,
         ),
     ];
-    for path in with {
-        let path = absolute_file(path)?;
-        list.push((bin_path(&path)?, path));
-    }
+    add_files(&mut list, with)?;
     Ok(list)
 }
 
@@ -55,11 +52,17 @@ pub fn demo_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String,
         "usr/bin/kernelseal".to_owned(),
         ws.release_bin("kernelseal"),
     )];
+    add_files(&mut list, with)?;
+    Ok(list)
+}
+
+/// `with`'s files, each at /usr/bin/<basename>.
+fn add_files(list: &mut Vec<(String, PathBuf)>, with: &[PathBuf]) -> Result<()> {
     for path in with {
         let path = absolute_file(path)?;
         list.push((bin_path(&path)?, path));
     }
-    Ok(list)
+    Ok(())
 }
 
 /// Where a host executable lands in the guest: /usr/bin/<basename>.
