@@ -118,8 +118,8 @@ fn renew_lease(leases: &mut LeaseStore, body: &[u8]) -> Reply {
         Err(bad) => return bad.reply(),
     };
     match leases.renew(&id, increment) {
-        Ok(duration) => reply::leased(&id, duration, Value::Null),
-        Err(e) => reply::bad_request(e.text()),
+        Some(duration) => reply::leased(&id, duration, Value::Null),
+        None => reply::bad_request("lease not found"),
     }
 }
 
@@ -137,8 +137,8 @@ fn revoke_lease(leases: &mut LeaseStore, body: &[u8]) -> Reply {
 fn lookup_lease(leases: &mut LeaseStore, body: &[u8]) -> Reply {
     match lease_id(body, "missing lease_id") {
         Ok((id, _)) => match leases.lookup(&id) {
-            Ok(data) => reply::answer(data, Value::Null, "system"),
-            Err(_) => reply::bad_request("invalid lease"),
+            Some(data) => reply::answer(data, Value::Null, "system"),
+            None => reply::bad_request("invalid lease"),
         },
         Err(bad) => bad.reply(),
     }

@@ -50,19 +50,6 @@ pub(super) struct LeaseStore {
     counts: LeaseCounts,
 }
 
-/// Why a renewal or lookup is refused: Vault's 400 texts.
-pub(super) enum LeaseError {
-    NotFound,
-}
-
-impl LeaseError {
-    pub(super) fn text(&self) -> &'static str {
-        match self {
-            LeaseError::NotFound => "lease not found",
-        }
-    }
-}
-
 impl LeaseStore {
     pub(super) fn add_role(&mut self, creds_path: &str, role: DynamicRole) {
         assert!(
@@ -103,15 +90,12 @@ impl LeaseStore {
     }
 
     /// `sys/leases/renew`: the lease's new duration, `increment` seconds
-    /// (else the role's TTL) capped at what is left of its max TTL.
-    pub(super) fn renew(
-        &mut self,
-        lease_id: &str,
-        increment: Option<u64>,
-    ) -> Result<u64, LeaseError> {
+    /// (else the role's TTL) capped at what is left of its max TTL; `None`
+    /// for a lease that is not live.
+    pub(super) fn renew(&mut self, lease_id: &str, increment: Option<u64>) -> Option<u64> {
         self.expire_due();
-        let role = self.role_of(lease_id).ok_or(LeaseError::NotFound)?;
-        let lease = self.live.get_mut(lease_id).ok_or(LeaseError::NotFound)?;
+        let role = self.role_of(lease_id)?;
+        let lease = self.live.get_mut(lease_id)?;
         let now = Instant::now();
         let wanted = increment
             .filter(|i| *i > 0)
@@ -119,7 +103,7 @@ impl LeaseStore {
         lease.expires = (now + wanted).min(lease.ends);
         lease.last_renewal = Some(SystemTime::now());
         self.counts.renewed += 1;
-        Ok(lease.expires.saturating_duration_since(now).as_secs())
+        Some(lease.expires.saturating_duration_since(now).as_secs())
     }
 
     /// `sys/leases/revoke`: Vault answers 204 whether or not the lease
@@ -131,14 +115,14 @@ impl LeaseStore {
         }
     }
 
-    /// `sys/leases/lookup`'s `data`.
-    pub(super) fn lookup(&mut self, lease_id: &str) -> Result<Value, LeaseError> {
+    /// `sys/leases/lookup`'s `data`; `None` for a lease that is not live.
+    pub(super) fn lookup(&mut self, lease_id: &str) -> Option<Value> {
         self.expire_due();
-        let lease = self.live.get(lease_id).ok_or(LeaseError::NotFound)?;
+        let lease = self.live.get(lease_id)?;
         let now = Instant::now();
         let ttl = lease.expires.saturating_duration_since(now);
         let expire_wall = SystemTime::now() + ttl;
-        Ok(json!({
+        Some(json!({
             "id": lease_id,
             "issue_time": rfc3339(lease.issued_wall),
             "expire_time": rfc3339(expire_wall),
@@ -221,8 +205,8 @@ mod tests {
     fn renewal_is_capped_at_the_max_ttl() {
         let mut s = store(60, 100);
         let (id, _, _) = s.issue("database/creds/app").unwrap();
-        assert_eq!(s.renew(&id, None).ok(), Some(60));
-        let capped = s.renew(&id, Some(3600)).ok().unwrap();
+        assert_eq!(s.renew(&id, None), Some(60));
+        let capped = s.renew(&id, Some(3600)).unwrap();
         assert!((99..=100).contains(&capped), "{capped}");
         assert_eq!(s.counts().renewed, 2);
     }
@@ -237,8 +221,8 @@ mod tests {
         s.revoke(&id);
         s.revoke("database/creds/app/unknown");
         assert!(!s.accepts(&user));
-        assert!(matches!(s.renew(&id, None), Err(LeaseError::NotFound)));
-        assert!(matches!(s.lookup(&id), Err(LeaseError::NotFound)));
+        assert_eq!(s.renew(&id, None), None);
+        assert_eq!(s.lookup(&id), None);
         assert_eq!(s.counts().revoked, 1);
         assert_eq!(s.live(), 0);
     }
@@ -248,7 +232,7 @@ mod tests {
         let mut s = store(0, 0);
         let (id, ttl, _) = s.issue("database/creds/app").unwrap();
         assert_eq!(ttl, 0);
-        assert!(matches!(s.renew(&id, None), Err(LeaseError::NotFound)));
+        assert_eq!(s.renew(&id, None), None);
         assert_eq!(s.counts().expired, 1);
     }
 }
