@@ -40,9 +40,25 @@ pub struct KubernetesRef {
 /// KV engine version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvEngine {
-    /// KV v1, and any generic read (dynamic secrets: `database/creds/app`).
+    /// KV v1, and any generic read (dynamic secrets: `database/creds/app`),
+    /// shared through the cache like any other secret.
     V1,
     V2,
+    /// A generic read whose answer is one process's own: read anew for
+    /// every delivery, never cached or shared, its lease renewed while the
+    /// process lives and revoked when it exits.
+    Dynamic,
+}
+
+impl KvEngine {
+    /// The config's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvEngine::V1 => "kv1",
+            KvEngine::V2 => "kv2",
+            KvEngine::Dynamic => "dynamic",
+        }
+    }
 }
 
 /// A key of a Vault secret. `mount` and `engine` fall back to the provider's
@@ -53,7 +69,9 @@ pub struct VaultRef {
     pub mount: Option<String>,
     /// Relative to the mount; the provider adds KV v2's `data/`.
     pub path: String,
-    pub key: String,
+    /// The key of the secret's data; without it, the whole data map is one
+    /// value holding a JSON object.
+    pub key: Option<String>,
     pub version: Option<u64>,
     pub engine: Option<KvEngine>,
     /// Per-ref cache TTL override.
@@ -126,12 +144,25 @@ impl SecretRef {
     }
 
     /// Cache key: the ref's text. Literal values are not cached (there is
-    /// nothing to fetch), so their key never needs to name the content.
+    /// nothing to fetch), so their key never needs to name the content;
+    /// nor are dynamic secrets, whose every read is one process's own.
     pub fn cache_key(&self) -> Option<String> {
         match self {
             SecretRef::Value(_) => None,
+            _ if self.is_dynamic() => None,
             _ => Some(self.to_string()),
         }
+    }
+
+    /// Whether every delivery reads this ref anew (`engine: dynamic`).
+    pub fn is_dynamic(&self) -> bool {
+        matches!(
+            self,
+            SecretRef::Vault(VaultRef {
+                engine: Some(KvEngine::Dynamic),
+                ..
+            })
+        )
     }
 
     /// The literal's bytes, for the provider that delivers them; `None` for
@@ -172,12 +203,15 @@ impl std::fmt::Display for SecretRef {
                 if let Some(m) = &v.mount {
                     write!(f, "{}/", m.trim_matches('/'))?;
                 }
-                write!(f, "{}#{}", v.path, v.key)?;
+                f.write_str(&v.path)?;
+                if let Some(key) = &v.key {
+                    write!(f, "#{key}")?;
+                }
                 if let Some(ver) = v.version {
                     write!(f, "@v{ver}")?;
                 }
                 if let Some(e) = v.engine {
-                    write!(f, " ({})", if e == KvEngine::V1 { "kv1" } else { "kv2" })?;
+                    write!(f, " ({})", e.as_str())?;
                 }
                 Ok(())
             }

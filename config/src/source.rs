@@ -34,6 +34,10 @@ pub(crate) enum SourceError {
     },
     #[error("set versionId or versionStage, not both")]
     AwsVersionIdAndStage,
+    /// A dynamic secret is read anew for every delivery: it has neither a
+    /// pinned version nor a cache lifetime.
+    #[error("engine: dynamic is read anew for every delivery; {field} does not apply to it")]
+    DynamicWith { field: &'static str },
 }
 
 fn found_list(found: &[&str]) -> String {
@@ -51,6 +55,7 @@ impl SourceError {
             SourceError::NotExactlyOne { .. } => None,
             SourceError::Ttl { kind, .. } => Some(format!("{kind}.ttl")),
             SourceError::AwsVersionIdAndStage => Some("awsRef.versionStage".to_string()),
+            SourceError::DynamicWith { field } => Some(format!("vaultRef.{field}")),
         }
     }
 }
@@ -99,7 +104,7 @@ pub(crate) struct VaultRefSpec {
     provider: Option<String>,
     mount: Option<String>,
     path: String,
-    key: String,
+    key: Option<String>,
     version: Option<u64>,
     engine: Option<EngineSpec>,
     /// Per-ref cache TTL override, e.g. `30s`, `5m`.
@@ -111,6 +116,7 @@ pub(crate) struct VaultRefSpec {
 enum EngineSpec {
     Kv1,
     Kv2,
+    Dynamic,
 }
 
 /// A secret in AWS Secrets Manager.
@@ -201,6 +207,14 @@ impl SourceSpec {
             }));
         }
         if let Some(v) = vault_ref {
+            if matches!(v.engine, Some(EngineSpec::Dynamic)) {
+                if v.version.is_some() {
+                    return Err(SourceError::DynamicWith { field: "version" });
+                }
+                if v.ttl.is_some() {
+                    return Err(SourceError::DynamicWith { field: "ttl" });
+                }
+            }
             return Ok(SecretRef::Vault(VaultRef {
                 provider: v.provider,
                 mount: v.mount,
@@ -210,6 +224,7 @@ impl SourceSpec {
                 engine: v.engine.map(|e| match e {
                     EngineSpec::Kv1 => KvEngine::V1,
                     EngineSpec::Kv2 => KvEngine::V2,
+                    EngineSpec::Dynamic => KvEngine::Dynamic,
                 }),
                 ttl: ttl("vaultRef", v.ttl)?,
             }));

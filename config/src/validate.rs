@@ -227,6 +227,13 @@ fn check_binding(
             ));
         }
         let sline = line_of(&r.source.defined).or(rline);
+        if r.source.value.is_dynamic() && binding.identity.is_pod() {
+            return Err(c.invalid(
+                sline,
+                format!("{rfield}.source.vaultRef.engine"),
+                "a dynamic secret's lease is renewed and revoked by the agent, with its own                  token, after the read; identity: pod reads with the pod's token, which the                  agent does not keep: use identity: agent for dynamic secrets",
+            ));
+        }
         check_source(
             c,
             config,

@@ -605,3 +605,55 @@ fn ssm_ref_is_read_as_the_pod_through_an_aws_provider() {
     ));
     assert!(e.contains("identity: pod logs in to aws as the pod"), "{e}");
 }
+
+#[test]
+fn dynamic_vault_refs_load_and_refuse_what_does_not_apply() {
+    let c = parse_str(
+        &ssm_binding(
+            "{ vaultRef: { mount: database, path: creds/app, key: username, engine: dynamic } }",
+        ),
+        "cfg.yaml",
+    )
+    .unwrap()
+    .config;
+    let r = &c.secrets[0].value.secret_refs[0].value.source.value;
+    assert!(r.is_dynamic());
+    // Never cached: every delivery reads its own.
+    assert_eq!(r.cache_key(), None);
+    assert_eq!(
+        r.to_string(),
+        "vaultRef database/creds/app#username (dynamic)"
+    );
+    // Without a key: the whole secret, its text naming no key.
+    let c = parse_str(&ssm_binding("{ vaultRef: { path: app } }"), "cfg.yaml")
+        .unwrap()
+        .config;
+    let r = &c.secrets[0].value.secret_refs[0].value.source.value;
+    assert!(!r.is_dynamic());
+    assert_eq!(r.cache_key().as_deref(), Some("vaultRef app"));
+
+    for (field, source) in [
+        (
+            "version",
+            "{ vaultRef: { path: creds/app, key: k, engine: dynamic, version: 2 } }",
+        ),
+        (
+            "ttl",
+            "{ vaultRef: { path: creds/app, key: k, engine: dynamic, ttl: 5m } }",
+        ),
+    ] {
+        let e = err(&ssm_binding(source));
+        assert!(
+            e.contains(&format!("secrets[0].secretRefs[0].source.vaultRef.{field}: engine: dynamic is read anew for every delivery")),
+            "{e}"
+        );
+    }
+    let pod = ssm_binding("{ vaultRef: { path: creds/app, key: k, engine: dynamic } }")
+        .replace("    secretRefs:", "    identity: pod\n    secretRefs:");
+    let e = err(&pod);
+    assert!(
+        e.contains("secrets[0].secretRefs[0].source.vaultRef.engine")
+            && e.contains("use identity: agent for dynamic secrets"),
+        "{e}"
+    );
+}

@@ -329,7 +329,7 @@ fn vault_ref(path: &str, key: &str, version: Option<u64>) -> VaultRef {
         provider: None,
         mount: Some(mount.to_string()),
         path: rest.to_string(),
-        key: key.to_string(),
+        key: Some(key.to_string()),
         version,
         engine: Some(engine),
         ttl: None,

@@ -40,7 +40,7 @@ fn vref(path: &str) -> SecretRef {
         provider: None,
         mount: None,
         path: path.into(),
-        key: "api_key".into(),
+        key: Some("api_key".into()),
         version: None,
         engine: Some(KvEngine::V2),
         ttl: None,

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::SecretProvider;
 use crate::error::Error;
 use crate::reference::SecretRef;
-use crate::value::SecretValue;
+use crate::value::{HeldLease, SecretValue};
 
 /// Tuning of a [`Cache`].
 #[derive(Debug, Clone)]
@@ -464,5 +464,13 @@ impl SecretProvider for Cache {
 
     async fn renew(&self, value: &SecretValue) -> Result<Option<Duration>, Error> {
         self.inner.provider.renew(value).await
+    }
+
+    async fn renew_held(&self, held: &HeldLease) -> Result<Option<Duration>, Error> {
+        self.inner.provider.renew_held(held).await
+    }
+
+    async fn revoke_held(&self, held: &HeldLease) -> Result<(), Error> {
+        self.inner.provider.revoke_held(held).await
     }
 }

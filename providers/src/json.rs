@@ -58,6 +58,27 @@ pub(crate) fn take_value(v: &mut Value) -> Zeroizing<Vec<u8>> {
     }
 }
 
+/// A JSON value's text in a buffer sized before it is written, so that no
+/// reallocation leaves a copy behind.
+pub(crate) fn to_bytes(v: &impl serde::Serialize) -> Zeroizing<Vec<u8>> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing JSON trees to memory cannot fail: their keys are strings.
+    let _ = serde_json::to_writer(&mut count, v);
+    let mut out = Zeroizing::new(Vec::with_capacity(count.0));
+    let _ = serde_json::to_writer(&mut *out, v);
+    out
+}
+
 /// Zeroizes every string in a parsed tree (keys are names, values may be secrets).
 pub(crate) fn wipe(v: &mut Value) {
     match v {

@@ -49,7 +49,7 @@ pub use settings::{
 };
 pub use ssm::{SsmParameter, SsmPath};
 pub use upstream::aws_error_code;
-pub use value::{Lease, Metadata, SecretValue, content_tag, secret_memory};
+pub use value::{HeldLease, Lease, Metadata, SecretValue, content_tag, secret_memory};
 pub use vault::VaultProvider;
 
 use std::time::Duration;
@@ -87,6 +87,19 @@ pub trait SecretProvider: Send + Sync {
     /// caller re-fetches instead).
     async fn renew(&self, _value: &SecretValue) -> Result<Option<Duration>, Error> {
         Ok(None)
+    }
+
+    /// Renews a lease this provider issued, held on after its value (see
+    /// [`HeldLease`]): the duration granted, or `None` when it cannot be
+    /// renewed.
+    async fn renew_held(&self, _held: &HeldLease) -> Result<Option<Duration>, Error> {
+        Ok(None)
+    }
+
+    /// Revokes a lease this provider issued: its credentials stop working.
+    /// The default has no leases to revoke.
+    async fn revoke_held(&self, _held: &HeldLease) -> Result<(), Error> {
+        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@ use crate::reference::SecretRef;
 use crate::settings::{
     AwsSettings, KubernetesSettings, ProviderSettings, VaultAuth, VaultSettings,
 };
+use crate::value::HeldLease;
 use crate::vault::VaultProvider;
 use crate::{SecretProvider, SecretValue};
 
@@ -190,13 +191,39 @@ impl SecretProvider for Registry {
     }
 
     async fn renew(&self, value: &SecretValue) -> Result<Option<std::time::Duration>, Error> {
-        let name = &value.metadata().provider;
-        match self.named.get(name) {
+        match self.issuer(&value.metadata().provider) {
             Some(p) => p.renew(value).await,
-            None => match self.defaults.get(name.as_str()) {
-                Some(p) => p.renew(value).await,
-                None => Ok(None),
-            },
+            None => Ok(None),
         }
+    }
+
+    async fn renew_held(&self, held: &HeldLease) -> Result<Option<std::time::Duration>, Error> {
+        match self.issuer(&held.provider) {
+            Some(p) => p.renew_held(held).await,
+            None => Ok(None),
+        }
+    }
+
+    /// A lease whose provider is gone from the config (a reload, a restart
+    /// with another config) cannot be revoked: say so, so that it is kept
+    /// and tried again rather than forgotten.
+    async fn revoke_held(&self, held: &HeldLease) -> Result<(), Error> {
+        match self.issuer(&held.provider) {
+            Some(p) => p.revoke_held(held).await,
+            None => Err(Error::Provider {
+                reference: held.reference.clone(),
+                message: format!(
+                    "no provider named {:?} is configured to revoke its lease",
+                    held.provider
+                ),
+            }),
+        }
+    }
+}
+
+impl Registry {
+    /// The provider instance a value or lease came from, by its name.
+    fn issuer(&self, name: &str) -> Option<&Arc<dyn SecretProvider>> {
+        self.named.get(name).or_else(|| self.defaults.get(name))
     }
 }

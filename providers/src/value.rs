@@ -40,11 +40,34 @@ pub struct Metadata {
 }
 
 /// A Vault lease. The id is not a credential on its own (it needs a token).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     pub id: String,
     pub duration: Duration,
     pub renewable: bool,
+}
+
+/// A lease held for someone after the value it came with is gone: what
+/// renewing or revoking it takes, and nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldLease {
+    /// The provider instance that issued it.
+    pub provider: String,
+    /// The ref it was read for, as text (for errors and logs).
+    pub reference: String,
+    pub lease: Lease,
+}
+
+impl HeldLease {
+    /// The lease of `value`, if it came with one.
+    pub fn of(value: &SecretValue) -> Option<HeldLease> {
+        let meta = value.metadata();
+        meta.lease.clone().map(|lease| HeldLease {
+            provider: meta.provider.clone(),
+            reference: meta.source.clone(),
+            lease,
+        })
+    }
 }
 
 impl SecretValue {
@@ -90,6 +113,24 @@ impl SecretValue {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The value of `key` in this value's JSON object (a key-less read of a
+    /// Vault secret), as the value of `reference`. Its lease stays with
+    /// this value: one read, one lease, however many keys are taken.
+    pub fn select_key(
+        &self,
+        key: &str,
+        reference: &crate::SecretRef,
+    ) -> Result<SecretValue, crate::Error> {
+        let source = reference.to_string();
+        let field = format!("{}.key", reference.kind());
+        let what = format!("the answer for {}", self.meta.source);
+        let bytes = crate::json::select_key(self.expose_bytes(), key, &source, &field, &what)?;
+        let mut meta = self.meta.clone();
+        meta.source = source;
+        meta.lease = None;
+        Ok(SecretValue::new(bytes, meta))
     }
 
     /// Whether two values hold the same bytes (constant time in the length).

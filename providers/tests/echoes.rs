@@ -147,7 +147,7 @@ fn vref(path: &str) -> SecretRef {
         provider: None,
         mount: None,
         path: path.into(),
-        key: "v".into(),
+        key: Some("v".into()),
         version: None,
         engine: None,
         ttl: None,

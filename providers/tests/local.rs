@@ -272,7 +272,7 @@ async fn registry_and_check_report() {
         provider: None,
         mount: None,
         path: "app".into(),
-        key: "k".into(),
+        key: Some("k".into()),
         version: None,
         engine: Some(KvEngine::V2),
         ttl: None,

@@ -194,7 +194,7 @@ fn vault_ref() -> SecretRef {
         provider: None,
         mount: None,
         path: "app".into(),
-        key: "k".into(),
+        key: Some("k".into()),
         version: None,
         engine: None,
         ttl: None,

@@ -313,7 +313,7 @@ fn vref(path: &str, key: &str) -> VaultRef {
         provider: None,
         mount: None,
         path: path.into(),
-        key: key.into(),
+        key: Some(key.into()),
         version: None,
         engine: None,
         ttl: None,

@@ -10,7 +10,7 @@ use vaultrs::api::kv2::requests::ReadSecretRequest;
 use super::VaultProvider;
 use super::envelope::Envelope;
 use crate::error::Error;
-use crate::json::{take_value, wipe};
+use crate::json::{take_value, to_bytes, wipe};
 use crate::limit::MAX_VALUE_BYTES;
 use crate::reference::{KvEngine, SecretRef, VaultRef};
 use crate::upstream::http_reason;
@@ -70,7 +70,7 @@ impl VaultProvider {
                 format!("mount and path together exceed {MAX_LOCATION_BYTES} bytes"),
             ));
         }
-        if v.version.is_some() && engine == KvEngine::V1 {
+        if v.version.is_some() && engine != KvEngine::V2 {
             return Err(bad("version", "version pinning needs KV v2".into()));
         }
         Ok(Location {
@@ -97,7 +97,7 @@ impl VaultProvider {
                     };
                     self.call(&read, Some(&token), &rs).await?
                 }
-                KvEngine::V1 => {
+                KvEngine::V1 | KvEngine::Dynamic => {
                     let read = GetSecretRequest {
                         mount: at.mount.clone(),
                         path: at.path.clone(),
@@ -169,7 +169,7 @@ impl VaultProvider {
                         .map(|n| n.to_string());
                     (data.get_mut("data"), version)
                 }
-                KvEngine::V1 => (Some(&mut data), None),
+                KvEngine::V1 | KvEngine::Dynamic => (Some(&mut data), None),
             };
             let Some(Value::Object(map)) = secret else {
                 return Err(Error::NotFound {
@@ -178,19 +178,28 @@ impl VaultProvider {
                     message: "no data (version deleted or destroyed?)".into(),
                 });
             };
-            let Some(field) = map.get_mut(&v.key) else {
-                return Err(Error::KeyNotFound {
-                    reference: rs.clone(),
-                    field: "vaultRef.key".into(),
-                    key: v.key.clone(),
-                    what: what.to_string(),
-                });
+            let bytes = match &v.key {
+                Some(key) => match map.get_mut(key) {
+                    Some(field) => take_value(field),
+                    None => {
+                        return Err(Error::KeyNotFound {
+                            reference: rs.clone(),
+                            field: "vaultRef.key".into(),
+                            key: key.clone(),
+                            what: what.to_string(),
+                        });
+                    }
+                },
+                // The tree is wiped below, with the rest of the answer.
+                None => to_bytes(map),
             };
-            let bytes = take_value(field);
             if bytes.len() > MAX_VALUE_BYTES {
                 return Err(Error::ValueTooLarge {
                     reference: rs.clone(),
-                    what: format!("{what} key {:?}", v.key),
+                    what: match &v.key {
+                        Some(key) => format!("{what} key {key:?}"),
+                        None => what.to_string(),
+                    },
                     limit: MAX_VALUE_BYTES,
                 });
             }

@@ -1,5 +1,7 @@
-//! Renewing the lease of a dynamic secret (`PUT sys/leases/renew`), so that
-//! its credentials stay valid instead of being minted anew by a re-read.
+//! The lease of a dynamic secret: renewed (`PUT sys/leases/renew`), so
+//! that its credentials stay valid instead of being minted anew by a
+//! re-read, and revoked (`PUT sys/leases/revoke`) when its holder is gone,
+//! so that they stop being valid at once rather than at the end of the TTL.
 
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use serde::Serialize;
 use super::VaultProvider;
 use super::envelope::Envelope;
 use crate::error::Error;
-use crate::value::{Lease, SecretValue};
+use crate::value::Lease;
 
 /// `PUT /v1/sys/leases/renew`. vaultrs 0.8 has no lease endpoints, so this
 /// one is written here, as a rustify endpoint that goes through the same
@@ -40,38 +42,75 @@ impl Endpoint for RenewLeaseRequest<'_> {
     }
 }
 
+/// `PUT /v1/sys/leases/revoke`: Vault answers 204, whether or not the
+/// lease still exists.
+#[derive(Serialize)]
+struct RevokeLeaseRequest<'a> {
+    lease_id: &'a str,
+}
+
+impl Endpoint for RevokeLeaseRequest<'_> {
+    type Response = ();
+    const REQUEST_BODY_TYPE: RequestType = RequestType::JSON;
+    const RESPONSE_BODY_TYPE: ResponseType = ResponseType::JSON;
+
+    fn path(&self) -> String {
+        "sys/leases/revoke".to_string()
+    }
+
+    fn method(&self) -> RequestMethod {
+        RequestMethod::PUT
+    }
+
+    fn body(&self) -> Result<Option<Vec<u8>>, ClientError> {
+        rustify::http::build_body(self, Self::REQUEST_BODY_TYPE).map(Some)
+    }
+}
+
 impl VaultProvider {
-    /// Asks for the lease's own duration again; returns what Vault granted.
-    pub(super) async fn renew_lease(
-        &self,
-        value: &SecretValue,
-        lease: &Lease,
-    ) -> Result<Duration, Error> {
-        let rs = value.metadata().source.clone();
+    /// Asks for the lease's own duration again; returns what Vault granted
+    /// (less than asked when the lease nears its max TTL).
+    pub(super) async fn renew_lease(&self, rs: &str, lease: &Lease) -> Result<Duration, Error> {
+        let rs = rs.to_string();
         let token = self.token().await?;
         let renew = RenewLeaseRequest {
             lease_id: &lease.id,
             increment: lease.duration.as_secs(),
         };
         let reply = self.call(&renew, Some(&token), &rs).await?;
-        let status = reply.status;
-        if !(200..300).contains(&status) {
-            let message = self.refusal(status);
-            return Err(if crate::upstream::is_unavailable(status) {
-                Error::Unavailable {
-                    reference: rs,
-                    what: self.what(),
-                    message,
-                }
-            } else {
-                Error::Upstream {
-                    reference: rs,
-                    status: Some(status),
-                    message: format!("lease renewal refused: {message}"),
-                }
-            });
-        }
+        self.lease_answer(reply.status, "renewal", rs)?;
         let renewed = Envelope::parse_or_default(&reply.body);
         Ok(Duration::from_secs(renewed.lease_duration))
+    }
+
+    /// Ends the lease now: its credentials stop working.
+    pub(super) async fn revoke_lease(&self, rs: &str, lease: &Lease) -> Result<(), Error> {
+        let rs = rs.to_string();
+        let token = self.token().await?;
+        let revoke = RevokeLeaseRequest {
+            lease_id: &lease.id,
+        };
+        let reply = self.call(&revoke, Some(&token), &rs).await?;
+        self.lease_answer(reply.status, "revocation", rs)
+    }
+
+    fn lease_answer(&self, status: u16, what: &str, reference: String) -> Result<(), Error> {
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let message = self.refusal(status);
+        Err(if crate::upstream::is_unavailable(status) {
+            Error::Unavailable {
+                reference,
+                what: self.what(),
+                message,
+            }
+        } else {
+            Error::Upstream {
+                reference,
+                status: Some(status),
+                message: format!("lease {what} refused: {message}"),
+            }
+        })
     }
 }

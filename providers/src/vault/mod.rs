@@ -29,7 +29,7 @@ use crate::error::{Error, chain, is_tls};
 use crate::reference::SecretRef;
 use crate::settings::{VaultAuth, VaultSettings};
 use crate::upstream::answered;
-use crate::value::SecretValue;
+use crate::value::{HeldLease, SecretValue};
 
 mod auth;
 mod client;
@@ -185,8 +185,24 @@ impl SecretProvider for VaultProvider {
 
     async fn renew(&self, value: &SecretValue) -> Result<Option<Duration>, Error> {
         match &value.metadata().lease {
-            Some(lease) if lease.renewable => self.renew_lease(value, lease).await.map(Some),
+            Some(lease) if lease.renewable => self
+                .renew_lease(&value.metadata().source, lease)
+                .await
+                .map(Some),
             _ => Ok(None),
         }
+    }
+
+    async fn renew_held(&self, held: &HeldLease) -> Result<Option<Duration>, Error> {
+        if !held.lease.renewable {
+            return Ok(None);
+        }
+        self.renew_lease(&held.reference, &held.lease)
+            .await
+            .map(Some)
+    }
+
+    async fn revoke_held(&self, held: &HeldLease) -> Result<(), Error> {
+        self.revoke_lease(&held.reference, &held.lease).await
     }
 }

@@ -29,6 +29,7 @@ struct Lease {
     ends: Instant,
     last_renewal: Option<SystemTime>,
     username: String,
+    password: String,
 }
 
 /// What happened to leases so far, for tests.
@@ -82,6 +83,7 @@ impl LeaseStore {
                 ends: now + role.max_ttl,
                 last_renewal: None,
                 username: username.clone(),
+                password: password.clone(),
             },
         );
         self.counts.issued += 1;
@@ -148,6 +150,15 @@ impl LeaseStore {
     pub(super) fn accepts(&mut self, username: &str) -> bool {
         self.expire_due();
         self.live.values().any(|l| l.username == username)
+    }
+
+    /// Whether `username` logs in with `password`: the two were issued
+    /// together and their lease is live.
+    pub(super) fn accepts_login(&mut self, username: &str, password: &str) -> bool {
+        self.expire_due();
+        self.live
+            .values()
+            .any(|l| l.username == username && l.password == password)
     }
 
     /// How long ago the oldest live lease was issued (a test's view of

@@ -257,6 +257,12 @@ impl VaultStandin {
         self.shared.state().leases.accepts(username)
     }
 
+    /// Whether a dynamic credential's `username` logs in with `password`:
+    /// both came from one read and its lease is live.
+    pub fn accepts_login(&self, username: &str, password: &str) -> bool {
+        self.shared.state().leases.accepts_login(username, password)
+    }
+
     /// The age of the oldest live lease.
     pub fn oldest_lease_age(&self) -> Option<std::time::Duration> {
         self.shared.state().leases.oldest_age()
