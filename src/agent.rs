@@ -56,6 +56,12 @@ pub struct AgentArgs {
     /// guard covers tmpfs files).
     #[arg(long, default_value = "/run/kernelseal/secrets", value_name = "DIR")]
     secrets_dir: PathBuf,
+    /// Where the lease ids of dynamic secrets are recorded (0700), with the
+    /// process each was read for, so that a restarted agent renews the
+    /// leases of processes still alive and revokes the others'. Keep it on
+    /// disk that outlives the agent (a hostPath in Kubernetes).
+    #[arg(long, default_value = "/var/lib/kernelseal/leases", value_name = "DIR")]
+    lease_dir: PathBuf,
     /// The socket `kernelseal protect` and `unprotect` ask the agent on
     /// (mode 0600), so that the tamper watchdog knows their changes.
     #[arg(long, default_value = crate::admin::DEFAULT_ADMIN_SOCKET, value_name = "PATH")]

@@ -9,6 +9,7 @@
 //! nothing, and whether asking again may help.
 
 mod as_pod;
+mod dynamic;
 mod plan;
 mod refusal;
 mod release;
@@ -34,8 +35,23 @@ pub(crate) async fn deliver(
     caller: &Caller,
     occasion: Occasion<'_>,
 ) -> Result<Delivered, Refusal> {
-    let plan = plan(state, caller, occasion).await?;
-    release(state, caller, occasion, plan)
+    let mut plan = plan(state, caller, occasion).await?;
+    let leases = std::mem::take(&mut plan.leases);
+    let on_rotate: Vec<(String, Option<kernelseal_config::OnRotate>)> = plan
+        .selected
+        .iter()
+        .map(|b| (b.name.clone(), b.on_rotate.clone()))
+        .collect();
+    match release(state, caller, occasion, plan) {
+        Ok(delivered) => {
+            state.hold_leases(caller, leases, &on_rotate);
+            Ok(delivered)
+        }
+        Err(refusal) => {
+            state.revoke_unused(leases);
+            Err(refusal)
+        }
+    }
 }
 
 /// What started a delivery; the steps are the same, these are the

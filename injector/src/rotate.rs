@@ -144,61 +144,79 @@ impl LiveSet {
                     continue;
                 }
             }
-            match &l.on_rotate {
-                None | Some(OnRotate::None) => info!(
-                    pid = l.pid, binding = %l.binding,
-                    "[ROTATE] {what} changed; PID {} keeps the old value (binding {}: onRotate none)", l.pid, l.binding
-                ),
-                Some(OnRotate::Signal(name))
-                    if signal_number(name).is_some_and(|sig| dropped_by_kernel(l.pid, sig)) =>
-                {
-                    warn!(
-                        pid = l.pid, binding = %l.binding,
-                        "[ROTATE] {what} changed; {name} to PID {} would be dropped by the kernel \
-                         (PID 1 of its container without a handler for it, or ignored): it keeps \
-                         the old value (binding {})", l.pid, l.binding
-                    );
-                }
-                Some(OnRotate::Restart) if dropped_by_kernel(l.pid, libc::SIGTERM) => {
-                    match send(&l.pidfd, libc::SIGKILL) {
-                        Ok(()) => info!(
-                            pid = l.pid, binding = %l.binding,
-                            "[ROTATE] {what} changed; SIGTERM to PID {} would be dropped (PID 1 \
-                             of its container without a handler for it, or ignored): sent SIGKILL \
-                             for a restart with the new value (binding {})", l.pid, l.binding
-                        ),
-                        Err(e) => warn!(
-                            pid = l.pid,
-                            "[ROTATE] {what} changed; SIGKILL to PID {} failed: {e}", l.pid
-                        ),
-                    }
-                }
-                Some(OnRotate::Signal(name)) => {
-                    match signal_number(name).map(|sig| send(&l.pidfd, sig)) {
-                        Some(Ok(())) => info!(
-                            pid = l.pid, binding = %l.binding,
-                            "[ROTATE] {what} changed; sent {name} to PID {} (binding {})", l.pid, l.binding
-                        ),
-                        Some(Err(e)) => warn!(
-                            pid = l.pid,
-                            "[ROTATE] {what} changed; {name} to PID {} failed: {e}", l.pid
-                        ),
-                        None => warn!("[ROTATE] unknown signal {name:?} in binding {}", l.binding),
-                    }
-                }
-                Some(OnRotate::Restart) => match send(&l.pidfd, libc::SIGTERM) {
-                    Ok(()) => info!(
-                        pid = l.pid, binding = %l.binding,
-                        "[ROTATE] {what} changed; PID {} terminated for a restart with the new value (binding {})", l.pid, l.binding
-                    ),
-                    Err(e) => warn!(
-                        pid = l.pid,
-                        "[ROTATE] {what} changed; SIGTERM to PID {} failed: {e}", l.pid
-                    ),
-                },
-            }
+            nudge(
+                l.pid,
+                &l.pidfd,
+                &l.binding,
+                l.on_rotate.as_ref(),
+                &format!("{what} changed"),
+            );
         }
         affected
+    }
+}
+
+/// What the binding's `onRotate` says to do to a process whose secret is
+/// about to be or has been replaced (`event` says which, for the log):
+/// nothing, a signal, or a restart (SIGTERM, or SIGKILL where the kernel
+/// would drop SIGTERM).
+pub(crate) fn nudge(
+    pid: u32,
+    pidfd: &OwnedFd,
+    binding: &str,
+    on_rotate: Option<&OnRotate>,
+    event: &str,
+) {
+    match on_rotate {
+        None | Some(OnRotate::None) => info!(
+            pid, binding = %binding,
+            "[ROTATE] {event}; PID {} keeps the old value (binding {}: onRotate none)", pid, binding
+        ),
+        Some(OnRotate::Signal(name))
+            if signal_number(name).is_some_and(|sig| dropped_by_kernel(pid, sig)) =>
+        {
+            warn!(
+                pid, binding = %binding,
+                "[ROTATE] {event}; {name} to PID {} would be dropped by the kernel \
+                 (PID 1 of its container without a handler for it, or ignored): it keeps \
+                 the old value (binding {})", pid, binding
+            );
+        }
+        Some(OnRotate::Restart) if dropped_by_kernel(pid, libc::SIGTERM) => {
+            match send(pidfd, libc::SIGKILL) {
+                Ok(()) => info!(
+                    pid, binding = %binding,
+                    "[ROTATE] {event}; SIGTERM to PID {} would be dropped (PID 1 \
+                     of its container without a handler for it, or ignored): sent SIGKILL \
+                     for a restart with the new value (binding {})", pid, binding
+                ),
+                Err(e) => warn!(
+                    pid = pid,
+                    "[ROTATE] {event}; SIGKILL to PID {} failed: {e}", pid
+                ),
+            }
+        }
+        Some(OnRotate::Signal(name)) => match signal_number(name).map(|sig| send(pidfd, sig)) {
+            Some(Ok(())) => info!(
+                pid, binding = %binding,
+                "[ROTATE] {event}; sent {name} to PID {} (binding {})", pid, binding
+            ),
+            Some(Err(e)) => warn!(
+                pid = pid,
+                "[ROTATE] {event}; {name} to PID {} failed: {e}", pid
+            ),
+            None => warn!("[ROTATE] unknown signal {name:?} in binding {}", binding),
+        },
+        Some(OnRotate::Restart) => match send(pidfd, libc::SIGTERM) {
+            Ok(()) => info!(
+                pid, binding = %binding,
+                "[ROTATE] {event}; PID {} terminated for a restart with the new value (binding {})", pid, binding
+            ),
+            Err(e) => warn!(
+                pid = pid,
+                "[ROTATE] {event}; SIGTERM to PID {} failed: {e}", pid
+            ),
+        },
     }
 }
 

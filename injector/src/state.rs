@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use kernelseal_bpf::Marks;
-use kernelseal_providers::Cache;
+use kernelseal_config::OnRotate;
+use kernelseal_providers::{Cache, HeldLease};
 use tokio::sync::RwLock;
 
 use crate::error::{FilesProblem, InjectError};
@@ -24,6 +25,8 @@ pub struct ServingState {
     pub metrics: Arc<crate::Metrics>,
     /// Processes delivered to, for rotation (outlives a reload).
     pub live: Arc<crate::LiveSet>,
+    /// Processes holding leases of dynamic secrets (outlives a reload).
+    pub leases: Arc<crate::LeaseTable>,
     /// Where `delivery: file` bindings write: `None` until a config with
     /// such a binding opened the secrets directory.
     pub files: Option<Arc<crate::FileStore>>,
@@ -35,6 +38,66 @@ pub struct ServingState {
 }
 
 impl ServingState {
+    /// Hands the leases read for `caller` to the lease table: one holder
+    /// per binding, told of its lease's end per that binding's `onRotate`.
+    pub(crate) fn hold_leases(
+        &self,
+        caller: &crate::Caller,
+        leases: Vec<(String, HeldLease)>,
+        on_rotate: &[(String, Option<OnRotate>)],
+    ) {
+        if leases.is_empty() {
+            return;
+        }
+        let start_time = crate::identity::start_time(caller.pid).unwrap_or_default();
+        for (binding, on_rotate) in on_rotate {
+            let mine: Vec<HeldLease> = leases
+                .iter()
+                .filter(|(b, _)| b == binding)
+                .map(|(_, l)| l.clone())
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let pidfd = match caller.pidfd.try_clone() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    tracing::warn!(
+                        pid = caller.pid,
+                        "[LEASE] cannot watch PID {} for its exit ({e}): its leases are revoked now",
+                        caller.pid
+                    );
+                    self.revoke_unused(mine.into_iter().map(|l| (binding.clone(), l)).collect());
+                    continue;
+                }
+            };
+            self.leases.hold(
+                crate::Holder {
+                    pid: caller.pid,
+                    start_time,
+                    pidfd,
+                    binding: binding.clone(),
+                    on_rotate: on_rotate.clone(),
+                    leases: mine,
+                },
+                self.lease_provider(),
+            );
+        }
+    }
+
+    /// Revokes the leases of a delivery that did not happen.
+    pub(crate) fn revoke_unused(&self, leases: Vec<(String, HeldLease)>) {
+        self.leases.revoke_unused(
+            leases.into_iter().map(|(_, l)| l).collect(),
+            self.lease_provider(),
+        );
+    }
+
+    /// What renews and revokes leases: the providers of this config.
+    pub fn lease_provider(&self) -> Arc<dyn kernelseal_providers::SecretProvider> {
+        Arc::new(self.cache.clone())
+    }
+
     /// The file store, for a `delivery: file` binding.
     pub(crate) fn file_store(&self) -> Result<&Arc<crate::FileStore>, InjectError> {
         self.files.as_ref().ok_or_else(|| InjectError::Files {

@@ -8,7 +8,8 @@ use anyhow::anyhow;
 use kernelseal_bpf::Gate;
 use kernelseal_config::Config;
 use kernelseal_injector::{
-    ConnLimits, FileStore, LiveSet, Metrics, PodIndex, ServeOptions, Shared, SharedGuard,
+    ConnLimits, FileStore, LeaseTable, LiveSet, Metrics, PodIndex, RecordDir, ServeOptions, Shared,
+    SharedGuard,
 };
 use tracing::{error, info, warn};
 
@@ -40,6 +41,8 @@ struct Kept {
     /// One bound on requests at once per Vault address or AWS region,
     /// over every identity the agent reads as, across reloads.
     upstreams: Arc<kernelseal_providers::identity::Upstreams>,
+    /// The processes holding leases of dynamic secrets.
+    leases: Arc<LeaseTable>,
 }
 
 impl Serving {
@@ -70,8 +73,10 @@ impl Serving {
             files: Arc::default(),
             guard,
             upstreams: Arc::default(),
+            leases: lease_table(args),
         };
         let d = serving_state(config, gate, args, &kept)?;
+        reattach_leases(&kept.leases, &d, config);
         let gid = args.socket_group.as_deref().map(socket_gid).transpose()?;
         let listener = kernelseal_injector::bind(&args.socket, gid).map_err(Failure::runtime)?;
         let shared: Shared = Arc::new(tokio::sync::RwLock::new(Arc::new(d)));
@@ -229,11 +234,56 @@ fn serving_state(
         enforce: config.policy.mode == kernelseal_config::Mode::Enforce,
         metrics: kept.metrics.clone(),
         live: kept.live.clone(),
+        leases: kept.leases.clone(),
         files,
         stop_watch: Some(stop_watch),
         pods: kept.pods.clone(),
         pod_identity: config.pod_identity,
     })
+}
+
+/// The lease table, recording under `--lease-dir`; without that directory
+/// leases still live and die with their processes, but an agent restart
+/// forgets them and they run out at their TTL.
+fn lease_table(args: &AgentArgs) -> Arc<LeaseTable> {
+    let records = RecordDir::open(&args.lease_dir)
+        .map_err(|e| {
+            warn!("[LEASE] cannot keep lease records: {e}; leases of dynamic secrets will not survive an agent restart")
+        })
+        .ok();
+    LeaseTable::new(records, Default::default())
+}
+
+/// Carries on with the leases an earlier agent recorded: renewed for the
+/// processes still alive, revoked for the others. In the background: a
+/// slow Vault must not hold up serving.
+fn reattach_leases(
+    table: &Arc<LeaseTable>,
+    state: &kernelseal_injector::ServingState,
+    config: &Config,
+) {
+    let table = table.clone();
+    let provider = state.lease_provider();
+    let on_rotate: std::collections::BTreeMap<String, Option<kernelseal_config::OnRotate>> = config
+        .secrets
+        .iter()
+        .map(|b| (b.value.name.clone(), b.value.on_rotate.clone()))
+        .collect();
+    tokio::spawn(async move {
+        match table
+            .reattach(provider, |binding| {
+                on_rotate.get(binding).cloned().flatten()
+            })
+            .await
+        {
+            Ok(r) if r == Default::default() => {}
+            Ok(r) => info!(
+                "[LEASE] leases recorded by an earlier agent: {} process(es) still alive, {} lease(s) of exited processes revoked, {} could not be revoked",
+                r.kept, r.revoked, r.unrevoked
+            ),
+            Err(e) => warn!("[LEASE] cannot read the lease records: {e}"),
+        }
+    });
 }
 
 /// The store of the secrets directory, opened (and checked to be on tmpfs)

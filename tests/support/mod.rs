@@ -42,6 +42,8 @@ pub fn start_agent(d: &Path, config_text: &str, more: impl FnOnce(&mut Command))
         .arg(&config)
         .arg("--socket")
         .arg(&socket)
+        .arg("--lease-dir")
+        .arg(d.join("leases"))
         .args(["--metrics-addr", "127.0.0.1:0"]);
     more(&mut cmd);
     let child = cmd

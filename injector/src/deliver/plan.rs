@@ -5,9 +5,10 @@ use std::time::SystemTime;
 
 use kernelseal_config::Delivery as Kind;
 use kernelseal_protocol::EnvVar;
-use kernelseal_providers::SecretValue;
+use kernelseal_providers::{HeldLease, SecretValue};
 
 use super::as_pod::PodLogins;
+use super::dynamic::DynamicReads;
 use super::{Occasion, Refusal};
 use crate::identity::Caller;
 use crate::pod_identity::{PodIdentity, pod_identity};
@@ -30,6 +31,8 @@ pub(crate) struct Plan<'s> {
     /// The names of the secrets the caller will not get, and why.
     pub(super) missing: Vec<String>,
     pub(super) warnings: Vec<String>,
+    /// (binding, lease) of the dynamic secrets read for the caller alone.
+    pub(super) leases: Vec<(String, HeldLease)>,
 }
 
 /// Pod identity, the selection, the check of names, the fetch.
@@ -52,7 +55,26 @@ pub(crate) async fn plan<'s>(
         SystemTime::now(),
     )
     .await?;
-    fetch(state, caller, occasion, selected, logins.as_ref()).await
+    let mut reads = DynamicReads::default();
+    let fetched = fetch(
+        state,
+        caller,
+        occasion,
+        selected,
+        logins.as_ref(),
+        &mut reads,
+    )
+    .await;
+    match fetched {
+        Ok(mut plan) => {
+            plan.leases = reads.leases;
+            Ok(plan)
+        }
+        Err(refusal) => {
+            state.revoke_unused(reads.leases);
+            Err(refusal)
+        }
+    }
 }
 
 /// The bindings whose every selector field matches the caller.
@@ -110,6 +132,7 @@ async fn fetch<'s>(
     occasion: Occasion<'_>,
     selected: Vec<&'s PreparedBinding>,
     logins: Option<&PodLogins<'_>>,
+    reads: &mut DynamicReads,
 ) -> Result<Plan<'s>, Refusal> {
     let mut plan = Plan {
         selected: Vec::new(),
@@ -118,6 +141,7 @@ async fn fetch<'s>(
         rotation_keys: Vec::new(),
         missing: Vec::new(),
         warnings: Vec::new(),
+        leases: Vec::new(),
     };
     for b in &selected {
         let mut got = 0;
@@ -134,7 +158,12 @@ async fn fetch<'s>(
                 None => sref.cache_key(),
             };
             keys.extend(key.map(|k| (name.clone(), k)));
-            match super::fetch(state, sref, login).await {
+            let fetched = if sref.is_dynamic() {
+                reads.get(state, &b.name, sref, login).await
+            } else {
+                super::fetch(state, sref, login).await
+            };
+            match fetched {
                 Ok(v) if b.delivery == Kind::File => {
                     plan.files.push((name.clone(), v));
                     got += 1;

@@ -23,6 +23,7 @@ fn state(secrets: &str) -> ServingState {
         enforce: false,
         metrics: Arc::default(),
         live: Arc::default(),
+        leases: crate::LeaseTable::new(None, Default::default()),
         files: None,
         stop_watch: None,
         pods: None,
