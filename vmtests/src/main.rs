@@ -7,6 +7,7 @@ mod agent;
 mod bench;
 mod delivery_suite;
 mod dumps_suite;
+mod dynamic_suite;
 mod exec_suite;
 mod fanotify;
 mod floor;
@@ -143,6 +144,10 @@ const TESTS: &[Test] = &[
     (
         "pod_identity_wrapper_reads_vault_as_the_pod_and_root_is_refused",
         pod_identity_suite::wrapper_reads_vault_as_the_pod_and_root_is_refused,
+    ),
+    (
+        "dynamic_credential_is_refused_to_root_and_revoked_at_exit",
+        dynamic_suite::dynamic_credential_is_refused_to_root_and_revoked_at_exit,
     ),
     (
         "webhook_patched_command_runs_wrapped_and_root_is_refused",

@@ -94,7 +94,7 @@ impl Drop for ContainerCgroup {
 
 /// The testkit's stand-ins panic where they cannot start (no port to bind,
 /// no file to write): here that is a failed test, not the end of the suite.
-fn no_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
+pub(crate) fn no_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
         let why = p
             .downcast_ref::<String>()
@@ -261,7 +261,7 @@ impl StandinCluster {
 
 /// Runs `body` with the agent restarted on `yaml` with `env`, then
 /// restarts the suite's agent, whatever `body` gave.
-fn with_agent(
+pub(crate) fn with_agent(
     ctx: &mut Ctx,
     yaml: &str,
     env: &[(&str, &str)],
