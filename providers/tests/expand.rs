@@ -290,7 +290,10 @@ async fn aws_json_secrets_and_ssm_paths_expand_against_moto() {
     let mut reg = Registry::from_config(&cfg).unwrap();
     reg.insert("east", Arc::new(provider(ep)));
     let v = reg.fetch(&entry.source.value).await.unwrap();
-    assert_eq!(v.metadata().source, "ssmRef east:path /exp/app/db (recursive)");
+    assert_eq!(
+        v.metadata().source,
+        "ssmRef east:path /exp/app/db (recursive)"
+    );
     assert_eq!(
         expanded(&entry.naming, Delivery::Env, v),
         pairs(&[
