@@ -321,6 +321,23 @@ fn base(row: &Row) -> Node {
     }
     if path.starts_with("secrets") {
         let source_prefix = "secrets[].secretRefs[].source.";
+        // An SSM path is delivered with keys: all, and keys: all, prefix
+        // and jmesPath take the place of the entry's name.
+        let ssm_path = ["path", "recursive"]
+            .iter()
+            .any(|f| path == format!("{source_prefix}ssmRef.{f}"));
+        let naming = match path.strip_prefix("secrets[].secretRefs[].") {
+            Some("keys" | "prefix") => ("keys", Node::raw("all")),
+            Some(p) if p.starts_with("jmesPath") => (
+                "jmesPath",
+                Node::List(vec![Node::map(&[
+                    ("path", Node::raw("db.user")),
+                    ("name", Node::raw("DB_USER")),
+                ])]),
+            ),
+            _ if ssm_path => ("keys", Node::raw("all")),
+            _ => ("name", Node::raw("A")),
+        };
         let source = match path.strip_prefix(source_prefix) {
             Some(rest) => {
                 let kind = rest.split('.').next().unwrap();
@@ -333,6 +350,7 @@ fn base(row: &Row) -> Node {
                     }
                     "vaultRef" => Node::map(&[("path", Node::raw("app")), ("key", Node::raw("k"))]),
                     "awsRef" => Node::map(&[("secretId", Node::raw("prod/app"))]),
+                    "ssmRef" if ssm_path => Node::map(&[("path", Node::raw("/app/"))]),
                     "ssmRef" => Node::map(&[("name", Node::raw("/app/x"))]),
                     other => panic!("no minimal source for {other}"),
                 };
@@ -345,10 +363,7 @@ fn base(row: &Row) -> Node {
             ("selector", Node::map(&[("uid", Node::raw("1000"))])),
             (
                 "secretRefs",
-                Node::List(vec![Node::map(&[
-                    ("name", Node::raw("A")),
-                    ("source", source),
-                ])]),
+                Node::List(vec![Node::map(&[naming, ("source", source)])]),
             ),
         ]);
         return Node::map(&[

@@ -236,7 +236,7 @@ fn check_yaml(block: &Block) {
         Value::Array(items)
             if items
                 .iter()
-                .all(|i| i["name"].is_string() && i["source"].is_object()) =>
+                .all(|i| names_a_delivery(i) && i["source"].is_object()) =>
         {
             let config = format!(
                 "version: v1\n{SNIPPET_PROVIDERS}secrets:\n  - name: doc-snippet\n    \
@@ -601,4 +601,10 @@ fn a_misspelt_option_or_field_fails() {
         let failed = std::panic::catch_unwind(|| check_yaml(&block));
         assert!(failed.is_err(), "accepted:\n{text}");
     }
+}
+
+/// A `secretRefs` item names what it delivers: `name`, or an expansion
+/// (`keys: all`, `jmesPath`).
+fn names_a_delivery(item: &Value) -> bool {
+    item["name"].is_string() || item["keys"].is_string() || item["jmesPath"].is_array()
 }

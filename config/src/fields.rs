@@ -9,9 +9,10 @@
 
 use serde::de::{self, DeserializeOwned, Visitor};
 
+use crate::entry::{EntrySpec, JmesPathSpec};
 use crate::identity::IdentitySpec;
 use crate::policy::Policy;
-use crate::schema::{Binding, Config, Monitoring, SecretRefSpec, Selector};
+use crate::schema::{Binding, Config, Monitoring, Selector};
 use crate::source::{
     AwsRefSpec, FileRefSpec, SecretKeyRefSpec, SourceSpec, SsmRefSpec, VaultRefSpec,
 };
@@ -37,7 +38,11 @@ pub fn known_fields() -> Vec<String> {
     add("secrets[].onRotate.", &["signal"]);
     // `identity` is `agent`, `pod` or a mapping of these.
     add("secrets[].identity.", names_of::<IdentitySpec>());
-    add("secrets[].secretRefs[].", names_of::<SecretRefSpec>());
+    add("secrets[].secretRefs[].", names_of::<EntrySpec>());
+    add(
+        "secrets[].secretRefs[].jmesPath[].",
+        names_of::<JmesPathSpec>(),
+    );
     add(source, names_of::<SourceSpec>());
     add(&format!("{source}fileRef."), names_of::<FileRefSpec>());
     add(

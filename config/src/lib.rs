@@ -7,7 +7,9 @@
 //! knows it, and the field path.
 
 mod duration;
+mod entry;
 mod error;
+mod expand;
 mod fields;
 mod identity;
 pub mod input;
@@ -20,6 +22,9 @@ mod validate;
 
 pub use duration::{DurationError, parse_duration};
 pub use error::ConfigError;
+pub use expand::{
+    FILE_NAME_MAX, JsonPath, NameError, NamedPath, Naming, Step, delivered_name, is_delivery_name,
+};
 pub use fields::known_fields;
 pub use identity::{Identity, IdentityMode};
 pub use policy::{Mode, Policy};
@@ -27,7 +32,7 @@ pub use schema::{
     Binding, Config, Delivery, LogFormat, Monitoring, OnRotate, PodIdentityMode, ProviderSpec,
     SecretRefSpec, Selector,
 };
-pub use secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmRef, VaultRef};
+pub use secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmPathRef, SsmRef, VaultRef};
 pub use validate::{Warning, check_ssm_name};
 
 use std::path::Path;

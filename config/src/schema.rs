@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::expand::Naming;
 use crate::identity::Identity;
 use crate::policy::Policy;
 use crate::secret_ref::SecretRef;
@@ -119,12 +120,12 @@ pub enum OnRotate {
     Signal(String),
 }
 
-/// One secret of a binding: the name it is delivered under and its source,
-/// which names exactly one kind (see `source.rs`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// One entry of a binding's `secretRefs`: its source, which names exactly
+/// one kind (see `source.rs`), and the name or names it is delivered under
+/// (`name`, `keys: all` or `jmesPath`; see `entry.rs` and `expand.rs`).
+#[derive(Debug, Clone)]
 pub struct SecretRefSpec {
-    pub name: String,
+    pub naming: Naming,
     pub source: Spanned<SecretRef>,
 }
 

@@ -26,6 +26,8 @@ pub enum SecretRef {
     Vault(VaultRef),
     Aws(AwsRef),
     Ssm(SsmRef),
+    /// Every parameter below a path: one JSON object, for `keys: all`.
+    SsmPath(SsmPathRef),
 }
 
 /// A key of a Kubernetes Secret. Without a namespace, the provider's
@@ -103,6 +105,22 @@ pub struct SsmRef {
     pub ttl: Option<Duration>,
 }
 
+/// Every parameter below a path in Parameter Store
+/// (`ssmRef: { path: /app/prod/ }`), read through an `aws` provider. Its
+/// value is one JSON object, `{ name relative to the path: value }`, which
+/// the entry's `keys: all` takes apart (the parser refuses any other use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsmPathRef {
+    pub provider: Option<String>,
+    /// The hierarchy: `/app/prod/` (a trailing `/` is optional).
+    pub path: String,
+    /// Whether levels below `path` are read too (`/app/prod/db/password`
+    /// is `db/password`), not only the parameters directly in it.
+    pub recursive: bool,
+    pub with_decryption: bool,
+    pub ttl: Option<Duration>,
+}
+
 impl SecretRef {
     /// A literal value ref (tests, tools).
     pub fn literal(value: &str) -> Self {
@@ -118,7 +136,7 @@ impl SecretRef {
             SecretRef::Kubernetes(_) => "secretKeyRef",
             SecretRef::Vault(_) => "vaultRef",
             SecretRef::Aws(_) => "awsRef",
-            SecretRef::Ssm(_) => "ssmRef",
+            SecretRef::Ssm(_) | SecretRef::SsmPath(_) => "ssmRef",
         }
     }
 
@@ -128,6 +146,7 @@ impl SecretRef {
             SecretRef::Vault(v) => v.provider.as_deref(),
             SecretRef::Aws(a) => a.provider.as_deref(),
             SecretRef::Ssm(p) => p.provider.as_deref(),
+            SecretRef::SsmPath(p) => p.provider.as_deref(),
             _ => None,
         }
     }
@@ -138,6 +157,7 @@ impl SecretRef {
             SecretRef::Vault(v) => v.ttl,
             SecretRef::Aws(a) => a.ttl,
             SecretRef::Ssm(p) => p.ttl,
+            SecretRef::SsmPath(p) => p.ttl,
             SecretRef::File { ttl, .. } => *ttl,
             _ => None,
         }
@@ -245,6 +265,20 @@ impl std::fmt::Display for SecretRef {
                 }
                 Ok(())
             }
+            SecretRef::SsmPath(p) => {
+                f.write_str("ssmRef ")?;
+                if let Some(name) = &p.provider {
+                    write!(f, "{name}:")?;
+                }
+                write!(f, "path {}", p.path)?;
+                if p.recursive {
+                    f.write_str(" (recursive)")?;
+                }
+                if !p.with_decryption {
+                    f.write_str(" (withDecryption: false)")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -283,5 +317,31 @@ mod tests {
         assert_ne!(plain.cache_key(), cipher.cache_key());
         assert_eq!(plain.kind(), "ssmRef");
         assert_eq!(plain.provider_name(), Some("prod"));
+    }
+
+    #[test]
+    fn an_ssm_path_is_its_own_cache_entry() {
+        let path = SsmPathRef {
+            provider: None,
+            path: "/app/prod/".into(),
+            recursive: true,
+            with_decryption: true,
+            ttl: None,
+        };
+        let flat = SsmPathRef {
+            recursive: false,
+            ..path.clone()
+        };
+        let (path, flat) = (SecretRef::SsmPath(path), SecretRef::SsmPath(flat));
+        assert_eq!(path.to_string(), "ssmRef path /app/prod/ (recursive)");
+        assert_ne!(path.cache_key(), flat.cache_key());
+        let one = SecretRef::Ssm(SsmRef {
+            provider: None,
+            name: "/app/prod/".into(),
+            with_decryption: true,
+            ttl: None,
+        });
+        assert_ne!(flat.cache_key(), one.cache_key());
+        assert_eq!(path.kind(), "ssmRef");
     }
 }

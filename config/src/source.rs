@@ -14,7 +14,7 @@ use serde::de::{self, MapAccess, Visitor};
 use zeroize::Zeroize;
 
 use crate::duration::parse_duration;
-use crate::secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmRef, VaultRef};
+use crate::secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmPathRef, SsmRef, VaultRef};
 use crate::source_path;
 
 /// Why a `source:` mapping does not make a [`SecretRef`].
@@ -38,6 +38,10 @@ pub(crate) enum SourceError {
     /// pinned version nor a cache lifetime.
     #[error("engine: dynamic is read anew for every delivery; {field} does not apply to it")]
     DynamicWith { field: &'static str },
+    #[error("set exactly one of name (one parameter) and path (every parameter below it)")]
+    SsmNameOrPath,
+    #[error("recursive goes with path: a name is one parameter")]
+    SsmRecursiveWithName,
 }
 
 fn found_list(found: &[&str]) -> String {
@@ -56,6 +60,8 @@ impl SourceError {
             SourceError::Ttl { kind, .. } => Some(format!("{kind}.ttl")),
             SourceError::AwsVersionIdAndStage => Some("awsRef.versionStage".to_string()),
             SourceError::DynamicWith { field } => Some(format!("vaultRef.{field}")),
+            SourceError::SsmNameOrPath => Some("ssmRef".to_string()),
+            SourceError::SsmRecursiveWithName => Some("ssmRef.recursive".to_string()),
         }
     }
 }
@@ -131,12 +137,16 @@ pub(crate) struct AwsRefSpec {
     ttl: Option<String>,
 }
 
-/// A parameter in AWS Systems Manager Parameter Store.
+/// A parameter in AWS Systems Manager Parameter Store (`name`), or every
+/// parameter below a path (`path`, for `keys: all`).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct SsmRefSpec {
     provider: Option<String>,
-    name: String,
+    name: Option<String>,
+    path: Option<String>,
+    /// With `path`: read the levels below it too (default false).
+    recursive: Option<bool>,
     /// Decrypt a SecureString (default true).
     with_decryption: Option<bool>,
     ttl: Option<String>,
@@ -230,12 +240,7 @@ impl SourceSpec {
             }));
         }
         if let Some(p) = ssm_ref {
-            return Ok(SecretRef::Ssm(SsmRef {
-                provider: p.provider,
-                name: p.name,
-                with_decryption: p.with_decryption.unwrap_or(true),
-                ttl: ttl("ssmRef", p.ttl)?,
-            }));
+            return ssm(p);
         }
         let a = aws_ref.ok_or(SourceError::NotExactlyOne { found })?;
         if a.version_id.is_some() && a.version_stage.is_some() {
@@ -249,6 +254,33 @@ impl SourceSpec {
             version_stage: a.version_stage,
             ttl: ttl("awsRef", a.ttl)?,
         }))
+    }
+}
+
+/// `ssmRef`: one parameter by `name`, or every one below `path`.
+fn ssm(p: SsmRefSpec) -> Result<SecretRef, SourceError> {
+    let with_decryption = p.with_decryption.unwrap_or(true);
+    let ttl = ttl("ssmRef", p.ttl)?;
+    match (p.name, p.path) {
+        (Some(name), None) => {
+            if p.recursive.is_some() {
+                return Err(SourceError::SsmRecursiveWithName);
+            }
+            Ok(SecretRef::Ssm(SsmRef {
+                provider: p.provider,
+                name,
+                with_decryption,
+                ttl,
+            }))
+        }
+        (None, Some(path)) => Ok(SecretRef::SsmPath(SsmPathRef {
+            provider: p.provider,
+            path,
+            recursive: p.recursive.unwrap_or(false),
+            with_decryption,
+            ttl,
+        })),
+        _ => Err(SourceError::SsmNameOrPath),
     }
 }
 

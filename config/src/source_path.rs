@@ -31,6 +31,16 @@ pub(crate) fn current() -> String {
     }
 }
 
+/// The field path of the `secretRefs` entry being read:
+/// `secrets[i].secretRefs[j]`, or `secretRef` when it is read on its own.
+pub(crate) fn current_entry() -> String {
+    let at = POSITION.with(Cell::get);
+    match (at.binding, at.secret) {
+        (Some(i), Some(j)) => format!("secrets[{i}].secretRefs[{j}]"),
+        _ => "secretRef".to_string(),
+    }
+}
+
 /// `secrets:`, recording each binding's index while it is read.
 pub(crate) fn bindings<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,

@@ -1,6 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::ConfigError;
+use crate::expand::{Naming, is_delivery_name};
 use crate::schema::{Binding, Config, Delivery, OnRotate};
 use crate::secret_ref::SecretRef;
 
@@ -138,18 +139,19 @@ pub(crate) fn validate(config: &Config, origin: &str) -> Result<Vec<Warning>, Co
             );
         }
         for r in &binding.secret_refs {
-            if let Some(other) = first_env_owner.insert(r.value.name.as_str(), &binding.name)
-                && other != binding.name
-            {
-                c.warn(
-                    line_of(&r.defined),
-                    format!("{field}.secretRefs"),
-                    format!(
-                        "{:?} is also delivered by binding {other:?}; a process matching both \
-                         is refused",
-                        r.value.name
-                    ),
-                );
+            for (_, name) in named_fields(&r.value.naming) {
+                if let Some(other) = first_env_owner.insert(name, &binding.name)
+                    && other != binding.name
+                {
+                    c.warn(
+                        line_of(&r.defined),
+                        format!("{field}.secretRefs"),
+                        format!(
+                            "{name:?} is also delivered by binding {other:?}; a process \
+                             matching both is refused"
+                        ),
+                    );
+                }
             }
         }
     }
@@ -215,16 +217,20 @@ fn check_binding(
         let r = &spanned.value;
         let rline = line_of(&spanned.defined);
         let rfield = format!("{field}.secretRefs[{j}]");
-        check_delivery_name(c, &r.name, binding.delivery, &rfield, rline)?;
-        if !names.insert(r.name.as_str()) {
-            return Err(c.invalid(
-                rline,
-                format!("{rfield}.name"),
-                format!(
-                    "duplicate secret name {:?} in binding {:?}",
-                    r.name, binding.name
-                ),
-            ));
+        check_prefix(c, &r.naming, binding.delivery, &rfield, rline)?;
+        for (sub, name) in named_fields(&r.naming) {
+            let nfield = format!("{rfield}.{sub}");
+            check_delivery_name(c, name, binding.delivery, &nfield, rline)?;
+            if !names.insert(name) {
+                return Err(c.invalid(
+                    rline,
+                    nfield,
+                    format!(
+                        "duplicate secret name {name:?} in binding {:?}",
+                        binding.name
+                    ),
+                ));
+            }
         }
         let sline = line_of(&r.source.defined).or(rline);
         if r.source.value.is_dynamic() && binding.identity.is_pod() {
@@ -315,7 +321,7 @@ fn check_identity(
                      own RBAC, not as the pod; keep this secret in a binding with identity: agent",
                 ));
             }
-            SecretRef::Vault(_) | SecretRef::Aws(_) | SecretRef::Ssm(_) => {
+            SecretRef::Vault(_) | SecretRef::Aws(_) | SecretRef::Ssm(_) | SecretRef::SsmPath(_) => {
                 let want = if let SecretRef::Vault(_) = &r.value.source.value {
                     "vault"
                 } else {
@@ -347,6 +353,21 @@ fn check_identity(
     Ok(())
 }
 
+/// The names an entry gives as written, each with its field below the
+/// entry: `name`, or each `jmesPath[k].name`.
+fn named_fields(naming: &Naming) -> Vec<(String, &str)> {
+    match naming {
+        Naming::One(name) => vec![("name".to_string(), name.as_str())],
+        Naming::AllKeys { .. } => Vec::new(),
+        Naming::Paths(paths) => paths
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (format!("jmesPath[{k}].name"), p.name.as_str()))
+            .collect(),
+    }
+}
+
+/// `field` is the name's own field path.
 fn check_delivery_name(
     c: &Checker<'_>,
     name: &str,
@@ -354,33 +375,45 @@ fn check_delivery_name(
     field: &str,
     line: Option<u64>,
 ) -> Result<(), ConfigError> {
+    if is_delivery_name(name, delivery) {
+        return Ok(());
+    }
+    let what = match delivery {
+        Delivery::Env => "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+        Delivery::File => "a file name (no '/', not '.' or '..')",
+    };
+    Err(c.invalid(line, field.to_string(), format!("{name:?} is not {what}")))
+}
+
+/// A `keys: all` prefix starts every name: for env it must be a valid
+/// start of a variable name (the mapped keys after it always are), for
+/// files it must not lead out of the directory.
+fn check_prefix(
+    c: &Checker<'_>,
+    naming: &Naming,
+    delivery: Delivery,
+    field: &str,
+    line: Option<u64>,
+) -> Result<(), ConfigError> {
+    let Naming::AllKeys { prefix } = naming else {
+        return Ok(());
+    };
     let ok = match delivery {
-        Delivery::Env => {
-            let mut chars = name.chars();
-            matches!(chars.next(), Some(ch) if ch == '_' || ch.is_ascii_alphabetic())
-                && chars.all(|ch| ch == '_' || ch.is_ascii_alphanumeric())
-        }
-        Delivery::File => {
-            !name.is_empty()
-                && name != "."
-                && name != ".."
-                && !name.contains('/')
-                && !name.contains('\0')
-        }
+        Delivery::Env => prefix.is_empty() || is_delivery_name(prefix, Delivery::Env),
+        Delivery::File => !prefix.contains('/') && !prefix.contains('\0'),
     };
     if ok {
-        Ok(())
-    } else {
-        let what = match delivery {
-            Delivery::Env => "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
-            Delivery::File => "a file name (no '/', not '.' or '..')",
-        };
-        Err(c.invalid(
-            line,
-            format!("{field}.name"),
-            format!("{name:?} is not {what}"),
-        ))
+        return Ok(());
     }
+    let what = match delivery {
+        Delivery::Env => "the start of an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+        Delivery::File => "the start of a file name (no '/' or NUL)",
+    };
+    Err(c.invalid(
+        line,
+        format!("{field}.prefix"),
+        format!("{prefix:?} is not {what}"),
+    ))
 }
 
 /// Longest parameter name AWS lets one create.
@@ -469,6 +502,24 @@ fn check_source(
                     line,
                     format!("{field}.ssmRef.name"),
                     format!("{:?} is not an SSM parameter name: {why}", p.name),
+                ));
+            }
+            (p.provider.as_deref(), "aws", "ssmRef")
+        }
+        SecretRef::SsmPath(p) => {
+            let levels = p.path.trim_end_matches('/');
+            let checked = if !p.path.starts_with('/') {
+                Err("a path starts with '/'".to_string())
+            } else if levels.is_empty() {
+                Ok(())
+            } else {
+                check_ssm_name(levels)
+            };
+            if let Err(why) = checked {
+                return Err(c.invalid(
+                    line,
+                    format!("{field}.ssmRef.path"),
+                    format!("{:?} is not an SSM parameter path: {why}", p.path),
                 ));
             }
             (p.provider.as_deref(), "aws", "ssmRef")

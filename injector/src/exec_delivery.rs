@@ -67,7 +67,10 @@ fn report(state: &ServingState, pid: u32, filename: &str, refusal: &Refusal) {
             warn!(pid, "[FILE] not writing secrets for PID {pid}: {why}");
             true
         }
-        Refusal::SharedName { .. } | Refusal::Unresolved { .. } | Refusal::AsPod { .. } => {
+        Refusal::SharedName { .. }
+        | Refusal::NameTwice { .. }
+        | Refusal::Unresolved { .. }
+        | Refusal::AsPod { .. } => {
             warn!(pid, "[FILE] no files for PID {pid}: {why}");
             true
         }

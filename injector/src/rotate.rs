@@ -30,6 +30,10 @@ pub struct LiveFiles {
     pub files: std::sync::Arc<crate::DeliveredFiles>,
     /// (cache key, file name)
     pub names: Vec<(String, String)>,
+    /// For a file expanded from its ref's JSON object (`keys: all`,
+    /// `jmesPath`), by file name: where its content sits in the ref's new
+    /// value. A file without one gets the whole value.
+    pub parts: std::collections::BTreeMap<String, kernelseal_config::JsonPath>,
 }
 
 /// The processes to tell about rotations; shared across config reloads.
@@ -121,7 +125,7 @@ impl LiveSet {
             let what = change.reference.to_string();
             if let Some(f) = &l.files {
                 for (_, name) in f.names.iter().filter(|(k, _)| *k == change.key) {
-                    match value.map(|v| f.store.rewrite(&f.files, name, v)) {
+                    match value.map(|v| rewrite(f, name, v, &what)) {
                         Some(Ok(())) => info!(
                             pid = l.pid,
                             "[ROTATE] {what} changed; rewrote {name} for PID {}", l.pid
@@ -218,6 +222,20 @@ pub(crate) fn nudge(
             ),
         },
     }
+}
+
+/// Rewrites one delivered file with its part of the ref's new value. A key
+/// gone from the value leaves the file as it was, with the reason.
+fn rewrite(f: &LiveFiles, name: &str, value: &[u8], what: &str) -> Result<(), String> {
+    match f.parts.get(name) {
+        None => f.store.rewrite(&f.files, name, value),
+        Some(part) => {
+            let content =
+                kernelseal_providers::select_part(value, part, what).map_err(|e| e.to_string())?;
+            f.store.rewrite(&f.files, name, &content)
+        }
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Whether the kernel drops `sig` sent from the agent's PID namespace: the

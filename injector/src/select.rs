@@ -2,18 +2,19 @@
 //! The pod is what authorizes in Kubernetes; `binary` and `path` are the
 //! caller's claim about what it will exec, so they only narrow.
 
-use kernelseal_config::{Binding, Config, Delivery, OnRotate, Selector};
+use kernelseal_config::{Binding, Config, Delivery, Naming, OnRotate, Selector};
 use kernelseal_providers::SecretRef;
 
 use crate::identity::Caller;
 
-/// A binding ready to serve: its kernel id (1-based position) and refs.
+/// A binding ready to serve: its kernel id (1-based position) and refs,
+/// each with the name or names it is delivered under.
 #[derive(Debug, Clone)]
 pub struct PreparedBinding {
     pub id: u32,
     pub name: String,
     pub selector: Selector,
-    pub refs: Vec<(String, SecretRef)>,
+    pub refs: Vec<(Naming, SecretRef)>,
     pub on_rotate: Option<OnRotate>,
     pub delivery: Delivery,
     /// Whose login reads its Vault and AWS refs.
@@ -45,7 +46,7 @@ fn prepare_one(id: u32, b: &Binding) -> PreparedBinding {
     let refs = b
         .secret_refs
         .iter()
-        .map(|r| (r.value.name.clone(), r.value.source.value.clone()))
+        .map(|r| (r.value.naming.clone(), r.value.source.value.clone()))
         .collect();
     PreparedBinding {
         id,

@@ -13,7 +13,7 @@ use crate::aws_sdk::{Asked, BodyLimit, Regional, classify, credentials_error};
 use crate::env::wrong_kind;
 use crate::error::Error;
 use crate::json::select_key;
-use crate::reference::{AwsRef, SecretRef, SsmRef};
+use crate::reference::{AwsRef, SecretRef, SsmPathRef, SsmRef};
 use crate::settings::AwsSettings;
 use crate::ssm::{SsmParameter, SsmPath, SsmReader};
 use crate::value::{Metadata, SecretValue};
@@ -136,6 +136,24 @@ impl AwsProvider {
                 self.ssm_reader(client, region).one(reference, p)
             })
             .await
+    }
+
+    /// Every parameter below an `ssmRef: { path }`, as one JSON object
+    /// (see [`crate::ssm::path_value`]).
+    async fn fetch_ssm_path(
+        &self,
+        reference: &SecretRef,
+        p: &SsmPathRef,
+    ) -> Result<SecretValue, Error> {
+        let path = SsmPath {
+            path: p.path.clone(),
+            recursive: p.recursive,
+            with_decryption: p.with_decryption,
+        };
+        let params = self.ssm_parameters_by_path(&path).await?;
+        let mut meta = Metadata::new(reference.to_string(), self.name.clone());
+        meta.ttl = self.settings.cache_ttl;
+        crate::ssm::path_value(&path, params, meta)
     }
 
     /// SSM refs read together: `GetParameters`, at most ten names a call.
@@ -264,6 +282,7 @@ impl SecretProvider for AwsProvider {
         let a = match reference {
             SecretRef::Aws(a) => a,
             SecretRef::Ssm(p) => return self.fetch_ssm(reference, p).await,
+            SecretRef::SsmPath(p) => return self.fetch_ssm_path(reference, p).await,
             _ => return Err(wrong_kind(reference, "aws")),
         };
         let rs = reference.to_string();

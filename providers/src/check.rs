@@ -99,7 +99,7 @@ fn each_ref(config: &Config) -> Vec<RefRow> {
             let r = spec.source.value.clone();
             out.push((
                 b.value.name.clone(),
-                spec.name.clone(),
+                spec.naming.label(),
                 r.kind(),
                 r.to_string(),
                 r,

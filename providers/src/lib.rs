@@ -19,6 +19,7 @@ mod cache;
 mod check;
 mod env;
 mod error;
+mod expand;
 mod file;
 pub mod identity;
 mod json;
@@ -37,11 +38,12 @@ pub use cache::{Cache, CacheOptions, VersionChange};
 pub use check::{CheckedValue, RefCheck, check_config, check_with};
 pub use env::EnvProvider;
 pub use error::{Error, FileProblem};
+pub use expand::{Expanded, expand, select_part};
 pub use file::FileProvider;
 pub use kernelseal_secretmem::Backing;
 pub use kubernetes::KubernetesProvider;
 pub use limit::{MAX_ANSWER_BYTES, MAX_VALUE_BYTES};
-pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmRef, VaultRef};
+pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmPathRef, SsmRef, VaultRef};
 pub use registry::Registry;
 pub use settings::{
     AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, PodAuth, ProviderSettings,

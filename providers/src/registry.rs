@@ -131,7 +131,7 @@ impl Registry {
             SecretRef::Vault(_) => "vault",
             // Parameter Store is read with the same account, regions and
             // credentials as Secrets Manager.
-            SecretRef::Aws(_) | SecretRef::Ssm(_) => "aws",
+            SecretRef::Aws(_) | SecretRef::Ssm(_) | SecretRef::SsmPath(_) => "aws",
         };
         let field = || format!("{}.provider", r.kind());
         if let Some(name) = r.provider_name() {

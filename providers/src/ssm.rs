@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use crate::aws_sdk::{Asked, classify};
 use crate::error::Error;
 use crate::reference::{SecretRef, SsmRef};
-use crate::value::{Metadata, SecretValue};
+use crate::value::{Metadata, SecretValue, content_tag};
 
 /// Most names one `GetParameters` call may carry.
 pub(crate) const BATCH_MAX: usize = 10;
@@ -238,6 +238,59 @@ impl SsmReader<'_> {
         meta.ttl = self.cache_ttl;
         Ok(SecretValue::new(bytes, meta))
     }
+}
+
+/// The parameters read below `path` as one value: the JSON object
+/// `{ name relative to the path: value }` (`/app/prod/db/password` below
+/// `/app/prod/` is `db/password`), for a `keys: all` entry to take apart.
+/// Its version changes when a parameter's does, or one comes or goes, so
+/// that either is a rotation. No parameter at all is an error: a typo in
+/// the path would otherwise deliver nothing, silently.
+pub(crate) fn path_value(
+    path: &SsmPath,
+    params: Vec<SsmParameter>,
+    mut meta: Metadata,
+) -> Result<SecretValue, Error> {
+    if params.is_empty() {
+        return Err(Error::NotFound {
+            reference: meta.source,
+            what: format!("SSM parameters below {}", path.path),
+            message: if path.recursive {
+                "the path holds none".into()
+            } else {
+                "the path holds none directly (recursive: true reads the levels below it)".into()
+            },
+        });
+    }
+    let base = path.path.trim_end_matches('/');
+    let relative = |name: &str| -> String {
+        let rel = name
+            .strip_prefix(base)
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(name);
+        rel.trim_start_matches('/').to_string()
+    };
+    let mut entries: Vec<(String, &SsmParameter)> =
+        params.iter().map(|p| (relative(&p.name), p)).collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let versions: String = entries
+        .iter()
+        .map(|(name, p)| format!("{name}\0{}\n", p.version().unwrap_or("")))
+        .collect();
+    let mut texts = Vec::with_capacity(entries.len());
+    for (name, p) in &entries {
+        // Parameter Store holds text; a value that is not is refused
+        // rather than mangled.
+        let text = p.value.expose_str().ok_or_else(|| Error::Format {
+            reference: meta.source.clone(),
+            field: "ssmRef.path".into(),
+            message: format!("parameter {name:?} is not UTF-8 text"),
+        })?;
+        texts.push((name.as_str(), text));
+    }
+    let object = crate::json::object_of_strings(&texts);
+    meta.version = Some(content_tag(versions.as_bytes()));
+    Ok(SecretValue::new(object, meta))
 }
 
 /// A parameter not delivered: its value is wiped as it is dropped.

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use kernelseal_config::Delivery as Kind;
+use kernelseal_config::{Delivery as Kind, JsonPath};
 use kernelseal_protocol::EnvVar;
-use kernelseal_providers::{HeldLease, SecretValue};
+use kernelseal_providers::{Expanded, HeldLease, SecretValue, expand};
 
 use super::as_pod::PodLogins;
 use super::dynamic::DynamicReads;
@@ -24,15 +24,26 @@ pub(crate) struct Plan<'s> {
     pub(super) env: Vec<EnvVar>,
     /// To write as files, by file name.
     pub(super) files: Vec<(String, SecretValue)>,
-    /// Per selected binding, (secret name, key its rotations are announced
-    /// under): the cache key, or for a ref read as the pod one naming the
-    /// identity too.
-    pub(super) rotation_keys: Vec<Vec<(String, String)>>,
+    /// Per selected binding, each delivered name with the key its
+    /// rotations are announced under.
+    pub(super) rotation_keys: Vec<Vec<RotationKey>>,
     /// The names of the secrets the caller will not get, and why.
     pub(super) missing: Vec<String>,
     pub(super) warnings: Vec<String>,
     /// (binding, lease) of the dynamic secrets read for the caller alone.
     pub(super) leases: Vec<(String, HeldLease)>,
+}
+
+/// One delivered name and how a rotation reaches it.
+pub(crate) struct RotationKey {
+    /// The variable or file name.
+    pub(crate) name: String,
+    /// The key rotations of its ref are announced under: the cache key, or
+    /// for a ref read as the pod one naming the identity too.
+    pub(crate) key: String,
+    /// Where the name's value sits in its ref's JSON object, for an
+    /// expanded entry (`keys: all`, `jmesPath`).
+    pub(crate) part: Option<JsonPath>,
 }
 
 /// Pod identity, the selection, the check of names, the fetch.
@@ -104,16 +115,19 @@ fn select<'s>(
     })
 }
 
-/// No name comes from two bindings.
+/// No name comes from two bindings: the names known before the fetch, so
+/// that nothing is read for a request refused anyway. Names expanded from
+/// fetched values are checked once they are known
+/// ([`claim`]).
 fn check_names(selected: &[&PreparedBinding]) -> Result<(), Refusal> {
     let mut binding_of: BTreeMap<&str, &str> = BTreeMap::new();
     for b in selected {
-        for (name, _) in &b.refs {
+        for name in b.refs.iter().flat_map(|(naming, _)| naming.fixed_names()) {
             if let Some(first) = binding_of.insert(name, &b.name)
                 && first != b.name
             {
                 return Err(Refusal::SharedName {
-                    name: name.clone(),
+                    name: name.to_string(),
                     first: first.to_string(),
                     second: b.name.clone(),
                 });
@@ -121,6 +135,56 @@ fn check_names(selected: &[&PreparedBinding]) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// Records that `binding` delivers `name`, refusing a name delivered
+/// twice, expanded ones included: from two bindings, or within one (an
+/// expanded key and another entry's name); which value would win is
+/// arbitrary.
+fn claim(
+    binding_of: &mut BTreeMap<String, String>,
+    name: &str,
+    binding: &str,
+) -> Result<(), Refusal> {
+    match binding_of.insert(name.to_string(), binding.to_string()) {
+        None => Ok(()),
+        Some(first) if first == binding => Err(Refusal::NameTwice {
+            name: name.to_string(),
+            binding: binding.to_string(),
+        }),
+        Some(first) => Err(Refusal::SharedName {
+            name: name.to_string(),
+            first,
+            second: binding.to_string(),
+        }),
+    }
+}
+
+impl Plan<'_> {
+    /// Adds one value under `name`, as an environment variable or a file;
+    /// false (and a warning) when the environment cannot hold it.
+    fn take(&mut self, delivery: Kind, name: &str, v: SecretValue) -> bool {
+        if delivery == Kind::File {
+            self.files.push((name.to_string(), v));
+            return true;
+        }
+        match v.expose_str().filter(|s| !s.contains('\0')) {
+            Some(s) => {
+                self.env.push(EnvVar {
+                    name: name.to_string(),
+                    value: s.to_string(),
+                });
+                true
+            }
+            None => {
+                self.missing.push(name.to_string());
+                self.warnings.push(format!(
+                    "{name}: value is not text without NUL bytes; cannot go in the environment"
+                ));
+                false
+            }
+        }
+    }
 }
 
 /// Every secret of the selected bindings: as an environment variable or a
@@ -143,13 +207,14 @@ async fn fetch<'s>(
         warnings: Vec::new(),
         leases: Vec::new(),
     };
+    let mut binding_of = BTreeMap::new();
     for b in &selected {
         let mut got = 0;
         // Whether asking again may help: only when an upstream could not
         // be asked. A refusal (403, not found) is its word and stays.
         let mut transient = false;
         let mut keys = Vec::new();
-        for (name, sref) in &b.refs {
+        for (naming, sref) in &b.refs {
             let login = logins
                 .filter(|_| b.identity.is_pod())
                 .and_then(|l| l.login(&state.pod_reads, b, sref));
@@ -157,38 +222,36 @@ async fn fetch<'s>(
                 Some(l) => state.pod_reads.rotation_key(sref, l),
                 None => sref.cache_key(),
             };
-            keys.extend(key.map(|k| (name.clone(), k)));
+            // An entry's names: its value whole, or taken apart. A dynamic
+            // secret is the caller's own, read once for all its keys.
             let fetched = if sref.is_dynamic() {
                 reads.get(state, &b.name, sref, login).await
             } else {
                 super::fetch(state, sref, login).await
             };
-            match fetched {
-                Ok(v) if b.delivery == Kind::File => {
-                    plan.files.push((name.clone(), v));
-                    got += 1;
-                }
-                Ok(v) => match v.expose_str().filter(|s| !s.contains('\0')) {
-                    Some(s) => {
-                        plan.env.push(EnvVar {
-                            name: name.clone(),
-                            value: s.to_string(),
-                        });
-                        got += 1;
-                    }
-                    None => {
-                        plan.missing.push(name.clone());
-                        plan.warnings.push(format!(
-                            "{name}: value is not text without NUL bytes; cannot go in the environment"
-                        ));
-                    }
-                },
+            let fetched = fetched.and_then(|v| expand(naming, b.delivery, v));
+            let expanded = match fetched {
+                Ok(expanded) => expanded,
                 Err(e) => {
+                    let label = naming.label();
+                    // Still announced: a secret that comes later is a
+                    // rotation for an env delivery's onRotate.
+                    keys.extend(key.map(|key| RotationKey {
+                        name: label.clone(),
+                        key,
+                        part: None,
+                    }));
                     transient |= e.is_retryable();
-                    occasion.fetch_failed(state, caller.pid, &b.name, name, &e);
-                    plan.missing.push(name.clone());
-                    plan.warnings.push(format!("{name}: {e}"));
+                    occasion.fetch_failed(state, caller.pid, &b.name, &label, &e);
+                    plan.missing.push(label.clone());
+                    plan.warnings.push(format!("{label}: {e}"));
+                    continue;
                 }
+            };
+            for Expanded { name, value, part } in expanded {
+                claim(&mut binding_of, &name, &b.name)?;
+                got += usize::from(plan.take(b.delivery, &name, value));
+                keys.extend(key.clone().map(|key| RotationKey { name, key, part }));
             }
         }
         plan.rotation_keys.push(keys);

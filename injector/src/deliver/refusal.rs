@@ -32,6 +32,13 @@ pub(crate) enum Refusal {
         first: String,
         second: String,
     },
+    /// The same name twice from one binding: an expanded key and another
+    /// entry's name (or key).
+    #[error(
+        "{name} is delivered twice by binding {binding:?} (an expanded key and another entry): a \
+         config error"
+    )]
+    NameTwice { name: String, binding: String },
     /// `failures`: every secret the request could not get so far, and
     /// why; `retry` when one of them was an upstream that could not be
     /// asked (down, timed out, 5xx), not one that said no.
@@ -71,7 +78,7 @@ impl Refusal {
             Refusal::PodIdentity(p) => p.retry(),
             Refusal::NoBinding { retry, .. } => *retry,
             Refusal::AsPod { why, .. } => why.retry(),
-            Refusal::SharedName { .. } | Refusal::Protect(_) => false,
+            Refusal::SharedName { .. } | Refusal::NameTwice { .. } | Refusal::Protect(_) => false,
             Refusal::Unresolved { retry, .. } => *retry,
             Refusal::NothingFetched | Refusal::Files(_) => true,
         }

@@ -7,6 +7,7 @@ use kernelseal_protocol::EnvVar;
 use kernelseal_providers::SecretValue;
 use tracing::{info, warn};
 
+use super::plan::RotationKey;
 use super::{Occasion, Plan, Refusal, SECRETS_DIR_VAR};
 use crate::error::InjectError;
 use crate::files::{DeliveredFiles, next_owner_id};
@@ -140,7 +141,7 @@ fn track(
     state: &ServingState,
     caller: &Caller,
     selected: &[&PreparedBinding],
-    rotation_keys: &[Vec<(String, String)>],
+    rotation_keys: &[Vec<RotationKey>],
     written: Option<&Arc<DeliveredFiles>>,
 ) {
     for (b, keys) in selected.iter().zip(rotation_keys) {
@@ -158,7 +159,14 @@ fn track(
             (Some(written), Some(store), Kind::File) => Some(LiveFiles {
                 store: store.clone(),
                 files: written.clone(),
-                names: keys.iter().map(|(n, k)| (k.clone(), n.clone())).collect(),
+                names: keys
+                    .iter()
+                    .map(|k| (k.key.clone(), k.name.clone()))
+                    .collect(),
+                parts: keys
+                    .iter()
+                    .filter_map(|k| Some((k.name.clone(), k.part.clone()?)))
+                    .collect(),
             }),
             _ => None,
         };
@@ -167,7 +175,13 @@ fn track(
             pidfd,
             binding: b.name.clone(),
             on_rotate: b.on_rotate.clone(),
-            keys: keys.iter().map(|(_, k)| k.clone()).collect(),
+            // One entry per ref, however many names it was expanded to.
+            keys: keys
+                .iter()
+                .map(|k| k.key.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             files,
         });
     }

@@ -255,3 +255,123 @@ fn pod_identity_refusals_say_whether_the_pod_may_yet_be_listed() {
     );
     assert!(!outside.retry());
 }
+
+// Expansion: one entry, many names, known only after the fetch.
+
+fn request() -> Occasion<'static> {
+    Occasion::Request {
+        binary: "app",
+        tokens: &[],
+    }
+}
+
+fn env_of(d: &Delivered) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = d
+        .env
+        .iter()
+        .map(|v| (v.name.clone(), v.value.clone()))
+        .collect();
+    env.sort();
+    env
+}
+
+#[tokio::test]
+async fn keys_all_and_jmes_path_deliver_each_value_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("db.json");
+    std::fs::write(
+        &json,
+        r#"{"user":"app","pass-word":"s3cr3t-x","db":{"port":5432,"hosts":["a","b"]}}"#,
+    )
+    .unwrap();
+    let s = state(&format!(
+        "  - name: app\n    selector: {{ binary: app }}\n    secretRefs:\n      - {{ keys: all, prefix: DB_, source: {{ fileRef: {p} }} }}\n      - {{ jmesPath: [{{ path: 'db.hosts[-1]', name: HOST }}, {{ path: user, name: LOGIN }}], source: {{ fileRef: {p} }} }}\n      - {{ name: PLAIN, source: {{ value: one }} }}\n",
+        p = json.display()
+    ));
+    let d = deliver(&s, &me(), request()).await.unwrap();
+    assert_eq!(
+        env_of(&d),
+        [
+            ("DB_db", r#"{"hosts":["a","b"],"port":5432}"#),
+            ("DB_pass_word", "s3cr3t-x"),
+            ("DB_user", "app"),
+            ("HOST", "b"),
+            ("LOGIN", "app"),
+            ("PLAIN", "one"),
+        ]
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+    );
+    assert_eq!(s.metrics.secrets_injected.get(), 6);
+    assert!(d.missing.is_empty(), "{:?}", d.warnings);
+}
+
+#[tokio::test]
+async fn rotation_keys_cover_every_expanded_name() {
+    let s = state(
+        "  - name: app\n    selector: { binary: app }\n    secretRefs:\n      - { keys: all, source: { value: '{\"A\":\"1\",\"B\":\"2\"}' } }\n      - { jmesPath: [{ path: B, name: C }], source: { envRef: KERNELSEAL_EXPAND_TEST } }\n",
+    );
+    // SAFETY: set before any thread of this test reads the environment;
+    // the variable is this test's own.
+    unsafe { std::env::set_var("KERNELSEAL_EXPAND_TEST", r#"{"B":"3"}"#) };
+    let p = plan(&s, &me(), request()).await.unwrap();
+    let keys: Vec<(&str, &str, Option<&str>)> = p.rotation_keys[0]
+        .iter()
+        .map(|k| {
+            (
+                k.name.as_str(),
+                k.key.as_str(),
+                k.part.as_ref().map(|p| p.as_str()),
+            )
+        })
+        .collect();
+    // A literal is never rotated (it has no cache key); the envRef's one
+    // name is announced under the ref's key, with where it sits.
+    assert_eq!(
+        keys,
+        [("C", "envRef KERNELSEAL_EXPAND_TEST", Some("B"))],
+        "{keys:?}"
+    );
+    let names: Vec<&str> = p.env.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["A", "B", "C"]);
+}
+
+#[tokio::test]
+async fn an_expanded_name_twice_is_refused_naming_the_bindings() {
+    let entry = r#"{ keys: all, source: { value: '{"X":"from-json"}' } }"#;
+    let within = state(&format!(
+        "  - name: a\n    selector: {{ binary: app }}\n    secretRefs:\n      - {{ name: X, source: {{ value: one }} }}\n      - {entry}\n"
+    ));
+    let refusal = plan_refused(&within, &me(), request()).await;
+    assert_eq!(
+        refusal.reason(),
+        "X is delivered twice by binding \"a\" (an expanded key and another entry): a config error"
+    );
+    assert!(!refusal.retry());
+    let across = state(&format!(
+        "  - name: a\n    selector: {{ binary: app }}\n    secretRefs:\n      - {{ name: X, source: {{ value: one }} }}\n  - name: b\n    selector: {{ binary: app }}\n    secretRefs:\n      - {entry}\n"
+    ));
+    let refusal = plan_refused(&across, &me(), request()).await;
+    assert_eq!(
+        refusal.reason(),
+        "X is delivered by both binding \"a\" and \"b\": a config error"
+    );
+    assert!(!refusal.reason().contains("from-json"));
+}
+
+#[tokio::test]
+async fn a_value_that_is_not_an_object_is_refused_naming_the_ref_not_the_value() {
+    let s = state(
+        "  - name: app\n    selector: { binary: app }\n    secretRefs:\n      - { keys: all, prefix: P_, source: { envRef: PATH } }\n",
+    );
+    let refusal = plan_refused(&s, &me(), request()).await;
+    let reason = refusal.reason();
+    assert!(
+        reason.starts_with(
+            "no secret of binding \"app\" could be resolved: P_*: envRef PATH: keys: the value is not valid JSON"
+        ),
+        "{reason}"
+    );
+    let path = std::env::var("PATH").unwrap();
+    assert!(!reason.contains(&path), "{reason}");
+    assert!(!refusal.retry());
+}

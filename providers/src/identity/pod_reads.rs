@@ -188,7 +188,7 @@ impl PodReads {
                     audience: &s.settings.pod_auth.audience,
                 })
             }
-            SecretRef::Aws(_) | SecretRef::Ssm(_) => {
+            SecretRef::Aws(_) | SecretRef::Ssm(_) | SecretRef::SsmPath(_) => {
                 let (name, s) = configured(&self.aws, r.provider_name())?;
                 Some(PodProvider {
                     name,
