@@ -16,6 +16,7 @@ mod schema;
 mod secret_ref;
 mod source;
 mod source_path;
+mod template;
 mod validate;
 
 pub use duration::{DurationError, parse_duration};
@@ -28,6 +29,10 @@ pub use schema::{
     SecretRefSpec, Selector,
 };
 pub use secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmRef, VaultRef};
+pub use template::{
+    TEMPLATE_FUEL, TemplateProblem, TemplateRef, describe as describe_template_error,
+    environment as template_environment, reads as template_reads,
+};
 pub use validate::{Warning, check_ssm_name};
 
 use std::path::Path;

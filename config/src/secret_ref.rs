@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretBox};
 
+use crate::template::TemplateRef;
+
 /// One secret to fetch.
 #[derive(Clone)]
 pub enum SecretRef {
@@ -26,6 +28,9 @@ pub enum SecretRef {
     Vault(VaultRef),
     Aws(AwsRef),
     Ssm(SsmRef),
+    /// A text rendered over other refs (see `template.rs`); shared, so that
+    /// every delivery of one config renders the same template.
+    Template(Arc<TemplateRef>),
 }
 
 /// A key of a Kubernetes Secret. Without a namespace, the provider's
@@ -101,6 +106,7 @@ impl SecretRef {
             SecretRef::Vault(_) => "vaultRef",
             SecretRef::Aws(_) => "awsRef",
             SecretRef::Ssm(_) => "ssmRef",
+            SecretRef::Template(_) => "template",
         }
     }
 
@@ -126,11 +132,21 @@ impl SecretRef {
     }
 
     /// Cache key: the ref's text. Literal values are not cached (there is
-    /// nothing to fetch), so their key never needs to name the content.
+    /// nothing to fetch), so their key never needs to name the content. A
+    /// template is not cached either: its refs are, each under its own key,
+    /// and it is rendered from them.
     pub fn cache_key(&self) -> Option<String> {
         match self {
-            SecretRef::Value(_) => None,
+            SecretRef::Value(_) | SecretRef::Template(_) => None,
             _ => Some(self.to_string()),
+        }
+    }
+
+    /// The refs a fetch of this one reads: a template's refs, or itself.
+    pub fn fetched_refs(&self) -> Vec<&SecretRef> {
+        match self {
+            SecretRef::Template(t) => t.refs.values().collect(),
+            _ => vec![self],
         }
     }
 
@@ -211,6 +227,7 @@ impl std::fmt::Display for SecretRef {
                 }
                 Ok(())
             }
+            SecretRef::Template(t) => write!(f, "{t}"),
         }
     }
 }
@@ -249,5 +266,26 @@ mod tests {
         assert_ne!(plain.cache_key(), cipher.cache_key());
         assert_eq!(plain.kind(), "ssmRef");
         assert_eq!(plain.provider_name(), Some("prod"));
+    }
+
+    #[test]
+    fn a_template_shows_its_refs_but_neither_its_text_nor_a_literal() {
+        let t = SecretRef::Template(Arc::new(TemplateRef {
+            text: "user=app password=hunter3 {{ pw }} {{ host }}".into(),
+            refs: [
+                ("pw".to_string(), SecretRef::literal("hunter2")),
+                ("host".to_string(), SecretRef::Env { var: "HOST".into() }),
+            ]
+            .into(),
+        }));
+        let shown = format!("{t} {t:?}");
+        assert_eq!(
+            t.to_string(),
+            "template(host: envRef HOST, pw: value <literal>)"
+        );
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert_eq!(t.cache_key(), None);
+        assert_eq!(t.kind(), "template");
+        assert_eq!(t.fetched_refs().len(), 2);
     }
 }

@@ -2,4 +2,6 @@
 //! produces them (exactly one kind, durations parsed), and the providers
 //! take them as they are.
 
-pub use kernelseal_config::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmRef, VaultRef};
+pub use kernelseal_config::{
+    AwsRef, KubernetesRef, KvEngine, SecretRef, SsmRef, TemplateRef, VaultRef,
+};
