@@ -13,6 +13,8 @@ mod plan;
 mod refusal;
 mod release;
 
+use std::collections::BTreeMap;
+
 use kernelseal_config::Delivery as Kind;
 use kernelseal_providers::{SecretRef, SecretValue};
 use tracing::{info, warn};
@@ -146,6 +148,54 @@ impl Occasion<'_> {
     }
 }
 
+/// One secret of binding `b`: the keys its rotations are announced under
+/// (the cache key, or for a ref read as the pod one naming the identity
+/// too) and its value. A template's refs are each keyed and fetched as a
+/// secret of the binding (cache, pod login, metrics), then rendered: a
+/// change of any of them is a change of the template.
+async fn fetch_secret(
+    state: &ServingState,
+    logins: Option<&as_pod::PodLogins<'_>>,
+    b: &PreparedBinding,
+    sref: &SecretRef,
+) -> (
+    Vec<String>,
+    Result<SecretValue, kernelseal_providers::Error>,
+) {
+    let login = |r: &SecretRef| {
+        logins
+            .filter(|_| b.identity.is_pod())
+            .and_then(|l| l.login(&state.pod_reads, b, r))
+    };
+    let key = |r: &SecretRef| match login(r) {
+        Some(l) => state.pod_reads.rotation_key(r, &l),
+        None => r.cache_key(),
+    };
+    let SecretRef::Template(t) = sref else {
+        return (
+            key(sref).into_iter().collect(),
+            fetch(state, sref, login(sref)).await,
+        );
+    };
+    let keys = t.refs.values().filter_map(key).collect();
+    let mut values = BTreeMap::new();
+    for (name, inner) in &t.refs {
+        match fetch(state, inner, login(inner)).await {
+            Ok(v) => values.insert(name.clone(), v),
+            Err(e) => {
+                let failed = kernelseal_providers::Error::TemplateRefFailed {
+                    reference: sref.to_string(),
+                    name: name.clone(),
+                    error: Box::new(e),
+                };
+                return (keys, Err(failed));
+            }
+        };
+    }
+    let rendered = kernelseal_providers::render_template(t, &sref.to_string(), &values);
+    (keys, rendered)
+}
+
 /// Gets one secret — as the pod when `login` says so — timed for the
 /// provider metrics whatever started the delivery (an exec-time delivery
 /// also counts each secret it could not get as a denial, see
@@ -167,5 +217,7 @@ async fn fetch(
     fetched
 }
 
+#[cfg(test)]
+mod template_tests;
 #[cfg(test)]
 mod tests;

@@ -126,15 +126,9 @@ async fn fetch<'s>(
         let mut transient = false;
         let mut keys = Vec::new();
         for (name, sref) in &b.refs {
-            let login = logins
-                .filter(|_| b.identity.is_pod())
-                .and_then(|l| l.login(&state.pod_reads, b, sref));
-            let key = match &login {
-                Some(l) => state.pod_reads.rotation_key(sref, l),
-                None => sref.cache_key(),
-            };
-            keys.extend(key.map(|k| (name.clone(), k)));
-            match super::fetch(state, sref, login).await {
+            let (ref_keys, fetched) = super::fetch_secret(state, logins, b, sref).await;
+            keys.extend(ref_keys.into_iter().map(|k| (name.clone(), k)));
+            match fetched {
                 Ok(v) if b.delivery == Kind::File => {
                     plan.files.push((name.clone(), v));
                     got += 1;

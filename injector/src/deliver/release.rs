@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kernelseal_config::Delivery as Kind;
 use kernelseal_protocol::EnvVar;
-use kernelseal_providers::SecretValue;
+use kernelseal_providers::{SecretRef, SecretValue};
 use tracing::{info, warn};
 
 use super::{Occasion, Plan, Refusal, SECRETS_DIR_VAR};
@@ -159,6 +159,14 @@ fn track(
                 store: store.clone(),
                 files: written.clone(),
                 names: keys.iter().map(|(n, k)| (k.clone(), n.clone())).collect(),
+                templates: b
+                    .refs
+                    .iter()
+                    .filter_map(|(n, r)| match r {
+                        SecretRef::Template(t) => Some((n.clone(), t.clone())),
+                        _ => None,
+                    })
+                    .collect(),
             }),
             _ => None,
         };
