@@ -334,6 +334,11 @@ fn base(row: &Row) -> Node {
                     "vaultRef" => Node::map(&[("path", Node::raw("app")), ("key", Node::raw("k"))]),
                     "awsRef" => Node::map(&[("secretId", Node::raw("prod/app"))]),
                     "ssmRef" => Node::map(&[("name", Node::raw("/app/x"))]),
+                    // The reference's examples of `text` and `refs` read `pw`.
+                    "template" => Node::map(&[
+                        ("text", Node::raw("\"{{ pw }}\"")),
+                        ("refs", Node::raw("{ pw: { value: x } }")),
+                    ]),
                     other => panic!("no minimal source for {other}"),
                 };
                 Node::map(&[(kind, minimal)])
