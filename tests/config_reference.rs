@@ -352,6 +352,11 @@ fn base(row: &Row) -> Node {
                     "awsRef" => Node::map(&[("secretId", Node::raw("prod/app"))]),
                     "ssmRef" if ssm_path => Node::map(&[("path", Node::raw("/app/"))]),
                     "ssmRef" => Node::map(&[("name", Node::raw("/app/x"))]),
+                    // The reference's examples of `text` and `refs` read `pw`.
+                    "template" => Node::map(&[
+                        ("text", Node::raw("\"{{ pw }}\"")),
+                        ("refs", Node::raw("{ pw: { value: x } }")),
+                    ]),
                     other => panic!("no minimal source for {other}"),
                 };
                 Node::map(&[(kind, minimal)])

@@ -285,3 +285,57 @@ fn a_refused_delivery_revokes_what_it_read() {
     );
     assert_eq!(vault.live_leases(), 0);
 }
+
+#[test]
+fn a_template_over_a_dynamic_secret_renders_the_process_own_credential() {
+    let d = scratch("dynamic", "template");
+    let (vault, token) = vault(60, 3600);
+    let text = format!(
+        r#"version: v1
+policy: {{ mode: disabled }}
+podIdentity: disabled
+providers:
+  vault: {{ type: vault, address: "{}" }}
+secrets:
+  - name: db
+    selector: {{ binary: sh }}
+    secretRefs:
+      - name: DATABASE_URL
+        source:
+          template:
+            text: "postgresql://{{{{ db.username }}}}:{{{{ db.password }}}}@db:5432/app"
+            refs:
+              db: {{ vaultRef: {{ mount: database, path: creds/app, engine: dynamic }} }}
+"#,
+        vault.addr()
+    );
+    let agent = start_agent(&d, &text, |c| {
+        c.env("VAULT_TOKEN", &token);
+    });
+    let out = d.join("url");
+    let mut app = Reaped(
+        Command::new(bin())
+            .args(["exec", "--timeout", "5s", "--socket"])
+            .arg(&agent.socket)
+            .args(["--", "sh", "-c"])
+            .arg(r#"printf '%s' "$DATABASE_URL" > "$0.tmp" && mv "$0.tmp" "$0"; exec sleep 600"#)
+            .arg(&out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(20, || out.exists(), || read(&agent.log));
+    let url = read(&out);
+    let creds = url
+        .strip_prefix("postgresql://")
+        .and_then(|r| r.strip_suffix("@db:5432/app"))
+        .unwrap_or_else(|| panic!("not a DSN: {url:?}"));
+    let (user, password) = creds.split_once(':').unwrap();
+    // Both from the one read, and that read's lease held for the process.
+    assert!(vault.accepts_login(user, password));
+    assert_eq!(vault.lease_counts().issued, 1);
+    app.0.kill().unwrap();
+    app.0.wait().unwrap();
+    wait_until(10, || !vault.accepts(user), || read(&agent.log));
+    assert!(!read(&agent.log).contains(password));
+}

@@ -14,7 +14,7 @@ use crate::identity::IdentitySpec;
 use crate::policy::Policy;
 use crate::schema::{Binding, Config, Monitoring, Selector};
 use crate::source::{
-    AwsRefSpec, FileRefSpec, SecretKeyRefSpec, SourceSpec, SsmRefSpec, VaultRefSpec,
+    AwsRefSpec, FileRefSpec, SecretKeyRefSpec, SourceSpec, SsmRefSpec, TemplateSpec, VaultRefSpec,
 };
 
 /// Every field path of the config file the parser accepts, in the form the
@@ -52,6 +52,8 @@ pub fn known_fields() -> Vec<String> {
     add(&format!("{source}vaultRef."), names_of::<VaultRefSpec>());
     add(&format!("{source}awsRef."), names_of::<AwsRefSpec>());
     add(&format!("{source}ssmRef."), names_of::<SsmRefSpec>());
+    // `refs.<name>` is a source like `source` itself: its fields are those.
+    add(&format!("{source}template."), names_of::<TemplateSpec>());
     add("monitoring.", names_of::<Monitoring>());
     out
 }

@@ -18,6 +18,7 @@ mod schema;
 mod secret_ref;
 mod source;
 mod source_path;
+mod template;
 mod validate;
 
 pub use duration::{DurationError, parse_duration};
@@ -33,6 +34,10 @@ pub use schema::{
     SecretRefSpec, Selector,
 };
 pub use secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmPathRef, SsmRef, VaultRef};
+pub use template::{
+    TEMPLATE_FUEL, TemplateProblem, TemplateRef, describe as describe_template_error,
+    environment as template_environment, reads as template_reads,
+};
 pub use validate::{Warning, check_ssm_name};
 
 use std::path::Path;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretBox};
 
+use crate::template::TemplateRef;
+
 /// One secret to fetch.
 #[derive(Clone)]
 pub enum SecretRef {
@@ -28,6 +30,9 @@ pub enum SecretRef {
     Ssm(SsmRef),
     /// Every parameter below a path: one JSON object, for `keys: all`.
     SsmPath(SsmPathRef),
+    /// A text rendered over other refs (see `template.rs`); shared, so that
+    /// every delivery of one config renders the same template.
+    Template(Arc<TemplateRef>),
 }
 
 /// A key of a Kubernetes Secret. Without a namespace, the provider's
@@ -137,6 +142,7 @@ impl SecretRef {
             SecretRef::Vault(_) => "vaultRef",
             SecretRef::Aws(_) => "awsRef",
             SecretRef::Ssm(_) | SecretRef::SsmPath(_) => "ssmRef",
+            SecretRef::Template(_) => "template",
         }
     }
 
@@ -165,10 +171,12 @@ impl SecretRef {
 
     /// Cache key: the ref's text. Literal values are not cached (there is
     /// nothing to fetch), so their key never needs to name the content;
-    /// nor are dynamic secrets, whose every read is one process's own.
+    /// nor are dynamic secrets, whose every read is one process's own. A
+    /// template is not cached either: its refs are, each under its own key,
+    /// and it is rendered from them.
     pub fn cache_key(&self) -> Option<String> {
         match self {
-            SecretRef::Value(_) => None,
+            SecretRef::Value(_) | SecretRef::Template(_) => None,
             _ if self.is_dynamic() => None,
             _ => Some(self.to_string()),
         }
@@ -183,6 +191,14 @@ impl SecretRef {
                 ..
             })
         )
+    }
+
+    /// The refs a fetch of this one reads: a template's refs, or itself.
+    pub fn fetched_refs(&self) -> Vec<&SecretRef> {
+        match self {
+            SecretRef::Template(t) => t.refs.values().collect(),
+            _ => vec![self],
+        }
     }
 
     /// The literal's bytes, for the provider that delivers them; `None` for
@@ -279,6 +295,7 @@ impl std::fmt::Display for SecretRef {
                 }
                 Ok(())
             }
+            SecretRef::Template(t) => write!(f, "{t}"),
         }
     }
 }
@@ -343,5 +360,26 @@ mod tests {
         });
         assert_ne!(flat.cache_key(), one.cache_key());
         assert_eq!(path.kind(), "ssmRef");
+    }
+
+    #[test]
+    fn a_template_shows_its_refs_but_neither_its_text_nor_a_literal() {
+        let t = SecretRef::Template(Arc::new(TemplateRef {
+            text: "user=app password=hunter3 {{ pw }} {{ host }}".into(),
+            refs: [
+                ("pw".to_string(), SecretRef::literal("hunter2")),
+                ("host".to_string(), SecretRef::Env { var: "HOST".into() }),
+            ]
+            .into(),
+        }));
+        let shown = format!("{t} {t:?}");
+        assert_eq!(
+            t.to_string(),
+            "template(host: envRef HOST, pw: value <literal>)"
+        );
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert_eq!(t.cache_key(), None);
+        assert_eq!(t.kind(), "template");
+        assert_eq!(t.fetched_refs().len(), 2);
     }
 }

@@ -2,8 +2,11 @@
 //! (every kind optional, strict about unknown fields), then turned into the
 //! one kind it names: zero or several kinds, an unreadable `ttl`, or both
 //! `versionId` and `versionStage` are parse errors, located at the source
-//! and naming its field path.
+//! and naming its field path. A `template`'s refs are sources of their own,
+//! read the same way; their errors name the path below the template
+//! (`source.template.refs.db.awsRef.ttl`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +19,14 @@ use zeroize::Zeroize;
 use crate::duration::parse_duration;
 use crate::secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmPathRef, SsmRef, VaultRef};
 use crate::source_path;
+use crate::template::{self, TemplateProblem, TemplateRef};
 
 /// Why a `source:` mapping does not make a [`SecretRef`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum SourceError {
     #[error(
-        "exactly one of value, envRef, fileRef, secretKeyRef, vaultRef, awsRef, ssmRef must be \
-         set (found {})",
+        "exactly one of value, envRef, fileRef, secretKeyRef, vaultRef, awsRef, ssmRef, \
+         template must be set (found {})",
         found_list(found)
     )]
     NotExactlyOne { found: Vec<&'static str> },
@@ -42,6 +46,23 @@ pub(crate) enum SourceError {
     SsmNameOrPath,
     #[error("recursive goes with path: a name is one parameter")]
     SsmRecursiveWithName,
+    /// The template's text does not compile or reads an unknown variable.
+    #[error("{0}")]
+    TemplateText(TemplateProblem),
+    #[error(
+        "the ref name {name} is not an identifier (letters, digits and _, not starting with a digit)"
+    )]
+    TemplateRefName { name: String },
+    #[error("is not read by the template; remove it")]
+    TemplateRefUnused { name: String },
+    #[error("a template's refs are sources, not templates")]
+    TemplateNested { name: String },
+    /// One of the template's refs is itself unusable.
+    #[error("{error}")]
+    TemplateRef {
+        name: String,
+        error: Box<SourceError>,
+    },
 }
 
 fn found_list(found: &[&str]) -> String {
@@ -62,6 +83,14 @@ impl SourceError {
             SourceError::DynamicWith { field } => Some(format!("vaultRef.{field}")),
             SourceError::SsmNameOrPath => Some("ssmRef".to_string()),
             SourceError::SsmRecursiveWithName => Some("ssmRef.recursive".to_string()),
+            SourceError::TemplateText(_) => Some("template.text".to_string()),
+            SourceError::TemplateRefName { .. } => Some("template.refs".to_string()),
+            SourceError::TemplateRefUnused { name } => Some(format!("template.refs.{name}")),
+            SourceError::TemplateNested { name } => Some(format!("template.refs.{name}.template")),
+            SourceError::TemplateRef { name, error } => Some(match error.field() {
+                Some(below) => format!("template.refs.{name}.{below}"),
+                None => format!("template.refs.{name}"),
+            }),
         }
     }
 }
@@ -79,6 +108,17 @@ pub(crate) struct SourceSpec {
     vault_ref: Option<VaultRefSpec>,
     aws_ref: Option<AwsRefSpec>,
     ssm_ref: Option<SsmRefSpec>,
+    template: Option<TemplateSpec>,
+}
+
+/// A text rendered over other sources.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct TemplateSpec {
+    text: String,
+    /// The variables the text reads: name → any source but a template.
+    #[serde(default)]
+    refs: BTreeMap<String, SourceSpec>,
 }
 
 /// The mapping form of `fileRef`, strict like every other section: a
@@ -176,6 +216,7 @@ impl SourceSpec {
             ("vaultRef", self.vault_ref.is_some()),
             ("awsRef", self.aws_ref.is_some()),
             ("ssmRef", self.ssm_ref.is_some()),
+            ("template", self.template.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -195,6 +236,7 @@ impl SourceSpec {
             vault_ref,
             aws_ref,
             ssm_ref,
+            template,
         } = self;
         if let Some(Literal(v)) = value {
             return Ok(SecretRef::Value(Arc::new(v)));
@@ -239,6 +281,9 @@ impl SourceSpec {
                 ttl: ttl("vaultRef", v.ttl)?,
             }));
         }
+        if let Some(t) = template {
+            return t.into_ref();
+        }
         if let Some(p) = ssm_ref {
             return ssm(p);
         }
@@ -281,6 +326,40 @@ fn ssm(p: SsmRefSpec) -> Result<SecretRef, SourceError> {
             ttl,
         })),
         _ => Err(SourceError::SsmNameOrPath),
+    }
+}
+
+impl TemplateSpec {
+    fn into_ref(self) -> Result<SecretRef, SourceError> {
+        let unused = template::check(&self.text, self.refs.keys().map(String::as_str))
+            .map_err(SourceError::TemplateText)?;
+        if let Some(name) = unused.first() {
+            return Err(SourceError::TemplateRefUnused {
+                name: name.to_string(),
+            });
+        }
+        let mut refs = BTreeMap::new();
+        for (name, spec) in self.refs {
+            if !template::is_identifier(&name) {
+                return Err(SourceError::TemplateRefName { name });
+            }
+            if spec.template.is_some() {
+                return Err(SourceError::TemplateNested { name });
+            }
+            match spec.into_ref() {
+                Ok(r) => refs.insert(name, r),
+                Err(e) => {
+                    return Err(SourceError::TemplateRef {
+                        name,
+                        error: Box::new(e),
+                    });
+                }
+            };
+        }
+        Ok(SecretRef::Template(Arc::new(TemplateRef {
+            text: self.text,
+            refs,
+        })))
     }
 }
 

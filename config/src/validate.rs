@@ -233,7 +233,8 @@ fn check_binding(
             }
         }
         let sline = line_of(&r.source.defined).or(rline);
-        if r.source.value.is_dynamic() && binding.identity.is_pod() {
+        let dynamic = r.source.value.fetched_refs().iter().any(|f| f.is_dynamic());
+        if dynamic && binding.identity.is_pod() {
             return Err(c.invalid(
                 sline,
                 format!("{rfield}.source.vaultRef.engine"),
@@ -311,26 +312,38 @@ fn check_identity(
         ));
     }
     let mut remote = false;
-    for (j, r) in binding.secret_refs.iter().enumerate() {
+    let leaves = binding.secret_refs.iter().enumerate().flat_map(|(j, r)| {
+        let at = format!("{field}.secretRefs[{j}].source");
+        let rline = line_of(&r.defined).or(line);
         match &r.value.source.value {
+            SecretRef::Template(t) => t
+                .refs
+                .iter()
+                .map(|(name, inner)| (format!("{at}.template.refs.{name}"), rline, inner))
+                .collect(),
+            other => vec![(at, rline, other)],
+        }
+    });
+    for (at, rline, source) in leaves {
+        match source {
             SecretRef::Kubernetes(_) => {
                 return Err(c.invalid(
-                    line_of(&r.defined).or(line),
-                    format!("{field}.secretRefs[{j}].source.secretKeyRef"),
+                    rline,
+                    format!("{at}.secretKeyRef"),
                     "identity: pod cannot read Kubernetes Secrets: the agent reads them with its \
                      own RBAC, not as the pod; keep this secret in a binding with identity: agent",
                 ));
             }
             SecretRef::Vault(_) | SecretRef::Aws(_) | SecretRef::Ssm(_) | SecretRef::SsmPath(_) => {
-                let want = if let SecretRef::Vault(_) = &r.value.source.value {
+                let want = if let SecretRef::Vault(_) = source {
                     "vault"
                 } else {
                     "aws"
                 };
                 if !config.providers.values().any(|p| p.value.kind == want) {
                     return Err(c.invalid(
-                        line_of(&r.defined).or(line),
-                        format!("{field}.secretRefs[{j}].source"),
+                        rline,
+                        at,
                         format!(
                             "identity: pod logs in to {want} as the pod through a configured \
                              provider (providers: {{ NAME: {{ type: {want}, … }} }}); none is \
@@ -464,6 +477,18 @@ fn check_source(
 ) -> Result<(), ConfigError> {
     let (provider, want, sub) = match source {
         SecretRef::Value(_) => return Ok(()),
+        SecretRef::Template(t) => {
+            for (name, inner) in &t.refs {
+                check_source(
+                    c,
+                    config,
+                    inner,
+                    &format!("{field}.template.refs.{name}"),
+                    line,
+                )?;
+            }
+            return Ok(());
+        }
         SecretRef::Env { var: name } => {
             if name.is_empty() || name.contains('=') || name.contains('\0') {
                 return Err(c.invalid(

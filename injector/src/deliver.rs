@@ -14,6 +14,8 @@ mod plan;
 mod refusal;
 mod release;
 
+use std::collections::BTreeMap;
+
 use kernelseal_config::Delivery as Kind;
 use kernelseal_providers::{SecretRef, SecretValue};
 use tracing::{info, warn};
@@ -162,6 +164,57 @@ impl Occasion<'_> {
     }
 }
 
+/// One secret of binding `b`: the keys its rotations are announced under
+/// (the cache key, or for a ref read as the pod one naming the identity
+/// too) and its value. A template's refs are each keyed and fetched as a
+/// secret of the binding (cache, pod login, metrics), then rendered: a
+/// change of any of them is a change of the template. A dynamic secret,
+/// the caller's own, comes from `reads`: one read of its path for all the
+/// keys taken from it, never from the cache.
+async fn fetch_secret(
+    state: &ServingState,
+    logins: Option<&as_pod::PodLogins<'_>>,
+    b: &PreparedBinding,
+    sref: &SecretRef,
+    reads: &mut dynamic::DynamicReads,
+) -> (
+    Vec<String>,
+    Result<SecretValue, kernelseal_providers::Error>,
+) {
+    let login = |r: &SecretRef| {
+        logins
+            .filter(|_| b.identity.is_pod())
+            .and_then(|l| l.login(&state.pod_reads, b, r))
+    };
+    let key = |r: &SecretRef| match login(r) {
+        Some(l) => state.pod_reads.rotation_key(r, &l),
+        None => r.cache_key(),
+    };
+    let SecretRef::Template(t) = sref else {
+        return (
+            key(sref).into_iter().collect(),
+            reads.fetch(state, &b.name, sref, login(sref)).await,
+        );
+    };
+    let keys = t.refs.values().filter_map(key).collect();
+    let mut values = BTreeMap::new();
+    for (name, inner) in &t.refs {
+        match reads.fetch(state, &b.name, inner, login(inner)).await {
+            Ok(v) => values.insert(name.clone(), v),
+            Err(e) => {
+                let failed = kernelseal_providers::Error::TemplateRefFailed {
+                    reference: sref.to_string(),
+                    name: name.clone(),
+                    error: Box::new(e),
+                };
+                return (keys, Err(failed));
+            }
+        };
+    }
+    let rendered = kernelseal_providers::render_template(t, &sref.to_string(), &values);
+    (keys, rendered)
+}
+
 /// Gets one secret — as the pod when `login` says so — timed for the
 /// provider metrics whatever started the delivery (an exec-time delivery
 /// also counts each secret it could not get as a denial, see
@@ -183,5 +236,7 @@ async fn fetch(
     fetched
 }
 
+#[cfg(test)]
+mod template_tests;
 #[cfg(test)]
 mod tests;

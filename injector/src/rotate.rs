@@ -3,12 +3,13 @@
 //! what happens to the process: nothing (logged), a signal, or a restart
 //! (SIGTERM, for the supervisor to start it again with the new value).
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kernelseal_config::OnRotate;
-use kernelseal_providers::VersionChange;
 use kernelseal_providers::identity::PodReads;
+use kernelseal_providers::{SecretRef, SecretValue, TemplateRef, VersionChange};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
@@ -28,12 +29,33 @@ pub struct LiveFiles {
     pub store: std::sync::Arc<crate::FileStore>,
     /// What was written, by inode: a rotation replaces exactly these.
     pub files: std::sync::Arc<crate::DeliveredFiles>,
-    /// (cache key, file name)
+    /// (cache key, file name); a template's file is named under each of
+    /// its refs' keys.
     pub names: Vec<(String, String)>,
     /// For a file expanded from its ref's JSON object (`keys: all`,
     /// `jmesPath`), by file name: where its content sits in the ref's new
     /// value. A file without one gets the whole value.
     pub parts: std::collections::BTreeMap<String, kernelseal_config::JsonPath>,
+    /// (file name, template) of the files rendered from a template: a
+    /// change of one of its refs rewrites them with the template rendered
+    /// anew, not with that ref's value.
+    pub templates: Vec<(String, Arc<TemplateRef>)>,
+}
+
+impl LiveFiles {
+    fn template_of(&self, name: &str) -> Option<&Arc<TemplateRef>> {
+        self.templates
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+    }
+}
+
+/// A template rendered anew after one of its refs changed; `None` when
+/// it could not be.
+pub struct Rerendered {
+    pub template: Arc<TemplateRef>,
+    pub value: Option<SecretValue>,
 }
 
 /// The processes to tell about rotations; shared across config reloads.
@@ -111,9 +133,38 @@ impl LiveSet {
         self.len() == 0
     }
 
+    /// The templates of live file deliveries that read the ref whose cache
+    /// key is `key`, each once.
+    pub fn templates_reading(&self, key: &str) -> Vec<Arc<TemplateRef>> {
+        let set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Arc<TemplateRef>> = Vec::new();
+        let templates = set
+            .live
+            .iter()
+            .filter_map(|l| l.files.as_ref())
+            .flat_map(|f| f.templates.iter().map(|(_, t)| t));
+        for t in templates {
+            let reads = t
+                .refs
+                .values()
+                .any(|r| r.cache_key().as_deref() == Some(key));
+            if reads && !out.iter().any(|o| Arc::ptr_eq(o, t)) {
+                out.push(t.clone());
+            }
+        }
+        out
+    }
+
     /// Acts on one version change; returns how many processes were affected.
-    /// `value` is the new content, for file deliveries.
-    pub fn on_change(&self, change: &VersionChange, value: Option<&[u8]>) -> usize {
+    /// `value` is the new content, for file deliveries; `rendered`, the
+    /// templates reading the changed ref rendered anew, for files rendered
+    /// from them.
+    pub fn on_change(
+        &self,
+        change: &VersionChange,
+        value: Option<&[u8]>,
+        rendered: &[Rerendered],
+    ) -> usize {
         let set = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let mut affected = 0;
         for l in set.live.iter().filter(|l| l.keys.contains(&change.key)) {
@@ -125,7 +176,15 @@ impl LiveSet {
             let what = change.reference.to_string();
             if let Some(f) = &l.files {
                 for (_, name) in f.names.iter().filter(|(k, _)| *k == change.key) {
-                    match value.map(|v| rewrite(f, name, v, &what)) {
+                    let new = match f.template_of(name) {
+                        Some(t) => rendered
+                            .iter()
+                            .find(|r| Arc::ptr_eq(&r.template, t))
+                            .and_then(|r| r.value.as_ref())
+                            .map(SecretValue::expose_bytes),
+                        None => value,
+                    };
+                    match new.map(|v| rewrite(f, name, v, &what)) {
                         Some(Ok(())) => info!(
                             pid = l.pid,
                             "[ROTATE] {what} changed; rewrote {name} for PID {}", l.pid
@@ -287,19 +346,61 @@ pub async fn watch(
             c = changes.recv() => match c {
                 Ok(change) => {
                     let value = cache.get(&change.reference).await.ok();
-                    live.on_change(&change, value.as_ref().map(|v| v.expose_bytes()));
+                    let rendered = rerender(&cache, &live, &change.key).await;
+                    live.on_change(&change, value.as_ref().map(|v| v.expose_bytes()), &rendered);
                 }
                 Err(e) => if !missed(e) { return },
             },
             c = pod_changes.recv() => match c {
                 Ok(pc) => {
                     let value = pc.value().await;
-                    live.on_change(&pc.change, value.as_ref().map(|v| v.expose_bytes()));
+                    // A template read as the pod is not rendered anew here
+                    // (that needs the pod's login): its file is left as is
+                    // and said to be stale; onRotate still applies.
+                    live.on_change(&pc.change, value.as_ref().map(|v| v.expose_bytes()), &[]);
                 }
                 Err(e) => if !missed(e) { return },
             },
         }
     }
+}
+
+/// Renders anew, from the cache, every template of a live file delivery
+/// that reads the ref whose cache key is `key`.
+async fn rerender(
+    cache: &kernelseal_providers::Cache,
+    live: &LiveSet,
+    key: &str,
+) -> Vec<Rerendered> {
+    let mut out = Vec::new();
+    for template in live.templates_reading(key) {
+        let reference = SecretRef::Template(template.clone()).to_string();
+        let mut values = BTreeMap::new();
+        for (name, inner) in &template.refs {
+            match cache.get(inner).await {
+                Ok(v) => {
+                    values.insert(name.clone(), v);
+                }
+                Err(e) => {
+                    warn!("[ROTATE] {reference}: ref {name}: {e}");
+                    break;
+                }
+            }
+        }
+        let complete = values.len() == template.refs.len();
+        let value = match complete
+            .then(|| kernelseal_providers::render_template(&template, &reference, &values))
+        {
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                warn!("[ROTATE] {e}");
+                None
+            }
+            None => None,
+        };
+        out.push(Rerendered { template, value });
+    }
+    out
 }
 
 /// Logs changes lost to a full queue; `false` when the channel closed.
@@ -326,6 +427,96 @@ mod tests {
             keys: vec!["k".into()],
             files: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_template_file_is_rewritten_rendered_not_with_the_ref_s_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.json");
+        std::fs::write(&db, r#"{"password":"v1"}"#).unwrap();
+        let yaml = format!(
+            "secrets:\n  - name: app\n    selector: {{ uid: 1 }}\n    delivery: file\n    secretRefs:\n      - name: conf\n        source:\n          template:\n            text: \"password={{{{ db.password }}}}\\n\"\n            refs:\n              db: {{ fileRef: {} }}\n",
+            db.display()
+        );
+        let config = kernelseal_config::parse_str(&yaml, "t").unwrap().config;
+        let source = config.secrets[0].value.secret_refs[0]
+            .value
+            .source
+            .value
+            .clone();
+        let SecretRef::Template(template) = source else {
+            panic!("{source:?}")
+        };
+        let inner_key = template.refs["db"].cache_key().unwrap();
+
+        let root = std::path::PathBuf::from(format!(
+            "/dev/shm/ks-rotate-test-{}/secrets",
+            std::process::id()
+        ));
+        let store = Arc::new(crate::FileStore::open(root.clone(), None).unwrap());
+        let mut app = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = app.id();
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let first = kernelseal_providers::render_template(
+            &template,
+            "t",
+            &[("db".to_string(), value(r#"{"password":"v1"}"#))].into(),
+        )
+        .unwrap();
+        let pidfd = kernelseal_bpf::pidfd_open(pid).unwrap();
+        let files = store
+            .deliver(pid, uid, gid, 1, &[("conf".into(), first)], pidfd)
+            .unwrap();
+        let set = LiveSet::default();
+        set.add(Live {
+            pid,
+            pidfd: kernelseal_bpf::pidfd_open(pid).unwrap(),
+            binding: "app".into(),
+            on_rotate: None,
+            keys: vec![inner_key.clone()],
+            files: Some(LiveFiles {
+                store: store.clone(),
+                files: files.clone(),
+                names: vec![(inner_key.clone(), "conf".into())],
+                parts: Default::default(),
+                templates: vec![("conf".into(), template.clone())],
+            }),
+        });
+        assert_eq!(set.templates_reading(&inner_key).len(), 1);
+        assert!(set.templates_reading("fileRef /elsewhere").is_empty());
+
+        let change = VersionChange {
+            key: inner_key,
+            reference: template.refs["db"].clone(),
+            old_version: None,
+            new_version: None,
+        };
+        let raw = br#"{"password":"v2"}"#;
+        let rendered = [Rerendered {
+            template: template.clone(),
+            value: Some(value("password=v2\n")),
+        }];
+        assert_eq!(set.on_change(&change, Some(raw), &rendered), 1);
+        let path = files.path().join("conf");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "password=v2\n");
+        // Not rendered anew (a template read as the pod): the file is left
+        // as it was rather than given the ref's raw value.
+        assert_eq!(set.on_change(&change, Some(raw), &[]), 1);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "password=v2\n");
+        let _ = app.kill();
+        let _ = app.wait();
+        let _ = std::fs::remove_dir_all(root.parent().unwrap());
+    }
+
+    fn value(text: &str) -> SecretValue {
+        SecretValue::new(
+            zeroize::Zeroizing::new(text.as_bytes().to_vec()),
+            kernelseal_providers::Metadata::new("test", "test"),
+        )
     }
 
     #[test]
@@ -385,7 +576,7 @@ mod tests {
             new_version: None,
         };
         assert_eq!(
-            set.on_change(&change, None),
+            set.on_change(&change, None, &[]),
             SWEEP_FLOOR + 1,
             "only live processes"
         );

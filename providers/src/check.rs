@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kernelseal_config::Config;
 
+use crate::SecretProvider;
 use crate::error::Error;
 use crate::reference::SecretRef;
 use crate::registry::Registry;
@@ -116,27 +117,17 @@ pub async fn check_with(registry: &Registry, config: &Config) -> Vec<RefCheck> {
     let futs = rows
         .into_iter()
         .map(|(binding, secret, kind, reference, r)| async move {
-            let (provider, result) = match registry.resolve(&r) {
-                Err(e) => (None, Err(e)),
-                Ok((name, p)) => {
-                    let res = tokio::time::timeout(CHECK_TIMEOUT, p.fetch(&r))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(Error::Timeout {
-                                reference: r.to_string(),
-                                after: CHECK_TIMEOUT,
-                            })
-                        })
-                        .map(|v| {
-                            let m = v.metadata();
-                            CheckedValue {
-                                version: m.version.clone(),
-                                lease: m.lease.as_ref().map(|l| l.duration),
-                                ttl: m.ttl,
-                            }
-                        });
-                    (Some(name), res)
-                }
+            // A template is rendered (each of its refs read from its own
+            // provider): the check sees what a delivery would get.
+            let (provider, result) = match &r {
+                SecretRef::Template(_) => (
+                    Some(crate::template::TEMPLATE_PROVIDER.to_string()),
+                    checked(registry, &r).await,
+                ),
+                _ => match registry.resolve(&r) {
+                    Err(e) => (None, Err(e)),
+                    Ok((name, p)) => (Some(name), checked(&*p, &r).await),
+                },
             };
             RefCheck {
                 binding,
@@ -148,6 +139,26 @@ pub async fn check_with(registry: &Registry, config: &Config) -> Vec<RefCheck> {
             }
         });
     join_all(futs).await
+}
+
+/// Fetches `r` once, within [`CHECK_TIMEOUT`], keeping what is not secret.
+async fn checked(p: &dyn SecretProvider, r: &SecretRef) -> Result<CheckedValue, Error> {
+    tokio::time::timeout(CHECK_TIMEOUT, p.fetch(r))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                reference: r.to_string(),
+                after: CHECK_TIMEOUT,
+            })
+        })
+        .map(|v| {
+            let m = v.metadata();
+            CheckedValue {
+                version: m.version.clone(),
+                lease: m.lease.as_ref().map(|l| l.duration),
+                ttl: m.ttl,
+            }
+        })
 }
 
 /// Runs futures concurrently on the current task and keeps their order.

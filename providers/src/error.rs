@@ -113,6 +113,37 @@ pub enum Error {
         what: String,
         limit: usize,
     },
+    /// A template's ref could not be fetched; `error` says why.
+    #[error("{reference}: ref {name}: {error}")]
+    TemplateRefFailed {
+        reference: String,
+        name: String,
+        error: Box<Error>,
+    },
+    /// A template reads a ref it was given no value for.
+    #[error("{reference}: ref {name} has no value to render with")]
+    TemplateRefMissing { reference: String, name: String },
+    /// A template reads `name.key` and the ref's JSON object has no such key.
+    #[error("{reference}: ref {name} has no key {key:?} (the template reads {name}.{key})")]
+    TemplateKeyMissing {
+        reference: String,
+        name: String,
+        key: String,
+    },
+    /// A template reads `name.key` but the ref's value is not a JSON object.
+    #[error(
+        "{reference}: ref {name} is not a JSON object, so it has no key {key:?} (the template \
+         reads {name}.{key})"
+    )]
+    TemplateNotObject {
+        reference: String,
+        name: String,
+        key: String,
+    },
+    /// The template did not render: the engine's error kind and line, or
+    /// a ref that is not text.
+    #[error("{reference}: {message}")]
+    Template { reference: String, message: String },
 }
 
 fn detail_suffix(message: &str) -> String {
@@ -152,6 +183,7 @@ impl Error {
     /// failures are, a missing key or a 403 is not.
     pub fn is_retryable(&self) -> bool {
         match self {
+            Error::TemplateRefFailed { error, .. } => error.is_retryable(),
             Error::Unavailable { .. } | Error::Timeout { .. } => true,
             Error::Upstream { status, .. } => status.is_none_or(crate::upstream::is_unavailable),
             _ => false,
@@ -165,6 +197,7 @@ impl Error {
     /// and must reach the caller.
     pub fn is_availability(&self) -> bool {
         match self {
+            Error::TemplateRefFailed { error, .. } => error.is_availability(),
             Error::Unavailable { .. } | Error::Timeout { .. } => true,
             Error::Upstream {
                 status: Some(s), ..

@@ -29,6 +29,7 @@ mod reference;
 mod registry;
 mod settings;
 mod ssm;
+mod template;
 mod upstream;
 mod value;
 mod vault;
@@ -43,13 +44,16 @@ pub use file::FileProvider;
 pub use kernelseal_secretmem::Backing;
 pub use kubernetes::KubernetesProvider;
 pub use limit::{MAX_ANSWER_BYTES, MAX_VALUE_BYTES};
-pub use reference::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmPathRef, SsmRef, VaultRef};
+pub use reference::{
+    AwsRef, KubernetesRef, KvEngine, SecretRef, SsmPathRef, SsmRef, TemplateRef, VaultRef,
+};
 pub use registry::Registry;
 pub use settings::{
     AwsSettings, DEFAULT_SA_TOKEN, InlineJwt, KubernetesSettings, PodAuth, ProviderSettings,
     STS_AUDIENCE, SecretIdSource, VaultAuth, VaultSettings, known_settings,
 };
 pub use ssm::{SsmParameter, SsmPath};
+pub use template::{TEMPLATE_PROVIDER, render as render_template};
 pub use upstream::aws_error_code;
 pub use value::{HeldLease, Lease, Metadata, SecretValue, content_tag, secret_memory};
 pub use vault::VaultProvider;

@@ -3,5 +3,5 @@
 //! take them as they are.
 
 pub use kernelseal_config::{
-    AwsRef, KubernetesRef, KvEngine, SecretRef, SsmPathRef, SsmRef, VaultRef,
+    AwsRef, KubernetesRef, KvEngine, SecretRef, SsmPathRef, SsmRef, TemplateRef, VaultRef,
 };

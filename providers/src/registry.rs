@@ -11,7 +11,7 @@ use crate::env::EnvProvider;
 use crate::error::Error;
 use crate::file::FileProvider;
 use crate::kubernetes::KubernetesProvider;
-use crate::reference::SecretRef;
+use crate::reference::{SecretRef, TemplateRef};
 use crate::settings::{
     AwsSettings, KubernetesSettings, ProviderSettings, VaultAuth, VaultSettings,
 };
@@ -121,9 +121,18 @@ impl Registry {
         &self.file
     }
 
-    /// The provider that serves `r`, and its instance name.
+    /// The provider that serves `r`, and its instance name. A template has
+    /// none of its own: [`Registry::fetch`] renders it over its refs, each
+    /// resolved here.
     pub fn resolve(&self, r: &SecretRef) -> Result<(String, Arc<dyn SecretProvider>), Error> {
         let want = match r {
+            SecretRef::Template(_) => {
+                return Err(Error::Provider {
+                    reference: r.to_string(),
+                    message: "a template is rendered over its refs, not read from a provider"
+                        .into(),
+                });
+            }
             SecretRef::Value(_) => return Ok(("value".into(), self.env.clone())),
             SecretRef::Env { .. } => return Ok(("env".into(), self.env.clone())),
             SecretRef::File { .. } => return Ok(("file".into(), self.file.clone())),
@@ -179,6 +188,25 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Fetches each of a template's refs from its provider, then renders.
+    async fn render(&self, reference: &SecretRef, t: &TemplateRef) -> Result<SecretValue, Error> {
+        let mut values = BTreeMap::new();
+        for (name, inner) in &t.refs {
+            let value = self
+                .fetch(inner)
+                .await
+                .map_err(|e| Error::TemplateRefFailed {
+                    reference: reference.to_string(),
+                    name: name.clone(),
+                    error: Box::new(e),
+                })?;
+            values.insert(name.clone(), value);
+        }
+        crate::template::render(t, &reference.to_string(), &values)
+    }
+}
+
 #[async_trait::async_trait]
 impl SecretProvider for Registry {
     fn kind(&self) -> &'static str {
@@ -186,6 +214,9 @@ impl SecretProvider for Registry {
     }
 
     async fn fetch(&self, reference: &SecretRef) -> Result<SecretValue, Error> {
+        if let SecretRef::Template(t) = reference {
+            return self.render(reference, t).await;
+        }
         let (_, p) = self.resolve(reference)?;
         p.fetch(reference).await
     }

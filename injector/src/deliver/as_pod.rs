@@ -98,7 +98,8 @@ impl<'t> PodLogins<'t> {
             annotated_role: None,
         };
         for b in as_pod {
-            for (_, sref) in &b.refs {
+            // A template's refs are each read as the pod.
+            for sref in b.refs.iter().flat_map(|(_, r)| r.fetched_refs()) {
                 let Some(p) = reads.provider_of(sref) else {
                     continue;
                 };

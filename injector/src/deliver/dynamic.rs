@@ -19,8 +19,24 @@ pub(crate) struct DynamicReads {
 }
 
 impl DynamicReads {
+    /// `sref`'s value for `binding`: a dynamic secret from its path's one
+    /// answer, any other through the cache or the pod's login.
+    pub(crate) async fn fetch(
+        &mut self,
+        state: &ServingState,
+        binding: &str,
+        sref: &SecretRef,
+        login: Option<PodLogin<'_>>,
+    ) -> Result<SecretValue, Error> {
+        if sref.is_dynamic() {
+            self.get(state, binding, sref, login).await
+        } else {
+            super::fetch(state, sref, login).await
+        }
+    }
+
     /// `sref`'s value, read for `binding`: from the path's one answer.
-    pub(crate) async fn get(
+    async fn get(
         &mut self,
         state: &ServingState,
         binding: &str,

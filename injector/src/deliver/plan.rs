@@ -215,20 +215,8 @@ async fn fetch<'s>(
         let mut transient = false;
         let mut keys = Vec::new();
         for (naming, sref) in &b.refs {
-            let login = logins
-                .filter(|_| b.identity.is_pod())
-                .and_then(|l| l.login(&state.pod_reads, b, sref));
-            let key = match &login {
-                Some(l) => state.pod_reads.rotation_key(sref, l),
-                None => sref.cache_key(),
-            };
-            // An entry's names: its value whole, or taken apart. A dynamic
-            // secret is the caller's own, read once for all its keys.
-            let fetched = if sref.is_dynamic() {
-                reads.get(state, &b.name, sref, login).await
-            } else {
-                super::fetch(state, sref, login).await
-            };
+            // An entry's names: its value whole, or taken apart.
+            let (ref_keys, fetched) = super::fetch_secret(state, logins, b, sref, reads).await;
             let fetched = fetched.and_then(|v| expand(naming, b.delivery, v));
             let expanded = match fetched {
                 Ok(expanded) => expanded,
@@ -236,7 +224,7 @@ async fn fetch<'s>(
                     let label = naming.label();
                     // Still announced: a secret that comes later is a
                     // rotation for an env delivery's onRotate.
-                    keys.extend(key.map(|key| RotationKey {
+                    keys.extend(ref_keys.into_iter().map(|key| RotationKey {
                         name: label.clone(),
                         key,
                         part: None,
@@ -251,7 +239,11 @@ async fn fetch<'s>(
             for Expanded { name, value, part } in expanded {
                 claim(&mut binding_of, &name, &b.name)?;
                 got += usize::from(plan.take(b.delivery, &name, value));
-                keys.extend(key.clone().map(|key| RotationKey { name, key, part }));
+                keys.extend(ref_keys.iter().map(|key| RotationKey {
+                    name: name.clone(),
+                    key: key.clone(),
+                    part: part.clone(),
+                }));
             }
         }
         plan.rotation_keys.push(keys);

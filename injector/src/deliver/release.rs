@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use kernelseal_config::Delivery as Kind;
+use kernelseal_config::{Delivery as Kind, Naming};
 use kernelseal_protocol::EnvVar;
-use kernelseal_providers::SecretValue;
+use kernelseal_providers::{SecretRef, SecretValue};
 use tracing::{info, warn};
 
 use super::plan::RotationKey;
@@ -166,6 +166,14 @@ fn track(
                 parts: keys
                     .iter()
                     .filter_map(|k| Some((k.name.clone(), k.part.clone()?)))
+                    .collect(),
+                templates: b
+                    .refs
+                    .iter()
+                    .filter_map(|(naming, r)| match (naming, r) {
+                        (Naming::One(n), SecretRef::Template(t)) => Some((n.clone(), t.clone())),
+                        _ => None,
+                    })
                     .collect(),
             }),
             _ => None,

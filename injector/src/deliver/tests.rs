@@ -10,7 +10,7 @@ use super::*;
 use crate::error::{FilesProblem, InjectError};
 use crate::pod_identity::PodRequired;
 
-fn state(secrets: &str) -> ServingState {
+pub(super) fn state(secrets: &str) -> ServingState {
     let text = format!("policy:\n  mode: disabled\nsecrets:\n{secrets}");
     let config = kernelseal_config::parse_str(&text, "t").unwrap().config;
     let registry = Registry::from_config(&config).unwrap();
@@ -32,7 +32,7 @@ fn state(secrets: &str) -> ServingState {
 }
 
 /// This test process, as a socket peer.
-fn me() -> Caller {
+pub(super) fn me() -> Caller {
     let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
     Caller::of(&a).unwrap()
 }
