@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine;
 use kernelseal_providers::{
     AwsRef, Cache, CacheOptions, KubernetesRef, KvEngine, Registry, SecretRef, SecretValue, SsmRef,
-    VaultRef,
+    TemplateRef, VaultRef,
 };
 use prost::Message;
 use zeroize::{Zeroize, Zeroizing};
@@ -119,10 +119,21 @@ impl Mounter {
         // Futures made up front (they start when polled): a closure over
         // `&Object` here trips rustc's higher-ranked Send check.
         let fetches: Vec<_> = objects.iter().map(|o| self.fetch(o, attrs)).collect();
-        let mut values = futures_util::stream::iter(fetches).buffered(PER_MOUNT);
-        let mut objects = objects.iter();
-        while let (Some(value), Some(o)) = (values.next().await, objects.next()) {
-            let value = value?;
+        let mut fetching = futures_util::stream::iter(fetches).buffered(PER_MOUNT);
+        let mut fetched = Vec::with_capacity(objects.len());
+        while let Some(value) = fetching.next().await {
+            fetched.push(value?);
+        }
+        // Templates last: they are rendered over the others' values.
+        for (o, value) in objects.iter().zip(&fetched) {
+            let rendered;
+            let value = match value {
+                Some(v) => v,
+                None => {
+                    rendered = render(o, objects, &fetched)?;
+                    &rendered
+                }
+            };
             let contents = decode(o, value.expose_bytes())?;
             versions.push(ObjectVersion {
                 id: o.name.clone(),
@@ -179,6 +190,8 @@ impl Mounter {
                     });
                 }
             }
+            // What it reads is checked as the objects it names.
+            ObjectSource::Template { .. } => {}
             ObjectSource::Aws { .. } | ObjectSource::Ssm { .. } => {
                 match &attrs.params().aws.role_arn {
                     Some(_) if !attrs.pod.tokens.contains_key(AWS_AUDIENCE) => {
@@ -229,7 +242,24 @@ impl Mounter {
         })
     }
 
-    async fn fetch(&self, o: &Object, attrs: &MountAttributes) -> Result<SecretValue, Error> {
+    /// The object's value; `None` for a template, rendered once the other
+    /// objects are fetched.
+    async fn fetch(
+        &self,
+        o: &Object,
+        attrs: &MountAttributes,
+    ) -> Result<Option<SecretValue>, Error> {
+        if let ObjectSource::Template { .. } = o.source {
+            return Ok(None);
+        }
+        self.fetch_source(o, attrs).await.map(Some)
+    }
+
+    async fn fetch_source(
+        &self,
+        o: &Object,
+        attrs: &MountAttributes,
+    ) -> Result<SecretValue, Error> {
         let fail = |source| Error::Fetch {
             object: o.name.clone(),
             source,
@@ -307,8 +337,46 @@ impl Mounter {
                 });
                 self.fetch_as_pod_on_aws(o, attrs, &subject, &r).await
             }
+            ObjectSource::Template { .. } => unreachable!("templates are rendered, not fetched"),
         }
     }
+}
+
+/// A template object rendered over the values of the objects its
+/// `templateRefs` name (checked to exist and to be fetched objects when
+/// the class was parsed).
+fn render(
+    o: &Object,
+    objects: &[Object],
+    fetched: &[Option<SecretValue>],
+) -> Result<SecretValue, Error> {
+    let ObjectSource::Template { text, refs } = &o.source else {
+        unreachable!("only templates are rendered");
+    };
+    let mut values = std::collections::BTreeMap::new();
+    for (name, target) in refs {
+        let value = objects
+            .iter()
+            .zip(fetched)
+            .find(|(t, _)| t.name == *target)
+            .and_then(|(_, v)| v.clone());
+        if let Some(v) = value {
+            values.insert(name.clone(), v);
+        }
+    }
+    let template = TemplateRef {
+        text: text.clone(),
+        refs: Default::default(),
+    };
+    kernelseal_providers::render_template(
+        &template,
+        &format!("template object {}", o.name),
+        &values,
+    )
+    .map_err(|source| Error::Fetch {
+        object: o.name.clone(),
+        source,
+    })
 }
 
 /// `namespace/name` of the pod, as the log lines name it.

@@ -29,6 +29,8 @@ const OBJECT_KEYS: &[&str] = &[
     "env",
     "filePermission",
     "encoding",
+    "template",
+    "templateRefs",
 ];
 
 /// One entry of `objects`.
@@ -81,7 +83,7 @@ pub(crate) fn parse_object(
     if let Some(k) = entry.fields.keys().find(|k| !OBJECT_KEYS.contains(k)) {
         return Err(entry.error(
             k,
-            "unknown key; sources are vaultPath, awsSecretId, ssmParameter, k8sSecret, file, env"
+            "unknown key; sources are vaultPath, awsSecretId, ssmParameter, k8sSecret, file, env, template"
                 .into(),
         ));
     }
@@ -227,6 +229,33 @@ fn check_file_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "a segment is over {MAX_SEGMENT_BYTES} bytes, the longest file name the driver can write"
         ));
+    }
+    Ok(())
+}
+
+/// Each template's `templateRefs` names objects of the class that are not
+/// templates themselves (a template is rendered over fetched values).
+pub(crate) fn check_template_refs(objects: &[Object]) -> Result<(), Error> {
+    for (j, o) in objects.iter().enumerate() {
+        let ObjectSource::Template { refs, .. } = &o.source else {
+            continue;
+        };
+        for (name, target) in refs {
+            let message = match objects.iter().find(|t| t.name == *target) {
+                None => format!("{name}={target}: no object of the class is named {target}"),
+                Some(t) if matches!(t.source, ObjectSource::Template { .. }) => {
+                    format!(
+                        "{name}={target}: {target} is a template; a template reads fetched objects"
+                    )
+                }
+                Some(_) => continue,
+            };
+            return Err(Error::Object {
+                object: format!("objects[{j}]"),
+                field: "templateRefs".into(),
+                message,
+            });
+        }
     }
     Ok(())
 }

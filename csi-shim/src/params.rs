@@ -339,6 +339,7 @@ pub fn parse_parameters(
         objects.push(o);
     }
     crate::objects::check_layout(&objects)?;
+    crate::objects::check_template_refs(&objects)?;
     let needs_vault = objects
         .iter()
         .any(|o| matches!(o.source, ObjectSource::Vault { .. }));

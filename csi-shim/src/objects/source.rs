@@ -1,6 +1,8 @@
 //! An object's source (`vaultPath`, `awsSecretId`, `ssmParameter`,
-//! `k8sSecret`, `file`, `env`): exactly one per entry, each with the keys
-//! that belong to it.
+//! `k8sSecret`, `file`, `env`, `template`): exactly one per entry, each
+//! with the keys that belong to it.
+
+use std::collections::BTreeMap;
 
 use super::Entry;
 use crate::error::Error;
@@ -34,6 +36,12 @@ pub enum ObjectSource {
     Env {
         var: String,
     },
+    /// Rendered over other objects of the class: `refs` maps each name the
+    /// text reads to the `objectName` whose value it is.
+    Template {
+        text: String,
+        refs: BTreeMap<String, String>,
+    },
 }
 
 impl ObjectSource {
@@ -45,6 +53,7 @@ impl ObjectSource {
             ObjectSource::K8sSecret { .. } => "k8sSecret",
             ObjectSource::File { .. } => "file",
             ObjectSource::Env { .. } => "env",
+            ObjectSource::Template { .. } => "template",
         }
     }
 }
@@ -54,13 +63,14 @@ impl ObjectSource {
 const MAX_VAULT_PATH_BYTES: usize = 4096;
 
 /// The keys that name a source, one of which an entry must set.
-const SOURCE_KEYS: [&str; 6] = [
+const SOURCE_KEYS: [&str; 7] = [
     "vaultPath",
     "awsSecretId",
     "ssmParameter",
     "k8sSecret",
     "file",
     "env",
+    "template",
 ];
 
 pub(super) fn parse(entry: &Entry) -> Result<ObjectSource, Error> {
@@ -71,6 +81,7 @@ pub(super) fn parse(entry: &Entry) -> Result<ObjectSource, Error> {
         "ssmParameter" => ssm(entry),
         "k8sSecret" => k8s_secret(entry),
         "file" => file(entry),
+        "template" => template(entry),
         _ => Ok(ObjectSource::Env {
             var: entry.required("env")?,
         }),
@@ -85,7 +96,7 @@ fn which_source(entry: &Entry) -> Result<&'static str, Error> {
         [] => {
             return Err(entry.error(
                 "source",
-                "none given; set one of vaultPath, awsSecretId, ssmParameter, k8sSecret, file, env"
+                "none given; set one of vaultPath, awsSecretId, ssmParameter, k8sSecret, file, env, template"
                     .into(),
             ));
         }
@@ -100,6 +111,7 @@ fn which_source(entry: &Entry) -> Result<&'static str, Error> {
         "ssmParameter" => &["ssmParameter", "withDecryption"],
         "k8sSecret" => &["k8sSecret", "k8sKey"],
         "file" => &["file"],
+        "template" => &["template", "templateRefs"],
         _ => &["env"],
     };
     if let Some(k) = entry
@@ -200,4 +212,46 @@ fn file(entry: &Entry) -> Result<ObjectSource, Error> {
         return Err(entry.error("file", format!("{path:?} is not an absolute path")));
     }
     Ok(ObjectSource::File { path })
+}
+
+/// `template` with `templateRefs: "db=db-creds,host=db-host"`: each name
+/// the text reads, and the object whose value it is. The text must compile
+/// and read only those names; which objects they are is checked with the
+/// whole list (see `check_template_refs`).
+fn template(entry: &Entry) -> Result<ObjectSource, Error> {
+    let text = entry.required("template")?;
+    let listed = entry.required("templateRefs")?;
+    let mut refs = BTreeMap::new();
+    for pair in listed.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, object)) = pair.split_once('=') else {
+            return Err(entry.error("templateRefs", format!("{pair:?} is not name=objectName")));
+        };
+        let (name, object) = (name.trim(), object.trim());
+        let identifier = name.starts_with(|c: char| c == '_' || c.is_ascii_alphabetic())
+            && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
+        if !identifier || object.is_empty() {
+            return Err(entry.error(
+                "templateRefs",
+                format!("{pair:?} is not name=objectName (a name is letters, digits and _)"),
+            ));
+        }
+        if refs.insert(name.to_string(), object.to_string()).is_some() {
+            return Err(entry.error("templateRefs", format!("{name} is given twice")));
+        }
+    }
+    let reads = kernelseal_config::template_reads(&text)
+        .map_err(|e| entry.error("template", format!("does not compile: {e}")))?;
+    if let Some(name) = reads.keys().find(|n| !refs.contains_key(n.as_str())) {
+        return Err(entry.error(
+            "template",
+            format!("reads {name}, which templateRefs does not name"),
+        ));
+    }
+    if let Some(name) = refs.keys().find(|n| !reads.contains_key(n.as_str())) {
+        return Err(entry.error(
+            "templateRefs",
+            format!("{name} is not read by the template"),
+        ));
+    }
+    Ok(ObjectSource::Template { text, refs })
 }
