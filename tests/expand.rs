@@ -236,3 +236,64 @@ fn an_aws_json_secret_and_an_ssm_path_are_expanded_from_moto() {
     assert_eq!(lines[1], "13", "every parameter below the path: {out}");
     assert_not_logged(&agent, &["aws-pw-77d", "ssm-v-", "ssm-nested-pw"]);
 }
+
+#[test]
+fn a_whole_vault_kv_path_is_delivered_key_by_key() {
+    use kernelseal_testkit::vault::{Policy, VaultSpec, VaultStandin};
+    let d = dir("vault-kv");
+    let vault = VaultStandin::start(
+        VaultSpec::default()
+            .policy("app", Policy::new().path("secret/data/shop/*", &["read"]))
+            .secret(
+                "shop/db",
+                serde_json::json!({ "user": "kv-user", "pass-word": "kv-pw-7e1", "port": 5432 }),
+            ),
+    );
+    let token = vault.create_token(&["app"], 0);
+    let config = format!(
+        "version: v1\npolicy: {{ mode: disabled }}\nproviders:\n  vault: {{ type: vault, address: \"{}\" }}\nsecrets:\n  - name: app\n    selector: {{ binary: sh }}\n    secretRefs:\n      - {{ keys: all, prefix: DB_, source: {{ vaultRef: {{ path: shop/db }} }} }}\n",
+        vault.addr()
+    );
+    let agent = agent(&d, &config, &[], &[("VAULT_TOKEN", token.as_str())]);
+    let out = wrapped(&agent, "echo \"$DB_user|$DB_pass_word|$DB_port\"");
+    assert_eq!(out.trim(), "kv-user|kv-pw-7e1|5432");
+    // The whole path is one read, whatever the number of keys.
+    assert_eq!(vault.reads("shop/db"), 1);
+    assert_not_logged(&agent, &["kv-pw-7e1", &token]);
+}
+
+#[test]
+fn a_template_is_delivered_as_a_file_and_a_missing_key_names_it() {
+    let d = dir("template-file");
+    let json = d.join("db.json");
+    std::fs::write(&json, r#"{"username":"tpl-user","password":"tpl-pw-93f"}"#).unwrap();
+    let config = format!(
+        "version: v1\npolicy: {{ mode: disabled }}\nsecrets:\n  - name: files\n    selector: {{ binary: sh }}\n    delivery: file\n    secretRefs:\n      - name: .pgpass\n        source:\n          template:\n            text: \"db:5432:app:{{{{ db.username }}}}:{{{{ db.password }}}}\\n\"\n            refs:\n              db: {{ fileRef: {} }}\n",
+        json.display()
+    );
+    let shm = PathBuf::from(format!("/dev/shm/ks-expand-tpl-{}", std::process::id()));
+    let secrets_dir = ["--secrets-dir", shm.to_str().unwrap()];
+    let agent = agent(&d, &config, &secrets_dir, &[]);
+    let out = wrapped(&agent, "cat \"$KERNELSEAL_SECRETS_DIR/.pgpass\"");
+    assert_eq!(out, "db:5432:app:tpl-user:tpl-pw-93f\n");
+    assert_not_logged(&agent, &["tpl-pw-93f"]);
+
+    // A key the value lacks: the wrapper is refused, naming the template's
+    // ref and key, never the value.
+    std::fs::write(&json, r#"{"user":"tpl-user","password":"tpl-pw-93f"}"#).unwrap();
+    let d2 = dir("template-missing");
+    let agent = self::agent(&d2, &config, &secrets_dir, &[]);
+    let o = Command::new(bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(&agent.socket)
+        .args(["--", "sh", "-c", "true"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ref db has no key \"username\""), "{err}");
+    assert!(!err.contains("tpl-pw-93f"), "{err}");
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&shm);
+}
