@@ -9,6 +9,7 @@ use crate::SecretProvider;
 use crate::error::Error;
 use crate::reference::SecretRef;
 use crate::registry::Registry;
+use crate::value::HeldLease;
 
 /// Bound on one ref's check, so that a silent endpoint cannot hang the command.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -142,23 +143,33 @@ pub async fn check_with(registry: &Registry, config: &Config) -> Vec<RefCheck> {
 }
 
 /// Fetches `r` once, within [`CHECK_TIMEOUT`], keeping what is not secret.
+/// A dynamic secret read by the check is revoked at once: it was read
+/// for nobody.
 async fn checked(p: &dyn SecretProvider, r: &SecretRef) -> Result<CheckedValue, Error> {
-    tokio::time::timeout(CHECK_TIMEOUT, p.fetch(r))
+    let fetched = tokio::time::timeout(CHECK_TIMEOUT, p.fetch(r))
         .await
         .unwrap_or_else(|_| {
             Err(Error::Timeout {
                 reference: r.to_string(),
                 after: CHECK_TIMEOUT,
             })
-        })
-        .map(|v| {
-            let m = v.metadata();
-            CheckedValue {
-                version: m.version.clone(),
-                lease: m.lease.as_ref().map(|l| l.duration),
-                ttl: m.ttl,
-            }
-        })
+        });
+    if let Some(held) = fetched
+        .as_ref()
+        .ok()
+        .filter(|_| r.is_dynamic())
+        .and_then(HeldLease::of)
+    {
+        p.revoke_held(&held).await?;
+    }
+    fetched.map(|v| {
+        let m = v.metadata();
+        CheckedValue {
+            version: m.version.clone(),
+            lease: m.lease.as_ref().map(|l| l.duration),
+            ttl: m.ttl,
+        }
+    })
 }
 
 /// Runs futures concurrently on the current task and keeps their order.

@@ -203,7 +203,18 @@ impl Registry {
                 })?;
             values.insert(name.clone(), value);
         }
-        crate::template::render(t, &reference.to_string(), &values)
+        let rendered = crate::template::render(t, &reference.to_string(), &values);
+        // Nobody outside the agent's lease table would renew or revoke a
+        // dynamic credential read here (a check, an embedder): it ends now
+        // rather than at its TTL.
+        for (inner, value) in t.refs.values().zip(values.values()) {
+            if let Some(held) = HeldLease::of(value).filter(|_| inner.is_dynamic())
+                && let Err(e) = self.revoke_held(&held).await
+            {
+                tracing::warn!(reference = %held.reference, "revoking a dynamic secret read for a template: {e}");
+            }
+        }
+        rendered
     }
 }
 

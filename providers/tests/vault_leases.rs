@@ -142,3 +142,26 @@ async fn revoking_without_the_policy_for_it_is_an_error_not_a_silent_success() {
     );
     assert_eq!(vault.live_leases(), 1);
 }
+
+#[tokio::test]
+async fn a_check_revokes_the_dynamic_secrets_it_reads() {
+    kernelseal_providers::install_crypto_provider();
+    let (vault, dir) = standin(true);
+    let text = format!(
+        "version: v1\nproviders:\n  vault: {{ type: vault, address: \"{}\", auth: {{ token: {{ file: {} }} }} }}\nsecrets:\n  - name: db\n    selector: {{ uid: 1000 }}\n    secretRefs:\n      - {{ name: DB_PASSWORD, source: {{ vaultRef: {{ mount: database, path: creds/app, key: password, engine: dynamic }} }} }}\n      - name: DSN\n        source:\n          template:\n            text: \"{{{{ db.username }}}}\"\n            refs:\n              db: {{ vaultRef: {{ mount: database, path: creds/app, engine: dynamic }} }}\n",
+        vault.addr(),
+        dir.path().join("token").display()
+    );
+    let config = kernelseal_config::parse_str(&text, "cfg.yaml")
+        .unwrap()
+        .config;
+    let rows = kernelseal_providers::check_config(&config).await;
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert!(row.result.is_ok(), "{row:?}");
+    }
+    // Both reads were for nobody: neither lease is left to run out.
+    assert_eq!(vault.lease_counts().issued, 2);
+    assert_eq!(vault.lease_counts().revoked, 2);
+    assert_eq!(vault.live_leases(), 0);
+}
