@@ -37,7 +37,9 @@ fn vault(ttl: u64, max_ttl: u64) -> (VaultStandin, String) {
     (vault, token)
 }
 
-fn config(vault: &VaultStandin, on_rotate: &str) -> String {
+/// The agent's config: `secret_refs` (YAML, indented for `secretRefs:`)
+/// in a binding for `sh` with `on_rotate`, read from `vault`.
+fn config_with(vault: &VaultStandin, on_rotate: &str, secret_refs: &str) -> String {
     format!(
         r#"version: v1
 policy: {{ mode: disabled }}
@@ -49,12 +51,21 @@ secrets:
     selector: {{ binary: sh }}
     onRotate: {on_rotate}
     secretRefs:
-      - name: DB_USER
-        source: {{ vaultRef: {{ mount: database, path: creds/app, key: username, engine: dynamic }} }}
-      - name: DB_PASSWORD
-        source: {{ vaultRef: {{ mount: database, path: creds/app, key: password, engine: dynamic }} }}
-"#,
+{secret_refs}"#,
         vault.addr()
+    )
+}
+
+/// Username and password, two keys of one dynamic path.
+fn config(vault: &VaultStandin, on_rotate: &str) -> String {
+    config_with(
+        vault,
+        on_rotate,
+        "      - name: DB_USER
+        source: { vaultRef: { mount: database, path: creds/app, key: username, engine: dynamic } }
+      - name: DB_PASSWORD
+        source: { vaultRef: { mount: database, path: creds/app, key: password, engine: dynamic } }
+",
     )
 }
 
@@ -290,24 +301,16 @@ fn a_refused_delivery_revokes_what_it_read() {
 fn a_template_over_a_dynamic_secret_renders_the_process_own_credential() {
     let d = scratch("dynamic", "template");
     let (vault, token) = vault(60, 3600);
-    let text = format!(
-        r#"version: v1
-policy: {{ mode: disabled }}
-podIdentity: disabled
-providers:
-  vault: {{ type: vault, address: "{}" }}
-secrets:
-  - name: db
-    selector: {{ binary: sh }}
-    secretRefs:
-      - name: DATABASE_URL
+    let text = config_with(
+        &vault,
+        "none",
+        r#"      - name: DATABASE_URL
         source:
           template:
-            text: "postgresql://{{{{ db.username }}}}:{{{{ db.password }}}}@db:5432/app"
+            text: "postgresql://{{ db.username }}:{{ db.password }}@db:5432/app"
             refs:
-              db: {{ vaultRef: {{ mount: database, path: creds/app, engine: dynamic }} }}
+              db: { vaultRef: { mount: database, path: creds/app, engine: dynamic } }
 "#,
-        vault.addr()
     );
     let agent = start_agent(&d, &text, |c| {
         c.env("VAULT_TOKEN", &token);

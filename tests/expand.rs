@@ -44,6 +44,19 @@ fn wrapped(agent: &Agent, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A wrapper start the agent refuses: its stderr.
+fn refused(agent: &Agent) -> String {
+    let out = Command::new(bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(&agent.socket)
+        .args(["--", "sh", "-c", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the wrapper was not refused");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn assert_not_logged(agent: &Agent, values: &[&str]) {
     let log = read(&agent.log);
     for v in values {
@@ -91,15 +104,7 @@ fn a_json_that_is_not_an_object_refuses_the_wrapper_naming_the_ref() {
         json.display()
     );
     let agent = agent(&d, &config, &[], &[]);
-    let out = Command::new(bin())
-        .arg("exec")
-        .arg("--socket")
-        .arg(&agent.socket)
-        .args(["--", "sh", "-c", "true"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&agent);
     assert!(
         err.contains(&format!(
             "fileRef {}: keys: keys: all needs a JSON object; the value is an array",
@@ -283,15 +288,7 @@ fn a_template_is_delivered_as_a_file_and_a_missing_key_names_it() {
     std::fs::write(&json, r#"{"user":"tpl-user","password":"tpl-pw-93f"}"#).unwrap();
     let d2 = dir("template-missing");
     let agent = self::agent(&d2, &config, &secrets_dir, &[]);
-    let o = Command::new(bin())
-        .arg("exec")
-        .arg("--socket")
-        .arg(&agent.socket)
-        .args(["--", "sh", "-c", "true"])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = refused(&agent);
     assert!(err.contains("ref db has no key \"username\""), "{err}");
     assert!(!err.contains("tpl-pw-93f"), "{err}");
     drop(agent);

@@ -15,47 +15,26 @@ use super::envelope::Envelope;
 use crate::error::Error;
 use crate::value::Lease;
 
-/// `PUT /v1/sys/leases/renew`. vaultrs 0.8 has no lease endpoints, so this
-/// one is written here, as a rustify endpoint that goes through the same
-/// middleware and transport as vaultrs's own.
+/// `PUT /v1/sys/leases/{renew,revoke}`. vaultrs 0.8 has no lease
+/// endpoints, so they are written here, as a rustify endpoint that goes
+/// through the same middleware and transport as vaultrs's own. Revoke
+/// answers 204 whether or not the lease still exists.
 #[derive(Serialize)]
-struct RenewLeaseRequest<'a> {
+struct LeaseRequest<'a> {
+    #[serde(skip)]
+    operation: &'static str,
     lease_id: &'a str,
-    increment: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    increment: Option<u64>,
 }
 
-impl Endpoint for RenewLeaseRequest<'_> {
+impl Endpoint for LeaseRequest<'_> {
     type Response = ();
     const REQUEST_BODY_TYPE: RequestType = RequestType::JSON;
     const RESPONSE_BODY_TYPE: ResponseType = ResponseType::JSON;
 
     fn path(&self) -> String {
-        "sys/leases/renew".to_string()
-    }
-
-    fn method(&self) -> RequestMethod {
-        RequestMethod::PUT
-    }
-
-    fn body(&self) -> Result<Option<Vec<u8>>, ClientError> {
-        rustify::http::build_body(self, Self::REQUEST_BODY_TYPE).map(Some)
-    }
-}
-
-/// `PUT /v1/sys/leases/revoke`: Vault answers 204, whether or not the
-/// lease still exists.
-#[derive(Serialize)]
-struct RevokeLeaseRequest<'a> {
-    lease_id: &'a str,
-}
-
-impl Endpoint for RevokeLeaseRequest<'_> {
-    type Response = ();
-    const REQUEST_BODY_TYPE: RequestType = RequestType::JSON;
-    const RESPONSE_BODY_TYPE: ResponseType = ResponseType::JSON;
-
-    fn path(&self) -> String {
-        "sys/leases/revoke".to_string()
+        format!("sys/leases/{}", self.operation)
     }
 
     fn method(&self) -> RequestMethod {
@@ -73,9 +52,10 @@ impl VaultProvider {
     pub(super) async fn renew_lease(&self, rs: &str, lease: &Lease) -> Result<Duration, Error> {
         let rs = rs.to_string();
         let token = self.token().await?;
-        let renew = RenewLeaseRequest {
+        let renew = LeaseRequest {
+            operation: "renew",
             lease_id: &lease.id,
-            increment: lease.duration.as_secs(),
+            increment: Some(lease.duration.as_secs()),
         };
         let reply = self.call(&renew, Some(&token), &rs).await?;
         self.lease_answer(reply.status, "renewal", rs)?;
@@ -87,8 +67,10 @@ impl VaultProvider {
     pub(super) async fn revoke_lease(&self, rs: &str, lease: &Lease) -> Result<(), Error> {
         let rs = rs.to_string();
         let token = self.token().await?;
-        let revoke = RevokeLeaseRequest {
+        let revoke = LeaseRequest {
+            operation: "revoke",
             lease_id: &lease.id,
+            increment: None,
         };
         let reply = self.call(&revoke, Some(&token), &rs).await?;
         self.lease_answer(reply.status, "revocation", rs)
