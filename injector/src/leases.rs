@@ -239,6 +239,7 @@ impl LeaseTable {
                     now + self.renew_delay(held.lease.duration)
                 },
                 nudged: false,
+                stopped: false,
             })
             .collect();
         loop {
@@ -246,7 +247,7 @@ impl LeaseTable {
                 .leases
                 .iter()
                 .zip(&leases)
-                .filter(|(h, _)| h.lease.renewable)
+                .filter(|(h, k)| h.lease.renewable && !k.stopped)
                 .map(|(_, k)| k.next)
                 .min();
             let sleep = async {
@@ -259,7 +260,7 @@ impl LeaseTable {
                 () = &mut exited => break,
                 () = sleep => {
                     for (held, kept) in holder.leases.iter().zip(leases.iter_mut()) {
-                        if held.lease.renewable && kept.next <= Instant::now() {
+                        if held.lease.renewable && !kept.stopped && kept.next <= Instant::now() {
                             self.renew(&*provider, &holder, held, kept).await;
                         }
                     }
@@ -324,7 +325,9 @@ impl LeaseTable {
                 }
             }
             Ok(None) => kept.next = Instant::now() + asked.max(Duration::from_secs(1)),
-            Err(e) => {
+            // Vault out of reach: tried again while the lease may still
+            // be alive.
+            Err(e) if e.is_availability() => {
                 warn!(
                     pid = holder.pid,
                     "[LEASE] renewing the lease of {} for PID {} failed: {e}",
@@ -333,6 +336,17 @@ impl LeaseTable {
                 );
                 kept.next =
                     Instant::now() + self.timing.retry.min(asked / 3).max(Duration::from_secs(1));
+            }
+            // Vault's answer (the lease is gone, or renewing it is not
+            // allowed): asking again would only repeat it.
+            Err(e) => {
+                warn!(
+                    pid = holder.pid,
+                    "[LEASE] the lease of {} for PID {} can no longer be renewed: {e}",
+                    held.reference,
+                    holder.pid
+                );
+                kept.stopped = true;
             }
         }
     }
@@ -371,6 +385,8 @@ struct Kept {
     next: Instant,
     /// `onRotate` was acted on for the coming max TTL.
     nudged: bool,
+    /// Vault refused a renewal: not asked again (still revoked at exit).
+    stopped: bool,
 }
 
 /// Resolves when the process exits. Without a pidfd to watch, it never
@@ -417,6 +433,82 @@ fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kernelseal_providers::{Error, Lease, SecretRef, SecretValue};
+    use std::sync::atomic::AtomicUsize;
+
+    /// Refuses every renewal as Vault refuses a lease that is gone.
+    #[derive(Default)]
+    struct Refusing {
+        renewals: AtomicUsize,
+        revocations: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SecretProvider for Refusing {
+        fn kind(&self) -> &'static str {
+            "vault"
+        }
+        async fn fetch(&self, r: &SecretRef) -> Result<SecretValue, Error> {
+            Err(Error::Provider {
+                reference: r.to_string(),
+                message: "not used".into(),
+            })
+        }
+        async fn renew_held(&self, held: &HeldLease) -> Result<Option<Duration>, Error> {
+            self.renewals.fetch_add(1, Ordering::Relaxed);
+            Err(Error::Upstream {
+                reference: held.reference.clone(),
+                status: Some(400),
+                message: "lease renewal refused: Vault answered 400".into(),
+            })
+        }
+        async fn revoke_held(&self, _held: &HeldLease) -> Result<(), Error> {
+            self.revocations.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_renewal_is_not_asked_again_and_the_lease_is_still_revoked_at_exit() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let provider = Arc::new(Refusing::default());
+        let table = LeaseTable::new(None, LeaseTiming::default());
+        table.hold(
+            Holder {
+                pid,
+                start_time: 0,
+                pidfd: kernelseal_bpf::pidfd_open(pid).unwrap(),
+                binding: "db".into(),
+                on_rotate: None,
+                leases: vec![HeldLease {
+                    provider: "vault".into(),
+                    reference: "vaultRef database/creds/app (dynamic)".into(),
+                    lease: Lease {
+                        id: "database/creds/app/x".into(),
+                        duration: Duration::from_secs(1),
+                        renewable: true,
+                    },
+                }],
+            },
+            provider.clone(),
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(provider.renewals.load(Ordering::Relaxed), 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for _ in 0..200 {
+            if provider.revocations.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(provider.revocations.load(Ordering::Relaxed), 1);
+        assert_eq!(table.holders(), 0);
+    }
 
     #[test]
     fn renewals_are_spread_around_two_thirds_of_the_ttl() {
