@@ -238,7 +238,9 @@ fn check_binding(
             return Err(c.invalid(
                 sline,
                 format!("{rfield}.source.vaultRef.engine"),
-                "a dynamic secret's lease is renewed and revoked by the agent, with its own                  token, after the read; identity: pod reads with the pod's token, which the                  agent does not keep: use identity: agent for dynamic secrets",
+                "a dynamic secret's lease is renewed and revoked by the agent, with its own token, \
+                 after the read; identity: pod reads with the pod's token, which the agent does \
+                 not keep: use identity: agent for dynamic secrets",
             ));
         }
         check_source(

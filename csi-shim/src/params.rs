@@ -462,7 +462,7 @@ mod tests {
         let e = params("- objectName: a\n  gcpSecret: x\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "object a: gcpSecret: unknown key; sources are vaultPath, awsSecretId, ssmParameter, k8sSecret, file, env"
+            "object a: gcpSecret: unknown key; sources are vaultPath, awsSecretId, ssmParameter, k8sSecret, file, env, template"
         );
         let e = params("- objectName: a\n  ssmParameter: /app/db pass\n").unwrap_err();
         assert!(

@@ -117,28 +117,39 @@ impl LeaseTable {
         if holder.leases.is_empty() {
             return;
         }
-        let record = self.records.as_ref().and_then(|dir| {
-            let written = dir.write(&LeaseRecord {
-                pid: holder.pid,
-                start_time: holder.start_time,
-                binding: holder.binding.clone(),
-                leases: holder.leases.clone(),
-            });
-            // The process has its credential already; only a restart of
-            // the agent meanwhile would leave the lease to run out at its TTL.
-            written
-                .map_err(|e| {
-                    warn!(
-                        pid = holder.pid,
-                        "[LEASE] cannot record the leases of PID {}: {e}; they will not be revoked if the agent restarts first",
-                        holder.pid
-                    )
-                })
-                .ok()
-        });
+        let record = LeaseRecord {
+            pid: holder.pid,
+            start_time: holder.start_time,
+            boot_id: boot_id(),
+            binding: holder.binding.clone(),
+            leases: holder.leases.clone(),
+        };
         self.counts.holders.fetch_add(1, Ordering::Relaxed);
         let table = self.clone();
-        tokio::spawn(async move { table.keep(holder, record, provider, false).await });
+        tokio::spawn(async move {
+            let path = table.record(record).await;
+            table.keep(holder, path, provider, false).await
+        });
+    }
+
+    /// Writes `record` (off the async workers: it is fsynced). The process
+    /// has its credential already; without a record only a restart of the
+    /// agent meanwhile would leave the lease to run out at its TTL.
+    async fn record(&self, record: LeaseRecord) -> Option<std::path::PathBuf> {
+        let dir = self.records.clone()?;
+        let pid = record.pid;
+        let written = tokio::task::spawn_blocking(move || dir.write(&record)).await;
+        match written {
+            Ok(Ok(path)) => Some(path),
+            Ok(Err(e)) => {
+                warn!(
+                    pid,
+                    "[LEASE] cannot record the leases of PID {pid}: {e}; they will not be revoked if the agent restarts first"
+                );
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Revokes leases read for a delivery that did not happen.
@@ -172,8 +183,11 @@ impl LeaseTable {
             return Ok(Reattached::default());
         };
         let mut found = Reattached::default();
+        let this_boot = boot_id();
         for (path, r) in dir.read_all()? {
-            match alive(r.pid, r.start_time) {
+            // Start times count from boot: after a reboot they name nobody.
+            let same_boot = r.boot_id.is_empty() || r.boot_id == this_boot;
+            match alive(r.pid, r.start_time).filter(|_| same_boot) {
                 Some(pidfd) => {
                     found.kept += 1;
                     info!(
@@ -347,6 +361,17 @@ impl LeaseTable {
                     holder.pid
                 );
                 kept.stopped = true;
+                if !kept.nudged {
+                    kept.nudged = true;
+                    let event = format!("the lease of {} can no longer be renewed", held.reference);
+                    crate::rotate::nudge(
+                        holder.pid,
+                        &holder.pidfd,
+                        &holder.binding,
+                        holder.on_rotate.as_ref(),
+                        &event,
+                    );
+                }
             }
         }
     }
@@ -378,6 +403,7 @@ impl LeaseTable {
     fn renew_delay(&self, ttl: Duration) -> Duration {
         let jitter = (random_unit() * 2.0 - 1.0) * self.timing.spread;
         ttl.mul_f64((self.timing.renew_at + jitter).clamp(0.05, 0.95))
+            .max(Duration::from_secs(1))
     }
 }
 
@@ -389,8 +415,8 @@ struct Kept {
     stopped: bool,
 }
 
-/// Resolves when the process exits. Without a pidfd to watch, it never
-/// does: the leases then run out at their TTL (logged).
+/// Resolves when the process exits. Without a pidfd to watch, at once:
+/// leases nobody can tie to the process's life are revoked now (logged).
 async fn exit_of(pidfd: Option<OwnedFd>) {
     // SAFETY: the AsyncFd owns the pidfd; it stays open and the same fd for
     // the AsyncFd's whole life.
@@ -401,10 +427,7 @@ async fn exit_of(pidfd: Option<OwnedFd>) {
             let _ = fd.readable().await;
         }
         _ => {
-            warn!(
-                "[LEASE] cannot watch for a lease holder's exit; its leases run out at their TTL"
-            );
-            std::future::pending::<()>().await;
+            warn!("[LEASE] cannot watch for a lease holder's exit; its leases are revoked now");
         }
     }
 }
@@ -414,6 +437,13 @@ async fn exit_of(pidfd: Option<OwnedFd>) {
 fn alive(pid: u32, start_time: u64) -> Option<OwnedFd> {
     let pidfd = kernelseal_bpf::pidfd_open(pid).ok()?;
     (crate::identity::start_time(pid) == Some(start_time)).then_some(pidfd)
+}
+
+/// This boot's id: a record from another boot names no live process.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// 64 bits from the kernel's random source.

@@ -375,6 +375,18 @@ async fn rerender(
     let mut out = Vec::new();
     for template in live.templates_reading(key) {
         let reference = SecretRef::Template(template.clone()).to_string();
+        // A dynamic ref is each process's own, read at its delivery with its
+        // lease held for it: a re-render would read one new credential for
+        // every process's file, held by nobody. The file stays as it was
+        // (logged stale) and onRotate applies.
+        if template.refs.values().any(SecretRef::is_dynamic) {
+            warn!("[ROTATE] {reference} reads a dynamic secret: its files are not rendered anew");
+            out.push(Rerendered {
+                template,
+                value: None,
+            });
+            continue;
+        }
         let mut values = BTreeMap::new();
         for (name, inner) in &template.refs {
             match cache.get(inner).await {

@@ -50,6 +50,12 @@ impl ServingState {
             return;
         }
         let start_time = crate::identity::start_time(caller.pid).unwrap_or_default();
+        // Read through the PID: it names the caller only while the caller
+        // lives. Gone already, its leases have nobody to serve.
+        if !kernelseal_bpf::pidfd_alive(std::os::fd::AsFd::as_fd(&caller.pidfd)) {
+            self.revoke_unused(leases);
+            return;
+        }
         for (binding, on_rotate) in on_rotate {
             let mine: Vec<HeldLease> = leases
                 .iter()

@@ -192,23 +192,32 @@ impl Registry {
     /// Fetches each of a template's refs from its provider, then renders.
     async fn render(&self, reference: &SecretRef, t: &TemplateRef) -> Result<SecretValue, Error> {
         let mut values = BTreeMap::new();
+        let mut failed = None;
         for (name, inner) in &t.refs {
-            let value = self
-                .fetch(inner)
-                .await
-                .map_err(|e| Error::TemplateRefFailed {
-                    reference: reference.to_string(),
-                    name: name.clone(),
-                    error: Box::new(e),
-                })?;
-            values.insert(name.clone(), value);
+            match self.fetch(inner).await {
+                Ok(value) => {
+                    values.insert(name.clone(), value);
+                }
+                Err(e) => {
+                    failed = Some(Error::TemplateRefFailed {
+                        reference: reference.to_string(),
+                        name: name.clone(),
+                        error: Box::new(e),
+                    });
+                    break;
+                }
+            }
         }
-        let rendered = crate::template::render(t, &reference.to_string(), &values);
+        let rendered = match failed {
+            Some(e) => Err(e),
+            None => crate::template::render(t, &reference.to_string(), &values),
+        };
         // Nobody outside the agent's lease table would renew or revoke a
         // dynamic credential read here (a check, an embedder): it ends now
-        // rather than at its TTL.
-        for (inner, value) in t.refs.values().zip(values.values()) {
-            if let Some(held) = HeldLease::of(value).filter(|_| inner.is_dynamic())
+        // rather than at its TTL, whether or not the template rendered.
+        for (name, value) in &values {
+            let dynamic = t.refs.get(name).is_some_and(SecretRef::is_dynamic);
+            if let Some(held) = HeldLease::of(value).filter(|_| dynamic)
                 && let Err(e) = self.revoke_held(&held).await
             {
                 tracing::warn!(reference = %held.reference, "revoking a dynamic secret read for a template: {e}");

@@ -165,3 +165,22 @@ async fn a_check_revokes_the_dynamic_secrets_it_reads() {
     assert_eq!(vault.lease_counts().revoked, 2);
     assert_eq!(vault.live_leases(), 0);
 }
+
+#[tokio::test]
+async fn a_dynamic_answer_that_cannot_be_delivered_is_revoked_at_once() {
+    kernelseal_providers::install_crypto_provider();
+    let (vault, dir) = standin(true);
+    let p = provider(&vault, &dir.path().join("token"));
+    let missing = vref(
+        Some("database"),
+        "creds/app",
+        Some("no-such-key"),
+        Some(KvEngine::Dynamic),
+    );
+    let e = p.fetch(&missing).await.unwrap_err().to_string();
+    assert!(e.contains("no-such-key"), "{e}");
+    // Vault issued a credential with the answer; nobody got it.
+    assert_eq!(vault.lease_counts().issued, 1);
+    assert_eq!(vault.lease_counts().revoked, 1);
+    assert_eq!(vault.live_leases(), 0);
+}

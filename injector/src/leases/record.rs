@@ -18,6 +18,9 @@ pub struct LeaseRecord {
     pub pid: u32,
     /// Field 22 of /proc/PID/stat when the leases were handed over.
     pub start_time: u64,
+    /// `/proc/sys/kernel/random/boot_id` then: start times count from boot.
+    #[serde(default)]
+    pub boot_id: String,
     pub binding: String,
     pub leases: Vec<HeldLease>,
 }
@@ -52,6 +55,11 @@ impl RecordDir {
             .recursive(true)
             .mode(0o700)
             .create(dir)
+            .and_then(|()| {
+                // An existing directory may have been made by someone else,
+                // wider: records decide what is renewed and revoked.
+                std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            })
             .map_err(|source| RecordError::Dir {
                 dir: dir.to_path_buf(),
                 source,
@@ -144,6 +152,7 @@ mod tests {
         LeaseRecord {
             pid,
             start_time: 42,
+            boot_id: "b".into(),
             binding: "db".into(),
             leases: vec![HeldLease {
                 provider: "vault".into(),

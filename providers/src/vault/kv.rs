@@ -107,7 +107,13 @@ impl VaultProvider {
             };
             let status = reply.status;
             match status {
-                200..=299 => return self.parse(r, v, at.engine, &what, &reply.body),
+                200..=299 => {
+                    let parsed = self.parse(r, v, at.engine, &what, &reply.body);
+                    if parsed.is_err() {
+                        self.revoke_unused(&rs, &reply.body).await;
+                    }
+                    return parsed;
+                }
                 403 if !relogged => {
                     tracing::warn!(provider = %self.name, reference = %rs, "vault permission denied; getting a new token and trying once more");
                     self.forget(&token).await;
@@ -142,6 +148,23 @@ impl VaultProvider {
                     });
                 }
             }
+        }
+    }
+
+    /// A credential Vault issued in an answer that is not delivered (a
+    /// missing key, an oversized value) is revoked now, not left to its TTL.
+    async fn revoke_unused(&self, rs: &str, body: &[u8]) {
+        let answer = Envelope::parse_or_default(body);
+        if answer.lease_id.is_empty() {
+            return;
+        }
+        let lease = Lease {
+            id: answer.lease_id.clone(),
+            duration: Duration::from_secs(answer.lease_duration),
+            renewable: answer.renewable,
+        };
+        if let Err(e) = self.revoke_lease(rs, &lease).await {
+            tracing::warn!(provider = %self.name, reference = %rs, "revoking the lease of an answer not delivered: {e}");
         }
     }
 
