@@ -149,6 +149,43 @@ impl Cache {
         wait(rx, r).await
     }
 
+    /// Reads together the refs among `refs` that are neither cached fresh
+    /// nor being fetched, so that their provider can batch them (SSM's
+    /// `GetParameters`); what it gets is stored as [`Cache::get`] would.
+    /// Failures are left for `get`, which retries and reports them. Not
+    /// single-flight: a `get` meanwhile may read one of them again.
+    pub async fn prefetch(&self, refs: &[SecretRef]) {
+        let missing: Vec<(String, SecretRef)> = {
+            let st = self.inner.lock();
+            let now = Instant::now();
+            let mut seen = std::collections::HashSet::new();
+            refs.iter()
+                .filter_map(|r| Some((r.cache_key()?, r)))
+                .filter(|(k, _)| {
+                    !st.inflight.contains_key(k)
+                        && st.entries.get(k).is_none_or(|e| now >= e.expires)
+                })
+                .filter(|(k, _)| seen.insert(k.clone()))
+                .map(|(k, r)| (k, r.clone()))
+                .collect()
+        };
+        if missing.len() < 2 {
+            return;
+        }
+        let group: Vec<SecretRef> = missing.iter().map(|(_, r)| r.clone()).collect();
+        self.inner.upstream_calls.fetch_add(1, Ordering::Relaxed);
+        let fetched = tokio::time::timeout(
+            self.inner.opts.call_timeout,
+            self.inner.provider.fetch_many(&group),
+        )
+        .await;
+        for ((key, r), v) in missing.iter().zip(fetched.unwrap_or_default()) {
+            if let Ok(v) = v {
+                self.inner.store(key, r, v);
+            }
+        }
+    }
+
     /// Upstream attempts made so far (retries included).
     pub fn upstream_calls(&self) -> u64 {
         self.inner.upstream_calls.load(Ordering::Relaxed)

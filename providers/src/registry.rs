@@ -241,6 +241,35 @@ impl SecretProvider for Registry {
         p.fetch(reference).await
     }
 
+    /// Refs of one provider instance are handed to it together, so that it
+    /// can batch them (SSM: `GetParameters`, ten names a call); templates
+    /// and refs that resolve to no provider one by one.
+    async fn fetch_many(&self, refs: &[SecretRef]) -> Vec<Result<SecretValue, Error>> {
+        let mut out: Vec<Option<Result<SecretValue, Error>>> = vec![None; refs.len()];
+        let mut groups: BTreeMap<String, (Arc<dyn SecretProvider>, Vec<usize>)> = BTreeMap::new();
+        for (i, r) in refs.iter().enumerate() {
+            match (r, self.resolve(r)) {
+                (SecretRef::Template(_), _) => {}
+                (_, Ok((name, p))) => groups.entry(name).or_insert((p, Vec::new())).1.push(i),
+                (_, Err(e)) => out[i] = Some(Err(e)),
+            }
+        }
+        for (p, at) in groups.into_values() {
+            let group: Vec<SecretRef> = at.iter().map(|&i| refs[i].clone()).collect();
+            for (i, v) in at.into_iter().zip(p.fetch_many(&group).await) {
+                out[i] = Some(v);
+            }
+        }
+        let mut done = Vec::with_capacity(refs.len());
+        for (r, v) in refs.iter().zip(out) {
+            done.push(match v {
+                Some(v) => v,
+                None => self.fetch(r).await,
+            });
+        }
+        done
+    }
+
     async fn renew(&self, value: &SecretValue) -> Result<Option<std::time::Duration>, Error> {
         match self.issuer(&value.metadata().provider) {
             Some(p) => p.renew(value).await,

@@ -356,6 +356,43 @@ async fn ssm_parameter_store_against_moto() {
         Some("ssm-secure-pw-9c1e")
     );
 
+    // A cache over the registry reads a delivery's names together: twelve
+    // names and a file, prefetched, cost two GetParameters calls (ten
+    // names a call); the gets that follow are served from the cache.
+    let mut names = Vec::new();
+    for i in 0..12 {
+        let name = format!("/prefetch/p{i:02}");
+        put(
+            &east,
+            &name,
+            &format!("prefetched-{i}"),
+            ParameterType::SecureString,
+        )
+        .await;
+        names.push(SecretRef::Ssm(SsmRef {
+            provider: Some("east".into()),
+            name,
+            with_decryption: true,
+            ttl: None,
+        }));
+    }
+    let cache = kernelseal_providers::Cache::new(Arc::new(reg), Default::default());
+    let before = calls("GetParameters");
+    // "GetParameter" also matches the lines of GetParameters.
+    let single = calls("GetParameter") - calls("GetParameters");
+    cache.prefetch(&names).await;
+    assert_eq!(calls("GetParameters") - before, 2);
+    for (i, r) in names.iter().enumerate() {
+        let v = cache.get(r).await.unwrap();
+        assert_eq!(v.expose_str(), Some(format!("prefetched-{i}").as_str()));
+    }
+    assert_eq!(calls("GetParameters") - before, 2, "the gets hit the cache");
+    assert_eq!(
+        calls("GetParameter") - calls("GetParameters"),
+        single,
+        "no single reads either"
+    );
+
     // No value reached the logs.
     assert_no_leak("", &strs(&secrets));
     drop(moto);

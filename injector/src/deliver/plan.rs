@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use kernelseal_config::{Delivery as Kind, JsonPath};
 use kernelseal_protocol::EnvVar;
-use kernelseal_providers::{Expanded, HeldLease, SecretValue, expand};
+use kernelseal_providers::{Expanded, HeldLease, SecretRef, SecretValue, expand};
 
 use super::as_pod::PodLogins;
 use super::dynamic::DynamicReads;
@@ -187,6 +187,21 @@ impl Plan<'_> {
     }
 }
 
+/// Reads together the refs the agent reads with its own identity (not the
+/// dynamic ones: those are the caller's own), so that a provider can batch
+/// them (SSM's `GetParameters`, ten names a call); each is then taken from
+/// the cache below.
+async fn prefetch(state: &ServingState, selected: &[&PreparedBinding]) {
+    let shared: Vec<SecretRef> = selected
+        .iter()
+        .filter(|b| !b.identity.is_pod())
+        .flat_map(|b| b.refs.iter().flat_map(|(_, r)| r.fetched_refs()))
+        .filter(|r| !r.is_dynamic())
+        .cloned()
+        .collect();
+    state.cache.prefetch(&shared).await;
+}
+
 /// Every secret of the selected bindings: as an environment variable or a
 /// file, as its binding says, or missing with the reason. `logins` reads
 /// the refs of bindings with `identity: pod`.
@@ -207,6 +222,7 @@ async fn fetch<'s>(
         warnings: Vec::new(),
         leases: Vec::new(),
     };
+    prefetch(state, &selected).await;
     let mut binding_of = BTreeMap::new();
     for b in &selected {
         let mut got = 0;
