@@ -315,13 +315,6 @@ impl SecretProvider for AwsProvider {
                 out[i] = Some(v);
             }
         }
-        let mut done = Vec::with_capacity(refs.len());
-        for (r, v) in refs.iter().zip(out) {
-            done.push(match v {
-                Some(v) => v,
-                None => self.fetch(r).await,
-            });
-        }
-        done
+        crate::fetch_rest(self, refs, out).await
     }
 }

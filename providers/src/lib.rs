@@ -109,6 +109,24 @@ pub trait SecretProvider: Send + Sync {
     }
 }
 
+/// What a batched read left out (`None`), fetched one at a time, in the
+/// refs' order: the end of every [`SecretProvider::fetch_many`] that
+/// batches only some refs.
+pub(crate) async fn fetch_rest<P: SecretProvider + ?Sized>(
+    p: &P,
+    refs: &[SecretRef],
+    got: Vec<Option<Result<SecretValue, Error>>>,
+) -> Vec<Result<SecretValue, Error>> {
+    let mut done = Vec::with_capacity(refs.len());
+    for (r, v) in refs.iter().zip(got) {
+        done.push(match v {
+            Some(v) => v,
+            None => p.fetch(r).await,
+        });
+    }
+    done
+}
+
 /// Installs aws-lc-rs as the process's rustls crypto provider. rustls panics
 /// on first use when more than one provider is compiled in and none is
 /// installed; the AWS SDK forces aws-lc-rs, so it is the one. Idempotent:

@@ -260,14 +260,7 @@ impl SecretProvider for Registry {
                 out[i] = Some(v);
             }
         }
-        let mut done = Vec::with_capacity(refs.len());
-        for (r, v) in refs.iter().zip(out) {
-            done.push(match v {
-                Some(v) => v,
-                None => self.fetch(r).await,
-            });
-        }
-        done
+        crate::fetch_rest(self, refs, out).await
     }
 
     async fn renew(&self, value: &SecretValue) -> Result<Option<std::time::Duration>, Error> {
