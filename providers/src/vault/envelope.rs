@@ -29,6 +29,25 @@ pub(super) struct Envelope {
     pub(super) auth: Option<AuthBlock>,
 }
 
+/// Only the lease of an answer: its `data` (the secret) is skipped by the
+/// parser, never copied into a tree that would have to be wiped.
+#[derive(Deserialize, Default)]
+pub(super) struct LeaseFields {
+    #[serde(default)]
+    pub(super) lease_id: String,
+    #[serde(default)]
+    pub(super) lease_duration: u64,
+    #[serde(default)]
+    pub(super) renewable: bool,
+}
+
+impl LeaseFields {
+    /// The lease fields of an answer; an unreadable one has none.
+    pub(super) fn parse_or_default(body: &[u8]) -> Self {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+}
+
 /// The `auth` block of a login or token renewal.
 #[derive(Deserialize)]
 pub(super) struct AuthBlock {

@@ -8,7 +8,7 @@ use vaultrs::api::kv1::requests::GetSecretRequest;
 use vaultrs::api::kv2::requests::ReadSecretRequest;
 
 use super::VaultProvider;
-use super::envelope::Envelope;
+use super::envelope::{Envelope, LeaseFields};
 use crate::error::Error;
 use crate::json::{take_value, to_bytes, wipe};
 use crate::limit::MAX_VALUE_BYTES;
@@ -154,7 +154,7 @@ impl VaultProvider {
     /// A credential Vault issued in an answer that is not delivered (a
     /// missing key, an oversized value) is revoked now, not left to its TTL.
     async fn revoke_unused(&self, rs: &str, body: &[u8]) {
-        let answer = Envelope::parse_or_default(body);
+        let answer = LeaseFields::parse_or_default(body);
         if answer.lease_id.is_empty() {
             return;
         }

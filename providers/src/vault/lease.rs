@@ -11,7 +11,7 @@ use rustify::errors::ClientError;
 use serde::Serialize;
 
 use super::VaultProvider;
-use super::envelope::Envelope;
+use super::envelope::LeaseFields;
 use crate::error::Error;
 use crate::value::Lease;
 
@@ -59,7 +59,7 @@ impl VaultProvider {
         };
         let reply = self.call(&renew, Some(&token), &rs).await?;
         self.lease_answer(reply.status, "renewal", rs)?;
-        let renewed = Envelope::parse_or_default(&reply.body);
+        let renewed = LeaseFields::parse_or_default(&reply.body);
         Ok(Duration::from_secs(renewed.lease_duration))
     }
 
