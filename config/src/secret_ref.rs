@@ -194,11 +194,12 @@ impl SecretRef {
     }
 
     /// The refs a fetch of this one reads: a template's refs, or itself.
-    pub fn fetched_refs(&self) -> Vec<&SecretRef> {
-        match self {
-            SecretRef::Template(t) => t.refs.values().collect(),
-            _ => vec![self],
-        }
+    pub fn fetched_refs(&self) -> impl Iterator<Item = &SecretRef> {
+        let (one, template) = match self {
+            SecretRef::Template(t) => (None, Some(t.refs.values())),
+            _ => (Some(self), None),
+        };
+        one.into_iter().chain(template.into_iter().flatten())
     }
 
     /// The literal's bytes, for the provider that delivers them; `None` for
@@ -380,6 +381,6 @@ mod tests {
         assert!(!shown.contains("hunter"), "{shown}");
         assert_eq!(t.cache_key(), None);
         assert_eq!(t.kind(), "template");
-        assert_eq!(t.fetched_refs().len(), 2);
+        assert_eq!(t.fetched_refs().count(), 2);
     }
 }

@@ -233,7 +233,7 @@ fn check_binding(
             }
         }
         let sline = line_of(&r.source.defined).or(rline);
-        let dynamic = r.source.value.fetched_refs().iter().any(|f| f.is_dynamic());
+        let dynamic = r.source.value.fetched_refs().any(SecretRef::is_dynamic);
         if dynamic && binding.identity.is_pod() {
             return Err(c.invalid(
                 sline,

@@ -39,14 +39,16 @@ pub(crate) async fn deliver(
 ) -> Result<Delivered, Refusal> {
     let mut plan = plan(state, caller, occasion).await?;
     let leases = std::mem::take(&mut plan.leases);
-    let on_rotate: Vec<(String, Option<kernelseal_config::OnRotate>)> = plan
-        .selected
-        .iter()
-        .map(|b| (b.name.clone(), b.on_rotate.clone()))
-        .collect();
+    // The bindings outlive the plan (they are the state's): kept only when
+    // there are leases to hand over, which is rare.
+    let holders = if leases.is_empty() {
+        Vec::new()
+    } else {
+        plan.selected.clone()
+    };
     match release(state, caller, occasion, plan) {
         Ok(delivered) => {
-            state.hold_leases(caller, leases, &on_rotate);
+            state.hold_leases(caller, leases, &holders);
             Ok(delivered)
         }
         Err(refusal) => {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use kernelseal_bpf::Marks;
-use kernelseal_config::OnRotate;
 use kernelseal_providers::{Cache, HeldLease};
 use tokio::sync::RwLock;
 
@@ -44,7 +43,7 @@ impl ServingState {
         &self,
         caller: &crate::Caller,
         leases: Vec<(String, HeldLease)>,
-        on_rotate: &[(String, Option<OnRotate>)],
+        selected: &[&crate::PreparedBinding],
     ) {
         if leases.is_empty() {
             return;
@@ -56,7 +55,8 @@ impl ServingState {
             self.revoke_unused(leases);
             return;
         }
-        for (binding, on_rotate) in on_rotate {
+        for b in selected {
+            let binding = &b.name;
             let mine: Vec<HeldLease> = leases
                 .iter()
                 .filter(|(b, _)| b == binding)
@@ -83,7 +83,7 @@ impl ServingState {
                     start_time,
                     pidfd,
                     binding: binding.clone(),
-                    on_rotate: on_rotate.clone(),
+                    on_rotate: b.on_rotate.clone(),
                     leases: mine,
                 },
                 self.lease_provider(),

@@ -154,20 +154,21 @@ impl Cache {
     /// `GetParameters`); what it gets is stored as [`Cache::get`] would.
     /// Failures are left for `get`, which retries and reports them. Not
     /// single-flight: a `get` meanwhile may read one of them again.
-    pub async fn prefetch(&self, refs: &[SecretRef]) {
+    pub async fn prefetch<'a>(&self, refs: impl IntoIterator<Item = &'a SecretRef>) {
+        // Refs are cloned only once known to be missing: on a warm cache a
+        // delivery pays one lock and a lookup per ref, nothing more.
         let missing: Vec<(String, SecretRef)> = {
             let st = self.inner.lock();
             let now = Instant::now();
-            let mut seen = std::collections::HashSet::new();
-            refs.iter()
-                .filter_map(|r| Some((r.cache_key()?, r)))
-                .filter(|(k, _)| {
-                    !st.inflight.contains_key(k)
-                        && st.entries.get(k).is_none_or(|e| now >= e.expires)
-                })
-                .filter(|(k, _)| seen.insert(k.clone()))
-                .map(|(k, r)| (k, r.clone()))
-                .collect()
+            let mut out: Vec<(String, SecretRef)> = Vec::new();
+            for r in refs {
+                let Some(key) = r.cache_key() else { continue };
+                let fresh = st.entries.get(&key).is_some_and(|e| now < e.expires);
+                if !fresh && !st.inflight.contains_key(&key) && out.iter().all(|(k, _)| *k != key) {
+                    out.push((key, r.clone()));
+                }
+            }
+            out
         };
         if missing.len() < 2 {
             return;

@@ -192,14 +192,16 @@ impl Plan<'_> {
 /// them (SSM's `GetParameters`, ten names a call); each is then taken from
 /// the cache below.
 async fn prefetch(state: &ServingState, selected: &[&PreparedBinding]) {
-    let shared: Vec<SecretRef> = selected
+    // Borrowed, not cloned: the cache clones only what it must read. A
+    // plain Vec, as an iterator of closures held across the await trips
+    // rustc's higher-ranked Send check on the spawned connection task.
+    let shared: Vec<&SecretRef> = selected
         .iter()
         .filter(|b| !b.identity.is_pod())
         .flat_map(|b| b.refs.iter().flat_map(|(_, r)| r.fetched_refs()))
         .filter(|r| !r.is_dynamic())
-        .cloned()
         .collect();
-    state.cache.prefetch(&shared).await;
+    state.cache.prefetch(shared).await;
 }
 
 /// Every secret of the selected bindings: as an environment variable or a
