@@ -157,18 +157,7 @@ fn upstream_calls_per_start(d: &Path) {
 }
 
 fn provider(vault: &VaultStandin, token_file: &Path) -> Arc<VaultProvider> {
-    let settings = VaultSettings {
-        address: vault.addr().to_string(),
-        namespace: None,
-        ca_cert: None,
-        tls_skip_verify: false,
-        mount: "secret".into(),
-        kv_version: KvEngine::V2,
-        auth: VaultAuth::TokenFile(token_file.to_path_buf()),
-        pod_auth: Default::default(),
-        timeout: Duration::from_secs(10),
-        cache_ttl: None,
-    };
+    let settings = VaultSettings::new(vault.addr(), VaultAuth::TokenFile(token_file.to_path_buf()));
     Arc::new(VaultProvider::new("vault", settings).unwrap())
 }
 

@@ -12,18 +12,7 @@ use kernelseal_testkit::vault::{DynamicRole, Policy, VaultSpec, VaultStandin};
 use serde_json::json;
 
 fn provider(vault: &VaultStandin, token_file: &std::path::Path) -> VaultProvider {
-    let settings = VaultSettings {
-        address: vault.addr().to_string(),
-        namespace: None,
-        ca_cert: None,
-        tls_skip_verify: false,
-        mount: "secret".into(),
-        kv_version: KvEngine::V2,
-        auth: VaultAuth::TokenFile(token_file.to_path_buf()),
-        pod_auth: Default::default(),
-        timeout: Duration::from_secs(5),
-        cache_ttl: None,
-    };
+    let settings = VaultSettings::new(vault.addr(), VaultAuth::TokenFile(token_file.to_path_buf()));
     VaultProvider::new("vault", settings).unwrap()
 }
 

@@ -140,6 +140,23 @@ pub enum SecretIdSource {
 }
 
 impl VaultSettings {
+    /// Vault at `address` with `auth`, every other setting at the default
+    /// a config that leaves it out gets (mount `secret`, KV v2, 10 s).
+    pub fn new(address: impl Into<String>, auth: VaultAuth) -> Self {
+        VaultSettings {
+            address: address.into(),
+            namespace: None,
+            ca_cert: None,
+            tls_skip_verify: false,
+            mount: "secret".into(),
+            kv_version: KvEngine::V2,
+            auth,
+            pod_auth: PodAuth::default(),
+            timeout: Duration::from_secs(10),
+            cache_ttl: None,
+        }
+    }
+
     pub fn parse(provider: &str, settings: &BTreeMap<String, Value>) -> Result<Self, Error> {
         let mut o = Obj::root(provider, settings);
         o.only(VAULT_KEYS)?;
