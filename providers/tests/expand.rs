@@ -8,7 +8,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_ssm::types::ParameterType;
 use kernelseal_config::{Delivery, JsonPath, NamedPath, Naming};
@@ -20,7 +19,7 @@ use kernelseal_testkit::Moto;
 use support::{assert_err_clean, assert_no_leak};
 
 fn creds() -> SharedCredentialsProvider {
-    SharedCredentialsProvider::new(Credentials::new("testing", "testing", None, None, "test"))
+    support::moto_credentials()
 }
 
 fn provider(endpoint: &str) -> AwsProvider {
@@ -45,25 +44,11 @@ fn secrets_manager(endpoint: &str) -> aws_sdk_secretsmanager::Client {
 }
 
 fn ssm(endpoint: &str) -> aws_sdk_ssm::Client {
-    let conf = aws_sdk_ssm::config::Builder::new()
-        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
-        .credentials_provider(creds())
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_ssm::Client::from_conf(conf)
+    support::ssm_admin(endpoint, "us-east-1")
 }
 
 async fn put(client: &aws_sdk_ssm::Client, name: &str, value: &str, kind: ParameterType) {
-    client
-        .put_parameter()
-        .name(name)
-        .value(value)
-        .r#type(kind)
-        .overwrite(true)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("put {name}: {e:?}"));
+    support::ssm_put(client, name, value, kind).await;
 }
 
 fn aws_ref(id: &str) -> SecretRef {

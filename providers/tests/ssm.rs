@@ -6,7 +6,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_ssm::types::ParameterType;
 use kernelseal_providers::{
@@ -16,30 +15,15 @@ use kernelseal_testkit::{Moto, unused_port};
 use support::{assert_err_clean, assert_no_leak};
 
 fn creds() -> SharedCredentialsProvider {
-    SharedCredentialsProvider::new(Credentials::new("testing", "testing", None, None, "test"))
+    support::moto_credentials()
 }
 
-/// An SDK client used to create parameters in moto, as a user would.
 fn admin(endpoint: &str, region: &str) -> aws_sdk_ssm::Client {
-    let conf = aws_sdk_ssm::config::Builder::new()
-        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-        .region(aws_sdk_ssm::config::Region::new(region.to_string()))
-        .credentials_provider(creds())
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_ssm::Client::from_conf(conf)
+    support::ssm_admin(endpoint, region)
 }
 
 async fn put(ssm: &aws_sdk_ssm::Client, name: &str, value: &str, kind: ParameterType) -> i64 {
-    ssm.put_parameter()
-        .name(name)
-        .value(value)
-        .r#type(kind)
-        .overwrite(true)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("put {name}: {e:?}"))
-        .version
+    support::ssm_put(ssm, name, value, kind).await
 }
 
 fn provider(region: &str, failover: Option<&str>, ssm_endpoints: &[(&str, &str)]) -> AwsProvider {

@@ -67,3 +67,39 @@ pub fn assert_no_leak(text: &str, secrets: &[&str]) {
 pub fn assert_err_clean(e: &kernelseal_providers::Error, secrets: &[&str]) {
     assert_no_leak(&format!("{e} {e:?}"), secrets);
 }
+
+/// The static credentials moto accepts.
+pub fn moto_credentials() -> aws_credential_types::provider::SharedCredentialsProvider {
+    aws_credential_types::provider::SharedCredentialsProvider::new(
+        aws_credential_types::Credentials::new("testing", "testing", None, None, "test"),
+    )
+}
+
+/// An SSM client that creates parameters in moto, as a user would.
+pub fn ssm_admin(endpoint: &str, region: &str) -> aws_sdk_ssm::Client {
+    let conf = aws_sdk_ssm::config::Builder::new()
+        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new(region.to_string()))
+        .credentials_provider(moto_credentials())
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_ssm::Client::from_conf(conf)
+}
+
+/// Writes (or overwrites) a parameter; its new version.
+pub async fn ssm_put(
+    ssm: &aws_sdk_ssm::Client,
+    name: &str,
+    value: &str,
+    kind: aws_sdk_ssm::types::ParameterType,
+) -> i64 {
+    ssm.put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(kind)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {name}: {e:?}"))
+        .version
+}
