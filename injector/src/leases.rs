@@ -14,7 +14,7 @@ pub mod record;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kernelseal_config::OnRotate;
@@ -58,19 +58,12 @@ pub struct Holder {
     pub leases: Vec<HeldLease>,
 }
 
-/// Counters, for metrics and tests.
-#[derive(Debug, Default)]
-struct Counts {
-    holders: AtomicUsize,
-    renewals: AtomicU64,
-    revocations: AtomicU64,
-}
-
 /// The processes holding leases; outlives config reloads.
 pub struct LeaseTable {
     records: Option<RecordDir>,
     timing: LeaseTiming,
-    counts: Counts,
+    /// Processes holding leases now.
+    holders: AtomicUsize,
 }
 
 /// What a restarted agent found in its lease records.
@@ -92,23 +85,13 @@ impl LeaseTable {
         Arc::new(LeaseTable {
             records,
             timing,
-            counts: Counts::default(),
+            holders: AtomicUsize::new(0),
         })
     }
 
     /// Processes holding leases now.
     pub fn holders(&self) -> usize {
-        self.counts.holders.load(Ordering::Relaxed)
-    }
-
-    /// Renewals that Vault granted so far.
-    pub fn renewals(&self) -> u64 {
-        self.counts.renewals.load(Ordering::Relaxed)
-    }
-
-    /// Leases revoked so far.
-    pub fn revocations(&self) -> u64 {
-        self.counts.revocations.load(Ordering::Relaxed)
+        self.holders.load(Ordering::Relaxed)
     }
 
     /// Takes over `holder`'s leases: records them, then renews them while it
@@ -124,7 +107,7 @@ impl LeaseTable {
             binding: holder.binding.clone(),
             leases: holder.leases.clone(),
         };
-        self.counts.holders.fetch_add(1, Ordering::Relaxed);
+        self.holders.fetch_add(1, Ordering::Relaxed);
         let table = self.clone();
         tokio::spawn(async move {
             let path = table.record(record).await;
@@ -197,7 +180,7 @@ impl LeaseTable {
                         r.leases.len(),
                         r.binding
                     );
-                    self.counts.holders.fetch_add(1, Ordering::Relaxed);
+                    self.holders.fetch_add(1, Ordering::Relaxed);
                     let holder = Holder {
                         pid: r.pid,
                         start_time: r.start_time,
@@ -287,7 +270,7 @@ impl LeaseTable {
                 left += 1;
             }
         }
-        self.counts.holders.fetch_sub(1, Ordering::Relaxed);
+        self.holders.fetch_sub(1, Ordering::Relaxed);
         if left == 0
             && let (Some(dir), Some(path)) = (&self.records, &record)
         {
@@ -314,7 +297,6 @@ impl LeaseTable {
         let asked = held.lease.duration;
         match provider.renew_held(held).await {
             Ok(Some(granted)) => {
-                self.counts.renewals.fetch_add(1, Ordering::Relaxed);
                 if granted < asked {
                     if !kept.nudged {
                         kept.nudged = true;
@@ -384,10 +366,7 @@ impl LeaseTable {
         pid: Option<u32>,
     ) -> bool {
         match provider.revoke_held(held).await {
-            Ok(()) => {
-                self.counts.revocations.fetch_add(1, Ordering::Relaxed);
-                true
-            }
+            Ok(()) => true,
             Err(e) => {
                 warn!(
                     pid,

@@ -22,10 +22,9 @@ pub struct DynamicRole {
 }
 
 struct Lease {
-    issued: Instant,
     issued_wall: SystemTime,
     expires: Instant,
-    /// `issued + max_ttl`: no renewal goes past it.
+    /// Issue time + max TTL: no renewal goes past it.
     ends: Instant,
     last_renewal: Option<SystemTime>,
     username: String,
@@ -77,7 +76,6 @@ impl LeaseStore {
         self.live.insert(
             lease_id.clone(),
             Lease {
-                issued: now,
                 issued_wall: SystemTime::now(),
                 expires: now + role.ttl,
                 ends: now + role.max_ttl,
@@ -159,13 +157,6 @@ impl LeaseStore {
         self.live
             .values()
             .any(|l| l.username == username && l.password == password)
-    }
-
-    /// How long ago the oldest live lease was issued (a test's view of
-    /// "renewed past its TTL").
-    pub(super) fn oldest_age(&mut self) -> Option<Duration> {
-        self.expire_due();
-        self.live.values().map(|l| l.issued.elapsed()).max()
     }
 
     fn role_of(&self, lease_id: &str) -> Option<DynamicRole> {

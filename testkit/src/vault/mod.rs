@@ -263,11 +263,6 @@ impl VaultStandin {
         self.shared.state().leases.accepts_login(username, password)
     }
 
-    /// The age of the oldest live lease.
-    pub fn oldest_lease_age(&self) -> Option<std::time::Duration> {
-        self.shared.state().leases.oldest_age()
-    }
-
     /// Writes `data` as the next version of `path`.
     pub fn put_secret(&self, path: &str, data: Value) {
         self.shared.state().kv.put(path, data);
