@@ -298,21 +298,13 @@ impl LeaseTable {
         match provider.renew_held(held).await {
             Ok(Some(granted)) => {
                 if granted < asked {
-                    if !kept.nudged {
-                        kept.nudged = true;
-                        let event = format!(
+                    kept.nudge_once(holder, || {
+                        format!(
                             "the lease of {} ends in {}s (its max TTL)",
                             held.reference,
                             granted.as_secs()
-                        );
-                        crate::rotate::nudge(
-                            holder.pid,
-                            &holder.pidfd,
-                            &holder.binding,
-                            holder.on_rotate.as_ref(),
-                            &event,
-                        );
-                    }
+                        )
+                    });
                     // Renewing again cannot go further; the process's exit
                     // still revokes it.
                     kept.next = Instant::now() + granted.max(Duration::from_secs(1));
@@ -343,17 +335,9 @@ impl LeaseTable {
                     holder.pid
                 );
                 kept.stopped = true;
-                if !kept.nudged {
-                    kept.nudged = true;
-                    let event = format!("the lease of {} can no longer be renewed", held.reference);
-                    crate::rotate::nudge(
-                        holder.pid,
-                        &holder.pidfd,
-                        &holder.binding,
-                        holder.on_rotate.as_ref(),
-                        &event,
-                    );
-                }
+                kept.nudge_once(holder, || {
+                    format!("the lease of {} can no longer be renewed", held.reference)
+                });
             }
         }
     }
@@ -392,6 +376,23 @@ struct Kept {
     nudged: bool,
     /// Vault refused a renewal: not asked again (still revoked at exit).
     stopped: bool,
+}
+
+impl Kept {
+    /// Acts on the binding's `onRotate` for the end of this lease, once:
+    /// whether the end is its max TTL or a renewal Vault refused.
+    fn nudge_once(&mut self, holder: &Holder, event: impl FnOnce() -> String) {
+        if std::mem::replace(&mut self.nudged, true) {
+            return;
+        }
+        crate::rotate::nudge(
+            holder.pid,
+            &holder.pidfd,
+            &holder.binding,
+            holder.on_rotate.as_ref(),
+            &event(),
+        );
+    }
 }
 
 /// Resolves when the process exits. Without a pidfd to watch, at once:
