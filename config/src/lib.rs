@@ -35,8 +35,10 @@ pub use schema::{
 };
 pub use secret_ref::{AwsRef, KubernetesRef, KvEngine, SecretRef, SsmPathRef, SsmRef, VaultRef};
 pub use template::{
-    TEMPLATE_FUEL, TemplateProblem, TemplateRef, describe as describe_template_error,
-    environment as template_environment, reads as template_reads,
+    TEMPLATE_FUEL, TemplateProblem, TemplateRef, check as check_template,
+    describe as describe_template_error, environment as template_environment,
+    is_identifier as is_template_identifier, reads as template_reads,
+    reads_of as template_reads_of,
 };
 pub use validate::{Warning, check_ssm_name};
 

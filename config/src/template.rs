@@ -94,6 +94,15 @@ pub fn reads(text: &str) -> Result<BTreeMap<String, BTreeSet<String>>, TemplateP
     let template = env
         .template_from_named_str("template", text)
         .map_err(|e| TemplateProblem::Syntax(describe(&e)))?;
+    Ok(reads_of(&env, &template))
+}
+
+/// What a compiled template reads (see [`reads`]): for a caller that has
+/// compiled it already and must not pay for it twice.
+pub fn reads_of(
+    env: &minijinja::Environment<'_>,
+    template: &minijinja::Template<'_, '_>,
+) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for path in template.undeclared_variables(true) {
         let mut parts = path.split('.');
@@ -105,12 +114,12 @@ pub fn reads(text: &str) -> Result<BTreeMap<String, BTreeSet<String>>, TemplateP
         let keys = out.entry(var.to_string()).or_default();
         keys.extend(parts.next().map(str::to_string));
     }
-    Ok(out)
+    out
 }
 
 /// Checks that `text` compiles and reads only refs named in `refs`;
 /// returns the refs it never reads.
-pub(crate) fn check<'a>(
+pub fn check<'a>(
     text: &str,
     refs: impl IntoIterator<Item = &'a str> + Clone,
 ) -> Result<Vec<&'a str>, TemplateProblem> {
@@ -143,7 +152,7 @@ pub fn describe(e: &minijinja::Error) -> String {
 }
 
 /// A ref name a template can read as a plain variable.
-pub(crate) fn is_identifier(name: &str) -> bool {
+pub fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())

@@ -374,7 +374,8 @@ async fn rerender(
 ) -> Vec<Rerendered> {
     let mut out = Vec::new();
     for template in live.templates_reading(key) {
-        let reference = SecretRef::Template(template.clone()).to_string();
+        // A template's text as a ref is its TemplateRef's Display.
+        let reference = template.to_string();
         // A dynamic ref is each process's own, read at its delivery with its
         // lease held for it: a re-render would read one new credential for
         // every process's file, held by nobody. The file stays as it was

@@ -16,9 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use kernelseal_config::{
-    TemplateRef, describe_template_error, template_environment, template_reads,
-};
+use kernelseal_config::{TemplateRef, template_environment, template_reads_of};
 use minijinja::Value;
 use zeroize::Zeroizing;
 
@@ -42,10 +40,12 @@ pub fn render(
         message,
     };
     let env = template_environment();
+    // The config was checked when read, with the error's detail; here only
+    // its kind and line, like a render error's.
     let compiled = env
         .template_from_named_str("template", &template.text)
-        .map_err(|e| fail(format!("does not compile: {}", describe_template_error(&e))))?;
-    let reads = template_reads(&template.text).map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(format!("does not compile: {}{}", e.kind(), line_of(&e))))?;
+    let reads = template_reads_of(&env, &compiled);
     let mut context = Vec::with_capacity(values.len());
     let mut capacity = template.text.len();
     for (name, keys) in &reads {
@@ -67,15 +67,17 @@ pub fn render(
     }
     // The error's detail can quote a value ("unable to calculate 1234 +
     // …"), so only its kind and line are kept.
-    rendered.map_err(|e| {
-        let line = e.line().map(|l| format!(" (line {l})")).unwrap_or_default();
-        fail(format!("rendering failed: {}{line}", e.kind()))
-    })?;
+    rendered.map_err(|e| fail(format!("rendering failed: {}{}", e.kind(), line_of(&e))))?;
     let mut meta = Metadata::new(reference, TEMPLATE_PROVIDER);
     meta.version = Some(content_tag(&out.buf));
     meta.fetched_at = SystemTime::now();
     meta.ttl = values.values().filter_map(|v| v.metadata().ttl).min();
     Ok(SecretValue::new(out.buf, meta))
+}
+
+/// ` (line N)` of an engine error, when it has one.
+fn line_of(e: &minijinja::Error) -> String {
+    e.line().map(|l| format!(" (line {l})")).unwrap_or_default()
 }
 
 /// One ref's value as the template sees it: a map for a JSON object (each

@@ -227,9 +227,7 @@ fn template(entry: &Entry) -> Result<ObjectSource, Error> {
             return Err(entry.error("templateRefs", format!("{pair:?} is not name=objectName")));
         };
         let (name, object) = (name.trim(), object.trim());
-        let identifier = name.starts_with(|c: char| c == '_' || c.is_ascii_alphabetic())
-            && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
-        if !identifier || object.is_empty() {
+        if !kernelseal_config::is_template_identifier(name) || object.is_empty() {
             return Err(entry.error(
                 "templateRefs",
                 format!("{pair:?} is not name=objectName (a name is letters, digits and _)"),
@@ -239,15 +237,20 @@ fn template(entry: &Entry) -> Result<ObjectSource, Error> {
             return Err(entry.error("templateRefs", format!("{name} is given twice")));
         }
     }
-    let reads = kernelseal_config::template_reads(&text)
-        .map_err(|e| entry.error("template", format!("does not compile: {e}")))?;
-    if let Some(name) = reads.keys().find(|n| !refs.contains_key(n.as_str())) {
-        return Err(entry.error(
-            "template",
-            format!("reads {name}, which templateRefs does not name"),
-        ));
-    }
-    if let Some(name) = refs.keys().find(|n| !reads.contains_key(n.as_str())) {
+    // The agent's own check: the text compiles and reads only the names
+    // given; a name given and never read is a mistake too.
+    let unread = kernelseal_config::check_template(&text, refs.keys().map(String::as_str))
+        .map_err(|e| {
+            let message = match e {
+                // In a class the refs are `templateRefs`.
+                kernelseal_config::TemplateProblem::UnknownVariable { name, .. } => {
+                    format!("reads {name}, which templateRefs does not name")
+                }
+                syntax => syntax.to_string(),
+            };
+            entry.error("template", message)
+        })?;
+    if let Some(name) = unread.first() {
         return Err(entry.error(
             "templateRefs",
             format!("{name} is not read by the template"),
