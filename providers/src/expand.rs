@@ -14,7 +14,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::json::{kind_of, parse, take_value, wipe};
+use crate::json::{kind_of, parse, take_value, to_bytes, wipe};
 use crate::value::SecretValue;
 
 /// One name an entry is delivered under, with its value.
@@ -137,7 +137,7 @@ fn selected(
         let bytes = match v {
             Value::String(s) => Zeroizing::new(s.as_bytes().to_vec()),
             // Written out as JSON text; the tree stays as it is.
-            other => take_value(other),
+            other => to_bytes(&*other),
         };
         out.push(Expanded {
             name: p.name.clone(),
