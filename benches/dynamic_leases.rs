@@ -87,7 +87,7 @@ secrets:
     std::fs::write(d.join("config.yaml"), config).unwrap();
     let socket = d.join("agent.sock");
     let log = std::fs::File::create(d.join("agent.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kernelseal"))
+    let child = Command::new(env!("CARGO_BIN_EXE_kernelseal-core"))
         .args(["agent", "--metrics-addr", "127.0.0.1:0", "--config"])
         .arg(d.join("config.yaml"))
         .arg("--socket")
@@ -116,7 +116,7 @@ secrets:
 /// `kernelseal exec -- <program>`, `STARTS` times one after another.
 fn starts(socket: &Path, program: &str) {
     for i in 0..STARTS {
-        let status = Command::new(env!("CARGO_BIN_EXE_kernelseal"))
+        let status = Command::new(env!("CARGO_BIN_EXE_kernelseal-core"))
             .args(["exec", "--timeout", "10s", "--socket"])
             .arg(socket)
             .args(["--", program])

@@ -105,7 +105,7 @@ fn start_agent(dir: &Path, api: &KubeApi, vault: &VaultStandin, identity: &str) 
     .unwrap();
     let socket = dir.join(format!("{identity}.sock"));
     let log = std::fs::File::create(dir.join(format!("{identity}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kernelseal"))
+    let child = Command::new(env!("CARGO_BIN_EXE_kernelseal-core"))
         .args(["agent", "--config"])
         .arg(&config)
         .arg("--socket")
@@ -148,7 +148,7 @@ fn cpu_of(pid: u32) -> Duration {
 /// One wrapper start inside a pod's container cgroup (`procs`).
 fn start_in_pod(socket: &Path, token: &Path, procs: &std::fs::File) -> Child {
     let fd = procs.as_raw_fd();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kernelseal"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kernelseal-core"));
     cmd.arg("exec")
         .arg("--socket")
         .arg(socket)

@@ -1,4 +1,7 @@
-//! `kernelseal`: the node agent and its command-line tools.
+//! `kernelseal-core`: the node agent and its command-line tools, every
+//! subcommand of the `kernelseal` command. `kernelseal` itself (a binary of
+//! the kernelseal-exec crate) runs `exec` without loading this 28 MB file
+//! and execs it for everything else; `kernelseal-core exec` works too.
 
 mod admin;
 mod agent;
@@ -28,6 +31,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/kernelseal";
 #[derive(Parser)]
 #[command(
     name = "kernelseal",
+    bin_name = "kernelseal",
     version,
     about = "Kernel-level secret protection: deliver secrets to exactly the processes bound to \
              them, and stop everyone else on the node, root included, from reading them back.",

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kernelseal"))
+    Command::new(env!("CARGO_BIN_EXE_kernelseal-core"))
 }
 
 fn tmp_config(name: &str, text: &str) -> PathBuf {

@@ -43,7 +43,7 @@ fn long_options(text: &str) -> BTreeSet<String> {
 }
 
 fn help(words: &[String]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kernelseal"))
+    let out = Command::new(env!("CARGO_BIN_EXE_kernelseal-core"))
         .args(words)
         .arg("--help")
         .output()

@@ -401,7 +401,7 @@ fn scratch_dir() -> PathBuf {
 fn validate(doc: &Node, name: &str) -> (i32, String) {
     let path = scratch_dir().join(name);
     std::fs::write(&path, doc.yaml()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kernelseal"))
+    let out = Command::new(env!("CARGO_BIN_EXE_kernelseal-core"))
         .args(["config", "validate"])
         .arg(&path)
         .output()

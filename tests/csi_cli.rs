@@ -7,7 +7,7 @@ fn validate(name: &str, text: &str) -> (i32, String) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kernelseal"))
+    let out = Command::new(env!("CARGO_BIN_EXE_kernelseal-core"))
         .args(["csi", "validate"])
         .arg(&path)
         .output()
@@ -112,7 +112,7 @@ fn scratch(name: &str) -> std::path::PathBuf {
 
 /// `kernelseal csi-provider` on `socket`, its own key file, no health port.
 fn provider(dir: &std::path::Path, socket: &std::path::Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_kernelseal"))
+    Command::new(env!("CARGO_BIN_EXE_kernelseal-core"))
         .arg("csi-provider")
         .arg("--socket")
         .arg(socket)

@@ -24,7 +24,7 @@ fn python_grpc_client_against_the_binary() {
     let out = Command::new("python3")
         .arg(root.join("csi-shim/tests/python/csi_client_test.py"))
         .arg("--binary")
-        .arg(env!("CARGO_BIN_EXE_kernelseal"))
+        .arg(env!("CARGO_BIN_EXE_kernelseal-core"))
         .arg("--proto")
         .arg(root.join("csi-shim/proto/provider.proto"))
         .arg("--fixture")

@@ -99,7 +99,7 @@ fn scratch(name: &str, text: &str) -> PathBuf {
 }
 
 fn kernelseal(args: &[String]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kernelseal"))
+    let out = Command::new(env!("CARGO_BIN_EXE_kernelseal-core"))
         .args(args)
         .current_dir(root())
         .output()

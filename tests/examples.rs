@@ -19,7 +19,7 @@ fn examples() -> Vec<PathBuf> {
 }
 
 fn validate(path: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kernelseal"))
+    let out = Command::new(env!("CARGO_BIN_EXE_kernelseal-core"))
         .args(["config", "validate"])
         .arg(path)
         .output()

@@ -43,7 +43,7 @@ fn fifo(name: &str) -> PathBuf {
 /// Runs `kernelseal ARGS` with `stdin` (and `input` written to it when
 /// given); returns (exit code, stdout, stderr).
 fn run(args: &[&str], stdin: Stdio, input: Option<&[u8]>) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kernelseal"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kernelseal-core"));
     cmd.args(args)
         .stdin(stdin)
         .stdout(Stdio::piped())

@@ -25,7 +25,7 @@ const AGENT_SOFT_FILES: u64 = 1024;
 const AGENT_HARD_FILES: u64 = 4096;
 
 fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kernelseal")
+    env!("CARGO_BIN_EXE_kernelseal-core")
 }
 
 fn read(path: &Path) -> String {

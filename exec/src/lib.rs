@@ -5,6 +5,7 @@
 
 mod args;
 mod client;
+mod core_command;
 mod launch;
 pub mod secret_heap;
 mod tokens;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub use args::{Args, OnError, USAGE, parse};
 pub use client::{Outcome, ask};
+pub use core_command::{CORE_BINARY, dispatch};
 pub use launch::{BadVariable, Launch, Prepared, check};
 pub use secret_heap::{Backing, SecretHeap};
 pub use tokens::{TokenSource, read_tokens};
@@ -58,9 +60,37 @@ fn no_core_dumps() {
 /// One write per line (stderr is unbuffered, eprintln! writes each piece),
 /// and a closed stderr is not a reason to fail the program's start.
 fn warn(msg: impl AsRef<str>) {
+    warn_as("kernelseal-exec", msg);
+}
+
+fn warn_as(program: &str, msg: impl AsRef<str>) {
     use std::io::Write;
-    let line = format!("kernelseal-exec: {}\n", msg.as_ref());
+    let line = format!("{program}: {}\n", msg.as_ref());
     let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// The C runtime's `argv` from index `first` on, byte for byte.
+///
+/// # Safety
+///
+/// `argv` holds `argc` valid NUL-terminated strings, as the C runtime
+/// passes them to `main`, alive for the whole process.
+pub unsafe fn c_args(
+    argc: libc::c_int,
+    argv: *const *const libc::c_char,
+    first: usize,
+) -> Vec<OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    // From main's own arguments, not std::env::args_os(): that is filled by
+    // std's runtime start on musl (only glibc hands argv to std beforehand).
+    (first..usize::try_from(argc).unwrap_or(0))
+        .map(|i| {
+            // SAFETY: i < argc, and argv holds argc valid NUL-terminated
+            // strings, alive for the whole process (the caller's contract).
+            let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+            OsStr::from_bytes(arg.to_bytes()).to_owned()
+        })
+        .collect()
 }
 
 /// Runs the wrapper with `argv` (without the program name); returns only on

@@ -18,16 +18,7 @@ static HEAP: kernelseal_exec::SecretHeap = kernelseal_exec::SecretHeap::new();
 /// passes them.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
-    use std::os::unix::ffi::OsStrExt;
-    // From main's own arguments, not std::env::args_os(): that is filled by
-    // std's runtime start on musl (only glibc hands argv to std beforehand).
-    let args: Vec<std::ffi::OsString> = (1..usize::try_from(argc).unwrap_or(0))
-        .map(|i| {
-            // SAFETY: i < argc, and argv holds argc valid NUL-terminated
-            // strings, alive for the whole process (main's contract).
-            let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
-            std::ffi::OsStr::from_bytes(arg.to_bytes()).to_owned()
-        })
-        .collect();
+    // SAFETY: main's contract, passed on.
+    let args = unsafe { kernelseal_exec::c_args(argc, argv, 1) };
     kernelseal_exec::main_with(&args, &HEAP)
 }

@@ -1,5 +1,7 @@
 //! What the tests that run the real agent share: its start, a scratch
 //! directory, reading a file that may not exist yet.
+// Each test binary compiles this module and uses a part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,7 +9,7 @@ use std::process::Command;
 use kernelseal_testkit::{Reaped, wait_until};
 
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kernelseal")
+    env!("CARGO_BIN_EXE_kernelseal-core")
 }
 
 pub struct Agent {
@@ -32,12 +34,23 @@ pub fn scratch(suite: &str, name: &str) -> PathBuf {
 /// (`more` adds arguments or environment); returns once it logged that it
 /// runs.
 pub fn start_agent(d: &Path, config_text: &str, more: impl FnOnce(&mut Command)) -> Agent {
+    start_agent_as(Path::new(bin()), d, config_text, more)
+}
+
+/// [`start_agent`] with `program agent …`: the core, or the `kernelseal`
+/// command that execs it.
+pub fn start_agent_as(
+    program: &Path,
+    d: &Path,
+    config_text: &str,
+    more: impl FnOnce(&mut Command),
+) -> Agent {
     let config = d.join("config.yaml");
     std::fs::write(&config, config_text).unwrap();
     let socket = d.join("agent.sock");
     let log = d.join("agent.log");
     let out = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(program);
     cmd.args(["agent", "--config"])
         .arg(&config)
         .arg("--socket")
