@@ -149,7 +149,7 @@ struct ks_trust {
 	__u64 pin_dev;
 	__u64 pin_ino;
 	/* CLOCK_MONOTONIC ns until which the next exec of a file named
-	 * `kernelseal` (root's, not writable by others) is admitted as a new
+	 * `kernelseal-core` (root's, not writable by others) is admitted as a new
 	 * build; 0: closed. A stopping agent opens it, the next agent closes it. */
 	__u64 handover_until_ns;
 };

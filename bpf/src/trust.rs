@@ -3,7 +3,8 @@
 //! bpffs to every process but the agent and those running a KernelSeal
 //! binary the kernel trusts (marked at exec, by file). The agent trusts its
 //! own binary; a new build is trusted when a stopping agent hands over to
-//! it (the first file named `kernelseal` exec'd within [`HANDOVER`]).
+//! it (the first file named `kernelseal-core` exec'd within [`HANDOVER`]:
+//! the file the `kernelseal` command execs for `kernelseal agent`).
 
 use std::path::Path;
 use std::time::Duration;

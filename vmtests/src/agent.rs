@@ -3,7 +3,10 @@
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+/// The `kernelseal` command (it execs [`CORE`] for all but `exec`).
 pub const KERNELSEAL: &str = "/usr/bin/kernelseal";
+/// The file the agent runs and trusts, and a handover admits.
+pub const CORE: &str = "/usr/bin/kernelseal-core";
 pub const CONFIG: &str = "/tmp/vmtests-agent.yaml";
 const LOG: &str = "/tmp/vmtests-agent.log";
 

@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 
-use crate::agent::{KERNELSEAL, Policy, kernelseal, protect, wait_log_line};
+use crate::agent::{CORE, KERNELSEAL, Policy, kernelseal, protect, wait_log_line};
 use crate::attacks::{Outcome, cstring as c, errno, expect, open_outcome, outcome};
 use crate::secret_files_suite::rename;
 use crate::suite::{Ctx, TestResult, all_refused};
@@ -236,7 +236,7 @@ pub fn kernelseal_state_is_closed_to_other_tools(ctx: &mut Ctx) -> TestResult {
     };
     expect("unmounting the pins' bpffs", umount, eperm)?;
     let copy = "/tmp/ks-binary-copy";
-    std::fs::copy(KERNELSEAL, copy).map_err(|e| format!("copying {KERNELSEAL}: {e}"))?;
+    std::fs::copy(CORE, copy).map_err(|e| format!("copying {CORE}: {e}"))?;
     expect(
         "writing a copy of the binary (control)",
         open_outcome(copy, libc::O_WRONLY),
@@ -315,7 +315,7 @@ fn removals_refused_without_agent(layout: &str, v: &Victim) -> TestResult {
     )?;
     expect(
         "agent killed: writing KernelSeal's trusted binary",
-        open_outcome(KERNELSEAL, libc::O_WRONLY),
+        open_outcome(CORE, libc::O_WRONLY),
         eperm,
     )?;
     all_refused("agent killed, protected before", v.pid, v.pid, v.addr)
@@ -413,16 +413,23 @@ fn agent_that_must_refuse(binary: &str) -> Result<(i32, String), String> {
     Ok((status.code().unwrap_or(-1), err))
 }
 
-/// A new build (here: a copy of the binary, another file) cannot take the
-/// pins over on its own; after the trusted agent stops with SIGTERM it can,
-/// once, and the next agent reports it.
+/// A new build (here: a copy of the command and the core, other files)
+/// cannot take the pins over on its own; after the trusted agent stops with
+/// SIGTERM it can, once, and the next agent reports it. It is started as an
+/// upgrade is, through its `kernelseal` command: the handover admits the
+/// core that command execs, not the command exec'd before it.
 pub fn another_build_takes_over_only_through_a_handover(ctx: &mut Ctx) -> TestResult {
     ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
     let dir = "/tmp/ks-new-build";
     let new_build = format!("{dir}/kernelseal");
     std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
-    let _ = std::fs::remove_file(&new_build);
-    std::fs::copy(KERNELSEAL, &new_build).map_err(|e| format!("copying the binary: {e}"))?;
+    for (from, to) in [
+        (KERNELSEAL, new_build.clone()),
+        (CORE, format!("{dir}/kernelseal-core")),
+    ] {
+        let _ = std::fs::remove_file(&to);
+        std::fs::copy(from, &to).map_err(|e| format!("copying {from}: {e}"))?;
+    }
     let v = Victim::spawn()?;
     protect(v.pid)?;
     // Pins stay, no handover: the suite's agent dies without stopping.

@@ -135,16 +135,22 @@ static __always_inline int guard_self_exe(struct file *file)
 	return refuse_state_even_self();
 }
 
-/* Whether `name` is exactly "kernelseal". */
-static __always_inline bool named_kernelseal(struct dentry *d)
+/* Whether `name` is exactly "kernelseal-core", the file holding the agent
+ * (the `kernelseal` command execs it; the command itself is never trusted:
+ * it holds no map and is not the one a handover is for). */
+static __always_inline bool named_kernelseal_core(struct dentry *d)
 {
-	char buf[12] = {};
+	const char want[] = "kernelseal-core";
+	char buf[sizeof(want)] = {};
 
-	if (d->d_name.len != 10 || bpf_probe_read_kernel(buf, 10, d->d_name.name))
+	if (d->d_name.len != sizeof(want) - 1 ||
+	    bpf_probe_read_kernel(buf, sizeof(want) - 1, d->d_name.name))
 		return false;
-	return buf[0] == 'k' && buf[1] == 'e' && buf[2] == 'r' && buf[3] == 'n' &&
-	       buf[4] == 'e' && buf[5] == 'l' && buf[6] == 's' && buf[7] == 'e' &&
-	       buf[8] == 'a' && buf[9] == 'l';
+#pragma unroll
+	for (int i = 0; i < (int)sizeof(want) - 1; i++)
+		if (buf[i] != want[i])
+			return false;
+	return true;
 }
 
 /* A new KernelSeal build started while a handover is open (a stopping
@@ -161,7 +167,7 @@ static __always_inline bool admit_by_handover(struct linux_binprm *bprm, struct 
 	if (!t || !t->handover_until_ns || now > t->handover_until_ns || locked(policy()))
 		return false;
 	if (inode->i_uid.val != 0 || (inode->i_mode & (S_IWGRP | S_IWOTH)) ||
-	    !named_kernelseal(bprm->file->f_path.dentry))
+	    !named_kernelseal_core(bprm->file->f_path.dentry))
 		return false;
 	cur = bpf_get_current_task_btf();
 	admitted.admitted_ns = now;
