@@ -1,8 +1,11 @@
 # syntax=docker/dockerfile:1
 #
-# KernelSeal image: `kernelseal` (node agent, CSI provider, every CLI tool)
-# and `kernelseal-exec` (the entrypoint wrapper, statically linked so an
-# init container can copy it into any application image).
+# KernelSeal image: `kernelseal-core` (node agent, CSI provider, webhook,
+# every CLI tool), the `kernelseal` command in front of it (runs `kernelseal
+# exec` itself, execs kernelseal-core for every other subcommand), and
+# `kernelseal-exec` (the entrypoint wrapper). The last two are statically
+# linked: an init container can copy kernelseal-exec into any application
+# image, and neither pays a dynamic loader at every wrapped start.
 #
 #   docker build -t kernelseal:0.1.0 .
 #
@@ -33,7 +36,7 @@ ARG RUNTIME_IMAGE=debian:trixie-slim
 
 # ---------------------------------------------------------------- build --
 # Rust 1.95 (the workspace's rust-version) on Debian trixie, the same
-# release as the runtime stage, so the dynamically linked `kernelseal`
+# release as the runtime stage, so the dynamically linked `kernelseal-core`
 # finds the glibc it was built against.
 FROM ${RUST_IMAGE} AS build
 
@@ -54,17 +57,18 @@ WORKDIR /src
 COPY . .
 
 # Everything that ships, from the committed Cargo.lock:
-#   - kernelseal (BPF objects built by clang and embedded);
-#   - kernelseal-exec linked statically (glibc crt-static), for the host
-#     triple: it then runs in any image, with or without a libc. (`cargo
-#     xtask static-exec` links musl where its Rust std is installed: its
-#     static start-up is faster; this build does not install it.) RUSTFLAGS with --target leave build scripts
-#     and proc macros dynamic, as they must be.
+#   - kernelseal-core (BPF objects built by clang and embedded);
+#   - kernelseal-exec and the kernelseal command (one crate, small) linked
+#     statically (glibc crt-static), for the host triple: they then run in
+#     any image, with or without a libc. (`cargo xtask static-exec` links
+#     musl where its Rust std is installed: its static start-up is faster;
+#     this build does not install it.) RUSTFLAGS with --target leave build
+#     scripts and proc macros dynamic, as they must be.
 # cargo judges a workspace crate fresh by mtimes, and COPY keeps the build
 # context's: a file edited while the previous build ran is older than the
 # cached outputs and would be skipped. So every file whose content differs
 # from the last build's (target/sources.sha256) is touched first.
-# Both are stripped (the release profile keeps symbols). A static binary
+# All are stripped (the release profile keeps symbols). A static binary
 # has no program interpreter (PT_INTERP); ldd cannot tell: it exits 0 for
 # glibc's static PIE. The cache mounts
 # keep the registry and target/ between builds; the binaries are copied out
@@ -73,18 +77,20 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     (sha256sum --check --quiet target/sources.sha256 2>/dev/null || true) \
       | sed -n 's/: FAILED$//p' | xargs --no-run-if-empty --delimiter '\n' touch -- \
- && cargo build --release --locked -p kernelseal --bin kernelseal \
+ && cargo build --release --locked -p kernelseal --bin kernelseal-core \
  && host="$(rustc -vV | sed -n 's/^host: //p')" \
  && RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked -p kernelseal-exec --bin kernelseal-exec \
+    cargo build --release --locked -p kernelseal-exec --bins \
       --target "$host" --target-dir target/static \
  && mkdir -p /out \
- && cp target/release/kernelseal /out/kernelseal \
- && cp "target/static/$host/release/kernelseal-exec" /out/kernelseal-exec \
- && strip /out/kernelseal /out/kernelseal-exec \
- && if readelf --program-headers /out/kernelseal-exec | grep -q INTERP; then \
-      echo "kernelseal-exec is not static: it names a program interpreter" >&2; exit 1; \
-    fi \
+ && cp target/release/kernelseal-core /out/kernelseal-core \
+ && cp "target/static/$host/release/kernelseal" "target/static/$host/release/kernelseal-exec" /out/ \
+ && strip /out/kernelseal-core /out/kernelseal /out/kernelseal-exec \
+ && for bin in kernelseal kernelseal-exec; do \
+      if readelf --program-headers "/out/$bin" | grep -q INTERP; then \
+        echo "$bin is not static: it names a program interpreter" >&2; exit 1; \
+      fi; \
+    done \
  && /out/kernelseal --version \
  && find . -path ./target -prune -o -type f -print0 | xargs -0 sha256sum > target/sources.sha256
 
@@ -112,8 +118,7 @@ RUN apt-get update \
  && useradd --system --no-log-init --uid 65532 --gid 65532 \
       --home-dir /nonexistent --shell /usr/sbin/nologin kernelseal
 
-COPY --from=build /out/kernelseal /usr/bin/kernelseal
-COPY --from=build /out/kernelseal-exec /usr/bin/kernelseal-exec
+COPY --from=build /out/kernelseal /out/kernelseal-core /out/kernelseal-exec /usr/bin/
 COPY deploy/docker/healthcheck /usr/bin/kernelseal-healthcheck
 
 # Non-root by default; the agent's manifest sets runAsUser: 0 (see top).

@@ -138,19 +138,27 @@ class Checks:
         r = podman("run", "--rm", *RUN_FLAGS, self.tag, "--version", check=False)
         p.check("kernelseal --version", r.returncode == 0 and r.stdout.startswith("kernelseal "),
                 f"exit {r.returncode}: {r.stdout}{r.stderr}")
+        # `exec` is the command's own (the wrapper), every other subcommand
+        # kernelseal-core's: both halves answer.
+        r = podman("run", "--rm", *RUN_FLAGS, self.tag, "exec", "--version", check=False)
+        p.check("kernelseal exec --version (the command's own wrapper)",
+                r.returncode == 0 and r.stdout.startswith("kernelseal-exec "),
+                f"exit {r.returncode}: {r.stdout}{r.stderr}")
         user = podman("image", "inspect", "--format", "{{.Config.User}}", self.tag).stdout.strip()
         r = podman("run", "--rm", *RUN_FLAGS, "--entrypoint", "/usr/bin/id", self.tag, "-u", check=False)
         p.check(f"runs as non-root by default (USER {user}, id -u {r.stdout.strip()})",
                 user == IMAGE_USER and r.stdout.strip() == str(IMAGE_UID),
                 f"USER {user!r}, id -u {r.stdout.strip()!r} {r.stderr.strip()}")
-        r = podman("run", "--rm", *RUN_FLAGS, "--entrypoint", "/usr/bin/ldd", self.tag,
-                    "/usr/bin/kernelseal-exec", check=False)
-        # glibc's ldd: "not a dynamic executable" for a static binary,
-        # "statically linked" for a static PIE.
-        said = r.stdout + r.stderr
-        p.check("kernelseal-exec is statically linked",
-                "not a dynamic executable" in said or "statically linked" in said,
-                f"ldd says: {(r.stdout + r.stderr).strip()}")
+        # The wrapper and the `kernelseal` command run in front of apps.
+        for binary in ("kernelseal-exec", "kernelseal"):
+            r = podman("run", "--rm", *RUN_FLAGS, "--entrypoint", "/usr/bin/ldd", self.tag,
+                       f"/usr/bin/{binary}", check=False)
+            # glibc's ldd: "not a dynamic executable" for a static binary,
+            # "statically linked" for a static PIE.
+            said = r.stdout + r.stderr
+            p.check(f"{binary} is statically linked",
+                    "not a dynamic executable" in said or "statically linked" in said,
+                    f"ldd says: {said.strip()}")
         self.check_command()
 
     def check_command(self) -> None:

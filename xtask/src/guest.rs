@@ -14,44 +14,45 @@ use anyhow::{Context, Result};
 
 use crate::util::{StaticLibc, Workspace, absolute_file};
 
-/// The static `kernelseal` at /usr/bin/kernelseal (what a locked node
-/// runs), the dynamically linked release build at
-/// /usr/bin/kernelseal-dynamic, the static wrapper at
-/// /usr/bin/kernelseal-exec, plus any `--with` files.
+/// What a locked node runs, statically linked: the `kernelseal` command
+/// at /usr/bin/kernelseal and the `kernelseal-core` it execs beside it;
+/// the dynamically linked release core at /usr/bin/kernelseal-dynamic; the
+/// static wrapper at /usr/bin/kernelseal-exec; plus any `--with` files.
 pub fn base_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
+    let wrapper_libc = StaticLibc::for_wrapper()?;
     let mut list = vec![
         (
             "usr/bin/kernelseal".to_owned(),
-            ws.cargo_build_static("kernelseal", "kernelseal", StaticLibc::Glibc)?,
+            ws.cargo_build_static("kernelseal-exec", "kernelseal", wrapper_libc)?,
+        ),
+        (
+            "usr/bin/kernelseal-core".to_owned(),
+            ws.cargo_build_static("kernelseal", "kernelseal-core", StaticLibc::Glibc)?,
         ),
         (
             "usr/bin/kernelseal-dynamic".to_owned(),
-            ws.release_bin("kernelseal"),
+            ws.release_bin("kernelseal-core"),
         ),
         // Where the KernelSeal image has it: the webhook's init container
         // copies it from there (vmtests' webhook_suite.rs).
         (
             "usr/bin/kernelseal-exec".to_owned(),
-            ws.cargo_build_static(
-                "kernelseal-exec",
-                "kernelseal-exec",
-                StaticLibc::for_wrapper()?,
-            )?,
+            ws.cargo_build_static("kernelseal-exec", "kernelseal-exec", wrapper_libc)?,
         ),
     ];
     add_files(&mut list, with)?;
     Ok(list)
 }
 
-/// The demo's guest: the dynamically linked release `kernelseal` (the one
-/// `scripts/setup` built; the VM gets its libraries) at /usr/bin/kernelseal,
-/// plus `with`. The static build, a second compile of every dependency,
-/// matters only to lock mode, which the demo does not show.
+/// The demo's guest: the dynamically linked release `kernelseal` and
+/// `kernelseal-core` (the ones `scripts/setup` built; the VM gets their
+/// libraries) in /usr/bin, plus `with`. The static build, a second compile
+/// of every dependency, matters only to lock mode, which the demo does not
+/// show.
 pub fn demo_executables(ws: &Workspace, with: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
-    let mut list = vec![(
-        "usr/bin/kernelseal".to_owned(),
-        ws.release_bin("kernelseal"),
-    )];
+    let mut list = ["kernelseal", "kernelseal-core"]
+        .map(|name| (format!("usr/bin/{name}"), ws.release_bin(name)))
+        .to_vec();
     add_files(&mut list, with)?;
     Ok(list)
 }

@@ -1,16 +1,18 @@
 //! `cargo xtask`: developer tasks for KernelSeal.
 //!
-//! - `vm-run`: boot a QEMU VM with the release `kernelseal` and run one file
+//! - `vm-run`: boot a QEMU VM with the release `kernelseal` and
+//!   `kernelseal-core` and run one file
 //!   in it as root, for trying a scenario by hand.
 //! - `vm-test`: run the in-VM test runner on every supported kernel.
 //! - `vm-bench`: the hook-cost benchmark (`kernelseal-vmtests bench`) on
 //!   every supported kernel, in guest instructions per op (QEMU icount) or
 //!   in wall time.
 //! - `vm-fetch`: download and cache the kernels and busybox (setup does it).
-//! - `static-exec`: build the wrapper `kernelseal-exec` statically linked
-//!   into `target/static/`.
-//! - `static`: build `kernelseal` statically linked into `target/static/`
-//!   (what a locked node runs and the VMs install).
+//! - `static-exec`: build the wrapper `kernelseal-exec` and the `kernelseal`
+//!   command statically linked into `target/static/`.
+//! - `static`: the same plus `kernelseal-core`, all statically linked into
+//!   `target/static/` (what a host installs, a locked node runs and the VMs
+//!   install).
 //! - `demo`: boot the newest kernel and show the agent refusing root next
 //!   to its log.
 //!
@@ -57,8 +59,8 @@ struct Cli {
 #[allow(clippy::enum_variant_names)]
 #[derive(Subcommand)]
 enum Cmd {
-    /// Boot a VM with /usr/bin/kernelseal and busybox, run FILE in it as root,
-    /// print its output and exit with its status.
+    /// Boot a VM with /usr/bin/kernelseal, kernelseal-core and busybox, run
+    /// FILE in it as root, print its output and exit with its status.
     VmRun {
         /// Kernel series to boot.
         #[arg(long, value_enum, default_value = "6.19")]
@@ -117,14 +119,16 @@ enum Cmd {
     },
     /// Download and cache the test kernels and busybox under target/vm/.
     VmFetch,
-    /// Build the wrapper `kernelseal-exec` statically linked (glibc
-    /// crt-static) into target/static/: no dynamic loader at every wrapped
-    /// start, and it runs in images without a matching libc.
+    /// Build the wrapper `kernelseal-exec` and the `kernelseal` command
+    /// statically linked (musl when its Rust target is installed, else
+    /// glibc crt-static) into target/static/: no dynamic loader at every
+    /// wrapped start, and they run in images without a matching libc.
     StaticExec,
-    /// Build `kernelseal` statically linked into target/static/: what a
-    /// node with `policy.lock` runs (a locked node lets KernelSeal's
-    /// processes run only their own binary's code), and what the VM tests
-    /// install as /usr/bin/kernelseal.
+    /// Build `kernelseal-core`, the `kernelseal` command and
+    /// `kernelseal-exec` statically linked into target/static/: what a host
+    /// installs, what a node with `policy.lock` runs (a locked node lets
+    /// KernelSeal's processes run only their own binary's code), and what
+    /// the VM tests install in /usr/bin.
     Static,
     /// The demo: boot the newest kernel, start the agent, run an app through
     /// `kernelseal exec`, and show root being refused next to the log.

@@ -13,19 +13,9 @@ use crate::vm::{self, VmSpec};
 /// The package and binary of the runner (`target/release/kernelseal-vmtests`).
 pub const PACKAGE: &str = "kernelseal-vmtests";
 
-/// Builds the release `kernelseal` and the runner. `--bin` filters every
-/// `-p` named, so both binaries are named.
+/// Builds the release `kernelseal`, `kernelseal-core` and the runner.
 pub fn build_with_kernelseal(ws: &Workspace) -> Result<()> {
-    ws.cargo_build_release(&[
-        "-p",
-        "kernelseal",
-        "-p",
-        PACKAGE,
-        "--bin",
-        "kernelseal",
-        "--bin",
-        PACKAGE,
-    ])
+    ws.cargo_build_kernelseal(&[PACKAGE])
 }
 
 /// What one kernel's boot gave.

@@ -1,5 +1,7 @@
-//! `static`: `kernelseal` statically linked into `target/static/`, its path
-//! on stdout (the VM commands build the same file for /usr/bin/kernelseal).
+//! `static`: what a host installs, statically linked into `target/static/`
+//! (the VM commands build the same files for /usr/bin): `kernelseal-core`,
+//! the `kernelseal` command that execs it, and the wrapper
+//! `kernelseal-exec`; their paths on stdout.
 
 use std::process::ExitCode;
 
@@ -8,7 +10,7 @@ use anyhow::Result;
 use crate::util::{StaticLibc, Workspace};
 
 pub fn run(ws: &Workspace) -> Result<ExitCode> {
-    let out = ws.cargo_build_static("kernelseal", "kernelseal", StaticLibc::Glibc)?;
-    println!("{}", out.display());
-    Ok(ExitCode::SUCCESS)
+    let core = ws.cargo_build_static("kernelseal", "kernelseal-core", StaticLibc::Glibc)?;
+    println!("{}", core.display());
+    crate::static_exec::run(ws)
 }

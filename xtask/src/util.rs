@@ -38,6 +38,21 @@ impl Workspace {
         self.target.join("release").join(name)
     }
 
+    /// The release `kernelseal` command and the `kernelseal-core` it execs
+    /// (two packages: `--bin` filters every `-p` named), plus `more`
+    /// packages and binaries of the same names.
+    pub fn cargo_build_kernelseal(&self, more: &[&str]) -> Result<()> {
+        let mut args = vec!["-p", "kernelseal", "-p", "kernelseal-exec"];
+        for m in more {
+            args.extend(["-p", m]);
+        }
+        args.extend(["--bin", "kernelseal-core", "--bin", "kernelseal"]);
+        for m in more {
+            args.extend(["--bin", m]);
+        }
+        self.cargo_build_release(&args)
+    }
+
     /// `cargo build --release` with the given extra arguments.
     pub fn cargo_build_release(&self, args: &[&str]) -> Result<()> {
         let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());

@@ -31,7 +31,7 @@ pub fn run(
     args: Vec<String>,
 ) -> Result<ExitCode> {
     let file = absolute_file(file)?;
-    ws.cargo_build_release(&["-p", "kernelseal", "--bin", "kernelseal"])?;
+    ws.cargo_build_kernelseal(&[])?;
     let kernel = kernel::ensure(&ws.vm_dir(), series)?;
     let busybox = busybox::ensure(&ws.vm_dir())?;
     let mut executables = match guest {

@@ -66,7 +66,7 @@ pub fn run(
 /// runner; returns the runner's absolute path.
 fn build_runner(ws: &Workspace, runner_override: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(path) = runner_override {
-        ws.cargo_build_release(&["-p", "kernelseal", "--bin", "kernelseal"])?;
+        ws.cargo_build_kernelseal(&[])?;
         return absolute_file(&path);
     }
     let default = ws.release_bin(runner::PACKAGE);
@@ -74,7 +74,7 @@ fn build_runner(ws: &Workspace, runner_override: Option<PathBuf>) -> Result<Path
         // Always rebuild so a stale runner is never tested.
         runner::build_with_kernelseal(ws)?;
     } else if default.is_file() {
-        ws.cargo_build_release(&["-p", "kernelseal", "--bin", "kernelseal"])?;
+        ws.cargo_build_kernelseal(&[])?;
         eprintln!(
             "xtask: warning: no package {}; using the existing {}",
             runner::PACKAGE,
