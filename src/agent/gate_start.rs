@@ -101,13 +101,13 @@ pub fn refuse_lock_on_dynamic_binary() -> Result<(), String> {
     match static_binary::needs_interpreter(exe) {
         Ok(false) => Ok(()),
         Ok(true) => Err(
-            "policy.lock needs a statically linked kernelseal (a locked node lets KernelSeal's \
-             processes run only their own binary's code, never a dynamic loader or a library): \
-             build it with cargo xtask static (target/static/kernelseal)"
+            "policy.lock needs a statically linked kernelseal-core (a locked node lets \
+             KernelSeal's processes run only their own binary's code, never a dynamic loader or \
+             a library): build it with cargo xtask static (target/static/kernelseal-core)"
                 .into(),
         ),
         Err(e) => Err(format!(
-            "policy.lock: cannot tell whether this kernelseal is statically linked: {e}"
+            "policy.lock: cannot tell whether this kernelseal-core is statically linked: {e}"
         )),
     }
 }

@@ -54,7 +54,7 @@ pub fn stop(mut gate: Option<Gate>, args: &AgentArgs) {
 }
 
 /// A stopping agent lets the next KernelSeal build take its pins over: the
-/// first file named `kernelseal` exec'd within the handover (an upgraded
+/// first file named `kernelseal-core` exec'd within the handover (an upgraded
 /// agent; the same build is trusted anyway).
 fn open_handover(gate: &mut Gate) {
     let minutes = kernelseal_bpf::HANDOVER.as_secs() / 60;
