@@ -143,6 +143,8 @@ pub struct Gate {
     filter: ExecFilter,
     /// The pins this gate made or adopted; `None` without a pin directory.
     pins: Option<PinWatch>,
+    /// The `kernelseal` command trusted beside the agent's binary.
+    trusted_command: Option<PathBuf>,
 }
 
 /// The programs this kernel gets, in attach order.
@@ -216,9 +218,9 @@ impl Gate {
         &self.marks
     }
 
-    /// Records the pin root for the programs, trusts this binary and closes
-    /// a handover (this agent is the build it was for, or it was never
-    /// used).
+    /// Records the pin root for the programs, trusts this binary and the
+    /// `kernelseal` command beside it, and closes a handover (this agent is
+    /// the build it was for, or it was never used).
     fn trust_self(&mut self) -> Result<(), BpfError> {
         let root = self.layout.as_ref().map(|l| l.root().to_path_buf());
         let mut trust = self.take_map(trust::TRUST_MAP)?;
@@ -229,7 +231,13 @@ impl Gate {
             r
         });
         self.maps.insert(trust::TRUST_MAP, trust);
-        result.and_then(|()| self.marks.mark_self())
+        self.trusted_command = result?;
+        self.marks.mark_self()
+    }
+
+    /// The `kernelseal` command trusted beside the agent's binary, if any.
+    pub fn trusted_command(&self) -> Option<&std::path::Path> {
+        self.trusted_command.as_deref()
     }
 
     /// For a stopping agent that leaves its programs pinned: the next

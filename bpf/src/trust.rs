@@ -2,11 +2,12 @@
 //! of KernelSeal's maps, the removal of its pins and an unmount of their
 //! bpffs to every process but the agent and those running a KernelSeal
 //! binary the kernel trusts (marked at exec, by file). The agent trusts its
-//! own binary; a new build is trusted when a stopping agent hands over to
-//! it (the first file named `kernelseal-core` exec'd within [`HANDOVER`]:
-//! the file the `kernelseal` command execs for `kernelseal agent`).
+//! own binary and the `kernelseal` command beside it ([`command_beside`]);
+//! a new build is trusted when a stopping agent hands over to it (the first
+//! file named `kernelseal-core` exec'd within [`HANDOVER`]: the file the
+//! `kernelseal` command execs for `kernelseal agent`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, Map, MapData};
@@ -17,6 +18,11 @@ use crate::guarded::kernel_dev;
 
 pub(crate) const TRUST_MAP: &str = "ks_trust";
 pub(crate) const SELF_EXES_MAP: &str = "ks_self_exes";
+
+/// The file name of the `kernelseal` command (kernelseal-exec's second
+/// binary), which runs `kernelseal exec` itself and execs the agent's
+/// binary beside it for every other subcommand.
+pub const COMMAND: &str = "kernelseal";
 
 /// How long a stopping agent keeps the handover open for the next build.
 pub const HANDOVER: Duration = Duration::from_secs(600);
@@ -52,13 +58,27 @@ pub(crate) fn file_key(path: &Path) -> Result<RawFileKey, BpfError> {
     })
 }
 
+/// The `kernelseal` command in the directory of the file `exe` links to,
+/// when it is a regular file owned by root and not writable by group or
+/// others (the rule a handover applies to a build). Trusted like the agent's
+/// own binary: `kernelseal exec` runs in it, and a trusted process can be
+/// neither attached to nor have its memory opened, even before the agent
+/// marks it protected.
+pub fn command_beside(exe: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::fs::read_link(exe).ok()?.parent()?.join(COMMAND);
+    let meta = std::fs::metadata(&path).ok()?;
+    (meta.is_file() && meta.uid() == 0 && meta.mode() & 0o022 == 0).then_some(path)
+}
+
 /// Records where the pins are, closes any handover and trusts this
-/// process's own binary (keeping builds admitted before).
+/// process's own binary and the `kernelseal` command beside it (keeping
+/// builds admitted before); returns the command's path when trusted.
 pub(crate) fn trust_self(
     trust: &mut Map,
     exes: &mut Map,
     pin_root: Option<&Path>,
-) -> Result<(), BpfError> {
+) -> Result<Option<PathBuf>, BpfError> {
     let pins = match pin_root {
         Some(root) => file_key(root)?,
         None => RawFileKey::default(),
@@ -71,10 +91,24 @@ pub(crate) fn trust_self(
             handover_until_ns: 0,
         },
     )?;
-    let own = file_key(Path::new("/proc/self/exe"))?;
     let mut exes: HashMap<&mut MapData, RawFileKey, RawSelfExe> =
         HashMap::try_from(exes).map_err(|e| map_error("open", SELF_EXES_MAP, e))?;
-    if exes.get(&own, 0).is_ok() {
+    let own = Path::new("/proc/self/exe");
+    trust_file(&mut exes, file_key(own)?)?;
+    let command = command_beside(own);
+    if let Some(path) = &command {
+        trust_file(&mut exes, file_key(path)?)?;
+    }
+    Ok(command)
+}
+
+/// Adds a file to the trusted binaries unless it is there already (as the
+/// agent's, or admitted by a handover: that record is kept).
+fn trust_file(
+    exes: &mut HashMap<&mut MapData, RawFileKey, RawSelfExe>,
+    key: RawFileKey,
+) -> Result<(), BpfError> {
+    if exes.get(&key, 0).is_ok() {
         return Ok(());
     }
     let entry = RawSelfExe {
@@ -82,7 +116,7 @@ pub(crate) fn trust_self(
         pid: std::process::id(),
         how: abi::SELF_AGENT,
     };
-    exes.insert(own, entry, 0)
+    exes.insert(key, entry, 0)
         .map_err(|e| map_error("update", SELF_EXES_MAP, e))
 }
 
@@ -136,6 +170,45 @@ fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_beside_is_trusted_only_when_roots_and_not_writable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ks-command-beside-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let core = dir.join("kernelseal-core");
+        std::fs::write(&core, b"core").unwrap();
+        let link = dir.join("exe");
+        std::os::unix::fs::symlink(&core, &link).unwrap();
+        assert_eq!(command_beside(&link), None, "no command there");
+        let command = dir.join(COMMAND);
+        std::fs::write(&command, b"command").unwrap();
+        let chmod = |mode| {
+            std::fs::set_permissions(&command, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        chmod(0o755);
+        // Files are root's only when the tests run as root (CI does).
+        let as_root = nix_uid() == 0;
+        assert_eq!(command_beside(&link).is_some(), as_root);
+        chmod(0o775);
+        assert_eq!(command_beside(&link), None, "group-writable");
+        chmod(0o757);
+        assert_eq!(command_beside(&link), None, "writable by others");
+        std::fs::remove_file(&command).unwrap();
+        std::fs::create_dir(&command).unwrap();
+        assert_eq!(command_beside(&link), None, "not a regular file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn nix_uid() -> u32 {
+        // SAFETY: getuid cannot fail.
+        unsafe { libc::getuid() }
+    }
 }
 
 /// Whether the kernel refuses this process an fd of the map pinned at

@@ -44,6 +44,12 @@ pub fn open_gate(
     })
     .map_err(|e| unenforceable(explain_load_failure(&e)))?;
     log_origin(&gate, pin_dir);
+    if let Some(command) = gate.trusted_command() {
+        info!(
+            "[OK] trusted KernelSeal binaries: this one and the kernelseal command at {}",
+            command.display()
+        );
+    }
     info!("[OK] Exec monitor BPF programs loaded and attached");
     log_admitted_builds(&gate);
     log_lock(&gate, policy.lock());
@@ -95,21 +101,36 @@ fn log_origin(gate: &Gate, pin_dir: &std::path::Path) {
 }
 
 /// A locked node runs KernelSeal's processes on their own binary's code
-/// only: a dynamically linked agent would lock itself out of its restart.
+/// only: a dynamically linked agent would lock itself out of its restart,
+/// and a dynamically linked `kernelseal` command beside it (trusted too)
+/// could not start at all.
 pub fn refuse_lock_on_dynamic_binary() -> Result<(), String> {
     let exe = std::path::Path::new("/proc/self/exe");
-    match static_binary::needs_interpreter(exe) {
-        Ok(false) => Ok(()),
-        Ok(true) => Err(
-            "policy.lock needs a statically linked kernelseal-core (a locked node lets \
-             KernelSeal's processes run only their own binary's code, never a dynamic loader or \
-             a library): build it with cargo xtask static (target/static/kernelseal-core)"
-                .into(),
-        ),
-        Err(e) => Err(format!(
-            "policy.lock: cannot tell whether this kernelseal-core is statically linked: {e}"
-        )),
+    let command = kernelseal_bpf::command_beside(exe);
+    let binaries = [
+        ("kernelseal-core", Some(exe.to_path_buf())),
+        ("kernelseal", command),
+    ];
+    for (name, path) in binaries {
+        let Some(path) = path else { continue };
+        match static_binary::needs_interpreter(&path) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(format!(
+                    "policy.lock needs a statically linked {name} (a locked node lets \
+                     KernelSeal's processes run only their own binary's code, never a dynamic \
+                     loader or a library): build it with cargo xtask static (target/static/{name})"
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "policy.lock: cannot tell whether {name} ({}) is statically linked: {e}",
+                    path.display()
+                ));
+            }
+        }
     }
+    Ok(())
 }
 
 /// What lock mode means on this node now; a crash kernel loaded before the

@@ -455,8 +455,8 @@ pub(crate) fn mount_tracefs() {
     }
 }
 
-/// The dynamically linked release build the VM carries next to the static
-/// /usr/bin/kernelseal.
+/// The dynamically linked release core the VM carries next to the static
+/// /usr/bin/kernelseal-core.
 const DYNAMIC: &str = "/usr/bin/kernelseal-dynamic";
 
 /// A dynamically linked agent refuses `policy.lock` before it loads

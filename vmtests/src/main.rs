@@ -214,6 +214,10 @@ const TESTS: &[Test] = &[
         state_suite::traced_kernelseal_binary_is_not_trusted,
     ),
     (
+        "kernelseal_command_is_closed_before_its_mark",
+        state_suite::kernelseal_command_is_closed_before_its_mark,
+    ),
+    (
         "another_build_takes_over_only_through_a_handover",
         state_suite::another_build_takes_over_only_through_a_handover,
     ),

@@ -318,6 +318,11 @@ fn removals_refused_without_agent(layout: &str, v: &Victim) -> TestResult {
         open_outcome(CORE, libc::O_WRONLY),
         eperm,
     )?;
+    expect(
+        "agent killed: writing the trusted kernelseal command",
+        open_outcome(KERNELSEAL, libc::O_WRONLY),
+        eperm,
+    )?;
     all_refused("agent killed, protected before", v.pid, v.pid, v.addr)
 }
 
@@ -380,6 +385,87 @@ pub fn traced_kernelseal_binary_is_not_trusted(ctx: &mut Ctx) -> TestResult {
         ));
     }
     Ok(())
+}
+
+/// The `kernelseal` command beside the agent's binary is a trusted
+/// KernelSeal binary: `kernelseal exec` cannot be attached to, nor have its
+/// memory opened or read, by root even before the agent marks it (a
+/// `/proc/P/mem` descriptor opened then would outlive the mark). Each
+/// wrapper waits on a socket nobody serves, unmarked. Control: the static
+/// `kernelseal-exec`, as copied into images, is not trusted and is open.
+pub fn kernelseal_command_is_closed_before_its_mark(ctx: &mut Ctx) -> TestResult {
+    use kernelseal_attacks::Vector;
+    ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
+    let waiting = |program: &str, first: &[&str]| {
+        std::process::Command::new(program)
+            .args(first)
+            .args(["--socket", "/tmp/ks-nobody.sock", "--timeout", "60s", "--"])
+            .arg("/bin/true")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(KillOnDrop)
+            .map_err(|e| format!("starting {program}: {e}"))
+    };
+    let command = waiting(KERNELSEAL, &["exec"])?;
+    let control = waiting("/usr/bin/kernelseal-exec", &[])?;
+    let vectors = [
+        Vector::Mem,
+        Vector::PtraceAttach,
+        Vector::PtraceSeize,
+        Vector::ProcessVmReadv,
+    ];
+    for (child, exe, refused) in [
+        (&command, KERNELSEAL, true),
+        (&control, "/usr/bin/kernelseal-exec", false),
+    ] {
+        let pid = child.0.id();
+        let addr = running(pid, exe)?;
+        for vector in vectors {
+            let got = vector.attempt(pid, pid, addr);
+            let ok = matches!(got, crate::attacks::Outcome::Refused(_)) == refused;
+            if !ok {
+                return Err(format!(
+                    "{} of an unmarked {exe} (PID {pid}): {got}, expected {}",
+                    vector.name(),
+                    if refused { "refused" } else { "allowed" }
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A child killed and reaped however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `pid` runs `exe` (its exec done); returns the start of its
+/// first mapping (an address process_vm_readv can read).
+fn running(pid: u32, exe: &str) -> Result<usize, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if now.as_deref() == Some(std::path::Path::new(exe)) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("PID {pid} did not exec {exe}: {now:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|e| format!("/proc/{pid}/maps: {e}"))?;
+    maps.split('-')
+        .next()
+        .and_then(|a| usize::from_str_radix(a, 16).ok())
+        .ok_or_else(|| format!("no mapping in /proc/{pid}/maps"))
 }
 
 /// Runs `binary agent` and waits (bounded) for it to exit on its own:

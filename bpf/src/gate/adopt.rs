@@ -53,6 +53,7 @@ impl Gate {
             policy: RawPolicy::default(),
             filter: ExecFilter::default(),
             pins: None,
+            trusted_command: None,
         })
     }
 }
