@@ -194,3 +194,30 @@ fn a_missing_or_unusable_core_is_named() {
     assert_failure(&unusable, 126, "Permission denied");
     std::fs::remove_dir_all(&unusable).unwrap();
 }
+
+#[test]
+fn without_proc_the_core_beside_the_exec_path_is_run() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: unmounting /proc in a mount namespace needs root");
+        return;
+    }
+    let dir = install("noproc", Some((REPORTING_CORE, 0o755)));
+    // A private mount namespace without /proc; once by absolute path, once
+    // by a path relative to the working directory.
+    for program in [
+        dir.join("kernelseal").display().to_string(),
+        "./kernelseal".into(),
+    ] {
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("umount -l /proc && test ! -e /proc/self && exec \"$0\" check")
+            .arg(&program)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7), "{program}: {out:?}");
+        assert!(stdout(&out).ends_with("arg check\n"), "{out:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
