@@ -172,6 +172,13 @@ fn monotonic_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
+/// Whether the kernel refuses this process an fd of the map pinned at
+/// `path` (EPERM from KernelSeal's own programs): the pins belong to a
+/// build that does not trust this one.
+pub(crate) fn refused_pin(path: &Path) -> bool {
+    matches!(crate::sys::obj_get(path), Err(e) if e.raw_os_error() == Some(libc::EPERM))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,11 +216,4 @@ mod tests {
         // SAFETY: getuid cannot fail.
         unsafe { libc::getuid() }
     }
-}
-
-/// Whether the kernel refuses this process an fd of the map pinned at
-/// `path` (EPERM from KernelSeal's own programs): the pins belong to a
-/// build that does not trust this one.
-pub(crate) fn refused_pin(path: &Path) -> bool {
-    matches!(crate::sys::obj_get(path), Err(e) if e.raw_os_error() == Some(libc::EPERM))
 }
