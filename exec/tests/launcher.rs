@@ -10,6 +10,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Taken by every test for its whole run. A file being written is busy for
+/// exec (ETXTBSY) while any child forked meanwhile still holds the writing
+/// descriptor, so no test forks while another writes an executable.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A directory holding a copy of `kernelseal` and, when `core` is given,
 /// a `kernelseal-core` script with that body and mode.
 fn install(name: &str, core: Option<(&str, u32)>) -> PathBuf {
@@ -34,6 +42,7 @@ fn stdout(out: &std::process::Output) -> String {
 
 #[test]
 fn other_subcommands_run_the_core_in_place_with_the_same_arguments() {
+    let _serial = serial();
     let dir = install("pass", Some((REPORTING_CORE, 0o755)));
     let child = Command::new(dir.join("kernelseal"))
         .args(["status", "--pin-dir", "/x y", "--", "1"])
@@ -60,6 +69,7 @@ fn other_subcommands_run_the_core_in_place_with_the_same_arguments() {
 
 #[test]
 fn non_utf8_arguments_reach_the_core_byte_for_byte() {
+    let _serial = serial();
     let dir = install("raw", Some(("#!/bin/sh\nprintf %s \"$2\"\n", 0o755)));
     let raw = OsString::from_vec(vec![b'a', 0xff, b'z']);
     let out = Command::new(dir.join("kernelseal"))
@@ -74,6 +84,7 @@ fn non_utf8_arguments_reach_the_core_byte_for_byte() {
 
 #[test]
 fn exec_is_the_wrapper_and_never_reaches_the_core() {
+    let _serial = serial();
     let dir = install("exec", Some((REPORTING_CORE, 0o755)));
     let run = |args: &[&str]| {
         Command::new(dir.join("kernelseal"))
@@ -117,6 +128,7 @@ fn exec_is_the_wrapper_and_never_reaches_the_core() {
 
 #[test]
 fn no_arguments_and_help_are_the_cores() {
+    let _serial = serial();
     let dir = install("help", Some((REPORTING_CORE, 0o755)));
     let out = Command::new(dir.join("kernelseal")).output().unwrap();
     assert_eq!(out.status.code(), Some(7));
@@ -131,6 +143,7 @@ fn no_arguments_and_help_are_the_cores() {
 
 #[test]
 fn the_core_beside_the_real_file_is_run_through_a_symlink() {
+    let _serial = serial();
     let dir = install("link", Some((REPORTING_CORE, 0o755)));
     let elsewhere = dir.join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
@@ -153,6 +166,7 @@ fn the_core_beside_the_real_file_is_run_through_a_symlink() {
 
 #[test]
 fn an_environment_variable_cannot_choose_the_core() {
+    let _serial = serial();
     let dir = install("env", Some((REPORTING_CORE, 0o755)));
     let out = Command::new(dir.join("kernelseal"))
         .arg("check")
@@ -187,6 +201,7 @@ fn assert_failure(dir: &Path, code: i32, reason: &str) {
 
 #[test]
 fn a_missing_or_unusable_core_is_named() {
+    let _serial = serial();
     let missing = install("missing", None);
     assert_failure(&missing, 127, "No such file or directory");
     std::fs::remove_dir_all(&missing).unwrap();
@@ -197,6 +212,7 @@ fn a_missing_or_unusable_core_is_named() {
 
 #[test]
 fn without_proc_the_core_beside_the_exec_path_is_run() {
+    let _serial = serial();
     // SAFETY: getuid cannot fail.
     if unsafe { libc::getuid() } != 0 {
         eprintln!("skipped: unmounting /proc in a mount namespace needs root");
