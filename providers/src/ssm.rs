@@ -191,7 +191,8 @@ impl SsmReader<'_> {
                 .send()
                 .await
                 .map_err(|e| classify(&e, &rs, &self.asked(&format!("SSM path {}", path.path))))?;
-            for param in answer.parameters.unwrap_or_default() {
+            let mut params = answer.parameters.unwrap_or_default().into_iter();
+            while let Some(param) = params.next() {
                 let Some(name) = param.name.clone() else {
                     discard(param);
                     continue;
@@ -202,8 +203,14 @@ impl SsmReader<'_> {
                     with_decryption: path.with_decryption,
                     ttl: None,
                 });
-                let value = self.value(as_ref.to_string(), param, &name)?;
-                out.push(SsmParameter { name, value });
+                match self.value(as_ref.to_string(), param, &name) {
+                    Ok(value) => out.push(SsmParameter { name, value }),
+                    Err(e) => {
+                        // The page's other values are wiped, not just dropped.
+                        params.for_each(discard);
+                        return Err(e);
+                    }
+                }
             }
             match answer.next_token {
                 Some(t) if !t.is_empty() => next_token = Some(t),
