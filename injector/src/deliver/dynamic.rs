@@ -28,24 +28,24 @@ impl DynamicReads {
         sref: &SecretRef,
         login: Option<PodLogin<'_>>,
     ) -> Result<SecretValue, Error> {
-        if sref.is_dynamic() {
-            self.get(state, binding, sref, login).await
-        } else {
-            super::fetch(state, sref, login).await
+        match sref {
+            SecretRef::Vault(v) if sref.is_dynamic() => {
+                self.get(state, binding, sref, v, login).await
+            }
+            _ => super::fetch(state, sref, login).await,
         }
     }
 
-    /// `sref`'s value, read for `binding`: from the path's one answer.
+    /// The dynamic `v` (`sref`) read for `binding`: from its path's one
+    /// answer.
     async fn get(
         &mut self,
         state: &ServingState,
         binding: &str,
         sref: &SecretRef,
+        v: &VaultRef,
         login: Option<PodLogin<'_>>,
     ) -> Result<SecretValue, Error> {
-        let SecretRef::Vault(v) = sref else {
-            return super::fetch(state, sref, login).await;
-        };
         let path = SecretRef::Vault(VaultRef {
             key: None,
             ..v.clone()
