@@ -13,7 +13,7 @@
 //!   cargo bench -p kernelseal --bench dynamic_leases [-- LEASES]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use kernelseal_providers::{
     HeldLease, KvEngine, SecretProvider, SecretRef, VaultAuth, VaultProvider, VaultRef,
     VaultSettings,
 };
+use kernelseal_testkit::Reaped;
 use kernelseal_testkit::vault::{DynamicRole, Policy, VaultSpec, VaultStandin};
 use serde_json::json;
 
@@ -52,16 +53,10 @@ fn vault() -> (VaultStandin, String) {
     (vault, token)
 }
 
+/// The agent, killed and reaped when dropped.
 struct Agent {
-    child: Child,
+    _child: Reaped,
     socket: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_agent(d: &Path, vault: &VaultStandin, token: &str) -> Agent {
@@ -110,7 +105,10 @@ secrets:
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Agent { child, socket }
+    Agent {
+        _child: Reaped(child),
+        socket,
+    }
 }
 
 /// `kernelseal exec -- <program>`, `STARTS` times one after another.

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kernelseal_testkit::Reaped;
 use kernelseal_testkit::kube_api::{AGENT_TOKEN, KubeApi, pod};
 use kernelseal_testkit::sa_token::{CLUSTER_KEY, TokenSpec, mint};
 use kernelseal_testkit::vault::{Policy, Role, VaultSpec, VaultStandin};
@@ -72,16 +73,10 @@ fn node(rt: &tokio::runtime::Runtime) -> KubeApi {
     api
 }
 
+/// The agent, killed and reaped when dropped.
 struct Agent {
-    child: Child,
+    child: Reaped,
     socket: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_agent(dir: &Path, api: &KubeApi, vault: &VaultStandin, identity: &str) -> Agent {
@@ -127,7 +122,10 @@ fn start_agent(dir: &Path, api: &KubeApi, vault: &VaultStandin, identity: &str) 
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Agent { child, socket }
+    Agent {
+        child: Reaped(child),
+        socket,
+    }
 }
 
 /// The agent's CPU time so far, all threads, in nanoseconds as the
@@ -179,7 +177,7 @@ struct Burst {
 /// 200 starts at once; each one's time from its spawn to its exit, taken
 /// by a thread of its own as soon as it exits.
 fn burst(agent: &Agent, tokens: &[PathBuf], procs: &[std::fs::File]) -> Burst {
-    let cpu_before = cpu_of(agent.child.id());
+    let cpu_before = cpu_of(agent.child.0.id());
     let mut waiters = Vec::new();
     for _ in 0..STARTS_PER_POD {
         for (token, procs) in tokens.iter().zip(procs) {
@@ -200,7 +198,7 @@ fn burst(agent: &Agent, tokens: &[PathBuf], procs: &[std::fs::File]) -> Burst {
     latencies.sort();
     Burst {
         latencies,
-        agent_cpu: cpu_of(agent.child.id()) - cpu_before,
+        agent_cpu: cpu_of(agent.child.0.id()) - cpu_before,
     }
 }
 
