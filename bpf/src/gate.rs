@@ -23,7 +23,7 @@ mod adopt;
 mod enforced;
 mod load;
 
-use crate::trust::{self, AdmittedBuild};
+use crate::trust::{self, AdmittedBuild, CommandTrust};
 pub(crate) use enforced::read_policy_map;
 
 pub(crate) const POLICY_MAP: &str = "ks_policy";
@@ -143,8 +143,8 @@ pub struct Gate {
     filter: ExecFilter,
     /// The pins this gate made or adopted; `None` without a pin directory.
     pins: Option<PinWatch>,
-    /// The `kernelseal` command trusted beside the agent's binary.
-    trusted_command: Option<PathBuf>,
+    /// Whether the `kernelseal` command beside the agent's binary is trusted.
+    command: CommandTrust,
 }
 
 /// The programs this kernel gets, in attach order.
@@ -226,18 +226,27 @@ impl Gate {
         let mut trust = self.take_map(trust::TRUST_MAP)?;
         let exes = self.take_map(trust::SELF_EXES_MAP);
         let result = exes.and_then(|mut exes| {
-            let r = trust::trust_self(&mut trust, &mut exes, root.as_deref());
+            let fresh = self.origin == Origin::Loaded;
+            let r = trust::trust_self(&mut trust, &mut exes, root.as_deref(), fresh);
             self.maps.insert(trust::SELF_EXES_MAP, exes);
             r
         });
         self.maps.insert(trust::TRUST_MAP, trust);
-        self.trusted_command = result?;
+        self.command = result?;
         self.marks.mark_self()
+    }
+
+    /// Whether the `kernelseal` command beside the agent's binary is trusted.
+    pub fn command(&self) -> &CommandTrust {
+        &self.command
     }
 
     /// The `kernelseal` command trusted beside the agent's binary, if any.
     pub fn trusted_command(&self) -> Option<&std::path::Path> {
-        self.trusted_command.as_deref()
+        match &self.command {
+            CommandTrust::Trusted(path) => Some(path),
+            _ => None,
+        }
     }
 
     /// For a stopping agent that leaves its programs pinned: the next

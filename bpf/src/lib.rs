@@ -30,7 +30,7 @@ pub use policy::{KernelPolicy, pinned_policy_locked};
 pub use process::{ProcessFacts, Tracer, tracer_of};
 pub use sys::{pidfd_alive, pidfd_open};
 pub use tamper::{CheckFailure, Finding, MarkRegistry, TamperReport, Tampered};
-pub use trust::{AdmittedBuild, COMMAND, HANDOVER, command_beside};
+pub use trust::{AdmittedBuild, CommandTrust, HANDOVER, command_beside};
 
 /// The compiled BPF object.
 pub static OBJECT: &[u8] =

@@ -59,29 +59,60 @@ pub(crate) fn file_key(path: &Path) -> Result<RawFileKey, BpfError> {
 }
 
 /// The `kernelseal` command in the directory of the file `exe` links to,
-/// when it is a regular file owned by root and not writable by group or
-/// others (the rule a handover applies to a build). Trusted like the agent's
-/// own binary: `kernelseal exec` runs in it, and a trusted process can be
-/// neither attached to nor have its memory opened, even before the agent
-/// marks it protected.
+/// when it is a regular file (not a symlink) owned by root and not writable
+/// by group or others (the rule a handover applies to a build). Trusted
+/// like the agent's own binary: `kernelseal exec` runs in it, and a trusted
+/// process can be neither attached to nor have its memory opened, even
+/// before the agent marks it protected.
 pub fn command_beside(exe: &Path) -> Option<PathBuf> {
+    command_file(exe).map(|(path, _)| path)
+}
+
+/// [`command_beside`] with the file's key, from the one `lstat` that
+/// checked it.
+fn command_file(exe: &Path) -> Option<(PathBuf, RawFileKey)> {
     use std::os::unix::fs::MetadataExt;
     let path = std::fs::read_link(exe).ok()?.parent()?.join(COMMAND);
-    let meta = std::fs::metadata(&path).ok()?;
-    (meta.is_file() && meta.uid() == 0 && meta.mode() & 0o022 == 0).then_some(path)
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    let key = RawFileKey {
+        dev: kernel_dev(meta.dev()),
+        ino: meta.ino(),
+    };
+    (meta.is_file() && meta.uid() == 0 && meta.mode() & 0o022 == 0).then_some((path, key))
+}
+
+/// Whether the `kernelseal` command beside the agent's binary is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandTrust {
+    Trusted(PathBuf),
+    /// There is one, but not the file trusted when the pins were made, and
+    /// this start may not admit another (see [`trust_self`]).
+    NotAdmitted(PathBuf),
+    Absent,
 }
 
 /// Records where the pins are, closes any handover and trusts this
 /// process's own binary and the `kernelseal` command beside it (keeping
-/// builds admitted before); returns the command's path when trusted.
+/// builds admitted before).
+///
+/// A command not trusted yet is admitted only when this start could
+/// admit a build: programs loaded afresh (`fresh`), a handover still open,
+/// or this very process admitted by one. Otherwise root could swap any
+/// binary in as `kernelseal`, `kill -9` the agent, and have the restart
+/// trust it, even on a locked node.
 pub(crate) fn trust_self(
     trust: &mut Map,
     exes: &mut Map,
     pin_root: Option<&Path>,
-) -> Result<Option<PathBuf>, BpfError> {
+    fresh: bool,
+) -> Result<CommandTrust, BpfError> {
     let pins = match pin_root {
         Some(root) => file_key(root)?,
         None => RawFileKey::default(),
+    };
+    let handover_open = {
+        let until = read_trust(trust)?.handover_until_ns;
+        until != 0 && monotonic_ns() <= until
     };
     write_trust(
         trust,
@@ -93,13 +124,23 @@ pub(crate) fn trust_self(
     )?;
     let mut exes: HashMap<&mut MapData, RawFileKey, RawSelfExe> =
         HashMap::try_from(exes).map_err(|e| map_error("open", SELF_EXES_MAP, e))?;
-    let own = Path::new("/proc/self/exe");
-    trust_file(&mut exes, file_key(own)?)?;
-    let command = command_beside(own);
-    if let Some(path) = &command {
-        trust_file(&mut exes, file_key(path)?)?;
+    let own_path = Path::new("/proc/self/exe");
+    let own = file_key(own_path)?;
+    let handed_over = exes
+        .get(&own, 0)
+        .is_ok_and(|e| e.how == abi::SELF_HANDOVER && e.pid == std::process::id());
+    trust_file(&mut exes, own)?;
+    let Some((path, key)) = command_file(own_path) else {
+        return Ok(CommandTrust::Absent);
+    };
+    if exes.get(&key, 0).is_ok() {
+        return Ok(CommandTrust::Trusted(path));
     }
-    Ok(command)
+    if !(fresh || handover_open || handed_over) {
+        return Ok(CommandTrust::NotAdmitted(path));
+    }
+    trust_file(&mut exes, key)?;
+    Ok(CommandTrust::Trusted(path))
 }
 
 /// Adds a file to the trusted binaries unless it is there already (as the
@@ -206,6 +247,9 @@ mod tests {
         assert_eq!(command_beside(&link), None, "group-writable");
         chmod(0o757);
         assert_eq!(command_beside(&link), None, "writable by others");
+        std::fs::remove_file(&command).unwrap();
+        std::os::unix::fs::symlink(&core, &command).unwrap();
+        assert_eq!(command_beside(&link), None, "a symlink, whatever it names");
         std::fs::remove_file(&command).unwrap();
         std::fs::create_dir(&command).unwrap();
         assert_eq!(command_beside(&link), None, "not a regular file");

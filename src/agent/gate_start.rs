@@ -4,7 +4,7 @@
 //! tell the operator what the kernel now enforces.
 
 use anyhow::{Context, anyhow};
-use kernelseal_bpf::{BpfError, ExecFilter, Gate, GateOptions, KernelPolicy, Origin};
+use kernelseal_bpf::{BpfError, CommandTrust, ExecFilter, Gate, GateOptions, KernelPolicy, Origin};
 use tracing::{info, warn};
 
 use super::{AgentArgs, static_binary};
@@ -21,7 +21,9 @@ pub fn open_gate(
         return Err(unenforceable(format!("protection requested but {why}")));
     }
     if policy.lock() {
-        refuse_lock_on_dynamic_binary().map_err(unenforceable)?;
+        // The command the gate may trust: checked before anything loads.
+        let command = kernelseal_bpf::command_beside(std::path::Path::new("/proc/self/exe"));
+        refuse_lock_on_dynamic_binary(command.as_deref()).map_err(unenforceable)?;
     }
     match kernelseal_bpf::kernel::active_lsms() {
         Some(list) if !list.iter().any(|l| l == "bpf") => {
@@ -44,12 +46,7 @@ pub fn open_gate(
     })
     .map_err(|e| unenforceable(explain_load_failure(&e)))?;
     log_origin(&gate, pin_dir);
-    if let Some(command) = gate.trusted_command() {
-        info!(
-            "[OK] trusted KernelSeal binaries: this one and the kernelseal command at {}",
-            command.display()
-        );
-    }
+    log_command_trust(gate.command());
     info!("[OK] Exec monitor BPF programs loaded and attached");
     log_admitted_builds(&gate);
     log_lock(&gate, policy.lock());
@@ -100,20 +97,35 @@ fn log_origin(gate: &Gate, pin_dir: &std::path::Path) {
     }
 }
 
+/// Whether `kernelseal exec` from the command beside this binary is closed
+/// to root before its mark.
+fn log_command_trust(command: &CommandTrust) {
+    match command {
+        CommandTrust::Trusted(path) => info!(
+            "[OK] trusted KernelSeal binaries: this one and the kernelseal command at {}",
+            path.display()
+        ),
+        CommandTrust::NotAdmitted(path) => warn!(
+            "[WARN] the kernelseal command at {} is not trusted: it is not the file trusted \
+             when the pinned programs started, and only a fresh load or a handover (stop the \
+             agent with SIGTERM, then start it) admits another; kernelseal exec from it is \
+             guarded only from its mark",
+            path.display()
+        ),
+        CommandTrust::Absent => {}
+    }
+}
+
 /// A locked node runs KernelSeal's processes on their own binary's code
 /// only: a dynamically linked agent would lock itself out of its restart,
 /// and a dynamically linked `kernelseal` command beside it (trusted too)
 /// could not start at all.
-pub fn refuse_lock_on_dynamic_binary() -> Result<(), String> {
+pub fn refuse_lock_on_dynamic_binary(command: Option<&std::path::Path>) -> Result<(), String> {
     let exe = std::path::Path::new("/proc/self/exe");
-    let command = kernelseal_bpf::command_beside(exe);
-    let binaries = [
-        ("kernelseal-core", Some(exe.to_path_buf())),
-        ("kernelseal", command),
-    ];
+    let binaries = [("kernelseal-core", Some(exe)), ("kernelseal", command)];
     for (name, path) in binaries {
         let Some(path) = path else { continue };
-        match static_binary::needs_interpreter(&path) {
+        match static_binary::needs_interpreter(path) {
             Ok(false) => {}
             Ok(true) => {
                 return Err(format!(

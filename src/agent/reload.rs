@@ -68,7 +68,8 @@ pub fn apply_policy(
     } else {
         // Locking by reload takes the same check as locking at start.
         if policy.lock()
-            && let Err(why) = super::gate_start::refuse_lock_on_dynamic_binary()
+            && let Err(why) =
+                super::gate_start::refuse_lock_on_dynamic_binary(gate.trusted_command())
         {
             error!("[CONFIG] reload failed, keeping the current policy: {why}");
             return false;

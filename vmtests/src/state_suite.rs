@@ -6,10 +6,12 @@
 
 use std::ffi::CString;
 
+use kernelseal_testkit::Reaped;
+
 use crate::agent::{CORE, KERNELSEAL, Policy, kernelseal, protect, wait_log_line};
-use crate::attacks::{Outcome, cstring as c, errno, expect, open_outcome, outcome};
+use crate::attacks::{Outcome, Vector, cstring as c, errno, expect, open_outcome, outcome};
 use crate::secret_files_suite::rename;
-use crate::suite::{Ctx, TestResult, all_refused};
+use crate::suite::{Ctx, TestResult, all_allowed, all_refused, matrix};
 use crate::victim::Victim;
 
 const PINS: &str = "/sys/fs/bpf/kernelseal";
@@ -387,63 +389,90 @@ pub fn traced_kernelseal_binary_is_not_trusted(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
+/// The static wrapper as copied into images: not a trusted file.
+const WRAPPER: &str = "/usr/bin/kernelseal-exec";
+
 /// The `kernelseal` command beside the agent's binary is a trusted
 /// KernelSeal binary: `kernelseal exec` cannot be attached to, nor have its
 /// memory opened or read, by root even before the agent marks it (a
 /// `/proc/P/mem` descriptor opened then would outlive the mark). Each
 /// wrapper waits on a socket nobody serves, unmarked. Control: the static
 /// `kernelseal-exec`, as copied into images, is not trusted and is open.
+/// Then a file swapped in as the command is not trusted by an agent
+/// restarted with `kill -9` (only a fresh load or a handover admits one).
 pub fn kernelseal_command_is_closed_before_its_mark(ctx: &mut Ctx) -> TestResult {
-    use kernelseal_attacks::Vector;
     ctx.agent.set_policy(Policy::ENFORCE_ALL)?;
-    let waiting = |program: &str, first: &[&str]| {
-        std::process::Command::new(program)
-            .args(first)
-            .args(["--socket", "/tmp/ks-nobody.sock", "--timeout", "60s", "--"])
-            .arg("/bin/true")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map(KillOnDrop)
-            .map_err(|e| format!("starting {program}: {e}"))
-    };
     let command = waiting(KERNELSEAL, &["exec"])?;
-    let control = waiting("/usr/bin/kernelseal-exec", &[])?;
-    let vectors = [
-        Vector::Mem,
-        Vector::PtraceAttach,
-        Vector::PtraceSeize,
-        Vector::ProcessVmReadv,
-    ];
-    for (child, exe, refused) in [
-        (&command, KERNELSEAL, true),
-        (&control, "/usr/bin/kernelseal-exec", false),
-    ] {
-        let pid = child.0.id();
-        let addr = running(pid, exe)?;
-        for vector in vectors {
-            let got = vector.attempt(pid, pid, addr);
-            let ok = matches!(got, crate::attacks::Outcome::Refused(_)) == refused;
-            if !ok {
-                return Err(format!(
-                    "{} of an unmarked {exe} (PID {pid}): {got}, expected {}",
-                    vector.name(),
-                    if refused { "refused" } else { "allowed" }
-                ));
-            }
-        }
-    }
-    Ok(())
+    let control = waiting(WRAPPER, &[])?;
+    let pid = command.0.id();
+    matrix(
+        "an unmarked kernelseal exec",
+        pid,
+        pid,
+        running(pid, KERNELSEAL)?,
+        refused_by_trust,
+    )?;
+    let pid = control.0.id();
+    all_allowed(
+        "an unmarked kernelseal-exec (control)",
+        pid,
+        pid,
+        running(pid, WRAPPER)?,
+    )?;
+    drop((command, control));
+    let kept = "/usr/bin/ks-command-kept";
+    let swapped = swapped_command_is_not_trusted(ctx, kept);
+    // The trusted file back, whatever happened: later tests use it.
+    let restored = std::fs::rename(kept, KERNELSEAL)
+        .map_err(|e| format!("putting {KERNELSEAL} back: {e}"))
+        .and_then(|()| {
+            ctx.agent.kill9();
+            ctx.agent = crate::agent::Agent::start(Policy::ENFORCE_ALL)?;
+            wait_log_line(&["[OK] trusted KernelSeal binaries", KERNELSEAL])
+        });
+    swapped.and(restored)
 }
 
-/// A child killed and reaped however the test ends.
-struct KillOnDrop(std::process::Child);
+/// What a running trusted binary is refused: every access that needs to
+/// attach (`PTRACE_MODE_ATTACH`); reading environ and maps only needs to
+/// read, and only a mark refuses those.
+fn refused_by_trust(v: Vector) -> bool {
+    !matches!(v, Vector::Environ | Vector::TaskEnviron | Vector::Maps)
+}
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Root renames the trusted command to `kept`, puts another root-owned
+/// binary in its place and restarts the agent with `kill -9`: the agent
+/// warns and does not trust it, and `kernelseal exec` from it is open.
+fn swapped_command_is_not_trusted(ctx: &mut Ctx, kept: &str) -> TestResult {
+    let staged = "/usr/bin/ks-command-swap";
+    std::fs::copy(WRAPPER, staged).map_err(|e| format!("copying {WRAPPER}: {e}"))?;
+    std::fs::rename(KERNELSEAL, kept).map_err(|e| format!("moving {KERNELSEAL}: {e}"))?;
+    std::fs::rename(staged, KERNELSEAL).map_err(|e| format!("swapping {KERNELSEAL}: {e}"))?;
+    ctx.agent.kill9();
+    ctx.agent = crate::agent::Agent::start_from(CORE, &Policy::ENFORCE_ALL.yaml(), &[])?;
+    wait_log_line(&["the kernelseal command at", "is not trusted"])?;
+    let swapped = waiting(KERNELSEAL, &[])?;
+    let pid = swapped.0.id();
+    all_allowed(
+        "the swapped-in command after a kill -9 restart",
+        pid,
+        pid,
+        running(pid, KERNELSEAL)?,
+    )
+}
+
+/// `program [first…] --socket <nobody's> --timeout 60s -- /bin/true`: a
+/// wrapper that waits, unmarked, killed when dropped.
+fn waiting(program: &str, first: &[&str]) -> Result<Reaped, String> {
+    std::process::Command::new(program)
+        .args(first)
+        .args(["--socket", "/tmp/ks-nobody.sock", "--timeout", "60s", "--"])
+        .arg("/bin/true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Reaped)
+        .map_err(|e| format!("starting {program}: {e}"))
 }
 
 /// Waits until `pid` runs `exe` (its exec done); returns the start of its

@@ -18,7 +18,7 @@ pub struct Ctx {
 
 /// Every vector against (pid, tid) must match `expect(vector)`:
 /// `true` = refused with the vector's errno, `false` = allowed.
-fn matrix(
+pub(crate) fn matrix(
     label: &str,
     pid: u32,
     tid: u32,

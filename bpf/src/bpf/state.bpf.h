@@ -136,8 +136,8 @@ static __always_inline int guard_self_exe(struct file *file)
 }
 
 /* Whether `name` is exactly "kernelseal-core", the file holding the agent
- * (the `kernelseal` command execs it; the command itself is never trusted:
- * it holds no map and is not the one a handover is for). */
+ * (the `kernelseal` command execs it; the command is exec'd first and is
+ * not the build a handover is for: the agent trusts it at start). */
 static __always_inline bool named_kernelseal_core(struct dentry *d)
 {
 	const char want[] = "kernelseal-core";

@@ -11,6 +11,7 @@ use crate::filter::ExecFilter;
 use crate::marks::Marks;
 use crate::pins::PinLayout;
 use crate::tamper::MarkRegistry;
+use crate::trust::CommandTrust;
 
 impl Gate {
     pub(super) fn adopt(layout: PinLayout, expected: &[&'static str]) -> Result<Self, BpfError> {
@@ -53,7 +54,7 @@ impl Gate {
             policy: RawPolicy::default(),
             filter: ExecFilter::default(),
             pins: None,
-            trusted_command: None,
+            command: CommandTrust::Absent,
         })
     }
 }

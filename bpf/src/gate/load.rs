@@ -21,6 +21,7 @@ use crate::marks::Marks;
 use crate::pins::PinLayout;
 use crate::policy::KernelPolicy;
 use crate::tamper::MarkRegistry;
+use crate::trust::CommandTrust;
 
 /// What became of this layout version's links before a load.
 enum Aside {
@@ -153,7 +154,7 @@ impl Gate {
             policy: RawPolicy::default(),
             filter: ExecFilter::default(),
             pins: None,
-            trusted_command: None,
+            command: CommandTrust::Absent,
         })
     }
 
