@@ -99,9 +99,11 @@ impl ServingState {
         );
     }
 
-    /// What renews and revokes leases: the providers of this config.
+    /// What renews and revokes leases: the providers of this config, not
+    /// its cache (held by a lease's task, a cache clone would keep a
+    /// replaced config's cache refreshing as long as the process lives).
     pub fn lease_provider(&self) -> Arc<dyn kernelseal_providers::SecretProvider> {
-        Arc::new(self.cache.clone())
+        self.cache.provider()
     }
 
     /// The file store, for a `delivery: file` binding.

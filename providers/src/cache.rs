@@ -117,6 +117,14 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
+    /// The provider this cache reads through. Whoever needs it after the
+    /// cache (a lease's renewal and revocation outlive a config reload)
+    /// holds it instead of a clone of the cache, whose refresher runs as
+    /// long as any clone lives.
+    pub fn provider(&self) -> Arc<dyn SecretProvider> {
+        self.inner.provider.clone()
+    }
+
     pub fn new(provider: Arc<dyn SecretProvider>, opts: CacheOptions) -> Self {
         let (changes, _) = broadcast::channel(256);
         Cache {
