@@ -62,6 +62,9 @@ pub struct Holder {
 pub struct LeaseTable {
     records: Option<RecordDir>,
     timing: LeaseTiming,
+    /// This boot's id, written into every record (read once: it cannot
+    /// change while the agent runs).
+    boot_id: String,
     /// Processes holding leases now.
     holders: AtomicUsize,
 }
@@ -85,6 +88,7 @@ impl LeaseTable {
         Arc::new(LeaseTable {
             records,
             timing,
+            boot_id: boot_id(),
             holders: AtomicUsize::new(0),
         })
     }
@@ -103,7 +107,7 @@ impl LeaseTable {
         let record = LeaseRecord {
             pid: holder.pid,
             start_time: holder.start_time,
-            boot_id: boot_id(),
+            boot_id: self.boot_id.clone(),
             binding: holder.binding.clone(),
             leases: holder.leases.clone(),
         };
@@ -166,10 +170,9 @@ impl LeaseTable {
             return Ok(Reattached::default());
         };
         let mut found = Reattached::default();
-        let this_boot = boot_id();
         for (path, r) in dir.read_all()? {
             // Start times count from boot: after a reboot they name nobody.
-            let same_boot = r.boot_id.is_empty() || r.boot_id == this_boot;
+            let same_boot = r.boot_id.is_empty() || r.boot_id == self.boot_id;
             match alive(r.pid, r.start_time).filter(|_| same_boot) {
                 Some(pidfd) => {
                     found.kept += 1;
