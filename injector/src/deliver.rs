@@ -188,20 +188,27 @@ async fn fetch_secret(
             .filter(|_| b.identity.is_pod())
             .and_then(|l| l.login(&state.pod_reads, b, r))
     };
-    let key = |r: &SecretRef| match login(r) {
-        Some(l) => state.pod_reads.rotation_key(r, &l),
-        None => r.cache_key(),
-    };
+    // One login per ref, for both its rotation key and its read.
+    let key =
+        |r: &SecretRef, login: &Option<kernelseal_providers::identity::PodLogin<'_>>| match login {
+            Some(l) => state.pod_reads.rotation_key(r, l),
+            None => r.cache_key(),
+        };
     let SecretRef::Template(t) = sref else {
+        let login = login(sref);
         return (
-            key(sref).into_iter().collect(),
-            reads.fetch(state, &b.name, sref, login(sref)).await,
+            key(sref, &login).into_iter().collect(),
+            reads.fetch(state, &b.name, sref, login).await,
         );
     };
-    let keys = t.refs.values().filter_map(key).collect();
+    let inner_refs: Vec<_> = t.refs.iter().map(|(n, r)| (n, r, login(r))).collect();
+    let keys = inner_refs
+        .iter()
+        .filter_map(|(_, r, l)| key(r, l))
+        .collect();
     let mut values = BTreeMap::new();
-    for (name, inner) in &t.refs {
-        match reads.fetch(state, &b.name, inner, login(inner)).await {
+    for (name, inner, login) in inner_refs {
+        match reads.fetch(state, &b.name, inner, login).await {
             Ok(v) => values.insert(name.clone(), v),
             Err(e) => {
                 let failed = kernelseal_providers::Error::TemplateRefFailed {
