@@ -128,7 +128,13 @@ impl SsmReader<'_> {
             .parameters
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|p| Some((p.name.clone()?, p)))
+            .filter_map(|p| match p.name.clone() {
+                Some(name) => Some((name, p)),
+                None => {
+                    discard(p);
+                    None
+                }
+            })
             .collect();
         let mut made: BTreeMap<&str, Result<SecretValue, Error>> = BTreeMap::new();
         for (r, p) in refs {
