@@ -69,21 +69,17 @@ fn warn_as(program: &str, msg: impl AsRef<str>) {
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
-/// The C runtime's `argv` from index `first` on, byte for byte.
+/// The C runtime's `argv`, program name first, byte for byte.
 ///
 /// # Safety
 ///
 /// `argv` holds `argc` valid NUL-terminated strings, as the C runtime
 /// passes them to `main`, alive for the whole process.
-pub unsafe fn c_args(
-    argc: libc::c_int,
-    argv: *const *const libc::c_char,
-    first: usize,
-) -> Vec<OsString> {
+pub unsafe fn c_args(argc: libc::c_int, argv: *const *const libc::c_char) -> Vec<OsString> {
     use std::os::unix::ffi::OsStrExt;
     // From main's own arguments, not std::env::args_os(): that is filled by
     // std's runtime start on musl (only glibc hands argv to std beforehand).
-    (first..usize::try_from(argc).unwrap_or(0))
+    (0..usize::try_from(argc).unwrap_or(0))
         .map(|i| {
             // SAFETY: i < argc, and argv holds argc valid NUL-terminated
             // strings, alive for the whole process (the caller's contract).

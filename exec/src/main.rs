@@ -19,6 +19,6 @@ static HEAP: kernelseal_exec::SecretHeap = kernelseal_exec::SecretHeap::new();
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     // SAFETY: main's contract, passed on.
-    let args = unsafe { kernelseal_exec::c_args(argc, argv, 1) };
-    kernelseal_exec::main_with(&args, &HEAP)
+    let args = unsafe { kernelseal_exec::c_args(argc, argv) };
+    kernelseal_exec::main_with(args.get(1..).unwrap_or_default(), &HEAP)
 }

@@ -22,6 +22,6 @@ static HEAP: kernelseal_exec::SecretHeap = kernelseal_exec::SecretHeap::new();
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     // SAFETY: main's contract, passed on.
-    let args = unsafe { kernelseal_exec::c_args(argc, argv, 0) };
+    let args = unsafe { kernelseal_exec::c_args(argc, argv) };
     kernelseal_exec::dispatch(&args, &HEAP)
 }
