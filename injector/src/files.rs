@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use kernelseal_bpf::GuardedFiles;
 use kernelseal_providers::SecretValue;
-use tokio::io::unix::AsyncFd;
 use tracing::{error, info, warn};
 
 use crate::error::{FilesProblem, InjectError};
@@ -467,17 +466,11 @@ impl FileStore {
     fn cleanup_on_exit(&self, files: Arc<DeliveredFiles>, pidfd: OwnedFd) {
         let store = self.clone();
         tokio::spawn(async move {
-            // SAFETY: the AsyncFd owns the pidfd; it stays open and the same
-            // fd for the AsyncFd's whole life.
-            match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
-                Ok(fd) => {
-                    let _ = fd.readable().await;
-                }
-                Err(e) => warn!(
-                    "[FILE] cannot watch for the exit of the owner of {}: {}",
-                    files.path.display(),
-                    e.into_parts().1
-                ),
+            if let Err(e) = crate::identity::exit_of(pidfd).await {
+                warn!(
+                    "[FILE] cannot watch for the exit of the owner of {}: {e}",
+                    files.path.display()
+                );
             }
             store.remove(&files);
             {

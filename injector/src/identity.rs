@@ -71,6 +71,17 @@ fn peer_pidfd(fd: libc::c_int) -> Option<OwnedFd> {
     (rc == 0 && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) })
 }
 
+/// Resolves when the process behind `pidfd` exits (a pidfd becomes
+/// readable then); an error when the fd cannot be watched.
+pub(crate) async fn exit_of(pidfd: OwnedFd) -> std::io::Result<()> {
+    use tokio::io::unix::AsyncFd;
+    // SAFETY: the AsyncFd owns the pidfd; it stays open and the same fd for
+    // the AsyncFd's whole life.
+    let fd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    fd.readable().await.map(drop)
+}
+
 /// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use kernelseal_config::OnRotate;
 use kernelseal_providers::{HeldLease, SecretProvider};
-use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -401,17 +400,12 @@ impl Kept {
 /// Resolves when the process exits. Without a pidfd to watch, at once:
 /// leases nobody can tie to the process's life are revoked now (logged).
 async fn exit_of(pidfd: Option<OwnedFd>) {
-    // SAFETY: the AsyncFd owns the pidfd; it stays open and the same fd for
-    // the AsyncFd's whole life.
-    let registered = pidfd
-        .map(|fd| unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) });
-    match registered {
-        Some(Ok(fd)) => {
-            let _ = fd.readable().await;
-        }
-        _ => {
-            warn!("[LEASE] cannot watch for a lease holder's exit; its leases are revoked now");
-        }
+    let watched = match pidfd {
+        Some(fd) => crate::identity::exit_of(fd).await,
+        None => Err(std::io::Error::other("no pidfd")),
+    };
+    if watched.is_err() {
+        warn!("[LEASE] cannot watch for a lease holder's exit; its leases are revoked now");
     }
 }
 
