@@ -3,7 +3,6 @@
 //! what happens to the process: nothing (logged), a signal, or a restart
 //! (SIGTERM, for the supervisor to start it again with the new value).
 
-use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
@@ -388,29 +387,10 @@ async fn rerender(
             });
             continue;
         }
-        let mut values = BTreeMap::new();
-        for (name, inner) in &template.refs {
-            match cache.get(inner).await {
-                Ok(v) => {
-                    values.insert(name.clone(), v);
-                }
-                Err(e) => {
-                    warn!("[ROTATE] {reference}: ref {name}: {e}");
-                    break;
-                }
-            }
-        }
-        let complete = values.len() == template.refs.len();
-        let value = match complete
-            .then(|| kernelseal_providers::render_template(&template, &reference, &values))
-        {
-            Some(Ok(v)) => Some(v),
-            Some(Err(e)) => {
-                warn!("[ROTATE] {e}");
-                None
-            }
-            None => None,
-        };
+        let fetched =
+            kernelseal_providers::fetch_and_render(&template, &reference, |inner| cache.get(inner))
+                .await;
+        let value = fetched.rendered.inspect_err(|e| warn!("[ROTATE] {e}")).ok();
         out.push(Rerendered { template, value });
     }
     out

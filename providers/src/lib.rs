@@ -53,7 +53,7 @@ pub use settings::{
     STS_AUDIENCE, SecretIdSource, VaultAuth, VaultSettings, known_settings,
 };
 pub use ssm::{SsmParameter, SsmPath};
-pub use template::{TEMPLATE_PROVIDER, render as render_template};
+pub use template::{Fetched, TEMPLATE_PROVIDER, fetch_and_render, render as render_template};
 pub use upstream::aws_error_code;
 pub use value::{HeldLease, Lease, Metadata, SecretValue, content_tag, secret_memory};
 pub use vault::VaultProvider;

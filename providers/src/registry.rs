@@ -15,6 +15,7 @@ use crate::reference::{SecretRef, TemplateRef};
 use crate::settings::{
     AwsSettings, KubernetesSettings, ProviderSettings, VaultAuth, VaultSettings,
 };
+use crate::template::{Fetched, fetch_and_render};
 use crate::value::HeldLease;
 use crate::vault::VaultProvider;
 use crate::{SecretProvider, SecretValue};
@@ -191,27 +192,8 @@ impl Registry {
 impl Registry {
     /// Fetches each of a template's refs from its provider, then renders.
     async fn render(&self, reference: &SecretRef, t: &TemplateRef) -> Result<SecretValue, Error> {
-        let mut values = BTreeMap::new();
-        let mut failed = None;
-        for (name, inner) in &t.refs {
-            match self.fetch(inner).await {
-                Ok(value) => {
-                    values.insert(name.clone(), value);
-                }
-                Err(e) => {
-                    failed = Some(Error::TemplateRefFailed {
-                        reference: reference.to_string(),
-                        name: name.clone(),
-                        error: Box::new(e),
-                    });
-                    break;
-                }
-            }
-        }
-        let rendered = match failed {
-            Some(e) => Err(e),
-            None => crate::template::render(t, &reference.to_string(), &values),
-        };
+        let Fetched { values, rendered } =
+            fetch_and_render(t, &reference.to_string(), |inner| self.fetch(inner)).await;
         // Nobody outside the agent's lease table would renew or revoke a
         // dynamic credential read here (a check, an embedder): it ends now
         // rather than at its TTL, whether or not the template rendered.

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use kernelseal_config::{TemplateRef, template_environment, template_reads_of};
+use kernelseal_config::{SecretRef, TemplateRef, template_environment, template_reads_of};
 use minijinja::Value;
 use zeroize::Zeroizing;
 
@@ -27,6 +27,48 @@ use crate::value::{Metadata, SecretValue, content_tag};
 
 /// The provider name rendered values carry in their metadata.
 pub const TEMPLATE_PROVIDER: &str = "template";
+
+/// The values a template's refs were read with (by ref name) and the
+/// render: what [`fetch_and_render`] gives.
+pub struct Fetched {
+    pub values: BTreeMap<String, SecretValue>,
+    pub rendered: Result<SecretValue, Error>,
+}
+
+/// Reads each of `template`'s refs with `fetch`, in order, and renders
+/// over them; the first ref that cannot be read ends it, named in the
+/// error. The values read come back too: a caller may hold or revoke what
+/// they lease.
+pub async fn fetch_and_render<'t, F>(
+    template: &'t TemplateRef,
+    reference: &str,
+    mut fetch: impl FnMut(&'t SecretRef) -> F,
+) -> Fetched
+where
+    F: Future<Output = Result<SecretValue, Error>>,
+{
+    let mut values = BTreeMap::new();
+    for (name, inner) in &template.refs {
+        match fetch(inner).await {
+            Ok(value) => {
+                values.insert(name.clone(), value);
+            }
+            Err(e) => {
+                let failed = Error::TemplateRefFailed {
+                    reference: reference.to_string(),
+                    name: name.clone(),
+                    error: Box::new(e),
+                };
+                return Fetched {
+                    values,
+                    rendered: Err(failed),
+                };
+            }
+        }
+    }
+    let rendered = render(template, reference, &values);
+    Fetched { values, rendered }
+}
 
 /// Renders `template` over `values`, the fetched value of each of its refs
 /// by ref name. `reference` names the template in errors (its `Display`).
